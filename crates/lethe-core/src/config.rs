@@ -1,0 +1,569 @@
+//! `lethe.toml`: named profiles, `LETHE_…` environment overrides, strict keys,
+//! and the effective configuration the rest of the program runs on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Window;
+use crate::model::{CaptureMode, Classification, FieldClass, FieldSpec, StreamId, StreamSchema, TenantId};
+use crate::policy::{Action, CaptureRule, PolicyBook, RetentionRule, Selector};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML does not parse.
+    #[error("{source_name}: {message}")]
+    Syntax {
+        /// File name or `built-in defaults`.
+        source_name: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key or value is wrong; `path` names it (`retention.policy[2].window`).
+    #[error("{source_name}: at `{path}`: {message}")]
+    Invalid {
+        /// File name or `built-in defaults`.
+        source_name: String,
+        /// Dotted path of the offending key.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `--profile` names a profile the file does not define.
+    #[error("unknown profile `{0}` (defined: {1})")]
+    UnknownProfile(String, String),
+    /// An environment override could not be applied.
+    #[error("environment variable {0}: {1}")]
+    Env(String, String),
+}
+
+/// The whole configuration file, as written (before profiles are applied).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Storage settings.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Key management settings.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Which tenants may ingest.
+    #[serde(default)]
+    pub tenants: TenantsConfig,
+    /// Declared streams.
+    #[serde(default = "default_streams")]
+    pub streams: Vec<StreamConfig>,
+    /// Capture rules (most specific wins; default `full`).
+    #[serde(default)]
+    pub capture: Vec<CaptureConfig>,
+    /// Retention defaults and policies.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Backend: `sqlite` (embedded, the default).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Time span of one partition (a multiple of an hour dividing a day, or whole days).
+    #[serde(default = "default_partition")]
+    pub partition: Window,
+    /// Records per ingest transaction.
+    #[serde(default = "default_batch")]
+    pub ingest_batch: usize,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Master key file; relative paths are under the data directory. The
+    /// environment variable `LETHE_MASTER_KEY` takes precedence.
+    #[serde(default = "default_master_key_file")]
+    pub master_key_file: String,
+}
+
+/// `[tenants]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// Tenants allowed to ingest. Empty: any valid tenant id is accepted.
+    #[serde(default)]
+    pub allow: Vec<TenantId>,
+}
+
+/// `[[streams]]`: one versioned schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream name.
+    pub name: String,
+    /// Schema version.
+    pub version: u32,
+    /// Classification of records that name none.
+    #[serde(default = "default_classification")]
+    pub default_classification: Classification,
+    /// Field name to class (`"plain"`) or spec (`{ class = "personal", prompt = true }`).
+    pub fields: BTreeMap<String, FieldConfig>,
+}
+
+/// A field declaration: a bare class, or a table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldConfig {
+    /// `field = "plain"`.
+    Class(FieldClass),
+    /// `field = { class = "personal", prompt = true, required = false }`.
+    Spec(FieldSpecConfig),
+}
+
+/// The table form of a field declaration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpecConfig {
+    /// Storage class.
+    pub class: FieldClass,
+    /// Kept under `metadata_prompt` capture.
+    #[serde(default)]
+    pub prompt: bool,
+    /// Reject records without it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `[[capture]]`: a capture mode for a selector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Tenant, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Stream (`name` or `name:version`), or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Scope, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Classification, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// What to store.
+    pub mode: CaptureMode,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Policy applied where no `[[retention.policy]]` selects a record.
+    #[serde(default)]
+    pub default: DefaultPolicyConfig,
+    /// Selector-based policies; most specific wins.
+    #[serde(default)]
+    pub policy: Vec<PolicyConfig>,
+}
+
+/// `[retention.default]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultPolicyConfig {
+    /// Whether the default policy runs at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long records are kept.
+    #[serde(default = "default_window")]
+    pub window: Window,
+    /// What happens after the window.
+    #[serde(default = "default_action")]
+    pub action: Action,
+}
+
+/// `[[retention.policy]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A name for receipts and tables; defaults to `policy-<n>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tenant, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Stream (`name` or `name:version`), or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Scope, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Classification, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// Disabled policies still win selection (so they can switch retention off
+    /// for what they select) but never remove anything.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long records are kept.
+    pub window: Window,
+    /// What happens after the window.
+    pub action: Action,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { backend: default_backend(), partition: default_partition(), ingest_batch: default_batch() }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { default: DefaultPolicyConfig::default(), policy: Vec::new() }
+    }
+}
+
+impl Default for DefaultPolicyConfig {
+    fn default() -> Self {
+        DefaultPolicyConfig { enabled: true, window: default_window(), action: default_action() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_backend() -> String {
+    "sqlite".into()
+}
+fn default_partition() -> Window {
+    Window::Span(86_400)
+}
+fn default_batch() -> usize {
+    16_384
+}
+fn default_master_key_file() -> String {
+    "master.key".into()
+}
+fn default_classification() -> Classification {
+    Classification::Internal
+}
+fn default_window() -> Window {
+    Window::Span(180 * 86_400)
+}
+fn default_action() -> Action {
+    Action::Anonymize
+}
+
+/// The built-in streams: `audit:1` and `requests:1`.
+pub fn default_streams() -> Vec<StreamConfig> {
+    let f = |pairs: &[(&str, FieldConfig)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let c = FieldConfig::Class;
+    let prompt = FieldConfig::Spec(FieldSpecConfig { class: FieldClass::Personal, prompt: true, required: false });
+    vec![
+        StreamConfig {
+            name: "audit".into(),
+            version: 1,
+            default_classification: Classification::Internal,
+            fields: f(&[
+                ("action", FieldConfig::Spec(FieldSpecConfig { class: FieldClass::Plain, prompt: false, required: true })),
+                ("outcome", c(FieldClass::Plain)),
+                ("resource", c(FieldClass::Plain)),
+                ("region", c(FieldClass::Plain)),
+                ("latency_ms", c(FieldClass::Plain)),
+                ("actor_email", c(FieldClass::Subject)),
+                ("ip", c(FieldClass::Subject)),
+                ("user_agent", c(FieldClass::Personal)),
+                ("details", c(FieldClass::Personal)),
+            ]),
+        },
+        StreamConfig {
+            name: "requests".into(),
+            version: 1,
+            default_classification: Classification::Confidential,
+            fields: f(&[
+                ("model", c(FieldClass::Plain)),
+                ("status", c(FieldClass::Plain)),
+                ("input_tokens", c(FieldClass::Plain)),
+                ("output_tokens", c(FieldClass::Plain)),
+                ("latency_ms", c(FieldClass::Plain)),
+                ("region", c(FieldClass::Plain)),
+                ("user_email", c(FieldClass::Subject)),
+                ("ip", c(FieldClass::Subject)),
+                ("prompt", prompt),
+                ("response", c(FieldClass::Personal)),
+            ]),
+        },
+    ]
+}
+
+/// Where a configuration came from, for error messages.
+pub struct Source<'a> {
+    /// File name, or `built-in defaults`.
+    pub name: &'a str,
+    /// The TOML text (empty for built-in defaults).
+    pub text: &'a str,
+}
+
+/// Parses a configuration: the base file, then `[profiles.<profile>]` merged
+/// over it, then `LETHE_<PATH>` overrides from `env` (path segments separated by
+/// `__`, e.g. `LETHE_RETENTION__DEFAULT__WINDOW=90d`). Unknown keys are errors
+/// naming their path.
+pub fn load(
+    source: Source<'_>,
+    profile: Option<&str>,
+    env: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let name = source.name.to_string();
+    let mut root: toml::Table = source
+        .text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax { source_name: name.clone(), message: e.to_string() })?;
+    let profiles = root.remove("profiles");
+    if let Some(p) = profile {
+        let table = profiles.as_ref().and_then(|v| v.as_table());
+        let chosen = table.and_then(|t| t.get(p)).and_then(|v| v.as_table()).ok_or_else(|| {
+            let names: Vec<_> = table.map(|t| t.keys().cloned().collect()).unwrap_or_default();
+            ConfigError::UnknownProfile(p.to_string(), if names.is_empty() { "none".into() } else { names.join(", ") })
+        })?;
+        merge(&mut root, chosen.clone());
+    }
+    for (k, v) in env {
+        apply_env(&mut root, k, v)?;
+    }
+    let de = toml::Value::Table(root);
+    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+        source_name: name.clone(),
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    cfg.validate().map_err(|(path, message)| ConfigError::Invalid { source_name: name, path, message })?;
+    Ok(cfg)
+}
+
+/// Environment variables that are options of the binary, not configuration paths.
+pub const RESERVED_ENV: &[&str] = &["LETHE_DATA_DIR", "LETHE_CONFIG", "LETHE_PROFILE", "LETHE_MASTER_KEY", "LETHE_LOG"];
+
+/// The `LETHE_…` configuration overrides among `vars` (reserved names and
+/// test hooks excluded).
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut v: Vec<_> = vars
+        .filter(|(k, _)| {
+            k.starts_with("LETHE_") && !RESERVED_ENV.contains(&k.as_str()) && !k.starts_with("LETHE_TEST_")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn apply_env(root: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = key["LETHE_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env(key.into(), "empty path segment".into()));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut t = root;
+    for seg in &path[..path.len() - 1] {
+        let entry = t.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env(key.into(), format!("`{seg}` is not a table")))?;
+    }
+    t.insert(path[path.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+impl Config {
+    /// Built-in defaults: the two standard streams, `full` capture, and the
+    /// 180-day anonymize default.
+    pub fn builtin() -> Config {
+        load(Source { name: "built-in defaults", text: "" }, None, &[]).expect("built-in defaults are valid")
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.store.backend != "sqlite" {
+            return Err(("store.backend".into(), format!("unknown backend `{}` (available: sqlite)", self.store.backend)));
+        }
+        match self.store.partition {
+            Window::Span(s) if (s % 86_400 == 0) || (s % 3600 == 0 && 86_400 % s == 0) => {}
+            _ => {
+                return Err((
+                    "store.partition".into(),
+                    "must be whole days, or whole hours dividing a day (e.g. `1d`, `6h`)".into(),
+                ))
+            }
+        }
+        if self.store.ingest_batch == 0 {
+            return Err(("store.ingest_batch".into(), "must be positive".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let id = StreamId::new(&s.name, s.version).map_err(|e| (format!("streams[{i}]"), e.to_string()))?;
+            if !seen.insert(id.clone()) {
+                return Err((format!("streams[{i}]"), format!("stream `{id}` declared twice")));
+            }
+            for reserved in crate::record::RESERVED_TOP_LEVEL {
+                if s.fields.contains_key(*reserved) {
+                    return Err((format!("streams[{i}].fields.{reserved}"), "is a reserved top-level name".into()));
+                }
+            }
+        }
+        let check_stream = |path: String, st: &Option<String>| -> Result<(), (String, String)> {
+            if let Some(st) = st {
+                let ok = if st.contains(':') {
+                    st.parse::<StreamId>().map(|id| seen.contains(&id)).unwrap_or(false)
+                } else {
+                    seen.iter().any(|id| &id.name == st)
+                };
+                if !ok {
+                    return Err((path, format!("no declared stream matches `{st}`")));
+                }
+            }
+            Ok(())
+        };
+        for (i, c) in self.capture.iter().enumerate() {
+            check_stream(format!("capture[{i}].stream"), &c.stream)?;
+        }
+        for (i, p) in self.retention.policy.iter().enumerate() {
+            check_stream(format!("retention.policy[{i}].stream"), &p.stream)?;
+        }
+        Ok(())
+    }
+
+    /// The declared stream schemas.
+    pub fn schemas(&self) -> Vec<StreamSchema> {
+        self.streams
+            .iter()
+            .map(|s| StreamSchema {
+                id: StreamId { name: s.name.clone(), version: s.version },
+                default_classification: s.default_classification,
+                fields: s
+                    .fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let spec = match v {
+                            FieldConfig::Class(c) => FieldSpec { class: *c, prompt: false, required: false },
+                            FieldConfig::Spec(s) => FieldSpec { class: s.class, prompt: s.prompt, required: s.required },
+                        };
+                        (k.clone(), spec)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The policy book: capture and retention rules in evaluation form.
+    pub fn policy_book(&self) -> PolicyBook {
+        let sel = |tenant: &Option<TenantId>, stream: &Option<String>, scope: &Option<String>, class: &Option<Classification>| Selector {
+            tenant: tenant.clone(),
+            stream: stream.clone(),
+            scope: scope.clone(),
+            classification: *class,
+        };
+        PolicyBook {
+            default: RetentionRule {
+                name: "default".into(),
+                selector: Selector::default(),
+                enabled: self.retention.default.enabled,
+                window: self.retention.default.window,
+                action: self.retention.default.action,
+            },
+            retention: self
+                .retention
+                .policy
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RetentionRule {
+                    name: p.name.clone().unwrap_or_else(|| format!("policy-{}", i + 1)),
+                    selector: sel(&p.tenant, &p.stream, &p.scope, &p.classification),
+                    enabled: p.enabled,
+                    window: p.window,
+                    action: p.action,
+                })
+                .collect(),
+            capture: self
+                .capture
+                .iter()
+                .map(|c| CaptureRule { selector: sel(&c.tenant, &c.stream, &c.scope, &c.classification), mode: c.mode })
+                .collect(),
+        }
+    }
+
+    /// The effective configuration as TOML (no secrets are part of it).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source<'_> {
+        Source { name: "lethe.toml", text }
+    }
+
+    #[test]
+    fn builtin_defaults_declare_audit_and_requests_with_a_180_day_anonymize_default() {
+        let c = Config::builtin();
+        let names: Vec<_> = c.schemas().iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(names, ["audit:1", "requests:1"]);
+        assert_eq!(c.retention.default.window, Window::Span(180 * 86_400));
+        assert_eq!(c.retention.default.action, Action::Anonymize);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_their_path() {
+        let e = load(src("[retention]\ndefault = { window = \"30d\", colour = 1 }\n"), None, &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("retention.default"), "{s}");
+        assert!(s.contains("colour"), "{s}");
+        let e = load(src("[[retention.policy]]\nwindow = \"3x\"\naction = \"delete\"\n"), None, &[]).unwrap_err();
+        assert!(e.to_string().contains("retention.policy[0].window"), "{e}");
+    }
+
+    #[test]
+    fn profiles_merge_over_the_base_and_env_overrides_win() {
+        let text = "[retention.default]\nwindow = \"90d\"\n[profiles.short.retention.default]\nwindow = \"7d\"\n";
+        assert_eq!(load(src(text), None, &[]).unwrap().retention.default.window, Window::Span(90 * 86_400));
+        assert_eq!(load(src(text), Some("short"), &[]).unwrap().retention.default.window, Window::Span(7 * 86_400));
+        let env = vec![("LETHE_RETENTION__DEFAULT__WINDOW".to_string(), "1d".to_string())];
+        assert_eq!(load(src(text), Some("short"), &env).unwrap().retention.default.window, Window::Span(86_400));
+        let e = load(src(text), Some("nope"), &[]).unwrap_err();
+        assert!(e.to_string().contains("short"), "{e}");
+        let env = vec![("LETHE_RETENTION__BOGUS".to_string(), "1".to_string())];
+        assert!(load(src(text), None, &env).unwrap_err().to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn policies_must_name_declared_streams() {
+        let e = load(src("[[retention.policy]]\nstream = \"nope\"\nwindow = \"1d\"\naction = \"delete\"\n"), None, &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("retention.policy[0].stream"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_sample_config_loads_in_every_profile() {
+        let text = include_str!("../../../lethe.toml");
+        let base = load(src(text), None, &[]).unwrap();
+        assert!(!base.retention.policy.is_empty());
+        let root: toml::Table = text.parse().unwrap();
+        for name in root["profiles"].as_table().unwrap().keys() {
+            load(src(text), Some(name), &[]).unwrap();
+        }
+    }
+}

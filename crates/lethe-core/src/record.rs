@@ -1,0 +1,277 @@
+//! The record format: parsing and validating an NDJSON line against its stream
+//! schema, the encrypted body encoding, and the JSON form `lethe logs --json`
+//! prints (which `lethe ingest` accepts back).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::model::{Classification, FieldClass, StreamId, StreamSchema, TenantId};
+
+/// Top-level keys of the record format; everything else goes under `fields`.
+pub const RESERVED_TOP_LEVEL: &[&str] =
+    &["id", "tenant", "stream", "scope", "classification", "ts", "received", "subject", "fields", "anonymized"];
+
+/// Name under which the top-level subject id is kept in the encrypted body.
+pub const SUBJECT_FIELD: &str = "subject";
+
+/// Why a record was refused; `field` names the offending key.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("field `{field}`: {message}")]
+pub struct RecordError {
+    /// Dotted path of the offending field (`fields.prompt`, `ts`), or `(line)`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl RecordError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RecordError { field: field.into(), message: message.into() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(default, borrow)]
+    scope: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    classification: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    received: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    fields: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    anonymized: Option<bool>,
+}
+
+/// A parsed and validated incoming record; field values are still raw JSON.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    /// Client-chosen id, if any.
+    pub id: Option<[u8; 16]>,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Resolved stream (a bare name resolves to its newest declared version).
+    pub stream: StreamId,
+    /// Scope (`default` when absent).
+    pub scope: String,
+    /// Classification (the stream's default when absent).
+    pub classification: Classification,
+    /// Event time in µs since the epoch (`None`: use the received time).
+    pub ts_us: Option<i64>,
+    /// The data subject's id.
+    pub subject: Option<Cow<'a, str>>,
+    /// Declared fields with their class, prompt tag and raw JSON value.
+    pub fields: Vec<(Cow<'a, str>, FieldClass, bool, &'a RawValue)>,
+}
+
+/// Parses one line and validates it against the declared schemas.
+pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>, RecordError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let w: Wire<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = strip_position(&inner.to_string());
+        if path == "." {
+            match msg.strip_prefix("unknown field `") {
+                Some(rest) => RecordError::new(rest.split('`').next().unwrap_or(""), "unknown top-level field"),
+                None => RecordError::new("(line)", msg),
+            }
+        } else {
+            RecordError::new(path, msg)
+        }
+    })?;
+    de.end().map_err(|e| RecordError::new("(line)", strip_position(&e.to_string())))?;
+
+    let tenant = TenantId::new(&w.tenant).map_err(|e| RecordError::new("tenant", e.to_string()))?;
+    let schema = resolve_stream(&w.stream, schemas)?;
+    let scope = match w.scope {
+        None => "default".to_string(),
+        Some(s) if valid_scope(&s) => s.into_owned(),
+        Some(_) => return Err(RecordError::new("scope", "must be 1-200 printable characters")),
+    };
+    let classification = match w.classification {
+        None => schema.default_classification,
+        Some(c) => c.parse().map_err(|e: crate::model::NameError| RecordError::new("classification", e.to_string()))?,
+    };
+    let id = match w.id {
+        None => None,
+        Some(s) => Some(
+            *uuid::Uuid::parse_str(&s)
+                .map_err(|_| RecordError::new("id", "must be a UUID"))?
+                .as_bytes(),
+        ),
+    };
+    let ts_us = match w.ts {
+        None => None,
+        Some(s) => Some(parse_ts(&s).ok_or_else(|| RecordError::new("ts", "must be an RFC 3339 timestamp"))?),
+    };
+    let subject = match w.subject {
+        Some(s) if s.is_empty() => return Err(RecordError::new("subject", "must not be empty")),
+        s => s,
+    };
+    let mut fields = Vec::new();
+    for (name, raw) in w.fields.unwrap_or_default() {
+        let spec = schema.fields.get(name.as_ref()).ok_or_else(|| {
+            RecordError::new(format!("fields.{name}"), format!("not declared in stream `{}`", schema.id))
+        })?;
+        if raw.get() == "null" {
+            continue;
+        }
+        fields.push((name, spec.class, spec.prompt, raw));
+    }
+    for (name, spec) in &schema.fields {
+        if spec.required && !fields.iter().any(|(n, ..)| n == name) {
+            return Err(RecordError::new(format!("fields.{name}"), "is required"));
+        }
+    }
+    Ok(Incoming { id, tenant, stream: schema.id.clone(), scope, classification, ts_us, subject, fields })
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 200 && !s.chars().any(|c| c.is_control())
+}
+
+fn resolve_stream<'s>(s: &str, schemas: &'s [StreamSchema]) -> Result<&'s StreamSchema, RecordError> {
+    let found = if s.contains(':') {
+        let id: StreamId = s.parse().map_err(|e: crate::model::NameError| RecordError::new("stream", e.to_string()))?;
+        schemas.iter().find(|x| x.id == id)
+    } else {
+        schemas.iter().filter(|x| x.id.name == s).max_by_key(|x| x.id.version)
+    };
+    found.ok_or_else(|| RecordError::new("stream", format!("no declared stream `{s}`")))
+}
+
+/// Parses an RFC 3339 timestamp to µs since the epoch.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_micros())
+}
+
+/// Formats µs since the epoch as RFC 3339 UTC with microseconds when needed.
+pub fn format_ts(us: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// The encrypted body of a record: `(field name, nonce ‖ ciphertext ‖ tag)`
+/// pairs, encoded as `1 ‖ n:u16 ‖ (len:u8 ‖ name ‖ len:u32 ‖ blob)*`.
+pub mod body {
+    /// Appends the encoding of `fields` to `out`.
+    pub fn encode<'a>(fields: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>, out: &mut Vec<u8>) {
+        out.push(1);
+        out.extend_from_slice(&(fields.len() as u16).to_le_bytes());
+        for (name, blob) in fields {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+            out.extend_from_slice(blob);
+        }
+    }
+
+    /// Decodes a body; `None` when it is malformed.
+    pub fn decode(b: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+        let (&ver, rest) = b.split_first()?;
+        if ver != 1 || rest.len() < 2 {
+            return None;
+        }
+        let n = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        let mut p = &rest[2..];
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (&nl, r) = p.split_first()?;
+            let name = std::str::from_utf8(r.get(..nl as usize)?).ok()?;
+            let r = &r[nl as usize..];
+            let len = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
+            let blob = r.get(4..4 + len)?;
+            out.push((name, blob));
+            p = &r[4 + len..];
+        }
+        p.is_empty().then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn schemas() -> Vec<StreamSchema> {
+        Config::builtin().schemas()
+    }
+
+    #[test]
+    fn a_full_record_parses_with_defaults_applied() {
+        let line = r#"{"tenant":"acme","stream":"requests","subject":"u1","ts":"2026-01-02T03:04:05Z","fields":{"model":"m","prompt":"hi","user_email":"a@b"}}"#;
+        let r = parse(line, &schemas()).unwrap();
+        assert_eq!(r.stream.to_string(), "requests:1");
+        assert_eq!(r.scope, "default");
+        assert_eq!(r.classification, Classification::Confidential);
+        assert_eq!(r.ts_us, parse_ts("2026-01-02T03:04:05Z"));
+        assert_eq!(r.fields.len(), 3);
+        assert!(r.fields.iter().any(|(n, c, p, _)| n == "prompt" && *c == FieldClass::Personal && *p));
+    }
+
+    #[test]
+    fn bad_records_name_the_offending_field() {
+        let s = schemas();
+        let cases = [
+            (r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x","colour":1}}"#, "fields.colour"),
+            (r#"{"tenant":"acme","stream":"audit:1","fields":{}}"#, "fields.action"),
+            (r#"{"tenant":"Acme!","stream":"audit:1","fields":{"action":"x"}}"#, "tenant"),
+            (r#"{"tenant":"acme","stream":"nope:1","fields":{"action":"x"}}"#, "stream"),
+            (r#"{"tenant":"acme","stream":"audit:1","ts":"yesterday","fields":{"action":"x"}}"#, "ts"),
+            (r#"{"tenant":"acme","stream":"audit:1","ts":5,"fields":{"action":"x"}}"#, "ts"),
+            (r#"{"tenant":"acme","stream":"audit:1","classification":"secret","fields":{"action":"x"}}"#, "classification"),
+            (r#"{"tenant":"acme","stream":"audit:1","id":"nope","fields":{"action":"x"}}"#, "id"),
+            (r#"{"tenant":"acme","stream":"audit:1","extra":1,"fields":{"action":"x"}}"#, "extra"),
+            (r#"{"stream":"audit:1","fields":{"action":"x"}}"#, "(line)"),
+            (r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x"}} trailing"#, "(line)"),
+            (r#"not json"#, "(line)"),
+        ];
+        for (line, field) in cases {
+            let e = parse(line, &s).unwrap_err();
+            assert_eq!(e.field, field, "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn bodies_round_trip_and_reject_garbage() {
+        let mut out = Vec::new();
+        let fields = [("a", b"xyz".as_slice()), ("prompt", b"".as_slice())];
+        body::encode(fields.iter().map(|(a, b)| (*a, *b)), &mut out);
+        assert_eq!(body::decode(&out).unwrap(), fields.to_vec());
+        assert!(body::decode(&out[..out.len() - 1]).is_none());
+        assert!(body::decode(&[2, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn timestamps_format_as_rfc3339_utc() {
+        let us = parse_ts("2026-01-02T03:04:05.123456+01:00").unwrap();
+        assert_eq!(format_ts(us), "2026-01-02T02:04:05.123456Z");
+    }
+}
