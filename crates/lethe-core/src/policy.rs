@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for Action {
 }
 
 /// The four coordinates a policy selects on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct GroupKey {
     /// Tenant.
     pub tenant: TenantId,

@@ -1,0 +1,893 @@
+//! The embedded backend: a SQLite catalog plus one SQLite file per (tenant,
+//! stream, period) partition, so that an expired partition is removed by
+//! unlinking its file and its disk space comes back at once.
+//!
+//! Crash safety rests on two catalog states. Before any partition file is
+//! written, the partitions a write will touch are marked `dirty` in the
+//! catalog (one durable commit); the catalog's chain heads and group counts are
+//! updated and the marks cleared only after every partition commit. On open,
+//! and before every write, dirty partitions are repaired: rows past the
+//! committed chain head (from a batch that never finished) are removed and the
+//! partition's counts are recomputed from the file. Partitions being removed
+//! whole are marked `dropping` first, and a dropping partition is always
+//! finished off.
+
+mod partition;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use lethe_core::policy::{Action, GroupKey};
+use lethe_core::{Classification, StreamId, TenantId};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::crashpoint;
+use crate::{
+    AppendReport, CaptureDrop, GroupStats, KeyId, NewRecord, Progress, RecordQuery, Result, RetentionEffect,
+    RetentionTarget, RunRecord, Store, StoreError, StoredRecord,
+};
+
+pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const CATALOG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chains(tenant TEXT NOT NULL, stream TEXT NOT NULL, head_seq INTEGER NOT NULL,
+  PRIMARY KEY(tenant, stream));
+CREATE TABLE IF NOT EXISTS partitions(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, stream TEXT NOT NULL,
+  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, path TEXT NOT NULL, state INTEGER NOT NULL,
+  bytes INTEGER NOT NULL DEFAULT 0, UNIQUE(tenant, stream, start_us));
+CREATE INDEX IF NOT EXISTS partitions_state ON partitions(state) WHERE state != 0;
+CREATE TABLE IF NOT EXISTS partition_groups(partition_id INTEGER NOT NULL, scope TEXT NOT NULL,
+  class INTEGER NOT NULL, records INTEGER NOT NULL, anonymized INTEGER NOT NULL, min_ts INTEGER, max_ts INTEGER,
+  PRIMARY KEY(partition_id, scope, class));
+CREATE TABLE IF NOT EXISTS capture_drops(tenant TEXT NOT NULL, stream TEXT NOT NULL, scope TEXT NOT NULL,
+  class INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(tenant, stream, scope, class));
+CREATE TABLE IF NOT EXISTS tenant_keys(tenant TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS data_keys(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, ref BLOB NOT NULL,
+  wrapped BLOB, created_us INTEGER NOT NULL, destroyed_us INTEGER, UNIQUE(tenant, ref));
+CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
+  finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
+";
+
+const LIVE: i64 = 0;
+const DIRTY: i64 = 1;
+const DROPPING: i64 = 2;
+
+/// Partition connections kept open at once.
+const OPEN_PARTITIONS: usize = 24;
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    dir: PathBuf,
+    span_us: i64,
+    lock_file: File,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    cat: Connection,
+    parts: HashMap<i64, (Connection, u64)>,
+    tick: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    id: i64,
+    tenant: TenantId,
+    stream: StreamId,
+    start: i64,
+    end: i64,
+    path: String,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PartGroup {
+    scope: String,
+    class: Classification,
+    records: u64,
+    anonymized: u64,
+}
+
+/// Holds the cross-process writer lock for the duration of a write.
+struct WriteGuard<'a>(&'a File);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a store in `dir` with partitions of
+    /// `span_secs` seconds, repairing whatever a crash left in flight.
+    pub fn open(dir: &Path, span_secs: u64) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let lock_path = dir.join("lock");
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
+        let cat = Connection::open(dir.join("catalog.db")).map_err(db)?;
+        cat.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;")
+            .map_err(db)?;
+        cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
+        let stored: Option<String> =
+            cat.query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0)).optional().map_err(db)?;
+        match stored {
+            None => {
+                cat.execute("INSERT INTO meta(key,value) VALUES('partition_secs',?1)", [span_secs.to_string()])
+                    .map_err(db)?;
+            }
+            Some(s) if s == span_secs.to_string() => {}
+            Some(s) => {
+                return Err(StoreError::Corrupt(format!(
+                    "this store was created with partitions of {s} s; store.partition asks for {span_secs} s"
+                )))
+            }
+        }
+        let store = SqliteStore {
+            dir: dir.to_path_buf(),
+            span_us: span_secs as i64 * 1_000_000,
+            lock_file,
+            inner: Mutex::new(Inner { cat, parts: HashMap::new(), tick: 0 }),
+        };
+        {
+            let _g = store.write_lock()?;
+            let mut inner = store.lock();
+            store.repair(&mut inner)?;
+        }
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_lock(&self) -> Result<WriteGuard<'_>> {
+        self.lock_file.lock().map_err(|e| StoreError::io("locking the store for writing", e))?;
+        Ok(WriteGuard(&self.lock_file))
+    }
+
+    fn part_path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn conn<'a>(&self, inner: &'a mut Inner, p: &Part, create: bool) -> Result<&'a Connection> {
+        inner.tick += 1;
+        let tick = inner.tick;
+        if !inner.parts.contains_key(&p.id) {
+            if inner.parts.len() >= OPEN_PARTITIONS {
+                if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                    inner.parts.remove(&old);
+                }
+            }
+            let c = partition::open(&self.part_path(&p.path), create)?;
+            inner.parts.insert(p.id, (c, tick));
+        }
+        let e = inner.parts.get_mut(&p.id).expect("inserted above");
+        e.1 = tick;
+        Ok(&e.0)
+    }
+
+    fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
+        inner.parts.remove(&p.id);
+        let base = self.part_path(&p.path);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let f = PathBuf::from(format!("{}{suffix}", base.display()));
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("removing {}", f.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn file_bytes(&self, p: &Part) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        ["", "-wal"]
+            .iter()
+            .filter_map(|s| std::fs::metadata(format!("{}{s}", self.part_path(&p.path).display())).ok())
+            .map(|m| m.blocks() * 512)
+            .sum()
+    }
+
+    fn parts_where(&self, cat: &Connection, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Part>> {
+        let sql = format!("SELECT id,tenant,stream,start_us,end_us,path,bytes FROM partitions WHERE {clause}");
+        let mut st = cat.prepare_cached(&sql).map_err(db)?;
+        let rows = st
+            .query_map(args, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, i64>(6)?))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, t, s, start, end, path, bytes) = row.map_err(db)?;
+            out.push(Part {
+                id,
+                tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                start,
+                end,
+                path,
+                bytes: bytes as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn head(cat: &Connection, tenant: &str, stream: &str) -> Result<u64> {
+        let h: Option<i64> = cat
+            .query_row("SELECT head_seq FROM chains WHERE tenant=?1 AND stream=?2", [tenant, stream], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        Ok(h.unwrap_or(0) as u64)
+    }
+
+    /// Finishes dropping partitions marked `dropping` and repairs `dirty` ones.
+    fn repair(&self, inner: &mut Inner) -> Result<()> {
+        let dropping = self.parts_where(&inner.cat, "state = ?1", &[&DROPPING])?;
+        for p in &dropping {
+            self.remove_files(inner, p)?;
+            forget_partition(&inner.cat, p.id)?;
+        }
+        let dirty = self.parts_where(&inner.cat, "state = ?1", &[&DIRTY])?;
+        for p in &dirty {
+            if !self.part_path(&p.path).exists() {
+                forget_partition(&inner.cat, p.id)?;
+                continue;
+            }
+            let head = Self::head(&inner.cat, p.tenant.as_str(), &p.stream.to_string())?;
+            let c = self.conn(inner, p, false)?;
+            partition::truncate_after(c, head)?;
+            self.settle(inner, p)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes a partition's counts from its file and marks it live, or
+    /// removes it when it is empty.
+    fn settle(&self, inner: &mut Inner, p: &Part) -> Result<()> {
+        let c = self.conn(inner, p, false)?;
+        let groups = partition::group_stats(c)?;
+        if groups.is_empty() {
+            inner.cat.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING]).map_err(db)?;
+            self.remove_files(inner, p)?;
+            return forget_partition(&inner.cat, p.id);
+        }
+        let bytes = self.file_bytes(p);
+        let tx = inner.cat.unchecked_transaction().map_err(db)?;
+        tx.execute("DELETE FROM partition_groups WHERE partition_id=?1", [p.id]).map_err(db)?;
+        for (scope, class, n, anon, min, max) in groups {
+            tx.execute(
+                "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+                params![p.id, scope, class, n as i64, anon as i64, min, max],
+            )
+            .map_err(db)?;
+        }
+        tx.execute("UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1", params![p.id, LIVE, bytes as i64])
+            .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    fn groups_of(cat: &Connection, part: i64) -> Result<Vec<PartGroup>> {
+        let mut st = cat
+            .prepare_cached("SELECT scope,class,records,anonymized FROM partition_groups WHERE partition_id=?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([part], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (scope, class, n, a) = row.map_err(db)?;
+            let class = Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?;
+            out.push(PartGroup { scope, class, records: n as u64, anonymized: a as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Works out, per partition, what the targets do to it.
+    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget]) -> Result<Work> {
+        let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
+        let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
+        tenants.sort();
+        tenants.dedup();
+        let mut work = Work::default();
+        for tenant in tenants {
+            let parts = self.parts_where(&inner.cat, "tenant = ?1 AND state = 0 ORDER BY stream, start_us", &[&tenant.as_str()])?;
+            for p in parts {
+                let groups = Self::groups_of(&inner.cat, p.id)?;
+                let total: u64 = groups.iter().map(|g| g.records).sum();
+                let mut whole = !groups.is_empty();
+                let mut items = Vec::new();
+                for g in &groups {
+                    let key = GroupKey { tenant: p.tenant.clone(), stream: p.stream.clone(), scope: g.scope.clone(), classification: g.class };
+                    let Some(&ti) = by_key.get(&key) else {
+                        whole = false;
+                        continue;
+                    };
+                    let t = &targets[ti];
+                    let anonymize = t.action == Action::Anonymize;
+                    let n = if p.end <= t.cutoff_us {
+                        if anonymize {
+                            whole = false;
+                            g.records - g.anonymized
+                        } else {
+                            g.records
+                        }
+                    } else {
+                        whole = false;
+                        if p.start < t.cutoff_us {
+                            let c = self.conn(inner, &p, false)?;
+                            partition::count_expired(c, &g.scope, g.class, t.cutoff_us, anonymize)?
+                        } else {
+                            0
+                        }
+                    };
+                    items.push(Item { target: ti, scope: g.scope.clone(), class: g.class, records: n, share: g.records });
+                }
+                if whole {
+                    work.drops.push((p, items, total));
+                } else if items.iter().any(|i| i.records > 0) {
+                    items.retain(|i| i.records > 0);
+                    work.rows.push((p, items));
+                }
+            }
+        }
+        Ok(work)
+    }
+}
+
+#[derive(Default)]
+struct Work {
+    /// Partitions removed whole, with their groups and total record count.
+    drops: Vec<(Part, Vec<Item>, u64)>,
+    /// Partitions with row-level work.
+    rows: Vec<(Part, Vec<Item>)>,
+}
+
+struct Item {
+    target: usize,
+    scope: String,
+    class: Classification,
+    records: u64,
+    share: u64,
+}
+
+fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
+    cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id]).map_err(db)?;
+    cat.execute("DELETE FROM partitions WHERE id=?1", [id]).map_err(db)?;
+    Ok(())
+}
+
+fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
+    targets
+        .iter()
+        .map(|t| RetentionEffect { target: t.clone(), records: 0, bytes_freed: 0, partitions_dropped: 0 })
+        .collect()
+}
+
+/// Splits a dropped partition's bytes over its groups by record share, the
+/// remainder going to the largest group so the parts add up exactly.
+fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], total: u64, bytes: u64) {
+    let mut given = 0;
+    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
+    for (n, i) in items.iter().enumerate() {
+        let b = if total == 0 { 0 } else { bytes * i.share / total };
+        given += b;
+        let e = &mut effects[i.target];
+        e.bytes_freed += b;
+        e.records += i.records;
+        if Some(n) == largest {
+            e.partitions_dropped += 1;
+        }
+    }
+    if let Some(n) = largest {
+        effects[items[n].target].bytes_freed += bytes - given;
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, batch: &[NewRecord], drops: &[CaptureDrop]) -> Result<AppendReport> {
+        let _g = self.write_lock()?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.repair(inner)?;
+
+        // Group records by partition, keeping input order within each.
+        let mut order: Vec<(String, String, i64, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let start = r.ts_us.div_euclid(self.span_us) * self.span_us;
+                (r.group.tenant.to_string(), r.group.stream.to_string(), start, i)
+            })
+            .collect();
+        order.sort();
+
+        // Intent: every partition this batch touches is marked dirty, durably,
+        // before any of them is written.
+        let mut parts: Vec<(Part, Vec<&NewRecord>)> = Vec::new();
+        let mut heads: BTreeMap<(String, String), u64> = BTreeMap::new();
+        {
+            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            for (tenant, stream, start, i) in &order {
+                let r = &batch[*i];
+                if parts.last().is_none_or(|(p, _)| p.tenant.as_str() != tenant || p.stream.to_string() != *stream || p.start != *start) {
+                    let path = partition_path(tenant, &r.group.stream, *start, self.span_us);
+                    tx.execute(
+                        "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
+                         ON CONFLICT(tenant,stream,start_us) DO UPDATE SET state=?6",
+                        params![tenant, stream, start, start + self.span_us, path, DIRTY],
+                    )
+                    .map_err(db)?;
+                    let (id, path, bytes): (i64, String, i64) = tx
+                        .query_row(
+                            "SELECT id,path,bytes FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
+                            params![tenant, stream, start],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .map_err(db)?;
+                    let p = Part {
+                        id,
+                        tenant: r.group.tenant.clone(),
+                        stream: r.group.stream.clone(),
+                        start: *start,
+                        end: start + self.span_us,
+                        path,
+                        bytes: bytes as u64,
+                    };
+                    parts.push((p, Vec::new()));
+                    let ck = (tenant.clone(), stream.clone());
+                    if !heads.contains_key(&ck) {
+                        heads.insert(ck, Self::head(&tx, tenant, stream)?);
+                    }
+                }
+                parts.last_mut().expect("pushed above").1.push(r);
+            }
+            tx.commit().map_err(db)?;
+        }
+        crashpoint::hit("append.after_intent");
+
+        let mut report = AppendReport::default();
+        let mut settled: Vec<(Part, Vec<((String, u8), partition::GroupDelta)>, u64)> = Vec::new();
+        for (p, recs) in parts {
+            let head = heads.get_mut(&(p.tenant.to_string(), p.stream.to_string())).expect("head loaded");
+            let c = self.conn(inner, &p, true)?;
+            let tx = c.unchecked_transaction().map_err(db)?;
+            let mut deltas = Vec::new();
+            let n = partition::insert(&tx, &recs, head, &mut deltas)?;
+            tx.commit().map_err(db)?;
+            crashpoint::hit("append.after_partition");
+            report.inserted += n;
+            report.duplicates += recs.len() as u64 - n;
+            let bytes = self.file_bytes(&p);
+            settled.push((p, deltas, bytes));
+        }
+
+        // Commit point: chain heads, counts, and the dirty marks cleared.
+        let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        for ((tenant, stream), head) in &heads {
+            tx.execute(
+                "INSERT INTO chains(tenant,stream,head_seq) VALUES(?1,?2,?3)
+                 ON CONFLICT(tenant,stream) DO UPDATE SET head_seq=?3",
+                params![tenant, stream, *head as i64],
+            )
+            .map_err(db)?;
+        }
+        for (p, deltas, bytes) in &settled {
+            for ((scope, class), d) in deltas {
+                tx.execute(
+                    "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts)
+                     VALUES(?1,?2,?3,?4,0,?5,?6)
+                     ON CONFLICT(partition_id,scope,class) DO UPDATE SET records=records+?4,
+                       min_ts=min(coalesce(min_ts,?5),?5), max_ts=max(coalesce(max_ts,?6),?6)",
+                    params![p.id, scope, class, d.records as i64, d.min_ts, d.max_ts],
+                )
+                .map_err(db)?;
+            }
+            tx.execute("UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1", params![p.id, LIVE, *bytes as i64])
+                .map_err(db)?;
+        }
+        for d in drops {
+            tx.execute(
+                "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES(?1,?2,?3,?4,?5)
+                 ON CONFLICT(tenant,stream,scope,class) DO UPDATE SET count=count+?5",
+                params![d.key.tenant.as_str(), d.key.stream.to_string(), d.key.scope, d.key.classification.code(), d.count as i64],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        // A partition left empty (every record a duplicate of a new partition) is removed.
+        for (p, deltas, _) in &settled {
+            if deltas.is_empty() && partition::is_empty(self.conn(inner, p, false)?)? {
+                self.settle(inner, p)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn query(&self, q: &RecordQuery, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<()> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let stream = q.stream.as_ref().map(|s| s.to_string());
+        let since = q.since_us.unwrap_or(i64::MIN);
+        let until = q.until_us.unwrap_or(i64::MAX);
+        let order = if q.ascending { "ASC" } else { "DESC" };
+        let parts = self.parts_where(
+            &inner.cat,
+            &format!(
+                "tenant=?1 AND (?2 IS NULL OR stream=?2) AND end_us>?3 AND start_us<?4 AND state != 2 ORDER BY start_us {order}, stream"
+            ),
+            &[&q.tenant.as_str(), &stream, &since, &until],
+        )?;
+        let mut remaining = q.limit.unwrap_or(usize::MAX);
+        let mut i = 0;
+        while i < parts.len() && remaining > 0 {
+            // Partitions with the same start overlap in time: merge them.
+            let j = parts[i..].iter().position(|p| p.start != parts[i].start).map_or(parts.len(), |k| i + k);
+            let mut rows = Vec::new();
+            for p in &parts[i..j] {
+                let c = self.conn(inner, p, false)?;
+                let key = GroupKey { tenant: p.tenant.clone(), stream: p.stream.clone(), scope: String::new(), classification: Classification::Public };
+                let f = partition::Filter {
+                    scope: q.scope.as_deref(),
+                    pseudonym: q.pseudonym.as_ref(),
+                    since_us: q.since_us,
+                    until_us: q.until_us,
+                    ascending: q.ascending,
+                    limit: q.limit.map(|_| remaining),
+                };
+                rows.extend(partition::select(c, &key, &f)?);
+            }
+            rows.sort_by(|a, b| {
+                let k = |r: &StoredRecord| (r.record.ts_us, r.record.group.stream.clone(), r.seq);
+                if q.ascending {
+                    k(a).cmp(&k(b))
+                } else {
+                    k(b).cmp(&k(a))
+                }
+            });
+            for r in rows.into_iter().take(remaining) {
+                remaining -= 1;
+                if !visit(r) {
+                    return Ok(());
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare(
+                "SELECT p.id, p.tenant, p.stream, p.bytes, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts
+                 FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
+                 WHERE (?1 IS NULL OR p.tenant = ?1) AND p.state != 2",
+            )
+            .map_err(db)?;
+        type Row = (i64, String, String, i64, String, u8, i64, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = st
+            .query_map([tenant.map(|t| t.as_str())], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+            })
+            .map_err(db)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db)?;
+        let mut part_total: HashMap<i64, i64> = HashMap::new();
+        for r in &rows {
+            *part_total.entry(r.0).or_default() += r.6;
+        }
+        let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
+        for (pid, t, s, bytes, scope, class, n, anon, min, max) in rows {
+            let key = GroupKey {
+                tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                scope,
+                classification: Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+            };
+            let total = part_total[&pid].max(1);
+            let e = out.entry(key.clone()).or_insert(GroupStats {
+                key,
+                records: 0,
+                anonymized: 0,
+                oldest_us: None,
+                newest_us: None,
+                partitions: 0,
+                bytes: 0,
+            });
+            e.records += n as u64;
+            e.anonymized += anon as u64;
+            e.partitions += 1;
+            e.bytes += (bytes as u128 * n as u128 / total as u128) as u64;
+            e.oldest_us = match (e.oldest_us, min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            e.newest_us = match (e.newest_us, max) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(out.into_values().collect())
+    }
+
+    fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
+        let inner = self.lock();
+        let mut st = inner.cat.prepare("SELECT tenant,stream,scope,class,count FROM capture_drops ORDER BY 1,2,3,4").map_err(db)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u8>(3)?, r.get::<_, i64>(4)?)))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, s, scope, class, count) = row.map_err(db)?;
+            out.push(CaptureDrop {
+                key: GroupKey {
+                    tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                    scope,
+                    classification: Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+                },
+                count: count as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn disk_bytes(&self) -> Result<u64> {
+        dir_bytes(&self.dir)
+    }
+
+    fn plan_retention(&self, targets: &[RetentionTarget]) -> Result<Vec<RetentionEffect>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let work = self.work(inner, targets)?;
+        let mut effects = effects_from(targets);
+        for (p, items, total) in &work.drops {
+            attribute_drop(&mut effects, items, *total, p.bytes);
+        }
+        for (_, items) in &work.rows {
+            for i in items {
+                effects[i.target].records += i.records;
+            }
+        }
+        Ok(effects)
+    }
+
+    fn apply_retention(&self, targets: &[RetentionTarget], progress: Progress<'_>) -> Result<Vec<RetentionEffect>> {
+        let _g = self.write_lock()?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.repair(inner)?;
+        let work = self.work(inner, targets)?;
+        let mut effects = effects_from(targets);
+        let total_units = (work.drops.len() + work.rows.len()) as u64;
+        let mut done = 0;
+        progress(0, total_units);
+
+        if !work.drops.is_empty() {
+            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            for (p, ..) in &work.drops {
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING]).map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            crashpoint::hit("sweep.after_mark_dropping");
+            for (n, (p, items, total)) in work.drops.iter().enumerate() {
+                let bytes = self.file_bytes(p);
+                self.remove_files(inner, p)?;
+                attribute_drop(&mut effects, items, *total, bytes);
+                done += 1;
+                progress(done, total_units);
+                if n == work.drops.len() / 2 {
+                    crashpoint::hit("sweep.mid_drop");
+                }
+            }
+            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            for (p, ..) in &work.drops {
+                forget_partition(&tx, p.id)?;
+            }
+            tx.commit().map_err(db)?;
+        }
+
+        if !work.rows.is_empty() {
+            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            for (p, _) in &work.rows {
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DIRTY]).map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            crashpoint::hit("sweep.after_mark_dirty");
+            for (p, items) in &work.rows {
+                let c = self.conn(inner, p, false)?;
+                let tx = c.unchecked_transaction().map_err(db)?;
+                for i in items {
+                    let t = &targets[i.target];
+                    let n = partition::apply_expired(&tx, &i.scope, i.class, t.cutoff_us, t.action == Action::Anonymize)?;
+                    effects[i.target].records += n;
+                }
+                tx.commit().map_err(db)?;
+                crashpoint::hit("sweep.after_partition_rows");
+                let before = self.file_bytes(p);
+                self.settle(inner, p)?;
+                let after = if self.part_path(&p.path).exists() { self.file_bytes(p) } else { 0 };
+                if after < before {
+                    if let Some(i) = items.first() {
+                        effects[i.target].bytes_freed += before - after;
+                    }
+                }
+                done += 1;
+                progress(done, total_units);
+            }
+        }
+        Ok(effects)
+    }
+
+    fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {
+        let inner = self.lock();
+        inner
+            .cat
+            .query_row("SELECT wrapped FROM tenant_keys WHERE tenant=?1", [tenant.as_str()], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+
+    fn put_tenant_key(&self, tenant: &TenantId, wrapped: &[u8], now_us: i64) -> Result<Vec<u8>> {
+        let inner = self.lock();
+        inner
+            .cat
+            .execute(
+                "INSERT INTO tenant_keys(tenant,wrapped,created_us) VALUES(?1,?2,?3) ON CONFLICT(tenant) DO NOTHING",
+                params![tenant.as_str(), wrapped, now_us],
+            )
+            .map_err(db)?;
+        inner
+            .cat
+            .query_row("SELECT wrapped FROM tenant_keys WHERE tenant=?1", [tenant.as_str()], |r| r.get(0))
+            .map_err(db)
+    }
+
+    fn ensure_data_keys(
+        &self,
+        tenant: &TenantId,
+        requests: &[(Vec<u8>, Vec<u8>)],
+        now_us: i64,
+    ) -> Result<Vec<(KeyId, Option<Vec<u8>>)>> {
+        let mut inner = self.lock();
+        let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let mut out = Vec::with_capacity(requests.len());
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO data_keys(tenant,ref,wrapped,created_us) VALUES(?1,?2,?3,?4) ON CONFLICT(tenant,ref) DO NOTHING",
+                )
+                .map_err(db)?;
+            let mut sel = tx.prepare_cached("SELECT id, wrapped FROM data_keys WHERE tenant=?1 AND ref=?2").map_err(db)?;
+            for (key_ref, fresh) in requests {
+                ins.execute(params![tenant.as_str(), key_ref, fresh, now_us]).map_err(db)?;
+                out.push(sel.query_row(params![tenant.as_str(), key_ref], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?);
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<(KeyId, TenantId, Vec<u8>, Option<Vec<u8>>)>> {
+        let inner = self.lock();
+        let mut st = inner.cat.prepare_cached("SELECT tenant, ref, wrapped FROM data_keys WHERE id=?1").map_err(db)?;
+        let mut out = Vec::new();
+        for id in ids {
+            let row: Option<(String, Vec<u8>, Option<Vec<u8>>)> =
+                st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional().map_err(db)?;
+            if let Some((t, r, w)) = row {
+                out.push((*id, TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?, r, w));
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {
+        let inner = self.lock();
+        inner
+            .cat
+            .execute(
+                "INSERT INTO runs(kind,started_us,finished_us,status,summary) VALUES(?1,?2,?3,?4,?5)",
+                params![kind, started_us, finished_us, status, summary],
+            )
+            .map_err(db)?;
+        Ok(inner.cat.last_insert_rowid())
+    }
+
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare("SELECT id,kind,started_us,finished_us,status,summary FROM runs ORDER BY id DESC LIMIT ?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([limit as i64], |r| {
+                Ok(RunRecord { id: r.get(0)?, kind: r.get(1)?, started_us: r.get(2)?, finished_us: r.get(3)?, status: r.get(4)?, summary: r.get(5)? })
+            })
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+}
+
+fn partition_path(tenant: &str, stream: &StreamId, start_us: i64, span_us: i64) -> String {
+    let d = chrono_like(start_us);
+    let name = if span_us % 86_400_000_000 == 0 { d.0 } else { format!("{}T{:02}", d.0, d.1) };
+    format!("partitions/{tenant}/{}-v{}/{name}.db", stream.name, stream.version)
+}
+
+/// (YYYY-MM-DD, hour) of a µs timestamp, without pulling a date library into the store.
+fn chrono_like(us: i64) -> (String, i64) {
+    let secs = us.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let hour = secs.rem_euclid(86_400) / 3600;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (format!("{y:04}-{m:02}-{d:02}"), hour)
+}
+
+/// Allocated bytes under a directory.
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io(format!("reading {}", d.display()), e)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| StoreError::io(format!("reading {}", d.display()), e))?;
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_paths_name_the_day_or_hour() {
+        let s: StreamId = "audit:1".parse().unwrap();
+        let t = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        assert_eq!(partition_path("acme", &s, t, 86_400_000_000), "partitions/acme/audit-v1/2026-01-01.db");
+        assert_eq!(partition_path("acme", &s, t + 6 * 3_600_000_000, 3_600_000_000), "partitions/acme/audit-v1/2026-01-01T06.db");
+        assert_eq!(chrono_like(951_782_400_000_000).0, "2000-02-29");
+    }
+}

@@ -1,0 +1,406 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! A backend's test file calls [`conformance!`](crate::conformance) with an
+//! expression that opens its store in a directory; each check below becomes
+//! one named test.
+
+use std::path::Path;
+
+use lethe_core::policy::{Action, GroupKey};
+use lethe_core::{Classification, TenantId};
+
+use crate::{CaptureDrop, NewRecord, RecordQuery, RetentionTarget, Store};
+
+/// Opens a store of the backend under test in a directory.
+pub type Open = fn(&Path) -> Box<dyn Store>;
+
+/// Expands to one `#[test]` per conformance check for a backend.
+#[macro_export]
+macro_rules! conformance {
+    ($open:expr) => {
+        $crate::conformance!(@tests $open;
+            append_then_query_returns_records_newest_first,
+            appending_the_same_id_twice_stores_it_once,
+            sequence_numbers_are_dense_per_tenant_and_stream,
+            query_filters_by_stream_scope_subject_time_and_limit,
+            tenants_never_see_each_others_records,
+            dry_run_plan_equals_what_apply_then_does_on_random_data,
+            a_second_sweep_right_after_does_nothing,
+            whole_expired_partitions_return_their_disk_space,
+            anonymize_keeps_plain_fields_and_drops_body_and_pseudonym,
+            shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects,
+            stats_report_records_ages_and_partitions,
+            keys_are_first_writer_wins_and_stable,
+            capture_drops_are_counted,
+            everything_survives_reopening
+        );
+    };
+    (@tests $open:expr; $($name:ident),*) => {$(
+        #[test]
+        fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            $crate::testsuite::$name($open, dir.path());
+        }
+    )*};
+}
+
+const DAY: i64 = 86_400_000_000;
+/// 2026-01-01T00:00:00Z.
+pub const T0: i64 = 1_767_225_600_000_000;
+
+fn key(tenant: &str, stream: &str, scope: &str, c: Classification) -> GroupKey {
+    GroupKey { tenant: TenantId::new(tenant).unwrap(), stream: stream.parse().unwrap(), scope: scope.into(), classification: c }
+}
+
+/// A deterministic test record.
+pub fn rec(n: u64, g: &GroupKey, ts_us: i64, subject: Option<u8>) -> NewRecord {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id[8..].copy_from_slice(&(ts_us as u64).to_be_bytes());
+    NewRecord {
+        id,
+        group: g.clone(),
+        ts_us,
+        received_us: ts_us + 1,
+        pseudonym: subject.map(|s| [s; 32]),
+        key_id: subject.map(|s| s as i64),
+        plain: format!("{{\"n\":{n}}}"),
+        body: Some(vec![n as u8; 300]),
+    }
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, m: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % m
+    }
+}
+
+fn all(s: &dyn Store, tenant: &str) -> Vec<crate::StoredRecord> {
+    let mut v = Vec::new();
+    s.query(&RecordQuery::tenant(TenantId::new(tenant).unwrap()), &mut |r| {
+        v.push(r);
+        true
+    })
+    .unwrap();
+    v
+}
+
+fn random_store(s: &dyn Store, seed: u64, n: u64) -> Vec<GroupKey> {
+    let mut rng = Lcg(seed);
+    let groups = vec![
+        key("acme", "audit:1", "web", Classification::Internal),
+        key("acme", "audit:1", "admin", Classification::Restricted),
+        key("acme", "requests:1", "chat", Classification::Confidential),
+        key("beta", "requests:1", "chat", Classification::Confidential),
+        key("beta", "audit:1", "web", Classification::Public),
+    ];
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let g = &groups[rng.next(groups.len() as u64) as usize];
+        let ts = T0 - rng.next(120) as i64 * DAY - rng.next(DAY as u64) as i64;
+        let subj = if rng.next(4) == 0 { None } else { Some(rng.next(20) as u8) };
+        batch.push(rec(i, g, ts, subj));
+        if batch.len() == 500 {
+            s.append(&batch, &[]).unwrap();
+            batch.clear();
+        }
+    }
+    s.append(&batch, &[]).unwrap();
+    groups
+}
+
+fn targets(groups: &[GroupKey], days: &[(i64, Action)], now: i64) -> Vec<RetentionTarget> {
+    groups
+        .iter()
+        .zip(days.iter().cycle())
+        .map(|(g, (d, a))| RetentionTarget { key: g.clone(), rule: format!("{d}d-{a}"), action: *a, cutoff_us: now - d * DAY })
+        .collect()
+}
+
+fn no_progress(_: u64, _: u64) {}
+
+/// Newest first by default, oldest first when asked.
+pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..10).map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1))).collect();
+    let r = s.append(&recs, &[]).unwrap();
+    assert_eq!((r.inserted, r.duplicates), (10, 0));
+    let got = all(&*s, "acme");
+    assert_eq!(got.len(), 10);
+    assert!(got.windows(2).all(|w| w[0].record.ts_us >= w[1].record.ts_us));
+    assert_eq!(got[0].record, recs[0]);
+    let mut q = RecordQuery::tenant(TenantId::new("acme").unwrap());
+    q.ascending = true;
+    let mut first = None;
+    s.query(&q, &mut |r| {
+        first = Some(r);
+        false
+    })
+    .unwrap();
+    assert_eq!(first.unwrap().record, recs[9]);
+}
+
+/// Client retries never duplicate.
+pub fn appending_the_same_id_twice_stores_it_once(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..5).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
+    s.append(&recs, &[]).unwrap();
+    let r = s.append(&recs[2..], &[]).unwrap();
+    assert_eq!((r.inserted, r.duplicates), (0, 3));
+    assert_eq!(all(&*s, "acme").len(), 5);
+}
+
+/// Sequence numbers have no gaps, even around duplicates.
+pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) {
+    let s = open(dir);
+    let a = key("acme", "audit:1", "web", Classification::Internal);
+    let b = key("acme", "requests:1", "chat", Classification::Internal);
+    s.append(&[rec(1, &a, T0, None), rec(2, &b, T0, None), rec(3, &a, T0 - 3 * DAY, None)], &[]).unwrap();
+    s.append(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)], &[]).unwrap();
+    let mut seqs: Vec<_> = all(&*s, "acme").iter().filter(|r| r.record.group == a).map(|r| r.seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3]);
+    let seqs_b: Vec<_> = all(&*s, "acme").iter().filter(|r| r.record.group == b).map(|r| r.seq).collect();
+    assert_eq!(seqs_b, [1]);
+}
+
+/// Every filter narrows the result.
+pub fn query_filters_by_stream_scope_subject_time_and_limit(open: Open, dir: &Path) {
+    let s = open(dir);
+    random_store(&*s, 7, 2000);
+    let everything = all(&*s, "acme");
+    let t = TenantId::new("acme").unwrap();
+    let check = |q: RecordQuery, pred: &dyn Fn(&NewRecord) -> bool| {
+        let mut got = Vec::new();
+        s.query(&q, &mut |r| {
+            got.push(r);
+            true
+        })
+        .unwrap();
+        let want: Vec<_> = everything.iter().filter(|r| pred(&r.record)).cloned().collect();
+        let want = match q.limit {
+            Some(l) => want.into_iter().take(l).collect(),
+            None => want,
+        };
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got.iter().map(|r| r.record.id).collect::<Vec<_>>(), want.iter().map(|r| r.record.id).collect::<Vec<_>>());
+    };
+    let mut q = RecordQuery::tenant(t.clone());
+    q.stream = Some("requests:1".parse().unwrap());
+    check(q, &|r| r.group.stream.name == "requests");
+    let mut q = RecordQuery::tenant(t.clone());
+    q.scope = Some("admin".into());
+    check(q, &|r| r.group.scope == "admin");
+    let mut q = RecordQuery::tenant(t.clone());
+    q.pseudonym = Some([3; 32]);
+    check(q, &|r| r.pseudonym == Some([3; 32]));
+    let mut q = RecordQuery::tenant(t.clone());
+    q.since_us = Some(T0 - 30 * DAY);
+    q.until_us = Some(T0 - 10 * DAY);
+    check(q, &|r| r.ts_us >= T0 - 30 * DAY && r.ts_us < T0 - 10 * DAY);
+    let mut q = RecordQuery::tenant(t);
+    q.limit = Some(17);
+    check(q, &|_| true);
+}
+
+/// A query names one tenant and sees only that tenant.
+pub fn tenants_never_see_each_others_records(open: Open, dir: &Path) {
+    let s = open(dir);
+    random_store(&*s, 11, 1000);
+    for (t, r) in [("acme", all(&*s, "acme")), ("beta", all(&*s, "beta"))] {
+        assert!(!r.is_empty());
+        assert!(r.iter().all(|r| r.record.group.tenant.as_str() == t));
+    }
+    assert!(all(&*s, "gamma").is_empty());
+    assert!(s.stats(Some(&TenantId::new("beta").unwrap())).unwrap().iter().all(|g| g.key.tenant.as_str() == "beta"));
+}
+
+/// The plan is exactly what apply does, per group, on randomized data and policies.
+pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: &Path) {
+    for seed in 1..=4u64 {
+        let d = dir.join(format!("s{seed}"));
+        let s = open(&d);
+        let groups = random_store(&*s, seed, 3000);
+        let mut rng = Lcg(seed * 31);
+        let policies: Vec<(i64, Action)> = (0..groups.len())
+            .map(|_| (1 + rng.next(100) as i64, if rng.next(2) == 0 { Action::Delete } else { Action::Anonymize }))
+            .collect();
+        let now = T0 + rng.next(DAY as u64) as i64;
+        let t = targets(&groups, &policies, now);
+        let before = all(&*s, "acme").len() + all(&*s, "beta").len();
+        let plan = s.plan_retention(&t).unwrap();
+        let done = s.apply_retention(&t, &no_progress).unwrap();
+        for (p, d) in plan.iter().zip(&done) {
+            assert_eq!((&p.target, p.records, p.partitions_dropped), (&d.target, d.records, d.partitions_dropped), "seed {seed}");
+        }
+        // and the counts are right against the records themselves
+        let after: Vec<_> = all(&*s, "acme").into_iter().chain(all(&*s, "beta")).collect();
+        let deleted: u64 = plan.iter().filter(|p| p.target.action == Action::Delete).map(|p| p.records).sum();
+        assert_eq!(before - after.len(), deleted as usize, "seed {seed}");
+        for e in &plan {
+            let expired = |r: &&crate::StoredRecord| r.record.group == e.target.key && r.record.ts_us < e.target.cutoff_us;
+            match e.target.action {
+                Action::Delete => assert_eq!(after.iter().filter(expired).count(), 0),
+                Action::Anonymize => assert!(after.iter().filter(expired).all(|r| r.anonymized && r.record.body.is_none())),
+            }
+        }
+    }
+}
+
+/// Nothing is left to do after a sweep.
+pub fn a_second_sweep_right_after_does_nothing(open: Open, dir: &Path) {
+    let s = open(dir);
+    let groups = random_store(&*s, 5, 2000);
+    let t = targets(&groups, &[(30, Action::Delete), (10, Action::Anonymize)], T0);
+    let first = s.apply_retention(&t, &no_progress).unwrap();
+    assert!(first.iter().map(|e| e.records).sum::<u64>() > 0);
+    assert!(s.plan_retention(&t).unwrap().iter().all(|e| e.records == 0));
+    assert!(s.apply_retention(&t, &no_progress).unwrap().iter().all(|e| e.records == 0 && e.bytes_freed == 0));
+}
+
+/// Dropping whole partitions shrinks the store on disk without compaction.
+pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "requests:1", "chat", Classification::Internal);
+    let mut n = 0;
+    for day in 0..40 {
+        let recs: Vec<_> = (0..200)
+            .map(|i| {
+                n += 1;
+                rec(n, &g, T0 - day * DAY - i * 1000, Some((i % 7) as u8))
+            })
+            .collect();
+        s.append(&recs, &[]).unwrap();
+    }
+    let before = s.disk_bytes().unwrap();
+    let t = vec![RetentionTarget { key: g.clone(), rule: "r".into(), action: Action::Delete, cutoff_us: T0 - 10 * DAY + DAY / 2 }];
+    let plan = s.plan_retention(&t).unwrap();
+    let done = s.apply_retention(&t, &no_progress).unwrap();
+    assert_eq!(plan[0].records, done[0].records);
+    assert!(done[0].partitions_dropped >= 29, "{}", done[0].partitions_dropped);
+    let after = s.disk_bytes().unwrap();
+    assert!(after * 3 < before, "store did not shrink: {before} -> {after}");
+    assert!(done[0].bytes_freed > 0 && done[0].bytes_freed <= before - after + 1_000_000);
+    let left = all(&*s, "acme");
+    assert!(left.iter().all(|r| r.record.ts_us >= T0 - 10 * DAY + DAY / 2));
+    assert_eq!(left.len() as u64 + done[0].records, 8000);
+}
+
+/// Anonymize keeps the event and its plain fields only.
+pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
+    s.append(&recs, &[]).unwrap();
+    let t = vec![RetentionTarget { key: g, rule: "a".into(), action: Action::Anonymize, cutoff_us: T0 - 9 * DAY - 1 }];
+    assert_eq!(s.apply_retention(&t, &no_progress).unwrap()[0].records, 10);
+    let got = all(&*s, "acme");
+    assert_eq!(got.len(), 20);
+    for r in got {
+        let i = r.record.plain.trim_start_matches("{\"n\":").trim_end_matches('}').parse::<i64>().unwrap();
+        assert_eq!(r.anonymized, i >= 10, "record {i}");
+        if r.anonymized {
+            assert_eq!((r.record.body, r.record.pseudonym, r.record.key_id), (None, None, None));
+        } else {
+            assert!(r.record.body.is_some());
+        }
+    }
+    let st = s.stats(None).unwrap();
+    assert_eq!((st[0].records, st[0].anonymized), (20, 10));
+    let mut q = RecordQuery::tenant(TenantId::new("acme").unwrap());
+    q.pseudonym = Some([9; 32]);
+    let mut n = 0;
+    s.query(&q, &mut |_| {
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, 10, "anonymized records are no longer found by subject");
+}
+
+/// Window changes apply to stored records; nothing comes back.
+pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects(open: Open, dir: &Path) {
+    let s = open(dir);
+    let groups = random_store(&*s, 3, 1500);
+    let count = || all(&*s, "acme").len() + all(&*s, "beta").len();
+    s.apply_retention(&targets(&groups, &[(60, Action::Delete)], T0), &no_progress).unwrap();
+    let at60 = count();
+    s.apply_retention(&targets(&groups, &[(20, Action::Delete)], T0), &no_progress).unwrap();
+    let at20 = count();
+    assert!(at20 < at60);
+    s.apply_retention(&targets(&groups, &[(90, Action::Delete)], T0), &no_progress).unwrap();
+    assert_eq!(count(), at20);
+}
+
+/// Stats count what is there.
+pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..30).map(|i| rec(i, &g, T0 - i as i64 * DAY / 2, None)).collect();
+    s.append(&recs, &[]).unwrap();
+    let st = s.stats(None).unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].records, 30);
+    assert_eq!(st[0].oldest_us, Some(T0 - 29 * DAY / 2));
+    assert_eq!(st[0].newest_us, Some(T0));
+    assert_eq!(st[0].partitions, 16);
+    assert!(st[0].bytes > 30 * 300);
+    assert!(s.disk_bytes().unwrap() >= st[0].bytes);
+}
+
+/// Key storage: first writer wins, ids are stable.
+pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
+    let s = open(dir);
+    let t = TenantId::new("acme").unwrap();
+    assert_eq!(s.tenant_key(&t).unwrap(), None);
+    assert_eq!(s.put_tenant_key(&t, b"first", 1).unwrap(), b"first");
+    assert_eq!(s.put_tenant_key(&t, b"second", 2).unwrap(), b"first");
+    let a = s.ensure_data_keys(&t, &[(b"s:1".to_vec(), b"k1".to_vec()), (b"s:2".to_vec(), b"k2".to_vec())], 3).unwrap();
+    let b = s.ensure_data_keys(&t, &[(b"s:2".to_vec(), b"other".to_vec())], 4).unwrap();
+    assert_eq!(b[0], a[1]);
+    assert_eq!(a[1].1.as_deref(), Some(b"k2".as_slice()));
+    let found = s.data_keys(&[a[0].0, 9999]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].1.as_str(), found[0].2.as_slice(), found[0].3.as_deref()), ("acme", b"s:1".as_slice(), Some(b"k1".as_slice())));
+    let other = TenantId::new("beta").unwrap();
+    let c = s.ensure_data_keys(&other, &[(b"s:1".to_vec(), b"kb".to_vec())], 5).unwrap();
+    assert_ne!(c[0].0, a[0].0, "the same reference in another tenant is another key");
+}
+
+/// Capture mode `none` is counted.
+pub fn capture_drops_are_counted(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "requests:1", "embeddings", Classification::Internal);
+    s.append(&[], &[CaptureDrop { key: g.clone(), count: 3 }]).unwrap();
+    s.append(&[], &[CaptureDrop { key: g.clone(), count: 4 }]).unwrap();
+    assert_eq!(s.capture_drops().unwrap(), vec![CaptureDrop { key: g, count: 7 }]);
+    assert!(all(&*s, "acme").is_empty());
+}
+
+/// Closing and reopening changes nothing.
+pub fn everything_survives_reopening(open: Open, dir: &Path) {
+    let (recs, stats, key) = {
+        let s = open(dir);
+        random_store(&*s, 9, 800);
+        let t = TenantId::new("acme").unwrap();
+        s.put_tenant_key(&t, b"w", 1).unwrap();
+        s.record_run("cleanup", 1, 2, "success", "{}").unwrap();
+        (all(&*s, "acme"), s.stats(None).unwrap(), s.tenant_key(&t).unwrap())
+    };
+    let s = open(dir);
+    assert_eq!(all(&*s, "acme"), recs);
+    assert_eq!(s.stats(None).unwrap(), stats);
+    assert_eq!(s.tenant_key(&TenantId::new("acme").unwrap()).unwrap(), key);
+    assert_eq!(s.runs(10).unwrap().len(), 1);
+    let g = key_of(&recs[0]);
+    let r = s.append(&[rec(999_999, &g, T0, None)], &[]).unwrap();
+    assert_eq!(r.inserted, 1);
+}
+
+fn key_of(r: &crate::StoredRecord) -> GroupKey {
+    r.record.group.clone()
+}
