@@ -13,7 +13,7 @@ use crate::model::{Classification, FieldClass, StreamId, StreamSchema, TenantId}
 
 /// Top-level keys of the record format; everything else goes under `fields`.
 pub const RESERVED_TOP_LEVEL: &[&str] =
-    &["id", "tenant", "stream", "scope", "classification", "ts", "received", "subject", "fields", "anonymized"];
+    &["id", "tenant", "stream", "scope", "classification", "ts", "received", "subject", "fields", "anonymized", "erased"];
 
 /// Name under which the top-level subject id is kept in the encrypted body.
 pub const SUBJECT_FIELD: &str = "subject";
@@ -59,6 +59,9 @@ struct Wire<'a> {
     #[serde(default)]
     #[allow(dead_code)]
     anonymized: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    erased: Option<bool>,
 }
 
 /// A parsed and validated incoming record; field values are still raw JSON.

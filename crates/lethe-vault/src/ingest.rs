@@ -1,0 +1,326 @@
+//! The ingest pipeline: NDJSON lines → validated, capture-filtered, encrypted
+//! records → the store, one transactional batch at a time. Parsing and
+//! encryption of batch *n+1* overlap with the store writing batch *n*.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use lethe_core::crypto::TenantKeys;
+use lethe_core::model::CaptureMode;
+use lethe_core::policy::GroupKey;
+use lethe_core::record::{self, body, RecordError, SUBJECT_FIELD};
+use lethe_core::{FieldClass, TenantId};
+use lethe_store::{AppendReport, CaptureDrop, NewRecord, Progress};
+use serde::Serialize;
+
+use crate::{Result, Vault};
+
+/// At most this many rejections are kept with their details (all are counted).
+const KEPT_REJECTIONS: usize = 1000;
+
+/// A line that was not stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// The offending field (`fields.prompt`, `ts`, `(line)`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Non-empty lines read.
+    pub lines: u64,
+    /// Records written.
+    pub stored: u64,
+    /// Records whose id was already stored (client retries).
+    pub duplicates: u64,
+    /// Records counted but not stored (capture mode `none`).
+    pub not_captured: u64,
+    /// Lines refused.
+    pub rejected: u64,
+    /// The first rejections, with line and field.
+    pub errors: Vec<Rejection>,
+}
+
+impl IngestReport {
+    fn absorb(&mut self, p: &Prepared, a: AppendReport) {
+        self.lines += p.lines;
+        self.stored += a.inserted;
+        self.duplicates += a.duplicates;
+        self.not_captured += p.drops.iter().map(|d| d.count).sum::<u64>();
+        self.rejected += p.rejections.len() as u64;
+        let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
+        self.errors.extend(p.rejections.iter().take(room).cloned());
+    }
+}
+
+/// A batch ready for the store.
+pub struct Prepared {
+    lines: u64,
+    records: Vec<NewRecord>,
+    drops: Vec<CaptureDrop>,
+    rejections: Vec<Rejection>,
+}
+
+struct Pending<'a> {
+    rec: NewRecord,
+    key_ref: Vec<u8>,
+    subject: Option<std::borrow::Cow<'a, str>>,
+    encrypted: Vec<(std::borrow::Cow<'a, str>, &'a [u8])>,
+    line: u64,
+}
+
+impl Vault {
+    /// Ingests NDJSON from `input`. `clock` gives the received time (µs) of
+    /// each batch. Bad lines are reported and skipped; every valid line is
+    /// stored; a storage failure stops the run with everything before it
+    /// committed.
+    pub fn ingest(
+        &self,
+        input: impl BufRead + Send,
+        clock: &(dyn Fn() -> i64 + Sync),
+        progress: Progress<'_>,
+    ) -> Result<IngestReport> {
+        let batch = self.config.store.ingest_batch;
+        let (tx, rx) = mpsc::sync_channel::<Result<Prepared>>(1);
+        let mut report = IngestReport::default();
+        std::thread::scope(|s| -> Result<()> {
+            s.spawn(move || {
+                let mut input = input;
+                let mut line_no = 0u64;
+                let mut buf: Vec<u8> = Vec::with_capacity(batch * 1200);
+                let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(batch);
+                loop {
+                    buf.clear();
+                    spans.clear();
+                    let mut eof = false;
+                    while spans.len() < batch {
+                        let start = buf.len();
+                        match input.read_until(b'\n', &mut buf) {
+                            Ok(0) => {
+                                eof = true;
+                                break;
+                            }
+                            Ok(_) => {
+                                line_no += 1;
+                                let mut end = buf.len();
+                                while end > start && matches!(buf[end - 1], b'\n' | b'\r') {
+                                    end -= 1;
+                                }
+                                if buf[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
+                                    spans.push((line_no, start, end));
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into()));
+                                return;
+                            }
+                        }
+                    }
+                    if !spans.is_empty() {
+                        let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &buf[a..b])).collect();
+                        let p = self.prepare(&lines, clock());
+                        let failed = p.is_err();
+                        if tx.send(p).is_err() || failed {
+                            return;
+                        }
+                    }
+                    if eof {
+                        return;
+                    }
+                }
+            });
+            for p in rx {
+                let p = p?;
+                let a = self.commit(&p)?;
+                report.absorb(&p, a);
+                progress(report.lines, 0);
+            }
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    /// Ingests lines given in memory, as one or more batches.
+    pub fn ingest_lines(&self, lines: &[&str], now_us: i64) -> Result<IngestReport> {
+        let mut report = IngestReport::default();
+        for (i, chunk) in lines.chunks(self.config.store.ingest_batch).enumerate() {
+            let base = (i * self.config.store.ingest_batch) as u64;
+            let numbered: Vec<(u64, &[u8])> =
+                chunk.iter().enumerate().map(|(j, l)| (base + j as u64 + 1, l.as_bytes())).collect();
+            let p = self.prepare(&numbered, now_us)?;
+            let a = self.commit(&p)?;
+            report.absorb(&p, a);
+        }
+        Ok(report)
+    }
+
+    /// Writes a prepared batch.
+    pub fn commit(&self, p: &Prepared) -> Result<AppendReport> {
+        Ok(self.store.append(&p.records, &p.drops)?)
+    }
+
+    /// Parses, validates, applies capture modes and encrypts one batch.
+    pub fn prepare(&self, lines: &[(u64, &[u8])], now_us: i64) -> Result<Prepared> {
+        let mut rejections = Vec::new();
+        let mut drops: HashMap<GroupKey, u64> = HashMap::new();
+        let mut modes: HashMap<GroupKey, CaptureMode> = HashMap::new();
+        let mut tenants: HashMap<TenantId, Arc<TenantKeys>> = HashMap::new();
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(lines.len());
+        let allow = &self.config.tenants.allow;
+
+        for &(line, bytes) in lines {
+            let reject = |e: RecordError| Rejection { line, field: e.field, message: e.message };
+            let text = match std::str::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    rejections.push(Rejection { line, field: "(line)".into(), message: "not valid UTF-8".into() });
+                    continue;
+                }
+            };
+            let inc = match record::parse(text, &self.schemas) {
+                Ok(i) => i,
+                Err(e) => {
+                    rejections.push(reject(e));
+                    continue;
+                }
+            };
+            if !allow.is_empty() && !allow.contains(&inc.tenant) {
+                rejections.push(Rejection { line, field: "tenant".into(), message: format!("tenant `{}` is not in tenants.allow", inc.tenant) });
+                continue;
+            }
+            let ts_us = inc.ts_us.unwrap_or(now_us);
+            if ts_us < 0 {
+                rejections.push(Rejection { line, field: "ts".into(), message: "must not be before 1970".into() });
+                continue;
+            }
+            let group = GroupKey { tenant: inc.tenant, stream: inc.stream, scope: inc.scope, classification: inc.classification };
+            let mode = *modes.entry(group.clone()).or_insert_with(|| self.book.capture_for(&group));
+            if mode == CaptureMode::None {
+                *drops.entry(group).or_default() += 1;
+                continue;
+            }
+            let tk = match tenants.get(&group.tenant) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = self.keys.tenant(&group.tenant, true, now_us)?.expect("created on demand");
+                    tenants.insert(group.tenant.clone(), k.clone());
+                    k
+                }
+            };
+            let id = match inc.id {
+                Some(id) => id,
+                None => {
+                    let secs = (ts_us / 1_000_000) as u64;
+                    let nanos = (ts_us % 1_000_000) as u32 * 1000;
+                    *uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos)).as_bytes()
+                }
+            };
+            let pseudonym = inc.subject.as_deref().map(|s| tk.pseudonym(s));
+            let key_ref = match &pseudonym {
+                Some(p) => [b"s:".as_slice(), p].concat(),
+                None => format!("p:{}", &record::format_ts(ts_us)[..7]).into_bytes(),
+            };
+            let mut plain = String::with_capacity(256);
+            plain.push('{');
+            let mut encrypted: Vec<(std::borrow::Cow<'_, str>, &[u8])> = Vec::new();
+            let mut subject_value: Option<std::borrow::Cow<'_, str>> = None;
+            if let Some(s) = inc.subject {
+                // The subject is kept as its bare UTF-8 string; other fields as raw JSON.
+                subject_value = Some(s);
+            }
+            for (name, class, is_prompt, raw) in inc.fields {
+                if !mode.keeps(class, is_prompt) {
+                    continue;
+                }
+                match class {
+                    FieldClass::Plain => {
+                        if plain.len() > 1 {
+                            plain.push(',');
+                        }
+                        plain.push_str(&serde_json::to_string(name.as_ref()).expect("string serializes"));
+                        plain.push(':');
+                        plain.push_str(raw.get());
+                    }
+                    _ => encrypted.push((name, raw.get().as_bytes())),
+                }
+            }
+            plain.push('}');
+            pending.push(Pending {
+                rec: NewRecord {
+                    id,
+                    group,
+                    ts_us,
+                    received_us: now_us,
+                    pseudonym,
+                    key_id: None,
+                    plain,
+                    body: None,
+                },
+                key_ref,
+                subject: subject_value,
+                encrypted,
+                line,
+            });
+        }
+
+        // Resolve data keys per tenant in one store round trip each.
+        let mut by_tenant: HashMap<TenantId, Vec<usize>> = HashMap::new();
+        for (i, p) in pending.iter().enumerate() {
+            by_tenant.entry(p.rec.group.tenant.clone()).or_default().push(i);
+        }
+        let mut keys = vec![None; pending.len()];
+        for (tenant, idx) in by_tenant {
+            let tk = &tenants[&tenant];
+            let mut refs: Vec<Vec<u8>> = idx.iter().map(|&i| pending[i].key_ref.clone()).collect();
+            refs.sort();
+            refs.dedup();
+            let resolved = self.keys.data_keys(&tenant, tk, &refs, now_us)?;
+            let map: HashMap<&Vec<u8>, _> = refs.iter().zip(resolved).collect();
+            for i in idx {
+                keys[i] = Some(map[&pending[i].key_ref].clone());
+            }
+        }
+
+        let mut records = Vec::with_capacity(pending.len());
+        for (p, k) in pending.into_iter().zip(keys) {
+            let (key_id, dk) = k.expect("resolved above");
+            let mut rec = p.rec;
+            if !p.encrypted.is_empty() || p.subject.is_some() {
+                let Some(dk) = dk else {
+                    rejections.push(Rejection {
+                        line: p.line,
+                        field: "subject".into(),
+                        message: "this subject was erased and its key destroyed; records for it are refused".into(),
+                    });
+                    continue;
+                };
+                let mut blobs: Vec<(&str, Vec<u8>)> = Vec::with_capacity(p.encrypted.len() + 1);
+                if let Some(s) = &p.subject {
+                    let mut ct = Vec::with_capacity(s.len() + 28);
+                    dk.seal_field(&rec.id, SUBJECT_FIELD, s.as_bytes(), &mut ct);
+                    blobs.push((SUBJECT_FIELD, ct));
+                }
+                for (name, value) in &p.encrypted {
+                    let mut ct = Vec::with_capacity(value.len() + 28);
+                    dk.seal_field(&rec.id, name, value, &mut ct);
+                    blobs.push((name, ct));
+                }
+                let mut out = Vec::with_capacity(blobs.iter().map(|(n, b)| n.len() + b.len() + 5).sum::<usize>() + 3);
+                body::encode(blobs.iter().map(|(n, b)| (*n, b.as_slice())), &mut out);
+                rec.body = Some(out);
+                rec.key_id = Some(key_id);
+            }
+            records.push(rec);
+        }
+        rejections.sort_by_key(|r| r.line);
+        let drops = drops.into_iter().map(|(key, count)| CaptureDrop { key, count }).collect();
+        Ok(Prepared { lines: lines.len() as u64, records, drops, rejections })
+    }
+}

@@ -1,0 +1,139 @@
+//! Key resolution with a bounded in-memory cache: tenant keys, data keys by
+//! reference (for encryption) and by id (for decryption).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use lethe_core::crypto::{DataKey, MasterKey, TenantKeys};
+use lethe_core::TenantId;
+use lethe_store::{KeyId, Store};
+
+use crate::Result;
+
+/// Cached keys are dropped wholesale past this many entries, bounding memory.
+const CACHE_LIMIT: usize = 200_000;
+
+/// Resolves and caches keys for one vault.
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    inner: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    tenants: HashMap<TenantId, Arc<TenantKeys>>,
+    by_ref: HashMap<(TenantId, Vec<u8>), (KeyId, Option<DataKey>)>,
+    by_id: HashMap<KeyId, Option<DataKey>>,
+}
+
+impl Keyring {
+    /// A keyring over a store's key tables.
+    pub fn new(store: Arc<dyn Store>, master: MasterKey) -> Self {
+        Keyring { store, master, inner: Mutex::new(Cache::default()) }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tenant's keys, creating the tenant root when `create` and absent.
+    pub fn tenant(&self, tenant: &TenantId, create: bool, now_us: i64) -> Result<Option<Arc<TenantKeys>>> {
+        if let Some(k) = self.cache().tenants.get(tenant) {
+            return Ok(Some(k.clone()));
+        }
+        let keys = match self.store.tenant_key(tenant)? {
+            Some(w) => self.master.open_tenant(tenant.as_str(), &w)?,
+            None if create => {
+                let (_, wrapped) = self.master.new_tenant(tenant.as_str());
+                let stored = self.store.put_tenant_key(tenant, &wrapped, now_us)?;
+                self.master.open_tenant(tenant.as_str(), &stored)?
+            }
+            None => return Ok(None),
+        };
+        let keys = Arc::new(keys);
+        self.cache().tenants.insert(tenant.clone(), keys.clone());
+        Ok(Some(keys))
+    }
+
+    /// Data keys for `refs` of one tenant, creating missing ones (durably,
+    /// before returning). `None` for a destroyed key.
+    pub fn data_keys(
+        &self,
+        tenant: &TenantId,
+        tk: &TenantKeys,
+        refs: &[Vec<u8>],
+        now_us: i64,
+    ) -> Result<Vec<(KeyId, Option<DataKey>)>> {
+        let mut out: Vec<Option<(KeyId, Option<DataKey>)>> = Vec::with_capacity(refs.len());
+        let mut missing = Vec::new();
+        {
+            let c = self.cache();
+            for (i, r) in refs.iter().enumerate() {
+                match c.by_ref.get(&(tenant.clone(), r.clone())) {
+                    Some(v) => out.push(Some(v.clone())),
+                    None => {
+                        out.push(None);
+                        missing.push(i);
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let reqs: Vec<(Vec<u8>, Vec<u8>)> =
+                missing.iter().map(|&i| (refs[i].clone(), tk.new_data_key(tenant.as_str(), &refs[i]).1)).collect();
+            let stored = self.store.ensure_data_keys(tenant, &reqs, now_us)?;
+            let mut c = self.cache();
+            if c.by_ref.len() + stored.len() > CACHE_LIMIT {
+                c.by_ref.clear();
+                c.by_id.clear();
+            }
+            for (&i, (id, wrapped)) in missing.iter().zip(stored) {
+                let dk = match wrapped {
+                    Some(w) => Some(tk.open_data_key(tenant.as_str(), &refs[i], &w)?),
+                    None => None,
+                };
+                c.by_ref.insert((tenant.clone(), refs[i].clone()), (id, dk.clone()));
+                c.by_id.insert(id, dk.clone());
+                out[i] = Some((id, dk));
+            }
+        }
+        Ok(out.into_iter().map(|o| o.expect("every slot filled")).collect())
+    }
+
+    /// Data keys by id for decryption; `None` where destroyed or unknown.
+    pub fn by_ids(&self, ids: &[KeyId], now_us: i64) -> Result<HashMap<KeyId, Option<DataKey>>> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let c = self.cache();
+            for id in ids {
+                match c.by_id.get(id) {
+                    Some(k) => {
+                        out.insert(*id, k.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            for (id, tenant, key_ref, wrapped) in self.store.data_keys(&missing)? {
+                let dk = match wrapped {
+                    Some(w) => {
+                        let tk = self.tenant(&tenant, false, now_us)?.expect("a tenant with data keys has a root");
+                        Some(tk.open_data_key(tenant.as_str(), &key_ref, &w)?)
+                    }
+                    None => None,
+                };
+                self.cache().by_id.insert(id, dk.clone());
+                out.insert(id, dk);
+            }
+            for id in missing {
+                out.entry(id).or_insert(None);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,129 @@
+//! Decrypting queries: stored records back into the JSON record format
+//! (the same format `ingest` accepts).
+
+use lethe_core::record::{body, format_ts, SUBJECT_FIELD};
+use lethe_core::{StreamId, TenantId};
+use lethe_store::{RecordQuery, StoredRecord};
+use serde_json::{Map, Value};
+
+use crate::{Result, Vault};
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    /// Tenant (required: a query never spans tenants).
+    pub tenant: TenantId,
+    /// Stream, or all.
+    pub stream: Option<StreamId>,
+    /// Scope, or all.
+    pub scope: Option<String>,
+    /// Only this data subject.
+    pub subject: Option<String>,
+    /// Event time ≥ (µs).
+    pub since_us: Option<i64>,
+    /// Event time < (µs).
+    pub until_us: Option<i64>,
+    /// At most this many.
+    pub limit: Option<usize>,
+    /// Oldest first.
+    pub ascending: bool,
+}
+
+impl Vault {
+    /// Visits matching records as JSON objects in the record format, personal
+    /// fields decrypted. Records whose key was destroyed come back with
+    /// `"erased": true` and no subject or personal fields.
+    pub fn logs(&self, q: &LogQuery, now_us: i64, visit: &mut dyn FnMut(Value) -> bool) -> Result<()> {
+        let pseudonym = match &q.subject {
+            None => None,
+            Some(s) => match self.keys.tenant(&q.tenant, false, now_us)? {
+                Some(tk) => Some(tk.pseudonym(s)),
+                None => return Ok(()),
+            },
+        };
+        let sq = RecordQuery {
+            tenant: q.tenant.clone(),
+            stream: q.stream.clone(),
+            scope: q.scope.clone(),
+            pseudonym,
+            since_us: q.since_us,
+            until_us: q.until_us,
+            limit: q.limit,
+            ascending: q.ascending,
+        };
+        // Decrypt in chunks so key lookups are batched.
+        let mut chunk: Vec<StoredRecord> = Vec::with_capacity(256);
+        let mut stopped = false;
+        let mut err = None;
+        let mut flush = |chunk: &mut Vec<StoredRecord>, stopped: &mut bool| -> Result<()> {
+            let ids: Vec<_> = chunk.iter().filter_map(|r| r.record.key_id).collect();
+            let keys = self.keys.by_ids(&ids, now_us)?;
+            for r in chunk.drain(..) {
+                if *stopped {
+                    break;
+                }
+                let dk = r.record.key_id.and_then(|id| keys.get(&id).cloned().flatten());
+                if !visit(render(&r, dk.as_ref())?) {
+                    *stopped = true;
+                }
+            }
+            Ok(())
+        };
+        self.store.query(&sq, &mut |r| {
+            chunk.push(r);
+            if chunk.len() == 256 {
+                if let Err(e) = flush(&mut chunk, &mut stopped) {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            !stopped
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if !stopped {
+            flush(&mut chunk, &mut stopped)?;
+        }
+        Ok(())
+    }
+}
+
+/// One stored record as a JSON object in the record format.
+pub fn render(r: &StoredRecord, dk: Option<&lethe_core::crypto::DataKey>) -> Result<Value> {
+    let rec = &r.record;
+    let mut o = Map::new();
+    o.insert("id".into(), uuid::Uuid::from_bytes(rec.id).to_string().into());
+    o.insert("tenant".into(), rec.group.tenant.as_str().into());
+    o.insert("stream".into(), rec.group.stream.to_string().into());
+    o.insert("scope".into(), rec.group.scope.clone().into());
+    o.insert("classification".into(), rec.group.classification.as_str().into());
+    o.insert("ts".into(), format_ts(rec.ts_us).into());
+    o.insert("received".into(), format_ts(rec.received_us).into());
+    let mut fields: Map<String, Value> = serde_json::from_str(&rec.plain)
+        .map_err(|e| crate::VaultError::Invalid(format!("stored plain fields of record {} are not JSON: {e}", o["id"])))?;
+    match (&rec.body, dk) {
+        (Some(b), Some(dk)) => {
+            let parts = body::decode(b).ok_or_else(|| crate::VaultError::Invalid(format!("record {} has a malformed body", o["id"])))?;
+            for (name, blob) in parts {
+                let plain = dk.open_field(&rec.id, name, blob)?;
+                if name == SUBJECT_FIELD {
+                    o.insert("subject".into(), String::from_utf8_lossy(&plain).into_owned().into());
+                } else {
+                    let v: Value = serde_json::from_slice(&plain)
+                        .map_err(|e| crate::VaultError::Invalid(format!("field {name} of record {}: {e}", o["id"])))?;
+                    fields.insert(name.to_string(), v);
+                }
+            }
+        }
+        (Some(_), None) => {
+            o.insert("erased".into(), true.into());
+        }
+        (None, _) => {}
+    }
+    o.insert("fields".into(), Value::Object(fields));
+    if r.anonymized {
+        o.insert("anonymized".into(), true.into());
+    }
+    Ok(Value::Object(o))
+}
