@@ -1,0 +1,136 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lethe: a vault for audit and LLM request logs that forgets on schedule, provably.
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
+    pub data_dir: PathBuf,
+    /// Configuration file [default: ./lethe.toml if present, else built-in defaults].
+    #[arg(long, global = true, env = "LETHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Named profile of the configuration file to apply.
+    #[arg(long, global = true, env = "LETHE_PROFILE")]
+    pub profile: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store NDJSON records (one JSON object per line) from a file or stdin.
+    Ingest(IngestArgs),
+    /// Read records, decrypted, newest first.
+    Logs(LogsArgs),
+    /// Apply every enabled retention policy across all tenants (the sweep).
+    Cleanup(CleanupArgs),
+    /// Records, bytes, age and partitions per tenant, stream and scope.
+    Stats(StatsArgs),
+    /// Write a realistic year of demo data, then dry-run and run the cleanup.
+    Demo(DemoArgs),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `lethe config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (file, profile, environment, defaults).
+    Show,
+}
+
+/// `lethe ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Input file, or `-` for standard input.
+    #[arg(default_value = "-")]
+    pub input: String,
+    /// Input format.
+    #[arg(long, default_value = "ndjson", value_parser = ["ndjson"])]
+    pub format: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Tenant to read (required: queries never span tenants).
+    #[arg(long)]
+    pub tenant: String,
+    /// Stream, `name:version` or `name`.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Scope.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Data subject id.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Event time from (RFC 3339, inclusive).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Event time until (RFC 3339, exclusive).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Oldest first.
+    #[arg(long)]
+    pub asc: bool,
+    /// One JSON object per line, in the format `lethe ingest` accepts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Print the exact plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Evaluate policies at this instant (RFC 3339) instead of now.
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+/// `lethe stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Records to generate.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

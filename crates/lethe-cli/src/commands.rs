@@ -1,0 +1,376 @@
+//! One function per command: set up from the arguments, call the vault, print.
+
+use std::fmt;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lethe_core::config::{self, Config, Source};
+use lethe_core::record::parse_ts;
+use lethe_core::TenantId;
+use lethe_vault::logs::LogQuery;
+use lethe_vault::stats::StatsReport;
+use lethe_vault::sweep::SweepReport;
+use lethe_vault::synth::Synth;
+use lethe_vault::{MasterKeySource, Vault};
+
+use crate::args::{CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LogsArgs, StatsArgs};
+use crate::exit;
+use crate::output::{self, bytes, Table};
+
+/// Marks an error as a configuration problem (exit code 4).
+#[derive(Debug)]
+pub struct ConfigProblem(pub String);
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// Marks an error as a bad argument value (exit code 2).
+#[derive(Debug)]
+pub struct UsageProblem(pub String);
+
+impl fmt::Display for UsageProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageProblem {}
+
+impl Cli {
+    /// Whether the command prints JSON (errors then print JSON too).
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Ingest(a) => a.json,
+            Command::Logs(a) => a.json,
+            Command::Cleanup(a) => a.json,
+            Command::Stats(a) => a.json,
+            Command::Demo(a) => a.json,
+            Command::Config(_) => false,
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Runs the parsed command and returns its exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let config = load_config(&cli)?;
+    match &cli.command {
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_toml());
+            Ok(exit::OK)
+        }
+        Command::Ingest(a) => ingest(&open(&cli, config)?, a),
+        Command::Logs(a) => logs(&open(&cli, config)?, a),
+        Command::Cleanup(a) => cleanup(&open(&cli, config)?, a),
+        Command::Stats(a) => stats(&open(&cli, config)?, a),
+        Command::Demo(a) => demo(&open(&cli, config)?, a),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let (name, text) = match &cli.config {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| ConfigProblem(format!("reading {}: {e}", p.display())))?,
+        ),
+        None if Path::new("lethe.toml").exists() => (
+            "lethe.toml".to_string(),
+            std::fs::read_to_string("lethe.toml").map_err(|e| ConfigProblem(format!("reading lethe.toml: {e}")))?,
+        ),
+        None => ("built-in defaults".to_string(), String::new()),
+    };
+    let env = config::env_overrides(std::env::vars());
+    config::load(Source { name: &name, text: &text }, cli.profile.as_deref(), &env)
+        .map_err(|e| ConfigProblem(e.to_string()).into())
+}
+
+fn open(cli: &Cli, config: Config) -> Result<Vault> {
+    let source = match std::env::var("LETHE_MASTER_KEY") {
+        Ok(v) if !v.is_empty() => MasterKeySource::Value(v),
+        _ => {
+            let path = cli.data_dir.join(&config.keys.master_key_file);
+            // A new key only for a new store: an existing store without its key
+            // must fail loudly, not silently get a key that opens nothing.
+            let create = !cli.data_dir.join("catalog.db").exists();
+            MasterKeySource::File { path, create }
+        }
+    };
+    let vault = Vault::open(&cli.data_dir, config, &source).map_err(|e| match e {
+        lethe_vault::VaultError::MasterKey(m) => anyhow::Error::new(ConfigProblem(format!("master key: {m}"))),
+        other => anyhow::Error::new(other).context(format!("opening the store in {}", cli.data_dir.display())),
+    })?;
+    if vault.created_master_key {
+        if let MasterKeySource::File { path, .. } = &source {
+            eprintln!(
+                "created a new master key at {} (mode 0600). Back it up: without it nothing encrypted in this vault can be read.",
+                path.display()
+            );
+        }
+    }
+    Ok(vault)
+}
+
+fn tenant_arg(s: &str) -> Result<TenantId> {
+    TenantId::new(s).map_err(|e| UsageProblem(format!("--tenant: {e}")).into())
+}
+
+fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<i64>> {
+    match s {
+        None => Ok(None),
+        Some(v) => parse_ts(v)
+            .map(Some)
+            .ok_or_else(|| UsageProblem(format!("{flag}: `{v}` is not an RFC 3339 timestamp (e.g. 2026-01-31T00:00:00Z)")).into()),
+    }
+}
+
+fn ingest(vault: &Vault, a: &IngestArgs) -> Result<u8> {
+    let pb = output::progress(a.json, "ingest");
+    let tick = |n: u64, _| pb.set_position(n);
+    let report = if a.input == "-" {
+        vault.ingest(BufReader::with_capacity(1 << 20, std::io::stdin()), &now_us, &tick)
+    } else {
+        let f = std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input))?;
+        vault.ingest(BufReader::with_capacity(1 << 20, f), &now_us, &tick)
+    }
+    .context("ingest stopped (every batch before the failure is stored)")?;
+    pb.finish_and_clear();
+    if a.json {
+        output::print_ok(&report);
+    } else {
+        for r in &report.errors {
+            eprintln!("line {}: field `{}`: {}", r.line, r.field, r.message);
+        }
+        if report.rejected as usize > report.errors.len() {
+            eprintln!("… and {} more rejected lines", report.rejected as usize - report.errors.len());
+        }
+        println!(
+            "{} lines: {} stored, {} duplicates (already stored), {} not captured (capture mode none), {} rejected",
+            report.lines, report.stored, report.duplicates, report.not_captured, report.rejected
+        );
+    }
+    Ok(if report.rejected > 0 { exit::PARTIAL } else { exit::OK })
+}
+
+fn logs(vault: &Vault, a: &LogsArgs) -> Result<u8> {
+    let stream = match &a.stream {
+        None => None,
+        Some(s) if s.contains(':') => Some(s.parse().map_err(|e| UsageProblem(format!("--stream: {e}")))?),
+        Some(name) => Some(
+            vault
+                .config()
+                .schemas()
+                .into_iter()
+                .filter(|x| &x.id.name == name)
+                .map(|x| x.id)
+                .max_by_key(|x| x.version)
+                .ok_or_else(|| UsageProblem(format!("--stream: no declared stream `{name}`")))?,
+        ),
+    };
+    let q = LogQuery {
+        tenant: tenant_arg(&a.tenant)?,
+        stream,
+        scope: a.scope.clone(),
+        subject: a.subject.clone(),
+        since_us: time_arg("--since", &a.since)?,
+        until_us: time_arg("--until", &a.until)?,
+        limit: a.limit,
+        ascending: a.asc,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write;
+    let mut io_err = None;
+    vault.logs(&q, now_us(), &mut |v| {
+        let r = if a.json {
+            serde_json::to_writer(&mut out, &v).map_err(std::io::Error::from).and_then(|_| writeln!(out))
+        } else {
+            let subject = v.get("subject").and_then(|s| s.as_str()).unwrap_or("-");
+            let mut flags = String::new();
+            if v.get("anonymized").is_some() {
+                flags.push_str(" [anonymized]");
+            }
+            if v.get("erased").is_some() {
+                flags.push_str(" [erased]");
+            }
+            writeln!(
+                out,
+                "{}  {}  {}  {}  {}{}  {}",
+                v["ts"].as_str().unwrap_or(""),
+                v["stream"].as_str().unwrap_or(""),
+                v["scope"].as_str().unwrap_or(""),
+                v["classification"].as_str().unwrap_or(""),
+                subject,
+                flags,
+                v["fields"]
+            )
+        };
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                io_err = Some(e);
+                false
+            }
+        }
+    })?;
+    match io_err {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Some(e) => Err(e).context("writing output"),
+        None => {
+            out.flush().ok();
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
+    let now = time_arg("--now", &a.now)?.unwrap_or_else(now_us);
+    let tenant = a.tenant.as_deref().map(tenant_arg).transpose()?;
+    let pb = output::progress(a.json, if a.dry_run { "planning" } else { "cleanup" });
+    let tick = |done: u64, total: u64| {
+        pb.set_length(total);
+        pb.set_position(done);
+    };
+    let report = vault.sweep(now, tenant.as_ref(), a.dry_run, &now_us, &tick).context("cleanup failed")?;
+    pb.finish_and_clear();
+    if a.json {
+        output::print_ok(&report);
+    } else {
+        print_sweep(&report);
+    }
+    Ok(exit::OK)
+}
+
+fn print_sweep(r: &SweepReport) {
+    let verb = if r.status == "dry_run" { "would" } else { "did" };
+    println!("cleanup ({}) at {}: {verb} delete {} and anonymize {} records, freeing {}", r.status, r.now, r.deleted, r.anonymized, bytes(r.bytes_freed));
+    if r.groups.is_empty() {
+        println!("nothing to do");
+        return;
+    }
+    let mut t = Table::new(&["tenant", "stream", "scope", "class", "rule", "action", "window", "records", "partitions", "freed"]);
+    for g in &r.groups {
+        t.row(vec![
+            g.tenant.clone(),
+            g.stream.clone(),
+            g.scope.clone(),
+            g.classification.clone(),
+            g.rule.clone(),
+            g.action.clone(),
+            g.window.clone(),
+            g.records.to_string(),
+            g.partitions_dropped.to_string(),
+            bytes(g.bytes_freed),
+        ]);
+    }
+    t.print();
+}
+
+fn stats(vault: &Vault, a: &StatsArgs) -> Result<u8> {
+    let tenant = a.tenant.as_deref().map(tenant_arg).transpose()?;
+    let report = vault.stats(tenant.as_ref()).context("reading stats")?;
+    if a.json {
+        output::print_ok(&report);
+    } else {
+        print_stats(&report);
+    }
+    Ok(exit::OK)
+}
+
+fn print_stats(r: &StatsReport) {
+    let mut t = Table::new(&["tenant", "stream", "scope", "records", "anonymized", "bytes", "oldest", "newest", "partitions", "not captured"]);
+    let day = |s: &Option<String>| s.as_deref().map(|s| s[..10.min(s.len())].to_string()).unwrap_or_else(|| "-".into());
+    for row in &r.rows {
+        t.row(vec![
+            row.tenant.clone(),
+            row.stream.clone(),
+            row.scope.clone(),
+            row.records.to_string(),
+            row.anonymized.to_string(),
+            bytes(row.bytes),
+            day(&row.oldest),
+            day(&row.newest),
+            row.partitions.to_string(),
+            row.not_captured.to_string(),
+        ]);
+    }
+    t.print();
+    println!("total: {} records, {} on disk, {} not captured", r.totals.records, bytes(r.totals.bytes), r.totals.not_captured);
+}
+
+fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
+    let now = now_us();
+    let pb = output::progress(a.json, "writing demo data");
+    pb.set_length(a.records);
+    let mut synth = Synth::new(a.seed, a.records, now, 365);
+    let batch = vault.config().store.ingest_batch;
+    let mut ingested = lethe_vault::ingest::IngestReport::default();
+    let started = std::time::Instant::now();
+    loop {
+        let mut lines = Vec::with_capacity(batch);
+        let mut s = String::new();
+        while lines.len() < batch && synth.next_line(&mut s) {
+            lines.push(std::mem::take(&mut s));
+        }
+        if lines.is_empty() {
+            break;
+        }
+        let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+        let r = vault.ingest_lines(&refs, now_us()).context("writing demo data")?;
+        ingested.lines += r.lines;
+        ingested.stored += r.stored;
+        ingested.not_captured += r.not_captured;
+        ingested.rejected += r.rejected;
+        pb.set_position(ingested.lines);
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let before = vault.stats(None)?;
+    let plan = vault.sweep(now, None, true, &now_us, &|_, _| {})?;
+    let pb = output::progress(a.json, "cleanup");
+    let run = vault.sweep(now, None, false, &now_us, &|d, t| {
+        pb.set_length(t);
+        pb.set_position(d);
+    })?;
+    pb.finish_and_clear();
+    let after = vault.stats(None)?;
+    if a.json {
+        output::print_ok(&serde_json::json!({
+            "ingest": ingested, "stats_before": before, "dry_run": plan, "cleanup": run, "stats_after": after,
+        }));
+        return Ok(exit::OK);
+    }
+    println!(
+        "== wrote {} demo records in {:.1} s ({:.0}/s): {} stored, {} counted but not captured (capture mode none)\n",
+        ingested.lines,
+        secs,
+        ingested.lines as f64 / secs.max(1e-9),
+        ingested.stored,
+        ingested.not_captured
+    );
+    println!("== stats before cleanup");
+    print_stats(&before);
+    println!("\n== cleanup --dry-run");
+    print_sweep(&plan);
+    println!("\n== cleanup");
+    print_sweep(&run);
+    println!("\n== stats after cleanup");
+    print_stats(&after);
+    println!(
+        "\nthe plan matched the run: {} (deleted {} / {}, anonymized {} / {})",
+        plan.per_stream.iter().map(|(k, v)| (k, v.deleted, v.anonymized)).collect::<Vec<_>>()
+            == run.per_stream.iter().map(|(k, v)| (k, v.deleted, v.anonymized)).collect::<Vec<_>>(),
+        plan.deleted,
+        run.deleted,
+        plan.anonymized,
+        run.anonymized
+    );
+    Ok(exit::OK)
+}
