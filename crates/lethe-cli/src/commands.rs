@@ -89,8 +89,15 @@ fn load_config(cli: &Cli) -> Result<Config> {
         None => ("built-in defaults".to_string(), String::new()),
     };
     let env = config::env_overrides(std::env::vars());
-    config::load(Source { name: &name, text: &text }, cli.profile.as_deref(), &env)
-        .map_err(|e| ConfigProblem(e.to_string()).into())
+    config::load(
+        Source {
+            name: &name,
+            text: &text,
+        },
+        cli.profile.as_deref(),
+        &env,
+    )
+    .map_err(|e| ConfigProblem(e.to_string()).into())
 }
 
 fn open(cli: &Cli, config: Config) -> Result<Vault> {
@@ -126,9 +133,12 @@ fn tenant_arg(s: &str) -> Result<TenantId> {
 fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<i64>> {
     match s {
         None => Ok(None),
-        Some(v) => parse_ts(v)
-            .map(Some)
-            .ok_or_else(|| UsageProblem(format!("{flag}: `{v}` is not an RFC 3339 timestamp (e.g. 2026-01-31T00:00:00Z)")).into()),
+        Some(v) => parse_ts(v).map(Some).ok_or_else(|| {
+            UsageProblem(format!(
+                "{flag}: `{v}` is not an RFC 3339 timestamp (e.g. 2026-01-31T00:00:00Z)"
+            ))
+            .into()
+        }),
     }
 }
 
@@ -150,7 +160,10 @@ fn ingest(vault: &Vault, a: &IngestArgs) -> Result<u8> {
             eprintln!("line {}: field `{}`: {}", r.line, r.field, r.message);
         }
         if report.rejected as usize > report.errors.len() {
-            eprintln!("… and {} more rejected lines", report.rejected as usize - report.errors.len());
+            eprintln!(
+                "… and {} more rejected lines",
+                report.rejected as usize - report.errors.len()
+            );
         }
         println!(
             "{} lines: {} stored, {} duplicates (already stored), {} not captured (capture mode none), {} rejected",
@@ -190,7 +203,9 @@ fn logs(vault: &Vault, a: &LogsArgs) -> Result<u8> {
     let mut io_err = None;
     vault.logs(&q, now_us(), &mut |v| {
         let r = if a.json {
-            serde_json::to_writer(&mut out, &v).map_err(std::io::Error::from).and_then(|_| writeln!(out))
+            serde_json::to_writer(&mut out, &v)
+                .map_err(std::io::Error::from)
+                .and_then(|_| writeln!(out))
         } else {
             let subject = v.get("subject").and_then(|s| s.as_str()).unwrap_or("-");
             let mut flags = String::new();
@@ -238,7 +253,9 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
         pb.set_length(total);
         pb.set_position(done);
     };
-    let report = vault.sweep(now, tenant.as_ref(), a.dry_run, &now_us, &tick).context("cleanup failed")?;
+    let report = vault
+        .sweep(now, tenant.as_ref(), a.dry_run, &now_us, &tick)
+        .context("cleanup failed")?;
     pb.finish_and_clear();
     if a.json {
         output::print_ok(&report);
@@ -250,12 +267,30 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
 
 fn print_sweep(r: &SweepReport) {
     let verb = if r.status == "dry_run" { "would" } else { "did" };
-    println!("cleanup ({}) at {}: {verb} delete {} and anonymize {} records, freeing {}", r.status, r.now, r.deleted, r.anonymized, bytes(r.bytes_freed));
+    println!(
+        "cleanup ({}) at {}: {verb} delete {} and anonymize {} records, freeing {}",
+        r.status,
+        r.now,
+        r.deleted,
+        r.anonymized,
+        bytes(r.bytes_freed)
+    );
     if r.groups.is_empty() {
         println!("nothing to do");
         return;
     }
-    let mut t = Table::new(&["tenant", "stream", "scope", "class", "rule", "action", "window", "records", "partitions", "freed"]);
+    let mut t = Table::new(&[
+        "tenant",
+        "stream",
+        "scope",
+        "class",
+        "rule",
+        "action",
+        "window",
+        "records",
+        "partitions",
+        "freed",
+    ]);
     for g in &r.groups {
         t.row(vec![
             g.tenant.clone(),
@@ -285,8 +320,23 @@ fn stats(vault: &Vault, a: &StatsArgs) -> Result<u8> {
 }
 
 fn print_stats(r: &StatsReport) {
-    let mut t = Table::new(&["tenant", "stream", "scope", "records", "anonymized", "bytes", "oldest", "newest", "partitions", "not captured"]);
-    let day = |s: &Option<String>| s.as_deref().map(|s| s[..10.min(s.len())].to_string()).unwrap_or_else(|| "-".into());
+    let mut t = Table::new(&[
+        "tenant",
+        "stream",
+        "scope",
+        "records",
+        "anonymized",
+        "bytes",
+        "oldest",
+        "newest",
+        "partitions",
+        "not captured",
+    ]);
+    let day = |s: &Option<String>| {
+        s.as_deref()
+            .map(|s| s[..10.min(s.len())].to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     for row in &r.rows {
         t.row(vec![
             row.tenant.clone(),
@@ -302,7 +352,12 @@ fn print_stats(r: &StatsReport) {
         ]);
     }
     t.print();
-    println!("total: {} records, {} on disk, {} not captured", r.totals.records, bytes(r.totals.bytes), r.totals.not_captured);
+    println!(
+        "total: {} records, {} on disk, {} not captured",
+        r.totals.records,
+        bytes(r.totals.bytes),
+        r.totals.not_captured
+    );
 }
 
 fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
@@ -365,8 +420,15 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
     print_stats(&after);
     println!(
         "\nthe plan matched the run: {} (deleted {} / {}, anonymized {} / {})",
-        plan.per_stream.iter().map(|(k, v)| (k, v.deleted, v.anonymized)).collect::<Vec<_>>()
-            == run.per_stream.iter().map(|(k, v)| (k, v.deleted, v.anonymized)).collect::<Vec<_>>(),
+        plan.per_stream
+            .iter()
+            .map(|(k, v)| (k, v.deleted, v.anonymized))
+            .collect::<Vec<_>>()
+            == run
+                .per_stream
+                .iter()
+                .map(|(k, v)| (k, v.deleted, v.anonymized))
+                .collect::<Vec<_>>(),
         plan.deleted,
         run.deleted,
         plan.anonymized,

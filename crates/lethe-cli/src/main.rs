@@ -37,7 +37,9 @@ fn main() -> ExitCode {
             };
             let message = format!("{e:#}");
             if json {
-                output::print_json(&serde_json::json!({"status": "error", "error": {"kind": kind, "message": message}}));
+                output::print_json(
+                    &serde_json::json!({"status": "error", "error": {"kind": kind, "message": message}}),
+                );
             } else {
                 eprintln!("error: {message}");
             }

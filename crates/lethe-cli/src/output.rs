@@ -26,7 +26,10 @@ pub struct Table {
 impl Table {
     /// A table with these headings.
     pub fn new(head: &[&str]) -> Self {
-        Table { head: head.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Table {
+            head: head.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     /// Adds a row.
@@ -47,7 +50,13 @@ impl Table {
             cells
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if numeric(c) { format!("{c:>width$}", width = w[i]) } else { format!("{c:<width$}", width = w[i]) })
+                .map(|(i, c)| {
+                    if numeric(c) {
+                        format!("{c:>width$}", width = w[i])
+                    } else {
+                        format!("{c:<width$}", width = w[i])
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("  ")
                 .trim_end()
@@ -55,7 +64,11 @@ impl Table {
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", line(&self.head));
-        let _ = writeln!(out, "{}", w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("  "));
+        let _ = writeln!(
+            out,
+            "{}",
+            w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("  ")
+        );
         for r in &self.rows {
             let _ = writeln!(out, "{}", line(r));
         }

@@ -78,7 +78,7 @@ pub struct StoreConfig {
 }
 
 /// `[keys]`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     /// Master key file; relative paths are under the data directory. The
@@ -156,7 +156,7 @@ pub struct CaptureConfig {
 }
 
 /// `[retention]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Policy applied where no `[[retention.policy]]` selects a record.
@@ -213,19 +213,29 @@ pub struct PolicyConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { backend: default_backend(), partition: default_partition(), ingest_batch: default_batch() }
+        StoreConfig {
+            backend: default_backend(),
+            partition: default_partition(),
+            ingest_batch: default_batch(),
+        }
     }
 }
 
-impl Default for RetentionConfig {
+impl Default for KeysConfig {
     fn default() -> Self {
-        RetentionConfig { default: DefaultPolicyConfig::default(), policy: Vec::new() }
+        KeysConfig {
+            master_key_file: default_master_key_file(),
+        }
     }
 }
 
 impl Default for DefaultPolicyConfig {
     fn default() -> Self {
-        DefaultPolicyConfig { enabled: true, window: default_window(), action: default_action() }
+        DefaultPolicyConfig {
+            enabled: true,
+            window: default_window(),
+            action: default_action(),
+        }
     }
 }
 
@@ -239,7 +249,7 @@ fn default_partition() -> Window {
     Window::Span(86_400)
 }
 fn default_batch() -> usize {
-    16_384
+    8192
 }
 fn default_master_key_file() -> String {
     "master.key".into()
@@ -258,14 +268,25 @@ fn default_action() -> Action {
 pub fn default_streams() -> Vec<StreamConfig> {
     let f = |pairs: &[(&str, FieldConfig)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let c = FieldConfig::Class;
-    let prompt = FieldConfig::Spec(FieldSpecConfig { class: FieldClass::Personal, prompt: true, required: false });
+    let prompt = FieldConfig::Spec(FieldSpecConfig {
+        class: FieldClass::Personal,
+        prompt: true,
+        required: false,
+    });
     vec![
         StreamConfig {
             name: "audit".into(),
             version: 1,
             default_classification: Classification::Internal,
             fields: f(&[
-                ("action", FieldConfig::Spec(FieldSpecConfig { class: FieldClass::Plain, prompt: false, required: true })),
+                (
+                    "action",
+                    FieldConfig::Spec(FieldSpecConfig {
+                        class: FieldClass::Plain,
+                        prompt: false,
+                        required: true,
+                    }),
+                ),
                 ("outcome", c(FieldClass::Plain)),
                 ("resource", c(FieldClass::Plain)),
                 ("region", c(FieldClass::Plain)),
@@ -308,22 +329,25 @@ pub struct Source<'a> {
 /// over it, then `LETHE_<PATH>` overrides from `env` (path segments separated by
 /// `__`, e.g. `LETHE_RETENTION__DEFAULT__WINDOW=90d`). Unknown keys are errors
 /// naming their path.
-pub fn load(
-    source: Source<'_>,
-    profile: Option<&str>,
-    env: &[(String, String)],
-) -> Result<Config, ConfigError> {
+pub fn load(source: Source<'_>, profile: Option<&str>, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let name = source.name.to_string();
-    let mut root: toml::Table = source
-        .text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax { source_name: name.clone(), message: e.to_string() })?;
+    let mut root: toml::Table = source.text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        source_name: name.clone(),
+        message: e.to_string(),
+    })?;
     let profiles = root.remove("profiles");
     if let Some(p) = profile {
         let table = profiles.as_ref().and_then(|v| v.as_table());
         let chosen = table.and_then(|t| t.get(p)).and_then(|v| v.as_table()).ok_or_else(|| {
             let names: Vec<_> = table.map(|t| t.keys().cloned().collect()).unwrap_or_default();
-            ConfigError::UnknownProfile(p.to_string(), if names.is_empty() { "none".into() } else { names.join(", ") })
+            ConfigError::UnknownProfile(
+                p.to_string(),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+            )
         })?;
         merge(&mut root, chosen.clone());
     }
@@ -336,12 +360,22 @@ pub fn load(
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
-    cfg.validate().map_err(|(path, message)| ConfigError::Invalid { source_name: name, path, message })?;
+    cfg.validate().map_err(|(path, message)| ConfigError::Invalid {
+        source_name: name,
+        path,
+        message,
+    })?;
     Ok(cfg)
 }
 
 /// Environment variables that are options of the binary, not configuration paths.
-pub const RESERVED_ENV: &[&str] = &["LETHE_DATA_DIR", "LETHE_CONFIG", "LETHE_PROFILE", "LETHE_MASTER_KEY", "LETHE_LOG"];
+pub const RESERVED_ENV: &[&str] = &[
+    "LETHE_DATA_DIR",
+    "LETHE_CONFIG",
+    "LETHE_PROFILE",
+    "LETHE_MASTER_KEY",
+    "LETHE_LOG",
+];
 
 /// The `LETHE_…` configuration overrides among `vars` (reserved names and
 /// test hooks excluded).
@@ -367,7 +401,10 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn apply_env(root: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = key["LETHE_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let path: Vec<String> = key["LETHE_".len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     if path.iter().any(|p| p.is_empty()) {
         return Err(ConfigError::Env(key.into(), "empty path segment".into()));
     }
@@ -378,7 +415,9 @@ fn apply_env(root: &mut toml::Table, key: &str, value: &str) -> Result<(), Confi
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     let mut t = root;
     for seg in &path[..path.len() - 1] {
-        let entry = t.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = t
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         t = entry
             .as_table_mut()
             .ok_or_else(|| ConfigError::Env(key.into(), format!("`{seg}` is not a table")))?;
@@ -391,12 +430,23 @@ impl Config {
     /// Built-in defaults: the two standard streams, `full` capture, and the
     /// 180-day anonymize default.
     pub fn builtin() -> Config {
-        load(Source { name: "built-in defaults", text: "" }, None, &[]).expect("built-in defaults are valid")
+        load(
+            Source {
+                name: "built-in defaults",
+                text: "",
+            },
+            None,
+            &[],
+        )
+        .expect("built-in defaults are valid")
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         if self.store.backend != "sqlite" {
-            return Err(("store.backend".into(), format!("unknown backend `{}` (available: sqlite)", self.store.backend)));
+            return Err((
+                "store.backend".into(),
+                format!("unknown backend `{}` (available: sqlite)", self.store.backend),
+            ));
         }
         match self.store.partition {
             Window::Span(s) if (s % 86_400 == 0) || (s % 3600 == 0 && 86_400 % s == 0) => {}
@@ -418,7 +468,10 @@ impl Config {
             }
             for reserved in crate::record::RESERVED_TOP_LEVEL {
                 if s.fields.contains_key(*reserved) {
-                    return Err((format!("streams[{i}].fields.{reserved}"), "is a reserved top-level name".into()));
+                    return Err((
+                        format!("streams[{i}].fields.{reserved}"),
+                        "is a reserved top-level name".into(),
+                    ));
                 }
             }
         }
@@ -449,15 +502,26 @@ impl Config {
         self.streams
             .iter()
             .map(|s| StreamSchema {
-                id: StreamId { name: s.name.clone(), version: s.version },
+                id: StreamId {
+                    name: s.name.clone(),
+                    version: s.version,
+                },
                 default_classification: s.default_classification,
                 fields: s
                     .fields
                     .iter()
                     .map(|(k, v)| {
                         let spec = match v {
-                            FieldConfig::Class(c) => FieldSpec { class: *c, prompt: false, required: false },
-                            FieldConfig::Spec(s) => FieldSpec { class: s.class, prompt: s.prompt, required: s.required },
+                            FieldConfig::Class(c) => FieldSpec {
+                                class: *c,
+                                prompt: false,
+                                required: false,
+                            },
+                            FieldConfig::Spec(s) => FieldSpec {
+                                class: s.class,
+                                prompt: s.prompt,
+                                required: s.required,
+                            },
                         };
                         (k.clone(), spec)
                     })
@@ -468,7 +532,10 @@ impl Config {
 
     /// The policy book: capture and retention rules in evaluation form.
     pub fn policy_book(&self) -> PolicyBook {
-        let sel = |tenant: &Option<TenantId>, stream: &Option<String>, scope: &Option<String>, class: &Option<Classification>| Selector {
+        let sel = |tenant: &Option<TenantId>,
+                   stream: &Option<String>,
+                   scope: &Option<String>,
+                   class: &Option<Classification>| Selector {
             tenant: tenant.clone(),
             stream: stream.clone(),
             scope: scope.clone(),
@@ -498,7 +565,10 @@ impl Config {
             capture: self
                 .capture
                 .iter()
-                .map(|c| CaptureRule { selector: sel(&c.tenant, &c.stream, &c.scope, &c.classification), mode: c.mode })
+                .map(|c| CaptureRule {
+                    selector: sel(&c.tenant, &c.stream, &c.scope, &c.classification),
+                    mode: c.mode,
+                })
                 .collect(),
         }
     }
@@ -514,7 +584,10 @@ mod tests {
     use super::*;
 
     fn src(text: &str) -> Source<'_> {
-        Source { name: "lethe.toml", text }
+        Source {
+            name: "lethe.toml",
+            text,
+        }
     }
 
     #[test]
@@ -524,25 +597,46 @@ mod tests {
         assert_eq!(names, ["audit:1", "requests:1"]);
         assert_eq!(c.retention.default.window, Window::Span(180 * 86_400));
         assert_eq!(c.retention.default.action, Action::Anonymize);
+        assert_eq!(c.keys.master_key_file, "master.key");
+        assert_eq!(c.store.partition, Window::Span(86_400));
     }
 
     #[test]
     fn unknown_keys_are_errors_naming_their_path() {
-        let e = load(src("[retention]\ndefault = { window = \"30d\", colour = 1 }\n"), None, &[]).unwrap_err();
+        let e = load(
+            src("[retention]\ndefault = { window = \"30d\", colour = 1 }\n"),
+            None,
+            &[],
+        )
+        .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("retention.default"), "{s}");
         assert!(s.contains("colour"), "{s}");
-        let e = load(src("[[retention.policy]]\nwindow = \"3x\"\naction = \"delete\"\n"), None, &[]).unwrap_err();
+        let e = load(
+            src("[[retention.policy]]\nwindow = \"3x\"\naction = \"delete\"\n"),
+            None,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("retention.policy[0].window"), "{e}");
     }
 
     #[test]
     fn profiles_merge_over_the_base_and_env_overrides_win() {
         let text = "[retention.default]\nwindow = \"90d\"\n[profiles.short.retention.default]\nwindow = \"7d\"\n";
-        assert_eq!(load(src(text), None, &[]).unwrap().retention.default.window, Window::Span(90 * 86_400));
-        assert_eq!(load(src(text), Some("short"), &[]).unwrap().retention.default.window, Window::Span(7 * 86_400));
+        assert_eq!(
+            load(src(text), None, &[]).unwrap().retention.default.window,
+            Window::Span(90 * 86_400)
+        );
+        assert_eq!(
+            load(src(text), Some("short"), &[]).unwrap().retention.default.window,
+            Window::Span(7 * 86_400)
+        );
         let env = vec![("LETHE_RETENTION__DEFAULT__WINDOW".to_string(), "1d".to_string())];
-        assert_eq!(load(src(text), Some("short"), &env).unwrap().retention.default.window, Window::Span(86_400));
+        assert_eq!(
+            load(src(text), Some("short"), &env).unwrap().retention.default.window,
+            Window::Span(86_400)
+        );
         let e = load(src(text), Some("nope"), &[]).unwrap_err();
         assert!(e.to_string().contains("short"), "{e}");
         let env = vec![("LETHE_RETENTION__BOGUS".to_string(), "1".to_string())];
@@ -551,8 +645,12 @@ mod tests {
 
     #[test]
     fn policies_must_name_declared_streams() {
-        let e = load(src("[[retention.policy]]\nstream = \"nope\"\nwindow = \"1d\"\naction = \"delete\"\n"), None, &[])
-            .unwrap_err();
+        let e = load(
+            src("[[retention.policy]]\nstream = \"nope\"\nwindow = \"1d\"\naction = \"delete\"\n"),
+            None,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("retention.policy[0].stream"), "{e}");
     }
 

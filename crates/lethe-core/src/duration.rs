@@ -42,7 +42,10 @@ impl FromStr for Window {
     type Err = WindowError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why| WindowError { input: s.to_string(), why };
+        let err = |why| WindowError {
+            input: s.to_string(),
+            why,
+        };
         let t = s.trim();
         if t.eq_ignore_ascii_case("forever") {
             return Ok(Window::Forever);
@@ -106,7 +109,13 @@ mod tests {
 
     #[test]
     fn windows_parse_in_every_unit_and_print_back() {
-        for (s, secs) in [("30d", 30 * 86_400), ("12h", 43_200), ("90m", 5400), ("45s", 45), ("2w", 1_209_600)] {
+        for (s, secs) in [
+            ("30d", 30 * 86_400),
+            ("12h", 43_200),
+            ("90m", 5400),
+            ("45s", 45),
+            ("2w", 1_209_600),
+        ] {
             let w: Window = s.parse().unwrap();
             assert_eq!(w, Window::Span(secs));
             assert_eq!(w.to_string(), s);

@@ -28,7 +28,8 @@ fn is_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// A tenant id: also a path component on disk, so it is restricted to a safe
@@ -71,7 +72,10 @@ impl StreamId {
     /// Builds a stream id from a validated name and a version.
     pub fn new(name: &str, version: u32) -> Result<Self, NameError> {
         if is_ident(name) && version > 0 {
-            Ok(StreamId { name: name.to_string(), version })
+            Ok(StreamId {
+                name: name.to_string(),
+                version,
+            })
         } else {
             Err(NameError::Stream(format!("{name}:{version}")))
         }

@@ -34,7 +34,9 @@ impl FromStr for Action {
         match s {
             "delete" => Ok(Action::Delete),
             "anonymize" => Ok(Action::Anonymize),
-            "archive_then_delete" => Err("action `archive_then_delete` needs the archive tier, which this build does not have yet".into()),
+            "archive_then_delete" => {
+                Err("action `archive_then_delete` needs the archive tier, which this build does not have yet".into())
+            }
             _ => Err(format!("unknown action `{s}` (expected delete or anonymize)")),
         }
     }
@@ -100,7 +102,12 @@ impl Selector {
     /// tenant > stream > scope > classification, so that a tenant-wide rule
     /// beats a global rule on a classification, and more coordinates beat fewer.
     pub fn specificity(&self) -> u32 {
-        let n = [self.tenant.is_some(), self.stream.is_some(), self.scope.is_some(), self.classification.is_some()];
+        let n = [
+            self.tenant.is_some(),
+            self.stream.is_some(),
+            self.scope.is_some(),
+            self.classification.is_some(),
+        ];
         let count = n.iter().filter(|b| **b).count() as u32;
         let weight = (n[0] as u32) << 3 | (n[1] as u32) << 2 | (n[2] as u32) << 1 | n[3] as u32;
         count << 4 | weight
@@ -189,43 +196,109 @@ mod tests {
     use super::*;
 
     fn g(tenant: &str, stream: &str, scope: &str, c: Classification) -> GroupKey {
-        GroupKey { tenant: TenantId::new(tenant).unwrap(), stream: stream.parse().unwrap(), scope: scope.into(), classification: c }
+        GroupKey {
+            tenant: TenantId::new(tenant).unwrap(),
+            stream: stream.parse().unwrap(),
+            scope: scope.into(),
+            classification: c,
+        }
     }
 
     fn rule(name: &str, sel: Selector, days: u64, action: Action) -> RetentionRule {
-        RetentionRule { name: name.into(), selector: sel, enabled: true, window: Window::Span(days * 86_400), action }
+        RetentionRule {
+            name: name.into(),
+            selector: sel,
+            enabled: true,
+            window: Window::Span(days * 86_400),
+            action,
+        }
     }
 
     fn book(rules: Vec<RetentionRule>) -> PolicyBook {
-        PolicyBook { default: rule("default", Selector::default(), 180, Action::Anonymize), retention: rules, capture: vec![] }
+        PolicyBook {
+            default: rule("default", Selector::default(), 180, Action::Anonymize),
+            retention: rules,
+            capture: vec![],
+        }
     }
 
     #[test]
     fn the_most_specific_matching_policy_wins() {
         let b = book(vec![
-            rule("requests", Selector { stream: Some("requests".into()), ..Default::default() }, 30, Action::Delete),
+            rule(
+                "requests",
+                Selector {
+                    stream: Some("requests".into()),
+                    ..Default::default()
+                },
+                30,
+                Action::Delete,
+            ),
             rule(
                 "acme-requests",
-                Selector { tenant: Some(TenantId::new("acme").unwrap()), stream: Some("requests:1".into()), ..Default::default() },
+                Selector {
+                    tenant: Some(TenantId::new("acme").unwrap()),
+                    stream: Some("requests:1".into()),
+                    ..Default::default()
+                },
                 7,
                 Action::Delete,
             ),
-            rule("restricted", Selector { classification: Some(Classification::Restricted), ..Default::default() }, 1, Action::Delete),
+            rule(
+                "restricted",
+                Selector {
+                    classification: Some(Classification::Restricted),
+                    ..Default::default()
+                },
+                1,
+                Action::Delete,
+            ),
         ]);
-        assert_eq!(b.retention_for(&g("acme", "requests:1", "chat", Classification::Internal)).name, "acme-requests");
-        assert_eq!(b.retention_for(&g("beta", "requests:1", "chat", Classification::Internal)).name, "requests");
-        assert_eq!(b.retention_for(&g("beta", "audit:1", "chat", Classification::Restricted)).name, "restricted");
-        assert_eq!(b.retention_for(&g("beta", "audit:1", "chat", Classification::Public)).name, "default");
+        assert_eq!(
+            b.retention_for(&g("acme", "requests:1", "chat", Classification::Internal))
+                .name,
+            "acme-requests"
+        );
+        assert_eq!(
+            b.retention_for(&g("beta", "requests:1", "chat", Classification::Internal))
+                .name,
+            "requests"
+        );
+        assert_eq!(
+            b.retention_for(&g("beta", "audit:1", "chat", Classification::Restricted))
+                .name,
+            "restricted"
+        );
+        assert_eq!(
+            b.retention_for(&g("beta", "audit:1", "chat", Classification::Public))
+                .name,
+            "default"
+        );
         // stream (weight 4) beats classification (weight 1) at equal count
-        assert_eq!(b.retention_for(&g("beta", "requests:1", "chat", Classification::Restricted)).name, "requests");
+        assert_eq!(
+            b.retention_for(&g("beta", "requests:1", "chat", Classification::Restricted))
+                .name,
+            "requests"
+        );
     }
 
     #[test]
     fn disabled_policies_select_but_never_expire() {
-        let mut r = rule("off", Selector { scope: Some("keep".into()), ..Default::default() }, 1, Action::Delete);
+        let mut r = rule(
+            "off",
+            Selector {
+                scope: Some("keep".into()),
+                ..Default::default()
+            },
+            1,
+            Action::Delete,
+        );
         r.enabled = false;
         let b = book(vec![r]);
-        let d = b.decide(&g("a", "audit:1", "keep", Classification::Public), 1_000_000_000_000_000);
+        let d = b.decide(
+            &g("a", "audit:1", "keep", Classification::Public),
+            1_000_000_000_000_000,
+        );
         assert_eq!((d.rule.name.as_str(), d.cutoff_us), ("off", None));
     }
 
@@ -233,6 +306,9 @@ mod tests {
     fn cutoff_moves_with_now() {
         let b = book(vec![]);
         let now = 400 * 86_400_000_000i64;
-        assert_eq!(b.decide(&g("a", "audit:1", "s", Classification::Public), now).cutoff_us, Some(220 * 86_400_000_000));
+        assert_eq!(
+            b.decide(&g("a", "audit:1", "s", Classification::Public), now).cutoff_us,
+            Some(220 * 86_400_000_000)
+        );
     }
 }

@@ -12,8 +12,19 @@ use serde_json::value::RawValue;
 use crate::model::{Classification, FieldClass, StreamId, StreamSchema, TenantId};
 
 /// Top-level keys of the record format; everything else goes under `fields`.
-pub const RESERVED_TOP_LEVEL: &[&str] =
-    &["id", "tenant", "stream", "scope", "classification", "ts", "received", "subject", "fields", "anonymized", "erased"];
+pub const RESERVED_TOP_LEVEL: &[&str] = &[
+    "id",
+    "tenant",
+    "stream",
+    "scope",
+    "classification",
+    "ts",
+    "received",
+    "subject",
+    "fields",
+    "anonymized",
+    "erased",
+];
 
 /// Name under which the top-level subject id is kept in the encrypted body.
 pub const SUBJECT_FIELD: &str = "subject";
@@ -30,7 +41,10 @@ pub struct RecordError {
 
 impl RecordError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RecordError { field: field.into(), message: message.into() }
+        RecordError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -87,8 +101,28 @@ pub struct Incoming<'a> {
 
 /// Parses one line and validates it against the declared schemas.
 pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>, RecordError> {
+    // Fast path without path tracking; on failure, parse again with it so the
+    // error names the field.
+    let w: Wire<'a> = match serde_json::from_str(line) {
+        Ok(w) => w,
+        Err(_) => return Err(explain(line)),
+    };
+    validate(w, schemas)
+}
+
+fn explain(line: &str) -> RecordError {
     let mut de = serde_json::Deserializer::from_str(line);
-    let w: Wire<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let r: Result<Wire<'_>, _> = serde_path_to_error::deserialize(&mut de);
+    let e = match r {
+        Ok(_) => {
+            return match de.end() {
+                Ok(()) => RecordError::new("(line)", "invalid record"),
+                Err(e) => RecordError::new("(line)", strip_position(&e.to_string())),
+            }
+        }
+        Err(e) => e,
+    };
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = strip_position(&inner.to_string());
@@ -100,9 +134,10 @@ pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>
         } else {
             RecordError::new(path, msg)
         }
-    })?;
-    de.end().map_err(|e| RecordError::new("(line)", strip_position(&e.to_string())))?;
+    }
+}
 
+fn validate<'a>(w: Wire<'a>, schemas: &[StreamSchema]) -> Result<Incoming<'a>, RecordError> {
     let tenant = TenantId::new(&w.tenant).map_err(|e| RecordError::new("tenant", e.to_string()))?;
     let schema = resolve_stream(&w.stream, schemas)?;
     let scope = match w.scope {
@@ -112,7 +147,9 @@ pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>
     };
     let classification = match w.classification {
         None => schema.default_classification,
-        Some(c) => c.parse().map_err(|e: crate::model::NameError| RecordError::new("classification", e.to_string()))?,
+        Some(c) => c
+            .parse()
+            .map_err(|e: crate::model::NameError| RecordError::new("classification", e.to_string()))?,
     };
     let id = match w.id {
         None => None,
@@ -133,7 +170,10 @@ pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>
     let mut fields = Vec::new();
     for (name, raw) in w.fields.unwrap_or_default() {
         let spec = schema.fields.get(name.as_ref()).ok_or_else(|| {
-            RecordError::new(format!("fields.{name}"), format!("not declared in stream `{}`", schema.id))
+            RecordError::new(
+                format!("fields.{name}"),
+                format!("not declared in stream `{}`", schema.id),
+            )
         })?;
         if raw.get() == "null" {
             continue;
@@ -145,7 +185,16 @@ pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>
             return Err(RecordError::new(format!("fields.{name}"), "is required"));
         }
     }
-    Ok(Incoming { id, tenant, stream: schema.id.clone(), scope, classification, ts_us, subject, fields })
+    Ok(Incoming {
+        id,
+        tenant,
+        stream: schema.id.clone(),
+        scope,
+        classification,
+        ts_us,
+        subject,
+        fields,
+    })
 }
 
 fn strip_position(msg: &str) -> String {
@@ -161,7 +210,9 @@ fn valid_scope(s: &str) -> bool {
 
 fn resolve_stream<'s>(s: &str, schemas: &'s [StreamSchema]) -> Result<&'s StreamSchema, RecordError> {
     let found = if s.contains(':') {
-        let id: StreamId = s.parse().map_err(|e: crate::model::NameError| RecordError::new("stream", e.to_string()))?;
+        let id: StreamId = s
+            .parse()
+            .map_err(|e: crate::model::NameError| RecordError::new("stream", e.to_string()))?;
         schemas.iter().find(|x| x.id == id)
     } else {
         schemas.iter().filter(|x| x.id.name == s).max_by_key(|x| x.id.version)
@@ -236,24 +287,54 @@ mod tests {
         assert_eq!(r.classification, Classification::Confidential);
         assert_eq!(r.ts_us, parse_ts("2026-01-02T03:04:05Z"));
         assert_eq!(r.fields.len(), 3);
-        assert!(r.fields.iter().any(|(n, c, p, _)| n == "prompt" && *c == FieldClass::Personal && *p));
+        assert!(r
+            .fields
+            .iter()
+            .any(|(n, c, p, _)| n == "prompt" && *c == FieldClass::Personal && *p));
     }
 
     #[test]
     fn bad_records_name_the_offending_field() {
         let s = schemas();
         let cases = [
-            (r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x","colour":1}}"#, "fields.colour"),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x","colour":1}}"#,
+                "fields.colour",
+            ),
             (r#"{"tenant":"acme","stream":"audit:1","fields":{}}"#, "fields.action"),
-            (r#"{"tenant":"Acme!","stream":"audit:1","fields":{"action":"x"}}"#, "tenant"),
-            (r#"{"tenant":"acme","stream":"nope:1","fields":{"action":"x"}}"#, "stream"),
-            (r#"{"tenant":"acme","stream":"audit:1","ts":"yesterday","fields":{"action":"x"}}"#, "ts"),
-            (r#"{"tenant":"acme","stream":"audit:1","ts":5,"fields":{"action":"x"}}"#, "ts"),
-            (r#"{"tenant":"acme","stream":"audit:1","classification":"secret","fields":{"action":"x"}}"#, "classification"),
-            (r#"{"tenant":"acme","stream":"audit:1","id":"nope","fields":{"action":"x"}}"#, "id"),
-            (r#"{"tenant":"acme","stream":"audit:1","extra":1,"fields":{"action":"x"}}"#, "extra"),
+            (
+                r#"{"tenant":"Acme!","stream":"audit:1","fields":{"action":"x"}}"#,
+                "tenant",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"nope:1","fields":{"action":"x"}}"#,
+                "stream",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","ts":"yesterday","fields":{"action":"x"}}"#,
+                "ts",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","ts":5,"fields":{"action":"x"}}"#,
+                "ts",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","classification":"secret","fields":{"action":"x"}}"#,
+                "classification",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","id":"nope","fields":{"action":"x"}}"#,
+                "id",
+            ),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","extra":1,"fields":{"action":"x"}}"#,
+                "extra",
+            ),
             (r#"{"stream":"audit:1","fields":{"action":"x"}}"#, "(line)"),
-            (r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x"}} trailing"#, "(line)"),
+            (
+                r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x"}} trailing"#,
+                "(line)",
+            ),
             (r#"not json"#, "(line)"),
         ];
         for (line, field) in cases {

@@ -1,15 +1,26 @@
 //! Named crash points for crash-safety tests: when the environment variable
-//! `LETHE_TEST_CRASH` equals a point's name, the process aborts there — the
-//! same abrupt end as `kill -9`, at a chosen step.
+//! `LETHE_TEST_CRASH` is `NAME` (or `NAME@N`, the N-th time it is reached),
+//! the process aborts there — the same abrupt end as `kill -9`, at a chosen
+//! step. Unset, a crash point costs one relaxed load.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// Aborts the process if `LETHE_TEST_CRASH` names this point.
+/// Aborts the process if `LETHE_TEST_CRASH` names this point (and hit count).
 pub fn hit(name: &str) {
-    static TARGET: OnceLock<Option<String>> = OnceLock::new();
-    let t = TARGET.get_or_init(|| std::env::var("LETHE_TEST_CRASH").ok());
-    if t.as_deref() == Some(name) {
-        eprintln!("crash point {name}: aborting");
-        std::process::abort();
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let t = TARGET.get_or_init(|| {
+        let v = std::env::var("LETHE_TEST_CRASH").ok()?;
+        Some(match v.split_once('@') {
+            Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((target, nth)) = t {
+        if target == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+            eprintln!("crash point {name}: aborting");
+            std::process::abort();
+        }
     }
 }

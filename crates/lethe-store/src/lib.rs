@@ -36,7 +36,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StoreError::Io { context: context.into(), source }
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -79,6 +82,19 @@ pub struct StoredRecord {
     pub anonymized: bool,
 }
 
+/// A data key as stored: wrapped, or gone once destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id.
+    pub id: KeyId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// What the key is for (opaque to the store).
+    pub key_ref: Vec<u8>,
+    /// The wrapped key; `None` once destroyed.
+    pub wrapped: Option<Vec<u8>>,
+}
+
 /// What [`Store::append`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AppendReport {
@@ -112,7 +128,16 @@ pub struct RecordQuery {
 impl RecordQuery {
     /// Everything of one tenant, newest first.
     pub fn tenant(tenant: TenantId) -> Self {
-        RecordQuery { tenant, stream: None, scope: None, pseudonym: None, since_us: None, until_us: None, limit: None, ascending: false }
+        RecordQuery {
+            tenant,
+            stream: None,
+            scope: None,
+            pseudonym: None,
+            since_us: None,
+            until_us: None,
+            limit: None,
+            ascending: false,
+        }
     }
 }
 
@@ -250,9 +275,8 @@ pub trait Store: Send + Sync {
         now_us: i64,
     ) -> Result<Vec<(KeyId, Option<Vec<u8>>)>>;
 
-    /// Looks up data keys by id: `(tenant, key_ref, wrapped)`, wrapped `None`
-    /// once destroyed; unknown ids are absent from the result.
-    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<(KeyId, TenantId, Vec<u8>, Option<Vec<u8>>)>>;
+    /// Looks up data keys by id; unknown ids are absent from the result.
+    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<StoredKey>>;
 
     /// Appends a run to the run history and returns its id.
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64>;

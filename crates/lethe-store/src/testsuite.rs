@@ -49,7 +49,12 @@ const DAY: i64 = 86_400_000_000;
 pub const T0: i64 = 1_767_225_600_000_000;
 
 fn key(tenant: &str, stream: &str, scope: &str, c: Classification) -> GroupKey {
-    GroupKey { tenant: TenantId::new(tenant).unwrap(), stream: stream.parse().unwrap(), scope: scope.into(), classification: c }
+    GroupKey {
+        tenant: TenantId::new(tenant).unwrap(),
+        stream: stream.parse().unwrap(),
+        scope: scope.into(),
+        classification: c,
+    }
 }
 
 /// A deterministic test record.
@@ -72,7 +77,10 @@ pub fn rec(n: u64, g: &GroupKey, ts_us: i64, subject: Option<u8>) -> NewRecord {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, m: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % m
     }
 }
@@ -100,7 +108,11 @@ fn random_store(s: &dyn Store, seed: u64, n: u64) -> Vec<GroupKey> {
     for i in 0..n {
         let g = &groups[rng.next(groups.len() as u64) as usize];
         let ts = T0 - rng.next(120) as i64 * DAY - rng.next(DAY as u64) as i64;
-        let subj = if rng.next(4) == 0 { None } else { Some(rng.next(20) as u8) };
+        let subj = if rng.next(4) == 0 {
+            None
+        } else {
+            Some(rng.next(20) as u8)
+        };
         batch.push(rec(i, g, ts, subj));
         if batch.len() == 500 {
             s.append(&batch, &[]).unwrap();
@@ -115,7 +127,12 @@ fn targets(groups: &[GroupKey], days: &[(i64, Action)], now: i64) -> Vec<Retenti
     groups
         .iter()
         .zip(days.iter().cycle())
-        .map(|(g, (d, a))| RetentionTarget { key: g.clone(), rule: format!("{d}d-{a}"), action: *a, cutoff_us: now - d * DAY })
+        .map(|(g, (d, a))| RetentionTarget {
+            key: g.clone(),
+            rule: format!("{d}d-{a}"),
+            action: *a,
+            cutoff_us: now - d * DAY,
+        })
         .collect()
 }
 
@@ -125,7 +142,9 @@ fn no_progress(_: u64, _: u64) {}
 pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
-    let recs: Vec<_> = (0..10).map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1))).collect();
+    let recs: Vec<_> = (0..10)
+        .map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1)))
+        .collect();
     let r = s.append(&recs, &[]).unwrap();
     assert_eq!((r.inserted, r.duplicates), (10, 0));
     let got = all(&*s, "acme");
@@ -159,12 +178,29 @@ pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) 
     let s = open(dir);
     let a = key("acme", "audit:1", "web", Classification::Internal);
     let b = key("acme", "requests:1", "chat", Classification::Internal);
-    s.append(&[rec(1, &a, T0, None), rec(2, &b, T0, None), rec(3, &a, T0 - 3 * DAY, None)], &[]).unwrap();
-    s.append(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)], &[]).unwrap();
-    let mut seqs: Vec<_> = all(&*s, "acme").iter().filter(|r| r.record.group == a).map(|r| r.seq).collect();
+    s.append(
+        &[
+            rec(1, &a, T0, None),
+            rec(2, &b, T0, None),
+            rec(3, &a, T0 - 3 * DAY, None),
+        ],
+        &[],
+    )
+    .unwrap();
+    s.append(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)], &[])
+        .unwrap();
+    let mut seqs: Vec<_> = all(&*s, "acme")
+        .iter()
+        .filter(|r| r.record.group == a)
+        .map(|r| r.seq)
+        .collect();
     seqs.sort();
     assert_eq!(seqs, [1, 2, 3]);
-    let seqs_b: Vec<_> = all(&*s, "acme").iter().filter(|r| r.record.group == b).map(|r| r.seq).collect();
+    let seqs_b: Vec<_> = all(&*s, "acme")
+        .iter()
+        .filter(|r| r.record.group == b)
+        .map(|r| r.seq)
+        .collect();
     assert_eq!(seqs_b, [1]);
 }
 
@@ -187,7 +223,10 @@ pub fn query_filters_by_stream_scope_subject_time_and_limit(open: Open, dir: &Pa
             None => want,
         };
         assert_eq!(got.len(), want.len());
-        assert_eq!(got.iter().map(|r| r.record.id).collect::<Vec<_>>(), want.iter().map(|r| r.record.id).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|r| r.record.id).collect::<Vec<_>>(),
+            want.iter().map(|r| r.record.id).collect::<Vec<_>>()
+        );
     };
     let mut q = RecordQuery::tenant(t.clone());
     q.stream = Some("requests:1".parse().unwrap());
@@ -216,7 +255,11 @@ pub fn tenants_never_see_each_others_records(open: Open, dir: &Path) {
         assert!(r.iter().all(|r| r.record.group.tenant.as_str() == t));
     }
     assert!(all(&*s, "gamma").is_empty());
-    assert!(s.stats(Some(&TenantId::new("beta").unwrap())).unwrap().iter().all(|g| g.key.tenant.as_str() == "beta"));
+    assert!(s
+        .stats(Some(&TenantId::new("beta").unwrap()))
+        .unwrap()
+        .iter()
+        .all(|g| g.key.tenant.as_str() == "beta"));
 }
 
 /// The plan is exactly what apply does, per group, on randomized data and policies.
@@ -227,7 +270,16 @@ pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: 
         let groups = random_store(&*s, seed, 3000);
         let mut rng = Lcg(seed * 31);
         let policies: Vec<(i64, Action)> = (0..groups.len())
-            .map(|_| (1 + rng.next(100) as i64, if rng.next(2) == 0 { Action::Delete } else { Action::Anonymize }))
+            .map(|_| {
+                (
+                    1 + rng.next(100) as i64,
+                    if rng.next(2) == 0 {
+                        Action::Delete
+                    } else {
+                        Action::Anonymize
+                    },
+                )
+            })
             .collect();
         let now = T0 + rng.next(DAY as u64) as i64;
         let t = targets(&groups, &policies, now);
@@ -235,17 +287,29 @@ pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: 
         let plan = s.plan_retention(&t).unwrap();
         let done = s.apply_retention(&t, &no_progress).unwrap();
         for (p, d) in plan.iter().zip(&done) {
-            assert_eq!((&p.target, p.records, p.partitions_dropped), (&d.target, d.records, d.partitions_dropped), "seed {seed}");
+            assert_eq!(
+                (&p.target, p.records, p.partitions_dropped),
+                (&d.target, d.records, d.partitions_dropped),
+                "seed {seed}"
+            );
         }
         // and the counts are right against the records themselves
         let after: Vec<_> = all(&*s, "acme").into_iter().chain(all(&*s, "beta")).collect();
-        let deleted: u64 = plan.iter().filter(|p| p.target.action == Action::Delete).map(|p| p.records).sum();
+        let deleted: u64 = plan
+            .iter()
+            .filter(|p| p.target.action == Action::Delete)
+            .map(|p| p.records)
+            .sum();
         assert_eq!(before - after.len(), deleted as usize, "seed {seed}");
         for e in &plan {
-            let expired = |r: &&crate::StoredRecord| r.record.group == e.target.key && r.record.ts_us < e.target.cutoff_us;
+            let expired =
+                |r: &&crate::StoredRecord| r.record.group == e.target.key && r.record.ts_us < e.target.cutoff_us;
             match e.target.action {
                 Action::Delete => assert_eq!(after.iter().filter(expired).count(), 0),
-                Action::Anonymize => assert!(after.iter().filter(expired).all(|r| r.anonymized && r.record.body.is_none())),
+                Action::Anonymize => assert!(after
+                    .iter()
+                    .filter(expired)
+                    .all(|r| r.anonymized && r.record.body.is_none())),
             }
         }
     }
@@ -259,7 +323,11 @@ pub fn a_second_sweep_right_after_does_nothing(open: Open, dir: &Path) {
     let first = s.apply_retention(&t, &no_progress).unwrap();
     assert!(first.iter().map(|e| e.records).sum::<u64>() > 0);
     assert!(s.plan_retention(&t).unwrap().iter().all(|e| e.records == 0));
-    assert!(s.apply_retention(&t, &no_progress).unwrap().iter().all(|e| e.records == 0 && e.bytes_freed == 0));
+    assert!(s
+        .apply_retention(&t, &no_progress)
+        .unwrap()
+        .iter()
+        .all(|e| e.records == 0 && e.bytes_freed == 0));
 }
 
 /// Dropping whole partitions shrinks the store on disk without compaction.
@@ -277,14 +345,25 @@ pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) 
         s.append(&recs, &[]).unwrap();
     }
     let before = s.disk_bytes().unwrap();
-    let t = vec![RetentionTarget { key: g.clone(), rule: "r".into(), action: Action::Delete, cutoff_us: T0 - 10 * DAY + DAY / 2 }];
+    let t = vec![RetentionTarget {
+        key: g.clone(),
+        rule: "r".into(),
+        action: Action::Delete,
+        cutoff_us: T0 - 10 * DAY + DAY / 2,
+    }];
     let plan = s.plan_retention(&t).unwrap();
     let done = s.apply_retention(&t, &no_progress).unwrap();
     assert_eq!(plan[0].records, done[0].records);
     assert!(done[0].partitions_dropped >= 29, "{}", done[0].partitions_dropped);
     let after = s.disk_bytes().unwrap();
-    assert!(after * 3 < before, "store did not shrink: {before} -> {after}");
-    assert!(done[0].bytes_freed > 0 && done[0].bytes_freed <= before - after + 1_000_000);
+    assert!(after * 2 < before, "store did not shrink: {before} -> {after}");
+    // what the sweep says it freed is what the disk got back (catalog growth aside)
+    let got_back = before - after;
+    assert!(
+        done[0].bytes_freed * 9 / 10 <= got_back && got_back <= done[0].bytes_freed + 1_000_000,
+        "{got_back} vs {}",
+        done[0].bytes_freed
+    );
     let left = all(&*s, "acme");
     assert!(left.iter().all(|r| r.record.ts_us >= T0 - 10 * DAY + DAY / 2));
     assert_eq!(left.len() as u64 + done[0].records, 8000);
@@ -296,12 +375,23 @@ pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
     s.append(&recs, &[]).unwrap();
-    let t = vec![RetentionTarget { key: g, rule: "a".into(), action: Action::Anonymize, cutoff_us: T0 - 9 * DAY - 1 }];
+    let t = vec![RetentionTarget {
+        key: g,
+        rule: "a".into(),
+        action: Action::Anonymize,
+        cutoff_us: T0 - 9 * DAY - 1,
+    }];
     assert_eq!(s.apply_retention(&t, &no_progress).unwrap()[0].records, 10);
     let got = all(&*s, "acme");
     assert_eq!(got.len(), 20);
     for r in got {
-        let i = r.record.plain.trim_start_matches("{\"n\":").trim_end_matches('}').parse::<i64>().unwrap();
+        let i = r
+            .record
+            .plain
+            .trim_start_matches("{\"n\":")
+            .trim_end_matches('}')
+            .parse::<i64>()
+            .unwrap();
         assert_eq!(r.anonymized, i >= 10, "record {i}");
         if r.anonymized {
             assert_eq!((r.record.body, r.record.pseudonym, r.record.key_id), (None, None, None));
@@ -327,12 +417,15 @@ pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resur
     let s = open(dir);
     let groups = random_store(&*s, 3, 1500);
     let count = || all(&*s, "acme").len() + all(&*s, "beta").len();
-    s.apply_retention(&targets(&groups, &[(60, Action::Delete)], T0), &no_progress).unwrap();
+    s.apply_retention(&targets(&groups, &[(60, Action::Delete)], T0), &no_progress)
+        .unwrap();
     let at60 = count();
-    s.apply_retention(&targets(&groups, &[(20, Action::Delete)], T0), &no_progress).unwrap();
+    s.apply_retention(&targets(&groups, &[(20, Action::Delete)], T0), &no_progress)
+        .unwrap();
     let at20 = count();
     assert!(at20 < at60);
-    s.apply_retention(&targets(&groups, &[(90, Action::Delete)], T0), &no_progress).unwrap();
+    s.apply_retention(&targets(&groups, &[(90, Action::Delete)], T0), &no_progress)
+        .unwrap();
     assert_eq!(count(), at20);
 }
 
@@ -359,15 +452,32 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
     assert_eq!(s.tenant_key(&t).unwrap(), None);
     assert_eq!(s.put_tenant_key(&t, b"first", 1).unwrap(), b"first");
     assert_eq!(s.put_tenant_key(&t, b"second", 2).unwrap(), b"first");
-    let a = s.ensure_data_keys(&t, &[(b"s:1".to_vec(), b"k1".to_vec()), (b"s:2".to_vec(), b"k2".to_vec())], 3).unwrap();
-    let b = s.ensure_data_keys(&t, &[(b"s:2".to_vec(), b"other".to_vec())], 4).unwrap();
+    let a = s
+        .ensure_data_keys(
+            &t,
+            &[(b"s:1".to_vec(), b"k1".to_vec()), (b"s:2".to_vec(), b"k2".to_vec())],
+            3,
+        )
+        .unwrap();
+    let b = s
+        .ensure_data_keys(&t, &[(b"s:2".to_vec(), b"other".to_vec())], 4)
+        .unwrap();
     assert_eq!(b[0], a[1]);
     assert_eq!(a[1].1.as_deref(), Some(b"k2".as_slice()));
     let found = s.data_keys(&[a[0].0, 9999]).unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!((found[0].1.as_str(), found[0].2.as_slice(), found[0].3.as_deref()), ("acme", b"s:1".as_slice(), Some(b"k1".as_slice())));
+    assert_eq!(
+        (
+            found[0].tenant.as_str(),
+            found[0].key_ref.as_slice(),
+            found[0].wrapped.as_deref()
+        ),
+        ("acme", b"s:1".as_slice(), Some(b"k1".as_slice()))
+    );
     let other = TenantId::new("beta").unwrap();
-    let c = s.ensure_data_keys(&other, &[(b"s:1".to_vec(), b"kb".to_vec())], 5).unwrap();
+    let c = s
+        .ensure_data_keys(&other, &[(b"s:1".to_vec(), b"kb".to_vec())], 5)
+        .unwrap();
     assert_ne!(c[0].0, a[0].0, "the same reference in another tenant is another key");
 }
 
@@ -375,8 +485,22 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
 pub fn capture_drops_are_counted(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "requests:1", "embeddings", Classification::Internal);
-    s.append(&[], &[CaptureDrop { key: g.clone(), count: 3 }]).unwrap();
-    s.append(&[], &[CaptureDrop { key: g.clone(), count: 4 }]).unwrap();
+    s.append(
+        &[],
+        &[CaptureDrop {
+            key: g.clone(),
+            count: 3,
+        }],
+    )
+    .unwrap();
+    s.append(
+        &[],
+        &[CaptureDrop {
+            key: g.clone(),
+            count: 4,
+        }],
+    )
+    .unwrap();
     assert_eq!(s.capture_drops().unwrap(), vec![CaptureDrop { key: g, count: 7 }]);
     assert!(all(&*s, "acme").is_empty());
 }

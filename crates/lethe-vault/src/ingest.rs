@@ -152,8 +152,11 @@ impl Vault {
         let mut report = IngestReport::default();
         for (i, chunk) in lines.chunks(self.config.store.ingest_batch).enumerate() {
             let base = (i * self.config.store.ingest_batch) as u64;
-            let numbered: Vec<(u64, &[u8])> =
-                chunk.iter().enumerate().map(|(j, l)| (base + j as u64 + 1, l.as_bytes())).collect();
+            let numbered: Vec<(u64, &[u8])> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, l)| (base + j as u64 + 1, l.as_bytes()))
+                .collect();
             let p = self.prepare(&numbered, now_us)?;
             let a = self.commit(&p)?;
             report.absorb(&p, a);
@@ -176,11 +179,19 @@ impl Vault {
         let allow = &self.config.tenants.allow;
 
         for &(line, bytes) in lines {
-            let reject = |e: RecordError| Rejection { line, field: e.field, message: e.message };
+            let reject = |e: RecordError| Rejection {
+                line,
+                field: e.field,
+                message: e.message,
+            };
             let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(_) => {
-                    rejections.push(Rejection { line, field: "(line)".into(), message: "not valid UTF-8".into() });
+                    rejections.push(Rejection {
+                        line,
+                        field: "(line)".into(),
+                        message: "not valid UTF-8".into(),
+                    });
                     continue;
                 }
             };
@@ -192,16 +203,36 @@ impl Vault {
                 }
             };
             if !allow.is_empty() && !allow.contains(&inc.tenant) {
-                rejections.push(Rejection { line, field: "tenant".into(), message: format!("tenant `{}` is not in tenants.allow", inc.tenant) });
+                rejections.push(Rejection {
+                    line,
+                    field: "tenant".into(),
+                    message: format!("tenant `{}` is not in tenants.allow", inc.tenant),
+                });
                 continue;
             }
             let ts_us = inc.ts_us.unwrap_or(now_us);
             if ts_us < 0 {
-                rejections.push(Rejection { line, field: "ts".into(), message: "must not be before 1970".into() });
+                rejections.push(Rejection {
+                    line,
+                    field: "ts".into(),
+                    message: "must not be before 1970".into(),
+                });
                 continue;
             }
-            let group = GroupKey { tenant: inc.tenant, stream: inc.stream, scope: inc.scope, classification: inc.classification };
-            let mode = *modes.entry(group.clone()).or_insert_with(|| self.book.capture_for(&group));
+            let group = GroupKey {
+                tenant: inc.tenant,
+                stream: inc.stream,
+                scope: inc.scope,
+                classification: inc.classification,
+            };
+            let mode = match modes.get(&group) {
+                Some(m) => *m,
+                None => {
+                    let m = self.book.capture_for(&group);
+                    modes.insert(group.clone(), m);
+                    m
+                }
+            };
             if mode == CaptureMode::None {
                 *drops.entry(group).or_default() += 1;
                 continue;
@@ -209,7 +240,10 @@ impl Vault {
             let tk = match tenants.get(&group.tenant) {
                 Some(k) => k.clone(),
                 None => {
-                    let k = self.keys.tenant(&group.tenant, true, now_us)?.expect("created on demand");
+                    let k = self
+                        .keys
+                        .tenant(&group.tenant, true, now_us)?
+                        .expect("created on demand");
                     tenants.insert(group.tenant.clone(), k.clone());
                     k
                 }
@@ -217,9 +251,13 @@ impl Vault {
             let id = match inc.id {
                 Some(id) => id,
                 None => {
-                    let secs = (ts_us / 1_000_000) as u64;
-                    let nanos = (ts_us % 1_000_000) as u32 * 1000;
-                    *uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos)).as_bytes()
+                    // UUIDv7 from the event time; random bits from the thread RNG
+                    // (a syscall per id would cost more than the record).
+                    let mut rnd = [0u8; 10];
+                    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut rnd);
+                    *uuid::Builder::from_unix_timestamp_millis((ts_us / 1000) as u64, &rnd)
+                        .into_uuid()
+                        .as_bytes()
                 }
             };
             let pseudonym = inc.subject.as_deref().map(|s| tk.pseudonym(s));
@@ -301,6 +339,7 @@ impl Vault {
                     });
                     continue;
                 };
+                let dk = dk.sealer();
                 let mut blobs: Vec<(&str, Vec<u8>)> = Vec::with_capacity(p.encrypted.len() + 1);
                 if let Some(s) = &p.subject {
                     let mut ct = Vec::with_capacity(s.len() + 28);
@@ -310,7 +349,7 @@ impl Vault {
                 for (name, value) in &p.encrypted {
                     let mut ct = Vec::with_capacity(value.len() + 28);
                     dk.seal_field(&rec.id, name, value, &mut ct);
-                    blobs.push((name, ct));
+                    blobs.push((name.as_ref(), ct));
                 }
                 let mut out = Vec::with_capacity(blobs.iter().map(|(n, b)| n.len() + b.len() + 5).sum::<usize>() + 3);
                 body::encode(blobs.iter().map(|(n, b)| (*n, b.as_slice())), &mut out);
@@ -320,7 +359,15 @@ impl Vault {
             records.push(rec);
         }
         rejections.sort_by_key(|r| r.line);
-        let drops = drops.into_iter().map(|(key, count)| CaptureDrop { key, count }).collect();
-        Ok(Prepared { lines: lines.len() as u64, records, drops, rejections })
+        let drops = drops
+            .into_iter()
+            .map(|(key, count)| CaptureDrop { key, count })
+            .collect();
+        Ok(Prepared {
+            lines: lines.len() as u64,
+            records,
+            drops,
+            rejections,
+        })
     }
 }

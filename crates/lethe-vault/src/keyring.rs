@@ -20,17 +20,24 @@ pub struct Keyring {
     inner: Mutex<Cache>,
 }
 
+/// A resolved data key: its id and the key (`None` once destroyed).
+pub type Resolved = (KeyId, Option<DataKey>);
+
 #[derive(Default)]
 struct Cache {
     tenants: HashMap<TenantId, Arc<TenantKeys>>,
-    by_ref: HashMap<(TenantId, Vec<u8>), (KeyId, Option<DataKey>)>,
+    by_ref: HashMap<TenantId, HashMap<Vec<u8>, Resolved>>,
     by_id: HashMap<KeyId, Option<DataKey>>,
 }
 
 impl Keyring {
     /// A keyring over a store's key tables.
     pub fn new(store: Arc<dyn Store>, master: MasterKey) -> Self {
-        Keyring { store, master, inner: Mutex::new(Cache::default()) }
+        Keyring {
+            store,
+            master,
+            inner: Mutex::new(Cache::default()),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -69,8 +76,9 @@ impl Keyring {
         let mut missing = Vec::new();
         {
             let c = self.cache();
+            let known = c.by_ref.get(tenant);
             for (i, r) in refs.iter().enumerate() {
-                match c.by_ref.get(&(tenant.clone(), r.clone())) {
+                match known.and_then(|m| m.get(r.as_slice())) {
                     Some(v) => out.push(Some(v.clone())),
                     None => {
                         out.push(None);
@@ -80,11 +88,13 @@ impl Keyring {
             }
         }
         if !missing.is_empty() {
-            let reqs: Vec<(Vec<u8>, Vec<u8>)> =
-                missing.iter().map(|&i| (refs[i].clone(), tk.new_data_key(tenant.as_str(), &refs[i]).1)).collect();
+            let reqs: Vec<(Vec<u8>, Vec<u8>)> = missing
+                .iter()
+                .map(|&i| (refs[i].clone(), tk.new_data_key(tenant.as_str(), &refs[i]).1))
+                .collect();
             let stored = self.store.ensure_data_keys(tenant, &reqs, now_us)?;
             let mut c = self.cache();
-            if c.by_ref.len() + stored.len() > CACHE_LIMIT {
+            if c.by_id.len() + stored.len() > CACHE_LIMIT {
                 c.by_ref.clear();
                 c.by_id.clear();
             }
@@ -93,7 +103,10 @@ impl Keyring {
                     Some(w) => Some(tk.open_data_key(tenant.as_str(), &refs[i], &w)?),
                     None => None,
                 };
-                c.by_ref.insert((tenant.clone(), refs[i].clone()), (id, dk.clone()));
+                c.by_ref
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(refs[i].clone(), (id, dk.clone()));
                 c.by_id.insert(id, dk.clone());
                 out[i] = Some((id, dk));
             }
@@ -119,10 +132,13 @@ impl Keyring {
         missing.sort();
         missing.dedup();
         if !missing.is_empty() {
-            for (id, tenant, key_ref, wrapped) in self.store.data_keys(&missing)? {
-                let dk = match wrapped {
+            for k in self.store.data_keys(&missing)? {
+                let (id, tenant, key_ref) = (k.id, k.tenant, k.key_ref);
+                let dk = match k.wrapped {
                     Some(w) => {
-                        let tk = self.tenant(&tenant, false, now_us)?.expect("a tenant with data keys has a root");
+                        let tk = self
+                            .tenant(&tenant, false, now_us)?
+                            .expect("a tenant with data keys has a root");
                         Some(tk.open_data_key(tenant.as_str(), &key_ref, &w)?)
                     }
                     None => None,

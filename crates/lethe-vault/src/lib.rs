@@ -62,9 +62,15 @@ impl MasterKeySource {
     /// Loads the key, creating the file when asked. Errors never contain key material.
     pub fn load(&self) -> Result<(SecretKey, bool)> {
         match self {
-            MasterKeySource::Value(v) => Ok((SecretKey::parse(v).map_err(|e| VaultError::MasterKey(format!("LETHE_MASTER_KEY: {e}")))?, false)),
+            MasterKeySource::Value(v) => Ok((
+                SecretKey::parse(v).map_err(|e| VaultError::MasterKey(format!("LETHE_MASTER_KEY: {e}")))?,
+                false,
+            )),
             MasterKeySource::File { path, create } => match std::fs::read_to_string(path) {
-                Ok(s) => Ok((SecretKey::parse(&s).map_err(|e| VaultError::MasterKey(format!("{}: {e}", path.display())))?, false)),
+                Ok(s) => Ok((
+                    SecretKey::parse(&s).map_err(|e| VaultError::MasterKey(format!("{}: {e}", path.display())))?,
+                    false,
+                )),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && *create => {
                     let k = SecretKey::generate();
                     write_private(path, &format!("{}\n", k.to_hex()))
@@ -83,7 +89,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()
 }
@@ -115,7 +125,14 @@ impl Vault {
     pub fn with_store(store: Arc<dyn Store>, config: Config, master: MasterKey, created_master_key: bool) -> Vault {
         let schemas = config.schemas();
         let book = config.policy_book();
-        Vault { keys: Keyring::new(store.clone(), master), store, config, schemas, book, created_master_key }
+        Vault {
+            keys: Keyring::new(store.clone(), master),
+            store,
+            config,
+            schemas,
+            book,
+            created_master_key,
+        }
     }
 
     /// The effective configuration.

@@ -100,11 +100,13 @@ pub fn render(r: &StoredRecord, dk: Option<&lethe_core::crypto::DataKey>) -> Res
     o.insert("classification".into(), rec.group.classification.as_str().into());
     o.insert("ts".into(), format_ts(rec.ts_us).into());
     o.insert("received".into(), format_ts(rec.received_us).into());
-    let mut fields: Map<String, Value> = serde_json::from_str(&rec.plain)
-        .map_err(|e| crate::VaultError::Invalid(format!("stored plain fields of record {} are not JSON: {e}", o["id"])))?;
+    let mut fields: Map<String, Value> = serde_json::from_str(&rec.plain).map_err(|e| {
+        crate::VaultError::Invalid(format!("stored plain fields of record {} are not JSON: {e}", o["id"]))
+    })?;
     match (&rec.body, dk) {
         (Some(b), Some(dk)) => {
-            let parts = body::decode(b).ok_or_else(|| crate::VaultError::Invalid(format!("record {} has a malformed body", o["id"])))?;
+            let parts = body::decode(b)
+                .ok_or_else(|| crate::VaultError::Invalid(format!("record {} has a malformed body", o["id"])))?;
             for (name, blob) in parts {
                 let plain = dk.open_field(&rec.id, name, blob)?;
                 if name == SUBJECT_FIELD {

@@ -57,7 +57,9 @@ impl Vault {
     /// Stats, optionally for one tenant.
     pub fn stats(&self, tenant: Option<&TenantId>) -> Result<StatsReport> {
         let mut rows: BTreeMap<(String, String, String), StatsRow> = BTreeMap::new();
-        let mut ages: BTreeMap<(String, String, String), (Option<i64>, Option<i64>)> = BTreeMap::new();
+        // (oldest, newest) event time per row.
+        type Ages = (Option<i64>, Option<i64>);
+        let mut ages: BTreeMap<(String, String, String), Ages> = BTreeMap::new();
         for g in self.store.stats(tenant)? {
             let (t, s) = (g.key.tenant.to_string(), g.key.stream.to_string());
             let r = row_mut(&mut rows, &t, &s, &g.key.scope);
@@ -94,7 +96,12 @@ impl Vault {
     }
 }
 
-fn row_mut<'m>(rows: &'m mut BTreeMap<(String, String, String), StatsRow>, t: &str, s: &str, sc: &str) -> &'m mut StatsRow {
+fn row_mut<'m>(
+    rows: &'m mut BTreeMap<(String, String, String), StatsRow>,
+    t: &str,
+    s: &str,
+    sc: &str,
+) -> &'m mut StatsRow {
     rows.entry((t.into(), s.into(), sc.into())).or_insert_with(|| StatsRow {
         tenant: t.into(),
         stream: s.into(),

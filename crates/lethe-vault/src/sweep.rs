@@ -80,7 +80,12 @@ impl Vault {
         for g in self.store.stats(tenant)? {
             let d = self.book.decide(&g.key, now_us);
             if let Some(cutoff_us) = d.cutoff_us {
-                out.push(RetentionTarget { key: g.key, rule: d.rule.name.clone(), action: d.rule.action, cutoff_us });
+                out.push(RetentionTarget {
+                    key: g.key,
+                    rule: d.rule.name.clone(),
+                    action: d.rule.action,
+                    cutoff_us,
+                });
             }
         }
         Ok(out)
@@ -98,7 +103,11 @@ impl Vault {
     ) -> Result<SweepReport> {
         let started = clock();
         let targets = self.retention_targets(now_us, tenant)?;
-        let effects = if dry_run { self.store.plan_retention(&targets)? } else { self.store.apply_retention(&targets, progress)? };
+        let effects = if dry_run {
+            self.store.plan_retention(&targets)?
+        } else {
+            self.store.apply_retention(&targets, progress)?
+        };
         let finished = clock();
         let report = self.summarize(&effects, dry_run, now_us, started, finished);
         let summary = serde_json::to_string(&report).expect("report serializes");
@@ -107,7 +116,14 @@ impl Vault {
         Ok(report)
     }
 
-    fn summarize(&self, effects: &[RetentionEffect], dry_run: bool, now: i64, started: i64, finished: i64) -> SweepReport {
+    fn summarize(
+        &self,
+        effects: &[RetentionEffect],
+        dry_run: bool,
+        now: i64,
+        started: i64,
+        finished: i64,
+    ) -> SweepReport {
         let mut r = SweepReport {
             status: if dry_run { "dry_run" } else { "success" }.into(),
             deleted: 0,

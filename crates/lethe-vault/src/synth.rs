@@ -8,18 +8,137 @@ use std::fmt::Write;
 use lethe_core::record::format_ts;
 
 const WORDS: &[&str] = &[
-    "the", "a", "customer", "invoice", "account", "please", "update", "error", "when", "after", "before", "request",
-    "order", "shipping", "refund", "payment", "failed", "succeeded", "user", "admin", "policy", "data", "export",
-    "report", "quarterly", "summary", "ticket", "priority", "high", "low", "medium", "latency", "timeout", "retry",
-    "service", "deployment", "kubernetes", "database", "query", "index", "table", "region", "europe", "us-east",
-    "contract", "clause", "liability", "renewal", "terms", "model", "token", "prompt", "response", "answer",
-    "question", "document", "attachment", "pdf", "spreadsheet", "email", "meeting", "calendar", "tomorrow",
-    "yesterday", "monday", "friday", "urgent", "review", "approve", "reject", "escalate", "manager", "team",
-    "project", "deadline", "budget", "forecast", "revenue", "cost", "discount", "license", "seat", "subscription",
-    "cancel", "upgrade", "downgrade", "migrate", "backup", "restore", "password", "reset", "login", "session",
-    "expired", "permission", "denied", "granted", "role", "group", "audit", "log", "retention", "delete", "archive",
-    "compliance", "gdpr", "erasure", "subject", "consent", "cookie", "tracking", "analytics", "dashboard", "chart",
-    "is", "are", "was", "not", "and", "or", "but", "with", "from", "into", "for", "of", "to", "in", "on", "my", "our",
+    "the",
+    "a",
+    "customer",
+    "invoice",
+    "account",
+    "please",
+    "update",
+    "error",
+    "when",
+    "after",
+    "before",
+    "request",
+    "order",
+    "shipping",
+    "refund",
+    "payment",
+    "failed",
+    "succeeded",
+    "user",
+    "admin",
+    "policy",
+    "data",
+    "export",
+    "report",
+    "quarterly",
+    "summary",
+    "ticket",
+    "priority",
+    "high",
+    "low",
+    "medium",
+    "latency",
+    "timeout",
+    "retry",
+    "service",
+    "deployment",
+    "kubernetes",
+    "database",
+    "query",
+    "index",
+    "table",
+    "region",
+    "europe",
+    "us-east",
+    "contract",
+    "clause",
+    "liability",
+    "renewal",
+    "terms",
+    "model",
+    "token",
+    "prompt",
+    "response",
+    "answer",
+    "question",
+    "document",
+    "attachment",
+    "pdf",
+    "spreadsheet",
+    "email",
+    "meeting",
+    "calendar",
+    "tomorrow",
+    "yesterday",
+    "monday",
+    "friday",
+    "urgent",
+    "review",
+    "approve",
+    "reject",
+    "escalate",
+    "manager",
+    "team",
+    "project",
+    "deadline",
+    "budget",
+    "forecast",
+    "revenue",
+    "cost",
+    "discount",
+    "license",
+    "seat",
+    "subscription",
+    "cancel",
+    "upgrade",
+    "downgrade",
+    "migrate",
+    "backup",
+    "restore",
+    "password",
+    "reset",
+    "login",
+    "session",
+    "expired",
+    "permission",
+    "denied",
+    "granted",
+    "role",
+    "group",
+    "audit",
+    "log",
+    "retention",
+    "delete",
+    "archive",
+    "compliance",
+    "gdpr",
+    "erasure",
+    "subject",
+    "consent",
+    "cookie",
+    "tracking",
+    "analytics",
+    "dashboard",
+    "chart",
+    "is",
+    "are",
+    "was",
+    "not",
+    "and",
+    "or",
+    "but",
+    "with",
+    "from",
+    "into",
+    "for",
+    "of",
+    "to",
+    "in",
+    "on",
+    "my",
+    "our",
     "your",
 ];
 
@@ -45,10 +164,35 @@ const AGENTS: &[&str] = &[
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
 ];
 
-const MODELS: &[&str] = &["gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b", "mistral-large", "gpt-4o-mini", "gemini-1.5-pro"];
-const REGIONS: &[&str] = &["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-southeast-1", "ca-central-1"];
-const ACTIONS: &[&str] = &["create", "read", "update", "delete", "login", "logout", "export", "invoke"];
-const RESOURCES: &[&str] = &["invoice", "user", "project", "api_key", "document", "report", "subscription", "policy"];
+const MODELS: &[&str] = &[
+    "gpt-4o",
+    "claude-3-5-sonnet",
+    "llama-3.1-70b",
+    "mistral-large",
+    "gpt-4o-mini",
+    "gemini-1.5-pro",
+];
+const REGIONS: &[&str] = &[
+    "eu-west-1",
+    "eu-central-1",
+    "us-east-1",
+    "us-west-2",
+    "ap-southeast-1",
+    "ca-central-1",
+];
+const ACTIONS: &[&str] = &[
+    "create", "read", "update", "delete", "login", "logout", "export", "invoke",
+];
+const RESOURCES: &[&str] = &[
+    "invoice",
+    "user",
+    "project",
+    "api_key",
+    "document",
+    "report",
+    "subscription",
+    "policy",
+];
 
 /// The tenants of the synthetic data and their share of the records.
 pub const TENANTS: &[(&str, u32)] = &[("acme", 40), ("globex", 30), ("initech", 20), ("umbrella", 10)];
@@ -77,7 +221,14 @@ impl Synth {
             *z /= acc;
         }
         let span_us = days as i64 * 86_400_000_000;
-        Synth { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, n, i: 0, start_us: now_us - span_us, span_us, zipf }
+        Synth {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            n,
+            i: 0,
+            start_us: now_us - span_us,
+            span_us,
+            zipf,
+        }
     }
 
     fn next(&mut self) -> u64 {
@@ -132,14 +283,21 @@ impl Synth {
         if self.i >= self.n {
             return false;
         }
-        let ts = self.start_us + (self.span_us as i128 * self.i as i128 / self.n as i128) as i64 + self.below(1_000_000) as i64;
+        let ts = self.start_us
+            + (self.span_us as i128 * self.i as i128 / self.n as i128) as i64
+            + self.below(1_000_000) as i64;
         self.i += 1;
         let tenant = self.weighted(TENANTS);
         let subj = self.subject();
         let region = self.pick(REGIONS);
         let latency = 20 + self.below(3000);
         if self.below(100) < 55 {
-            let scope = self.weighted(&[("chat-api", 50), ("/v1/completions", 25), ("agents", 15), ("embeddings", 10)]);
+            let scope = self.weighted(&[
+                ("chat-api", 50),
+                ("/v1/completions", 25),
+                ("agents", 15),
+                ("embeddings", 10),
+            ]);
             let class = self.weighted(&[("confidential", 85), ("restricted", 10), ("internal", 5)]);
             let _ = write!(
                 out,
@@ -210,7 +368,7 @@ mod tests {
         let mut s = Synth::new(1, 2000, 1_767_225_600_000_000, 365);
         let mut line = String::new();
         let mut total = 0;
-        let mut last = i64::MIN;
+        let mut last = 0;
         let mut n = 0;
         while {
             line.clear();

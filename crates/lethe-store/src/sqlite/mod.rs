@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::crashpoint;
 use crate::{
     AppendReport, CaptureDrop, GroupStats, KeyId, NewRecord, Progress, RecordQuery, Result, RetentionEffect,
-    RetentionTarget, RunRecord, Store, StoreError, StoredRecord,
+    RetentionTarget, RunRecord, Store, StoreError, StoredKey, StoredRecord,
 };
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
@@ -58,7 +58,7 @@ const DIRTY: i64 = 1;
 const DROPPING: i64 = 2;
 
 /// Partition connections kept open at once.
-const OPEN_PARTITIONS: usize = 24;
+const OPEN_PARTITIONS: usize = 64;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -66,6 +66,9 @@ pub struct SqliteStore {
     span_us: i64,
     lock_file: File,
     inner: Mutex<Inner>,
+    /// A second catalog connection for key tables and run history, so key
+    /// resolution by the ingest pipeline never waits for a partition write.
+    keys: Mutex<Connection>,
 }
 
 struct Inner {
@@ -118,12 +121,17 @@ impl SqliteStore {
         cat.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;")
             .map_err(db)?;
         cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
-        let stored: Option<String> =
-            cat.query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0)).optional().map_err(db)?;
+        let stored: Option<String> = cat
+            .query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
         match stored {
             None => {
-                cat.execute("INSERT INTO meta(key,value) VALUES('partition_secs',?1)", [span_secs.to_string()])
-                    .map_err(db)?;
+                cat.execute(
+                    "INSERT INTO meta(key,value) VALUES('partition_secs',?1)",
+                    [span_secs.to_string()],
+                )
+                .map_err(db)?;
             }
             Some(s) if s == span_secs.to_string() => {}
             Some(s) => {
@@ -132,11 +140,19 @@ impl SqliteStore {
                 )))
             }
         }
+        let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
+        keys.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;")
+            .map_err(db)?;
         let store = SqliteStore {
             dir: dir.to_path_buf(),
             span_us: span_secs as i64 * 1_000_000,
             lock_file,
-            inner: Mutex::new(Inner { cat, parts: HashMap::new(), tick: 0 }),
+            inner: Mutex::new(Inner {
+                cat,
+                parts: HashMap::new(),
+                tick: 0,
+            }),
+            keys: Mutex::new(keys),
         };
         {
             let _g = store.write_lock()?;
@@ -155,8 +171,14 @@ impl SqliteStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn key_conn(&self) -> MutexGuard<'_, Connection> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn write_lock(&self) -> Result<WriteGuard<'_>> {
-        self.lock_file.lock().map_err(|e| StoreError::io("locking the store for writing", e))?;
+        self.lock_file
+            .lock()
+            .map_err(|e| StoreError::io("locking the store for writing", e))?;
         Ok(WriteGuard(&self.lock_file))
     }
 
@@ -209,7 +231,15 @@ impl SqliteStore {
         let mut st = cat.prepare_cached(&sql).map_err(db)?;
         let rows = st
             .query_map(args, |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, i64>(6)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
@@ -218,7 +248,9 @@ impl SqliteStore {
             out.push(Part {
                 id,
                 tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                stream: s
+                    .parse()
+                    .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
                 start,
                 end,
                 path,
@@ -230,7 +262,11 @@ impl SqliteStore {
 
     fn head(cat: &Connection, tenant: &str, stream: &str) -> Result<u64> {
         let h: Option<i64> = cat
-            .query_row("SELECT head_seq FROM chains WHERE tenant=?1 AND stream=?2", [tenant, stream], |r| r.get(0))
+            .query_row(
+                "SELECT head_seq FROM chains WHERE tenant=?1 AND stream=?2",
+                [tenant, stream],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db)?;
         Ok(h.unwrap_or(0) as u64)
@@ -263,22 +299,29 @@ impl SqliteStore {
         let c = self.conn(inner, p, false)?;
         let groups = partition::group_stats(c)?;
         if groups.is_empty() {
-            inner.cat.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING]).map_err(db)?;
+            inner
+                .cat
+                .execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
+                .map_err(db)?;
             self.remove_files(inner, p)?;
             return forget_partition(&inner.cat, p.id);
         }
         let bytes = self.file_bytes(p);
         let tx = inner.cat.unchecked_transaction().map_err(db)?;
-        tx.execute("DELETE FROM partition_groups WHERE partition_id=?1", [p.id]).map_err(db)?;
-        for (scope, class, n, anon, min, max) in groups {
+        tx.execute("DELETE FROM partition_groups WHERE partition_id=?1", [p.id])
+            .map_err(db)?;
+        for g in groups {
             tx.execute(
                 "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts) VALUES(?1,?2,?3,?4,?5,?6,?7)",
-                params![p.id, scope, class, n as i64, anon as i64, min, max],
+                params![p.id, g.scope, g.class, g.records as i64, g.anonymized as i64, g.min_ts, g.max_ts],
             )
             .map_err(db)?;
         }
-        tx.execute("UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1", params![p.id, LIVE, bytes as i64])
-            .map_err(db)?;
+        tx.execute(
+            "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
+            params![p.id, LIVE, bytes as i64],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)
     }
 
@@ -287,13 +330,26 @@ impl SqliteStore {
             .prepare_cached("SELECT scope,class,records,anonymized FROM partition_groups WHERE partition_id=?1")
             .map_err(db)?;
         let rows = st
-            .query_map([part], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+            .query_map([part], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
             let (scope, class, n, a) = row.map_err(db)?;
-            let class = Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?;
-            out.push(PartGroup { scope, class, records: n as u64, anonymized: a as u64 });
+            let class =
+                Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?;
+            out.push(PartGroup {
+                scope,
+                class,
+                records: n as u64,
+                anonymized: a as u64,
+            });
         }
         Ok(out)
     }
@@ -306,14 +362,23 @@ impl SqliteStore {
         tenants.dedup();
         let mut work = Work::default();
         for tenant in tenants {
-            let parts = self.parts_where(&inner.cat, "tenant = ?1 AND state = 0 ORDER BY stream, start_us", &[&tenant.as_str()])?;
+            let parts = self.parts_where(
+                &inner.cat,
+                "tenant = ?1 AND state = 0 ORDER BY stream, start_us",
+                &[&tenant.as_str()],
+            )?;
             for p in parts {
                 let groups = Self::groups_of(&inner.cat, p.id)?;
                 let total: u64 = groups.iter().map(|g| g.records).sum();
                 let mut whole = !groups.is_empty();
                 let mut items = Vec::new();
                 for g in &groups {
-                    let key = GroupKey { tenant: p.tenant.clone(), stream: p.stream.clone(), scope: g.scope.clone(), classification: g.class };
+                    let key = GroupKey {
+                        tenant: p.tenant.clone(),
+                        stream: p.stream.clone(),
+                        scope: g.scope.clone(),
+                        classification: g.class,
+                    };
                     let Some(&ti) = by_key.get(&key) else {
                         whole = false;
                         continue;
@@ -336,7 +401,13 @@ impl SqliteStore {
                             0
                         }
                     };
-                    items.push(Item { target: ti, scope: g.scope.clone(), class: g.class, records: n, share: g.records });
+                    items.push(Item {
+                        target: ti,
+                        scope: g.scope.clone(),
+                        class: g.class,
+                        records: n,
+                        share: g.records,
+                    });
                 }
                 if whole {
                     work.drops.push((p, items, total));
@@ -367,7 +438,8 @@ struct Item {
 }
 
 fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
-    cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id]).map_err(db)?;
+    cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id])
+        .map_err(db)?;
     cat.execute("DELETE FROM partitions WHERE id=?1", [id]).map_err(db)?;
     Ok(())
 }
@@ -375,7 +447,12 @@ fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
 fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
     targets
         .iter()
-        .map(|t| RetentionEffect { target: t.clone(), records: 0, bytes_freed: 0, partitions_dropped: 0 })
+        .map(|t| RetentionEffect {
+            target: t.clone(),
+            records: 0,
+            bytes_freed: 0,
+            partitions_dropped: 0,
+        })
         .collect()
 }
 
@@ -385,7 +462,7 @@ fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], total: u64, b
     let mut given = 0;
     let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
     for (n, i) in items.iter().enumerate() {
-        let b = if total == 0 { 0 } else { bytes * i.share / total };
+        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
         given += b;
         let e = &mut effects[i.target];
         e.bytes_freed += b;
@@ -422,10 +499,15 @@ impl Store for SqliteStore {
         let mut parts: Vec<(Part, Vec<&NewRecord>)> = Vec::new();
         let mut heads: BTreeMap<(String, String), u64> = BTreeMap::new();
         {
-            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
             for (tenant, stream, start, i) in &order {
                 let r = &batch[*i];
-                if parts.last().is_none_or(|(p, _)| p.tenant.as_str() != tenant || p.stream.to_string() != *stream || p.start != *start) {
+                if parts.last().is_none_or(|(p, _)| {
+                    p.tenant.as_str() != tenant || p.stream.to_string() != *stream || p.start != *start
+                }) {
                     let path = partition_path(tenant, &r.group.stream, *start, self.span_us);
                     tx.execute(
                         "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
@@ -451,8 +533,8 @@ impl Store for SqliteStore {
                     };
                     parts.push((p, Vec::new()));
                     let ck = (tenant.clone(), stream.clone());
-                    if !heads.contains_key(&ck) {
-                        heads.insert(ck, Self::head(&tx, tenant, stream)?);
+                    if let std::collections::btree_map::Entry::Vacant(e) = heads.entry(ck) {
+                        e.insert(Self::head(&tx, tenant, stream)?);
                     }
                 }
                 parts.last_mut().expect("pushed above").1.push(r);
@@ -462,9 +544,13 @@ impl Store for SqliteStore {
         crashpoint::hit("append.after_intent");
 
         let mut report = AppendReport::default();
-        let mut settled: Vec<(Part, Vec<((String, u8), partition::GroupDelta)>, u64)> = Vec::new();
+        // (partition, per-group deltas, bytes on disk) of every partition written.
+        type Settled = (Part, Vec<((String, u8), partition::GroupDelta)>, u64);
+        let mut settled: Vec<Settled> = Vec::new();
         for (p, recs) in parts {
-            let head = heads.get_mut(&(p.tenant.to_string(), p.stream.to_string())).expect("head loaded");
+            let head = heads
+                .get_mut(&(p.tenant.to_string(), p.stream.to_string()))
+                .expect("head loaded");
             let c = self.conn(inner, &p, true)?;
             let tx = c.unchecked_transaction().map_err(db)?;
             let mut deltas = Vec::new();
@@ -478,7 +564,10 @@ impl Store for SqliteStore {
         }
 
         // Commit point: chain heads, counts, and the dirty marks cleared.
-        let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let tx = inner
+            .cat
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
         for ((tenant, stream), head) in &heads {
             tx.execute(
                 "INSERT INTO chains(tenant,stream,head_seq) VALUES(?1,?2,?3)
@@ -498,14 +587,23 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?;
             }
-            tx.execute("UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1", params![p.id, LIVE, *bytes as i64])
-                .map_err(db)?;
+            tx.execute(
+                "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
+                params![p.id, LIVE, *bytes as i64],
+            )
+            .map_err(db)?;
         }
         for d in drops {
             tx.execute(
                 "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES(?1,?2,?3,?4,?5)
                  ON CONFLICT(tenant,stream,scope,class) DO UPDATE SET count=count+?5",
-                params![d.key.tenant.as_str(), d.key.stream.to_string(), d.key.scope, d.key.classification.code(), d.count as i64],
+                params![
+                    d.key.tenant.as_str(),
+                    d.key.stream.to_string(),
+                    d.key.scope,
+                    d.key.classification.code(),
+                    d.count as i64
+                ],
             )
             .map_err(db)?;
         }
@@ -537,11 +635,19 @@ impl Store for SqliteStore {
         let mut i = 0;
         while i < parts.len() && remaining > 0 {
             // Partitions with the same start overlap in time: merge them.
-            let j = parts[i..].iter().position(|p| p.start != parts[i].start).map_or(parts.len(), |k| i + k);
+            let j = parts[i..]
+                .iter()
+                .position(|p| p.start != parts[i].start)
+                .map_or(parts.len(), |k| i + k);
             let mut rows = Vec::new();
             for p in &parts[i..j] {
                 let c = self.conn(inner, p, false)?;
-                let key = GroupKey { tenant: p.tenant.clone(), stream: p.stream.clone(), scope: String::new(), classification: Classification::Public };
+                let key = GroupKey {
+                    tenant: p.tenant.clone(),
+                    stream: p.stream.clone(),
+                    scope: String::new(),
+                    classification: Classification::Public,
+                };
                 let f = partition::Filter {
                     scope: q.scope.as_deref(),
                     pseudonym: q.pseudonym.as_ref(),
@@ -584,7 +690,18 @@ impl Store for SqliteStore {
         type Row = (i64, String, String, i64, String, u8, i64, i64, Option<i64>, Option<i64>);
         let rows: Vec<Row> = st
             .query_map([tenant.map(|t| t.as_str())], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
             })
             .map_err(db)?
             .collect::<std::result::Result<_, _>>()
@@ -597,9 +714,12 @@ impl Store for SqliteStore {
         for (pid, t, s, bytes, scope, class, n, anon, min, max) in rows {
             let key = GroupKey {
                 tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                stream: s
+                    .parse()
+                    .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
                 scope,
-                classification: Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+                classification: Classification::from_code(class)
+                    .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
             };
             let total = part_total[&pid].max(1);
             let e = out.entry(key.clone()).or_insert(GroupStats {
@@ -629,9 +749,20 @@ impl Store for SqliteStore {
 
     fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
         let inner = self.lock();
-        let mut st = inner.cat.prepare("SELECT tenant,stream,scope,class,count FROM capture_drops ORDER BY 1,2,3,4").map_err(db)?;
+        let mut st = inner
+            .cat
+            .prepare("SELECT tenant,stream,scope,class,count FROM capture_drops ORDER BY 1,2,3,4")
+            .map_err(db)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u8>(3)?, r.get::<_, i64>(4)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u8>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
@@ -639,9 +770,12 @@ impl Store for SqliteStore {
             out.push(CaptureDrop {
                 key: GroupKey {
                     tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    stream: s.parse().map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+                    stream: s
+                        .parse()
+                        .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
                     scope,
-                    classification: Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+                    classification: Classification::from_code(class)
+                        .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
                 },
                 count: count as u64,
             });
@@ -681,9 +815,13 @@ impl Store for SqliteStore {
         progress(0, total_units);
 
         if !work.drops.is_empty() {
-            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
             for (p, ..) in &work.drops {
-                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING]).map_err(db)?;
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
+                    .map_err(db)?;
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
@@ -697,17 +835,23 @@ impl Store for SqliteStore {
                     crashpoint::hit("sweep.mid_drop");
                 }
             }
-            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
             for (p, ..) in &work.drops {
                 forget_partition(&tx, p.id)?;
             }
             tx.commit().map_err(db)?;
         }
-
         if !work.rows.is_empty() {
-            let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
             for (p, _) in &work.rows {
-                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DIRTY]).map_err(db)?;
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DIRTY])
+                    .map_err(db)?;
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dirty");
@@ -716,14 +860,19 @@ impl Store for SqliteStore {
                 let tx = c.unchecked_transaction().map_err(db)?;
                 for i in items {
                     let t = &targets[i.target];
-                    let n = partition::apply_expired(&tx, &i.scope, i.class, t.cutoff_us, t.action == Action::Anonymize)?;
+                    let n =
+                        partition::apply_expired(&tx, &i.scope, i.class, t.cutoff_us, t.action == Action::Anonymize)?;
                     effects[i.target].records += n;
                 }
                 tx.commit().map_err(db)?;
                 crashpoint::hit("sweep.after_partition_rows");
                 let before = self.file_bytes(p);
                 self.settle(inner, p)?;
-                let after = if self.part_path(&p.path).exists() { self.file_bytes(p) } else { 0 };
+                let after = if self.part_path(&p.path).exists() {
+                    self.file_bytes(p)
+                } else {
+                    0
+                };
                 if after < before {
                     if let Some(i) = items.first() {
                         effects[i.target].bytes_freed += before - after;
@@ -737,27 +886,29 @@ impl Store for SqliteStore {
     }
 
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {
-        let inner = self.lock();
-        inner
-            .cat
-            .query_row("SELECT wrapped FROM tenant_keys WHERE tenant=?1", [tenant.as_str()], |r| r.get(0))
-            .optional()
-            .map_err(db)
+        let cat = self.key_conn();
+        cat.query_row(
+            "SELECT wrapped FROM tenant_keys WHERE tenant=?1",
+            [tenant.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)
     }
 
     fn put_tenant_key(&self, tenant: &TenantId, wrapped: &[u8], now_us: i64) -> Result<Vec<u8>> {
-        let inner = self.lock();
-        inner
-            .cat
-            .execute(
-                "INSERT INTO tenant_keys(tenant,wrapped,created_us) VALUES(?1,?2,?3) ON CONFLICT(tenant) DO NOTHING",
-                params![tenant.as_str(), wrapped, now_us],
-            )
-            .map_err(db)?;
-        inner
-            .cat
-            .query_row("SELECT wrapped FROM tenant_keys WHERE tenant=?1", [tenant.as_str()], |r| r.get(0))
-            .map_err(db)
+        let cat = self.key_conn();
+        cat.execute(
+            "INSERT INTO tenant_keys(tenant,wrapped,created_us) VALUES(?1,?2,?3) ON CONFLICT(tenant) DO NOTHING",
+            params![tenant.as_str(), wrapped, now_us],
+        )
+        .map_err(db)?;
+        cat.query_row(
+            "SELECT wrapped FROM tenant_keys WHERE tenant=?1",
+            [tenant.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(db)
     }
 
     fn ensure_data_keys(
@@ -766,8 +917,10 @@ impl Store for SqliteStore {
         requests: &[(Vec<u8>, Vec<u8>)],
         now_us: i64,
     ) -> Result<Vec<(KeyId, Option<Vec<u8>>)>> {
-        let mut inner = self.lock();
-        let tx = inner.cat.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let mut cat = self.key_conn();
+        let tx = cat
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
         let mut out = Vec::with_capacity(requests.len());
         {
             let mut ins = tx
@@ -775,51 +928,70 @@ impl Store for SqliteStore {
                     "INSERT INTO data_keys(tenant,ref,wrapped,created_us) VALUES(?1,?2,?3,?4) ON CONFLICT(tenant,ref) DO NOTHING",
                 )
                 .map_err(db)?;
-            let mut sel = tx.prepare_cached("SELECT id, wrapped FROM data_keys WHERE tenant=?1 AND ref=?2").map_err(db)?;
+            let mut sel = tx
+                .prepare_cached("SELECT id, wrapped FROM data_keys WHERE tenant=?1 AND ref=?2")
+                .map_err(db)?;
             for (key_ref, fresh) in requests {
-                ins.execute(params![tenant.as_str(), key_ref, fresh, now_us]).map_err(db)?;
-                out.push(sel.query_row(params![tenant.as_str(), key_ref], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?);
+                ins.execute(params![tenant.as_str(), key_ref, fresh, now_us])
+                    .map_err(db)?;
+                out.push(
+                    sel.query_row(params![tenant.as_str(), key_ref], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(db)?,
+                );
             }
         }
         tx.commit().map_err(db)?;
         Ok(out)
     }
 
-    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<(KeyId, TenantId, Vec<u8>, Option<Vec<u8>>)>> {
-        let inner = self.lock();
-        let mut st = inner.cat.prepare_cached("SELECT tenant, ref, wrapped FROM data_keys WHERE id=?1").map_err(db)?;
+    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<StoredKey>> {
+        let cat = self.key_conn();
+        let mut st = cat
+            .prepare_cached("SELECT tenant, ref, wrapped FROM data_keys WHERE id=?1")
+            .map_err(db)?;
         let mut out = Vec::new();
         for id in ids {
-            let row: Option<(String, Vec<u8>, Option<Vec<u8>>)> =
-                st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional().map_err(db)?;
+            let row: Option<(String, Vec<u8>, Option<Vec<u8>>)> = st
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(db)?;
             if let Some((t, r, w)) = row {
-                out.push((*id, TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?, r, w));
+                out.push(StoredKey {
+                    id: *id,
+                    tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    key_ref: r,
+                    wrapped: w,
+                });
             }
         }
         Ok(out)
     }
 
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {
-        let inner = self.lock();
-        inner
-            .cat
-            .execute(
-                "INSERT INTO runs(kind,started_us,finished_us,status,summary) VALUES(?1,?2,?3,?4,?5)",
-                params![kind, started_us, finished_us, status, summary],
-            )
-            .map_err(db)?;
-        Ok(inner.cat.last_insert_rowid())
+        let cat = self.key_conn();
+        cat.execute(
+            "INSERT INTO runs(kind,started_us,finished_us,status,summary) VALUES(?1,?2,?3,?4,?5)",
+            params![kind, started_us, finished_us, status, summary],
+        )
+        .map_err(db)?;
+        Ok(cat.last_insert_rowid())
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let inner = self.lock();
-        let mut st = inner
-            .cat
+        let cat = self.key_conn();
+        let mut st = cat
             .prepare("SELECT id,kind,started_us,finished_us,status,summary FROM runs ORDER BY id DESC LIMIT ?1")
             .map_err(db)?;
         let rows = st
             .query_map([limit as i64], |r| {
-                Ok(RunRecord { id: r.get(0)?, kind: r.get(1)?, started_us: r.get(2)?, finished_us: r.get(3)?, status: r.get(4)?, summary: r.get(5)? })
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    started_us: r.get(2)?,
+                    finished_us: r.get(3)?,
+                    status: r.get(4)?,
+                    summary: r.get(5)?,
+                })
             })
             .map_err(db)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db)
@@ -828,7 +1000,11 @@ impl Store for SqliteStore {
 
 fn partition_path(tenant: &str, stream: &StreamId, start_us: i64, span_us: i64) -> String {
     let d = chrono_like(start_us);
-    let name = if span_us % 86_400_000_000 == 0 { d.0 } else { format!("{}T{:02}", d.0, d.1) };
+    let name = if span_us % 86_400_000_000 == 0 {
+        d.0
+    } else {
+        format!("{}T{:02}", d.0, d.1)
+    };
     format!("partitions/{tenant}/{}-v{}/{name}.db", stream.name, stream.version)
 }
 
@@ -886,8 +1062,14 @@ mod tests {
     fn partition_paths_name_the_day_or_hour() {
         let s: StreamId = "audit:1".parse().unwrap();
         let t = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
-        assert_eq!(partition_path("acme", &s, t, 86_400_000_000), "partitions/acme/audit-v1/2026-01-01.db");
-        assert_eq!(partition_path("acme", &s, t + 6 * 3_600_000_000, 3_600_000_000), "partitions/acme/audit-v1/2026-01-01T06.db");
+        assert_eq!(
+            partition_path("acme", &s, t, 86_400_000_000),
+            "partitions/acme/audit-v1/2026-01-01.db"
+        );
+        assert_eq!(
+            partition_path("acme", &s, t + 6 * 3_600_000_000, 3_600_000_000),
+            "partitions/acme/audit-v1/2026-01-01T06.db"
+        );
         assert_eq!(chrono_like(951_782_400_000_000).0, "2000-02-29");
     }
 }

@@ -43,11 +43,11 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
     };
     let c = Connection::open_with_flags(path, flags).map_err(db)?;
     c.execute_batch(
-        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-4096;",
+        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=4096;",
     )
     .map_err(db)?;
     if create {
-        c.execute_batch(SCHEMA).map_err(db)?;
+        c.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;")).map_err(db)?;
     }
     Ok(c)
 }
@@ -98,7 +98,14 @@ pub fn insert(
             let d = match deltas.iter_mut().find(|(key, _)| *key == k) {
                 Some((_, d)) => d,
                 None => {
-                    deltas.push((k, GroupDelta { records: 0, min_ts: i64::MAX, max_ts: i64::MIN }));
+                    deltas.push((
+                        k,
+                        GroupDelta {
+                            records: 0,
+                            min_ts: i64::MAX,
+                            max_ts: i64::MIN,
+                        },
+                    ));
                     &mut deltas.last_mut().expect("just pushed").1
                 }
             };
@@ -110,14 +117,31 @@ pub fn insert(
     Ok(n)
 }
 
+/// One group's statistics within a partition.
+pub struct GroupRow {
+    pub scope: String,
+    pub class: u8,
+    pub records: u64,
+    pub anonymized: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
 /// Per-group statistics recomputed from the partition itself.
-pub fn group_stats(c: &Connection) -> Result<Vec<(String, u8, u64, u64, i64, i64)>> {
+pub fn group_stats(c: &Connection) -> Result<Vec<GroupRow>> {
     let mut st = c
         .prepare("SELECT scope, class, count(*), sum(anonymized), min(ts), max(ts) FROM records GROUP BY scope, class")
         .map_err(db)?;
     let rows = st
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64, r.get(4)?, r.get(5)?))
+            Ok(GroupRow {
+                scope: r.get(0)?,
+                class: r.get(1)?,
+                records: r.get::<_, i64>(2)? as u64,
+                anonymized: r.get::<_, i64>(3)? as u64,
+                min_ts: r.get(4)?,
+                max_ts: r.get(5)?,
+            })
         })
         .map_err(db)?;
     rows.collect::<std::result::Result<_, _>>().map_err(db)
@@ -125,7 +149,8 @@ pub fn group_stats(c: &Connection) -> Result<Vec<(String, u8, u64, u64, i64, i64
 
 /// Removes rows left by a batch that never committed in the catalog.
 pub fn truncate_after(c: &Connection, head_seq: u64) -> Result<u64> {
-    Ok(c.execute("DELETE FROM records WHERE seq > ?1", [head_seq as i64]).map_err(db)? as u64)
+    Ok(c.execute("DELETE FROM records WHERE seq > ?1", [head_seq as i64])
+        .map_err(db)? as u64)
 }
 
 /// Counts records of a group expired at `cutoff` (not yet anonymized, for anonymize).
@@ -135,7 +160,9 @@ pub fn count_expired(c: &Connection, scope: &str, class: Classification, cutoff:
     } else {
         "SELECT count(*) FROM records WHERE scope=?1 AND class=?2 AND ts<?3"
     };
-    let n: i64 = c.query_row(sql, params![scope, class.code(), cutoff], |r| r.get(0)).map_err(db)?;
+    let n: i64 = c
+        .query_row(sql, params![scope, class.code(), cutoff], |r| r.get(0))
+        .map_err(db)?;
     Ok(n as u64)
 }
 
@@ -152,7 +179,10 @@ pub fn apply_expired(c: &Connection, scope: &str, class: Classification, cutoff:
 
 /// Whether the partition holds no records.
 pub fn is_empty(c: &Connection) -> Result<bool> {
-    Ok(c.query_row("SELECT 1 FROM records LIMIT 1", [], |_| Ok(())).optional().map_err(db)?.is_none())
+    Ok(c.query_row("SELECT 1 FROM records LIMIT 1", [], |_| Ok(()))
+        .optional()
+        .map_err(db)?
+        .is_none())
 }
 
 /// Filters for [`select`].
@@ -187,7 +217,11 @@ pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<St
         sql.push_str(" AND ts<?");
         args.push(u.into());
     }
-    sql.push_str(if f.ascending { " ORDER BY ts ASC, seq ASC" } else { " ORDER BY ts DESC, seq DESC" });
+    sql.push_str(if f.ascending {
+        " ORDER BY ts ASC, seq ASC"
+    } else {
+        " ORDER BY ts DESC, seq DESC"
+    });
     if let Some(l) = f.limit {
         sql.push_str(&format!(" LIMIT {l}"));
     }
@@ -197,7 +231,19 @@ pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<St
             let id: Vec<u8> = r.get(1)?;
             let pseudo: Option<Vec<u8>> = r.get(6)?;
             let class: u8 = r.get(5)?;
-            Ok((r.get::<_, i64>(0)?, id, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?, class, pseudo, r.get(7)?, r.get(8)?, r.get(9)?, r.get::<_, i64>(10)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                id,
+                r.get(2)?,
+                r.get(3)?,
+                r.get::<_, String>(4)?,
+                class,
+                pseudo,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get::<_, i64>(10)?,
+            ))
         })
         .map_err(db)?;
     let mut out = Vec::new();

@@ -1,0 +1,221 @@
+//! The bench harness: generates the demo data shape at N records (~1 KB each,
+//! 365 days, real-word prompt/response text), then times whole operations on a
+//! release build and prints one JSON object of figures.
+//!
+//! `cargo run --release -p lethe-bench -- --records N [--data-dir DIR]`
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use lethe_core::config::{self, Config, Source};
+use lethe_store::sqlite::dir_bytes;
+use lethe_vault::synth::Synth;
+use lethe_vault::{MasterKeySource, Vault};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Records to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Data directory (emptied first) [default: ./target/lethe-bench/data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Files under `dir` with their sizes (apparent bytes).
+fn files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the input once per (records, seed) and reuses it.
+fn input_file(base: &Path, n: u64, seed: u64, now: i64) -> Result<(PathBuf, u64)> {
+    let path = base.join(format!("input-{n}-{seed}.ndjson"));
+    if let Ok(m) = std::fs::metadata(&path) {
+        return Ok((path, m.len()));
+    }
+    eprintln!("generating {n} records into {} …", path.display());
+    let tmp = path.with_extension("partial");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    let mut s = Synth::new(seed, n, now, 365);
+    let mut line = String::with_capacity(2048);
+    while {
+        line.clear();
+        s.next_line(&mut line)
+    } {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    w.get_ref().sync_all()?;
+    drop(w);
+    std::fs::rename(&tmp, &path)?;
+    let len = std::fs::metadata(&path)?.len();
+    Ok((path, len))
+}
+
+fn bench_config() -> Result<Config> {
+    // The demo streams, every record kept 30 days then deleted.
+    let text = "[retention.default]\nwindow = \"30d\"\naction = \"delete\"\n";
+    Ok(config::load(Source { name: "bench", text }, None, &[])?)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let base = PathBuf::from("target/lethe-bench");
+    let data = args.data_dir.clone().unwrap_or_else(|| base.join("data"));
+    std::fs::create_dir_all(&base)?;
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("emptying {}", data.display()))?;
+    }
+    // Anchor time at the start of the day so input files are reusable today.
+    let now = now_us() / 86_400_000_000 * 86_400_000_000;
+    let (input, input_bytes) = input_file(&base, args.records, args.seed, now)?;
+    let mut out = Map::new();
+    out.insert("records".into(), json!(args.records));
+    out.insert("input_bytes".into(), json!(input_bytes));
+    out.insert("avg_record_bytes".into(), json!(input_bytes / args.records.max(1)));
+
+    let vault = Vault::open(
+        &data,
+        bench_config()?,
+        &MasterKeySource::File {
+            path: data.join("master.key"),
+            create: true,
+        },
+    )?;
+
+    // Ingest: the same pipeline as `lethe ingest FILE`.
+    let t = Instant::now();
+    let r = vault.ingest(
+        BufReader::with_capacity(1 << 20, std::fs::File::open(&input)?),
+        &now_us,
+        &|_, _| {},
+    )?;
+    let ingest_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        r.stored == args.records,
+        "stored {} of {} ({} rejected)",
+        r.stored,
+        args.records,
+        r.rejected
+    );
+    out.insert("ingest_s".into(), json!(ingest_s));
+    out.insert(
+        "ingest_records_per_s".into(),
+        json!((args.records as f64 / ingest_s).round()),
+    );
+    out.insert(
+        "ingest_mb_per_s".into(),
+        json!((input_bytes as f64 / 1e6 / ingest_s * 10.0).round() / 10.0),
+    );
+    out.insert("rss_after_ingest_bytes".into(), json!(peak_rss_bytes()));
+    let bytes_before = dir_bytes(&data)?;
+    out.insert("bytes_before".into(), json!(bytes_before));
+
+    // Dry run.
+    let t = Instant::now();
+    let plan = vault.sweep(now, None, true, &now_us, &|_, _| {})?;
+    out.insert("dry_run_s".into(), json!(t.elapsed().as_secs_f64()));
+    out.insert("planned_deleted".into(), json!(plan.deleted));
+
+    // Cleanup.
+    let before = files(&data)?;
+    let t = Instant::now();
+    let done = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
+    let cleanup_s = t.elapsed().as_secs_f64();
+    out.insert("cleanup_s".into(), json!(cleanup_s));
+    out.insert("deleted".into(), json!(done.deleted));
+    out.insert(
+        "deleted_fraction".into(),
+        json!(done.deleted as f64 / args.records as f64),
+    );
+    let counts = |r: &lethe_vault::sweep::SweepReport| {
+        r.per_stream
+            .iter()
+            .map(|(k, v)| (k.clone(), v.deleted, v.anonymized))
+            .collect::<Vec<_>>()
+    };
+    out.insert("dry_run_matches".into(), json!(counts(&plan) == counts(&done)));
+    let bytes_after = dir_bytes(&data)?;
+    out.insert("bytes_after".into(), json!(bytes_after));
+    out.insert(
+        "bytes_after_fraction".into(),
+        json!(bytes_after as f64 / bytes_before as f64),
+    );
+
+    // The physical floor: unlinking plain files of the same sizes as the
+    // partition files the cleanup removed, written and synced in the same
+    // directory first.
+    let after: std::collections::HashSet<PathBuf> = files(&data)?.into_iter().map(|(p, _)| p).collect();
+    let removed: Vec<u64> = before
+        .iter()
+        .filter(|(p, _)| !after.contains(p))
+        .map(|(_, s)| *s)
+        .collect();
+    let dir = data.join("unlink-baseline");
+    std::fs::create_dir_all(&dir)?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut paths = Vec::with_capacity(removed.len());
+    for (i, size) in removed.iter().enumerate() {
+        let p = dir.join(format!("f{i}"));
+        let mut f = std::fs::File::create(&p)?;
+        let mut left = *size as usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            f.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        f.sync_all()?;
+        paths.push(p);
+    }
+    let t = Instant::now();
+    for p in &paths {
+        std::fs::remove_file(p)?;
+    }
+    let unlink_s = t.elapsed().as_secs_f64();
+    std::fs::remove_dir(&dir)?;
+    out.insert("unlink_baseline_s".into(), json!(unlink_s));
+    out.insert("unlink_baseline_files".into(), json!(removed.len()));
+    out.insert("unlink_baseline_bytes".into(), json!(removed.iter().sum::<u64>()));
+    out.insert("cleanup_over_baseline_s".into(), json!(cleanup_s - unlink_s));
+
+    // A second run right after does nothing.
+    let again = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
+    out.insert("second_cleanup_deleted".into(), json!(again.deleted));
+    out.insert("peak_rss_bytes".into(), json!(peak_rss_bytes()));
+    println!("{}", Value::Object(out));
+    Ok(())
+}

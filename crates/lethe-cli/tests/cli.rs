@@ -1,0 +1,299 @@
+//! The `lethe` binary end to end: real processes, real files, real kills.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+fn lethe(dir: &Path) -> Command {
+    lethe_at(dir, &dir.join("data"))
+}
+
+fn lethe_at(dir: &Path, data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    c.arg("--data-dir").arg(data).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LETHE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run lethe")
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// Writes `n` synthetic records (120 days before NOW) to `input.ndjson`.
+fn input(dir: &Path, n: u64, seed: u64) -> PathBuf {
+    let now = lethe_core::record::parse_ts(NOW).unwrap();
+    let mut s = lethe_vault::synth::Synth::new(seed, n, now, 120);
+    let mut out = String::new();
+    let mut line = String::new();
+    while {
+        line.clear();
+        s.next_line(&mut line)
+    } {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let p = dir.join("input.ndjson");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+fn config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("lethe.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const POLICY: &str = "[retention.default]\nwindow = \"60d\"\naction = \"anonymize\"\n[[retention.policy]]\nstream = \"requests\"\nwindow = \"30d\"\naction = \"delete\"\n[store]\ningest_batch = 500\n";
+
+fn count(dir: &Path) -> u64 {
+    let o = run(lethe(dir).args(["stats", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json(&o)["result"]["totals"]["records"].as_u64().unwrap()
+}
+
+#[test]
+fn cleanup_json_has_the_documented_shape_and_a_second_run_does_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 1);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let plan = json(&run(lethe(d.path()).args([
+        "cleanup",
+        "--dry-run",
+        "--json",
+        "--now",
+        NOW,
+    ])));
+    assert_eq!(plan["status"], "ok");
+    assert_eq!(plan["result"]["status"], "dry_run");
+    let o = run(lethe(d.path()).args(["cleanup", "--json", "--now", NOW]));
+    assert!(o.status.success());
+    let done = json(&o);
+    let r = &done["result"];
+    assert_eq!(r["status"], "success");
+    for k in ["deleted", "anonymized"] {
+        assert!(r[k].as_u64().unwrap() > 0, "{k}");
+        assert_eq!(r[k], plan["result"][k], "{k}: the plan is what the run did");
+    }
+    assert!(r["started_at"].is_string() && r["finished_at"].is_string());
+    let ps = r["per_stream"].as_object().unwrap();
+    assert!(ps.contains_key("acme/requests:1"));
+    for v in ps.values() {
+        for k in ["deleted", "anonymized", "bytes_freed"] {
+            assert!(v[k].is_u64(), "{k}");
+        }
+    }
+    assert_eq!(
+        plan["result"]["per_stream"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ps.keys().collect::<Vec<_>>()
+    );
+    let again = json(&run(lethe(d.path()).args(["cleanup", "--json", "--now", NOW])));
+    assert_eq!(
+        (
+            again["result"]["deleted"].as_u64(),
+            again["result"]["anonymized"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn ingest_exits_3_naming_line_and_field_and_keeps_the_valid_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let good = r#"{"tenant":"acme","stream":"audit:1","ts":"2026-05-30T10:00:00Z","fields":{"action":"login"}}"#;
+    let bad = r#"{"tenant":"acme","stream":"audit:1","ts":"2026-05-30T10:00:00Z","fields":{"action":"login","shoe_size":44}}"#;
+    std::fs::write(d.path().join("in.ndjson"), format!("{good}\n{bad}\n{good}\n")).unwrap();
+    let o = run(lethe(d.path()).args(["ingest", "in.ndjson"]));
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 2") && err.contains("fields.shoe_size"), "{err}");
+    assert_eq!(count(d.path()), 2);
+    let o = run(lethe(d.path()).args(["ingest", "in.ndjson", "--json"]));
+    let r = json(&o);
+    assert_eq!(r["result"]["errors"][0]["line"], 2);
+    assert_eq!(r["result"]["errors"][0]["field"], "fields.shoe_size");
+}
+
+#[test]
+fn configuration_errors_exit_4_naming_the_key_and_config_show_prints_the_effect() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), "[retention.default]\nwindow = \"30d\"\nwindo = 3\n");
+    let o = run(lethe(d.path()).args(["stats"]));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("windo"));
+    config(
+        d.path(),
+        "[retention.default]\nwindow = \"30d\"\n[profiles.long.retention.default]\nwindow = \"400d\"\n",
+    );
+    let o = run(lethe(d.path())
+        .args(["config", "show", "--profile", "long"])
+        .env("LETHE_STORE__INGEST_BATCH", "77"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("window = \"400d\"") && text.contains("ingest_batch = 77"),
+        "{text}"
+    );
+    let o = run(lethe(d.path()).args(["cleanup", "--json", "--now", "yesterday"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(json(&o)["status"], "error");
+}
+
+#[test]
+fn logs_json_output_is_accepted_back_by_ingest() {
+    let d = tempfile::tempdir().unwrap();
+    let inp = input(d.path(), 200, 4);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let o = run(lethe(d.path()).args(["logs", "--tenant", "acme", "--json", "--asc"]));
+    assert!(o.status.success());
+    let n = o.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    assert!(n > 20);
+    std::fs::write(d.path().join("export.ndjson"), &o.stdout).unwrap();
+    let mut c = lethe_at(d.path(), &d.path().join("copy"));
+    c.args(["ingest", "export.ndjson", "--json"]);
+    let r = json(&run(&mut c));
+    assert_eq!(r["result"]["stored"].as_u64(), Some(n as u64));
+    let mut c = lethe_at(d.path(), &d.path().join("copy"));
+    c.args(["logs", "--tenant", "acme", "--json", "--asc"]);
+    let again = run(&mut c).stdout;
+    let strip = |b: &[u8]| -> Vec<Value> {
+        b.split(|c| *c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut v: Value = serde_json::from_slice(l).unwrap();
+                v.as_object_mut().unwrap().remove("received");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&o.stdout), strip(&again));
+}
+
+/// Counts after a completed sweep, from a copy of the store that was never interrupted.
+fn reference(dir: &Path, inp: &Path) -> (u64, Value) {
+    let r = dir.join("ref");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::copy(dir.join("lethe.toml"), r.join("lethe.toml")).unwrap();
+    assert!(run(lethe(&r).arg("ingest").arg(inp)).status.success());
+    let plan = json(&run(lethe(&r).args(["cleanup", "--dry-run", "--json", "--now", NOW])));
+    assert!(run(lethe(&r).args(["cleanup", "--now", NOW])).status.success());
+    (count(&r), plan["result"].clone())
+}
+
+#[test]
+fn a_cleanup_killed_at_any_step_loses_nothing_and_a_rerun_finishes_the_job() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 4000, 2);
+    let (want, plan) = reference(d.path(), &inp);
+    assert!(plan["deleted"].as_u64().unwrap() > 0 && plan["anonymized"].as_u64().unwrap() > 0);
+    for point in [
+        "sweep.after_mark_dropping",
+        "sweep.mid_drop",
+        "sweep.after_mark_dirty",
+        "sweep.after_partition_rows",
+    ] {
+        let w = d.path().join(point);
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
+        assert!(run(lethe(&w).arg("ingest").arg(&inp)).status.success());
+        let o = run(lethe(&w).args(["cleanup", "--now", NOW]).env("LETHE_TEST_CRASH", point));
+        assert!(!o.status.success(), "{point}: the process must have died");
+        let again = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
+        assert_eq!(again["status"], "ok", "{point}");
+        assert_eq!(count(&w), want, "{point}: the rerun completes the work");
+        let last = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
+        assert_eq!(last["result"]["deleted"], 0, "{point}");
+        // every remaining record still decrypts
+        assert!(run(lethe(&w).args(["logs", "--tenant", "acme", "--json"]))
+            .status
+            .success());
+    }
+}
+
+#[test]
+fn a_cleanup_killed_with_sigkill_at_random_moments_converges_to_the_same_state() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 4000, 3);
+    let (want, _) = reference(d.path(), &inp);
+    for (i, delay_ms) in [1u64, 5, 15, 40].iter().enumerate() {
+        let w = d.path().join(format!("k{i}"));
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
+        assert!(run(lethe(&w).arg("ingest").arg(&inp)).status.success());
+        let mut child = lethe(&w)
+            .args(["cleanup", "--now", NOW])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(run(lethe(&w).args(["cleanup", "--now", NOW])).status.success());
+        assert_eq!(count(&w), want, "killed after {delay_ms} ms");
+        assert!(run(lethe(&w).args(["logs", "--tenant", "globex", "--json"]))
+            .status
+            .success());
+    }
+}
+
+#[test]
+fn an_ingest_killed_mid_batch_keeps_whole_records_only_and_a_retry_does_not_duplicate() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 5);
+    // Give every record a client id so the retry can be deduplicated.
+    let with_ids: String = std::fs::read_to_string(&inp)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{{\"id\":\"00000000-0000-7000-8000-{i:012}\",{}\n", &l[1..]))
+        .collect();
+    std::fs::write(&inp, with_ids).unwrap();
+    for point in ["append.after_intent@3", "append.after_partition@150"] {
+        let w = d.path().join(point);
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
+        let o = run(lethe(&w).arg("ingest").arg(&inp).env("LETHE_TEST_CRASH", point));
+        assert!(!o.status.success(), "{point}");
+        let after_crash = count(&w);
+        assert!((500..3000).contains(&after_crash), "{point}: {after_crash}");
+        assert_eq!(after_crash % 500, 0, "{point}: only whole batches survive");
+        let o = run(lethe(&w).arg("ingest").arg(&inp).arg("--json"));
+        assert!(o.status.success(), "{point}");
+        let r = json(&o);
+        assert_eq!(r["result"]["duplicates"].as_u64(), Some(after_crash), "{point}");
+        assert_eq!(count(&w), 3000, "{point}");
+    }
+}
+
+#[test]
+fn demo_writes_data_runs_the_cleanup_and_reports_before_and_after() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(lethe(d.path()).args(["demo", "--records", "3000", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = &json(&o)["result"];
+    let before = r["stats_before"]["totals"]["records"].as_u64().unwrap();
+    let after = r["stats_after"]["totals"]["records"].as_u64().unwrap();
+    assert!(before > 2000);
+    assert_eq!(before - after, r["cleanup"]["deleted"].as_u64().unwrap());
+    assert_eq!(r["dry_run"]["deleted"], r["cleanup"]["deleted"]);
+    assert!(d.path().join("data/master.key").exists());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Back it up"));
+}

@@ -1,0 +1,311 @@
+//! End-to-end behaviour of the vault over the embedded store: what ingest
+//! stores, what stays encrypted, what queries return, what the sweep removes.
+
+use std::path::Path;
+
+use lethe_core::config::{self, Config, Source};
+use lethe_core::record::parse_ts;
+use lethe_core::TenantId;
+use lethe_vault::logs::LogQuery;
+use lethe_vault::synth::Synth;
+use lethe_vault::{MasterKeySource, Vault};
+use serde_json::Value;
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+fn now() -> i64 {
+    parse_ts(NOW).unwrap()
+}
+
+fn cfg(extra: &str) -> Config {
+    config::load(
+        Source {
+            name: "test",
+            text: extra,
+        },
+        None,
+        &[],
+    )
+    .unwrap()
+}
+
+fn open(dir: &Path, c: Config) -> Vault {
+    Vault::open(
+        dir,
+        c,
+        &MasterKeySource::File {
+            path: dir.join("master.key"),
+            create: true,
+        },
+    )
+    .unwrap()
+}
+
+fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
+    let q = LogQuery {
+        tenant: TenantId::new(tenant).unwrap(),
+        stream: None,
+        scope: None,
+        subject: subject.map(String::from),
+        since_us: None,
+        until_us: None,
+        limit: None,
+        ascending: true,
+    };
+    let mut out = Vec::new();
+    v.logs(&q, now(), &mut |r| {
+        out.push(r);
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+const GOOD: &str = r#"{"tenant":"acme","stream":"requests:1","scope":"chat-api","ts":"2026-05-30T10:00:00Z","subject":"alice","fields":{"model":"gpt-4o","status":200,"user_email":"alice@example.com","prompt":"my secret diagnosis is hypochondria","response":"take two aspirin"}}"#;
+
+#[test]
+fn ingest_stores_valid_lines_and_names_line_and_field_of_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), Config::builtin());
+    let input = format!(
+        "{GOOD}\n{}\n\n{}\nnot json\n{}\n",
+        r#"{"tenant":"acme","stream":"requests:1","fields":{"colour":"red"}}"#,
+        r#"{"tenant":"acme","stream":"audit:1","ts":"2026-05-30T11:00:00Z","fields":{"action":"login"}}"#,
+        r#"{"tenant":"acme","stream":"audit:1","ts":"later","fields":{"action":"login"}}"#,
+    );
+    let r = v.ingest(input.as_bytes(), &now, &|_, _| {}).unwrap();
+    assert_eq!((r.lines, r.stored, r.rejected), (5, 2, 3));
+    let where_: Vec<_> = r.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+    assert_eq!(where_, [(2, "fields.colour"), (5, "(line)"), (6, "ts")]);
+    assert_eq!(logs(&v, "acme", None).len(), 2);
+}
+
+#[test]
+fn personal_and_subject_fields_never_reach_the_disk_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), Config::builtin());
+    v.ingest_lines(&[GOOD], now()).unwrap();
+    drop(v);
+    for secret in ["hypochondria", "take two aspirin", "alice@example.com", "\"alice\""] {
+        assert!(
+            files_contain(dir.path(), secret.as_bytes()).is_empty(),
+            "{secret} found on disk"
+        );
+    }
+    assert!(
+        !files_contain(dir.path(), b"gpt-4o").is_empty(),
+        "plain fields are stored in clear"
+    );
+    let v = open(dir.path(), Config::builtin());
+    let got = logs(&v, "acme", None);
+    assert_eq!(got[0]["fields"]["prompt"], "my secret diagnosis is hypochondria");
+    assert_eq!(got[0]["subject"], "alice");
+}
+
+#[test]
+fn the_master_key_file_is_created_private_and_is_the_only_key_in_clear() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), Config::builtin());
+    assert!(v.created_master_key);
+    v.ingest_lines(&[GOOD], now()).unwrap();
+    drop(v);
+    let key_file = dir.path().join("master.key");
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let hex = std::fs::read_to_string(&key_file).unwrap();
+    let raw = lethe_core::crypto::SecretKey::parse(&hex).unwrap();
+    let hits = files_contain(dir.path(), hex.trim().as_bytes());
+    assert_eq!(hits, [key_file.display().to_string()]);
+    let _ = raw;
+    let other = Vault::open(
+        dir.path(),
+        Config::builtin(),
+        &MasterKeySource::Value(lethe_core::crypto::SecretKey::generate().to_hex()),
+    )
+    .unwrap();
+    let q = LogQuery {
+        tenant: TenantId::new("acme").unwrap(),
+        stream: None,
+        scope: None,
+        subject: None,
+        since_us: None,
+        until_us: None,
+        limit: None,
+        ascending: false,
+    };
+    let e = other.logs(&q, now(), &mut |_| true).unwrap_err().to_string();
+    assert!(e.contains("wrong key"), "{e}");
+    assert!(!e.contains(hex.trim()));
+}
+
+#[test]
+fn capture_modes_decide_what_is_written_and_none_is_only_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(
+        "[[capture]]\nscope = \"meta\"\nmode = \"metadata\"\n[[capture]]\nscope = \"mp\"\nmode = \"metadata_prompt\"\n[[capture]]\nscope = \"off\"\nmode = \"none\"\n",
+    );
+    let v = open(dir.path(), c);
+    let lines: Vec<String> = ["meta", "mp", "off", "chat-api"]
+        .iter()
+        .map(|s| GOOD.replace("chat-api", s))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+    let r = v.ingest_lines(&refs, now()).unwrap();
+    assert_eq!((r.stored, r.not_captured), (3, 1));
+    let got = logs(&v, "acme", None);
+    let by_scope = |s: &str| got.iter().find(|r| r["scope"] == s).unwrap()["fields"].clone();
+    assert!(by_scope("meta").get("prompt").is_none() && by_scope("meta").get("response").is_none());
+    assert_eq!(by_scope("meta")["user_email"], "alice@example.com");
+    assert!(by_scope("mp").get("prompt").is_some() && by_scope("mp").get("response").is_none());
+    assert!(by_scope("chat-api").get("response").is_some());
+    drop(got);
+    let st = v.stats(None).unwrap();
+    assert_eq!(st.totals.not_captured, 1);
+    drop(v);
+    assert!(files_contain(dir.path(), b"\"off\"").is_empty());
+}
+
+#[test]
+fn logs_json_is_accepted_back_by_ingest_unchanged() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let va = open(a.path(), Config::builtin());
+    let mut synth = Synth::new(3, 300, now(), 30);
+    let mut lines = Vec::new();
+    let mut s = String::new();
+    while synth.next_line(&mut s) {
+        lines.push(std::mem::take(&mut s));
+    }
+    let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+    va.ingest_lines(&refs, now()).unwrap();
+    let exported: Vec<String> = ["acme", "globex", "initech", "umbrella"]
+        .iter()
+        .flat_map(|t| logs(&va, t, None))
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(exported.len(), 300);
+    let vb = open(b.path(), Config::builtin());
+    let refs: Vec<&str> = exported.iter().map(|s| s.as_str()).collect();
+    let r = vb.ingest_lines(&refs, now() + 1).unwrap();
+    assert_eq!((r.stored, r.rejected), (300, 0));
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("received");
+        v
+    };
+    for t in ["acme", "globex", "initech", "umbrella"] {
+        let x: Vec<_> = logs(&va, t, None).into_iter().map(strip).collect();
+        let y: Vec<_> = logs(&vb, t, None).into_iter().map(strip).collect();
+        assert_eq!(x, y);
+    }
+    // and a retry of the same export is a no-op
+    assert_eq!(vb.ingest_lines(&refs, now() + 2).unwrap().duplicates, 300);
+}
+
+#[test]
+fn subject_queries_find_exactly_that_subjects_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), Config::builtin());
+    let bob = GOOD.replace("\"alice\"", "\"bob\"");
+    v.ingest_lines(&[GOOD, &bob, GOOD.replace("10:00", "11:00").as_str()], now())
+        .unwrap();
+    assert_eq!(logs(&v, "acme", Some("alice")).len(), 2);
+    assert_eq!(logs(&v, "acme", Some("bob")).len(), 1);
+    assert_eq!(logs(&v, "acme", Some("carol")).len(), 0);
+    assert_eq!(logs(&v, "other", Some("alice")).len(), 0);
+}
+
+#[test]
+fn sweep_deletes_and_anonymizes_per_policy_and_keeps_plain_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg("[retention.default]\nwindow = \"10d\"\naction = \"anonymize\"\n[[retention.policy]]\nstream = \"requests\"\nwindow = \"1d\"\naction = \"delete\"\n");
+    let v = open(dir.path(), c);
+    let audit = r#"{"tenant":"acme","stream":"audit:1","ts":"2026-05-01T00:00:00Z","subject":"alice","fields":{"action":"login","outcome":"success","actor_email":"alice@example.com","details":"very personal"}}"#;
+    let fresh = audit.replace("2026-05-01", "2026-05-31");
+    v.ingest_lines(&[GOOD, audit, &fresh], now()).unwrap();
+    let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    assert_eq!((r.deleted, r.anonymized), (1, 1));
+    assert_eq!(r.per_stream["acme/requests:1"].deleted, 1);
+    let got = logs(&v, "acme", None);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["anonymized"], true);
+    assert!(got[0].get("subject").is_none());
+    assert_eq!(
+        got[0]["fields"],
+        serde_json::json!({"action": "login", "outcome": "success"})
+    );
+    assert_eq!(got[1]["fields"]["details"], "very personal");
+    assert_eq!(
+        logs(&v, "acme", Some("alice")).len(),
+        1,
+        "the anonymized event is no longer linked to alice"
+    );
+}
+
+#[test]
+fn dry_run_equals_the_real_run_on_randomized_data_and_policies() {
+    for seed in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let windows = ["3d", "20d", "45d", "90d"];
+        let actions = ["delete", "anonymize"];
+        let mut text = String::new();
+        for (i, stream) in ["audit", "requests"].iter().enumerate() {
+            for (j, class) in ["internal", "confidential", "restricted", "public"].iter().enumerate() {
+                let k = (seed as usize * 7 + i * 3 + j * 5) % 8;
+                text += &format!(
+                    "[[retention.policy]]\nstream = \"{stream}\"\nclassification = \"{class}\"\nwindow = \"{}\"\naction = \"{}\"\n",
+                    windows[k % 4],
+                    actions[k / 4]
+                );
+            }
+        }
+        let v = open(dir.path(), cfg(&text));
+        let mut synth = Synth::new(seed, 4000, now(), 120);
+        let mut lines = Vec::new();
+        let mut s = String::new();
+        while synth.next_line(&mut s) {
+            lines.push(std::mem::take(&mut s));
+        }
+        let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+        v.ingest_lines(&refs, now()).unwrap();
+        let plan = v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
+        let run = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+        assert!(plan.deleted > 0 && plan.anonymized > 0, "seed {seed}: {plan:?}");
+        let counts = |r: &lethe_vault::sweep::SweepReport| {
+            r.groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.tenant.clone(),
+                        g.stream.clone(),
+                        g.scope.clone(),
+                        g.classification.clone(),
+                        g.action.clone(),
+                        g.records,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&plan), counts(&run), "seed {seed}");
+        let again = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+        assert_eq!((again.deleted, again.anonymized), (0, 0));
+    }
+}
