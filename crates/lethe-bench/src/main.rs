@@ -4,6 +4,11 @@
 //!
 //! `cargo run --release -p lethe-bench -- --records N [--data-dir DIR]`
 
+/// mimalloc: the ingest pipeline allocates a batch on one thread and frees it
+/// on another, which glibc's allocator handles poorly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

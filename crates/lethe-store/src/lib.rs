@@ -29,6 +29,10 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A new data key collided with one another writer stored first; the
+    /// batch was not stored and must be prepared again.
+    #[error("data key for this reference was created concurrently; retry the batch")]
+    KeyConflict,
     /// Stored data is not what this version expects.
     #[error("store is corrupt or from another version: {0}")]
     Corrupt(String),
@@ -80,6 +84,17 @@ pub struct StoredRecord {
     pub record: NewRecord,
     /// Whether retention or erasure anonymized it.
     pub anonymized: bool,
+}
+
+/// What one [`Store::append`] writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Data keys created for this batch (stored before the records).
+    pub new_keys: Vec<StoredKey>,
+    /// The records.
+    pub records: Vec<NewRecord>,
+    /// Records counted but not stored (capture mode `none`).
+    pub drops: Vec<CaptureDrop>,
 }
 
 /// A data key as stored: wrapped, or gone once destroyed.
@@ -236,8 +251,11 @@ pub struct RunRecord {
 /// - Wrapped keys are opaque bytes to the store; a destroyed key is gone for
 ///   good.
 pub trait Store: Send + Sync {
-    /// Stores a batch and counts records dropped by capture mode `none`.
-    fn append(&self, batch: &[NewRecord], drops: &[CaptureDrop]) -> Result<AppendReport>;
+    /// Stores a batch: its new data keys first, then its records, and counts
+    /// records dropped by capture mode `none`. Fails with
+    /// [`StoreError::KeyConflict`] (storing nothing) when a new key's
+    /// reference already has a key — another writer created it first.
+    fn append(&self, batch: &Batch) -> Result<AppendReport>;
 
     /// Visits matching records in event-time order (newest first unless
     /// `ascending`); `visit` returns `false` to stop.
@@ -265,15 +283,9 @@ pub trait Store: Send + Sync {
     /// returns whichever is stored (so concurrent creators agree).
     fn put_tenant_key(&self, tenant: &TenantId, wrapped: &[u8], now_us: i64) -> Result<Vec<u8>>;
 
-    /// For each `(key_ref, fresh_wrapped)`, returns the stored key for
-    /// `(tenant, key_ref)`, storing `fresh_wrapped` first where there was
-    /// none. `None` where the key was destroyed.
-    fn ensure_data_keys(
-        &self,
-        tenant: &TenantId,
-        requests: &[(Vec<u8>, Vec<u8>)],
-        now_us: i64,
-    ) -> Result<Vec<(KeyId, Option<Vec<u8>>)>>;
+    /// Looks up data keys of one tenant by reference (read-only); `None`
+    /// where no key exists for a reference.
+    fn data_keys_by_ref(&self, tenant: &TenantId, refs: &[Vec<u8>]) -> Result<Vec<Option<StoredKey>>>;
 
     /// Looks up data keys by id; unknown ids are absent from the result.
     fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<StoredKey>>;

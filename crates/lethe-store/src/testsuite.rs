@@ -9,7 +9,14 @@ use std::path::Path;
 use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, TenantId};
 
-use crate::{CaptureDrop, NewRecord, RecordQuery, RetentionTarget, Store};
+use crate::{Batch, CaptureDrop, NewRecord, RecordQuery, RetentionTarget, Store, StoreError, StoredKey};
+
+fn batch_of(records: &[NewRecord]) -> Batch {
+    Batch {
+        records: records.to_vec(),
+        ..Default::default()
+    }
+}
 
 /// Opens a store of the backend under test in a directory.
 pub type Open = fn(&Path) -> Box<dyn Store>;
@@ -115,11 +122,11 @@ fn random_store(s: &dyn Store, seed: u64, n: u64) -> Vec<GroupKey> {
         };
         batch.push(rec(i, g, ts, subj));
         if batch.len() == 500 {
-            s.append(&batch, &[]).unwrap();
+            s.append(&batch_of(&batch)).unwrap();
             batch.clear();
         }
     }
-    s.append(&batch, &[]).unwrap();
+    s.append(&batch_of(&batch)).unwrap();
     groups
 }
 
@@ -145,7 +152,7 @@ pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
     let recs: Vec<_> = (0..10)
         .map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1)))
         .collect();
-    let r = s.append(&recs, &[]).unwrap();
+    let r = s.append(&batch_of(&recs)).unwrap();
     assert_eq!((r.inserted, r.duplicates), (10, 0));
     let got = all(&*s, "acme");
     assert_eq!(got.len(), 10);
@@ -167,8 +174,8 @@ pub fn appending_the_same_id_twice_stores_it_once(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..5).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
-    s.append(&recs, &[]).unwrap();
-    let r = s.append(&recs[2..], &[]).unwrap();
+    s.append(&batch_of(&recs)).unwrap();
+    let r = s.append(&batch_of(&recs[2..])).unwrap();
     assert_eq!((r.inserted, r.duplicates), (0, 3));
     assert_eq!(all(&*s, "acme").len(), 5);
 }
@@ -178,16 +185,13 @@ pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) 
     let s = open(dir);
     let a = key("acme", "audit:1", "web", Classification::Internal);
     let b = key("acme", "requests:1", "chat", Classification::Internal);
-    s.append(
-        &[
-            rec(1, &a, T0, None),
-            rec(2, &b, T0, None),
-            rec(3, &a, T0 - 3 * DAY, None),
-        ],
-        &[],
-    )
+    s.append(&batch_of(&[
+        rec(1, &a, T0, None),
+        rec(2, &b, T0, None),
+        rec(3, &a, T0 - 3 * DAY, None),
+    ]))
     .unwrap();
-    s.append(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)], &[])
+    s.append(&batch_of(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)]))
         .unwrap();
     let mut seqs: Vec<_> = all(&*s, "acme")
         .iter()
@@ -342,7 +346,7 @@ pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) 
                 rec(n, &g, T0 - day * DAY - i * 1000, Some((i % 7) as u8))
             })
             .collect();
-        s.append(&recs, &[]).unwrap();
+        s.append(&batch_of(&recs)).unwrap();
     }
     let before = s.disk_bytes().unwrap();
     let t = vec![RetentionTarget {
@@ -374,7 +378,7 @@ pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
-    s.append(&recs, &[]).unwrap();
+    s.append(&batch_of(&recs)).unwrap();
     let t = vec![RetentionTarget {
         key: g,
         rule: "a".into(),
@@ -434,7 +438,7 @@ pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..30).map(|i| rec(i, &g, T0 - i as i64 * DAY / 2, None)).collect();
-    s.append(&recs, &[]).unwrap();
+    s.append(&batch_of(&recs)).unwrap();
     let st = s.stats(None).unwrap();
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].records, 30);
@@ -445,61 +449,70 @@ pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
     assert!(s.disk_bytes().unwrap() >= st[0].bytes);
 }
 
-/// Key storage: first writer wins, ids are stable.
+/// Key storage: first writer wins; a batch whose new key conflicts stores nothing.
 pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
     let s = open(dir);
     let t = TenantId::new("acme").unwrap();
     assert_eq!(s.tenant_key(&t).unwrap(), None);
     assert_eq!(s.put_tenant_key(&t, b"first", 1).unwrap(), b"first");
     assert_eq!(s.put_tenant_key(&t, b"second", 2).unwrap(), b"first");
-    let a = s
-        .ensure_data_keys(
-            &t,
-            &[(b"s:1".to_vec(), b"k1".to_vec()), (b"s:2".to_vec(), b"k2".to_vec())],
-            3,
-        )
-        .unwrap();
-    let b = s
-        .ensure_data_keys(&t, &[(b"s:2".to_vec(), b"other".to_vec())], 4)
-        .unwrap();
-    assert_eq!(b[0], a[1]);
-    assert_eq!(a[1].1.as_deref(), Some(b"k2".as_slice()));
-    let found = s.data_keys(&[a[0].0, 9999]).unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(
-        (
-            found[0].tenant.as_str(),
-            found[0].key_ref.as_slice(),
-            found[0].wrapped.as_deref()
-        ),
-        ("acme", b"s:1".as_slice(), Some(b"k1".as_slice()))
-    );
+    let key = |id: i64, r: &[u8], w: &[u8]| StoredKey {
+        id,
+        tenant: t.clone(),
+        key_ref: r.to_vec(),
+        wrapped: Some(w.to_vec()),
+    };
+    let g = GroupKey {
+        tenant: t.clone(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    s.append(&Batch {
+        new_keys: vec![key(11, b"s:1", b"k1"), key(12, b"s:2", b"k2")],
+        records: vec![rec(1, &g, T0, Some(1))],
+        drops: vec![],
+    })
+    .unwrap();
+    let found = s.data_keys_by_ref(&t, &[b"s:2".to_vec(), b"s:9".to_vec()]).unwrap();
+    assert_eq!(found, vec![Some(key(12, b"s:2", b"k2")), None]);
+    assert_eq!(s.data_keys(&[11, 9999]).unwrap(), vec![key(11, b"s:1", b"k1")]);
+    // another writer's key for the same reference: the whole batch is refused
+    let r = s.append(&Batch {
+        new_keys: vec![key(13, b"s:3", b"k3"), key(14, b"s:1", b"other")],
+        records: vec![rec(2, &g, T0, Some(1))],
+        drops: vec![],
+    });
+    assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}");
+    assert_eq!(all(&*s, "acme").len(), 1, "nothing of the refused batch is stored");
+    assert_eq!(s.data_keys_by_ref(&t, &[b"s:3".to_vec()]).unwrap(), vec![None]);
     let other = TenantId::new("beta").unwrap();
-    let c = s
-        .ensure_data_keys(&other, &[(b"s:1".to_vec(), b"kb".to_vec())], 5)
-        .unwrap();
-    assert_ne!(c[0].0, a[0].0, "the same reference in another tenant is another key");
+    assert_eq!(
+        s.data_keys_by_ref(&other, &[b"s:1".to_vec()]).unwrap(),
+        vec![None],
+        "keys never cross tenants"
+    );
 }
 
 /// Capture mode `none` is counted.
 pub fn capture_drops_are_counted(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "requests:1", "embeddings", Classification::Internal);
-    s.append(
-        &[],
-        &[CaptureDrop {
+    s.append(&Batch {
+        drops: vec![CaptureDrop {
             key: g.clone(),
             count: 3,
         }],
-    )
+        ..Default::default()
+    })
     .unwrap();
-    s.append(
-        &[],
-        &[CaptureDrop {
+    s.append(&Batch {
+        drops: vec![CaptureDrop {
             key: g.clone(),
             count: 4,
         }],
-    )
+        ..Default::default()
+    })
     .unwrap();
     assert_eq!(s.capture_drops().unwrap(), vec![CaptureDrop { key: g, count: 7 }]);
     assert!(all(&*s, "acme").is_empty());
@@ -521,7 +534,7 @@ pub fn everything_survives_reopening(open: Open, dir: &Path) {
     assert_eq!(s.tenant_key(&TenantId::new("acme").unwrap()).unwrap(), key);
     assert_eq!(s.runs(10).unwrap().len(), 1);
     let g = key_of(&recs[0]);
-    let r = s.append(&[rec(999_999, &g, T0, None)], &[]).unwrap();
+    let r = s.append(&batch_of(&[rec(999_999, &g, T0, None)])).unwrap();
     assert_eq!(r.inserted, 1);
 }
 

@@ -12,7 +12,7 @@ use lethe_core::model::CaptureMode;
 use lethe_core::policy::GroupKey;
 use lethe_core::record::{self, body, RecordError, SUBJECT_FIELD};
 use lethe_core::{FieldClass, TenantId};
-use lethe_store::{AppendReport, CaptureDrop, NewRecord, Progress};
+use lethe_store::{AppendReport, Batch, CaptureDrop, NewRecord, Progress, StoreError};
 use serde::Serialize;
 
 use crate::{Result, Vault};
@@ -53,20 +53,26 @@ impl IngestReport {
         self.lines += p.lines;
         self.stored += a.inserted;
         self.duplicates += a.duplicates;
-        self.not_captured += p.drops.iter().map(|d| d.count).sum::<u64>();
+        self.not_captured += p.batch.drops.iter().map(|d| d.count).sum::<u64>();
         self.rejected += p.rejections.len() as u64;
         let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
         self.errors.extend(p.rejections.iter().take(room).cloned());
     }
 }
 
-/// A batch ready for the store.
+/// A batch ready for the store, with the input it came from (kept so the
+/// batch can be prepared again if its new keys conflict with another writer's).
 pub struct Prepared {
     lines: u64,
-    records: Vec<NewRecord>,
-    drops: Vec<CaptureDrop>,
+    batch: Batch,
     rejections: Vec<Rejection>,
+    input: Vec<u8>,
+    spans: Vec<(u64, usize, usize)>,
+    now_us: i64,
 }
+
+/// Times a batch is prepared again after a key conflict before giving up.
+const KEY_CONFLICT_RETRIES: usize = 3;
 
 struct Pending<'a> {
     rec: NewRecord,
@@ -94,11 +100,9 @@ impl Vault {
             s.spawn(move || {
                 let mut input = input;
                 let mut line_no = 0u64;
-                let mut buf: Vec<u8> = Vec::with_capacity(batch * 1200);
-                let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(batch);
                 loop {
-                    buf.clear();
-                    spans.clear();
+                    let mut buf: Vec<u8> = Vec::with_capacity(batch * 1200);
+                    let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(batch);
                     let mut eof = false;
                     while spans.len() < batch {
                         let start = buf.len();
@@ -124,8 +128,7 @@ impl Vault {
                         }
                     }
                     if !spans.is_empty() {
-                        let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &buf[a..b])).collect();
-                        let p = self.prepare(&lines, clock());
+                        let p = self.prepare(buf, spans, clock());
                         let failed = p.is_err();
                         if tx.send(p).is_err() || failed {
                             return;
@@ -137,8 +140,7 @@ impl Vault {
                 }
             });
             for p in rx {
-                let p = p?;
-                let a = self.commit(&p)?;
+                let (p, a) = self.commit(p?)?;
                 report.absorb(&p, a);
                 progress(report.lines, 0);
             }
@@ -152,25 +154,39 @@ impl Vault {
         let mut report = IngestReport::default();
         for (i, chunk) in lines.chunks(self.config.store.ingest_batch).enumerate() {
             let base = (i * self.config.store.ingest_batch) as u64;
-            let numbered: Vec<(u64, &[u8])> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, l)| (base + j as u64 + 1, l.as_bytes()))
-                .collect();
-            let p = self.prepare(&numbered, now_us)?;
-            let a = self.commit(&p)?;
+            let mut buf = Vec::with_capacity(chunk.iter().map(|l| l.len()).sum());
+            let mut spans = Vec::with_capacity(chunk.len());
+            for (j, l) in chunk.iter().enumerate() {
+                spans.push((base + j as u64 + 1, buf.len(), buf.len() + l.len()));
+                buf.extend_from_slice(l.as_bytes());
+            }
+            let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
             report.absorb(&p, a);
         }
         Ok(report)
     }
 
-    /// Writes a prepared batch.
-    pub fn commit(&self, p: &Prepared) -> Result<AppendReport> {
-        Ok(self.store.append(&p.records, &p.drops)?)
+    /// Writes a prepared batch; when its new keys conflict with keys another
+    /// writer stored first, prepares it again with those keys and retries.
+    pub fn commit(&self, mut p: Prepared) -> Result<(Prepared, AppendReport)> {
+        let mut attempts = 0;
+        loop {
+            match self.store.append(&p.batch) {
+                Ok(a) => return Ok((p, a)),
+                Err(StoreError::KeyConflict) if attempts < KEY_CONFLICT_RETRIES => {
+                    attempts += 1;
+                    self.keys.forget_data_keys();
+                    p = self.prepare(p.input, p.spans, p.now_us)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
-    /// Parses, validates, applies capture modes and encrypts one batch.
-    pub fn prepare(&self, lines: &[(u64, &[u8])], now_us: i64) -> Result<Prepared> {
+    /// Parses, validates, applies capture modes and encrypts one batch: the
+    /// lines of `input` at `spans` (line number, start, end).
+    pub fn prepare(&self, input: Vec<u8>, spans: Vec<(u64, usize, usize)>, now_us: i64) -> Result<Prepared> {
+        let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &input[a..b])).collect();
         let mut rejections = Vec::new();
         let mut drops: HashMap<GroupKey, u64> = HashMap::new();
         let mut modes: HashMap<GroupKey, CaptureMode> = HashMap::new();
@@ -178,7 +194,7 @@ impl Vault {
         let mut pending: Vec<Pending<'_>> = Vec::with_capacity(lines.len());
         let allow = &self.config.tenants.allow;
 
-        for &(line, bytes) in lines {
+        for &(line, bytes) in &lines {
             let reject = |e: RecordError| Rejection {
                 line,
                 field: e.field,
@@ -314,12 +330,13 @@ impl Vault {
             by_tenant.entry(p.rec.group.tenant.clone()).or_default().push(i);
         }
         let mut keys = vec![None; pending.len()];
+        let mut new_keys = Vec::new();
         for (tenant, idx) in by_tenant {
             let tk = &tenants[&tenant];
             let mut refs: Vec<Vec<u8>> = idx.iter().map(|&i| pending[i].key_ref.clone()).collect();
             refs.sort();
             refs.dedup();
-            let resolved = self.keys.data_keys(&tenant, tk, &refs, now_us)?;
+            let resolved = self.keys.data_keys(&tenant, tk, &refs, &mut new_keys)?;
             let map: HashMap<&Vec<u8>, _> = refs.iter().zip(resolved).collect();
             for i in idx {
                 keys[i] = Some(map[&pending[i].key_ref].clone());
@@ -363,11 +380,19 @@ impl Vault {
             .into_iter()
             .map(|(key, count)| CaptureDrop { key, count })
             .collect();
+        let n = lines.len() as u64;
+        drop(lines);
         Ok(Prepared {
-            lines: lines.len() as u64,
-            records,
-            drops,
+            lines: n,
+            batch: Batch {
+                new_keys,
+                records,
+                drops,
+            },
             rejections,
+            input,
+            spans,
+            now_us,
         })
     }
 }

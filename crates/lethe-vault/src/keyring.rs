@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use lethe_core::crypto::{DataKey, MasterKey, TenantKeys};
 use lethe_core::TenantId;
-use lethe_store::{KeyId, Store};
+use lethe_store::{KeyId, Store, StoredKey};
 
 use crate::Result;
 
@@ -63,16 +63,17 @@ impl Keyring {
         Ok(Some(keys))
     }
 
-    /// Data keys for `refs` of one tenant, creating missing ones (durably,
-    /// before returning). `None` for a destroyed key.
+    /// Data keys for `refs` of one tenant. Keys the store does not have are
+    /// created here and appended to `new_keys`; the caller stores them with
+    /// the batch that uses them, before its records. `None` for a destroyed key.
     pub fn data_keys(
         &self,
         tenant: &TenantId,
         tk: &TenantKeys,
         refs: &[Vec<u8>],
-        now_us: i64,
-    ) -> Result<Vec<(KeyId, Option<DataKey>)>> {
-        let mut out: Vec<Option<(KeyId, Option<DataKey>)>> = Vec::with_capacity(refs.len());
+        new_keys: &mut Vec<StoredKey>,
+    ) -> Result<Vec<Resolved>> {
+        let mut out: Vec<Option<Resolved>> = Vec::with_capacity(refs.len());
         let mut missing = Vec::new();
         {
             let c = self.cache();
@@ -87,31 +88,55 @@ impl Keyring {
                 }
             }
         }
-        if !missing.is_empty() {
-            let reqs: Vec<(Vec<u8>, Vec<u8>)> = missing
-                .iter()
-                .map(|&i| (refs[i].clone(), tk.new_data_key(tenant.as_str(), &refs[i]).1))
-                .collect();
-            let stored = self.store.ensure_data_keys(tenant, &reqs, now_us)?;
-            let mut c = self.cache();
-            if c.by_id.len() + stored.len() > CACHE_LIMIT {
-                c.by_ref.clear();
-                c.by_id.clear();
-            }
-            for (&i, (id, wrapped)) in missing.iter().zip(stored) {
-                let dk = match wrapped {
-                    Some(w) => Some(tk.open_data_key(tenant.as_str(), &refs[i], &w)?),
-                    None => None,
-                };
-                c.by_ref
-                    .entry(tenant.clone())
-                    .or_default()
-                    .insert(refs[i].clone(), (id, dk.clone()));
-                c.by_id.insert(id, dk.clone());
-                out[i] = Some((id, dk));
-            }
+        if missing.is_empty() {
+            return Ok(out.into_iter().map(|o| o.expect("every slot filled")).collect());
+        }
+        let wanted: Vec<Vec<u8>> = missing.iter().map(|&i| refs[i].clone()).collect();
+        let stored = self.store.data_keys_by_ref(tenant, &wanted)?;
+        let mut c = self.cache();
+        if c.by_id.len() + missing.len() > CACHE_LIMIT {
+            c.by_ref.clear();
+            c.by_id.clear();
+        }
+        for (&i, found) in missing.iter().zip(stored) {
+            let resolved = match found {
+                Some(k) => {
+                    let dk = match &k.wrapped {
+                        Some(w) => Some(tk.open_data_key(tenant.as_str(), &refs[i], w)?),
+                        None => None,
+                    };
+                    (k.id, dk)
+                }
+                None => {
+                    let (dk, wrapped) = tk.new_data_key(tenant.as_str(), &refs[i]);
+                    // Ids are random so that they need no round trip to the
+                    // store; a collision is caught by the store as a conflict.
+                    let id = (rand::random::<u64>() >> 1) as KeyId;
+                    new_keys.push(StoredKey {
+                        id,
+                        tenant: tenant.clone(),
+                        key_ref: refs[i].clone(),
+                        wrapped: Some(wrapped),
+                    });
+                    (id, Some(dk))
+                }
+            };
+            c.by_ref
+                .entry(tenant.clone())
+                .or_default()
+                .insert(refs[i].clone(), resolved.clone());
+            c.by_id.insert(resolved.0, resolved.1.clone());
+            out[i] = Some(resolved);
         }
         Ok(out.into_iter().map(|o| o.expect("every slot filled")).collect())
+    }
+
+    /// Forgets every cached data key (after a batch's new keys conflicted
+    /// with keys another writer stored first).
+    pub fn forget_data_keys(&self) {
+        let mut c = self.cache();
+        c.by_ref.clear();
+        c.by_id.clear();
     }
 
     /// Data keys by id for decryption; `None` where destroyed or unknown.

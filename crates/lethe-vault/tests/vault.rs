@@ -309,3 +309,25 @@ fn dry_run_equals_the_real_run_on_randomized_data_and_policies() {
         assert_eq!((again.deleted, again.anonymized), (0, 0));
     }
 }
+
+#[test]
+fn two_writers_creating_the_same_subject_key_agree_on_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), Config::builtin());
+    let b = open(dir.path(), Config::builtin());
+    // Both know the tenant; neither has a key for alice yet.
+    a.ingest_lines(&[&GOOD.replace("\"alice\"", "\"zed\"")], now()).unwrap();
+    b.ingest_lines(&[&GOOD.replace("\"alice\"", "\"yan\"")], now()).unwrap();
+    let line_a = GOOD.replace("10:00", "12:00");
+    let prepared = a
+        .prepare(line_a.clone().into_bytes(), vec![(1, 0, line_a.len())], now())
+        .unwrap();
+    b.ingest_lines(&[GOOD], now()).unwrap(); // b creates alice's key first
+    let (_, report) = a.commit(prepared).unwrap(); // a's key conflicts; a re-prepares with b's key
+    assert_eq!(report.inserted, 1);
+    let got = logs(&a, "acme", Some("alice"));
+    assert_eq!(got.len(), 2);
+    assert!(got
+        .iter()
+        .all(|r| r["fields"]["prompt"] == "my secret diagnosis is hypochondria"));
+}

@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::crashpoint;
 use crate::{
-    AppendReport, CaptureDrop, GroupStats, KeyId, NewRecord, Progress, RecordQuery, Result, RetentionEffect,
+    AppendReport, Batch, CaptureDrop, GroupStats, KeyId, NewRecord, Progress, RecordQuery, Result, RetentionEffect,
     RetentionTarget, RunRecord, Store, StoreError, StoredKey, StoredRecord,
 };
 
@@ -477,7 +477,8 @@ fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], total: u64, b
 }
 
 impl Store for SqliteStore {
-    fn append(&self, batch: &[NewRecord], drops: &[CaptureDrop]) -> Result<AppendReport> {
+    fn append(&self, b: &Batch) -> Result<AppendReport> {
+        let (batch, drops) = (&b.records, &b.drops);
         let _g = self.write_lock()?;
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -494,8 +495,8 @@ impl Store for SqliteStore {
             .collect();
         order.sort();
 
-        // Intent: every partition this batch touches is marked dirty, durably,
-        // before any of them is written.
+        // Intent: the batch's new data keys are stored and every partition it
+        // touches is marked dirty, durably, before any partition is written.
         let mut parts: Vec<(Part, Vec<&NewRecord>)> = Vec::new();
         let mut heads: BTreeMap<(String, String), u64> = BTreeMap::new();
         {
@@ -503,6 +504,25 @@ impl Store for SqliteStore {
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO data_keys(id,tenant,ref,wrapped,created_us) VALUES(?1,?2,?3,?4,?5)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(db)?;
+                let now = batch.first().map(|r| r.received_us).unwrap_or(0);
+                for k in &b.new_keys {
+                    if ins
+                        .execute(params![k.id, k.tenant.as_str(), k.key_ref, k.wrapped, now])
+                        .map_err(db)?
+                        != 1
+                    {
+                        // Dropping the transaction rolls it back: nothing of this batch is stored.
+                        return Err(StoreError::KeyConflict);
+                    }
+                }
+            }
             for (tenant, stream, start, i) in &order {
                 let r = &batch[*i];
                 if parts.last().is_none_or(|(p, _)| {
@@ -911,36 +931,24 @@ impl Store for SqliteStore {
         .map_err(db)
     }
 
-    fn ensure_data_keys(
-        &self,
-        tenant: &TenantId,
-        requests: &[(Vec<u8>, Vec<u8>)],
-        now_us: i64,
-    ) -> Result<Vec<(KeyId, Option<Vec<u8>>)>> {
-        let mut cat = self.key_conn();
-        let tx = cat
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+    fn data_keys_by_ref(&self, tenant: &TenantId, refs: &[Vec<u8>]) -> Result<Vec<Option<StoredKey>>> {
+        let cat = self.key_conn();
+        let mut st = cat
+            .prepare_cached("SELECT id, wrapped FROM data_keys WHERE tenant=?1 AND ref=?2")
             .map_err(db)?;
-        let mut out = Vec::with_capacity(requests.len());
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO data_keys(tenant,ref,wrapped,created_us) VALUES(?1,?2,?3,?4) ON CONFLICT(tenant,ref) DO NOTHING",
-                )
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            let row: Option<(KeyId, Option<Vec<u8>>)> = st
+                .query_row(params![tenant.as_str(), r], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
                 .map_err(db)?;
-            let mut sel = tx
-                .prepare_cached("SELECT id, wrapped FROM data_keys WHERE tenant=?1 AND ref=?2")
-                .map_err(db)?;
-            for (key_ref, fresh) in requests {
-                ins.execute(params![tenant.as_str(), key_ref, fresh, now_us])
-                    .map_err(db)?;
-                out.push(
-                    sel.query_row(params![tenant.as_str(), key_ref], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(db)?,
-                );
-            }
+            out.push(row.map(|(id, wrapped)| StoredKey {
+                id,
+                tenant: tenant.clone(),
+                key_ref: r.clone(),
+                wrapped,
+            }));
         }
-        tx.commit().map_err(db)?;
         Ok(out)
     }
 
