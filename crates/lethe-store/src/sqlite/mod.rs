@@ -12,6 +12,7 @@
 //! whole are marked `dropping` first, and a dropping partition is always
 //! finished off.
 
+mod checkpoint;
 mod partition;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,9 @@ const LIVE: i64 = 0;
 const DIRTY: i64 = 1;
 const DROPPING: i64 = 2;
 
+/// A partition's WAL is checkpointed (in the background) past this size.
+const PARTITION_WAL_LIMIT: u64 = 16 << 20;
+
 /// Partition connections kept open at once.
 const OPEN_PARTITIONS: usize = 64;
 
@@ -69,6 +73,9 @@ pub struct SqliteStore {
     /// A second catalog connection for key tables and run history, so key
     /// resolution by the ingest pipeline never waits for a partition write.
     keys: Mutex<Connection>,
+    /// Background checkpoints and closes; dropped after the connections above
+    /// (fields drop in declaration order).
+    upkeep: checkpoint::Checkpointer,
 }
 
 struct Inner {
@@ -118,8 +125,10 @@ impl SqliteStore {
             .open(&lock_path)
             .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
         let cat = Connection::open(dir.join("catalog.db")).map_err(db)?;
-        cat.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;")
-            .map_err(db)?;
+        cat.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;",
+        )
+        .map_err(db)?;
         cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
         let stored: Option<String> = cat
             .query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0))
@@ -141,7 +150,7 @@ impl SqliteStore {
             }
         }
         let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
-        keys.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000;")
+        keys.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;")
             .map_err(db)?;
         let store = SqliteStore {
             dir: dir.to_path_buf(),
@@ -153,6 +162,7 @@ impl SqliteStore {
                 tick: 0,
             }),
             keys: Mutex::new(keys),
+            upkeep: checkpoint::Checkpointer::start(&dir.join("catalog.db"))?,
         };
         {
             let _g = store.write_lock()?;
@@ -192,7 +202,9 @@ impl SqliteStore {
         if !inner.parts.contains_key(&p.id) {
             if inner.parts.len() >= OPEN_PARTITIONS {
                 if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
-                    inner.parts.remove(&old);
+                    if let Some((c, _)) = inner.parts.remove(&old) {
+                        self.upkeep.close(c);
+                    }
                 }
             }
             let c = partition::open(&self.part_path(&p.path), create)?;
@@ -201,6 +213,15 @@ impl SqliteStore {
         let e = inner.parts.get_mut(&p.id).expect("inserted above");
         e.1 = tick;
         Ok(&e.0)
+    }
+
+    /// Hands a partition whose WAL has grown past the limit to the background
+    /// checkpointer (partition connections never checkpoint on commit).
+    fn maybe_checkpoint(&self, p: &Part) {
+        let wal = PathBuf::from(format!("{}-wal", self.part_path(&p.path).display()));
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > PARTITION_WAL_LIMIT {
+            self.upkeep.checkpoint(self.part_path(&p.path));
+        }
     }
 
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
@@ -580,6 +601,7 @@ impl Store for SqliteStore {
             report.inserted += n;
             report.duplicates += recs.len() as u64 - n;
             let bytes = self.file_bytes(&p);
+            self.maybe_checkpoint(&p);
             settled.push((p, deltas, bytes));
         }
 

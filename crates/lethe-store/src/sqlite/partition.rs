@@ -43,7 +43,7 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
     };
     let c = Connection::open_with_flags(path, flags).map_err(db)?;
     c.execute_batch(
-        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=4096;",
+        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;",
     )
     .map_err(db)?;
     if create {
