@@ -75,6 +75,9 @@ pub struct StoreConfig {
     /// Records per ingest transaction.
     #[serde(default = "default_batch")]
     pub ingest_batch: usize,
+    /// Compress personal and subject field values (zstd) before encrypting them.
+    #[serde(default = "yes")]
+    pub compress_personal: bool,
 }
 
 /// `[keys]`.
@@ -217,6 +220,7 @@ impl Default for StoreConfig {
             backend: default_backend(),
             partition: default_partition(),
             ingest_batch: default_batch(),
+            compress_personal: true,
         }
     }
 }

@@ -269,6 +269,69 @@ pub mod body {
     }
 }
 
+/// The plaintext form of an encrypted field value: a tag byte, then the
+/// value raw (`0`) or LZ4-compressed (`1 ‖ original length: u32 LE ‖ LZ4 block`).
+/// Compression happens before encryption (ciphertext does not compress) and
+/// only where it saves bytes; the tag is inside the ciphertext.
+///
+/// LZ4 rather than zstd: on ~500-byte prompt and response values zstd's
+/// per-frame cost made ingest slower overall, while LZ4 made it faster
+/// (less to write) — see docs/benchmarks.md.
+pub mod value {
+    use std::borrow::Cow;
+
+    const RAW: u8 = 0;
+    const LZ4: u8 = 1;
+    /// Values shorter than this are never compressed.
+    const MIN_LEN: usize = 64;
+
+    /// Packs values for encryption.
+    pub struct Packer {
+        compress: bool,
+    }
+
+    impl Packer {
+        /// A packer that compresses when `compress`.
+        pub fn new(compress: bool) -> Self {
+            Packer { compress }
+        }
+
+        /// Appends the packed form of `v` to `out`.
+        pub fn pack(&mut self, v: &[u8], out: &mut Vec<u8>) {
+            if self.compress && v.len() >= MIN_LEN {
+                let start = out.len();
+                out.push(LZ4);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                let block = out.len();
+                out.resize(block + lz4_flex::block::get_maximum_output_size(v.len()), 0);
+                if let Ok(n) = lz4_flex::block::compress_into(v, &mut out[block..]) {
+                    if block + n < start + 1 + v.len() {
+                        out.truncate(block + n);
+                        return;
+                    }
+                }
+                out.truncate(start);
+            }
+            out.push(RAW);
+            out.extend_from_slice(v);
+        }
+    }
+
+    /// The value inside a packed plaintext.
+    pub fn unpack(b: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+        match b.split_first() {
+            Some((&RAW, rest)) => Ok(Cow::Borrowed(rest)),
+            Some((&LZ4, rest)) if rest.len() >= 4 => {
+                let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                lz4_flex::block::decompress(&rest[4..], len)
+                    .map(Cow::Owned)
+                    .map_err(|e| format!("corrupt compressed value: {e}"))
+            }
+            _ => Err("unknown value encoding".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +414,24 @@ mod tests {
         assert_eq!(body::decode(&out).unwrap(), fields.to_vec());
         assert!(body::decode(&out[..out.len() - 1]).is_none());
         assert!(body::decode(&[2, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn packed_values_round_trip_and_long_text_shrinks() {
+        let mut p = value::Packer::new(true);
+        let text = "the customer asked for a refund of the invoice and the manager approved the refund ".repeat(8);
+        for v in [b"".as_slice(), b"short", text.as_bytes()] {
+            let mut out = Vec::new();
+            p.pack(v, &mut out);
+            assert_eq!(value::unpack(&out).unwrap().as_ref(), v);
+        }
+        let mut out = Vec::new();
+        p.pack(text.as_bytes(), &mut out);
+        assert!(out.len() * 2 < text.len(), "{} -> {}", text.len(), out.len());
+        let mut raw = Vec::new();
+        value::Packer::new(false).pack(text.as_bytes(), &mut raw);
+        assert_eq!(raw.len(), text.len() + 1);
+        assert!(value::unpack(&[9, 1, 2]).is_err());
     }
 
     #[test]

@@ -344,6 +344,8 @@ impl Vault {
         }
 
         let mut records = Vec::with_capacity(pending.len());
+        let mut packer = record::value::Packer::new(self.config.store.compress_personal);
+        let mut packed = Vec::with_capacity(2048);
         for (p, k) in pending.into_iter().zip(keys) {
             let (key_id, dk) = k.expect("resolved above");
             let mut rec = p.rec;
@@ -359,13 +361,17 @@ impl Vault {
                 let dk = dk.sealer();
                 let mut blobs: Vec<(&str, Vec<u8>)> = Vec::with_capacity(p.encrypted.len() + 1);
                 if let Some(s) = &p.subject {
-                    let mut ct = Vec::with_capacity(s.len() + 28);
-                    dk.seal_field(&rec.id, SUBJECT_FIELD, s.as_bytes(), &mut ct);
+                    packed.clear();
+                    packer.pack(s.as_bytes(), &mut packed);
+                    let mut ct = Vec::with_capacity(packed.len() + 28);
+                    dk.seal_field(&rec.id, SUBJECT_FIELD, &packed, &mut ct);
                     blobs.push((SUBJECT_FIELD, ct));
                 }
                 for (name, value) in &p.encrypted {
-                    let mut ct = Vec::with_capacity(value.len() + 28);
-                    dk.seal_field(&rec.id, name, value, &mut ct);
+                    packed.clear();
+                    packer.pack(value, &mut packed);
+                    let mut ct = Vec::with_capacity(packed.len() + 28);
+                    dk.seal_field(&rec.id, name, &packed, &mut ct);
                     blobs.push((name.as_ref(), ct));
                 }
                 let mut out = Vec::with_capacity(blobs.iter().map(|(n, b)| n.len() + b.len() + 5).sum::<usize>() + 3);

@@ -108,7 +108,9 @@ pub fn render(r: &StoredRecord, dk: Option<&lethe_core::crypto::DataKey>) -> Res
             let parts = body::decode(b)
                 .ok_or_else(|| crate::VaultError::Invalid(format!("record {} has a malformed body", o["id"])))?;
             for (name, blob) in parts {
-                let plain = dk.open_field(&rec.id, name, blob)?;
+                let packed = dk.open_field(&rec.id, name, blob)?;
+                let plain = lethe_core::record::value::unpack(&packed)
+                    .map_err(|e| crate::VaultError::Invalid(format!("field {name} of record {}: {e}", o["id"])))?;
                 if name == SUBJECT_FIELD {
                     o.insert("subject".into(), String::from_utf8_lossy(&plain).into_owned().into());
                 } else {
