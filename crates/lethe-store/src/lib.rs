@@ -290,6 +290,14 @@ pub trait Store: Send + Sync {
     /// Looks up data keys by id; unknown ids are absent from the result.
     fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<StoredKey>>;
 
+    /// Stores a snapshot of the retention policies in force unless an
+    /// identical one is stored already; returns its version (identical
+    /// snapshots share one).
+    fn record_policy(&self, body: &str, now_us: i64) -> Result<i64>;
+
+    /// A stored policy snapshot by version.
+    fn policy(&self, version: i64) -> Result<Option<String>>;
+
     /// Appends a run to the run history and returns its id.
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64>;
 

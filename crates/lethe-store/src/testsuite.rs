@@ -39,6 +39,7 @@ macro_rules! conformance {
             stats_report_records_ages_and_partitions,
             keys_are_first_writer_wins_and_stable,
             capture_drops_are_counted,
+            policy_snapshots_are_versioned_by_content,
             everything_survives_reopening
         );
     };
@@ -492,6 +493,17 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
         vec![None],
         "keys never cross tenants"
     );
+}
+
+/// The same policies get the same version; a change gets a new one.
+pub fn policy_snapshots_are_versioned_by_content(open: Open, dir: &Path) {
+    let s = open(dir);
+    let a = s.record_policy("{\"window\":\"30d\"}", 1).unwrap();
+    let b = s.record_policy("{\"window\":\"7d\"}", 2).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(s.record_policy("{\"window\":\"30d\"}", 3).unwrap(), a);
+    assert_eq!(s.policy(b).unwrap().as_deref(), Some("{\"window\":\"7d\"}"));
+    assert_eq!(s.policy(999).unwrap(), None);
 }
 
 /// Capture mode `none` is counted.

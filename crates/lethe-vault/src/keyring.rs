@@ -11,7 +11,7 @@ use lethe_store::{KeyId, Store, StoredKey};
 use crate::Result;
 
 /// Cached keys are dropped wholesale past this many entries, bounding memory.
-const CACHE_LIMIT: usize = 200_000;
+const CACHE_LIMIT: usize = 100_000;
 
 /// Resolves and caches keys for one vault.
 pub struct Keyring {

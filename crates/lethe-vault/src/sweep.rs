@@ -64,6 +64,8 @@ pub struct SweepReport {
     pub per_stream: BTreeMap<String, StreamCounts>,
     /// Per group with an effect.
     pub groups: Vec<GroupLine>,
+    /// Version of the policy snapshot the sweep applied (see `Store::record_policy`).
+    pub policy_version: i64,
     /// The instant the policies were evaluated at.
     pub now: String,
     /// Wall-clock start.
@@ -102,6 +104,7 @@ impl Vault {
         progress: Progress<'_>,
     ) -> Result<SweepReport> {
         let started = clock();
+        let policy_version = self.store.record_policy(&self.policy_snapshot(), started)?;
         let targets = self.retention_targets(now_us, tenant)?;
         let effects = if dry_run {
             self.store.plan_retention(&targets)?
@@ -109,17 +112,24 @@ impl Vault {
             self.store.apply_retention(&targets, progress)?
         };
         let finished = clock();
-        let report = self.summarize(&effects, dry_run, now_us, started, finished);
+        let report = self.summarize(&effects, dry_run, policy_version, now_us, started, finished);
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
         self.store.record_run(kind, started, finished, "success", &summary)?;
         Ok(report)
     }
 
+    /// The retention policies in force, as canonical JSON.
+    pub fn policy_snapshot(&self) -> String {
+        serde_json::to_string(&serde_json::json!({"default": self.book.default, "policies": self.book.retention}))
+            .expect("policies serialize")
+    }
+
     fn summarize(
         &self,
         effects: &[RetentionEffect],
         dry_run: bool,
+        policy_version: i64,
         now: i64,
         started: i64,
         finished: i64,
@@ -131,6 +141,7 @@ impl Vault {
             bytes_freed: 0,
             per_stream: BTreeMap::new(),
             groups: Vec::new(),
+            policy_version,
             now: format_ts(now),
             started_at: format_ts(started),
             finished_at: format_ts(finished),

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS capture_drops(tenant TEXT NOT NULL, stream TEXT NOT N
 CREATE TABLE IF NOT EXISTS tenant_keys(tenant TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS data_keys(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, ref BLOB NOT NULL,
   wrapped BLOB, created_us INTEGER NOT NULL, destroyed_us INTEGER, UNIQUE(tenant, ref));
+CREATE TABLE IF NOT EXISTS policy_versions(id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE,
+  created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
   finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
 ";
@@ -62,7 +64,7 @@ const DROPPING: i64 = 2;
 const PARTITION_WAL_LIMIT: u64 = 16 << 20;
 
 /// Partition connections kept open at once.
-const OPEN_PARTITIONS: usize = 64;
+const OPEN_PARTITIONS: usize = 32;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -995,6 +997,24 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    fn record_policy(&self, body: &str, now_us: i64) -> Result<i64> {
+        let cat = self.key_conn();
+        cat.execute(
+            "INSERT INTO policy_versions(body, created_us) VALUES(?1, ?2) ON CONFLICT(body) DO NOTHING",
+            params![body, now_us],
+        )
+        .map_err(db)?;
+        cat.query_row("SELECT id FROM policy_versions WHERE body=?1", [body], |r| r.get(0))
+            .map_err(db)
+    }
+
+    fn policy(&self, version: i64) -> Result<Option<String>> {
+        let cat = self.key_conn();
+        cat.query_row("SELECT body FROM policy_versions WHERE id=?1", [version], |r| r.get(0))
+            .optional()
+            .map_err(db)
     }
 
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {
