@@ -460,6 +460,19 @@ struct Item {
     share: u64,
 }
 
+/// A group key from its stored columns.
+fn group_key(tenant: &str, stream: &str, scope: String, class: u8) -> Result<GroupKey> {
+    Ok(GroupKey {
+        tenant: TenantId::new(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream: stream
+            .parse()
+            .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
+        scope,
+        classification: Classification::from_code(class)
+            .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+    })
+}
+
 fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
     cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id])
         .map_err(db)?;
@@ -756,15 +769,7 @@ impl Store for SqliteStore {
         }
         let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
         for (pid, t, s, bytes, scope, class, n, anon, min, max) in rows {
-            let key = GroupKey {
-                tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                stream: s
-                    .parse()
-                    .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
-                scope,
-                classification: Classification::from_code(class)
-                    .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
-            };
+            let key = group_key(&t, &s, scope, class)?;
             let total = part_total[&pid].max(1);
             let e = out.entry(key.clone()).or_insert(GroupStats {
                 key,
@@ -812,15 +817,7 @@ impl Store for SqliteStore {
         for row in rows {
             let (t, s, scope, class, count) = row.map_err(db)?;
             out.push(CaptureDrop {
-                key: GroupKey {
-                    tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    stream: s
-                        .parse()
-                        .map_err(|e: lethe_core::model::NameError| StoreError::Corrupt(e.to_string()))?,
-                    scope,
-                    classification: Classification::from_code(class)
-                        .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
-                },
+                key: group_key(&t, &s, scope, class)?,
                 count: count as u64,
             });
         }
