@@ -71,6 +71,11 @@ impl SecretKey {
         Ok(SecretKey(arr))
     }
 
+    /// The raw key bytes, for keyed hashing (HMAC) inside this crate.
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Hex encoding, for writing a new master key file.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod crypto;
 pub mod duration;
+pub mod integrity;
 pub mod merkle;
 pub mod model;
 pub mod policy;
