@@ -165,8 +165,7 @@ pub fn verify_chain<'a>(
     start: u64,
     records: impl IntoIterator<Item = (&'a Header, &'a Hash)>,
 ) -> Result<Hash, ChainBreak> {
-    let mut expected = start;
-    for (h, m) in records {
+    for (expected, (h, m)) in (start..).zip(records) {
         if h.seq != expected {
             return Err(ChainBreak::Gap { expected, found: h.seq });
         }
@@ -178,7 +177,6 @@ pub fn verify_chain<'a>(
             return Err(ChainBreak::Mac(h.seq));
         }
         prev = chain(&prev, &leaf);
-        expected += 1;
     }
     Ok(prev)
 }
