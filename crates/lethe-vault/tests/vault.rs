@@ -331,3 +331,57 @@ fn two_writers_creating_the_same_subject_key_agree_on_one_key() {
         .iter()
         .all(|r| r["fields"]["prompt"] == "my secret diagnosis is hypochondria"));
 }
+
+#[test]
+fn tenants_outside_the_allow_list_are_rejected_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), cfg("[tenants]\nallow = [\"acme\"]\n"));
+    let other = GOOD.replace("\"acme\"", "\"evil\"");
+    let r = v.ingest_lines(&[GOOD, &other], now()).unwrap();
+    assert_eq!((r.stored, r.rejected), (1, 1));
+    assert_eq!((r.errors[0].line, r.errors[0].field.as_str()), (2, "tenant"));
+    assert!(r.errors[0].message.contains("evil"));
+}
+
+#[test]
+fn a_sweep_for_one_tenant_leaves_the_others_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(
+        dir.path(),
+        cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"),
+    );
+    let beta = GOOD.replace("\"acme\"", "\"beta\"");
+    v.ingest_lines(&[GOOD, &beta], now()).unwrap();
+    let r = v
+        .sweep(now(), Some(&TenantId::new("beta").unwrap()), false, &now, &|_, _| {})
+        .unwrap();
+    assert_eq!(r.deleted, 1);
+    assert_eq!(r.per_stream.keys().collect::<Vec<_>>(), ["beta/requests:1"]);
+    assert_eq!(logs(&v, "acme", None).len(), 1);
+    assert_eq!(logs(&v, "beta", None).len(), 0);
+}
+
+#[test]
+fn stats_total_bytes_is_the_data_directory_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path(), Config::builtin());
+    v.ingest_lines(&[GOOD, &GOOD.replace("10:00", "11:00")], now()).unwrap();
+    let st = v.stats(None).unwrap();
+    let du = std::process::Command::new("du")
+        .arg("-sk")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let du_kb: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // du also counts directories (4 KiB each); allow for them
+    let diff = (du_kb * 1024).abs_diff(st.totals.bytes);
+    assert!(diff <= 64 * 1024, "stats {} vs du {} KiB", st.totals.bytes, du_kb);
+    assert_eq!(st.totals.records, 2);
+    assert_eq!(st.rows[0].records, 2);
+    assert_eq!(st.rows[0].oldest.as_deref(), Some("2026-05-30T10:00:00Z"));
+}
