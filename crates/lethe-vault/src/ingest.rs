@@ -298,7 +298,7 @@ impl Vault {
                         if plain.len() > 1 {
                             plain.push(',');
                         }
-                        plain.push_str(&serde_json::to_string(name.as_ref()).expect("string serializes"));
+                        push_json_string(&mut plain, &name);
                         plain.push(':');
                         plain.push_str(raw.get());
                     }
@@ -333,13 +333,21 @@ impl Vault {
         let mut new_keys = Vec::new();
         for (tenant, idx) in by_tenant {
             let tk = &tenants[&tenant];
-            let mut refs: Vec<Vec<u8>> = idx.iter().map(|&i| pending[i].key_ref.clone()).collect();
-            refs.sort();
-            refs.dedup();
+            // Distinct references of this tenant, each resolved once.
+            let mut slot: HashMap<&[u8], usize> = HashMap::with_capacity(idx.len());
+            let mut refs: Vec<Vec<u8>> = Vec::new();
+            let which: Vec<usize> = idx
+                .iter()
+                .map(|&i| {
+                    *slot.entry(pending[i].key_ref.as_slice()).or_insert_with(|| {
+                        refs.push(pending[i].key_ref.clone());
+                        refs.len() - 1
+                    })
+                })
+                .collect();
             let resolved = self.keys.data_keys(&tenant, tk, &refs, &mut new_keys)?;
-            let map: HashMap<&Vec<u8>, _> = refs.iter().zip(resolved).collect();
-            for i in idx {
-                keys[i] = Some(map[&pending[i].key_ref].clone());
+            for (i, w) in idx.into_iter().zip(which) {
+                keys[i] = Some(resolved[w].clone());
             }
         }
 
@@ -400,5 +408,17 @@ impl Vault {
             spans,
             now_us,
         })
+    }
+}
+
+/// Appends `s` as a JSON string. Field names are almost always plain
+/// identifiers, which need no escaping; anything else goes through serde.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("strings serialize"));
     }
 }

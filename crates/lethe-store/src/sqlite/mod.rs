@@ -521,12 +521,12 @@ impl Store for SqliteStore {
         self.repair(inner)?;
 
         // Group records by partition, keeping input order within each.
-        let mut order: Vec<(String, String, i64, usize)> = batch
+        let mut order: Vec<(&TenantId, &StreamId, i64, usize)> = batch
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let start = r.ts_us.div_euclid(self.span_us) * self.span_us;
-                (r.group.tenant.to_string(), r.group.stream.to_string(), start, i)
+                (&r.group.tenant, &r.group.stream, start, i)
             })
             .collect();
         order.sort();
@@ -559,12 +559,14 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            for (tenant, stream, start, i) in &order {
-                let r = &batch[*i];
-                if parts.last().is_none_or(|(p, _)| {
-                    p.tenant.as_str() != tenant || p.stream.to_string() != *stream || p.start != *start
-                }) {
-                    let path = partition_path(tenant, &r.group.stream, *start, self.span_us);
+            for &(tenant_id, stream_id, start, i) in &order {
+                let r = &batch[i];
+                if parts
+                    .last()
+                    .is_none_or(|(p, _)| p.tenant != *tenant_id || p.stream != *stream_id || p.start != start)
+                {
+                    let (tenant, stream) = (tenant_id.as_str(), stream_id.to_string());
+                    let path = partition_path(tenant, stream_id, start, self.span_us);
                     tx.execute(
                         "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
                          ON CONFLICT(tenant,stream,start_us) DO UPDATE SET state=?6",
@@ -582,15 +584,15 @@ impl Store for SqliteStore {
                         id,
                         tenant: r.group.tenant.clone(),
                         stream: r.group.stream.clone(),
-                        start: *start,
+                        start,
                         end: start + self.span_us,
                         path,
                         bytes: bytes as u64,
                     };
                     parts.push((p, Vec::new()));
-                    let ck = (tenant.clone(), stream.clone());
+                    let ck = (tenant.to_string(), stream.clone());
                     if let std::collections::btree_map::Entry::Vacant(e) = heads.entry(ck) {
-                        e.insert(Self::head(&tx, tenant, stream)?);
+                        e.insert(Self::head(&tx, tenant, &stream)?);
                     }
                 }
                 parts.last_mut().expect("pushed above").1.push(r);

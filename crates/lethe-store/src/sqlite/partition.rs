@@ -94,12 +94,14 @@ pub fn insert(
         if changed == 1 {
             *next_seq = seq;
             n += 1;
-            let k = (r.group.scope.clone(), r.group.classification.code());
-            let d = match deltas.iter_mut().find(|(key, _)| *key == k) {
+            let class = r.group.classification.code();
+            // Few groups per partition: a linear search beats hashing, and
+            // the scope is only cloned for a new group.
+            let d = match deltas.iter_mut().find(|((s, c), _)| *c == class && *s == r.group.scope) {
                 Some((_, d)) => d,
                 None => {
                     deltas.push((
-                        k,
+                        (r.group.scope.clone(), class),
                         GroupDelta {
                             records: 0,
                             min_ts: i64::MAX,
