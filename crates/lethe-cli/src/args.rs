@@ -35,6 +35,10 @@ pub enum Command {
     Stats(StatsArgs),
     /// Write a realistic year of demo data, then dry-run and run the cleanup.
     Demo(DemoArgs),
+    /// The ledger of administrative acts; `--verify` checks every hash, link and MAC.
+    Ledger(LedgerArgs),
+    /// Receipts of sweeps (ledger entries of kind `receipt.*`).
+    Receipts(ReceiptsArgs),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -108,6 +112,47 @@ pub struct CleanupArgs {
     /// Evaluate policies at this instant (RFC 3339) instead of now.
     #[arg(long)]
     pub now: Option<String>,
+    /// Who runs it, for the receipt [default: cli:$USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+/// `lethe ledger`.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// First entry to list: a sequence number, or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Verify the whole ledger instead of listing it (exit 5 if it does not verify).
+    #[arg(long)]
+    pub verify: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe receipts`.
+#[derive(Debug, Args)]
+pub struct ReceiptsArgs {
+    /// `show ID` prints one receipt in full.
+    #[command(subcommand)]
+    pub show: Option<ReceiptsCommand>,
+    /// Print as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `lethe receipts show`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Print one receipt.
+    Show {
+        /// Receipt id (its ledger sequence number).
+        id: u64,
+    },
 }
 
 /// `lethe stats`.

@@ -14,7 +14,10 @@ use lethe_vault::sweep::SweepReport;
 use lethe_vault::synth::Synth;
 use lethe_vault::{MasterKeySource, Vault};
 
-use crate::args::{CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LogsArgs, StatsArgs};
+use crate::args::{
+    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LedgerArgs, LogsArgs, ReceiptsArgs,
+    ReceiptsCommand, StatsArgs,
+};
 use crate::exit;
 use crate::output::{self, bytes, Table};
 
@@ -51,6 +54,8 @@ impl Cli {
             Command::Cleanup(a) => a.json,
             Command::Stats(a) => a.json,
             Command::Demo(a) => a.json,
+            Command::Ledger(a) => a.json,
+            Command::Receipts(a) => a.json,
             Command::Config(_) => false,
         }
     }
@@ -73,6 +78,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Cleanup(a) => cleanup(&open(&cli, config)?, a),
         Command::Stats(a) => stats(&open(&cli, config)?, a),
         Command::Demo(a) => demo(&open(&cli, config)?, a),
+        Command::Ledger(a) => ledger(&open(&cli, config)?, a),
+        Command::Receipts(a) => receipts(&open(&cli, config)?, a),
     }
 }
 
@@ -253,8 +260,9 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
         pb.set_length(total);
         pb.set_position(done);
     };
+    let actor = a.actor.clone().unwrap_or_else(default_actor);
     let report = vault
-        .sweep(now, tenant.as_ref(), a.dry_run, &now_us, &tick)
+        .sweep_by(&actor, now, tenant.as_ref(), a.dry_run, &now_us, &tick)
         .context("cleanup failed")?;
     pb.finish_and_clear();
     if a.json {
@@ -263,6 +271,134 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
         print_sweep(&report);
     }
     Ok(exit::OK)
+}
+
+fn default_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+fn ledger(vault: &Vault, a: &LedgerArgs) -> Result<u8> {
+    if a.verify {
+        let check = vault.verify_ledger().context("reading the ledger")?;
+        let code = if check.problem.is_some() {
+            exit::INTEGRITY
+        } else {
+            exit::OK
+        };
+        if a.json {
+            output::print_ok(&check);
+        } else {
+            match &check.problem {
+                None => println!("ledger verifies: {} entries, head {}", check.entries, check.head),
+                Some(b) => println!(
+                    "LEDGER DOES NOT VERIFY: {b} ({} entries verified before it)",
+                    check.entries
+                ),
+            }
+        }
+        return Ok(code);
+    }
+    let from = match &a.since {
+        None => 1,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let t = time_arg("--since", &a.since)?.expect("given");
+                // Entries are in time order: find the first at or after t.
+                let mut from = 1;
+                loop {
+                    let page = vault.ledger(from, 10_000)?;
+                    match page.iter().find(|e| e.ts_us >= t) {
+                        Some(e) => break e.seq,
+                        None if page.len() < 10_000 => break u64::MAX,
+                        None => from = page.last().expect("non-empty").seq + 1,
+                    }
+                }
+            }
+        },
+    };
+    let entries = if from == u64::MAX {
+        Vec::new()
+    } else {
+        vault.ledger(from, a.limit)?
+    };
+    if a.json {
+        output::print_ok(&entries);
+    } else {
+        let mut t = Table::new(&["seq", "time", "actor", "kind", "tenant", "details"]);
+        for e in &entries {
+            let body = if e.body.len() > 80 {
+                format!("{}…", &e.body[..e.body.floor_char_boundary(80)])
+            } else {
+                e.body.clone()
+            };
+            t.row(vec![
+                e.seq.to_string(),
+                lethe_core::record::format_ts(e.ts_us),
+                e.actor.clone(),
+                e.kind.clone(),
+                e.tenant.clone().unwrap_or_else(|| "-".into()),
+                body,
+            ]);
+        }
+        t.print();
+    }
+    Ok(exit::OK)
+}
+
+fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
+    let all = vault.receipts().context("reading receipts")?;
+    match &a.show {
+        Some(ReceiptsCommand::Show { id }) => {
+            let r = all
+                .into_iter()
+                .find(|e| e.seq == *id)
+                .ok_or_else(|| UsageProblem(format!("no receipt {id} (see `lethe receipts`)")))?;
+            let body: serde_json::Value =
+                serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
+            if a.json {
+                output::print_ok(&serde_json::json!({"receipt": r, "details": body}));
+            } else {
+                println!(
+                    "receipt {} ({}) at {} by {}",
+                    r.seq,
+                    r.kind,
+                    lethe_core::record::format_ts(r.ts_us),
+                    r.actor
+                );
+                println!("hash {}  mac {}", hex_of(&r.hash), hex_of(&r.mac));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).expect("JSON values serialize")
+                );
+            }
+        }
+        None => {
+            if a.json {
+                output::print_ok(&all);
+            } else {
+                let mut t = Table::new(&["id", "time", "actor", "kind", "deleted", "anonymized", "verified"]);
+                for r in &all {
+                    let b: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                    t.row(vec![
+                        r.seq.to_string(),
+                        lethe_core::record::format_ts(r.ts_us),
+                        r.actor.clone(),
+                        r.kind.clone(),
+                        b["deleted"].to_string(),
+                        b["anonymized"].to_string(),
+                        b["verified"].to_string(),
+                    ]);
+                }
+                t.print();
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn hex_of(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn print_sweep(r: &SweepReport) {

@@ -25,6 +25,8 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// Configuration or master key problem: nothing was done.
     pub const CONFIG: u8 = 4;
+    /// Integrity check failed: the ledger does not verify.
+    pub const INTEGRITY: u8 = 5;
 }
 
 fn main() -> ExitCode {

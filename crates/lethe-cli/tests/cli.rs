@@ -297,3 +297,41 @@ fn demo_writes_data_runs_the_cleanup_and_reports_before_and_after() {
     assert!(d.path().join("data/master.key").exists());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Back it up"));
 }
+
+#[test]
+fn cleanup_leaves_a_receipt_that_receipts_and_the_ledger_show_and_verify() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 1000, 6);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let done = json(&run(lethe(d.path()).args([
+        "cleanup",
+        "--json",
+        "--now",
+        NOW,
+        "--actor",
+        "ops:alice",
+    ])));
+    let id = done["result"]["receipt"].as_u64().expect("a receipt id");
+    assert_eq!(done["result"]["verified"], true);
+    let list = json(&run(lethe(d.path()).args(["receipts", "--json"])));
+    assert_eq!(list["result"].as_array().unwrap().len(), 1);
+    assert_eq!(list["result"][0]["seq"].as_u64(), Some(id));
+    let shown = json(&run(lethe(d.path()).args([
+        "receipts",
+        "show",
+        &id.to_string(),
+        "--json",
+    ])));
+    assert_eq!(shown["result"]["receipt"]["actor"], "ops:alice");
+    assert_eq!(shown["result"]["details"]["deleted"], done["result"]["deleted"]);
+    let o = run(lethe(d.path()).args(["receipts", "show", "999"]));
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(lethe(d.path()).args(["ledger", "--verify", "--json"]));
+    assert_eq!(o.status.code(), Some(0));
+    let check = json(&o);
+    assert!(check["result"]["entries"].as_u64().unwrap() >= 3);
+    assert!(check["result"]["problem"].is_null());
+    let entries = json(&run(lethe(d.path()).args(["ledger", "--json", "--since", "2"])));
+    assert_eq!(entries["result"][0]["seq"], 2);
+}

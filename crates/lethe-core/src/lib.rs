@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod duration;
 pub mod integrity;
+pub mod ledger;
 pub mod merkle;
 pub mod model;
 pub mod policy;

@@ -13,6 +13,7 @@ use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{StreamId, TenantId};
 use serde::Serialize;
 
+pub use lethe_core::ledger::Entry as LedgerEntry;
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -292,8 +293,18 @@ pub trait Store: Send + Sync {
 
     /// Stores a snapshot of the retention policies in force unless an
     /// identical one is stored already; returns its version (identical
-    /// snapshots share one).
-    fn record_policy(&self, body: &str, now_us: i64) -> Result<i64>;
+    /// snapshots share one) and whether it is new.
+    fn record_policy(&self, body: &str, now_us: i64) -> Result<(i64, bool)>;
+
+    /// Appends one ledger entry: `seal` is called with the current head
+    /// (sequence number and hash; `(0, zeros)` for an empty ledger) inside
+    /// the same write transaction that stores what it returns, so concurrent
+    /// writers never fork the chain. There is no way to edit or delete an
+    /// entry through this trait.
+    fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry>;
+
+    /// Ledger entries with sequence number ≥ `from`, in order, at most `limit`.
+    fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>>;
 
     /// A stored policy snapshot by version.
     fn policy(&self, version: i64) -> Result<Option<String>>;

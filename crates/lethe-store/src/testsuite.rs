@@ -40,6 +40,7 @@ macro_rules! conformance {
             keys_are_first_writer_wins_and_stable,
             capture_drops_are_counted,
             policy_snapshots_are_versioned_by_content,
+            the_ledger_appends_in_order_and_reads_back_exactly,
             everything_survives_reopening
         );
     };
@@ -498,12 +499,39 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
 /// The same policies get the same version; a change gets a new one.
 pub fn policy_snapshots_are_versioned_by_content(open: Open, dir: &Path) {
     let s = open(dir);
-    let a = s.record_policy("{\"window\":\"30d\"}", 1).unwrap();
-    let b = s.record_policy("{\"window\":\"7d\"}", 2).unwrap();
+    let (a, new_a) = s.record_policy("{\"window\":\"30d\"}", 1).unwrap();
+    let (b, new_b) = s.record_policy("{\"window\":\"7d\"}", 2).unwrap();
+    assert!(new_a && new_b);
     assert_ne!(a, b);
-    assert_eq!(s.record_policy("{\"window\":\"30d\"}", 3).unwrap(), a);
+    assert_eq!(s.record_policy("{\"window\":\"30d\"}", 3).unwrap(), (a, false));
     assert_eq!(s.policy(b).unwrap().as_deref(), Some("{\"window\":\"7d\"}"));
     assert_eq!(s.policy(999).unwrap(), None);
+}
+
+/// Ledger entries chain onto the stored head and read back unchanged.
+pub fn the_ledger_appends_in_order_and_reads_back_exactly(open: Open, dir: &Path) {
+    use lethe_core::crypto::SecretKey;
+    use lethe_core::ledger::{verify, Draft};
+    let key = SecretKey::generate();
+    let mut written = Vec::new();
+    {
+        let s = open(dir);
+        for i in 0..5 {
+            let d = Draft {
+                ts_us: i,
+                actor: "test".into(),
+                kind: "k".into(),
+                tenant: None,
+                body: format!("{{\"i\":{i}}}"),
+            };
+            written.push(s.append_ledger(&mut |seq, prev| d.seal(&key, seq, prev)).unwrap());
+        }
+    }
+    let s = open(dir);
+    let got = s.ledger(1, 100).unwrap();
+    assert_eq!(got, written);
+    assert_eq!(verify(&key, &got).unwrap().0, 5);
+    assert_eq!(s.ledger(4, 1).unwrap(), written[3..4].to_vec());
 }
 
 /// Capture mode `none` is counted.

@@ -46,6 +46,11 @@ pub struct IngestReport {
     pub rejected: u64,
     /// The first rejections, with line and field.
     pub errors: Vec<Rejection>,
+    /// Data keys created (first records of new subjects or months).
+    pub keys_created: u64,
+    /// Data keys created per tenant (recorded in the ledger at the end of the run).
+    #[serde(skip)]
+    pub keys_by_tenant: std::collections::BTreeMap<String, u64>,
 }
 
 impl IngestReport {
@@ -55,6 +60,10 @@ impl IngestReport {
         self.duplicates += a.duplicates;
         self.not_captured += p.batch.drops.iter().map(|d| d.count).sum::<u64>();
         self.rejected += p.rejections.len() as u64;
+        for k in &p.batch.new_keys {
+            self.keys_created += 1;
+            *self.keys_by_tenant.entry(k.tenant.to_string()).or_default() += 1;
+        }
         let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
         self.errors.extend(p.rejections.iter().take(room).cloned());
     }
@@ -146,7 +155,22 @@ impl Vault {
             }
             Ok(())
         })?;
+        self.record_key_creation(&report, clock())?;
         Ok(report)
+    }
+
+    /// One ledger entry per tenant for the data keys an ingest run created.
+    fn record_key_creation(&self, report: &IngestReport, now_us: i64) -> Result<()> {
+        for (tenant, n) in &report.keys_by_tenant {
+            self.record(
+                now_us,
+                "system/ingest",
+                "key.data_created",
+                Some(tenant),
+                &serde_json::json!({"count": n}),
+            )?;
+        }
+        Ok(())
     }
 
     /// Ingests lines given in memory, as one or more batches.
@@ -163,6 +187,7 @@ impl Vault {
             let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
             report.absorb(&p, a);
         }
+        self.record_key_creation(&report, now_us)?;
         Ok(report)
     }
 

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use lethe_core::crypto::{DataKey, MasterKey, TenantKeys};
+use lethe_core::crypto::{DataKey, MasterKey, SecretKey, TenantKeys};
+use lethe_core::ledger::Draft;
 use lethe_core::TenantId;
 use lethe_store::{KeyId, Store, StoredKey};
 
@@ -17,6 +18,7 @@ const CACHE_LIMIT: usize = 100_000;
 pub struct Keyring {
     store: Arc<dyn Store>,
     master: MasterKey,
+    ledger_key: SecretKey,
     inner: Mutex<Cache>,
 }
 
@@ -32,10 +34,11 @@ struct Cache {
 
 impl Keyring {
     /// A keyring over a store's key tables.
-    pub fn new(store: Arc<dyn Store>, master: MasterKey) -> Self {
+    pub fn new(store: Arc<dyn Store>, master: MasterKey, ledger_key: SecretKey) -> Self {
         Keyring {
             store,
             master,
+            ledger_key,
             inner: Mutex::new(Cache::default()),
         }
     }
@@ -54,6 +57,18 @@ impl Keyring {
             None if create => {
                 let (_, wrapped) = self.master.new_tenant(tenant.as_str());
                 let stored = self.store.put_tenant_key(tenant, &wrapped, now_us)?;
+                if stored == wrapped {
+                    // This writer created the tenant's root key: a key event for the ledger.
+                    let d = Draft {
+                        ts_us: now_us,
+                        actor: "system/ingest".into(),
+                        kind: "key.tenant_created".into(),
+                        tenant: Some(tenant.to_string()),
+                        body: "{}".into(),
+                    };
+                    self.store
+                        .append_ledger(&mut |seq, prev| d.seal(&self.ledger_key, seq, prev))?;
+                }
                 self.master.open_tenant(tenant.as_str(), &stored)?
             }
             None => return Ok(None),

@@ -5,6 +5,7 @@
 
 pub mod ingest;
 pub mod keyring;
+pub mod ledger;
 pub mod logs;
 pub mod stats;
 pub mod sweep;
@@ -105,6 +106,7 @@ pub struct Vault {
     schemas: Vec<StreamSchema>,
     book: PolicyBook,
     keys: Keyring,
+    ledger_key: SecretKey,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -118,15 +120,18 @@ impl Vault {
         };
         let (key, created) = master.load()?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir, span)?);
-        Ok(Self::with_store(store, config, MasterKey::new(&key), created))
+        Ok(Self::with_store(store, config, &key, created))
     }
 
     /// Builds a vault over any store (used by tests and other backends).
-    pub fn with_store(store: Arc<dyn Store>, config: Config, master: MasterKey, created_master_key: bool) -> Vault {
+    pub fn with_store(store: Arc<dyn Store>, config: Config, master: &SecretKey, created_master_key: bool) -> Vault {
+        let ledger_key = lethe_core::ledger::ledger_key(master);
+        let master = MasterKey::new(master);
         let schemas = config.schemas();
         let book = config.policy_book();
         Vault {
-            keys: Keyring::new(store.clone(), master),
+            keys: Keyring::new(store.clone(), master, ledger_key.clone()),
+            ledger_key,
             store,
             config,
             schemas,

@@ -66,6 +66,10 @@ pub struct SweepReport {
     pub groups: Vec<GroupLine>,
     /// Version of the policy snapshot the sweep applied (see `Store::record_policy`).
     pub policy_version: i64,
+    /// Ledger sequence number of the run's receipt (real runs).
+    pub receipt: Option<u64>,
+    /// Whether a re-plan after the run selected nothing (real runs).
+    pub verified: Option<bool>,
     /// The instant the policies were evaluated at.
     pub now: String,
     /// Wall-clock start.
@@ -93,8 +97,7 @@ impl Vault {
         Ok(out)
     }
 
-    /// Runs the sweep at `now_us` (policies are evaluated at that instant).
-    /// `clock` stamps start and finish. A dry run returns the exact plan.
+    /// Runs the sweep at `now_us` as the system (see [`Vault::sweep_by`]).
     pub fn sweep(
         &self,
         now_us: i64,
@@ -103,8 +106,35 @@ impl Vault {
         clock: &dyn Fn() -> i64,
         progress: Progress<'_>,
     ) -> Result<SweepReport> {
+        self.sweep_by("system/sweep", now_us, tenant, dry_run, clock, progress)
+    }
+
+    /// Runs the sweep at `now_us` (policies are evaluated at that instant) on
+    /// `actor`'s authority. `clock` stamps start and finish. A dry run returns
+    /// the exact plan and changes nothing. A real run then checks that nothing
+    /// it was to remove is still selected, and writes a receipt to the ledger.
+    pub fn sweep_by(
+        &self,
+        actor: &str,
+        now_us: i64,
+        tenant: Option<&TenantId>,
+        dry_run: bool,
+        clock: &dyn Fn() -> i64,
+        progress: Progress<'_>,
+    ) -> Result<SweepReport> {
         let started = clock();
-        let policy_version = self.store.record_policy(&self.policy_snapshot(), started)?;
+        let snapshot = self.policy_snapshot();
+        let (policy_version, new_policy) = self.store.record_policy(&snapshot, started)?;
+        if new_policy {
+            let body: serde_json::Value = serde_json::from_str(&snapshot).expect("snapshot is JSON");
+            self.record(
+                started,
+                actor,
+                "policy.version",
+                None,
+                &serde_json::json!({"version": policy_version, "policies": body}),
+            )?;
+        }
         let targets = self.retention_targets(now_us, tenant)?;
         let effects = if dry_run {
             self.store.plan_retention(&targets)?
@@ -112,7 +142,26 @@ impl Vault {
             self.store.apply_retention(&targets, progress)?
         };
         let finished = clock();
-        let report = self.summarize(&effects, dry_run, policy_version, now_us, started, finished);
+        let mut report = self.summarize(&effects, dry_run, policy_version, now_us, started, finished);
+        if !dry_run {
+            // Verification: the same targets, planned again, must select nothing.
+            let left: u64 = self.store.plan_retention(&targets)?.iter().map(|e| e.records).sum();
+            report.verified = Some(left == 0);
+            let body = serde_json::json!({
+                "policy_version": policy_version,
+                "now": report.now,
+                "tenant": tenant.map(|t| t.to_string()),
+                "deleted": report.deleted,
+                "anonymized": report.anonymized,
+                "bytes_freed": report.bytes_freed,
+                "groups": report.groups,
+                "verified": left == 0,
+                "verification": format!("the targets planned again after the run select {left} records"),
+                "stores": {"active": "expired records deleted (whole partitions unlinked) or anonymized in place"},
+            });
+            let e = self.record(finished, actor, "receipt.sweep", tenant.map(|t| t.as_str()), &body)?;
+            report.receipt = Some(e.seq);
+        }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
         self.store.record_run(kind, started, finished, "success", &summary)?;
@@ -142,6 +191,8 @@ impl Vault {
             per_stream: BTreeMap::new(),
             groups: Vec::new(),
             policy_version,
+            receipt: None,
+            verified: None,
             now: format_ts(now),
             started_at: format_ts(started),
             finished_at: format_ts(finished),

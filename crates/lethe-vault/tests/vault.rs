@@ -385,3 +385,97 @@ fn stats_total_bytes_is_the_data_directory_on_disk() {
     assert_eq!(st.rows[0].records, 2);
     assert_eq!(st.rows[0].oldest.as_deref(), Some("2026-05-30T10:00:00Z"));
 }
+
+fn swept_vault(dir: &Path) -> (Vault, lethe_vault::sweep::SweepReport) {
+    let v = open(dir, cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"));
+    v.ingest_lines(&[GOOD, &GOOD.replace("2026-05-30", "2026-05-31T23:")], now())
+        .unwrap();
+    let r = v.sweep_by("cli:ops", now(), None, false, &now, &|_, _| {}).unwrap();
+    (v, r)
+}
+
+#[test]
+fn a_sweep_writes_a_verified_receipt_to_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, r) = swept_vault(dir.path());
+    assert_eq!((r.deleted, r.verified), (1, Some(true)));
+    let receipts = v.receipts().unwrap();
+    assert_eq!(receipts.len(), 1);
+    let rc = &receipts[0];
+    assert_eq!(
+        (Some(rc.seq), rc.actor.as_str(), rc.kind.as_str()),
+        (r.receipt, "cli:ops", "receipt.sweep")
+    );
+    let body: Value = serde_json::from_str(&rc.body).unwrap();
+    assert_eq!(
+        (body["deleted"].as_u64(), body["verified"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(body["policy_version"].as_i64(), Some(r.policy_version));
+    assert_eq!(body["groups"][0]["tenant"], "acme");
+    let kinds: Vec<String> = v.ledger(1, 100).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "key.tenant_created",
+            "key.data_created",
+            "policy.version",
+            "receipt.sweep"
+        ]
+    );
+    let check = v.verify_ledger().unwrap();
+    assert_eq!((check.entries, check.problem), (4, None));
+    // a dry run adds no receipt, and an unchanged policy no new version
+    v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
+    assert_eq!(v.ledger(1, 100).unwrap().len(), 4);
+}
+
+#[test]
+fn ledger_verification_locates_edited_deleted_and_forged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = swept_vault(dir.path());
+    drop(v);
+    let db = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
+    let check = |db: &rusqlite::Connection, sql: &str| {
+        db.execute_batch(&format!("BEGIN; {sql}; COMMIT;")).unwrap();
+        let v = open(dir.path(), Config::builtin());
+        v.verify_ledger().unwrap().problem.expect("tampering must be found")
+    };
+    let b = check(
+        &db,
+        "UPDATE ledger SET body = replace(body, '\"deleted\":1', '\"deleted\":0') WHERE seq = 4",
+    );
+    assert_eq!(b.seq, 4);
+    assert!(b.problem.contains("edited"), "{}", b.problem);
+    db.execute_batch("DELETE FROM ledger WHERE seq = 4").unwrap();
+    let v = open(dir.path(), Config::builtin());
+    assert_eq!(
+        v.verify_ledger().unwrap().problem,
+        None,
+        "dropping the newest entry is a truncation; see notes"
+    );
+    drop(v);
+    let b = check(&db, "DELETE FROM ledger WHERE seq = 2");
+    assert_eq!(b.seq, 2);
+    assert!(b.problem.contains("missing"), "{}", b.problem);
+    // a forger who recomputes the hash but has no key
+    let (seq, ts, actor, kind, tenant, prev): (i64, i64, String, String, Option<String>, Vec<u8>) = db
+        .query_row(
+            "SELECT seq,ts_us,actor,kind,tenant,prev FROM ledger WHERE seq = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+    let body = "{\"forged\":true}";
+    let prev: [u8; 32] = prev.try_into().unwrap();
+    let h = lethe_core::ledger::entry_hash(seq as u64, ts, &actor, &kind, tenant.as_deref(), body, &prev);
+    db.execute(
+        "UPDATE ledger SET body = ?1, hash = ?2 WHERE seq = 1",
+        rusqlite::params![body, &h[..]],
+    )
+    .unwrap();
+    let v = open(dir.path(), Config::builtin());
+    let b = v.verify_ledger().unwrap().problem.unwrap();
+    assert_eq!(b.seq, 1);
+    assert!(b.problem.contains("MAC"), "{}", b.problem);
+}

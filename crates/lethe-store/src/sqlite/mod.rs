@@ -26,8 +26,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::crashpoint;
 use crate::{
-    AppendReport, Batch, CaptureDrop, GroupStats, KeyId, NewRecord, Progress, RecordQuery, Result, RetentionEffect,
-    RetentionTarget, RunRecord, Store, StoreError, StoredKey, StoredRecord,
+    AppendReport, Batch, CaptureDrop, GroupStats, KeyId, LedgerEntry, NewRecord, Progress, RecordQuery, Result,
+    RetentionEffect, RetentionTarget, RunRecord, Store, StoreError, StoredKey, StoredRecord,
 };
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS data_keys(id INTEGER PRIMARY KEY, tenant TEXT NOT NUL
   wrapped BLOB, created_us INTEGER NOT NULL, destroyed_us INTEGER, UNIQUE(tenant, ref));
 CREATE TABLE IF NOT EXISTS policy_versions(id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE,
   created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, actor TEXT NOT NULL,
+  kind TEXT NOT NULL, tenant TEXT, body TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
   finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
 ";
@@ -998,15 +1000,84 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn record_policy(&self, body: &str, now_us: i64) -> Result<i64> {
+    fn record_policy(&self, body: &str, now_us: i64) -> Result<(i64, bool)> {
         let cat = self.key_conn();
-        cat.execute(
-            "INSERT INTO policy_versions(body, created_us) VALUES(?1, ?2) ON CONFLICT(body) DO NOTHING",
-            params![body, now_us],
+        let new = cat
+            .execute(
+                "INSERT INTO policy_versions(body, created_us) VALUES(?1, ?2) ON CONFLICT(body) DO NOTHING",
+                params![body, now_us],
+            )
+            .map_err(db)?
+            == 1;
+        let id = cat
+            .query_row("SELECT id FROM policy_versions WHERE body=?1", [body], |r| r.get(0))
+            .map_err(db)?;
+        Ok((id, new))
+    }
+
+    fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry> {
+        let mut cat = self.key_conn();
+        let tx = cat
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let head: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(db)?;
+        let (seq, hash) = match head {
+            Some((s, h)) => (
+                s as u64,
+                h.try_into().map_err(|_| StoreError::Corrupt("ledger hash".into()))?,
+            ),
+            None => (0, [0u8; 32]),
+        };
+        let e = seal(seq, hash);
+        tx.execute(
+            "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![
+                e.seq as i64,
+                e.ts_us,
+                e.actor,
+                e.kind,
+                e.tenant,
+                e.body,
+                &e.prev[..],
+                &e.hash[..],
+                &e.mac[..]
+            ],
         )
         .map_err(db)?;
-        cat.query_row("SELECT id FROM policy_versions WHERE body=?1", [body], |r| r.get(0))
-            .map_err(db)
+        tx.commit().map_err(db)?;
+        Ok(e)
+    }
+
+    fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
+        let cat = self.key_conn();
+        let mut st = cat
+            .prepare_cached(
+                "SELECT seq,ts_us,actor,kind,tenant,body,prev,hash,mac FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![from as i64, limit.min(i64::MAX as usize) as i64], |r| {
+                // A damaged hash column is reported by verification, not here.
+                let h = |v: Vec<u8>| -> [u8; 32] { v.try_into().unwrap_or([0u8; 32]) };
+                Ok(LedgerEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    ts_us: r.get(1)?,
+                    actor: r.get(2)?,
+                    kind: r.get(3)?,
+                    tenant: r.get(4)?,
+                    body: r.get(5)?,
+                    prev: h(r.get(6)?),
+                    hash: h(r.get(7)?),
+                    mac: h(r.get(8)?),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
 
     fn policy(&self, version: i64) -> Result<Option<String>> {
