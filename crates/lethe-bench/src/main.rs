@@ -156,45 +156,26 @@ fn main() -> Result<()> {
     out.insert("dry_run_s".into(), json!(t.elapsed().as_secs_f64()));
     out.insert("planned_deleted".into(), json!(plan.deleted));
 
-    // Cleanup.
+    // The physical floor, measured first: plain files of exactly the sizes of
+    // the partition files this cleanup is going to remove (every day
+    // partition before the cutoff day: the bench policy deletes everything
+    // older than 30 days and `now` is a midnight), written and synced in the
+    // same directory just before, then unlinked. The cleanup's actual removals
+    // are checked against this list afterwards.
     let before = files(&data)?;
-    let t = Instant::now();
-    let done = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
-    let cleanup_s = t.elapsed().as_secs_f64();
-    out.insert("cleanup_s".into(), json!(cleanup_s));
-    out.insert("deleted".into(), json!(done.deleted));
-    out.insert(
-        "deleted_fraction".into(),
-        json!(done.deleted as f64 / args.records as f64),
-    );
-    let counts = |r: &lethe_vault::sweep::SweepReport| {
-        r.per_stream
-            .iter()
-            .map(|(k, v)| (k.clone(), v.deleted, v.anonymized))
-            .collect::<Vec<_>>()
-    };
-    out.insert("dry_run_matches".into(), json!(counts(&plan) == counts(&done)));
-    let bytes_after = dir_bytes(&data)?;
-    out.insert("bytes_after".into(), json!(bytes_after));
-    out.insert(
-        "bytes_after_fraction".into(),
-        json!(bytes_after as f64 / bytes_before as f64),
-    );
-
-    // The physical floor: unlinking plain files of the same sizes as the
-    // partition files the cleanup removed, written and synced in the same
-    // directory first.
-    let after: std::collections::HashSet<PathBuf> = files(&data)?.into_iter().map(|(p, _)| p).collect();
-    let removed: Vec<u64> = before
+    let cutoff_day = lethe_core::record::format_ts(now - 30 * 86_400_000_000)[..10].to_string();
+    let expected: Vec<&(PathBuf, u64)> = before
         .iter()
-        .filter(|(p, _)| !after.contains(p))
-        .map(|(_, s)| *s)
+        .filter(|(p, _)| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            p.components().any(|c| c.as_os_str() == "partitions") && name.len() >= 10 && name[..10] < *cutoff_day
+        })
         .collect();
     let dir = data.join("unlink-baseline");
     std::fs::create_dir_all(&dir)?;
     let chunk = vec![0x5au8; 1 << 20];
-    let mut paths = Vec::with_capacity(removed.len());
-    for (i, size) in removed.iter().enumerate() {
+    let mut paths = Vec::with_capacity(expected.len());
+    for (i, (_, size)) in expected.iter().enumerate() {
         let p = dir.join(format!("f{i}"));
         let mut f = std::fs::File::create(&p)?;
         let mut left = *size as usize;
@@ -213,9 +194,42 @@ fn main() -> Result<()> {
     let unlink_s = t.elapsed().as_secs_f64();
     std::fs::remove_dir(&dir)?;
     out.insert("unlink_baseline_s".into(), json!(unlink_s));
-    out.insert("unlink_baseline_files".into(), json!(removed.len()));
-    out.insert("unlink_baseline_bytes".into(), json!(removed.iter().sum::<u64>()));
+    out.insert("unlink_baseline_files".into(), json!(expected.len()));
+    out.insert(
+        "unlink_baseline_bytes".into(),
+        json!(expected.iter().map(|(_, s)| s).sum::<u64>()),
+    );
+
+    // Cleanup.
+    let t = Instant::now();
+    let done = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
+    let cleanup_s = t.elapsed().as_secs_f64();
+    out.insert("cleanup_s".into(), json!(cleanup_s));
     out.insert("cleanup_over_baseline_s".into(), json!(cleanup_s - unlink_s));
+    out.insert("deleted".into(), json!(done.deleted));
+    out.insert(
+        "deleted_fraction".into(),
+        json!(done.deleted as f64 / args.records as f64),
+    );
+    let counts = |r: &lethe_vault::sweep::SweepReport| {
+        r.per_stream
+            .iter()
+            .map(|(k, v)| (k.clone(), v.deleted, v.anonymized))
+            .collect::<Vec<_>>()
+    };
+    out.insert("dry_run_matches".into(), json!(counts(&plan) == counts(&done)));
+    let bytes_after = dir_bytes(&data)?;
+    out.insert("bytes_after".into(), json!(bytes_after));
+    out.insert(
+        "bytes_after_fraction".into(),
+        json!(bytes_after as f64 / bytes_before as f64),
+    );
+    let after: std::collections::HashSet<PathBuf> = files(&data)?.into_iter().map(|(p, _)| p).collect();
+    let mut removed: Vec<&PathBuf> = before.iter().map(|(p, _)| p).filter(|p| !after.contains(*p)).collect();
+    let mut wanted: Vec<&PathBuf> = expected.iter().map(|(p, _)| p).collect();
+    removed.sort();
+    wanted.sort();
+    out.insert("baseline_files_match_cleanup".into(), json!(removed == wanted));
 
     // A second run right after does nothing.
     let again = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
