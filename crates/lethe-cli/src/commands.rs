@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use lethe_core::config::{self, Config, Source};
+use lethe_core::merkle::to_hex;
 use lethe_core::record::parse_ts;
 use lethe_core::TenantId;
 use lethe_vault::logs::LogQuery;
@@ -366,7 +367,7 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
                     lethe_core::record::format_ts(r.ts_us),
                     r.actor
                 );
-                println!("hash {}  mac {}", hex_of(&r.hash), hex_of(&r.mac));
+                println!("hash {}  mac {}", to_hex(&r.hash), to_hex(&r.mac));
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&body).expect("JSON values serialize")
@@ -395,10 +396,6 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
         }
     }
     Ok(exit::OK)
-}
-
-fn hex_of(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn print_sweep(r: &SweepReport) {

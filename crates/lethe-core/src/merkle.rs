@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];
 
+/// Lowercase hex of a hash, as printed in proofs, receipts and the ledger.
+pub fn to_hex(h: &Hash) -> String {
+    hex::encode(h)
+}
+
 /// `SHA-256(0x00 ‖ data)`: the hash of a leaf.
 pub fn leaf_hash(data: &[u8]) -> Hash {
     let mut h = Sha256::new();

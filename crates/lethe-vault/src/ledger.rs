@@ -79,12 +79,8 @@ impl Vault {
         let (entries, head) = v.head();
         Ok(LedgerCheck {
             entries,
-            head: hex_of(&head),
+            head: lethe_core::merkle::to_hex(&head),
             problem,
         })
     }
-}
-
-fn hex_of(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
