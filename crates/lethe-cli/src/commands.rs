@@ -12,7 +12,7 @@ use lethe_core::TenantId;
 use lethe_vault::logs::LogQuery;
 use lethe_vault::stats::StatsReport;
 use lethe_vault::sweep::SweepReport;
-use lethe_vault::synth::Synth;
+use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
@@ -497,27 +497,12 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
     let now = now_us();
     let pb = output::progress(a.json, "writing demo data");
     pb.set_length(a.records);
-    let mut synth = Synth::new(a.seed, a.records, now, 365);
-    let batch = vault.config().store.ingest_batch;
-    let mut ingested = lethe_vault::ingest::IngestReport::default();
+    let synth = Synth::new(a.seed, a.records, now, 365);
     let started = std::time::Instant::now();
-    loop {
-        let mut lines = Vec::with_capacity(batch);
-        let mut s = String::new();
-        while lines.len() < batch && synth.next_line(&mut s) {
-            lines.push(std::mem::take(&mut s));
-        }
-        if lines.is_empty() {
-            break;
-        }
-        let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
-        let r = vault.ingest_lines(&refs, now_us()).context("writing demo data")?;
-        ingested.lines += r.lines;
-        ingested.stored += r.stored;
-        ingested.not_captured += r.not_captured;
-        ingested.rejected += r.rejected;
-        pb.set_position(ingested.lines);
-    }
+    let input = BufReader::with_capacity(1 << 20, SynthReader::new(synth));
+    let ingested = vault
+        .ingest(input, &now_us, &|n, _| pb.set_position(n))
+        .context("writing demo data")?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let before = vault.stats(None)?;

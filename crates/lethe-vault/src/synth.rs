@@ -357,6 +357,42 @@ impl Synth {
     }
 }
 
+/// Synthetic records as an NDJSON byte stream, for feeding the ingest
+/// pipeline without a file.
+pub struct SynthReader {
+    synth: Synth,
+    line: String,
+    pos: usize,
+}
+
+impl SynthReader {
+    /// Reads the records `synth` generates.
+    pub fn new(synth: Synth) -> Self {
+        SynthReader {
+            synth,
+            line: String::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for SynthReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.line.len() {
+            self.line.clear();
+            self.pos = 0;
+            if !self.synth.next_line(&mut self.line) {
+                return Ok(0);
+            }
+            self.line.push('\n');
+        }
+        let n = buf.len().min(self.line.len() - self.pos);
+        buf[..n].copy_from_slice(&self.line.as_bytes()[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
