@@ -183,12 +183,21 @@ fn logs_json_output_is_accepted_back_by_ingest() {
     assert_eq!(strip(&o.stdout), strip(&again));
 }
 
+/// A fresh data directory `name` under `dir` with the same configuration,
+/// optionally loaded with `inp`.
+fn workdir(dir: &Path, name: &str, inp: Option<&Path>) -> PathBuf {
+    let w = dir.join(name);
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::copy(dir.join("lethe.toml"), w.join("lethe.toml")).unwrap();
+    if let Some(inp) = inp {
+        assert!(run(lethe(&w).arg("ingest").arg(inp)).status.success());
+    }
+    w
+}
+
 /// Counts after a completed sweep, from a copy of the store that was never interrupted.
 fn reference(dir: &Path, inp: &Path) -> (u64, Value) {
-    let r = dir.join("ref");
-    std::fs::create_dir_all(&r).unwrap();
-    std::fs::copy(dir.join("lethe.toml"), r.join("lethe.toml")).unwrap();
-    assert!(run(lethe(&r).arg("ingest").arg(inp)).status.success());
+    let r = workdir(dir, "ref", Some(inp));
     let plan = json(&run(lethe(&r).args(["cleanup", "--dry-run", "--json", "--now", NOW])));
     assert!(run(lethe(&r).args(["cleanup", "--now", NOW])).status.success());
     (count(&r), plan["result"].clone())
@@ -207,10 +216,7 @@ fn a_cleanup_killed_at_any_step_loses_nothing_and_a_rerun_finishes_the_job() {
         "sweep.after_mark_dirty",
         "sweep.after_partition_rows",
     ] {
-        let w = d.path().join(point);
-        std::fs::create_dir_all(&w).unwrap();
-        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
-        assert!(run(lethe(&w).arg("ingest").arg(&inp)).status.success());
+        let w = workdir(d.path(), point, Some(&inp));
         let o = run(lethe(&w).args(["cleanup", "--now", NOW]).env("LETHE_TEST_CRASH", point));
         assert!(!o.status.success(), "{point}: the process must have died");
         let again = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
@@ -232,10 +238,7 @@ fn a_cleanup_killed_with_sigkill_at_random_moments_converges_to_the_same_state()
     let inp = input(d.path(), 4000, 3);
     let (want, _) = reference(d.path(), &inp);
     for (i, delay_ms) in [1u64, 5, 15, 40].iter().enumerate() {
-        let w = d.path().join(format!("k{i}"));
-        std::fs::create_dir_all(&w).unwrap();
-        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
-        assert!(run(lethe(&w).arg("ingest").arg(&inp)).status.success());
+        let w = workdir(d.path(), &format!("k{i}"), Some(&inp));
         let mut child = lethe(&w)
             .args(["cleanup", "--now", NOW])
             .stdout(Stdio::null())
@@ -267,9 +270,7 @@ fn an_ingest_killed_mid_batch_keeps_whole_records_only_and_a_retry_does_not_dupl
         .collect();
     std::fs::write(&inp, with_ids).unwrap();
     for point in ["append.after_intent@3", "append.after_partition@150"] {
-        let w = d.path().join(point);
-        std::fs::create_dir_all(&w).unwrap();
-        std::fs::copy(d.path().join("lethe.toml"), w.join("lethe.toml")).unwrap();
+        let w = workdir(d.path(), point, None);
         let o = run(lethe(&w).arg("ingest").arg(&inp).env("LETHE_TEST_CRASH", point));
         assert!(!o.status.success(), "{point}");
         let after_crash = count(&w);
