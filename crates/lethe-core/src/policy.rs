@@ -130,7 +130,7 @@ pub struct RetentionRule {
 }
 
 /// A capture rule in evaluation form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CaptureRule {
     /// What it selects.
     pub selector: Selector,

@@ -102,6 +102,8 @@ impl Vault {
         clock: &(dyn Fn() -> i64 + Sync),
         progress: Progress<'_>,
     ) -> Result<IngestReport> {
+        // Capture modes decide what is written: the policies in force are noted first.
+        self.note_policy("system/ingest", clock())?;
         let batch = self.config.store.ingest_batch;
         let (tx, rx) = mpsc::sync_channel::<Result<Prepared>>(1);
         let mut report = IngestReport::default();
@@ -175,6 +177,7 @@ impl Vault {
 
     /// Ingests lines given in memory, as one or more batches.
     pub fn ingest_lines(&self, lines: &[&str], now_us: i64) -> Result<IngestReport> {
+        self.note_policy("system/ingest", now_us)?;
         let mut report = IngestReport::default();
         for (i, chunk) in lines.chunks(self.config.store.ingest_batch).enumerate() {
             let base = (i * self.config.store.ingest_batch) as u64;

@@ -123,18 +123,7 @@ impl Vault {
         progress: Progress<'_>,
     ) -> Result<SweepReport> {
         let started = clock();
-        let snapshot = self.policy_snapshot();
-        let (policy_version, new_policy) = self.store.record_policy(&snapshot, started)?;
-        if new_policy {
-            let body: serde_json::Value = serde_json::from_str(&snapshot).expect("snapshot is JSON");
-            self.record(
-                started,
-                actor,
-                "policy.version",
-                None,
-                &serde_json::json!({"version": policy_version, "policies": body}),
-            )?;
-        }
+        let policy_version = self.note_policy(actor, started)?;
         let targets = self.retention_targets(now_us, tenant)?;
         let effects = if dry_run {
             self.store.plan_retention(&targets)?
@@ -168,10 +157,32 @@ impl Vault {
         Ok(report)
     }
 
-    /// The retention policies in force, as canonical JSON.
+    /// The capture and retention policies in force, as canonical JSON.
     pub fn policy_snapshot(&self) -> String {
-        serde_json::to_string(&serde_json::json!({"default": self.book.default, "policies": self.book.retention}))
-            .expect("policies serialize")
+        serde_json::to_string(&serde_json::json!({
+            "retention": {"default": self.book.default, "policies": self.book.retention},
+            "capture": self.book.capture,
+        }))
+        .expect("policies serialize")
+    }
+
+    /// Stores the policy snapshot in force and returns its version; the
+    /// first time a snapshot is seen it goes into the ledger as
+    /// `policy.version` on `actor`'s authority.
+    pub fn note_policy(&self, actor: &str, now_us: i64) -> Result<i64> {
+        let snapshot = self.policy_snapshot();
+        let (version, new) = self.store.record_policy(&snapshot, now_us)?;
+        if new {
+            let body: serde_json::Value = serde_json::from_str(&snapshot).expect("snapshot is JSON");
+            self.record(
+                now_us,
+                actor,
+                "policy.version",
+                None,
+                &serde_json::json!({"version": version, "policies": body}),
+            )?;
+        }
+        Ok(version)
     }
 
     fn summarize(

@@ -180,8 +180,12 @@ fn capture_modes_decide_what_is_written_and_none_is_only_counted() {
     drop(got);
     let st = v.stats(None).unwrap();
     assert_eq!(st.totals.not_captured, 1);
-    drop(v);
-    assert!(files_contain(dir.path(), b"\"off\"").is_empty());
+    assert!(st
+        .rows
+        .iter()
+        .filter(|r| r.scope == "off")
+        .all(|r| r.records == 0 && r.not_captured == 1));
+    assert!(logs(&v, "acme", None).iter().all(|r| r["scope"] != "off"));
 }
 
 #[test]
@@ -417,9 +421,9 @@ fn a_sweep_writes_a_verified_receipt_to_the_ledger() {
     assert_eq!(
         kinds,
         [
+            "policy.version",
             "key.tenant_created",
             "key.data_created",
-            "policy.version",
             "receipt.sweep"
         ]
     );
@@ -478,4 +482,37 @@ fn ledger_verification_locates_edited_deleted_and_forged_entries() {
     let b = v.verify_ledger().unwrap().problem.unwrap();
     assert_eq!(b.seq, 1);
     assert!(b.problem.contains("MAC"), "{}", b.problem);
+}
+
+#[test]
+fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let versions = |v: &Vault| {
+        v.ledger(1, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "policy.version")
+            .count()
+    };
+    let v = open(dir.path(), Config::builtin());
+    v.ingest_lines(&[GOOD], now()).unwrap();
+    v.ingest_lines(&[GOOD], now()).unwrap();
+    assert_eq!(versions(&v), 1);
+    drop(v);
+    let v = open(
+        dir.path(),
+        cfg("[[capture]]\nscope = \"chat-api\"\nmode = \"metadata\"\n"),
+    );
+    v.ingest_lines(&[GOOD], now()).unwrap();
+    assert_eq!(versions(&v), 2);
+    let last = v
+        .ledger(1, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "policy.version")
+        .last()
+        .unwrap();
+    assert!(last.body.contains("\"metadata\""), "{}", last.body);
+    v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
+    assert_eq!(versions(&v), 2);
 }
