@@ -509,8 +509,8 @@ fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
         .ledger(1, 100)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "policy.version")
-        .last()
+        .rev()
+        .find(|e| e.kind == "policy.version")
         .unwrap();
     assert!(last.body.contains("\"metadata\""), "{}", last.body);
     v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
