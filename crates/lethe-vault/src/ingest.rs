@@ -78,6 +78,8 @@ pub struct Prepared {
     input: Vec<u8>,
     spans: Vec<(u64, usize, usize)>,
     now_us: i64,
+    /// Key-cache generation the batch was encrypted under.
+    key_generation: u64,
 }
 
 /// Times a batch is prepared again after a key conflict before giving up.
@@ -199,6 +201,11 @@ impl Vault {
     pub fn commit(&self, mut p: Prepared) -> Result<(Prepared, AppendReport)> {
         let mut attempts = 0;
         loop {
+            // Prepared ahead of a key conflict in an earlier batch: it may
+            // use a key that batch created and never stored. Prepare it again.
+            if p.key_generation != self.keys.generation() {
+                p = self.prepare(p.input, p.spans, p.now_us)?;
+            }
             match self.store.append(&p.batch) {
                 Ok(a) => return Ok((p, a)),
                 Err(StoreError::KeyConflict) if attempts < KEY_CONFLICT_RETRIES => {
@@ -214,6 +221,7 @@ impl Vault {
     /// Parses, validates, applies capture modes and encrypts one batch: the
     /// lines of `input` at `spans` (line number, start, end).
     pub fn prepare(&self, input: Vec<u8>, spans: Vec<(u64, usize, usize)>, now_us: i64) -> Result<Prepared> {
+        let key_generation = self.keys.generation();
         let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &input[a..b])).collect();
         let mut rejections = Vec::new();
         let mut drops: HashMap<GroupKey, u64> = HashMap::new();
@@ -435,6 +443,7 @@ impl Vault {
             input,
             spans,
             now_us,
+            key_generation,
         })
     }
 }

@@ -20,6 +20,7 @@ pub struct Keyring {
     master: MasterKey,
     ledger_key: SecretKey,
     inner: Mutex<Cache>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A resolved data key: its id and the key (`None` once destroyed).
@@ -40,6 +41,7 @@ impl Keyring {
             master,
             ledger_key,
             inner: Mutex::new(Cache::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -152,6 +154,13 @@ impl Keyring {
         let mut c = self.cache();
         c.by_ref.clear();
         c.by_id.clear();
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Changes whenever cached data keys are forgotten: a batch prepared
+    /// under an older generation may use a key that was never stored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Data keys by id for decryption; `None` where destroyed or unknown.

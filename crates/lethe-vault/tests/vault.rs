@@ -516,3 +516,32 @@ fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
     v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
     assert_eq!(versions(&v), 2);
 }
+
+#[test]
+fn batches_prepared_ahead_of_a_key_conflict_never_use_the_key_that_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), Config::builtin());
+    let b = open(dir.path(), Config::builtin());
+    a.ingest_lines(&[GOOD], now()).unwrap();
+    b.ingest_lines(&[GOOD], now()).unwrap();
+    let zoe = |t: &str| GOOD.replace("\"alice\"", "\"zoe\"").replace("10:00", t);
+    let (l1, l2) = (zoe("12:00"), zoe("13:00"));
+    // a prepares two batches for a new subject: the second reuses the key the first created
+    let p1 = a
+        .prepare(l1.clone().into_bytes(), vec![(1, 0, l1.len())], now())
+        .unwrap();
+    let p2 = a
+        .prepare(l2.clone().into_bytes(), vec![(1, 0, l2.len())], now())
+        .unwrap();
+    // meanwhile b stores zoe's key first
+    b.ingest_lines(&[&zoe("14:00")], now()).unwrap();
+    a.commit(p1).unwrap();
+    a.commit(p2).unwrap();
+    let got = logs(&b, "acme", Some("zoe"));
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter()
+            .all(|r| r.get("erased").is_none() && r["fields"]["prompt"].is_string()),
+        "{got:?}"
+    );
+}
