@@ -692,6 +692,15 @@ impl Store for SqliteStore {
             ),
             &[&q.tenant.as_str(), &stream, &since, &until],
         )?;
+        // Committed chain heads: readers never see a batch before its commit point.
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        for p in &parts {
+            let s = p.stream.to_string();
+            if !heads.contains_key(&s) {
+                let h = Self::head(&inner.cat, q.tenant.as_str(), &s)?;
+                heads.insert(s, h);
+            }
+        }
         let mut remaining = q.limit.unwrap_or(usize::MAX);
         let mut i = 0;
         while i < parts.len() && remaining > 0 {
@@ -716,6 +725,7 @@ impl Store for SqliteStore {
                     until_us: q.until_us,
                     ascending: q.ascending,
                     limit: q.limit.map(|_| remaining),
+                    max_seq: heads[&p.stream.to_string()],
                 };
                 rows.extend(partition::select(c, &key, &f)?);
             }

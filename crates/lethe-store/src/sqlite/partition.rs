@@ -195,6 +195,9 @@ pub struct Filter<'a> {
     pub until_us: Option<i64>,
     pub ascending: bool,
     pub limit: Option<usize>,
+    /// Only rows up to the committed chain head: rows past it belong to a
+    /// batch still being written (or one a crash left behind).
+    pub max_seq: u64,
 }
 
 /// Reads matching records of a partition in event-time order.
@@ -219,6 +222,8 @@ pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<St
         sql.push_str(" AND ts<?");
         args.push(u.into());
     }
+    sql.push_str(" AND seq<=?");
+    args.push((f.max_seq.min(i64::MAX as u64) as i64).into());
     sql.push_str(if f.ascending {
         " ORDER BY ts ASC, seq ASC"
     } else {
