@@ -696,9 +696,9 @@ impl Store for SqliteStore {
         let mut heads: HashMap<String, u64> = HashMap::new();
         for p in &parts {
             let s = p.stream.to_string();
-            if !heads.contains_key(&s) {
-                let h = Self::head(&inner.cat, q.tenant.as_str(), &s)?;
-                heads.insert(s, h);
+            if let std::collections::hash_map::Entry::Vacant(e) = heads.entry(s) {
+                let h = Self::head(&inner.cat, q.tenant.as_str(), e.key())?;
+                e.insert(h);
             }
         }
         let mut remaining = q.limit.unwrap_or(usize::MAX);
