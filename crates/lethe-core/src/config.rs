@@ -75,7 +75,7 @@ pub struct StoreConfig {
     /// Records per ingest transaction.
     #[serde(default = "default_batch")]
     pub ingest_batch: usize,
-    /// Compress personal and subject field values (zstd) before encrypting them.
+    /// Compress personal and subject field values (LZ4) before encrypting them.
     #[serde(default = "yes")]
     pub compress_personal: bool,
 }
