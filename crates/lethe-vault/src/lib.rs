@@ -144,9 +144,4 @@ impl Vault {
     pub fn config(&self) -> &Config {
         &self.config
     }
-
-    /// The store underneath.
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
-    }
 }

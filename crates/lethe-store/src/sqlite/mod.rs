@@ -176,11 +176,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// The directory the store lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
