@@ -211,13 +211,7 @@ fn main() -> Result<()> {
         "deleted_fraction".into(),
         json!(done.deleted as f64 / args.records as f64),
     );
-    let counts = |r: &lethe_vault::sweep::SweepReport| {
-        r.per_stream
-            .iter()
-            .map(|(k, v)| (k.clone(), v.deleted, v.anonymized))
-            .collect::<Vec<_>>()
-    };
-    out.insert("dry_run_matches".into(), json!(counts(&plan) == counts(&done)));
+    out.insert("dry_run_matches".into(), json!(plan.same_effect(&done)));
     let bytes_after = dir_bytes(&data)?;
     out.insert("bytes_after".into(), json!(bytes_after));
     out.insert(

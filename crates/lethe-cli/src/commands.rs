@@ -348,12 +348,11 @@ fn ledger(vault: &Vault, a: &LedgerArgs) -> Result<u8> {
 }
 
 fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
-    let all = vault.receipts().context("reading receipts")?;
     match &a.show {
         Some(ReceiptsCommand::Show { id }) => {
-            let r = all
-                .into_iter()
-                .find(|e| e.seq == *id)
+            let r = vault
+                .receipt(*id)
+                .context("reading receipts")?
                 .ok_or_else(|| UsageProblem(format!("no receipt {id} (see `lethe receipts`)")))?;
             let body: serde_json::Value =
                 serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
@@ -375,6 +374,7 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
             }
         }
         None => {
+            let all = vault.receipts().context("reading receipts")?;
             if a.json {
                 output::print_ok(&all);
             } else {
@@ -538,15 +538,7 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
     print_stats(&after);
     println!(
         "\nthe plan matched the run: {} (deleted {} / {}, anonymized {} / {})",
-        plan.per_stream
-            .iter()
-            .map(|(k, v)| (k, v.deleted, v.anonymized))
-            .collect::<Vec<_>>()
-            == run
-                .per_stream
-                .iter()
-                .map(|(k, v)| (k, v.deleted, v.anonymized))
-                .collect::<Vec<_>>(),
+        plan.same_effect(&run),
         plan.deleted,
         run.deleted,
         plan.anonymized,

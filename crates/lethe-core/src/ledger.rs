@@ -46,7 +46,7 @@ pub struct Entry {
 }
 
 fn hex_hash<S: serde::Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(h))
+    s.serialize_str(&crate::merkle::to_hex(h))
 }
 
 fn put(h: &mut Sha256, b: &[u8]) {

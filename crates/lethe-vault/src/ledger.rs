@@ -60,6 +60,15 @@ impl Vault {
         Ok(out)
     }
 
+    /// One receipt by id (its ledger sequence number), read directly.
+    pub fn receipt(&self, id: u64) -> Result<Option<Entry>> {
+        Ok(self
+            .store
+            .ledger(id, 1)?
+            .into_iter()
+            .find(|e| e.seq == id && e.kind.starts_with("receipt.")))
+    }
+
     /// Verifies every entry's hash, link and MAC, streaming.
     pub fn verify_ledger(&self) -> Result<LedgerCheck> {
         let mut v = Verifier::new(&self.ledger_key);

@@ -78,6 +78,20 @@ pub struct SweepReport {
     pub finished_at: String,
 }
 
+impl SweepReport {
+    /// Whether `other` removes exactly what this one does: the same deleted
+    /// and anonymized counts per stream (bytes freed and times may differ).
+    pub fn same_effect(&self, other: &SweepReport) -> bool {
+        let counts = |r: &SweepReport| {
+            r.per_stream
+                .iter()
+                .map(|(k, v)| (k.clone(), v.deleted, v.anonymized))
+                .collect::<Vec<_>>()
+        };
+        counts(self) == counts(other)
+    }
+}
+
 impl Vault {
     /// The retention targets at `now_us`: every stored group whose policy is
     /// enabled and finite.

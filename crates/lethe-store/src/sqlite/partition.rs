@@ -46,8 +46,22 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
         "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;",
     )
     .map_err(db)?;
+    // Only a file without the table needs the schema (a new one, or one a
+    // crash left right after creating it); reopening an existing partition on
+    // an LRU miss skips that write transaction.
     if create {
-        c.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;")).map_err(db)?;
+        let has_table = c
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db)?
+            .is_some();
+        if !has_table {
+            c.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;")).map_err(db)?;
+        }
     }
     Ok(c)
 }
