@@ -3,17 +3,22 @@
 //! "Integrity").
 //!
 //! ```text
-//! leaf_i  = SHA-256(0x00 ‖ header_i)
-//! chain_i = SHA-256(0x02 ‖ chain_{i-1} ‖ leaf_i)        chain_0 = genesis(tenant, stream)
-//! mac_i   = HMAC-SHA256(K_mac(tenant), leaf_i)
+//! header_i = 0x02 ‖ len‖tenant ‖ len‖stream ‖ seq ‖ id ‖ ts ‖ received ‖ len‖scope ‖ class
+//!            ‖ plain_digest ‖ personal_digest ‖ prev
+//! leaf_i   = SHA-256(0x00 ‖ header_i)
+//! chain_i  = SHA-256(0x02 ‖ chain_{i-1} ‖ leaf_i)        chain_0 = genesis(tenant, stream)
+//! mac_i    = HMAC-SHA256(K_mac(tenant), leaf_i)
 //! ```
 //!
-//! The header carries digests of the body, never the body: a digest of an
-//! encrypted field is over its ciphertext (random nonce inside), and plain
-//! fields are not personal. So removing or anonymizing a body leaves a header
-//! that still verifies, and the header reveals nothing about the person.
-//!
-//! Groundwork for issue #3: the store does not write these yet.
+//! The header carries digests of the body, never the body. The body has two
+//! parts that retention removes separately, so each has its own digest:
+//! the plain fields (removed by delete) and the personal part — pseudonym,
+//! data key id and the per-field digests of the encrypted fields' ciphertexts
+//! (removed by anonymize and by delete). A row whose part is removed keeps
+//! that part's digest, so its header still recomputes, its MAC still checks
+//! and the chain through it still links; and the digests reveal nothing
+//! about the person (ciphertexts carry random nonces; the personal digest
+//! also covers the record id, so two records of one subject never share it).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -22,20 +27,72 @@ use crate::crypto::SecretKey;
 use crate::merkle::Hash;
 
 /// Header encoding version.
-pub const HEADER_VERSION: u8 = 1;
+pub const HEADER_VERSION: u8 = 2;
 
 /// `SHA-256(data)`.
 pub fn digest(data: &[u8]) -> Hash {
     Sha256::digest(data).into()
 }
 
+/// Digest of the stored plain-fields JSON: `SHA-256(0x06 ‖ plain)`.
+pub fn plain_digest(plain: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update([6u8]);
+    h.update(plain.as_bytes());
+    h.finalize().into()
+}
+
+/// Digest of a record's personal part: `SHA-256(0x05 ‖ id ‖ pseudonym? ‖
+/// key_id? ‖ n ‖ (len‖field ‖ SHA-256(ciphertext))*)`, over the encrypted
+/// fields in body order.
+pub fn personal_digest<'a>(
+    id: &[u8; 16],
+    pseudonym: Option<&[u8; 32]>,
+    key_id: Option<i64>,
+    fields: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+) -> Hash {
+    let mut h = Sha256::new();
+    h.update([5u8]);
+    h.update(id);
+    match pseudonym {
+        Some(p) => {
+            h.update([1u8]);
+            h.update(p);
+        }
+        None => h.update([0u8]),
+    }
+    match key_id {
+        Some(k) => {
+            h.update([1u8]);
+            h.update(k.to_be_bytes());
+        }
+        None => h.update([0u8]),
+    }
+    h.update((fields.len() as u32).to_be_bytes());
+    for (name, ct) in fields {
+        h.update((name.len() as u32).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(Sha256::digest(ct));
+    }
+    h.finalize().into()
+}
+
+/// The two body digests a header commits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digests {
+    /// [`plain_digest`] of the plain fields.
+    pub plain: Hash,
+    /// [`personal_digest`] of the personal part.
+    pub personal: Hash,
+}
+
 /// Everything about a record that its chain commits to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub struct Header<'a> {
     /// Tenant id.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// Stream as `name:version`.
-    pub stream: String,
+    pub stream: &'a str,
     /// Position in the (tenant, stream) sequence, from 1.
     pub seq: u64,
     /// Record id (UUID bytes).
@@ -45,17 +102,11 @@ pub struct Header {
     /// Received time, µs.
     pub received_us: i64,
     /// Scope.
-    pub scope: String,
+    pub scope: &'a str,
     /// Classification code.
     pub classification: u8,
-    /// Subject pseudonym, if any.
-    pub pseudonym: Option<[u8; 32]>,
-    /// Data key id, if the record has a body.
-    pub key_id: Option<i64>,
-    /// `SHA-256` of the stored plain-fields JSON.
-    pub plain_digest: Hash,
-    /// `(field name, SHA-256 of its ciphertext)` for each encrypted field, in body order.
-    pub field_digests: Vec<(String, Hash)>,
+    /// Body digests.
+    pub digests: Digests,
     /// The chain hash of the previous record (the genesis hash for seq 1).
     pub prev: Hash,
 }
@@ -65,42 +116,29 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-impl Header {
-    /// The canonical encoding: version, then every field length-prefixed or
-    /// fixed-width, big-endian, in declaration order. Unambiguous: two
-    /// different headers never encode the same.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + 40 * self.field_digests.len());
+impl Header<'_> {
+    /// Appends the canonical encoding to `out`: version, then every field
+    /// length-prefixed or fixed-width, big-endian, in declaration order.
+    /// Unambiguous: two different headers never encode the same.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(HEADER_VERSION);
-        put_bytes(&mut out, self.tenant.as_bytes());
-        put_bytes(&mut out, self.stream.as_bytes());
+        put_bytes(out, self.tenant.as_bytes());
+        put_bytes(out, self.stream.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.ts_us.to_be_bytes());
         out.extend_from_slice(&self.received_us.to_be_bytes());
-        put_bytes(&mut out, self.scope.as_bytes());
+        put_bytes(out, self.scope.as_bytes());
         out.push(self.classification);
-        match &self.pseudonym {
-            Some(p) => {
-                out.push(1);
-                out.extend_from_slice(p);
-            }
-            None => out.push(0),
-        }
-        match self.key_id {
-            Some(k) => {
-                out.push(1);
-                out.extend_from_slice(&k.to_be_bytes());
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&self.plain_digest);
-        out.extend_from_slice(&(self.field_digests.len() as u32).to_be_bytes());
-        for (name, d) in &self.field_digests {
-            put_bytes(&mut out, name.as_bytes());
-            out.extend_from_slice(d);
-        }
+        out.extend_from_slice(&self.digests.plain);
+        out.extend_from_slice(&self.digests.personal);
         out.extend_from_slice(&self.prev);
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(200);
+        self.encode_into(&mut out);
         out
     }
 
@@ -130,11 +168,34 @@ pub fn chain(prev: &Hash, leaf: &Hash) -> Hash {
     h.finalize().into()
 }
 
+/// A tenant's record MAC key, keyed once (the HMAC inner and outer pads are
+/// hashed at construction, not per record).
+#[derive(Clone)]
+pub struct RecordMac(Hmac<Sha256>);
+
+impl std::fmt::Debug for RecordMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordMac([redacted])")
+    }
+}
+
+impl RecordMac {
+    /// Keys the MAC.
+    pub fn new(key: &SecretKey) -> Self {
+        RecordMac(<Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length"))
+    }
+
+    /// `HMAC-SHA256(key, leaf)`.
+    pub fn mac(&self, leaf: &Hash) -> Hash {
+        let mut m = self.0.clone();
+        m.update(leaf);
+        m.finalize().into_bytes().into()
+    }
+}
+
 /// `HMAC-SHA256(key, leaf)`.
 pub fn mac(key: &SecretKey, leaf: &Hash) -> Hash {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length");
-    m.update(leaf);
-    m.finalize().into_bytes().into()
+    RecordMac::new(key).mac(leaf)
 }
 
 /// Where a chain of headers stops verifying.
@@ -159,13 +220,14 @@ pub enum ChainBreak {
 /// Walks `(header, mac)` pairs of one chain in sequence order from `start`
 /// (1, or the record after a trusted anchor whose chain hash is `prev`), and
 /// returns the chain hash after the last one, or where it breaks.
-pub fn verify_chain<'a>(
+pub fn verify_chain<'a, 'h: 'a>(
     key: &SecretKey,
     mut prev: Hash,
     start: u64,
-    records: impl IntoIterator<Item = (&'a Header, &'a Hash)>,
+    records: impl IntoIterator<Item = (&'a Header<'h>, &'a Hash)>,
 ) -> Result<Hash, ChainBreak> {
-    for (expected, (h, m)) in (start..).zip(records) {
+    let m = RecordMac::new(key);
+    for (expected, (h, tag)) in (start..).zip(records) {
         if h.seq != expected {
             return Err(ChainBreak::Gap { expected, found: h.seq });
         }
@@ -173,7 +235,7 @@ pub fn verify_chain<'a>(
             return Err(ChainBreak::Link(h.seq));
         }
         let leaf = h.leaf();
-        if mac(key, &leaf) != *m {
+        if m.mac(&leaf) != *tag {
             return Err(ChainBreak::Mac(h.seq));
         }
         prev = chain(&prev, &leaf);
@@ -185,25 +247,31 @@ pub fn verify_chain<'a>(
 mod tests {
     use super::*;
 
-    fn header(seq: u64, prev: Hash) -> Header {
+    fn header(seq: u64, prev: Hash) -> Header<'static> {
+        let id = [seq as u8; 16];
         Header {
-            tenant: "acme".into(),
-            stream: "audit:1".into(),
+            tenant: "acme",
+            stream: "audit:1",
             seq,
-            id: [seq as u8; 16],
+            id,
             ts_us: 1_000 + seq as i64,
             received_us: 2_000,
-            scope: "web".into(),
+            scope: "web",
             classification: 1,
-            pseudonym: Some([7; 32]),
-            key_id: Some(42),
-            plain_digest: digest(b"{\"action\":\"login\"}"),
-            field_digests: vec![("subject".into(), digest(b"ct1")), ("details".into(), digest(b"ct2"))],
+            digests: Digests {
+                plain: plain_digest("{\"action\":\"login\"}"),
+                personal: personal_digest(
+                    &id,
+                    Some(&[7; 32]),
+                    Some(42),
+                    [("subject", b"ct1".as_slice()), ("details", b"ct2".as_slice())].into_iter(),
+                ),
+            },
             prev,
         }
     }
 
-    fn build(key: &SecretKey, n: u64) -> Vec<(Header, Hash)> {
+    fn build(key: &SecretKey, n: u64) -> Vec<(Header<'static>, Hash)> {
         let mut prev = genesis("acme", "audit:1");
         (1..=n)
             .map(|s| {
@@ -216,7 +284,7 @@ mod tests {
             .collect()
     }
 
-    fn check(key: &SecretKey, recs: &[(Header, Hash)]) -> Result<Hash, ChainBreak> {
+    fn check(key: &SecretKey, recs: &[(Header<'static>, Hash)]) -> Result<Hash, ChainBreak> {
         verify_chain(key, genesis("acme", "audit:1"), 1, recs.iter().map(|(h, m)| (h, m)))
     }
 
@@ -225,11 +293,11 @@ mod tests {
         let base = header(1, [0; 32]);
         let variants: Vec<Header> = vec![
             Header {
-                tenant: "acmf".into(),
+                tenant: "acmf",
                 ..base.clone()
             },
             Header {
-                stream: "audit:2".into(),
+                stream: "audit:2",
                 ..base.clone()
             },
             Header { seq: 2, ..base.clone() },
@@ -246,7 +314,7 @@ mod tests {
                 ..base.clone()
             },
             Header {
-                scope: "api".into(),
+                scope: "api",
                 ..base.clone()
             },
             Header {
@@ -254,19 +322,17 @@ mod tests {
                 ..base.clone()
             },
             Header {
-                pseudonym: None,
+                digests: Digests {
+                    plain: plain_digest("{}"),
+                    ..base.digests
+                },
                 ..base.clone()
             },
             Header {
-                key_id: Some(43),
-                ..base.clone()
-            },
-            Header {
-                plain_digest: digest(b"x"),
-                ..base.clone()
-            },
-            Header {
-                field_digests: vec![],
+                digests: Digests {
+                    personal: personal_digest(&base.id, None, Some(42), std::iter::empty()),
+                    ..base.digests
+                },
                 ..base.clone()
             },
             Header {
@@ -279,16 +345,28 @@ mod tests {
         }
         // length prefixes keep adjacent strings from running together
         let a = Header {
-            tenant: "ab".into(),
-            stream: "c:1".into(),
+            tenant: "ab",
+            stream: "c:1",
             ..base.clone()
         };
         let b = Header {
-            tenant: "a".into(),
-            stream: "bc:1".into(),
+            tenant: "a",
+            stream: "bc:1",
             ..base
         };
         assert_ne!(a.encode(), b.encode());
+    }
+
+    #[test]
+    fn the_personal_digest_depends_on_every_part_and_never_repeats_across_records() {
+        let f = [("subject", b"ct".as_slice())];
+        let base = personal_digest(&[1; 16], Some(&[7; 32]), Some(1), f.into_iter());
+        assert_ne!(base, personal_digest(&[2; 16], Some(&[7; 32]), Some(1), f.into_iter()));
+        assert_ne!(base, personal_digest(&[1; 16], None, Some(1), f.into_iter()));
+        assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), None, f.into_iter()));
+        assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), Some(1), std::iter::empty()));
+        let g = [("subject", b"cu".as_slice())];
+        assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), Some(1), g.into_iter()));
     }
 
     #[test]

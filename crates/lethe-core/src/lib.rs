@@ -5,6 +5,7 @@
 pub mod config;
 pub mod crypto;
 pub mod duration;
+pub mod checkpoint;
 pub mod integrity;
 pub mod ledger;
 pub mod merkle;

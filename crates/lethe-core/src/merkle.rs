@@ -104,6 +104,177 @@ fn subproof(m: usize, d: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// The audit path of leaf `index` in a tree of `size` leaves, asking
+/// `mth(lo, hi)` for the head of each subtree over leaves `lo..hi` it needs
+/// (the same path as [`inclusion_proof`], for trees too large to hold).
+pub fn inclusion_path<E>(
+    index: u64,
+    size: u64,
+    mth: &mut dyn FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Option<Vec<Hash>>, E> {
+    if index >= size {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    path_in(index, 0, size, mth, &mut out)?;
+    Ok(Some(out))
+}
+
+fn path_in<E>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    mth: &mut dyn FnMut(u64, u64) -> Result<Hash, E>,
+    out: &mut Vec<Hash>,
+) -> Result<(), E> {
+    if hi - lo <= 1 {
+        return Ok(());
+    }
+    let k = split((hi - lo) as usize) as u64;
+    if m < lo + k {
+        path_in(m, lo, lo + k, mth, out)?;
+        out.push(mth(lo + k, hi)?);
+    } else {
+        path_in(m, lo + k, hi, mth, out)?;
+        out.push(mth(lo, lo + k)?);
+    }
+    Ok(())
+}
+
+/// The consistency proof between trees of `old_size` and `new_size` leaves,
+/// asking `mth(lo, hi)` for subtree heads (the same proof as
+/// [`consistency_proof`]).
+pub fn consistency_path<E>(
+    old_size: u64,
+    new_size: u64,
+    mth: &mut dyn FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Option<Vec<Hash>>, E> {
+    if old_size > new_size {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    if old_size > 0 {
+        subproof_in(old_size, 0, new_size, true, mth, &mut out)?;
+    }
+    Ok(Some(out))
+}
+
+fn subproof_in<E>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    complete: bool,
+    mth: &mut dyn FnMut(u64, u64) -> Result<Hash, E>,
+    out: &mut Vec<Hash>,
+) -> Result<(), E> {
+    let n = hi - lo;
+    if m == n {
+        if !complete {
+            out.push(mth(lo, hi)?);
+        }
+        return Ok(());
+    }
+    let k = split(n as usize) as u64;
+    if m <= k {
+        subproof_in(m, lo, lo + k, complete, mth, out)?;
+        out.push(mth(lo + k, hi)?);
+    } else {
+        subproof_in(m - k, lo + k, hi, false, mth, out)?;
+        out.push(mth(lo, lo + k)?);
+    }
+    Ok(())
+}
+
+/// The perfect subtrees `(level, index)` that make up leaves `lo..hi` of an
+/// RFC 6962 tree, left to right, each as large as alignment allows (a
+/// subtree at `level` covers leaves `index·2^level .. (index+1)·2^level`).
+pub fn perfect_cover(mut lo: u64, hi: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    while lo < hi {
+        let mut level = if lo == 0 { 63 } else { lo.trailing_zeros() };
+        while level > 0 && lo + (1u64 << level) > hi {
+            level -= 1;
+        }
+        out.push((level, lo >> level));
+        lo += 1u64 << level;
+    }
+    out
+}
+
+/// A compact range over leaves `0..size`: the heads of the perfect subtrees
+/// the size decomposes into, largest first. Enough to extend the tree leaf by
+/// leaf and to compute its head at any moment in O(log n) memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a frontier from its size and subtree heads; `None` when the
+    /// number of heads does not match the size.
+    pub fn from_parts(size: u64, nodes: Vec<Hash>) -> Option<Self> {
+        (nodes.len() == size.count_ones() as usize).then_some(Frontier { size, nodes })
+    }
+
+    /// Leaves covered.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The subtree heads, largest first.
+    pub fn nodes(&self) -> &[Hash] {
+        &self.nodes
+    }
+
+    /// Appends a perfect subtree of `2^level` leaves with head `hash`; fails
+    /// (changing nothing) unless the current size is a multiple of `2^level`.
+    /// `completed(level, index, head)` is told of every interior subtree the
+    /// append completes, the appended one included when `level > 0`.
+    pub fn push(&mut self, level: u32, hash: Hash, completed: &mut dyn FnMut(u32, u64, &Hash)) -> bool {
+        if level >= 64 || self.size & ((1u64 << level) - 1) != 0 {
+            return false;
+        }
+        let mut level = level;
+        let mut h = hash;
+        let mut index = self.size >> level;
+        if level > 0 {
+            completed(level, index, &h);
+        }
+        self.size += 1u64 << level;
+        // Merge with equal-sized neighbours: a set bit of the old size at
+        // `level` means a subtree of that size sits to the left.
+        while index & 1 == 1 {
+            let left = self.nodes.pop().expect("a left sibling exists for an odd index");
+            h = node_hash(&left, &h);
+            level += 1;
+            index >>= 1;
+            completed(level, index, &h);
+        }
+        self.nodes.push(h);
+        true
+    }
+
+    /// Appends one leaf hash.
+    pub fn push_leaf(&mut self, leaf: Hash, completed: &mut dyn FnMut(u32, u64, &Hash)) {
+        self.push(0, leaf, completed);
+    }
+
+    /// The tree head over the leaves so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some(last) = it.next() else {
+            return Sha256::digest([]).into();
+        };
+        it.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+}
+
 /// Checks an inclusion proof (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
@@ -283,6 +454,59 @@ mod tests {
                 &h(ROOTS[n]),
                 &want
             ));
+        }
+    }
+
+    #[test]
+    fn the_frontier_agrees_with_the_tree_head_at_every_size_and_reports_completed_subtrees() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut f = Frontier::new();
+        let mut nodes = std::collections::HashMap::new();
+        assert_eq!(f.root(), root(&[]));
+        for (i, l) in leaves.iter().enumerate() {
+            f.push_leaf(*l, &mut |lvl, idx, h| {
+                nodes.insert((lvl, idx), *h);
+            });
+            assert_eq!(f.root(), root(&leaves[..=i]), "size {}", i + 1);
+            let again = Frontier::from_parts(f.size(), f.nodes().to_vec()).unwrap();
+            assert_eq!(again.root(), f.root());
+        }
+        // every reported node is the head of the perfect subtree it names
+        for ((lvl, idx), h) in &nodes {
+            let lo = (*idx as usize) << lvl;
+            assert_eq!(*h, root(&leaves[lo..lo + (1 << lvl)]));
+        }
+        // a tree rebuilt from perfect subtrees equals one built from leaves
+        let mut g = Frontier::new();
+        for (lvl, idx) in perfect_cover(0, 70) {
+            let lo = (idx as usize) << lvl;
+            assert!(g.push(lvl, root(&leaves[lo..lo + (1 << lvl)]), &mut |_, _, _| {}));
+        }
+        assert_eq!(g.root(), root(&leaves));
+        // a subtree that does not align with the size is refused
+        let mut h = Frontier::new();
+        h.push_leaf(leaves[0], &mut |_, _, _| {});
+        assert!(!h.push(2, leaves[1], &mut |_, _, _| {}));
+        assert_eq!(h.size(), 1);
+    }
+
+    #[test]
+    fn proofs_from_subtree_heads_equal_proofs_from_leaves() {
+        let leaves: Vec<Hash> = (0u32..45).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut mth = |lo: u64, hi: u64| -> Result<Hash, ()> { Ok(root(&leaves[lo as usize..hi as usize])) };
+        for n in 1..=leaves.len() {
+            for i in 0..n {
+                assert_eq!(
+                    inclusion_path(i as u64, n as u64, &mut mth).unwrap(),
+                    inclusion_proof(&leaves[..n], i)
+                );
+            }
+            for m in 0..=n {
+                assert_eq!(
+                    consistency_path(m as u64, n as u64, &mut mth).unwrap(),
+                    consistency_proof(&leaves[..n], m)
+                );
+            }
         }
     }
 
