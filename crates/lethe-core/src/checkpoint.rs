@@ -87,7 +87,8 @@ impl SigningKey {
     pub fn derive(master: &SecretKey) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"lethe/v1"), master.expose());
         let mut seed = [0u8; 32];
-        hk.expand(b"checkpoint-ed25519", &mut seed).expect("32 bytes is a valid HKDF length");
+        hk.expand(b"checkpoint-ed25519", &mut seed)
+            .expect("32 bytes is a valid HKDF length");
         let k = ed25519_dalek::SigningKey::from_bytes(&seed);
         zeroize::Zeroize::zeroize(&mut seed);
         SigningKey(k)
@@ -142,7 +143,11 @@ mod tests {
     fn a_signed_checkpoint_verifies_with_the_public_key_only_and_any_change_breaks_it() {
         let master = SecretKey::generate();
         let k = SigningKey::derive(&master);
-        assert_eq!(k.public_key(), SigningKey::derive(&master).public_key(), "deterministic");
+        assert_eq!(
+            k.public_key(),
+            SigningKey::derive(&master).public_key(),
+            "deterministic"
+        );
         let sig = k.sign(&cp());
         assert!(cp().verify(&k.public_key(), &sig));
         for changed in [

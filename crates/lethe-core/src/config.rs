@@ -60,6 +60,40 @@ pub struct Config {
     /// Retention defaults and policies.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Merkle checkpoint cadence.
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
+}
+
+/// `[integrity]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Seal a chain into a signed checkpoint once it has this many records
+    /// past its last checkpoint (checked after every ingest batch).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// …or once its last checkpoint is this old and it has new records.
+    /// Every ingest run also seals what it wrote when it ends.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Window,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_checkpoint_every() -> u64 {
+    1_000_000
+}
+
+fn default_checkpoint_interval() -> Window {
+    Window::Span(600)
 }
 
 /// `[store]`.

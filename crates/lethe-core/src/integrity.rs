@@ -364,7 +364,10 @@ mod tests {
         assert_ne!(base, personal_digest(&[2; 16], Some(&[7; 32]), Some(1), f.into_iter()));
         assert_ne!(base, personal_digest(&[1; 16], None, Some(1), f.into_iter()));
         assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), None, f.into_iter()));
-        assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), Some(1), std::iter::empty()));
+        assert_ne!(
+            base,
+            personal_digest(&[1; 16], Some(&[7; 32]), Some(1), std::iter::empty())
+        );
         let g = [("subject", b"cu".as_slice())];
         assert_ne!(base, personal_digest(&[1; 16], Some(&[7; 32]), Some(1), g.into_iter()));
     }

@@ -2,10 +2,10 @@
 //! capture policy evaluation, and the crypto envelope. Nothing here touches the
 //! disk, the network or the clock; time comes in as an argument.
 
+pub mod checkpoint;
 pub mod config;
 pub mod crypto;
 pub mod duration;
-pub mod checkpoint;
 pub mod integrity;
 pub mod ledger;
 pub mod merkle;

@@ -74,7 +74,7 @@ pub struct GroupKey {
 }
 
 /// Which records a rule applies to; `None` matches anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selector {
     /// Tenant.
     pub tenant: Option<TenantId>,
@@ -115,7 +115,7 @@ impl Selector {
 }
 
 /// A retention rule in evaluation form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionRule {
     /// Name shown in plans and receipts.
     pub name: String,
@@ -147,6 +147,28 @@ pub struct PolicyBook {
     pub retention: Vec<RetentionRule>,
     /// Capture rules (default `full`).
     pub capture: Vec<CaptureRule>,
+}
+
+/// The retention part of a policy snapshot as the ledger records it
+/// (`policy.version` entries): enough to decide again, later, what a sweep
+/// was allowed to remove.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSnapshot {
+    /// The default rule.
+    pub default: RetentionRule,
+    /// Selector rules.
+    pub policies: Vec<RetentionRule>,
+}
+
+impl RetentionSnapshot {
+    /// A policy book with these retention rules (and no capture rules).
+    pub fn into_book(self) -> PolicyBook {
+        PolicyBook {
+            default: self.default,
+            retention: self.policies,
+            capture: Vec::new(),
+        }
+    }
 }
 
 /// The retention decision for one group at one instant.

@@ -9,9 +9,15 @@ pub mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub mod row;
+
+use lethe_core::checkpoint::hex32;
+use lethe_core::crypto::SecretKey;
+use lethe_core::integrity::Digests;
+use lethe_core::merkle::Hash;
 use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{StreamId, TenantId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use lethe_core::ledger::Entry as LedgerEntry;
 pub use sqlite::SqliteStore;
@@ -94,6 +100,12 @@ pub struct Batch {
     pub new_keys: Vec<StoredKey>,
     /// The records.
     pub records: Vec<NewRecord>,
+    /// The body digests of each record, in the same order (computed by the
+    /// caller, off the store's thread); empty means the store computes them.
+    pub digests: Vec<Digests>,
+    /// The record MAC key of every tenant in the batch: the store seals
+    /// each record as it assigns its sequence number.
+    pub mac_keys: Vec<(TenantId, SecretKey)>,
     /// Records counted but not stored (capture mode `none`).
     pub drops: Vec<CaptureDrop>,
 }
@@ -170,6 +182,8 @@ pub struct GroupStats {
     pub oldest_us: Option<i64>,
     /// Newest event time (µs).
     pub newest_us: Option<i64>,
+    /// Headers kept of deleted records (tombstones), so the chain still verifies.
+    pub tombstones: u64,
     /// Partitions holding records of this group.
     pub partitions: u64,
     /// Bytes on disk attributed to this group (partition sizes shared by record count).
@@ -212,6 +226,123 @@ pub struct RetentionEffect {
     pub partitions_dropped: u64,
 }
 
+/// A contiguous run of one chain's sequence numbers stored in one
+/// partition, with the chain hashes at its ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// First sequence number.
+    pub first: u64,
+    /// Last sequence number.
+    pub last: u64,
+    /// Chain hash before `first`.
+    #[serde(with = "hex32")]
+    pub prev: Hash,
+    /// Chain hash after `last`.
+    #[serde(with = "hex32")]
+    pub chain: Hash,
+}
+
+/// The (scope, classification) groups a partition held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartGroupRef {
+    /// Scope.
+    pub scope: String,
+    /// Classification code.
+    pub class: u8,
+}
+
+/// A partition retention removes whole: its file goes, its segments stay
+/// explained by the receipt that carries this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedPartition {
+    /// Period start (µs).
+    pub start_us: i64,
+    /// Period end (µs, exclusive).
+    pub end_us: i64,
+    /// Groups it held (every one expired as a whole).
+    pub groups: Vec<PartGroupRef>,
+    /// Its runs of the chain.
+    pub segments: Vec<Segment>,
+}
+
+/// Records of one partition that retention deletes (keeping their headers)
+/// or anonymizes, by sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRemoval {
+    /// Period start of the partition (µs).
+    pub partition_start_us: i64,
+    /// Delete or anonymize.
+    pub action: Action,
+    /// Inclusive ranges of sequence numbers.
+    pub seqs: Vec<[u64; 2]>,
+}
+
+/// Everything retention removes from one (tenant, stream) chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRemoval {
+    /// Tenant.
+    pub tenant: String,
+    /// Stream as `name:version`.
+    pub stream: String,
+    /// Partitions removed whole.
+    pub dropped: Vec<DroppedPartition>,
+    /// Row-level work.
+    pub rows: Vec<RowRemoval>,
+}
+
+/// An exact removal plan: the effect per target and, per chain, exactly
+/// which partitions and sequence numbers go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Effect per target, in target order.
+    pub effects: Vec<RetentionEffect>,
+    /// What goes, per chain.
+    pub chains: Vec<ChainRemoval>,
+}
+
+/// What [`Store::apply_removal`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// Records deleted (whole partitions and tombstoned rows).
+    pub deleted: u64,
+    /// Records anonymized.
+    pub anonymized: u64,
+    /// Partitions removed whole.
+    pub partitions_dropped: u64,
+    /// Disk bytes returned.
+    pub bytes_freed: u64,
+}
+
+/// The state of one (tenant, stream) chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Tenant.
+    pub tenant: String,
+    /// Stream as `name:version`.
+    pub stream: String,
+    /// Records appended so far (the last sequence number).
+    pub size: u64,
+    /// Chain hash after the last record.
+    pub hash: Hash,
+    /// RFC 6962 tree head over all leaves so far.
+    pub root: Hash,
+    /// Size covered by the last signed checkpoint.
+    pub sealed: u64,
+    /// When the last checkpoint was taken (µs).
+    pub sealed_us: i64,
+}
+
+/// Where a chain segment lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentAt {
+    /// The run.
+    pub segment: Segment,
+    /// Partition id.
+    pub partition: i64,
+    /// Partition period start (µs).
+    pub start_us: i64,
+}
+
 /// Progress of a long operation: units done of total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
@@ -243,9 +374,12 @@ pub struct RunRecord {
 /// - [`Store::append`] is idempotent by record id within a (tenant, stream)
 ///   and a partition period, assigns each new record the next sequence number
 ///   of its (tenant, stream), and persists the whole batch before returning.
-/// - [`Store::plan_retention`] returns exactly the effects that
-///   [`Store::apply_retention`] with the same targets then produces, provided
-///   no write happens in between.
+/// - [`Store::plan_removal`] returns exactly what [`Store::apply_removal`]
+///   then removes; apply removes nothing the plan does not list.
+/// - Every appended record is sealed: it carries its chain link and MAC
+///   (see `lethe_core::integrity`), and deleting it keeps its header (a
+///   tombstone) until its whole partition goes, whose segments the caller
+///   keeps (in a receipt) with their boundary chain hashes.
 /// - Removing records returns their disk space: when every record of a
 ///   partition is removed, its space is released without compaction.
 /// - Tenants never see each other's records: every query names one tenant.
@@ -271,11 +405,68 @@ pub trait Store: Send + Sync {
     /// Bytes the store occupies on disk (allocated blocks).
     fn disk_bytes(&self) -> Result<u64>;
 
-    /// The exact effect of applying `targets` now, without changing anything.
-    fn plan_retention(&self, targets: &[RetentionTarget]) -> Result<Vec<RetentionEffect>>;
+    /// The exact removal `targets` select now — per target counts and, per
+    /// chain, the partitions and sequence numbers — without changing anything.
+    fn plan_removal(&self, targets: &[RetentionTarget]) -> Result<Removal>;
 
-    /// Applies `targets`: deletes or anonymizes expired records.
-    fn apply_retention(&self, targets: &[RetentionTarget], progress: Progress<'_>) -> Result<Vec<RetentionEffect>>;
+    /// Carries out exactly the removal in `chains` (from [`Store::plan_removal`],
+    /// or read back from a ledger intent after a crash): drops the listed
+    /// partitions whole (keeping the Merkle nodes the tree needs at the
+    /// edges), tombstones or anonymizes the listed rows. Idempotent: what is
+    /// already done is skipped. A partition written to since the plan is not
+    /// dropped whole; its listed records are tombstoned instead.
+    fn apply_removal(&self, chains: &[ChainRemoval], progress: Progress<'_>) -> Result<Applied>;
+
+    /// The exact effect of applying `targets` now, without changing anything.
+    fn plan_retention(&self, targets: &[RetentionTarget]) -> Result<Vec<RetentionEffect>> {
+        Ok(self.plan_removal(targets)?.effects)
+    }
+
+    /// Plans and applies `targets` in one call (no intent is recorded; the
+    /// vault's sweep records one between the two steps).
+    fn apply_retention(&self, targets: &[RetentionTarget], progress: Progress<'_>) -> Result<Vec<RetentionEffect>> {
+        let plan = self.plan_removal(targets)?;
+        self.apply_removal(&plan.chains, progress)?;
+        Ok(plan.effects)
+    }
+
+    /// Every chain with its head, tree head and last checkpoint.
+    fn chains(&self) -> Result<Vec<ChainHead>>;
+
+    /// Notes that a signed checkpoint now covers `size` records of a chain.
+    fn mark_sealed(&self, tenant: &str, stream: &str, size: u64, ts_us: i64) -> Result<()>;
+
+    /// A chain's segments in sequence order, with their partitions.
+    fn segments(&self, tenant: &str, stream: &str) -> Result<Vec<SegmentAt>>;
+
+    /// Visits a partition's rows with sequence numbers `first..=last`, in
+    /// sequence order, whatever their state (live, anonymized, tombstone).
+    fn scan_rows(&self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
+
+    /// Rows stored per partition of a chain, tombstones included: `(partition, rows)`.
+    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>>;
+
+    /// Sequence numbers present in a partition that are outside `segments`
+    /// (rows no append put there).
+    fn stray_rows(&self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>>;
+
+    /// A stored Merkle subtree head: `level` 8 and every 4th level above are
+    /// kept for all complete subtrees; lower levels only at the edges of
+    /// ranges retention removed.
+    fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>>;
+
+    /// Leaf hashes of sequence numbers `first..=last` of a chain where the
+    /// rows still exist (tombstones included), `None` where they are gone.
+    fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>>;
+
+    /// Where a record id is stored: `(tenant, stream, seq)`, tombstones included.
+    fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>>;
+
+    /// A small piece of bookkeeping state (e.g. a sweep's pending intent).
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// Sets (or, with `None`, clears) a piece of bookkeeping state, durably.
+    fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()>;
 
     /// The wrapped root key of a tenant, if it has one.
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>>;

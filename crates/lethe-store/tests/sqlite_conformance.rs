@@ -14,8 +14,8 @@ lethe_store::conformance!(open);
 fn rows_of_an_uncommitted_batch_are_never_visible() {
     use lethe_core::policy::GroupKey;
     use lethe_core::{Classification, TenantId};
-    use lethe_store::testsuite::{rec, T0};
-    use lethe_store::{Batch, RecordQuery};
+    use lethe_store::testsuite::{batch_of, rec, T0};
+    use lethe_store::RecordQuery;
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), 86_400).unwrap();
     let g = GroupKey {
@@ -24,11 +24,8 @@ fn rows_of_an_uncommitted_batch_are_never_visible() {
         scope: "web".into(),
         classification: Classification::Internal,
     };
-    s.append(&Batch {
-        records: vec![rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)],
-        ..Default::default()
-    })
-    .unwrap();
+    s.append(&batch_of(&[rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)]))
+        .unwrap();
     // Another writer's batch, written to the partition but not yet committed in the catalog.
     let part = std::fs::read_dir(dir.path().join("partitions/acme/audit-v1"))
         .unwrap()
@@ -37,7 +34,8 @@ fn rows_of_an_uncommitted_batch_are_never_visible() {
         .unwrap();
     let c = rusqlite::Connection::open(&part).unwrap();
     c.execute(
-        "INSERT INTO records(seq,id,ts,received,scope,class,plain) VALUES(3, x'00112233445566778899aabbccddeeff', ?1, ?1, 'web', 1, '{}')",
+        "INSERT INTO records(seq,id,ts,received,scope,class,plain,prev,mac)
+         VALUES(3, x'00112233445566778899aabbccddeeff', ?1, ?1, 'web', 1, '{}', zeroblob(32), zeroblob(32))",
         [T0 + 2],
     )
     .unwrap();

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use lethe_core::crypto::TenantKeys;
+use lethe_core::integrity::{self, Digests};
 use lethe_core::model::CaptureMode;
 use lethe_core::policy::GroupKey;
 use lethe_core::record::{self, body, RecordError, SUBJECT_FIELD};
@@ -388,6 +389,7 @@ impl Vault {
         }
 
         let mut records = Vec::with_capacity(pending.len());
+        let mut digests = Vec::with_capacity(pending.len());
         let mut packer = record::value::Packer::new(self.config.store.compress_personal);
         let mut packed = Vec::with_capacity(2048);
         for (p, k) in pending.into_iter().zip(keys) {
@@ -422,6 +424,21 @@ impl Vault {
                 body::encode(blobs.iter().map(|(n, b)| (*n, b.as_slice())), &mut out);
                 rec.body = Some(out);
                 rec.key_id = Some(key_id);
+                // The header's digests are computed here, off the store's thread.
+                digests.push(Digests {
+                    plain: integrity::plain_digest(&rec.plain),
+                    personal: integrity::personal_digest(
+                        &rec.id,
+                        rec.pseudonym.as_ref(),
+                        rec.key_id,
+                        blobs.iter().map(|(n, b)| (*n, b.as_slice())),
+                    ),
+                });
+            } else {
+                digests.push(Digests {
+                    plain: integrity::plain_digest(&rec.plain),
+                    personal: integrity::personal_digest(&rec.id, rec.pseudonym.as_ref(), None, std::iter::empty()),
+                });
             }
             records.push(rec);
         }
@@ -437,6 +454,8 @@ impl Vault {
             batch: Batch {
                 new_keys,
                 records,
+                digests,
+                mac_keys: tenants.iter().map(|(t, k)| (t.clone(), k.mac_key().clone())).collect(),
                 drops,
             },
             rejections,

@@ -24,10 +24,15 @@ use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, StreamId, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use lethe_core::integrity::{self, RecordMac};
+use lethe_core::merkle::{self, Frontier, Hash};
+
 use crate::crashpoint;
+use crate::row::{self, RawRow};
 use crate::{
-    AppendReport, Batch, CaptureDrop, GroupStats, KeyId, LedgerEntry, NewRecord, Progress, RecordQuery, Result,
-    RetentionEffect, RetentionTarget, RunRecord, Store, StoreError, StoredKey, StoredRecord,
+    AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, KeyId,
+    LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionEffect, RetentionTarget,
+    RowRemoval, RunRecord, Segment, SegmentAt, Store, StoreError, StoredKey, StoredRecord,
 };
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
@@ -37,14 +42,21 @@ pub(crate) fn db(e: rusqlite::Error) -> StoreError {
 const CATALOG_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chains(tenant TEXT NOT NULL, stream TEXT NOT NULL, head_seq INTEGER NOT NULL,
-  PRIMARY KEY(tenant, stream));
+  head_hash BLOB NOT NULL, frontier BLOB NOT NULL, sealed INTEGER NOT NULL DEFAULT 0,
+  sealed_us INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, stream));
+CREATE TABLE IF NOT EXISTS segments(tenant TEXT NOT NULL, stream TEXT NOT NULL, first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL, partition_id INTEGER NOT NULL, prev BLOB NOT NULL, chain BLOB NOT NULL,
+  PRIMARY KEY(tenant, stream, first_seq));
+CREATE INDEX IF NOT EXISTS segments_partition ON segments(partition_id);
+CREATE TABLE IF NOT EXISTS merkle_nodes(tenant TEXT NOT NULL, stream TEXT NOT NULL, level INTEGER NOT NULL,
+  idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY(tenant, stream, level, idx));
 CREATE TABLE IF NOT EXISTS partitions(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, stream TEXT NOT NULL,
   start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, path TEXT NOT NULL, state INTEGER NOT NULL,
   bytes INTEGER NOT NULL DEFAULT 0, UNIQUE(tenant, stream, start_us));
 CREATE INDEX IF NOT EXISTS partitions_state ON partitions(state) WHERE state != 0;
 CREATE TABLE IF NOT EXISTS partition_groups(partition_id INTEGER NOT NULL, scope TEXT NOT NULL,
-  class INTEGER NOT NULL, records INTEGER NOT NULL, anonymized INTEGER NOT NULL, min_ts INTEGER, max_ts INTEGER,
-  PRIMARY KEY(partition_id, scope, class));
+  class INTEGER NOT NULL, records INTEGER NOT NULL, anonymized INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0, min_ts INTEGER, max_ts INTEGER, PRIMARY KEY(partition_id, scope, class));
 CREATE TABLE IF NOT EXISTS capture_drops(tenant TEXT NOT NULL, stream TEXT NOT NULL, scope TEXT NOT NULL,
   class INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(tenant, stream, scope, class));
 CREATE TABLE IF NOT EXISTS tenant_keys(tenant TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_us INTEGER NOT NULL);
@@ -57,6 +69,9 @@ CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
   finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
 ";
+
+/// The on-disk format this version reads and writes (2: sealed records).
+const FORMAT: &str = "2";
 
 const LIVE: i64 = 0;
 const DIRTY: i64 = 1;
@@ -104,7 +119,7 @@ struct PartGroup {
     scope: String,
     class: Classification,
     records: u64,
-    anonymized: u64,
+    deleted: u64,
 }
 
 /// Holds the cross-process writer lock for the duration of a write.
@@ -150,6 +165,32 @@ impl SqliteStore {
             Some(s) => {
                 return Err(StoreError::Corrupt(format!(
                     "this store was created with partitions of {s} s; store.partition asks for {span_secs} s"
+                )))
+            }
+        }
+        let format: Option<String> = cat
+            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        match format.as_deref() {
+            Some(FORMAT) => {}
+            None => {
+                let used: bool = cat
+                    .query_row("SELECT EXISTS(SELECT 1 FROM partitions)", [], |r| r.get(0))
+                    .map_err(db)?;
+                if used {
+                    return Err(StoreError::Corrupt(
+                        "this store was written by an earlier Lethe (format 1, records without integrity seals); \
+                         export it with that version's `lethe logs` and ingest into a new data directory"
+                            .into(),
+                    ));
+                }
+                cat.execute("INSERT INTO meta(key,value) VALUES('format',?1)", [FORMAT])
+                    .map_err(db)?;
+            }
+            Some(f) => {
+                return Err(StoreError::Corrupt(format!(
+                    "store format {f}; this version reads {FORMAT}"
                 )))
             }
         }
@@ -292,6 +333,77 @@ impl SqliteStore {
         Ok(h.unwrap_or(0) as u64)
     }
 
+    /// A chain's committed state: head, chain hash and Merkle frontier.
+    fn chain_state(cat: &Connection, tenant: &str, stream: &str) -> Result<partition::ChainState> {
+        let row: Option<(i64, Vec<u8>, Vec<u8>)> = cat
+            .query_row(
+                "SELECT head_seq, head_hash, frontier FROM chains WHERE tenant=?1 AND stream=?2",
+                [tenant, stream],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let bad = || StoreError::Corrupt(format!("chain state of {tenant}/{stream}"));
+        Ok(match row {
+            None => partition::ChainState {
+                seq: 0,
+                hash: integrity::genesis(tenant, stream),
+                frontier: Frontier::new(),
+                nodes: Vec::new(),
+            },
+            Some((seq, hash, frontier)) => partition::ChainState {
+                seq: seq as u64,
+                hash: hash.try_into().map_err(|_| bad())?,
+                frontier: Frontier::from_parts(
+                    seq as u64,
+                    frontier
+                        .chunks(32)
+                        .map(|c| c.try_into().map_err(|_| bad()))
+                        .collect::<Result<_>>()?,
+                )
+                .ok_or_else(bad)?,
+                nodes: Vec::new(),
+            },
+        })
+    }
+
+    /// Leaf hashes of `first..=last` of a chain from the rows that hold
+    /// them (`None` where no row does), via the segments.
+    fn leaves_in(
+        &self,
+        inner: &mut Inner,
+        tenant: &str,
+        stream: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<Option<Hash>>> {
+        let mut out = vec![None; (last + 1 - first) as usize];
+        let segs = segments_of(&inner.cat, tenant, stream, Some((first, last)))?;
+        for sa in segs {
+            let p = self
+                .parts_where(&inner.cat, "id = ?1", &[&sa.partition])?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt(format!("segment in missing partition {}", sa.partition)))?;
+            let c = self.conn(inner, &p, false)?;
+            let lo = sa.segment.first.max(first);
+            let hi = sa.segment.last.min(last);
+            let mut err = None;
+            partition::scan(c, lo, hi, &mut |row| match row.leaf(tenant, stream) {
+                Ok(l) => out[(row.seq - first) as usize] = Some(l),
+                Err(e) => {
+                    err = Some(StoreError::Corrupt(format!(
+                        "record {} of {tenant}/{stream}: {e}",
+                        row.seq
+                    )))
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Finishes dropping partitions marked `dropping` and repairs `dirty` ones.
     fn repair(&self, inner: &mut Inner) -> Result<()> {
         let dropping = self.parts_where(&inner.cat, "state = ?1", &[&DROPPING])?;
@@ -332,8 +444,18 @@ impl SqliteStore {
             .map_err(db)?;
         for g in groups {
             tx.execute(
-                "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts) VALUES(?1,?2,?3,?4,?5,?6,?7)",
-                params![p.id, g.scope, g.class, g.records as i64, g.anonymized as i64, g.min_ts, g.max_ts],
+                "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,deleted,min_ts,max_ts)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![
+                    p.id,
+                    g.scope,
+                    g.class,
+                    g.records as i64,
+                    g.anonymized as i64,
+                    g.deleted as i64,
+                    g.min_ts,
+                    g.max_ts
+                ],
             )
             .map_err(db)?;
         }
@@ -347,7 +469,7 @@ impl SqliteStore {
 
     fn groups_of(cat: &Connection, part: i64) -> Result<Vec<PartGroup>> {
         let mut st = cat
-            .prepare_cached("SELECT scope,class,records,anonymized FROM partition_groups WHERE partition_id=?1")
+            .prepare_cached("SELECT scope,class,records,deleted FROM partition_groups WHERE partition_id=?1")
             .map_err(db)?;
         let rows = st
             .query_map([part], |r| {
@@ -361,14 +483,14 @@ impl SqliteStore {
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (scope, class, n, a) = row.map_err(db)?;
+            let (scope, class, n, d) = row.map_err(db)?;
             let class =
                 Classification::from_code(class).ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?;
             out.push(PartGroup {
                 scope,
                 class,
                 records: n as u64,
-                anonymized: a as u64,
+                deleted: d as u64,
             });
         }
         Ok(out)
@@ -405,18 +527,15 @@ impl SqliteStore {
                     };
                     let t = &targets[ti];
                     let anonymize = t.action == Action::Anonymize;
-                    let n = if p.end <= t.cutoff_us {
-                        if anonymize {
-                            whole = false;
-                            g.records - g.anonymized
-                        } else {
-                            g.records
-                        }
+                    let mut seqs = Vec::new();
+                    let n = if p.end <= t.cutoff_us && !anonymize {
+                        g.records
                     } else {
                         whole = false;
-                        if p.start < t.cutoff_us {
+                        if p.start < t.cutoff_us && (g.records > 0) {
                             let c = self.conn(inner, &p, false)?;
-                            partition::count_expired(c, &g.scope, g.class, t.cutoff_us, anonymize)?
+                            seqs = partition::expired_seqs(c, &g.scope, g.class, t.cutoff_us, anonymize)?;
+                            seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
                         } else {
                             0
                         }
@@ -426,8 +545,19 @@ impl SqliteStore {
                         scope: g.scope.clone(),
                         class: g.class,
                         records: n,
-                        share: g.records,
+                        share: g.records + g.deleted,
+                        seqs,
                     });
+                }
+                if !whole {
+                    // Groups wholly expired in a partition that stays: their
+                    // records go row by row, so name them.
+                    for i in items.iter_mut().filter(|i| i.records > 0 && i.seqs.is_empty()) {
+                        let c = self.conn(inner, &p, false)?;
+                        let anonymize = targets[i.target].action == Action::Anonymize;
+                        i.seqs = partition::expired_seqs(c, &i.scope, i.class, targets[i.target].cutoff_us, anonymize)?;
+                        i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
+                    }
                 }
                 if whole {
                     work.drops.push((p, items, total));
@@ -438,6 +568,56 @@ impl SqliteStore {
             }
         }
         Ok(work)
+    }
+
+    /// The partition with this period, if it is live.
+    fn live_part(&self, cat: &Connection, tenant: &str, stream: &str, start_us: i64) -> Result<Option<Part>> {
+        Ok(self
+            .parts_where(
+                cat,
+                "tenant = ?1 AND stream = ?2 AND start_us = ?3 AND state = 0",
+                &[&tenant, &stream, &start_us],
+            )?
+            .pop())
+    }
+
+    /// Stores the Merkle subtree heads below the 256-leaf level at the
+    /// edges of the ranges about to be dropped, computed from their rows
+    /// (still present), so the tree over what remains can still be
+    /// recomputed and proven. Adjacent dropped segments are merged first:
+    /// only the outer edges of each merged range need heads.
+    fn edge_nodes(
+        &self,
+        inner: &mut Inner,
+        tenant: &str,
+        stream: &str,
+        segs: &mut [(u64, u64)],
+    ) -> Result<Vec<(u32, u64, Hash)>> {
+        segs.sort();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in segs.iter() {
+            match merged.last_mut() {
+                Some(m) if m.1 + 1 == a => m.1 = b,
+                _ => merged.push((a, b)),
+            }
+        }
+        let mut out = Vec::new();
+        for (a, b) in merged {
+            for (level, idx) in merkle::perfect_cover(a - 1, b) {
+                if level >= 8 {
+                    continue;
+                }
+                let lo = idx << level;
+                let hi = lo + (1u64 << level);
+                let leaves = self.leaves_in(inner, tenant, stream, lo + 1, hi)?;
+                // A leaf that cannot be rebuilt (a damaged row) leaves the head
+                // out: `lethe verify` reports the damage itself.
+                if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
+                    out.push((level, idx, merkle::root(&ls)));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -455,6 +635,8 @@ struct Item {
     class: Classification,
     records: u64,
     share: u64,
+    /// Row-level work: the sequence numbers it touches.
+    seqs: Vec<[u64; 2]>,
 }
 
 /// A group key from its stored columns.
@@ -470,7 +652,90 @@ fn group_key(tenant: &str, stream: &str, scope: String, class: u8) -> Result<Gro
     })
 }
 
+/// A chain's segments in sequence order, optionally only those overlapping
+/// `first..=last`.
+fn segments_of(cat: &Connection, tenant: &str, stream: &str, within: Option<(u64, u64)>) -> Result<Vec<SegmentAt>> {
+    let (lo, hi) = within.unwrap_or((0, i64::MAX as u64));
+    let mut st = cat
+        .prepare_cached(
+            "SELECT s.first_seq, s.last_seq, s.prev, s.chain, s.partition_id, coalesce(p.start_us, 0)
+             FROM segments s LEFT JOIN partitions p ON p.id = s.partition_id
+             WHERE s.tenant=?1 AND s.stream=?2 AND s.last_seq>=?3 AND s.first_seq<=?4 ORDER BY s.first_seq",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![tenant, stream, lo as i64, hi as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (first, last, prev, chain, partition, start_us) = row.map_err(db)?;
+        let bad = || StoreError::Corrupt(format!("segment {first} of {tenant}/{stream}"));
+        out.push(SegmentAt {
+            segment: Segment {
+                first: first as u64,
+                last: last as u64,
+                prev: prev.try_into().map_err(|_| bad())?,
+                chain: chain.try_into().map_err(|_| bad())?,
+            },
+            partition,
+            start_us,
+        });
+    }
+    Ok(out)
+}
+
+/// The removal entry of a partition's chain, created on first use.
+fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: &Part) -> &'a mut ChainRemoval {
+    let k = (p.tenant.to_string(), p.stream.to_string());
+    chains.entry(k.clone()).or_insert_with(|| ChainRemoval {
+        tenant: k.0,
+        stream: k.1,
+        dropped: Vec::new(),
+        rows: Vec::new(),
+    })
+}
+
+/// The segments stored in one partition, in sequence order.
+fn segments_in_partition(cat: &Connection, id: i64) -> Result<Vec<Segment>> {
+    let mut st = cat
+        .prepare_cached("SELECT first_seq,last_seq,prev,chain FROM segments WHERE partition_id=?1 ORDER BY first_seq")
+        .map_err(db)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (first, last, prev, chain) = row.map_err(db)?;
+        let bad = || StoreError::Corrupt(format!("segment {first} of partition {id}"));
+        out.push(Segment {
+            first: first as u64,
+            last: last as u64,
+            prev: prev.try_into().map_err(|_| bad())?,
+            chain: chain.try_into().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
 fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
+    cat.execute("DELETE FROM segments WHERE partition_id=?1", [id])
+        .map_err(db)?;
     cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id])
         .map_err(db)?;
     cat.execute("DELETE FROM partitions WHERE id=?1", [id]).map_err(db)?;
@@ -512,6 +777,24 @@ fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], total: u64, b
 impl Store for SqliteStore {
     fn append(&self, b: &Batch) -> Result<AppendReport> {
         let (batch, drops) = (&b.records, &b.drops);
+        let computed;
+        let digests = if b.digests.len() == batch.len() {
+            debug_assert!(
+                batch.iter().zip(&b.digests).all(|(r, d)| row::digests_of(r) == *d),
+                "caller-computed digests match the records"
+            );
+            &b.digests
+        } else {
+            computed = batch.iter().map(row::digests_of).collect::<Vec<_>>();
+            &computed
+        };
+        let macs: HashMap<&TenantId, RecordMac> = b.mac_keys.iter().map(|(t, k)| (t, RecordMac::new(k))).collect();
+        if let Some(r) = batch.iter().find(|r| !macs.contains_key(&r.group.tenant)) {
+            return Err(StoreError::Backend(format!(
+                "no record MAC key for tenant `{}` in the batch",
+                r.group.tenant
+            )));
+        }
         let _g = self.write_lock()?;
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -530,8 +813,9 @@ impl Store for SqliteStore {
 
         // Intent: the batch's new data keys are stored and every partition it
         // touches is marked dirty, durably, before any partition is written.
-        let mut parts: Vec<(Part, Vec<&NewRecord>)> = Vec::new();
-        let mut heads: BTreeMap<(String, String), u64> = BTreeMap::new();
+        type Recs<'a> = Vec<(&'a NewRecord, &'a lethe_core::integrity::Digests)>;
+        let mut parts: Vec<(Part, Recs<'_>)> = Vec::new();
+        let mut heads: BTreeMap<(String, String), partition::ChainState> = BTreeMap::new();
         {
             let tx = inner
                 .cat
@@ -589,51 +873,115 @@ impl Store for SqliteStore {
                     parts.push((p, Vec::new()));
                     let ck = (tenant.to_string(), stream.clone());
                     if let std::collections::btree_map::Entry::Vacant(e) = heads.entry(ck) {
-                        e.insert(Self::head(&tx, tenant, &stream)?);
+                        e.insert(Self::chain_state(&tx, tenant, &stream)?);
                     }
                 }
-                parts.last_mut().expect("pushed above").1.push(r);
+                parts.last_mut().expect("pushed above").1.push((r, &digests[i]));
             }
             tx.commit().map_err(db)?;
         }
         crashpoint::hit("append.after_intent");
 
         let mut report = AppendReport::default();
-        // (partition, per-group deltas, bytes on disk) of every partition written.
-        type Settled = (Part, Vec<((String, u8), partition::GroupDelta)>, u64);
+        // Every partition written: its per-group deltas, bytes on disk and
+        // the segment of the chain it received (if any record was new).
+        struct Settled {
+            part: Part,
+            deltas: Vec<((String, u8), partition::GroupDelta)>,
+            bytes: u64,
+            segment: Option<Segment>,
+        }
         let mut settled: Vec<Settled> = Vec::new();
         for (p, recs) in parts {
-            let head = heads
-                .get_mut(&(p.tenant.to_string(), p.stream.to_string()))
-                .expect("head loaded");
+            let (tenant, stream) = (p.tenant.to_string(), p.stream.to_string());
+            let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
+            let mac = &macs[&p.tenant];
+            let (first, prev) = (chain.seq + 1, chain.hash);
             let c = self.conn(inner, &p, true)?;
             let tx = c.unchecked_transaction().map_err(db)?;
             let mut deltas = Vec::new();
-            let n = partition::insert(&tx, &recs, head, &mut deltas)?;
+            let n = partition::insert(&tx, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
             tx.commit().map_err(db)?;
             crashpoint::hit("append.after_partition");
             report.inserted += n;
             report.duplicates += recs.len() as u64 - n;
             let bytes = self.file_bytes(&p);
             self.maybe_checkpoint(&p);
-            settled.push((p, deltas, bytes));
+            let segment = (n > 0).then(|| Segment {
+                first,
+                last: chain.seq,
+                prev,
+                chain: chain.hash,
+            });
+            settled.push(Settled {
+                part: p,
+                deltas,
+                bytes,
+                segment,
+            });
         }
 
-        // Commit point: chain heads, counts, and the dirty marks cleared.
+        // Commit point: chain heads, segments, Merkle nodes, counts, and the
+        // dirty marks cleared.
         let tx = inner
             .cat
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        for ((tenant, stream), head) in &heads {
+        for ((tenant, stream), h) in &heads {
+            let frontier: Vec<u8> = h.frontier.nodes().concat();
             tx.execute(
-                "INSERT INTO chains(tenant,stream,head_seq) VALUES(?1,?2,?3)
-                 ON CONFLICT(tenant,stream) DO UPDATE SET head_seq=?3",
-                params![tenant, stream, *head as i64],
+                "INSERT INTO chains(tenant,stream,head_seq,head_hash,frontier) VALUES(?1,?2,?3,?4,?5)
+                 ON CONFLICT(tenant,stream) DO UPDATE SET head_seq=?3, head_hash=?4, frontier=?5",
+                params![tenant, stream, h.seq as i64, &h.hash[..], frontier],
             )
             .map_err(db)?;
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES(?1,?2,?3,?4,?5)
+                     ON CONFLICT DO UPDATE SET hash=?5",
+                )
+                .map_err(db)?;
+            for (level, idx, hash) in &h.nodes {
+                ins.execute(params![tenant, stream, level, *idx as i64, &hash[..]])
+                    .map_err(db)?;
+            }
         }
-        for (p, deltas, bytes) in &settled {
-            for ((scope, class), d) in deltas {
+        for st in &settled {
+            let p = &st.part;
+            if let Some(seg) = &st.segment {
+                // A batch continuing the run the partition ended with extends it.
+                let extended = tx
+                    .execute(
+                        "UPDATE segments SET last_seq=?4, chain=?5
+                         WHERE tenant=?1 AND stream=?2 AND partition_id=?3 AND last_seq=?6",
+                        params![
+                            p.tenant.as_str(),
+                            p.stream.to_string(),
+                            p.id,
+                            seg.last as i64,
+                            &seg.chain[..],
+                            seg.first as i64 - 1
+                        ],
+                    )
+                    .map_err(db)?;
+                if extended == 0 {
+                    tx.execute(
+                        "INSERT INTO segments(tenant,stream,first_seq,last_seq,partition_id,prev,chain)
+                         VALUES(?1,?2,?3,?4,?5,?6,?7)",
+                        params![
+                            p.tenant.as_str(),
+                            p.stream.to_string(),
+                            seg.first as i64,
+                            seg.last as i64,
+                            p.id,
+                            &seg.prev[..],
+                            &seg.chain[..]
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            for ((scope, class), d) in &st.deltas {
                 tx.execute(
                     "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts)
                      VALUES(?1,?2,?3,?4,0,?5,?6)
@@ -645,7 +993,7 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
-                params![p.id, LIVE, *bytes as i64],
+                params![p.id, LIVE, st.bytes as i64],
             )
             .map_err(db)?;
         }
@@ -665,9 +1013,9 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(db)?;
         // A partition left empty (every record a duplicate of a new partition) is removed.
-        for (p, deltas, _) in &settled {
-            if deltas.is_empty() && partition::is_empty(self.conn(inner, p, false)?)? {
-                self.settle(inner, p)?;
+        for st in &settled {
+            if st.deltas.is_empty() && partition::is_empty(self.conn(inner, &st.part, false)?)? {
+                self.settle(inner, &st.part)?;
             }
         }
         Ok(report)
@@ -748,12 +1096,25 @@ impl Store for SqliteStore {
         let mut st = inner
             .cat
             .prepare(
-                "SELECT p.id, p.tenant, p.stream, p.bytes, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts
+                "SELECT p.id, p.tenant, p.stream, p.bytes, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
+                        g.deleted
                  FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
                  WHERE (?1 IS NULL OR p.tenant = ?1) AND p.state != 2",
             )
             .map_err(db)?;
-        type Row = (i64, String, String, i64, String, u8, i64, i64, Option<i64>, Option<i64>);
+        type Row = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            u8,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            i64,
+        );
         let rows: Vec<Row> = st
             .query_map([tenant.map(|t| t.as_str())], |r| {
                 Ok((
@@ -767,6 +1128,7 @@ impl Store for SqliteStore {
                     r.get(7)?,
                     r.get(8)?,
                     r.get(9)?,
+                    r.get(10)?,
                 ))
             })
             .map_err(db)?
@@ -774,10 +1136,10 @@ impl Store for SqliteStore {
             .map_err(db)?;
         let mut part_total: HashMap<i64, i64> = HashMap::new();
         for r in &rows {
-            *part_total.entry(r.0).or_default() += r.6;
+            *part_total.entry(r.0).or_default() += r.6 + r.10;
         }
         let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
-        for (pid, t, s, bytes, scope, class, n, anon, min, max) in rows {
+        for (pid, t, s, bytes, scope, class, n, anon, min, max, deleted) in rows {
             let key = group_key(&t, &s, scope, class)?;
             let total = part_total[&pid].max(1);
             let e = out.entry(key.clone()).or_insert(GroupStats {
@@ -786,13 +1148,15 @@ impl Store for SqliteStore {
                 anonymized: 0,
                 oldest_us: None,
                 newest_us: None,
+                tombstones: 0,
                 partitions: 0,
                 bytes: 0,
             });
             e.records += n as u64;
+            e.tombstones += deleted as u64;
             e.anonymized += anon as u64;
             e.partitions += 1;
-            e.bytes += (bytes as u128 * n as u128 / total as u128) as u64;
+            e.bytes += (bytes as u128 * (n + deleted) as u128 / total as u128) as u64;
             e.oldest_us = match (e.oldest_us, min) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -837,51 +1201,129 @@ impl Store for SqliteStore {
         dir_bytes(&self.dir)
     }
 
-    fn plan_retention(&self, targets: &[RetentionTarget]) -> Result<Vec<RetentionEffect>> {
+    fn plan_removal(&self, targets: &[RetentionTarget]) -> Result<Removal> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let work = self.work(inner, targets)?;
         let mut effects = effects_from(targets);
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         for (p, items, total) in &work.drops {
             attribute_drop(&mut effects, items, *total, p.bytes);
+            let groups = Self::groups_of(&inner.cat, p.id)?
+                .into_iter()
+                .map(|g| PartGroupRef {
+                    scope: g.scope,
+                    class: g.class.code(),
+                })
+                .collect();
+            let segments = segments_in_partition(&inner.cat, p.id)?;
+            chain_entry(&mut chains, p).dropped.push(DroppedPartition {
+                start_us: p.start,
+                end_us: p.end,
+                groups,
+                segments,
+            });
         }
-        for (_, items) in &work.rows {
+        for (p, items) in &work.rows {
+            let c = chain_entry(&mut chains, p);
             for i in items {
                 effects[i.target].records += i.records;
+                c.rows.push(RowRemoval {
+                    partition_start_us: p.start,
+                    action: targets[i.target].action,
+                    seqs: i.seqs.clone(),
+                });
             }
         }
-        Ok(effects)
+        Ok(Removal {
+            effects,
+            chains: chains.into_values().collect(),
+        })
     }
 
-    fn apply_retention(&self, targets: &[RetentionTarget], progress: Progress<'_>) -> Result<Vec<RetentionEffect>> {
+    fn apply_removal(&self, chains: &[ChainRemoval], progress: Progress<'_>) -> Result<Applied> {
         let _g = self.write_lock()?;
         let mut inner = self.lock();
         let inner = &mut *inner;
         self.repair(inner)?;
-        let work = self.work(inner, targets)?;
-        let mut effects = effects_from(targets);
-        let total_units = (work.drops.len() + work.rows.len()) as u64;
+        let mut applied = Applied::default();
+
+        // Resolve the plan against the store as it is now: what is already
+        // gone is skipped; a partition written to since the plan loses only
+        // the records the plan listed, row by row.
+        let mut drops: Vec<(Part, u64)> = Vec::new();
+        let mut edges: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        let mut rows: Vec<(Part, Vec<(bool, Vec<[u64; 2]>)>)> = Vec::new();
+        for ch in chains {
+            for dp in &ch.dropped {
+                let Some(p) = self.live_part(&inner.cat, &ch.tenant, &ch.stream, dp.start_us)? else {
+                    continue;
+                };
+                let now: Vec<(u64, u64)> = segments_in_partition(&inner.cat, p.id)?
+                    .iter()
+                    .map(|s| (s.first, s.last))
+                    .collect();
+                let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
+                if now == planned {
+                    let live: u64 = Self::groups_of(&inner.cat, p.id)?.iter().map(|g| g.records).sum();
+                    edges
+                        .entry((ch.tenant.clone(), ch.stream.clone()))
+                        .or_default()
+                        .extend(planned);
+                    drops.push((p, live));
+                } else {
+                    let seqs = planned.iter().map(|&(a, b)| [a, b]).collect();
+                    rows.push((p, vec![(false, seqs)]));
+                }
+            }
+            for rr in &ch.rows {
+                let Some(p) = self.live_part(&inner.cat, &ch.tenant, &ch.stream, rr.partition_start_us)? else {
+                    continue;
+                };
+                let anonymize = rr.action == Action::Anonymize;
+                match rows.iter_mut().find(|(q, _)| q.id == p.id) {
+                    Some((_, jobs)) => jobs.push((anonymize, rr.seqs.clone())),
+                    None => rows.push((p, vec![(anonymize, rr.seqs.clone())])),
+                }
+            }
+        }
+        let total_units = (drops.len() + rows.len()) as u64;
         let mut done = 0;
         progress(0, total_units);
 
-        if !work.drops.is_empty() {
+        if !drops.is_empty() {
+            let mut nodes = Vec::new();
+            for ((tenant, stream), segs) in edges.iter_mut() {
+                for n in self.edge_nodes(inner, tenant, stream, segs)? {
+                    nodes.push((tenant.clone(), stream.clone(), n));
+                }
+            }
             let tx = inner
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            for (p, ..) in &work.drops {
+            for (tenant, stream, (level, idx, hash)) in &nodes {
+                tx.execute(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES(?1,?2,?3,?4,?5)
+                     ON CONFLICT DO UPDATE SET hash=?5",
+                    params![tenant, stream, level, *idx as i64, &hash[..]],
+                )
+                .map_err(db)?;
+            }
+            for (p, _) in &drops {
                 tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
                     .map_err(db)?;
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
-            for (n, (p, items, total)) in work.drops.iter().enumerate() {
-                let bytes = self.file_bytes(p);
+            for (n, (p, live)) in drops.iter().enumerate() {
+                applied.bytes_freed += self.file_bytes(p);
+                applied.deleted += live;
+                applied.partitions_dropped += 1;
                 self.remove_files(inner, p)?;
-                attribute_drop(&mut effects, items, *total, bytes);
                 done += 1;
                 progress(done, total_units);
-                if n == work.drops.len() / 2 {
+                if n == drops.len() / 2 {
                     crashpoint::hit("sweep.mid_drop");
                 }
             }
@@ -889,30 +1331,32 @@ impl Store for SqliteStore {
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            for (p, ..) in &work.drops {
+            for (p, _) in &drops {
                 forget_partition(&tx, p.id)?;
             }
             tx.commit().map_err(db)?;
         }
-        if !work.rows.is_empty() {
+        if !rows.is_empty() {
             let tx = inner
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            for (p, _) in &work.rows {
+            for (p, _) in &rows {
                 tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DIRTY])
                     .map_err(db)?;
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dirty");
-            for (p, items) in &work.rows {
+            for (p, jobs) in &rows {
                 let c = self.conn(inner, p, false)?;
                 let tx = c.unchecked_transaction().map_err(db)?;
-                for i in items {
-                    let t = &targets[i.target];
-                    let n =
-                        partition::apply_expired(&tx, &i.scope, i.class, t.cutoff_us, t.action == Action::Anonymize)?;
-                    effects[i.target].records += n;
+                for (anonymize, seqs) in jobs {
+                    let n = partition::redact(&tx, seqs, *anonymize)?;
+                    if *anonymize {
+                        applied.anonymized += n;
+                    } else {
+                        applied.deleted += n;
+                    }
                 }
                 tx.commit().map_err(db)?;
                 crashpoint::hit("sweep.after_partition_rows");
@@ -923,16 +1367,153 @@ impl Store for SqliteStore {
                 } else {
                     0
                 };
-                if after < before {
-                    if let Some(i) = items.first() {
-                        effects[i.target].bytes_freed += before - after;
-                    }
-                }
+                applied.bytes_freed += before.saturating_sub(after);
                 done += 1;
                 progress(done, total_units);
             }
         }
-        Ok(effects)
+        Ok(applied)
+    }
+
+    fn chains(&self) -> Result<Vec<ChainHead>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare("SELECT tenant, stream, sealed, sealed_us FROM chains ORDER BY tenant, stream")
+            .map_err(db)?;
+        let rows: Vec<(String, String, i64, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(db)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for (tenant, stream, sealed, sealed_us) in rows {
+            let cs = Self::chain_state(&inner.cat, &tenant, &stream)?;
+            out.push(ChainHead {
+                size: cs.seq,
+                hash: cs.hash,
+                root: cs.frontier.root(),
+                sealed: sealed as u64,
+                sealed_us,
+                tenant,
+                stream,
+            });
+        }
+        Ok(out)
+    }
+
+    fn mark_sealed(&self, tenant: &str, stream: &str, size: u64, ts_us: i64) -> Result<()> {
+        let inner = self.lock();
+        inner
+            .cat
+            .execute(
+                "UPDATE chains SET sealed=max(sealed, ?3), sealed_us=?4 WHERE tenant=?1 AND stream=?2",
+                params![tenant, stream, size as i64, ts_us],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn segments(&self, tenant: &str, stream: &str) -> Result<Vec<SegmentAt>> {
+        let inner = self.lock();
+        segments_of(&inner.cat, tenant, stream, None)
+    }
+
+    fn scan_rows(&self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(p) = self.parts_where(&inner.cat, "id = ?1", &[&partition])?.pop() else {
+            return Err(StoreError::Corrupt(format!("no partition {partition}")));
+        };
+        let c = self.conn(inner, &p, false)?;
+        partition::scan(c, first, last, visit)
+    }
+
+    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let parts = self.parts_where(
+            &inner.cat,
+            "tenant = ?1 AND stream = ?2 AND state != 2 ORDER BY start_us",
+            &[&tenant, &stream],
+        )?;
+        let mut out = Vec::new();
+        for p in parts {
+            let c = self.conn(inner, &p, false)?;
+            out.push((p.id, partition::row_count(c)?));
+        }
+        Ok(out)
+    }
+
+    fn stray_rows(&self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(p) = self.parts_where(&inner.cat, "id = ?1", &[&partition])?.pop() else {
+            return Ok(Vec::new());
+        };
+        let c = self.conn(inner, &p, false)?;
+        partition::strays(c, segments)
+    }
+
+    fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
+        let inner = self.lock();
+        let h: Option<Vec<u8>> = inner
+            .cat
+            .query_row(
+                "SELECT hash FROM merkle_nodes WHERE tenant=?1 AND stream=?2 AND level=?3 AND idx=?4",
+                params![tenant, stream, level, index as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        h.map(|h| {
+            h.try_into()
+                .map_err(|_| StoreError::Corrupt(format!("Merkle node {level}/{index} of {tenant}/{stream}")))
+        })
+        .transpose()
+    }
+
+    fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.leaves_in(inner, tenant, stream, first, last)
+    }
+
+    fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let parts = self.parts_where(&inner.cat, "state != 2 ORDER BY start_us DESC", &[])?;
+        for p in parts {
+            let c = self.conn(inner, &p, false)?;
+            let seq: Option<i64> = c
+                .query_row("SELECT seq FROM records WHERE id=?1", [&id[..]], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if let Some(seq) = seq {
+                return Ok(Some((p.tenant.to_string(), p.stream.to_string(), seq as u64)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        let cat = self.key_conn();
+        cat.query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+
+    fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let cat = self.key_conn();
+        match value {
+            Some(v) => cat.execute(
+                "INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+                [key, v],
+            ),
+            None => cat.execute("DELETE FROM meta WHERE key=?1", [key]),
+        }
+        .map_err(db)?;
+        Ok(())
     }
 
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {

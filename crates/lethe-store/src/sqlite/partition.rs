@@ -2,9 +2,12 @@
 
 use std::path::Path;
 
+use lethe_core::integrity::{self, Digests, Header, RecordMac};
+use lethe_core::merkle::{self, Frontier, Hash};
 use lethe_core::Classification;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::row::{RawRow, ANONYMIZED, DELETED};
 use crate::{NewRecord, Result, StoreError, StoredRecord};
 use lethe_core::policy::GroupKey;
 
@@ -22,7 +25,10 @@ CREATE TABLE IF NOT EXISTS records(
   key_id INTEGER,
   plain TEXT NOT NULL,
   body BLOB,
-  anonymized INTEGER NOT NULL DEFAULT 0
+  state INTEGER NOT NULL DEFAULT 0,
+  prev BLOB NOT NULL,
+  mac BLOB NOT NULL,
+  redacted BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
@@ -74,23 +80,66 @@ pub struct GroupDelta {
     pub max_ts: i64,
 }
 
-/// Inserts records, assigning sequence numbers from `next_seq` to those whose
-/// id is new. Returns the number inserted; runs inside the caller's transaction.
+/// A chain's running state while a batch is appended to it.
+#[derive(Debug, Clone)]
+pub struct ChainState {
+    /// Last sequence number assigned.
+    pub seq: u64,
+    /// Chain hash after it.
+    pub hash: Hash,
+    /// Merkle compact range over all leaves so far.
+    pub frontier: Frontier,
+    /// Subtree heads completed by this batch that are kept: `(level, index, head)`.
+    pub nodes: Vec<(u32, u64, Hash)>,
+}
+
+/// Whether a completed Merkle subtree at `level` is kept in the catalog:
+/// 256-leaf chunks and every 16× larger subtree, so that any subtree head a
+/// proof needs is at most 16 stored heads (or 256 leaves) away.
+pub fn kept_level(level: u32) -> bool {
+    level >= 8 && level % 4 == 0
+}
+
+/// Inserts records, assigning each new id the next sequence number of
+/// `chain` and sealing it (previous chain hash, MAC of its leaf). Returns
+/// the number inserted; runs inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
 pub fn insert(
     c: &Connection,
-    recs: &[&NewRecord],
-    next_seq: &mut u64,
+    tenant: &str,
+    stream: &str,
+    recs: &[(&NewRecord, &Digests)],
+    chain: &mut ChainState,
+    mac: &RecordMac,
     deltas: &mut Vec<((String, u8), GroupDelta)>,
 ) -> Result<u64> {
     let mut st = c
         .prepare_cached(
-            "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) ON CONFLICT(id) DO NOTHING",
         )
         .map_err(db)?;
     let mut n = 0;
-    for r in recs {
-        let seq = *next_seq + 1;
+    let mut buf = Vec::with_capacity(256);
+    for (r, d) in recs {
+        let seq = chain.seq + 1;
+        let class = r.group.classification.code();
+        let header = Header {
+            tenant,
+            stream,
+            seq,
+            id: r.id,
+            ts_us: r.ts_us,
+            received_us: r.received_us,
+            scope: &r.group.scope,
+            classification: class,
+            digests: **d,
+            prev: chain.hash,
+        };
+        buf.clear();
+        header.encode_into(&mut buf);
+        let leaf = merkle::leaf_hash(&buf);
+        let tag = mac.mac(&leaf);
         let changed = st
             .execute(params![
                 seq as i64,
@@ -98,17 +147,25 @@ pub fn insert(
                 r.ts_us,
                 r.received_us,
                 r.group.scope,
-                r.group.classification.code(),
+                class,
                 r.pseudonym.as_ref().map(|p| &p[..]),
                 r.key_id,
                 r.plain,
                 r.body,
+                &chain.hash[..],
+                &tag[..],
             ])
             .map_err(db)?;
         if changed == 1 {
-            *next_seq = seq;
+            chain.seq = seq;
+            chain.hash = integrity::chain(&chain.hash, &leaf);
+            let nodes = &mut chain.nodes;
+            chain.frontier.push_leaf(leaf, &mut |lvl, idx, h| {
+                if kept_level(lvl) {
+                    nodes.push((lvl, idx, *h));
+                }
+            });
             n += 1;
-            let class = r.group.classification.code();
             // Few groups per partition: a linear search beats hashing, and
             // the scope is only cloned for a new group.
             let d = match deltas.iter_mut().find(|((s, c), _)| *c == class && *s == r.group.scope) {
@@ -139,14 +196,18 @@ pub struct GroupRow {
     pub class: u8,
     pub records: u64,
     pub anonymized: u64,
-    pub min_ts: i64,
-    pub max_ts: i64,
+    pub deleted: u64,
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
 }
 
 /// Per-group statistics recomputed from the partition itself.
 pub fn group_stats(c: &Connection) -> Result<Vec<GroupRow>> {
     let mut st = c
-        .prepare("SELECT scope, class, count(*), sum(anonymized), min(ts), max(ts) FROM records GROUP BY scope, class")
+        .prepare(
+            "SELECT scope, class, sum(state<2), sum(state=1), sum(state=2), min(ts) FILTER (WHERE state<2),
+                    max(ts) FILTER (WHERE state<2) FROM records GROUP BY scope, class",
+        )
         .map_err(db)?;
     let rows = st
         .query_map([], |r| {
@@ -155,8 +216,9 @@ pub fn group_stats(c: &Connection) -> Result<Vec<GroupRow>> {
                 class: r.get(1)?,
                 records: r.get::<_, i64>(2)? as u64,
                 anonymized: r.get::<_, i64>(3)? as u64,
-                min_ts: r.get(4)?,
-                max_ts: r.get(5)?,
+                deleted: r.get::<_, i64>(4)? as u64,
+                min_ts: r.get(5)?,
+                max_ts: r.get(6)?,
             })
         })
         .map_err(db)?;
@@ -169,31 +231,138 @@ pub fn truncate_after(c: &Connection, head_seq: u64) -> Result<u64> {
         .map_err(db)? as u64)
 }
 
-/// Counts records of a group expired at `cutoff` (not yet anonymized, for anonymize).
-pub fn count_expired(c: &Connection, scope: &str, class: Classification, cutoff: i64, anonymize: bool) -> Result<u64> {
+/// Sequence numbers of a group's records expired at `cutoff` that the
+/// action still has to touch, as inclusive ranges in order.
+pub fn expired_seqs(
+    c: &Connection,
+    scope: &str,
+    class: Classification,
+    cutoff: i64,
+    anonymize: bool,
+) -> Result<Vec<[u64; 2]>> {
     let sql = if anonymize {
-        "SELECT count(*) FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND anonymized=0"
+        "SELECT seq FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 ORDER BY seq"
     } else {
-        "SELECT count(*) FROM records WHERE scope=?1 AND class=?2 AND ts<?3"
+        "SELECT seq FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 ORDER BY seq"
     };
-    let n: i64 = c
-        .query_row(sql, params![scope, class.code(), cutoff], |r| r.get(0))
+    let mut st = c.prepare_cached(sql).map_err(db)?;
+    let rows = st
+        .query_map(params![scope, class.code(), cutoff], |r| r.get::<_, i64>(0))
         .map_err(db)?;
-    Ok(n as u64)
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for seq in rows {
+        let seq = seq.map_err(db)? as u64;
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == seq => r[1] = seq,
+            _ => out.push([seq, seq]),
+        }
+    }
+    Ok(out)
 }
 
-/// Deletes or anonymizes expired records of a group; returns how many.
-pub fn apply_expired(c: &Connection, scope: &str, class: Classification, cutoff: i64, anonymize: bool) -> Result<u64> {
-    let sql = if anonymize {
-        "UPDATE records SET pseudonym=NULL, key_id=NULL, body=NULL, anonymized=1
-         WHERE scope=?1 AND class=?2 AND ts<?3 AND anonymized=0"
-    } else {
-        "DELETE FROM records WHERE scope=?1 AND class=?2 AND ts<?3"
-    };
-    Ok(c.execute(sql, params![scope, class.code(), cutoff]).map_err(db)? as u64)
+/// Tombstones (delete) or anonymizes the listed records that are not yet
+/// in that state, keeping the digests of what goes; returns how many
+/// changed. Runs inside the caller's transaction.
+pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64> {
+    let mut read = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 AND state < ?3 ORDER BY seq"
+        ))
+        .map_err(db)?;
+    let mut anon = c
+        .prepare_cached("UPDATE records SET pseudonym=NULL, key_id=NULL, body=NULL, state=1, redacted=?2 WHERE seq=?1")
+        .map_err(db)?;
+    let mut del = c
+        .prepare_cached(
+            "UPDATE records SET pseudonym=NULL, key_id=NULL, body=NULL, plain='', state=2, redacted=?2 WHERE seq=?1",
+        )
+        .map_err(db)?;
+    let target = if anonymize { ANONYMIZED } else { DELETED };
+    let mut n = 0;
+    for r in seqs {
+        let rows: Vec<RawRow> = read
+            .query_map(params![r[0] as i64, r[1] as i64, target], raw_row)
+            .map_err(db)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db)?;
+        for row in rows {
+            let d = row
+                .digests()
+                .map_err(|e| StoreError::Corrupt(format!("record {}: {e}", row.seq)))?;
+            if anonymize {
+                anon.execute(params![row.seq as i64, &d.personal[..]]).map_err(db)?;
+            } else {
+                let mut kept = Vec::with_capacity(64);
+                kept.extend_from_slice(&d.plain);
+                kept.extend_from_slice(&d.personal);
+                del.execute(params![row.seq as i64, kept]).map_err(db)?;
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
-/// Whether the partition holds no records.
+/// Every column, in [`raw_row`] order.
+pub const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted";
+
+/// Reads a row selected with [`COLUMNS`].
+pub fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        id: r.get(1)?,
+        ts_us: r.get(2)?,
+        received_us: r.get(3)?,
+        scope: r.get(4)?,
+        class: r.get(5)?,
+        pseudonym: r.get(6)?,
+        key_id: r.get(7)?,
+        plain: r.get(8)?,
+        body: r.get(9)?,
+        state: r.get(10)?,
+        prev: r.get(11)?,
+        mac: r.get(12)?,
+        redacted: r.get(13)?,
+    })
+}
+
+/// Visits rows `first..=last` in sequence order.
+pub fn scan(c: &Connection, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![first as i64, last.min(i64::MAX as u64) as i64], raw_row)
+        .map_err(db)?;
+    for r in rows {
+        visit(r.map_err(db)?);
+    }
+    Ok(())
+}
+
+/// Rows in the file, tombstones included.
+pub fn row_count(c: &Connection) -> Result<u64> {
+    Ok(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+        .map_err(db)? as u64)
+}
+
+/// Sequence numbers of rows outside the given inclusive ranges.
+pub fn strays(c: &Connection, ranges: &[(u64, u64)]) -> Result<Vec<u64>> {
+    let mut st = c.prepare("SELECT seq FROM records ORDER BY seq").map_err(db)?;
+    let rows = st.query_map([], |r| r.get::<_, i64>(0)).map_err(db)?;
+    let mut out = Vec::new();
+    for seq in rows {
+        let seq = seq.map_err(db)? as u64;
+        if !ranges.iter().any(|&(a, b)| a <= seq && seq <= b) {
+            out.push(seq);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the partition holds no rows (tombstones count).
 pub fn is_empty(c: &Connection) -> Result<bool> {
     Ok(c.query_row("SELECT 1 FROM records LIMIT 1", [], |_| Ok(()))
         .optional()
@@ -217,7 +386,7 @@ pub struct Filter<'a> {
 /// Reads matching records of a partition in event-time order.
 pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
     let mut sql = String::from(
-        "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,anonymized FROM records WHERE 1=1",
+        "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state FROM records WHERE state<2",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(s) = f.scope {
@@ -291,7 +460,7 @@ pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<St
                 plain,
                 body,
             },
-            anonymized: anon != 0,
+            anonymized: anon == ANONYMIZED,
         });
     }
     Ok(out)
