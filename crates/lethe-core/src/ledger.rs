@@ -197,6 +197,19 @@ impl<'k> Verifier<'k> {
     }
 }
 
+/// Whether an entry is one the ledger key signed: its hash recomputes from
+/// its contents and its MAC matches. Says what is wrong otherwise.
+pub fn check_entry(key: &SecretKey, e: &Entry) -> Result<(), &'static str> {
+    let h = entry_hash(e.seq, e.ts_us, &e.actor, &e.kind, e.tenant.as_deref(), &e.body, &e.prev);
+    if h != e.hash {
+        return Err("contents do not match its hash (edited)");
+    }
+    if mac(key, &h) != e.mac {
+        return Err("signature (MAC) does not match (forged)");
+    }
+    Ok(())
+}
+
 /// Verifies entries in order from the start of the ledger; returns the
 /// number checked and the head hash.
 pub fn verify<'a>(key: &SecretKey, entries: impl IntoIterator<Item = &'a Entry>) -> Result<(u64, Hash), Break> {

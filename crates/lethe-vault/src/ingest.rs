@@ -156,11 +156,13 @@ impl Vault {
             for p in rx {
                 let (p, a) = self.commit(p?)?;
                 report.absorb(&p, a);
+                self.seal("system/ingest", clock(), false)?;
                 progress(report.lines, 0);
             }
             Ok(())
         })?;
         self.record_key_creation(&report, clock())?;
+        self.seal("system/ingest", clock(), true)?;
         Ok(report)
     }
 
@@ -194,6 +196,7 @@ impl Vault {
             report.absorb(&p, a);
         }
         self.record_key_creation(&report, now_us)?;
+        self.seal("system/ingest", now_us, true)?;
         Ok(report)
     }
 

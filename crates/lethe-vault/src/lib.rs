@@ -7,9 +7,12 @@ pub mod ingest;
 pub mod keyring;
 pub mod ledger;
 pub mod logs;
+pub mod proof;
+pub mod seal;
 pub mod stats;
 pub mod sweep;
 pub mod synth;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,6 +110,7 @@ pub struct Vault {
     book: PolicyBook,
     keys: Keyring,
     ledger_key: SecretKey,
+    signer: lethe_core::checkpoint::SigningKey,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -126,12 +130,14 @@ impl Vault {
     /// Builds a vault over any store (used by tests and other backends).
     pub fn with_store(store: Arc<dyn Store>, config: Config, master: &SecretKey, created_master_key: bool) -> Vault {
         let ledger_key = lethe_core::ledger::ledger_key(master);
+        let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
         let schemas = config.schemas();
         let book = config.policy_book();
         Vault {
             keys: Keyring::new(store.clone(), master, ledger_key.clone()),
             ledger_key,
+            signer,
             store,
             config,
             schemas,

@@ -6,10 +6,69 @@ use std::collections::BTreeMap;
 use lethe_core::policy::Action;
 use lethe_core::record::format_ts;
 use lethe_core::TenantId;
-use lethe_store::{Progress, RetentionEffect, RetentionTarget};
+use lethe_store::{ChainRemoval, Progress, RetentionEffect, RetentionTarget};
 use serde::Serialize;
 
-use crate::{Result, Vault};
+use crate::{Result, Vault, VaultError};
+
+/// Catalog key holding the ledger sequence number of a sweep intent whose
+/// receipt is not written yet.
+const PENDING_INTENT: &str = "sweep.pending_intent";
+
+/// The body of a `sweep.intent` ledger entry.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IntentBody {
+    /// Policy snapshot version the sweep applied.
+    pub policy_version: i64,
+    /// The instant policies were evaluated at (µs).
+    pub now_us: i64,
+    /// The tenant the sweep was limited to.
+    pub tenant: Option<String>,
+    /// Exactly what goes.
+    pub chains: Vec<ChainRemoval>,
+}
+
+/// The intent a `receipt.sweep` entry completes, if any.
+pub fn receipt_intent(e: &lethe_core::ledger::Entry) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(&e.body)
+        .ok()?
+        .get("intent")?
+        .as_u64()
+}
+
+/// Per chain, the sequence ranges a removal takes, for receipts: dropped
+/// (whole partitions), deleted (tombstoned) and anonymized.
+fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
+    let merge = |mut v: Vec<[u64; 2]>| {
+        v.sort();
+        let mut out: Vec<[u64; 2]> = Vec::new();
+        for r in v {
+            match out.last_mut() {
+                Some(l) if l[1] + 1 == r[0] => l[1] = r[1],
+                _ => out.push(r),
+            }
+        }
+        out
+    };
+    serde_json::Value::Array(
+        chains
+            .iter()
+            .map(|c| {
+                let dropped = merge(c.dropped.iter().flat_map(|d| &d.segments).map(|s| [s.first, s.last]).collect());
+                let rows = |a: Action| {
+                    merge(c.rows.iter().filter(|r| r.action == a).flat_map(|r| r.seqs.iter().copied()).collect())
+                };
+                serde_json::json!({
+                    "tenant": c.tenant,
+                    "stream": c.stream,
+                    "dropped": dropped,
+                    "deleted": rows(Action::Delete),
+                    "anonymized": rows(Action::Anonymize),
+                })
+            })
+            .collect(),
+    )
+}
 
 /// Counts for one `<tenant>/<stream>:<version>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -138,19 +197,42 @@ impl Vault {
     ) -> Result<SweepReport> {
         let started = clock();
         let policy_version = self.note_policy(actor, started)?;
+        if !dry_run {
+            // Finish a sweep a crash interrupted before anything else, and
+            // seal what is not yet under a checkpoint so removals only ever
+            // happen to sealed records.
+            self.recover_sweep(clock)?;
+            self.seal(actor, started, true)?;
+        }
         let targets = self.retention_targets(now_us, tenant)?;
-        let effects = if dry_run {
-            self.store.plan_retention(&targets)?
-        } else {
-            self.store.apply_retention(&targets, progress)?
-        };
+        let plan = self.store.plan_removal(&targets)?;
+        let mut applied = None;
+        let mut intent = None;
+        if !dry_run && !plan.chains.is_empty() {
+            // The intent — exactly what is about to go, under which policy —
+            // is in the ledger before the first destructive step.
+            let body = serde_json::json!({
+                "policy_version": policy_version,
+                "now_us": now_us,
+                "tenant": tenant.map(|t| t.to_string()),
+                "chains": plan.chains,
+            });
+            let e = self.record(clock(), actor, "sweep.intent", tenant.map(|t| t.as_str()), &body)?;
+            self.store.set_meta(PENDING_INTENT, Some(&e.seq.to_string()))?;
+            intent = Some(e.seq);
+            applied = Some(self.store.apply_removal(&plan.chains, progress)?);
+        }
         let finished = clock();
-        let mut report = self.summarize(&effects, dry_run, policy_version, now_us, started, finished);
+        let mut report = self.summarize(&plan.effects, dry_run, policy_version, now_us, started, finished);
+        if let Some(a) = applied {
+            report.bytes_freed = a.bytes_freed;
+        }
         if !dry_run {
             // Verification: the same targets, planned again, must select nothing.
             let left: u64 = self.store.plan_retention(&targets)?.iter().map(|e| e.records).sum();
             report.verified = Some(left == 0);
             let body = serde_json::json!({
+                "intent": intent,
                 "policy_version": policy_version,
                 "now": report.now,
                 "tenant": tenant.map(|t| t.to_string()),
@@ -158,17 +240,67 @@ impl Vault {
                 "anonymized": report.anonymized,
                 "bytes_freed": report.bytes_freed,
                 "groups": report.groups,
+                "ranges": ranges_summary(&plan.chains),
                 "verified": left == 0,
                 "verification": format!("the targets planned again after the run select {left} records"),
-                "stores": {"active": "expired records deleted (whole partitions unlinked) or anonymized in place"},
+                "stores": {"active": "expired records deleted (whole partitions unlinked; headers of single records kept as tombstones) or anonymized in place"},
             });
             let e = self.record(finished, actor, "receipt.sweep", tenant.map(|t| t.as_str()), &body)?;
+            if intent.is_some() {
+                self.store.set_meta(PENDING_INTENT, None)?;
+            }
             report.receipt = Some(e.seq);
         }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
         self.store.record_run(kind, started, finished, "success", &summary)?;
         Ok(report)
+    }
+
+    /// Completes a sweep whose intent is in the ledger but whose receipt is
+    /// not (the process died in between): carries out exactly the intent's
+    /// removal again (idempotent) and writes its receipt. Returns the
+    /// receipt's ledger sequence number, if there was anything to recover.
+    pub fn recover_sweep(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
+        let Some(seq) = self.store.meta(PENDING_INTENT)? else {
+            return Ok(None);
+        };
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| VaultError::Invalid(format!("bad pending sweep intent `{seq}`")))?;
+        // A receipt may already name it (the crash came after the receipt).
+        let mut from = seq + 1;
+        loop {
+            let page = self.store.ledger(from, 1000)?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            if page.iter().any(|e| e.kind == "receipt.sweep" && receipt_intent(e) == Some(seq)) {
+                self.store.set_meta(PENDING_INTENT, None)?;
+                return Ok(None);
+            }
+        }
+        let Some(entry) = self.store.ledger(seq, 1)?.into_iter().find(|e| e.seq == seq && e.kind == "sweep.intent")
+        else {
+            return Err(VaultError::Invalid(format!("pending sweep intent {seq} is not in the ledger")));
+        };
+        let body: IntentBody = serde_json::from_str(&entry.body)
+            .map_err(|e| VaultError::Invalid(format!("sweep intent {seq}: {e}")))?;
+        let applied = self.store.apply_removal(&body.chains, &|_, _| {})?;
+        let now = clock();
+        let receipt = serde_json::json!({
+            "intent": seq,
+            "recovered": true,
+            "policy_version": body.policy_version,
+            "now": format_ts(body.now_us),
+            "tenant": body.tenant,
+            "ranges": ranges_summary(&body.chains),
+            "completed_after_interruption": applied,
+            "verified": true,
+            "verification": "the intent's removal was carried out again; every listed record is gone",
+        });
+        let e = self.record(now, "system/recovery", "receipt.sweep", body.tenant.as_deref(), &receipt)?;
+        self.store.set_meta(PENDING_INTENT, None)?;
+        Ok(Some(e.seq))
     }
 
     /// The capture and retention policies in force, as canonical JSON.

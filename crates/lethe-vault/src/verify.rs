@@ -1,0 +1,771 @@
+//! `lethe verify`: proves, chain by chain, that every record still there is
+//! intact and every record that is not was removed by an authorised,
+//! recorded act — or says exactly where that is not so.
+//!
+//! One pass over the ledger (constant memory per entry) collects what can
+//! explain a missing or redacted record: sweep intents that a receipt
+//! completed, the policy versions they applied, and the signed checkpoints.
+//! Then each chain is walked in sequence order — stored segments, and the
+//! ranges receipts say were dropped — rebuilding every header, checking
+//! every MAC and link, re-deciding every removal from the recorded policy,
+//! and recomputing the Merkle tree head at every checkpoint size. Memory
+//! grows with the number of receipts and checkpoints, not with records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lethe_core::checkpoint::Checkpoint;
+use lethe_core::integrity::{chain, genesis, RecordMac};
+use lethe_core::ledger::check_entry;
+use lethe_core::merkle::{node_hash, perfect_cover, Frontier, Hash};
+use lethe_core::policy::{Action, GroupKey, PolicyBook, RetentionSnapshot};
+use lethe_core::{Classification, TenantId};
+use lethe_store::row::{ANONYMIZED, DELETED};
+use lethe_store::{PartGroupRef, Segment};
+use serde::Serialize;
+
+use crate::seal::CheckpointBody;
+use crate::sweep::{receipt_intent, IntentBody};
+use crate::{Result, Vault};
+
+/// Gaps listed in full; beyond this they are only counted.
+const LISTED_GAPS: usize = 10_000;
+
+/// Ledger entries read per page.
+const PAGE: usize = 10_000;
+
+/// Something verification cannot explain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// Tenant (empty for a ledger entry that names none).
+    pub tenant: String,
+    /// Stream, or `(ledger)` for a problem with a ledger entry.
+    pub stream: String,
+    /// Sequence number of the record (or of the ledger entry).
+    pub seq: u64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The outcome of `lethe verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Stored records whose header was rebuilt and whose MAC and link were
+    /// checked (live, anonymized and tombstones).
+    pub records_checked: u64,
+    /// Of which tombstones (deleted, header kept).
+    pub tombstones: u64,
+    /// Of which anonymized.
+    pub anonymized: u64,
+    /// Records no longer stored whose removal a receipt explains.
+    pub removed_explained: u64,
+    /// Chains walked.
+    pub chains: u64,
+    /// Checkpoints whose tree head was recomputed and matched.
+    pub checkpoints_checked: u64,
+    /// Checkpoints whose size falls inside a removed range (their heads
+    /// cannot be recomputed from what remains; later checkpoints cover them).
+    pub checkpoints_unverifiable: u64,
+    /// Ledger entries checked.
+    pub ledger_entries: u64,
+    /// The public key checkpoint signatures were checked with (hex).
+    pub public_key: String,
+    /// Every unexplained gap (the first 10,000).
+    pub unexplained_gaps: Vec<Gap>,
+    /// How many there are in all.
+    pub gaps_total: u64,
+}
+
+impl VerifyReport {
+    fn gap(&mut self, tenant: &str, stream: &str, seq: u64, problem: impl Into<String>) {
+        self.gaps_total += 1;
+        if self.unexplained_gaps.len() < LISTED_GAPS {
+            self.unexplained_gaps.push(Gap {
+                tenant: tenant.into(),
+                stream: stream.into(),
+                seq,
+                problem: problem.into(),
+            });
+        }
+    }
+
+    /// Whether everything verified.
+    pub fn ok(&self) -> bool {
+        self.gaps_total == 0
+    }
+}
+
+/// A completed (or pending) sweep: what authorises its removals.
+struct Auth {
+    intent: u64,
+    receipt: Option<u64>,
+    policy_version: i64,
+    now_us: i64,
+}
+
+/// A range a sweep dropped with its partition.
+struct Hole {
+    segment: Segment,
+    end_us: i64,
+    groups: Vec<PartGroupRef>,
+    auth: usize,
+}
+
+/// A range a sweep tombstoned or anonymized.
+struct RowAuth {
+    first: u64,
+    last: u64,
+    action: Action,
+    auth: usize,
+}
+
+/// What the ledger says about one chain.
+#[derive(Default)]
+struct ChainEvidence {
+    holes: Vec<Hole>,
+    rows: Vec<RowAuth>,
+    /// (size, root, ledger seq), by size.
+    checkpoints: Vec<(u64, Hash, u64)>,
+}
+
+/// What the ledger pass collects.
+#[derive(Default)]
+struct Evidence {
+    books: HashMap<i64, PolicyBook>,
+    auths: Vec<Auth>,
+    chains: BTreeMap<(String, String), ChainEvidence>,
+}
+
+impl Evidence {
+    /// Why `auth` does not allow `action` on a record of this group at `ts_us`, if it does not.
+    #[allow(clippy::too_many_arguments)]
+    fn refuses(
+        &self,
+        auth: &Auth,
+        tenant: &str,
+        stream: &str,
+        scope: &str,
+        class: u8,
+        before_us: i64,
+        action: Action,
+    ) -> Option<String> {
+        let Some(book) = self.books.get(&auth.policy_version) else {
+            return Some(format!(
+                "receipt for intent {} names policy version {}, which is not in the ledger",
+                auth.intent, auth.policy_version
+            ));
+        };
+        let (Ok(t), Ok(s), Some(c)) = (
+            TenantId::new(tenant),
+            stream.parse(),
+            Classification::from_code(class),
+        ) else {
+            return Some("record names an invalid tenant, stream or classification".into());
+        };
+        let g = GroupKey {
+            tenant: t,
+            stream: s,
+            scope: scope.into(),
+            classification: c,
+        };
+        let d = book.decide(&g, auth.now_us);
+        let Some(cutoff) = d.cutoff_us else {
+            return Some(format!(
+                "sweep intent {} removed it, but rule `{}` of policy version {} keeps {scope}/{c} records forever",
+                auth.intent, d.rule.name, auth.policy_version
+            ));
+        };
+        if d.rule.action != action {
+            return Some(format!(
+                "sweep intent {} did {action}, but rule `{}` of policy version {} says {}",
+                auth.intent, d.rule.name, auth.policy_version, d.rule.action
+            ));
+        }
+        if before_us > cutoff {
+            return Some(format!(
+                "sweep intent {} removed it, but rule `{}` (window {}) of policy version {} keeps records from {} on; this one is from {}",
+                auth.intent,
+                d.rule.name,
+                d.rule.window,
+                auth.policy_version,
+                lethe_core::record::format_ts(cutoff),
+                lethe_core::record::format_ts(before_us)
+            ));
+        }
+        None
+    }
+}
+
+impl Vault {
+    /// Verifies the store and the ledger; `tenant` and `stream` narrow the
+    /// chains walked (the ledger is always checked whole). `progress` is
+    /// told records checked so far.
+    pub fn verify(
+        &self,
+        tenant: Option<&TenantId>,
+        stream: Option<&str>,
+        progress: &dyn Fn(u64),
+    ) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            public_key: self.public_key(),
+            ..Default::default()
+        };
+        let mut ev = self.ledger_evidence(&mut report)?;
+        let mut names: Vec<(String, String)> = self
+            .store
+            .chains()?
+            .into_iter()
+            .map(|c| (c.tenant, c.stream))
+            .chain(ev.chains.keys().cloned())
+            .filter(|(t, s)| tenant.is_none_or(|x| x.as_str() == t) && stream.is_none_or(|x| x == s))
+            .collect();
+        names.sort();
+        names.dedup();
+        for (t, s) in names {
+            let mut chain_ev = ev.chains.remove(&(t.clone(), s.clone())).unwrap_or_default();
+            self.verify_chain(&t, &s, &mut chain_ev, &ev, &mut report, progress)?;
+            report.chains += 1;
+        }
+        Ok(report)
+    }
+
+    /// One pass over the ledger: every entry's hash, link and MAC, and the
+    /// evidence later checks need (only from entries that are authentic).
+    fn ledger_evidence(&self, report: &mut VerifyReport) -> Result<Evidence> {
+        let mut ev = Evidence::default();
+        let public: [u8; 32] = self.signer.public_key();
+        let mut intents: HashMap<u64, usize> = HashMap::new();
+        let mut pending: Vec<(u64, IntentBody)> = Vec::new();
+        let mut receipts: Vec<(u64, u64)> = Vec::new();
+        let (mut expected, mut prev) = (1u64, [0u8; 32]);
+        let mut from = 1;
+        loop {
+            let page = self.store.ledger(from, PAGE)?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            for e in page {
+                report.ledger_entries += 1;
+                let t = e.tenant.clone().unwrap_or_default();
+                if e.seq != expected {
+                    report.gap(
+                        &t,
+                        "(ledger)",
+                        expected,
+                        format!("ledger entries {expected}–{} are missing", e.seq - 1),
+                    );
+                } else if e.prev != prev {
+                    report.gap(&t, "(ledger)", e.seq, "does not link to the ledger entry before it");
+                }
+                expected = e.seq + 1;
+                prev = e.hash;
+                if let Err(problem) = check_entry(&self.ledger_key, &e) {
+                    report.gap(&t, "(ledger)", e.seq, format!("{} entry: {problem}", e.kind));
+                    continue;
+                }
+                match e.kind.as_str() {
+                    "policy.version" => {
+                        let parsed = serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| {
+                            let version = v.get("version")?.as_i64()?;
+                            let r = v.get("policies")?.get("retention")?.clone();
+                            Some((version, serde_json::from_value::<RetentionSnapshot>(r).ok()?))
+                        });
+                        match parsed {
+                            Some((version, snap)) => {
+                                ev.books.insert(version, snap.into_book());
+                            }
+                            None => report.gap(&t, "(ledger)", e.seq, "policy version entry does not parse"),
+                        }
+                    }
+                    "sweep.intent" => match serde_json::from_str::<IntentBody>(&e.body) {
+                        Ok(b) => pending.push((e.seq, b)),
+                        Err(err) => report.gap(&t, "(ledger)", e.seq, format!("sweep intent does not parse: {err}")),
+                    },
+                    "receipt.sweep" => {
+                        if let Some(i) = receipt_intent(&e) {
+                            receipts.push((i, e.seq));
+                        }
+                    }
+                    "checkpoint" => match serde_json::from_str::<CheckpointBody>(&e.body) {
+                        Ok(b) => {
+                            let cp: &Checkpoint = &b.checkpoint;
+                            let sig = hex::decode(&b.signature).unwrap_or_default();
+                            if !cp.verify(&public, &sig) {
+                                report.gap(
+                                    &cp.tenant,
+                                    &cp.stream,
+                                    cp.size,
+                                    format!("checkpoint (ledger {}) signature does not verify", e.seq),
+                                );
+                            } else if cp.ledger_seq != e.seq || cp.ledger_prev != e.prev {
+                                report.gap(
+                                    &cp.tenant,
+                                    &cp.stream,
+                                    cp.size,
+                                    format!("checkpoint (ledger {}) was signed for another ledger position", e.seq),
+                                );
+                            } else {
+                                ev.chains
+                                    .entry((cp.tenant.clone(), cp.stream.clone()))
+                                    .or_default()
+                                    .checkpoints
+                                    .push((cp.size, cp.root, e.seq));
+                            }
+                        }
+                        Err(err) => report.gap(&t, "(ledger)", e.seq, format!("checkpoint does not parse: {err}")),
+                    },
+                    _ => {}
+                }
+            }
+        }
+        for (seq, body) in pending {
+            intents.insert(seq, ev.auths.len());
+            ev.auths.push(Auth {
+                intent: seq,
+                receipt: None,
+                policy_version: body.policy_version,
+                now_us: body.now_us,
+            });
+            let auth = ev.auths.len() - 1;
+            for c in body.chains {
+                let ce = ev.chains.entry((c.tenant.clone(), c.stream.clone())).or_default();
+                for d in c.dropped {
+                    for s in d.segments {
+                        // Listed as dropped but kept as tombstones (the partition
+                        // was written to after the plan): a delete authorisation too.
+                        ce.rows.push(RowAuth {
+                            first: s.first,
+                            last: s.last,
+                            action: Action::Delete,
+                            auth,
+                        });
+                        ce.holes.push(Hole {
+                            segment: s,
+                            end_us: d.end_us,
+                            groups: d.groups.clone(),
+                            auth,
+                        });
+                    }
+                }
+                for r in c.rows {
+                    for s in r.seqs {
+                        ce.rows.push(RowAuth {
+                            first: s[0],
+                            last: s[1],
+                            action: r.action,
+                            auth,
+                        });
+                    }
+                }
+            }
+        }
+        for (intent, receipt) in receipts {
+            if let Some(&i) = intents.get(&intent) {
+                ev.auths[i].receipt = Some(receipt);
+            }
+        }
+        for ce in ev.chains.values_mut() {
+            ce.rows.sort_by_key(|r| r.first);
+            ce.holes.sort_by_key(|h| h.segment.first);
+            ce.checkpoints.sort_by_key(|c| c.0);
+        }
+        Ok(ev)
+    }
+
+    /// Why a tombstoned or anonymized record is not explained, if it is not.
+    #[allow(clippy::too_many_arguments)]
+    fn unexplained_redaction(
+        ev: &Evidence,
+        ce: &ChainEvidence,
+        tenant: &str,
+        stream: &str,
+        seq: u64,
+        scope: &str,
+        class: u8,
+        ts_us: i64,
+        action: Action,
+    ) -> Option<String> {
+        let end = ce.rows.partition_point(|r| r.first <= seq);
+        let mut why = None;
+        for r in ce.rows[..end].iter().rev().filter(|r| r.last >= seq) {
+            // An anonymized record may have been deleted later; a deleted one
+            // needs a delete.
+            let fits = r.action == action || (action == Action::Anonymize && r.action == Action::Delete);
+            if !fits {
+                continue;
+            }
+            let auth = &ev.auths[r.auth];
+            if auth.receipt.is_none() {
+                why = Some(format!(
+                    "removal in progress: sweep intent {} has no receipt (run `lethe cleanup` to complete it)",
+                    auth.intent
+                ));
+                continue;
+            }
+            // `ts < cutoff` is required: compare as `ts + 1 ≤ cutoff`.
+            match ev.refuses(auth, tenant, stream, scope, class, ts_us + 1, r.action) {
+                None => return None,
+                Some(w) => why = Some(w),
+            }
+        }
+        Some(why.unwrap_or_else(|| {
+            let what = if action == Action::Delete { "deleted" } else { "anonymized" };
+            format!("{what} without a receipt")
+        }))
+    }
+
+    fn verify_chain(
+        &self,
+        tenant: &str,
+        stream: &str,
+        ce: &mut ChainEvidence,
+        ev: &Evidence,
+        report: &mut VerifyReport,
+        progress: &dyn Fn(u64),
+    ) -> Result<()> {
+        let head = self
+            .store
+            .chains()?
+            .into_iter()
+            .find(|c| c.tenant == tenant && c.stream == stream);
+        let mac = match TenantId::new(tenant).ok().map(|t| self.keys.tenant(&t, false, 0)).transpose()? {
+            Some(Some(k)) => Some(RecordMac::new(k.mac_key())),
+            _ => None,
+        };
+        let segments = self.store.segments(tenant, stream)?;
+        // Walk items in sequence order: stored segments and dropped ranges.
+        enum Item<'a> {
+            Rows(&'a lethe_store::SegmentAt),
+            Hole(&'a Hole),
+        }
+        let mut items: Vec<(u64, Item)> = segments.iter().map(|s| (s.segment.first, Item::Rows(s))).collect();
+        items.extend(ce.holes.iter().map(|h| (h.segment.first, Item::Hole(h))));
+        items.sort_by_key(|(first, item)| (*first, matches!(item, Item::Hole(_))));
+
+        let mut w = Walk {
+            tenant,
+            stream,
+            store: &*self.store,
+            prev: genesis(tenant, stream),
+            next: 1,
+            tree: Frontier::new(),
+            tree_ok: true,
+            resync: false,
+            hole_from: None,
+            cps: &ce.checkpoints,
+            cp: 0,
+        };
+        let mut visited: HashMap<i64, u64> = HashMap::new();
+
+        for (first, item) in &items {
+            match item {
+                Item::Hole(h) => {
+                    let s = &h.segment;
+                    if s.last < w.next {
+                        continue; // its records are still stored (kept as tombstones)
+                    }
+                    if s.first != w.next {
+                        w.flush_hole(w.next - 1, report)?;
+                        missing(tenant, stream, w.next, s.first.saturating_sub(1), report);
+                        w.tree_ok = false;
+                        w.resync = true;
+                    }
+                    let auth = &ev.auths[h.auth];
+                    if auth.receipt.is_none() {
+                        report.gap(
+                            tenant,
+                            stream,
+                            s.first,
+                            format!(
+                                "records {}–{} removed by sweep intent {}, which has no receipt (run `lethe cleanup` to complete it)",
+                                s.first, s.last, auth.intent
+                            ),
+                        );
+                    } else if let Some(why) = h.groups.iter().find_map(|g| {
+                        ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete)
+                    }) {
+                        report.gap(tenant, stream, s.first, format!("records {}–{}: {why}", s.first, s.last));
+                    }
+                    if !w.resync && s.prev != w.prev {
+                        report.gap(
+                            tenant,
+                            stream,
+                            s.first,
+                            format!("receipt for records {}–{} does not link to the record before them", s.first, s.last),
+                        );
+                    }
+                    w.prev = s.chain;
+                    w.resync = false;
+                    report.removed_explained += s.last + 1 - s.first;
+                    w.hole_from.get_or_insert(s.first);
+                    w.next = s.last + 1;
+                }
+                Item::Rows(sa) => {
+                    w.flush_hole(first.saturating_sub(1).max(w.next - 1), report)?;
+                    let s = &sa.segment;
+                    if s.first < w.next {
+                        report.gap(
+                            tenant,
+                            stream,
+                            s.first,
+                            format!("stored records {}–{} overlap records already accounted for", s.first, s.last),
+                        );
+                        continue;
+                    }
+                    if s.first > w.next {
+                        missing(tenant, stream, w.next, s.first - 1, report);
+                        w.tree_ok = false;
+                        w.resync = true;
+                        w.next = s.first;
+                    }
+                    let mut err = None;
+                    let mut rows = 0u64;
+                    self.store.scan_rows(sa.partition, s.first, s.last, &mut |r| {
+                        if err.is_some() {
+                            return;
+                        }
+                        rows += 1;
+                        if r.seq != w.next {
+                            missing(tenant, stream, w.next, r.seq - 1, report);
+                            w.tree_ok = false;
+                            w.resync = true;
+                        }
+                        w.next = r.seq + 1;
+                        report.records_checked += 1;
+                        if report.records_checked % 65_536 == 0 {
+                            progress(report.records_checked);
+                        }
+                        let leaf = match r.leaf(tenant, stream) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                report.gap(tenant, stream, r.seq, format!("damaged row: {e}"));
+                                w.tree_ok = false;
+                                w.resync = true;
+                                return;
+                            }
+                        };
+                        let stored_prev: Hash = r.prev.as_slice().try_into().expect("checked by leaf()");
+                        if !w.resync && stored_prev != w.prev {
+                            report.gap(tenant, stream, r.seq, "does not link to the record before it");
+                        }
+                        let Some(mac) = &mac else {
+                            if err.is_none() {
+                                err = Some(());
+                                report.gap(tenant, stream, r.seq, "the tenant has no key: no record can be checked");
+                            }
+                            return;
+                        };
+                        if mac.mac(&leaf).as_slice() != r.mac.as_slice() {
+                            report.gap(
+                                tenant,
+                                stream,
+                                r.seq,
+                                "record does not match its MAC: edited, swapped or forged",
+                            );
+                            w.tree_ok = false;
+                            w.resync = true;
+                            return;
+                        }
+                        w.resync = false;
+                        w.prev = chain(&stored_prev, &leaf);
+                        if w.tree_ok {
+                            w.tree.push_leaf(leaf, &mut |_, _, _| {});
+                            w.check_cps(report);
+                        }
+                        let action = match r.state {
+                            DELETED => Some(Action::Delete),
+                            ANONYMIZED => Some(Action::Anonymize),
+                            _ => None,
+                        };
+                        if let Some(action) = action {
+                            if action == Action::Delete {
+                                report.tombstones += 1;
+                            } else {
+                                report.anonymized += 1;
+                            }
+                            if let Some(why) = Self::unexplained_redaction(
+                                ev, ce, tenant, stream, r.seq, &r.scope, r.class, r.ts_us, action,
+                            ) {
+                                report.gap(tenant, stream, r.seq, why);
+                            }
+                        }
+                    })?;
+                    *visited.entry(sa.partition).or_default() += rows;
+                    if w.next <= s.last {
+                        missing(tenant, stream, w.next, s.last, report);
+                        w.tree_ok = false;
+                        w.resync = true;
+                        w.next = s.last + 1;
+                    }
+                }
+            }
+        }
+        w.flush_hole(w.next - 1, report)?;
+        let walked = w.next - 1;
+        // The chain's end: the catalog head, the checkpoints, the seal.
+        let head_size = head.as_ref().map_or(0, |h| h.size);
+        if head_size > walked {
+            missing(tenant, stream, walked + 1, head_size, report);
+        }
+        if let Some(h) = &head {
+            if h.size == walked && h.hash != w.prev && w.tree_ok {
+                report.gap(tenant, stream, walked, "the catalog's chain head does not match the records");
+            }
+        }
+        let sealed = ce.checkpoints.last().map_or(0, |c| c.0);
+        for &(size, _, at) in ce.checkpoints.iter().filter(|c| c.0 > walked) {
+            report.gap(
+                tenant,
+                stream,
+                walked + 1,
+                format!("checkpoint (ledger {at}) covers {size} records but the chain ends at {walked}: records were truncated"),
+            );
+        }
+        if walked > sealed {
+            report.gap(
+                tenant,
+                stream,
+                sealed + 1,
+                format!(
+                    "records {}–{walked} are not under any signed checkpoint (the ledger's tail was removed, or an ingest was interrupted before sealing)",
+                    sealed + 1
+                ),
+            );
+        }
+        // Rows no append put there.
+        let spans: HashMap<i64, Vec<(u64, u64)>> = segments.iter().fold(HashMap::new(), |mut m, s| {
+            m.entry(s.partition).or_default().push((s.segment.first, s.segment.last));
+            m
+        });
+        for (part, rows) in self.store.partition_rows(tenant, stream)? {
+            if rows > visited.get(&part).copied().unwrap_or(0) {
+                let spans = spans.get(&part).cloned().unwrap_or_default();
+                for seq in self.store.stray_rows(part, &spans)? {
+                    report.gap(tenant, stream, seq, "row is not part of the chain (inserted)");
+                }
+            }
+        }
+        progress(report.records_checked);
+        Ok(())
+    }
+
+}
+
+fn missing(tenant: &str, stream: &str, from: u64, to: u64, report: &mut VerifyReport) {
+    if from > to {
+        return;
+    }
+    let what = if from == to {
+        format!("record {from} is missing: no row and no receipt")
+    } else {
+        format!("records {from}–{to} are missing: no rows and no receipt")
+    };
+    report.gap(tenant, stream, from, what);
+}
+
+/// The state of a walk along one chain.
+struct Walk<'a> {
+    tenant: &'a str,
+    stream: &'a str,
+    store: &'a dyn lethe_store::Store,
+    /// Chain hash after the last record accounted for.
+    prev: Hash,
+    /// Next sequence number expected.
+    next: u64,
+    /// The Merkle tree rebuilt so far.
+    tree: Frontier,
+    /// Whether the tree can still be rebuilt (no leaf lost to damage).
+    tree_ok: bool,
+    /// After a problem: take the next record's link as given (one problem,
+    /// one report — not a cascade).
+    resync: bool,
+    /// First sequence number of the removed range being crossed.
+    hole_from: Option<u64>,
+    /// Checkpoints (size, root, ledger seq), by size; `cp` is the next one.
+    cps: &'a [(u64, Hash, u64)],
+    cp: usize,
+}
+
+impl Walk<'_> {
+    /// Compares the tree head with every checkpoint at the current size.
+    fn check_cps(&mut self, report: &mut VerifyReport) {
+        while let Some(&(size, root, at)) = self.cps.get(self.cp) {
+            if size > self.tree.size() {
+                break;
+            }
+            self.cp += 1;
+            if size < self.tree.size() || !self.tree_ok {
+                report.checkpoints_unverifiable += 1;
+            } else if self.tree.root() == root {
+                report.checkpoints_checked += 1;
+            } else {
+                report.gap(
+                    self.tenant,
+                    self.stream,
+                    size,
+                    format!("checkpoint (ledger {at}): the tree head over records 1–{size} does not match the signed one"),
+                );
+            }
+        }
+    }
+
+    /// Crosses the removed range from `hole_from` to `to`: its Merkle heads
+    /// come from the store.
+    fn flush_hole(&mut self, to: u64, report: &mut VerifyReport) -> Result<()> {
+        let Some(from) = self.hole_from.take() else {
+            return Ok(());
+        };
+        for (level, idx) in perfect_cover(from - 1, to) {
+            if !self.tree_ok {
+                break;
+            }
+            match stored_node(self.store, self.tenant, self.stream, level, idx)? {
+                Some(h) => {
+                    self.tree.push(level, h, &mut |_, _, _| {});
+                    self.check_cps(report);
+                }
+                None => {
+                    self.tree_ok = false;
+                    report.gap(
+                        self.tenant,
+                        self.stream,
+                        (idx << level) + 1,
+                        format!("Merkle heads over removed records {from}–{to} are missing from the store"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Merkle subtree head from the store: kept as is, or composed from kept
+/// heads and rebuilt leaves below it. `None` when it cannot be had.
+pub(crate) fn stored_node(
+    store: &dyn lethe_store::Store,
+    tenant: &str,
+    stream: &str,
+    level: u32,
+    idx: u64,
+) -> Result<Option<Hash>> {
+    if let Some(h) = store.merkle_node(tenant, stream, level, idx)? {
+        return Ok(Some(h));
+    }
+    if level <= 8 {
+        // Small enough to rebuild from leaves, where the rows still exist.
+        let lo = idx << level;
+        let leaves = store.leaves(tenant, stream, lo + 1, lo + (1u64 << level))?;
+        if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
+            return Ok(Some(lethe_core::merkle::root(&ls)));
+        }
+    }
+    if level == 0 {
+        return Ok(None);
+    }
+    let (Some(l), Some(r)) = (
+        stored_node(store, tenant, stream, level - 1, 2 * idx)?,
+        stored_node(store, tenant, stream, level - 1, 2 * idx + 1)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(node_hash(&l, &r)))
+}
+
