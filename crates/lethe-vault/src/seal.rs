@@ -9,7 +9,7 @@ use lethe_store::ChainHead;
 use crate::{Result, Vault};
 
 /// The body of a `checkpoint` ledger entry.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointBody {
     /// What is signed.
     pub checkpoint: Checkpoint,

@@ -54,9 +54,21 @@ fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
         chains
             .iter()
             .map(|c| {
-                let dropped = merge(c.dropped.iter().flat_map(|d| &d.segments).map(|s| [s.first, s.last]).collect());
+                let dropped = merge(
+                    c.dropped
+                        .iter()
+                        .flat_map(|d| &d.segments)
+                        .map(|s| [s.first, s.last])
+                        .collect(),
+                );
                 let rows = |a: Action| {
-                    merge(c.rows.iter().filter(|r| r.action == a).flat_map(|r| r.seqs.iter().copied()).collect())
+                    merge(
+                        c.rows
+                            .iter()
+                            .filter(|r| r.action == a)
+                            .flat_map(|r| r.seqs.iter().copied())
+                            .collect(),
+                    )
                 };
                 serde_json::json!({
                     "tenant": c.tenant,
@@ -274,17 +286,26 @@ impl Vault {
             let page = self.store.ledger(from, 1000)?;
             let Some(last) = page.last() else { break };
             from = last.seq + 1;
-            if page.iter().any(|e| e.kind == "receipt.sweep" && receipt_intent(e) == Some(seq)) {
+            if page
+                .iter()
+                .any(|e| e.kind == "receipt.sweep" && receipt_intent(e) == Some(seq))
+            {
                 self.store.set_meta(PENDING_INTENT, None)?;
                 return Ok(None);
             }
         }
-        let Some(entry) = self.store.ledger(seq, 1)?.into_iter().find(|e| e.seq == seq && e.kind == "sweep.intent")
+        let Some(entry) = self
+            .store
+            .ledger(seq, 1)?
+            .into_iter()
+            .find(|e| e.seq == seq && e.kind == "sweep.intent")
         else {
-            return Err(VaultError::Invalid(format!("pending sweep intent {seq} is not in the ledger")));
+            return Err(VaultError::Invalid(format!(
+                "pending sweep intent {seq} is not in the ledger"
+            )));
         };
-        let body: IntentBody = serde_json::from_str(&entry.body)
-            .map_err(|e| VaultError::Invalid(format!("sweep intent {seq}: {e}")))?;
+        let body: IntentBody =
+            serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("sweep intent {seq}: {e}")))?;
         let applied = self.store.apply_removal(&body.chains, &|_, _| {})?;
         let now = clock();
         let receipt = serde_json::json!({
@@ -298,7 +319,13 @@ impl Vault {
             "verified": true,
             "verification": "the intent's removal was carried out again; every listed record is gone",
         });
-        let e = self.record(now, "system/recovery", "receipt.sweep", body.tenant.as_deref(), &receipt)?;
+        let e = self.record(
+            now,
+            "system/recovery",
+            "receipt.sweep",
+            body.tenant.as_deref(),
+            &receipt,
+        )?;
         self.store.set_meta(PENDING_INTENT, None)?;
         Ok(Some(e.seq))
     }

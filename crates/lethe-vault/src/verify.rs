@@ -154,11 +154,7 @@ impl Evidence {
                 auth.intent, auth.policy_version
             ));
         };
-        let (Ok(t), Ok(s), Some(c)) = (
-            TenantId::new(tenant),
-            stream.parse(),
-            Classification::from_code(class),
-        ) else {
+        let (Ok(t), Ok(s), Some(c)) = (TenantId::new(tenant), stream.parse(), Classification::from_code(class)) else {
             return Some("record names an invalid tenant, stream or classification".into());
         };
         let g = GroupKey {
@@ -246,12 +242,12 @@ impl Vault {
                 report.ledger_entries += 1;
                 let t = e.tenant.clone().unwrap_or_default();
                 if e.seq != expected {
-                    report.gap(
-                        &t,
-                        "(ledger)",
-                        expected,
-                        format!("ledger entries {expected}–{} are missing", e.seq - 1),
-                    );
+                    let what = if e.seq == expected + 1 {
+                        format!("ledger entry {expected} is missing")
+                    } else {
+                        format!("ledger entries {expected}–{} are missing", e.seq - 1)
+                    };
+                    report.gap("", "(ledger)", expected, what);
                 } else if e.prev != prev {
                     report.gap(&t, "(ledger)", e.seq, "does not link to the ledger entry before it");
                 }
@@ -395,7 +391,7 @@ impl Vault {
             let auth = &ev.auths[r.auth];
             if auth.receipt.is_none() {
                 why = Some(format!(
-                    "removal in progress: sweep intent {} has no receipt (run `lethe cleanup` to complete it)",
+                    "sweep intent {} has no valid receipt (an interrupted sweep — `lethe cleanup` completes it — or a removed or altered receipt)",
                     auth.intent
                 ));
                 continue;
@@ -407,7 +403,11 @@ impl Vault {
             }
         }
         Some(why.unwrap_or_else(|| {
-            let what = if action == Action::Delete { "deleted" } else { "anonymized" };
+            let what = if action == Action::Delete {
+                "deleted"
+            } else {
+                "anonymized"
+            };
             format!("{what} without a receipt")
         }))
     }
@@ -426,7 +426,11 @@ impl Vault {
             .chains()?
             .into_iter()
             .find(|c| c.tenant == tenant && c.stream == stream);
-        let mac = match TenantId::new(tenant).ok().map(|t| self.keys.tenant(&t, false, 0)).transpose()? {
+        let mac = match TenantId::new(tenant)
+            .ok()
+            .map(|t| self.keys.tenant(&t, false, 0))
+            .transpose()?
+        {
             Some(Some(k)) => Some(RecordMac::new(k.mac_key())),
             _ => None,
         };
@@ -475,21 +479,31 @@ impl Vault {
                             stream,
                             s.first,
                             format!(
-                                "records {}–{} removed by sweep intent {}, which has no receipt (run `lethe cleanup` to complete it)",
+                                "records {}–{} removed by sweep intent {}, which has no valid receipt (an interrupted sweep — `lethe cleanup` completes it — or a removed or altered receipt)",
                                 s.first, s.last, auth.intent
                             ),
                         );
-                    } else if let Some(why) = h.groups.iter().find_map(|g| {
-                        ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete)
-                    }) {
-                        report.gap(tenant, stream, s.first, format!("records {}–{}: {why}", s.first, s.last));
+                    } else if let Some(why) = h
+                        .groups
+                        .iter()
+                        .find_map(|g| ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete))
+                    {
+                        report.gap(
+                            tenant,
+                            stream,
+                            s.first,
+                            format!("records {}–{}: {why}", s.first, s.last),
+                        );
                     }
                     if !w.resync && s.prev != w.prev {
                         report.gap(
                             tenant,
                             stream,
                             s.first,
-                            format!("receipt for records {}–{} does not link to the record before them", s.first, s.last),
+                            format!(
+                                "receipt for records {}–{} does not link to the record before them",
+                                s.first, s.last
+                            ),
                         );
                     }
                     w.prev = s.chain;
@@ -506,7 +520,10 @@ impl Vault {
                             tenant,
                             stream,
                             s.first,
-                            format!("stored records {}–{} overlap records already accounted for", s.first, s.last),
+                            format!(
+                                "stored records {}–{} overlap records already accounted for",
+                                s.first, s.last
+                            ),
                         );
                         continue;
                     }
@@ -543,9 +560,6 @@ impl Vault {
                             }
                         };
                         let stored_prev: Hash = r.prev.as_slice().try_into().expect("checked by leaf()");
-                        if !w.resync && stored_prev != w.prev {
-                            report.gap(tenant, stream, r.seq, "does not link to the record before it");
-                        }
                         let Some(mac) = &mac else {
                             if err.is_none() {
                                 err = Some(());
@@ -563,6 +577,10 @@ impl Vault {
                             w.tree_ok = false;
                             w.resync = true;
                             return;
+                        }
+                        // The record is authentic; does it follow the one before?
+                        if !w.resync && stored_prev != w.prev {
+                            report.gap(tenant, stream, r.seq, "does not link to the record before it");
                         }
                         w.resync = false;
                         w.prev = chain(&stored_prev, &leaf);
@@ -607,7 +625,12 @@ impl Vault {
         }
         if let Some(h) = &head {
             if h.size == walked && h.hash != w.prev && w.tree_ok {
-                report.gap(tenant, stream, walked, "the catalog's chain head does not match the records");
+                report.gap(
+                    tenant,
+                    stream,
+                    walked,
+                    "the catalog's chain head does not match the records",
+                );
             }
         }
         let sealed = ce.checkpoints.last().map_or(0, |c| c.0);
@@ -632,7 +655,9 @@ impl Vault {
         }
         // Rows no append put there.
         let spans: HashMap<i64, Vec<(u64, u64)>> = segments.iter().fold(HashMap::new(), |mut m, s| {
-            m.entry(s.partition).or_default().push((s.segment.first, s.segment.last));
+            m.entry(s.partition)
+                .or_default()
+                .push((s.segment.first, s.segment.last));
             m
         });
         for (part, rows) in self.store.partition_rows(tenant, stream)? {
@@ -646,7 +671,6 @@ impl Vault {
         progress(report.records_checked);
         Ok(())
     }
-
 }
 
 fn missing(tenant: &str, stream: &str, from: u64, to: u64, report: &mut VerifyReport) {
@@ -701,7 +725,9 @@ impl Walk<'_> {
                     self.tenant,
                     self.stream,
                     size,
-                    format!("checkpoint (ledger {at}): the tree head over records 1–{size} does not match the signed one"),
+                    format!(
+                        "checkpoint (ledger {at}): the tree head over records 1–{size} does not match the signed one"
+                    ),
                 );
             }
         }
@@ -768,4 +794,3 @@ pub(crate) fn stored_node(
     };
     Ok(Some(node_hash(&l, &r)))
 }
-

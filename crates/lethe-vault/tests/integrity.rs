@@ -55,10 +55,10 @@ fn open(dir: &Path) -> Vault {
     .unwrap()
 }
 
-/// 3,000 synthetic records over 60 days, swept at `NOW`.
+/// 6,000 synthetic records over 45 days, swept at `NOW`.
 fn swept(dir: &Path) -> Vault {
     let v = open(dir);
-    let input = std::io::BufReader::new(SynthReader::new(Synth::new(3, 3000, now(), 60)));
+    let input = std::io::BufReader::new(SynthReader::new(Synth::new(3, 6000, now(), 45)));
     v.ingest(input, &now, &|_, _| {}).unwrap();
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
     assert!(r.deleted > 0 && r.anonymized > 0, "{r:?}");
@@ -75,7 +75,10 @@ fn after_legitimate_delete_and_anonymize_verify_passes_with_zero_gaps() {
     let v = swept(dir.path());
     let r = verify(&v);
     assert!(r.ok(), "{:#?}", r.unexplained_gaps);
-    assert!(r.records_checked > 0 && r.removed_explained > 0 && r.anonymized > 0, "{r:?}");
+    assert!(
+        r.records_checked > 0 && r.removed_explained > 0 && r.anonymized > 0,
+        "{r:?}"
+    );
     assert!(r.checkpoints_checked > 0, "{r:?}");
     // a second sweep later, more ingest, another sweep: still clean
     let later = now() + 10 * 86_400_000_000;
@@ -84,5 +87,438 @@ fn after_legitimate_delete_and_anonymize_verify_passes_with_zero_gaps() {
     v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
     let r2 = verify(&v);
     assert!(r2.ok(), "{:#?}", r2.unexplained_gaps);
-    assert_eq!(r2.records_checked + r2.removed_explained, 3500);
+    assert_eq!(r2.records_checked + r2.removed_explained, 6500);
+}
+
+/// A copy of a swept store to tamper with.
+struct Case {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn template() -> &'static Path {
+    static T: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &T.get_or_init(|| {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("store");
+        drop(swept(&d));
+        (t, d)
+    })
+    .1
+}
+
+fn case() -> Case {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(template(), &dir);
+    Case { _tmp: tmp, dir }
+}
+
+/// A stored run of at least 16 live records: (partition file, tenant, stream, first seq, last seq).
+fn live_segment(dir: &Path, stream: &str) -> (PathBuf, String, String, u64, u64) {
+    let c = Connection::open(dir.join("catalog.db")).unwrap();
+    let rows: Vec<(String, String, String, i64, i64)> = c
+        .prepare(
+            "SELECT p.path, s.tenant, s.stream, s.first_seq, s.last_seq FROM segments s
+             JOIN partitions p ON p.id = s.partition_id WHERE s.stream = ?1 ORDER BY p.start_us DESC",
+        )
+        .unwrap()
+        .query_map([stream], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    for (path, t, s, a, b) in rows {
+        let part = dir.join(&path);
+        let live: i64 = Connection::open(&part)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM records WHERE seq BETWEEN ?1 AND ?2 AND state = 0",
+                [a, b],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if live == b - a + 1 && b - a >= 15 {
+            return (part, t, s, a as u64, b as u64);
+        }
+    }
+    panic!("no live segment of 16 records in {stream}");
+}
+
+fn gaps(dir: &Path) -> Vec<(String, String, u64, String)> {
+    let v = open(dir);
+    verify(&v)
+        .unwrap_gaps()
+        .into_iter()
+        .map(|g| (g.tenant, g.stream, g.seq, g.problem))
+        .collect()
+}
+
+trait Gaps {
+    fn unwrap_gaps(self) -> Vec<lethe_vault::verify::Gap>;
+}
+
+impl Gaps for VerifyReport {
+    fn unwrap_gaps(self) -> Vec<lethe_vault::verify::Gap> {
+        assert_eq!(self.gaps_total as usize, self.unexplained_gaps.len());
+        self.unexplained_gaps
+    }
+}
+
+/// Asserts verify reports exactly the expected locations, each with a
+/// problem naming `what`.
+fn assert_caught(dir: &Path, expected: &[(&str, &str, u64)], what: &str) {
+    let got = gaps(dir);
+    let mut locations: Vec<(&str, &str, u64)> = got.iter().map(|(t, s, q, _)| (t.as_str(), s.as_str(), *q)).collect();
+    locations.sort();
+    locations.dedup();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(locations, want, "{got:#?}");
+    for (.., p) in &got {
+        assert!(p.contains(what), "`{p}` should mention `{what}`");
+    }
+}
+
+fn part_conn(p: &Path) -> Connection {
+    Connection::open(p).unwrap()
+}
+
+#[test]
+fn tamper_edit_one_byte_of_a_body_is_caught_at_that_record() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "requests:1");
+    let db = part_conn(&p);
+    let mut body: Vec<u8> = db
+        .query_row("SELECT body FROM records WHERE seq=?1", [a + 5], |r| r.get(0))
+        .unwrap();
+    let n = body.len();
+    body[n - 20] ^= 1;
+    db.execute(
+        "UPDATE records SET body=?2 WHERE seq=?1",
+        rusqlite::params![a + 5, body],
+    )
+    .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, a + 5)], "MAC");
+}
+
+#[test]
+fn tamper_edit_a_plain_field_is_caught_at_that_record() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    part_conn(&p)
+        .execute(
+            "UPDATE records SET plain=replace(plain, '\"action\":\"', '\"action\":\"x') WHERE seq=?1",
+            [a + 3],
+        )
+        .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, a + 3)], "MAC");
+}
+
+#[test]
+fn tamper_delete_one_record_row_is_caught_as_missing() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    part_conn(&p)
+        .execute("DELETE FROM records WHERE seq=?1", [a + 7])
+        .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, a + 7)], "missing");
+}
+
+#[test]
+fn tamper_delete_a_range_without_a_receipt_is_caught_at_its_start() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "requests:1");
+    part_conn(&p)
+        .execute("DELETE FROM records WHERE seq BETWEEN ?1 AND ?2", [a + 2, a + 11])
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert_caught(&c.dir, &[(&t, &s, a + 2)], "missing");
+    assert!(got[0].3.contains(&format!("{}–{}", a + 2, a + 11)), "{got:?}");
+}
+
+#[test]
+fn tamper_insert_a_forged_record_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    let db = part_conn(&p);
+    // a copy of a real row, new id, a sequence number no append gave out
+    db.execute(
+        "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted)
+         SELECT 9999999, randomblob(16), ts, received, scope, class, pseudonym, key_id, plain, body, state, prev, mac, redacted
+         FROM records WHERE seq=?1",
+        [a],
+    )
+    .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, 9_999_999)], "not part of the chain");
+}
+
+#[test]
+fn tamper_swap_two_records_is_caught_at_both() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "requests:1");
+    let db = part_conn(&p);
+    db.execute_batch(&format!(
+        "UPDATE records SET seq = -1 WHERE seq = {x};
+         UPDATE records SET seq = {x} WHERE seq = {y};
+         UPDATE records SET seq = {y} WHERE seq = -1;",
+        x = a + 4,
+        y = a + 9
+    ))
+    .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, a + 4), (&t, &s, a + 9)], "MAC");
+}
+
+#[test]
+fn tamper_truncate_the_newest_records_is_caught() {
+    let c = case();
+    let cat = Connection::open(c.dir.join("catalog.db")).unwrap();
+    let (t, s, head): (String, String, i64) = cat
+        .query_row(
+            "SELECT tenant, stream, head_seq FROM chains WHERE stream='requests:1' ORDER BY head_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let path: String = cat
+        .query_row(
+            "SELECT p.path FROM segments s JOIN partitions p ON p.id = s.partition_id
+             WHERE s.tenant=?1 AND s.stream=?2 AND s.last_seq=?3",
+            rusqlite::params![t, s, head],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let db = part_conn(&c.dir.join(path));
+    let new_head: Vec<u8> = db
+        .query_row("SELECT prev FROM records WHERE seq=?1", [head - 2], |r| r.get(0))
+        .unwrap();
+    db.execute("DELETE FROM records WHERE seq > ?1", [head - 3]).unwrap();
+    // and hide it in the catalog too (chain hashes are public computations):
+    // only the signed checkpoint still tells
+    cat.execute(
+        "UPDATE chains SET head_seq=?3, head_hash=?4 WHERE tenant=?1 AND stream=?2",
+        rusqlite::params![t, s, head - 3, new_head],
+    )
+    .unwrap();
+    cat.execute(
+        "UPDATE segments SET last_seq=?3 WHERE tenant=?1 AND stream=?2 AND last_seq=?4",
+        rusqlite::params![t, s, head - 3, head],
+    )
+    .unwrap();
+    assert_caught(&c.dir, &[(&t, &s, head as u64 - 2)], "truncated");
+}
+
+/// The ledger row of the first entry of `kind`, as (seq, body).
+fn ledger_entry(dir: &Path, kind: &str) -> (u64, String) {
+    Connection::open(dir.join("catalog.db"))
+        .unwrap()
+        .query_row(
+            "SELECT seq, body FROM ledger WHERE kind=?1 ORDER BY seq LIMIT 1",
+            [kind],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn tamper_replace_a_checkpoint_is_caught() {
+    let c = case();
+    let (seq, body) = ledger_entry(&c.dir, "checkpoint");
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["checkpoint"]["root"] = serde_json::Value::String("ab".repeat(32));
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute(
+            "UPDATE ledger SET body=?2 WHERE seq=?1",
+            rusqlite::params![seq, v.to_string()],
+        )
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("edited")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn tamper_edit_a_ledger_entry_is_caught_at_that_entry() {
+    let c = case();
+    let (seq, body) = ledger_entry(&c.dir, "receipt.sweep");
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute(
+            "UPDATE ledger SET body=?2 WHERE seq=?1",
+            rusqlite::params![seq, body.replace("\"verified\":true", "\"verified\":false")],
+        )
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("edited")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn tamper_delete_a_ledger_entry_is_caught_at_that_entry() {
+    let c = case();
+    let (seq, _) = ledger_entry(&c.dir, "key.data_created");
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute("DELETE FROM ledger WHERE seq=?1", [seq])
+        .unwrap();
+    assert_caught(&c.dir, &[("", "(ledger)", seq)], "missing");
+}
+
+/// Turns a live record into a tombstone the way a sweep would (the digests
+/// are public computations): its MAC still checks, so only the missing
+/// authorisation can give it away.
+fn tombstone(part: &Path, seq: u64) {
+    let db = part_conn(part);
+    let row = db
+        .query_row(
+            &format!(
+                "SELECT {} FROM records WHERE seq=?1",
+                "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted"
+            ),
+            [seq],
+            |r| {
+                Ok(lethe_store::row::RawRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    id: r.get(1)?,
+                    ts_us: r.get(2)?,
+                    received_us: r.get(3)?,
+                    scope: r.get(4)?,
+                    class: r.get(5)?,
+                    pseudonym: r.get(6)?,
+                    key_id: r.get(7)?,
+                    plain: r.get(8)?,
+                    body: r.get(9)?,
+                    state: r.get(10)?,
+                    prev: r.get(11)?,
+                    mac: r.get(12)?,
+                    redacted: r.get(13)?,
+                })
+            },
+        )
+        .unwrap();
+    let d = row.digests().unwrap();
+    db.execute(
+        "UPDATE records SET plain='', body=NULL, pseudonym=NULL, key_id=NULL, state=2, redacted=?2 WHERE seq=?1",
+        rusqlite::params![seq, [d.plain, d.personal].concat()],
+    )
+    .unwrap();
+}
+
+#[test]
+fn tamper_a_tombstone_without_a_receipt_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    tombstone(&p, a + 1);
+    assert_caught(&c.dir, &[(&t, &s, a + 1)], "without a receipt");
+}
+
+#[test]
+fn tamper_forge_a_receipt_without_the_key_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    tombstone(&p, a + 2);
+    // a forged intent and receipt claiming it, with made-up MACs
+    let cat = Connection::open(c.dir.join("catalog.db")).unwrap();
+    let (head, hash, version): (i64, Vec<u8>, i64) = cat
+        .query_row(
+            "SELECT seq, hash, (SELECT max(id) FROM policy_versions) FROM ledger ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let intent = serde_json::json!({"policy_version": version, "now_us": now() + 400 * 86_400_000_000i64, "tenant": null,
+        "chains": [{"tenant": t, "stream": s, "dropped": [], "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[a + 2, a + 2]]}]}]});
+    let receipt = serde_json::json!({"intent": head + 1, "verified": true});
+    let mut prev = hash;
+    for (i, (kind, body)) in [("sweep.intent", intent), ("receipt.sweep", receipt)]
+        .iter()
+        .enumerate()
+    {
+        let seq = head + 1 + i as i64;
+        let h = lethe_core::ledger::entry_hash(
+            seq as u64,
+            now(),
+            "cli:mallory",
+            kind,
+            None,
+            &body.to_string(),
+            &prev.clone().try_into().unwrap(),
+        );
+        cat.execute(
+            "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,'cli:mallory',?3,NULL,?4,?5,?6,zeroblob(32))",
+            rusqlite::params![seq, now(), kind, body.to_string(), prev, &h[..]],
+        )
+        .unwrap();
+        prev = h.to_vec();
+    }
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == head as u64 + 1 && g.3.contains("MAC")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == head as u64 + 2 && g.3.contains("MAC")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|g| g.0 == t && g.1 == s && g.2 == a + 2 && g.3.contains("without a receipt")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn tamper_a_receipt_claiming_records_its_policy_keeps_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    // Someone with the ledger key (a buggy sweep, a rogue operator) records a
+    // proper-looking intent and receipt for a record inside its window.
+    {
+        let v = open(&c.dir);
+        let version = v.note_policy("cli:mallory", now()).unwrap();
+        let intent = v
+            .record(
+                now(),
+                "cli:mallory",
+                "sweep.intent",
+                None,
+                &serde_json::json!({"policy_version": version, "now_us": now(), "tenant": null,
+                    "chains": [{"tenant": t, "stream": s, "dropped": [],
+                                "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[a + 3, a + 3]]}]}]}),
+            )
+            .unwrap();
+        v.record(
+            now(),
+            "cli:mallory",
+            "receipt.sweep",
+            None,
+            &serde_json::json!({"intent": intent.seq}),
+        )
+        .unwrap();
+    }
+    tombstone(&p, a + 3);
+    assert_caught(&c.dir, &[(&t, &s, a + 3)], "keeps records from");
 }
