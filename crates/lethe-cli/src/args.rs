@@ -39,6 +39,12 @@ pub enum Command {
     Ledger(LedgerArgs),
     /// Receipts of sweeps (ledger entries of kind `receipt.*`).
     Receipts(ReceiptsArgs),
+    /// Prove every record is intact and every missing one was removed by a
+    /// receipted act; lists unexplained gaps (exit 5 if any).
+    Verify(VerifyArgs),
+    /// Merkle proofs against signed checkpoints, and checking them with the public key only.
+    #[command(subcommand)]
+    Proof(ProofCommand),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -153,6 +159,63 @@ pub enum ReceiptsCommand {
         /// Receipt id (its ledger sequence number).
         id: u64,
     },
+}
+
+/// `lethe verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only this tenant's chains (the ledger is always checked whole).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this stream (`name:version`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Print one JSON object (`records_checked`, `unexplained_gaps`, …).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe proof …`.
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Print (JSON) the proof that a record is in the tree of a signed checkpoint.
+    Inclusion {
+        /// Record id (UUID).
+        #[arg(long)]
+        record: String,
+        /// Use the checkpoint of exactly this tree size [default: the latest covering the record].
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print (JSON) the proof that an older signed tree is a prefix of a newer one.
+    Consistency {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Stream (`name:version`).
+        #[arg(long)]
+        stream: String,
+        /// Size of the older checkpoint.
+        #[arg(long)]
+        from: u64,
+        /// Size of the newer checkpoint.
+        #[arg(long)]
+        to: u64,
+    },
+    /// Check a proof file with nothing but the public key (no store, no master key).
+    Check {
+        /// The proof (JSON), or `-` for standard input.
+        file: String,
+        /// The checkpoint public key to trust (hex) [default: the one in the file, which only
+        /// shows the file is self-consistent].
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the checkpoint public key (hex), to hand to whoever checks proofs.
+    PublicKey,
 }
 
 /// `lethe stats`.

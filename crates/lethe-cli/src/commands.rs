@@ -16,8 +16,8 @@ use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
-    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LedgerArgs, LogsArgs, ReceiptsArgs,
-    ReceiptsCommand, StatsArgs,
+    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LedgerArgs, LogsArgs, ProofCommand, ReceiptsArgs,
+    ReceiptsCommand, StatsArgs, VerifyArgs,
 };
 use crate::exit;
 use crate::output::{self, bytes, Table};
@@ -57,6 +57,9 @@ impl Cli {
             Command::Demo(a) => a.json,
             Command::Ledger(a) => a.json,
             Command::Receipts(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Proof(ProofCommand::Check { json, .. }) => *json,
+            Command::Proof(_) => true,
             Command::Config(_) => false,
         }
     }
@@ -68,6 +71,10 @@ fn now_us() -> i64 {
 
 /// Runs the parsed command and returns its exit code.
 pub fn run(cli: Cli) -> Result<u8> {
+    // Checking a proof needs no configuration, store or key: anyone can.
+    if let Command::Proof(ProofCommand::Check { file, public_key, json }) = &cli.command {
+        return proof_check(file, public_key.as_deref(), *json);
+    }
     let config = load_config(&cli)?;
     match &cli.command {
         Command::Config(ConfigCommand::Show) => {
@@ -81,7 +88,106 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Demo(a) => demo(&open(&cli, config)?, a),
         Command::Ledger(a) => ledger(&open(&cli, config)?, a),
         Command::Receipts(a) => receipts(&open(&cli, config)?, a),
+        Command::Verify(a) => verify(&open(&cli, config)?, a),
+        Command::Proof(p) => proof(&open(&cli, config)?, p),
     }
+}
+
+fn verify(vault: &Vault, a: &VerifyArgs) -> Result<u8> {
+    let tenant = a.tenant.as_deref().map(tenant_arg).transpose()?;
+    if let Some(s) = &a.stream {
+        s.parse::<lethe_core::StreamId>()
+            .map_err(|e| UsageProblem(format!("--stream: {e}")))?;
+    }
+    let pb = output::progress(a.json, "verifying");
+    let r = vault
+        .verify(tenant.as_ref(), a.stream.as_deref(), &|n| pb.set_position(n))
+        .context("verifying")?;
+    pb.finish_and_clear();
+    let code = if r.ok() { exit::OK } else { exit::INTEGRITY };
+    if a.json {
+        output::print_json(&r);
+        return Ok(code);
+    }
+    println!(
+        "{} records checked ({} anonymized, {} tombstones), {} removed records explained by receipts",
+        r.records_checked, r.anonymized, r.tombstones, r.removed_explained
+    );
+    println!(
+        "{} chains, {} checkpoints recomputed ({} inside removed ranges), {} ledger entries",
+        r.chains, r.checkpoints_checked, r.checkpoints_unverifiable, r.ledger_entries
+    );
+    println!("checkpoint public key {}", r.public_key);
+    if r.ok() {
+        println!("verified: no unexplained gaps");
+    } else {
+        println!("UNEXPLAINED GAPS: {}", r.gaps_total);
+        let mut t = Table::new(&["tenant", "stream", "seq", "problem"]);
+        for g in &r.unexplained_gaps {
+            t.row(vec![
+                g.tenant.clone(),
+                g.stream.clone(),
+                g.seq.to_string(),
+                g.problem.clone(),
+            ]);
+        }
+        t.print();
+    }
+    Ok(code)
+}
+
+fn proof(vault: &Vault, p: &ProofCommand) -> Result<u8> {
+    match p {
+        ProofCommand::Inclusion { record, size } => {
+            let id = uuid::Uuid::parse_str(record).map_err(|e| UsageProblem(format!("--record: {e}")))?;
+            let proof = vault.inclusion_proof(id.as_bytes(), *size)?;
+            output::print_json(&proof);
+        }
+        ProofCommand::Consistency {
+            tenant,
+            stream,
+            from,
+            to,
+        } => {
+            let proof = vault.consistency_proof(tenant, stream, *from, *to)?;
+            output::print_json(&proof);
+        }
+        ProofCommand::PublicKey => println!("{}", vault.public_key()),
+        ProofCommand::Check { .. } => unreachable!("handled before the vault opens"),
+    }
+    Ok(exit::OK)
+}
+
+fn proof_check(file: &str, public_key: Option<&str>, json: bool) -> Result<u8> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    let proof: lethe_vault::proof::Proof =
+        serde_json::from_str(&text).map_err(|e| UsageProblem(format!("{file}: not a Lethe proof: {e}")))?;
+    let r = lethe_vault::proof::check(&proof, public_key).map_err(|e| UsageProblem(format!("{file}: {e}")))?;
+    if json {
+        output::print_json(&r);
+    } else {
+        for (what, ok) in &r.checks {
+            println!("{} {what}", if *ok { "ok  " } else { "FAIL" });
+        }
+        if !r.key_pinned {
+            println!("note: checked with the public key inside the file; pin the vault's key with --public-key");
+        }
+        println!(
+            "{}",
+            if r.valid {
+                "proof is valid"
+            } else {
+                "PROOF IS NOT VALID"
+            }
+        );
+    }
+    Ok(if r.valid { exit::OK } else { exit::INTEGRITY })
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {

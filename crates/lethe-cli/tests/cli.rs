@@ -336,3 +336,95 @@ fn cleanup_leaves_a_receipt_that_receipts_and_the_ledger_show_and_verify() {
     let entries = json(&run(lethe(d.path()).args(["ledger", "--json", "--since", "2"])));
     assert_eq!(entries["result"][0]["seq"], 2);
 }
+
+#[test]
+fn verify_passes_after_cleanup_and_proofs_check_with_the_public_key_alone() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 1000, 8);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let inp = input(d.path(), 400, 9);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    assert!(run(lethe(d.path()).args(["cleanup", "--now", NOW])).status.success());
+
+    let o = run(lethe(d.path()).args(["verify", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let v = json(&o);
+    assert!(v["records_checked"].as_u64().unwrap() > 0);
+    assert_eq!(v["unexplained_gaps"], Value::Array(vec![]));
+    let o = run(lethe(d.path()).arg("verify"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no unexplained gaps"));
+
+    // a record still stored (audit records are anonymized, never dropped,
+    // under POLICY: their whole tree can still be proven), and the key a
+    // third party is given
+    let stats = json(&run(lethe(d.path()).args(["stats", "--json"])));
+    let tenant = stats["result"]["rows"][0]["tenant"].as_str().unwrap().to_string();
+    let o = run(lethe(d.path()).args([
+        "logs", "--tenant", &tenant, "--stream", "audit:1", "--json", "--limit", "1",
+    ]));
+    let rec: Value = serde_json::from_slice(o.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let id = rec["id"].as_str().unwrap();
+    let key = String::from_utf8(run(lethe(d.path()).args(["proof", "public-key"])).stdout).unwrap();
+    let key = key.trim();
+    assert_eq!(key.len(), 64);
+
+    let o = run(lethe(d.path()).args(["proof", "inclusion", "--record", id]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let proof_file = d.path().join("inclusion.json");
+    std::fs::write(&proof_file, &o.stdout).unwrap();
+    // checked with no data directory and no master key at all
+    let elsewhere = tempfile::tempdir().unwrap();
+    let check = |file: &Path, key: &str| {
+        let o = run(lethe_at(elsewhere.path(), &elsewhere.path().join("none")).args([
+            "proof",
+            "check",
+            file.to_str().unwrap(),
+            "--public-key",
+            key,
+            "--json",
+        ]));
+        (o.status.code(), json(&o))
+    };
+    let (code, r) = check(&proof_file, key);
+    assert_eq!((code, r["valid"].as_bool()), (Some(0), Some(true)), "{r}");
+    assert!(!elsewhere.path().join("none").exists(), "checking opens no store");
+    // a doctored path, or another vault's key, fails
+    let mut p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    p["audit_path"][0] = Value::String("00".repeat(32));
+    let bad = d.path().join("bad.json");
+    std::fs::write(&bad, p.to_string()).unwrap();
+    assert_eq!(check(&bad, key).0, Some(5));
+    assert_eq!(check(&proof_file, &"11".repeat(32)).0, Some(5));
+
+    // two ingest runs: two checkpoints of the same chain, one a prefix of the other
+    let (t, s) = (p["tenant"].as_str().unwrap(), p["stream"].as_str().unwrap());
+    let ledger = json(&run(lethe(d.path()).args(["ledger", "--json"])));
+    let sizes: Vec<u64> = ledger["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "checkpoint" && e["tenant"] == t)
+        .map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap())
+        .filter(|b| b["checkpoint"]["stream"] == s)
+        .map(|b| b["checkpoint"]["size"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.len() >= 2, "{sizes:?}");
+    let o = run(lethe(d.path()).args([
+        "proof",
+        "consistency",
+        "--tenant",
+        t,
+        "--stream",
+        s,
+        "--from",
+        &sizes[0].to_string(),
+        "--to",
+        &sizes[sizes.len() - 1].to_string(),
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let cons = d.path().join("consistency.json");
+    std::fs::write(&cons, &o.stdout).unwrap();
+    let (code, r) = check(&cons, key);
+    assert_eq!((code, r["valid"].as_bool()), (Some(0), Some(true)), "{r}");
+}
