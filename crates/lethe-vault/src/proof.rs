@@ -180,7 +180,7 @@ impl Vault {
     /// The head of the subtree over leaves `lo..hi`, from kept heads and rebuilt leaves.
     fn subtree(&self, tenant: &str, stream: &str, lo: u64, hi: u64) -> Result<Hash> {
         let n = hi - lo;
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let level = n.trailing_zeros();
             return stored_node(&*self.store, tenant, stream, level, lo >> level)?.ok_or_else(|| {
                 VaultError::Invalid(format!(

@@ -547,7 +547,7 @@ impl Vault {
                         }
                         w.next = r.seq + 1;
                         report.records_checked += 1;
-                        if report.records_checked % 65_536 == 0 {
+                        if report.records_checked.is_multiple_of(65_536) {
                             progress(report.records_checked);
                         }
                         let leaf = match r.leaf(tenant, stream) {

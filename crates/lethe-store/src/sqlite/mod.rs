@@ -907,7 +907,7 @@ impl Store for SqliteStore {
             report.duplicates += recs.len() as u64 - n;
             let bytes = self.file_bytes(&p);
             self.maybe_checkpoint(&p);
-            let segment = (n > 0).then(|| Segment {
+            let segment = (n > 0).then_some(Segment {
                 first,
                 last: chain.seq,
                 prev,
@@ -1253,7 +1253,9 @@ impl Store for SqliteStore {
         // the records the plan listed, row by row.
         let mut drops: Vec<(Part, u64)> = Vec::new();
         let mut edges: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
-        let mut rows: Vec<(Part, Vec<(bool, Vec<[u64; 2]>)>)> = Vec::new();
+        // Per partition: (anonymize?, sequence ranges) jobs.
+        type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
+        let mut rows: Vec<(Part, RowJobs)> = Vec::new();
         for ch in chains {
             for dp in &ch.dropped {
                 let Some(p) = self.live_part(&inner.cat, &ch.tenant, &ch.stream, dp.start_us)? else {

@@ -97,7 +97,7 @@ pub struct ChainState {
 /// 256-leaf chunks and every 16× larger subtree, so that any subtree head a
 /// proof needs is at most 16 stored heads (or 256 leaves) away.
 pub fn kept_level(level: u32) -> bool {
-    level >= 8 && level % 4 == 0
+    level >= 8 && level.is_multiple_of(4)
 }
 
 /// Inserts records, assigning each new id the next sequence number of
