@@ -63,6 +63,33 @@ pub struct Config {
     /// Merkle checkpoint cadence.
     #[serde(default)]
     pub integrity: IntegrityConfig,
+    /// Ledger retention.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// How long ledger entries are kept (default `forever`). When finite,
+    /// each real cleanup trims older entries — after a full verify — and
+    /// appends a signed anchor that carries everything verification still
+    /// needs from them (removed ranges, the latest checkpoints).
+    #[serde(default = "default_ledger_retention")]
+    pub retention: Window,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            retention: default_ledger_retention(),
+        }
+    }
+}
+
+fn default_ledger_retention() -> Window {
+    Window::Forever
 }
 
 /// `[integrity]`.

@@ -158,6 +158,16 @@ impl<'k> Verifier<'k> {
         }
     }
 
+    /// A verifier that starts after entry `seq` with hash `hash` — the
+    /// first kept entry of a ledger trimmed behind an anchor.
+    pub fn resume(key: &'k SecretKey, seq: u64, hash: Hash) -> Self {
+        Verifier {
+            key,
+            prev: hash,
+            n: seq,
+        }
+    }
+
     /// Checks the next entry.
     pub fn push(&mut self, e: &Entry) -> Result<(), Break> {
         let expected = self.n + 1;

@@ -494,6 +494,11 @@ pub trait Store: Send + Sync {
     /// entry through this trait.
     fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry>;
 
+    /// Removes ledger entries with sequence number ≤ `through` — ledger
+    /// retention, and nothing else: the caller has appended a signed anchor
+    /// that carries what verification needs from them. Returns how many went.
+    fn trim_ledger(&self, through: u64) -> Result<u64>;
+
     /// Ledger entries with sequence number ≥ `from`, in order, at most `limit`.
     fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>>;
 

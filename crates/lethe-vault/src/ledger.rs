@@ -69,10 +69,33 @@ impl Vault {
             .find(|e| e.seq == id && e.kind.starts_with("receipt.")))
     }
 
-    /// Verifies every entry's hash, link and MAC, streaming.
+    /// Verifies every entry's hash, link and MAC, streaming — from the
+    /// start, or, when ledger retention trimmed it, from the signed anchor.
     pub fn verify_ledger(&self) -> Result<LedgerCheck> {
         let mut v = Verifier::new(&self.ledger_key);
-        let mut from = 1;
+        let first = self.store.ledger(1, 1)?.first().map_or(1, |e| e.seq);
+        if first > 1 {
+            let mut scratch = crate::verify::VerifyReport::default();
+            match self.anchor(&mut scratch)? {
+                Some((_, a)) if a.through + 1 == first => {
+                    v = Verifier::resume(&self.ledger_key, a.through, a.through_hash)
+                }
+                _ => {
+                    return Ok(LedgerCheck {
+                        entries: 0,
+                        head: lethe_core::merkle::to_hex(&[0; 32]),
+                        problem: Some(Break {
+                            seq: 1,
+                            problem: format!(
+                                "entries 1–{} are missing and no valid anchor accounts for them",
+                                first - 1
+                            ),
+                        }),
+                    })
+                }
+            }
+        }
+        let mut from = first;
         let mut problem = None;
         'pages: loop {
             let page = self.store.ledger(from, PAGE)?;

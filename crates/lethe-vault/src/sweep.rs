@@ -141,6 +141,10 @@ pub struct SweepReport {
     pub receipt: Option<u64>,
     /// Whether a re-plan after the run selected nothing (real runs).
     pub verified: Option<bool>,
+    /// Ledger entries trimmed by ledger retention after the run (`[ledger] retention`).
+    pub ledger_trimmed: u64,
+    /// Things that went wrong without failing the run (e.g. the ledger could not be trimmed).
+    pub warnings: Vec<String>,
     /// The instant the policies were evaluated at.
     pub now: String,
     /// Wall-clock start.
@@ -262,6 +266,10 @@ impl Vault {
                 self.store.set_meta(PENDING_INTENT, None)?;
             }
             report.receipt = Some(e.seq);
+            match self.trim_ledger(actor, finished) {
+                Ok(n) => report.ledger_trimmed = n,
+                Err(e) => report.warnings.push(e.to_string()),
+            }
         }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
@@ -377,6 +385,8 @@ impl Vault {
             policy_version,
             receipt: None,
             verified: None,
+            ledger_trimmed: 0,
+            warnings: Vec::new(),
             now: format_ts(now),
             started_at: format_ts(started),
             finished_at: format_ts(finished),

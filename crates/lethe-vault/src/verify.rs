@@ -94,6 +94,57 @@ impl VerifyReport {
     }
 }
 
+/// Policy version of the authorisation an anchor carries: its removals were
+/// verified before the entries that recorded them were trimmed.
+const ANCHORED: i64 = i64::MIN;
+
+/// Catalog key holding the ledger sequence number of the newest anchor.
+pub(crate) const ANCHOR_META: &str = "ledger.anchor";
+
+/// What a `ledger.anchor` entry says: entries `1..=through` were trimmed
+/// (ledger retention) and this is everything verification needs from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Anchor {
+    /// Last trimmed entry.
+    pub through: u64,
+    /// Its hash: the first kept entry links to it.
+    #[serde(with = "lethe_core::checkpoint::hex32")]
+    pub through_hash: Hash,
+    /// Per chain, the removals the trimmed receipts explained and the latest trimmed checkpoint.
+    pub chains: Vec<AnchorChain>,
+    /// The retention rules of every policy version entered in the trimmed
+    /// entries (kept sweeps may still name them), by version.
+    pub policies: BTreeMap<i64, serde_json::Value>,
+}
+
+/// One chain's part of an [`Anchor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AnchorChain {
+    /// Tenant.
+    pub tenant: String,
+    /// Stream.
+    pub stream: String,
+    /// Ranges dropped with their partitions, adjacent ones merged, with boundary chain hashes.
+    pub dropped: Vec<Segment>,
+    /// Ranges whose records were deleted (tombstones may remain).
+    pub deleted: Vec<[u64; 2]>,
+    /// Ranges whose records were anonymized.
+    pub anonymized: Vec<[u64; 2]>,
+    /// The newest trimmed checkpoint.
+    pub checkpoint: Option<CheckpointBody>,
+}
+
+/// The body of a `ledger.anchor` entry: the anchor, Ed25519-signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AnchorBody {
+    /// What is signed (its JSON serialization).
+    pub anchor: Anchor,
+    /// Signature (hex).
+    pub signature: String,
+    /// The key it verifies with (hex).
+    pub public_key: String,
+}
+
 /// A completed (or pending) sweep: what authorises its removals.
 struct Auth {
     intent: u64,
@@ -125,14 +176,20 @@ struct ChainEvidence {
     rows: Vec<RowAuth>,
     /// (size, root, ledger seq), by size.
     checkpoints: Vec<(u64, Hash, u64)>,
+    /// The newest checkpoint as signed.
+    latest: Option<CheckpointBody>,
 }
 
 /// What the ledger pass collects.
 #[derive(Default)]
 struct Evidence {
     books: HashMap<i64, PolicyBook>,
+    /// The retention snapshots behind `books`, as recorded.
+    snapshots: BTreeMap<i64, serde_json::Value>,
     auths: Vec<Auth>,
     chains: BTreeMap<(String, String), ChainEvidence>,
+    /// Sequence number of the first sweep intent without a receipt.
+    first_pending: Option<u64>,
 }
 
 impl Evidence {
@@ -148,6 +205,9 @@ impl Evidence {
         before_us: i64,
         action: Action,
     ) -> Option<String> {
+        if auth.policy_version == ANCHORED {
+            return None;
+        }
         let Some(book) = self.books.get(&auth.policy_version) else {
             return Some(format!(
                 "receipt for intent {} names policy version {}, which is not in the ledger",
@@ -205,7 +265,7 @@ impl Vault {
             public_key: self.public_key(),
             ..Default::default()
         };
-        let mut ev = self.ledger_evidence(&mut report)?;
+        let mut ev = self.ledger_evidence(&mut report, u64::MAX)?;
         let mut names: Vec<(String, String)> = self
             .store
             .chains()?
@@ -226,19 +286,34 @@ impl Vault {
 
     /// One pass over the ledger: every entry's hash, link and MAC, and the
     /// evidence later checks need (only from entries that are authentic).
-    fn ledger_evidence(&self, report: &mut VerifyReport) -> Result<Evidence> {
+    fn ledger_evidence(&self, report: &mut VerifyReport, upto: u64) -> Result<Evidence> {
         let mut ev = Evidence::default();
         let public: [u8; 32] = self.signer.public_key();
         let mut intents: HashMap<u64, usize> = HashMap::new();
         let mut pending: Vec<(u64, IntentBody)> = Vec::new();
         let mut receipts: Vec<(u64, u64)> = Vec::new();
+        let anchor = self.anchor(report)?;
+        if let Some((at, a)) = &anchor {
+            self.anchor_evidence(*at, a, &public, &mut ev, report);
+        }
         let (mut expected, mut prev) = (1u64, [0u8; 32]);
+        let mut first = true;
         let mut from = 1;
-        loop {
+        'pages: loop {
             let page = self.store.ledger(from, PAGE)?;
             let Some(last) = page.last() else { break };
             from = last.seq + 1;
             for e in page {
+                if e.seq > upto {
+                    break 'pages;
+                }
+                if std::mem::take(&mut first) && e.seq > 1 {
+                    // Trimmed by ledger retention: the anchor says where the rest starts.
+                    if let Some((_, a)) = &anchor {
+                        expected = a.through + 1;
+                        prev = a.through_hash;
+                    }
+                }
                 report.ledger_entries += 1;
                 let t = e.tenant.clone().unwrap_or_default();
                 if e.seq != expected {
@@ -262,11 +337,12 @@ impl Vault {
                         let parsed = serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| {
                             let version = v.get("version")?.as_i64()?;
                             let r = v.get("policies")?.get("retention")?.clone();
-                            Some((version, serde_json::from_value::<RetentionSnapshot>(r).ok()?))
+                            Some((version, serde_json::from_value::<RetentionSnapshot>(r.clone()).ok()?, r))
                         });
                         match parsed {
-                            Some((version, snap)) => {
+                            Some((version, snap, raw)) => {
                                 ev.books.insert(version, snap.into_book());
+                                ev.snapshots.insert(version, raw);
                             }
                             None => report.gap(&t, "(ledger)", e.seq, "policy version entry does not parse"),
                         }
@@ -299,11 +375,11 @@ impl Vault {
                                     format!("checkpoint (ledger {}) was signed for another ledger position", e.seq),
                                 );
                             } else {
-                                ev.chains
-                                    .entry((cp.tenant.clone(), cp.stream.clone()))
-                                    .or_default()
-                                    .checkpoints
-                                    .push((cp.size, cp.root, e.seq));
+                                let ce = ev.chains.entry((cp.tenant.clone(), cp.stream.clone())).or_default();
+                                ce.checkpoints.push((cp.size, cp.root, e.seq));
+                                if ce.latest.as_ref().is_none_or(|l| l.checkpoint.size <= cp.size) {
+                                    ce.latest = Some(b.clone());
+                                }
                             }
                         }
                         Err(err) => report.gap(&t, "(ledger)", e.seq, format!("checkpoint does not parse: {err}")),
@@ -358,12 +434,242 @@ impl Vault {
                 ev.auths[i].receipt = Some(receipt);
             }
         }
+        ev.first_pending = ev.auths.iter().filter(|a| a.receipt.is_none()).map(|a| a.intent).min();
         for ce in ev.chains.values_mut() {
             ce.rows.sort_by_key(|r| r.first);
             ce.holes.sort_by_key(|h| h.segment.first);
             ce.checkpoints.sort_by_key(|c| c.0);
         }
         Ok(ev)
+    }
+
+    /// The newest ledger anchor, if the ledger was ever trimmed, authenticated
+    /// (entry MAC and Ed25519 signature); problems are gaps.
+    pub(crate) fn anchor(&self, report: &mut VerifyReport) -> Result<Option<(u64, Anchor)>> {
+        let Some(at) = self.store.meta(ANCHOR_META)? else {
+            return Ok(None);
+        };
+        let Ok(at) = at.parse::<u64>() else {
+            report.gap(
+                "",
+                "(ledger)",
+                0,
+                format!("anchor pointer `{at}` is not a sequence number"),
+            );
+            return Ok(None);
+        };
+        let Some(e) = self.store.ledger(at, 1)?.into_iter().find(|e| e.seq == at) else {
+            report.gap("", "(ledger)", at, "the ledger anchor entry is missing");
+            return Ok(None);
+        };
+        if let Err(p) = check_entry(&self.ledger_key, &e) {
+            report.gap("", "(ledger)", at, format!("ledger anchor: {p}"));
+            return Ok(None);
+        }
+        let body: AnchorBody = match serde_json::from_str(&e.body) {
+            Ok(b) => b,
+            Err(err) => {
+                report.gap("", "(ledger)", at, format!("ledger anchor does not parse: {err}"));
+                return Ok(None);
+            }
+        };
+        let signed = serde_json::to_vec(&body.anchor).expect("anchors serialize");
+        let sig = hex::decode(&body.signature).unwrap_or_default();
+        if e.kind != "ledger.anchor" || !lethe_core::checkpoint::verify_anchor(&self.signer.public_key(), &signed, &sig)
+        {
+            report.gap("", "(ledger)", at, "ledger anchor signature does not verify");
+            return Ok(None);
+        }
+        Ok(Some((at, body.anchor)))
+    }
+
+    /// What an anchor contributes: pre-verified removals and checkpoints.
+    fn anchor_evidence(&self, at: u64, a: &Anchor, public: &[u8; 32], ev: &mut Evidence, report: &mut VerifyReport) {
+        for (version, raw) in &a.policies {
+            match serde_json::from_value::<RetentionSnapshot>(raw.clone()) {
+                Ok(snap) => {
+                    ev.books.insert(*version, snap.into_book());
+                    ev.snapshots.insert(*version, raw.clone());
+                }
+                Err(e) => report.gap("", "(ledger)", at, format!("anchored policy version {version}: {e}")),
+            }
+        }
+        ev.auths.push(Auth {
+            intent: at,
+            receipt: Some(at),
+            policy_version: ANCHORED,
+            now_us: 0,
+        });
+        let auth = ev.auths.len() - 1;
+        for c in &a.chains {
+            let ce = ev.chains.entry((c.tenant.clone(), c.stream.clone())).or_default();
+            for s in &c.dropped {
+                ce.holes.push(Hole {
+                    segment: s.clone(),
+                    end_us: i64::MIN,
+                    groups: Vec::new(),
+                    auth,
+                });
+                ce.rows.push(RowAuth {
+                    first: s.first,
+                    last: s.last,
+                    action: Action::Delete,
+                    auth,
+                });
+            }
+            for (ranges, action) in [(&c.deleted, Action::Delete), (&c.anonymized, Action::Anonymize)] {
+                for r in ranges {
+                    ce.rows.push(RowAuth {
+                        first: r[0],
+                        last: r[1],
+                        action,
+                        auth,
+                    });
+                }
+            }
+            if let Some(b) = &c.checkpoint {
+                let cp = &b.checkpoint;
+                let sig = hex::decode(&b.signature).unwrap_or_default();
+                if cp.verify(public, &sig) && cp.tenant == c.tenant && cp.stream == c.stream {
+                    ce.checkpoints.push((cp.size, cp.root, cp.ledger_seq));
+                    ce.latest = Some(b.clone());
+                } else {
+                    report.gap(
+                        &c.tenant,
+                        &c.stream,
+                        cp.size,
+                        format!("anchored checkpoint (ledger {at}) signature does not verify"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Trims the ledger to its retention window (`[ledger] retention`):
+    /// entries older than `now_us - window` go, after a full verify passes,
+    /// behind a signed `ledger.anchor` entry that carries the removed
+    /// ranges and latest checkpoints verification still needs. Returns the
+    /// number of entries trimmed.
+    pub fn trim_ledger(&self, actor: &str, now_us: i64) -> Result<u64> {
+        let Some(cutoff) = self.config.ledger.retention.cutoff(now_us) else {
+            return Ok(0);
+        };
+        // The newest entry older than the cutoff (entries are in time order).
+        let mut through = 0;
+        let mut from = 1;
+        'scan: loop {
+            let page = self.store.ledger(from, PAGE)?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            for e in &page {
+                if e.ts_us >= cutoff {
+                    break 'scan;
+                }
+                through = e.seq;
+            }
+        }
+        let first = self.store.ledger(1, 1)?.first().map_or(0, |e| e.seq);
+        if through == 0 || through < first {
+            return Ok(0);
+        }
+        let check = self.verify(None, None, &|_| {})?;
+        if !check.ok() {
+            return Err(crate::VaultError::Invalid(format!(
+                "the ledger was not trimmed: `lethe verify` finds {} unexplained gaps; an anchor must only vouch for a store that verifies",
+                check.gaps_total
+            )));
+        }
+        let mut scratch = VerifyReport::default();
+        let ev = self.ledger_evidence(&mut scratch, through)?;
+        // Never trim past a sweep that has not written its receipt yet.
+        if let Some(p) = ev.first_pending {
+            through = through.min(p - 1);
+        }
+        let ev = if through < first {
+            return Ok(0);
+        } else if ev.first_pending.is_some() {
+            self.ledger_evidence(&mut scratch, through)?
+        } else {
+            ev
+        };
+        let through_hash = self
+            .store
+            .ledger(through, 1)?
+            .into_iter()
+            .find(|e| e.seq == through)
+            .map(|e| e.hash)
+            .ok_or_else(|| crate::VaultError::Invalid(format!("ledger entry {through} is missing")))?;
+        let merge = |mut v: Vec<[u64; 2]>| {
+            v.sort();
+            let mut out: Vec<[u64; 2]> = Vec::new();
+            for r in v {
+                match out.last_mut() {
+                    Some(l) if r[0] <= l[1] + 1 => l[1] = l[1].max(r[1]),
+                    _ => out.push(r),
+                }
+            }
+            out
+        };
+        let chains = ev
+            .chains
+            .iter()
+            .map(|((t, s), ce)| {
+                let ok = |a: usize| ev.auths[a].receipt.is_some();
+                let mut dropped: Vec<Segment> = Vec::new();
+                let mut holes: Vec<&Hole> = ce.holes.iter().filter(|h| ok(h.auth)).collect();
+                holes.sort_by_key(|h| h.segment.first);
+                for h in holes {
+                    match dropped.last_mut() {
+                        Some(d) if d.last + 1 == h.segment.first => {
+                            d.last = h.segment.last;
+                            d.chain = h.segment.chain;
+                        }
+                        Some(d) if h.segment.last <= d.last => {}
+                        _ => dropped.push(h.segment.clone()),
+                    }
+                }
+                let rows = |action: Action| {
+                    merge(
+                        ce.rows
+                            .iter()
+                            .filter(|r| r.action == action && ok(r.auth))
+                            .map(|r| [r.first, r.last])
+                            .collect(),
+                    )
+                };
+                AnchorChain {
+                    tenant: t.clone(),
+                    stream: s.clone(),
+                    dropped,
+                    deleted: rows(Action::Delete),
+                    anonymized: rows(Action::Anonymize),
+                    checkpoint: ce.latest.clone(),
+                }
+            })
+            .collect();
+        let anchor = Anchor {
+            through,
+            through_hash,
+            chains,
+            policies: ev.snapshots.clone(),
+        };
+        let body = AnchorBody {
+            signature: hex::encode(
+                self.signer
+                    .sign_anchor(&serde_json::to_vec(&anchor).expect("anchors serialize")),
+            ),
+            public_key: self.public_key(),
+            anchor,
+        };
+        let e = self.record(
+            now_us,
+            actor,
+            "ledger.anchor",
+            None,
+            &serde_json::to_value(&body).expect("serializes"),
+        )?;
+        self.store.set_meta(ANCHOR_META, Some(&e.seq.to_string()))?;
+        Ok(self.store.trim_ledger(through)?)
     }
 
     /// Why a tombstoned or anonymized record is not explained, if it is not.

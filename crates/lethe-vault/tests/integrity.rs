@@ -562,3 +562,70 @@ fn records_next_to_a_dropped_range_still_have_inclusion_proofs_that_check() {
     }
     assert!(proven >= 2);
 }
+
+#[test]
+fn ledger_retention_trims_behind_a_signed_anchor_and_everything_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = cfg(&format!("{POLICY}\n[ledger]\nretention = \"1d\"\n"));
+    let v = Vault::open(
+        d,
+        c,
+        &MasterKeySource::File {
+            path: d.join("master.key"),
+            create: true,
+        },
+    )
+    .unwrap();
+    let day = 86_400_000_000i64;
+    let t0 = now();
+    let input = std::io::BufReader::new(SynthReader::new(Synth::new(5, 3000, t0, 45)));
+    v.ingest(input, &|| t0, &|_, _| {}).unwrap();
+    // a first sweep the same day trims nothing (nothing is a day old yet)
+    let first = v.sweep(t0, None, false, &|| t0, &|_, _| {}).unwrap();
+    assert_eq!((first.ledger_trimmed, first.warnings.len()), (0, 0));
+    // two days later: ingest more, sweep again; the first day's entries go
+    let t2 = t0 + 2 * day;
+    let input = std::io::BufReader::new(SynthReader::new(Synth::new(6, 1000, t2, 45)));
+    v.ingest(input, &|| t2, &|_, _| {}).unwrap();
+    let second = v.sweep(t2, None, false, &|| t2, &|_, _| {}).unwrap();
+    assert!(second.ledger_trimmed > 5, "{second:?}");
+    assert!(second.warnings.is_empty(), "{:?}", second.warnings);
+    let kept = v.ledger(1, 10_000).unwrap();
+    assert!(
+        kept[0].seq > 1 && kept.iter().all(|e| e.ts_us >= t2 - day),
+        "only young entries stay"
+    );
+    assert_eq!(kept.last().unwrap().kind, "ledger.anchor");
+    // the rest verifies from the anchor; every removal is still explained
+    assert_eq!(v.verify_ledger().unwrap().problem, None);
+    let r = verify(&v);
+    assert!(r.ok(), "{:#?}", r.unexplained_gaps);
+    assert_eq!(r.records_checked + r.removed_explained, 4000);
+    assert!(r.removed_explained > 0 && r.checkpoints_checked > 0, "{r:?}");
+    // and again: the new anchor carries the old one's evidence
+    let t4 = t2 + 2 * day;
+    let third = v.sweep(t4, None, false, &|| t4, &|_, _| {}).unwrap();
+    assert!(third.ledger_trimmed > 0 && third.warnings.is_empty(), "{third:?}");
+    let r = verify(&v);
+    assert!(r.ok(), "{:#?}", r.unexplained_gaps);
+    assert_eq!(r.records_checked + r.removed_explained, 4000);
+
+    // tampering with the anchor is caught
+    drop(v);
+    let cat = Connection::open(d.join("catalog.db")).unwrap();
+    let (seq, body): (i64, String) = cat
+        .query_row(
+            "SELECT seq, body FROM ledger WHERE kind='ledger.anchor' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    cat.execute(
+        "UPDATE ledger SET body=?2 WHERE seq=?1",
+        rusqlite::params![seq, body.replacen("\"through\":", "\"through\":1", 1)],
+    )
+    .unwrap();
+    let got = gaps(d);
+    assert!(got.iter().any(|g| g.1 == "(ledger)" && g.2 == seq as u64), "{got:#?}");
+}

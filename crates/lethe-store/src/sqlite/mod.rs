@@ -1641,6 +1641,16 @@ impl Store for SqliteStore {
         Ok(e)
     }
 
+    fn trim_ledger(&self, through: u64) -> Result<u64> {
+        let cat = self.key_conn();
+        Ok(cat
+            .execute(
+                "DELETE FROM ledger WHERE seq <= ?1",
+                [through.min(i64::MAX as u64) as i64],
+            )
+            .map_err(db)? as u64)
+    }
+
     fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
         let cat = self.key_conn();
         let mut st = cat
