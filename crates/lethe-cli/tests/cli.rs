@@ -185,6 +185,31 @@ fn logs_json_output_is_accepted_back_by_ingest() {
 
 /// A fresh data directory `name` under `dir` with the same configuration,
 /// optionally loaded with `inp`.
+/// `lethe verify` passes with zero gaps, and every sweep intent in the
+/// ledger has exactly one receipt.
+fn verifies_with_one_receipt_per_intent(w: &Path, what: &str) {
+    let o = run(lethe(w).args(["verify", "--json"]));
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{what}: {:#}", v["unexplained_gaps"]);
+    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
+    let entries = ledger["result"].as_array().unwrap();
+    let intents: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == "sweep.intent")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut completed: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == "receipt.sweep")
+        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
+        .collect();
+    completed.sort();
+    assert_eq!(
+        completed, intents,
+        "{what}: each intent is completed by exactly one receipt"
+    );
+}
+
 fn workdir(dir: &Path, name: &str, inp: Option<&Path>) -> PathBuf {
     let w = dir.join(name);
     std::fs::create_dir_all(&w).unwrap();
@@ -224,10 +249,11 @@ fn a_cleanup_killed_at_any_step_loses_nothing_and_a_rerun_finishes_the_job() {
         assert_eq!(count(&w), want, "{point}: the rerun completes the work");
         let last = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
         assert_eq!(last["result"]["deleted"], 0, "{point}");
-        // every remaining record still decrypts
+        // every remaining record still decrypts, and every removal is receipted once
         assert!(run(lethe(&w).args(["logs", "--tenant", "acme", "--json"]))
             .status
             .success());
+        verifies_with_one_receipt_per_intent(&w, point);
     }
 }
 
@@ -253,6 +279,7 @@ fn a_cleanup_killed_with_sigkill_at_random_moments_converges_to_the_same_state()
         assert!(run(lethe(&w).args(["logs", "--tenant", "globex", "--json"]))
             .status
             .success());
+        verifies_with_one_receipt_per_intent(&w, &format!("killed after {delay_ms} ms"));
     }
 }
 
@@ -276,11 +303,24 @@ fn an_ingest_killed_mid_batch_keeps_whole_records_only_and_a_retry_does_not_dupl
         let after_crash = count(&w);
         assert!((500..3000).contains(&after_crash), "{point}: {after_crash}");
         assert_eq!(after_crash % 500, 0, "{point}: only whole batches survive");
+        // what the interrupted run stored is intact; what it did not seal
+        // yet (batches after its first checkpoint), verify names
+        let o = run(lethe(&w).args(["verify", "--json"]));
+        assert!(matches!(o.status.code(), Some(0 | 5)), "{point}");
+        let gaps = json(&o)["unexplained_gaps"].clone();
+        assert!(
+            gaps.as_array().unwrap().iter().all(|g| g["problem"]
+                .as_str()
+                .unwrap()
+                .contains("not under any signed checkpoint")),
+            "{point}: {gaps:#}"
+        );
         let o = run(lethe(&w).arg("ingest").arg(&inp).arg("--json"));
         assert!(o.status.success(), "{point}");
         let r = json(&o);
         assert_eq!(r["result"]["duplicates"].as_u64(), Some(after_crash), "{point}");
         assert_eq!(count(&w), 3000, "{point}");
+        verifies_with_one_receipt_per_intent(&w, point);
     }
 }
 
