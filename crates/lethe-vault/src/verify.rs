@@ -765,7 +765,7 @@ impl Vault {
         };
         let mut visited: HashMap<i64, u64> = HashMap::new();
 
-        for (first, item) in &items {
+        for (_, item) in &items {
             match item {
                 Item::Hole(h) => {
                     let s = &h.segment;
@@ -819,7 +819,9 @@ impl Vault {
                     w.next = s.last + 1;
                 }
                 Item::Rows(sa) => {
-                    w.flush_hole(first.saturating_sub(1).max(w.next - 1), report)?;
+                    // The dropped range ends where the walk is; anything between
+                    // it and this segment is missing, reported below.
+                    w.flush_hole(w.next - 1, report)?;
                     let s = &sa.segment;
                     if s.first < w.next {
                         report.gap(

@@ -384,7 +384,17 @@ impl SqliteStore {
                 .parts_where(&inner.cat, "id = ?1", &[&sa.partition])?
                 .pop()
                 .ok_or_else(|| StoreError::Corrupt(format!("segment in missing partition {}", sa.partition)))?;
-            let c = self.conn(inner, &p, false)?;
+            // Read through an open connection if there is one; otherwise a
+            // one-off reader, so that a sweep reading the edges of what it is
+            // about to drop never evicts (and so checkpoints) a writer's connection.
+            let reader;
+            let c = match inner.parts.get(&p.id) {
+                Some((c, _)) => c,
+                None => {
+                    reader = partition::open_reader(&self.part_path(&p.path))?;
+                    &reader
+                }
+            };
             let lo = sa.segment.first.max(first);
             let hi = sa.segment.last.min(last);
             let mut err = None;
@@ -560,7 +570,14 @@ impl SqliteStore {
                     }
                 }
                 if whole {
-                    work.drops.push((p, items, total));
+                    let refs = groups
+                        .iter()
+                        .map(|g| PartGroupRef {
+                            scope: g.scope.clone(),
+                            class: g.class.code(),
+                        })
+                        .collect();
+                    work.drops.push((p, items, total, refs));
                 } else if items.iter().any(|i| i.records > 0) {
                     items.retain(|i| i.records > 0);
                     work.rows.push((p, items));
@@ -568,17 +585,6 @@ impl SqliteStore {
             }
         }
         Ok(work)
-    }
-
-    /// The partition with this period, if it is live.
-    fn live_part(&self, cat: &Connection, tenant: &str, stream: &str, start_us: i64) -> Result<Option<Part>> {
-        Ok(self
-            .parts_where(
-                cat,
-                "tenant = ?1 AND stream = ?2 AND start_us = ?3 AND state = 0",
-                &[&tenant, &stream, &start_us],
-            )?
-            .pop())
     }
 
     /// Stores the Merkle subtree heads below the 256-leaf level at the
@@ -624,7 +630,7 @@ impl SqliteStore {
 #[derive(Default)]
 struct Work {
     /// Partitions removed whole, with their groups and total record count.
-    drops: Vec<(Part, Vec<Item>, u64)>,
+    drops: Vec<(Part, Vec<Item>, u64, Vec<PartGroupRef>)>,
     /// Partitions with row-level work.
     rows: Vec<(Part, Vec<Item>)>,
 }
@@ -702,35 +708,6 @@ fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: 
         dropped: Vec::new(),
         rows: Vec::new(),
     })
-}
-
-/// The segments stored in one partition, in sequence order.
-fn segments_in_partition(cat: &Connection, id: i64) -> Result<Vec<Segment>> {
-    let mut st = cat
-        .prepare_cached("SELECT first_seq,last_seq,prev,chain FROM segments WHERE partition_id=?1 ORDER BY first_seq")
-        .map_err(db)?;
-    let rows = st
-        .query_map([id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })
-        .map_err(db)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (first, last, prev, chain) = row.map_err(db)?;
-        let bad = || StoreError::Corrupt(format!("segment {first} of partition {id}"));
-        out.push(Segment {
-            first: first as u64,
-            last: last as u64,
-            prev: prev.try_into().map_err(|_| bad())?,
-            chain: chain.try_into().map_err(|_| bad())?,
-        });
-    }
-    Ok(out)
 }
 
 fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
@@ -1207,20 +1184,23 @@ impl Store for SqliteStore {
         let work = self.work(inner, targets)?;
         let mut effects = effects_from(targets);
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
-        for (p, items, total) in &work.drops {
+        // One segments query per chain, not one per partition.
+        let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
+        for (p, items, total, groups) in &work.drops {
             attribute_drop(&mut effects, items, *total, p.bytes);
-            let groups = Self::groups_of(&inner.cat, p.id)?
-                .into_iter()
-                .map(|g| PartGroupRef {
-                    scope: g.scope,
-                    class: g.class.code(),
-                })
-                .collect();
-            let segments = segments_in_partition(&inner.cat, p.id)?;
+            let key = (p.tenant.to_string(), p.stream.to_string());
+            if !segs.contains_key(&key) {
+                let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
+                for sa in segments_of(&inner.cat, &key.0, &key.1, None)? {
+                    by_part.entry(sa.partition).or_default().push(sa.segment);
+                }
+                segs.insert(key.clone(), by_part);
+            }
+            let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
             chain_entry(&mut chains, p).dropped.push(DroppedPartition {
                 start_us: p.start,
                 end_us: p.end,
-                groups,
+                groups: groups.clone(),
                 segments,
             });
         }
@@ -1257,14 +1237,30 @@ impl Store for SqliteStore {
         type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
         let mut rows: Vec<(Part, RowJobs)> = Vec::new();
         for ch in chains {
+            // The chain's live partitions, segments and record counts, once.
+            let mut parts: HashMap<i64, Part> = self
+                .parts_where(
+                    &inner.cat,
+                    "tenant = ?1 AND stream = ?2 AND state = 0",
+                    &[&ch.tenant.as_str(), &ch.stream.as_str()],
+                )?
+                .into_iter()
+                .map(|p| (p.start, p))
+                .collect();
+            let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+            if !ch.dropped.is_empty() {
+                for sa in segments_of(&inner.cat, &ch.tenant, &ch.stream, None)? {
+                    stored
+                        .entry(sa.partition)
+                        .or_default()
+                        .push((sa.segment.first, sa.segment.last));
+                }
+            }
             for dp in &ch.dropped {
-                let Some(p) = self.live_part(&inner.cat, &ch.tenant, &ch.stream, dp.start_us)? else {
+                let Some(p) = parts.remove(&dp.start_us) else {
                     continue;
                 };
-                let now: Vec<(u64, u64)> = segments_in_partition(&inner.cat, p.id)?
-                    .iter()
-                    .map(|s| (s.first, s.last))
-                    .collect();
+                let now = stored.remove(&p.id).unwrap_or_default();
                 let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
                 if now == planned {
                     let live: u64 = Self::groups_of(&inner.cat, p.id)?.iter().map(|g| g.records).sum();
@@ -1279,7 +1275,7 @@ impl Store for SqliteStore {
                 }
             }
             for rr in &ch.rows {
-                let Some(p) = self.live_part(&inner.cat, &ch.tenant, &ch.stream, rr.partition_start_us)? else {
+                let Some(p) = parts.get(&rr.partition_start_us).cloned() else {
                     continue;
                 };
                 let anonymize = rr.action == Action::Anonymize;

@@ -72,6 +72,13 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
     Ok(c)
 }
 
+/// Opens a partition file read-only, for a one-off read of a partition
+/// that is not among the open ones: closing it neither checkpoints nor
+/// writes, and it evicts no open writer connection.
+pub fn open_reader(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db)
+}
+
 /// Per-group deltas accumulated while inserting.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GroupDelta {
