@@ -343,6 +343,17 @@ pub struct SegmentAt {
     pub start_us: i64,
 }
 
+/// Scans partition rows on connections of its own (see [`Store::row_reader`]).
+///
+/// # Contract
+///
+/// Sees what was committed when each partition was first opened by this
+/// reader; never writes.
+pub trait RowReader: Send {
+    /// Visits a partition's rows `first..=last` in sequence order, whatever their state.
+    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
+}
+
 /// Progress of a long operation: units done of total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
@@ -443,6 +454,11 @@ pub trait Store: Send + Sync {
     /// sequence order, whatever their state (live, anonymized, tombstone).
     fn scan_rows(&self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
 
+    /// A reader with its own read-only connections, for scanning rows while
+    /// other readers (other threads) do the same: a reader holds no lock of
+    /// the store while it scans.
+    fn row_reader(&self) -> Result<Box<dyn RowReader + '_>>;
+
     /// Rows stored per partition of a chain, tombstones included: `(partition, rows)`.
     fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>>;
 
@@ -484,8 +500,13 @@ pub trait Store: Send + Sync {
 
     /// Stores a snapshot of the retention policies in force unless an
     /// identical one is stored already; returns its version (identical
-    /// snapshots share one) and whether it is new.
+    /// snapshots share one) and whether it still has to be entered in the
+    /// ledger (see [`Store::mark_policy_entered`]) — true for a new snapshot,
+    /// and for one whose ledger entry a crash prevented.
     fn record_policy(&self, body: &str, now_us: i64) -> Result<(i64, bool)>;
+
+    /// Notes that a policy version's ledger entry is written.
+    fn mark_policy_entered(&self, version: i64) -> Result<()>;
 
     /// Appends one ledger entry: `seal` is called with the current head
     /// (sequence number and hash; `(0, zeros)` for an empty ledger) inside

@@ -352,8 +352,11 @@ impl Vault {
     /// `policy.version` on `actor`'s authority.
     pub fn note_policy(&self, actor: &str, now_us: i64) -> Result<i64> {
         let snapshot = self.policy_snapshot();
-        let (version, new) = self.store.record_policy(&snapshot, now_us)?;
-        if new {
+        let (version, to_enter) = self.store.record_policy(&snapshot, now_us)?;
+        if to_enter {
+            // Entered, then marked: a crash in between enters it again on the
+            // next run (a duplicate entry is harmless; a missing one would
+            // leave every sweep under this version unexplained).
             let body: serde_json::Value = serde_json::from_str(&snapshot).expect("snapshot is JSON");
             self.record(
                 now_us,
@@ -362,6 +365,7 @@ impl Vault {
                 None,
                 &serde_json::json!({"version": version, "policies": body}),
             )?;
+            self.store.mark_policy_entered(version)?;
         }
         Ok(version)
     }

@@ -32,7 +32,7 @@ use crate::row::{self, RawRow};
 use crate::{
     AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, KeyId,
     LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionEffect, RetentionTarget,
-    RowRemoval, RunRecord, Segment, SegmentAt, Store, StoreError, StoredKey, StoredRecord,
+    RowReader, RowRemoval, RunRecord, Segment, SegmentAt, Store, StoreError, StoredKey, StoredRecord,
 };
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS tenant_keys(tenant TEXT PRIMARY KEY, wrapped BLOB NOT
 CREATE TABLE IF NOT EXISTS data_keys(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, ref BLOB NOT NULL,
   wrapped BLOB, created_us INTEGER NOT NULL, destroyed_us INTEGER, UNIQUE(tenant, ref));
 CREATE TABLE IF NOT EXISTS policy_versions(id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE,
-  created_us INTEGER NOT NULL);
+  created_us INTEGER NOT NULL, entered INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, actor TEXT NOT NULL,
   kind TEXT NOT NULL, tenant TEXT, body TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
@@ -1427,6 +1427,13 @@ impl Store for SqliteStore {
         partition::scan(c, first, last, visit)
     }
 
+    fn row_reader(&self) -> Result<Box<dyn RowReader + '_>> {
+        Ok(Box::new(Reader {
+            store: self,
+            conns: HashMap::new(),
+        }))
+    }
+
     fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>> {
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -1586,17 +1593,24 @@ impl Store for SqliteStore {
 
     fn record_policy(&self, body: &str, now_us: i64) -> Result<(i64, bool)> {
         let cat = self.key_conn();
-        let new = cat
-            .execute(
-                "INSERT INTO policy_versions(body, created_us) VALUES(?1, ?2) ON CONFLICT(body) DO NOTHING",
-                params![body, now_us],
-            )
-            .map_err(db)?
-            == 1;
-        let id = cat
-            .query_row("SELECT id FROM policy_versions WHERE body=?1", [body], |r| r.get(0))
+        cat.execute(
+            "INSERT INTO policy_versions(body, created_us) VALUES(?1, ?2) ON CONFLICT(body) DO NOTHING",
+            params![body, now_us],
+        )
+        .map_err(db)?;
+        let (id, entered): (i64, bool) = cat
+            .query_row("SELECT id, entered FROM policy_versions WHERE body=?1", [body], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(db)?;
-        Ok((id, new))
+        Ok((id, !entered))
+    }
+
+    fn mark_policy_entered(&self, version: i64) -> Result<()> {
+        let cat = self.key_conn();
+        cat.execute("UPDATE policy_versions SET entered=1 WHERE id=?1", [version])
+            .map_err(db)?;
+        Ok(())
     }
 
     fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry> {
@@ -1709,6 +1723,38 @@ impl Store for SqliteStore {
             })
             .map_err(db)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+}
+
+/// Read-only connections kept open by one [`Reader`].
+const READER_CONNECTIONS: usize = 8;
+
+/// A [`RowReader`] over the embedded store: one-off read-only connections,
+/// a few kept open, none shared with the store's writer.
+struct Reader<'a> {
+    store: &'a SqliteStore,
+    conns: HashMap<i64, Connection>,
+}
+
+impl RowReader for Reader<'_> {
+    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        if !self.conns.contains_key(&partition) {
+            let path = {
+                let inner = self.store.lock();
+                self.store
+                    .parts_where(&inner.cat, "id = ?1", &[&partition])?
+                    .pop()
+                    .map(|p| self.store.part_path(&p.path))
+                    .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
+            };
+            if self.conns.len() >= READER_CONNECTIONS {
+                let k = *self.conns.keys().next().expect("non-empty");
+                self.conns.remove(&k);
+            }
+            let c = partition::open_reader(&path).or_else(|_| partition::open(&path, false))?;
+            self.conns.insert(partition, c);
+        }
+        partition::scan(&self.conns[&partition], first, last, visit)
     }
 }
 
