@@ -459,8 +459,10 @@ pub trait Store: Send + Sync {
     /// the store while it scans.
     fn row_reader(&self) -> Result<Box<dyn RowReader + '_>>;
 
-    /// Rows stored per partition of a chain, tombstones included: `(partition, rows)`.
-    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>>;
+    /// Rows stored per partition of a chain, tombstones included:
+    /// `(partition, rows, in_flight)`, where `in_flight` means a write to it
+    /// has begun and not committed (rows past the chain head are expected there).
+    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64, bool)>>;
 
     /// Sequence numbers present in a partition that are outside `segments`
     /// (rows no append put there).

@@ -68,6 +68,10 @@ pub struct VerifyReport {
     pub checkpoints_unverifiable: u64,
     /// Ledger entries checked.
     pub ledger_entries: u64,
+    /// Records past their chain's last checkpoint that are younger than
+    /// twice `integrity.checkpoint_interval` — the next seal covers them
+    /// (an ingest is running); older unsealed records are gaps.
+    pub unsealed_recent: u64,
     /// The public key checkpoint signatures were checked with (hex).
     pub public_key: String,
     /// Every unexplained gap (the first 10,000).
@@ -260,12 +264,22 @@ impl Vault {
         &self,
         tenant: Option<&TenantId>,
         stream: Option<&str>,
+        now_us: i64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport {
             public_key: self.public_key(),
             ..Default::default()
         };
+        // The chain heads first: records appended while verify runs (past
+        // these heads) are left for the next verify, and everything up to
+        // them was committed — and sealed, if it was — before the ledger is read.
+        let heads: HashMap<(String, String), lethe_store::ChainHead> = self
+            .store
+            .chains()?
+            .into_iter()
+            .map(|h| ((h.tenant.clone(), h.stream.clone()), h))
+            .collect();
         let mut ev = self.ledger_evidence(&mut report, u64::MAX)?;
         let mut names: Vec<(String, String)> = self
             .store
@@ -293,7 +307,7 @@ impl Vault {
             .map_or(1, |n| n.get())
             .min(work.len())
             .max(1);
-        let (ev, work) = (&ev, &work);
+        let (ev, work, heads) = (&ev, &work, &heads);
         let results: Vec<Result<Vec<(usize, VerifyReport)>>> = std::thread::scope(|sc| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
@@ -304,7 +318,8 @@ impl Vault {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(((t, s), ce)) = work.get(i) else { break };
                             let mut r = VerifyReport::default();
-                            self.verify_chain(t, s, ce, ev, &mut r, &mut *reader, &tick)?;
+                            let head = heads.get(&(t.clone(), s.clone()));
+                            self.verify_chain(t, s, head, ce, ev, now_us, &mut r, &mut *reader, &tick)?;
                             out.push((i, r));
                         }
                         Ok(out)
@@ -328,6 +343,7 @@ impl Vault {
             report.removed_explained += r.removed_explained;
             report.checkpoints_checked += r.checkpoints_checked;
             report.checkpoints_unverifiable += r.checkpoints_unverifiable;
+            report.unsealed_recent += r.unsealed_recent;
             report.chains += 1;
             // Gaps past a chain's own listing limit are counted, not listed.
             report.gaps_total += r.gaps_total - r.unexplained_gaps.len() as u64;
@@ -627,7 +643,7 @@ impl Vault {
         if through == 0 || through < first {
             return Ok(0);
         }
-        let check = self.verify(None, None, &|_| {})?;
+        let check = self.verify(None, None, now_us, &|_| {})?;
         if !check.ok() {
             return Err(crate::VaultError::Invalid(format!(
                 "the ledger was not trimmed: `lethe verify` finds {} unexplained gaps; an anchor must only vouch for a store that verifies",
@@ -778,17 +794,15 @@ impl Vault {
         &self,
         tenant: &str,
         stream: &str,
+        head: Option<&lethe_store::ChainHead>,
         ce: &ChainEvidence,
         ev: &Evidence,
+        now_us: i64,
         report: &mut VerifyReport,
         reader: &mut dyn lethe_store::RowReader,
         tick: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let head = self
-            .store
-            .chains()?
-            .into_iter()
-            .find(|c| c.tenant == tenant && c.stream == stream);
+        let head_size = head.map_or(0, |h| h.size);
         let mac = match TenantId::new(tenant)
             .ok()
             .map(|t| self.keys.tenant(&t, false, 0))
@@ -797,7 +811,12 @@ impl Vault {
             Some(Some(k)) => Some(RecordMac::new(k.mac_key())),
             _ => None,
         };
-        let segments = self.store.segments(tenant, stream)?;
+        // Up to the head read at the start; rows past it are newer (or in flight).
+        let mut segments = self.store.segments(tenant, stream)?;
+        segments.retain(|s| s.segment.first <= head_size);
+        for s in &mut segments {
+            s.segment.last = s.segment.last.min(head_size);
+        }
         // Walk items in sequence order: stored segments and dropped ranges.
         enum Item<'a> {
             Rows(&'a lethe_store::SegmentAt),
@@ -819,6 +838,7 @@ impl Vault {
             hole_from: None,
             cps: &ce.checkpoints,
             cp: 0,
+            last_received: i64::MIN,
         };
         let mut visited: HashMap<i64, u64> = HashMap::new();
 
@@ -911,6 +931,7 @@ impl Vault {
                             w.resync = true;
                         }
                         w.next = r.seq + 1;
+                        w.last_received = r.received_us;
                         report.records_checked += 1;
                         if report.records_checked.is_multiple_of(65_536) {
                             tick(65_536);
@@ -984,11 +1005,10 @@ impl Vault {
         w.flush_hole(w.next - 1, report)?;
         let walked = w.next - 1;
         // The chain's end: the catalog head, the checkpoints, the seal.
-        let head_size = head.as_ref().map_or(0, |h| h.size);
         if head_size > walked {
             missing(tenant, stream, walked + 1, head_size, report);
         }
-        if let Some(h) = &head {
+        if let Some(h) = head {
             if h.size == walked && h.hash != w.prev && w.tree_ok {
                 report.gap(
                     tenant,
@@ -1008,15 +1028,28 @@ impl Vault {
             );
         }
         if walked > sealed {
-            report.gap(
-                tenant,
-                stream,
-                sealed + 1,
-                format!(
-                    "records {}–{walked} are not under any signed checkpoint (the ledger's tail was removed, or an ingest was interrupted before sealing)",
-                    sealed + 1
-                ),
-            );
+            // Young unsealed records are an ingest in progress; old ones mean
+            // a run died before sealing — or the ledger's tail was removed.
+            let grace = self
+                .config
+                .integrity
+                .checkpoint_interval
+                .micros()
+                .unwrap_or(3_600_000_000)
+                .saturating_mul(2);
+            if now_us.saturating_sub(w.last_received) <= grace {
+                report.unsealed_recent += walked - sealed;
+            } else {
+                report.gap(
+                    tenant,
+                    stream,
+                    sealed + 1,
+                    format!(
+                        "records {}–{walked} are not under any signed checkpoint (an ingest died before sealing — the next ingest or cleanup seals them — or the ledger's tail was removed)",
+                        sealed + 1
+                    ),
+                );
+            }
         }
         // Rows no append put there.
         let spans: HashMap<i64, Vec<(u64, u64)>> = segments.iter().fold(HashMap::new(), |mut m, s| {
@@ -1025,10 +1058,29 @@ impl Vault {
                 .push((s.segment.first, s.segment.last));
             m
         });
-        for (part, rows) in self.store.partition_rows(tenant, stream)? {
+        let mut newer: Vec<(i64, u64, bool)> = Vec::new();
+        for (part, rows, in_flight) in self.store.partition_rows(tenant, stream)? {
             if rows > visited.get(&part).copied().unwrap_or(0) {
                 let spans = spans.get(&part).cloned().unwrap_or_default();
                 for seq in self.store.stray_rows(part, &spans)? {
+                    if seq <= head_size {
+                        report.gap(tenant, stream, seq, "row is not part of the chain (inserted)");
+                    } else {
+                        newer.push((part, seq, in_flight));
+                    }
+                }
+            }
+        }
+        // Rows past the head read at the start: appended since (committed
+        // now, so in the segments), or a batch in flight (its partition
+        // marked as being written). Anything else was put there by hand.
+        if !newer.is_empty() {
+            let fresh = self.store.segments(tenant, stream)?;
+            for (part, seq, in_flight) in newer {
+                let committed = fresh
+                    .iter()
+                    .any(|s| s.partition == part && s.segment.first <= seq && seq <= s.segment.last);
+                if !committed && !in_flight {
                     report.gap(tenant, stream, seq, "row is not part of the chain (inserted)");
                 }
             }
@@ -1071,6 +1123,8 @@ struct Walk<'a> {
     /// Checkpoints (size, root, ledger seq), by size; `cp` is the next one.
     cps: &'a [(u64, Hash, u64)],
     cp: usize,
+    /// Received time of the last stored record walked (µs).
+    last_received: i64,
 }
 
 impl Walk<'_> {

@@ -66,7 +66,7 @@ fn swept(dir: &Path) -> Vault {
 }
 
 fn verify(v: &Vault) -> VerifyReport {
-    v.verify(None, None, &|_| {}).unwrap()
+    v.verify(None, None, now(), &|_| {}).unwrap()
 }
 
 #[test]
@@ -628,4 +628,39 @@ fn ledger_retention_trims_behind_a_signed_anchor_and_everything_still_verifies()
     .unwrap();
     let got = gaps(d);
     assert!(got.iter().any(|g| g.1 == "(ledger)" && g.2 == seq as u64), "{got:#?}");
+}
+
+#[test]
+fn verify_while_ingest_runs_reports_no_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&format!("{POLICY}\n[store]\ningest_batch = 300\n"));
+    let v = Vault::open(
+        dir.path(),
+        c,
+        &MasterKeySource::File {
+            path: dir.path().join("master.key"),
+            create: true,
+        },
+    )
+    .unwrap();
+    let input = std::io::BufReader::new(SynthReader::new(Synth::new(7, 1000, now(), 30)));
+    v.ingest(input, &now, &|_, _| {}).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let input = std::io::BufReader::new(SynthReader::new(Synth::new(8, 6000, now(), 30)));
+            v.ingest(input, &now, &|_, _| {}).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut rounds = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds == 0 {
+            let r = verify(&v);
+            assert!(r.ok(), "round {rounds}: {:#?}", r.unexplained_gaps);
+            rounds += 1;
+        }
+        assert!(rounds >= 1);
+    });
+    let r = verify(&v);
+    assert!(r.ok() && r.unsealed_recent == 0, "{r:?}");
+    assert_eq!(r.records_checked, 7000);
 }

@@ -1434,7 +1434,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64)>> {
+    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64, bool)>> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let parts = self.parts_where(
@@ -1442,10 +1442,19 @@ impl Store for SqliteStore {
             "tenant = ?1 AND stream = ?2 AND state != 2 ORDER BY start_us",
             &[&tenant, &stream],
         )?;
+        let dirty: std::collections::HashSet<i64> = self
+            .parts_where(
+                &inner.cat,
+                "tenant = ?1 AND stream = ?2 AND state = 1",
+                &[&tenant, &stream],
+            )?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
         let mut out = Vec::new();
         for p in parts {
             let c = self.conn(inner, &p, false)?;
-            out.push((p.id, partition::row_count(c)?));
+            out.push((p.id, partition::row_count(c)?, dirty.contains(&p.id)));
         }
         Ok(out)
     }
