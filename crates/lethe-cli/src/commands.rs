@@ -626,9 +626,11 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
     })?;
     pb.finish_and_clear();
     let after = vault.stats(None)?;
+    let verified = vault.verify(None, None, now_us(), &|_| {}).context("verifying")?;
     if a.json {
         output::print_ok(&serde_json::json!({
             "ingest": ingested, "stats_before": before, "dry_run": plan, "cleanup": run, "stats_after": after,
+            "verify": verified,
         }));
         return Ok(exit::OK);
     }
@@ -655,6 +657,13 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
         run.deleted,
         plan.anonymized,
         run.anonymized
+    );
+    println!(
+        "\n== verify: {} stored records intact, {} removed records explained by receipt {}, {} unexplained gaps",
+        verified.records_checked,
+        verified.removed_explained,
+        run.receipt.map_or("-".to_string(), |r| r.to_string()),
+        verified.gaps_total
     );
     Ok(exit::OK)
 }

@@ -334,6 +334,11 @@ fn demo_writes_data_runs_the_cleanup_and_reports_before_and_after() {
     let after = r["stats_after"]["totals"]["records"].as_u64().unwrap();
     assert!(before > 2000);
     assert_eq!(before - after, r["cleanup"]["deleted"].as_u64().unwrap());
+    assert_eq!(r["verify"]["gaps_total"], 0, "{:#}", r["verify"]);
+    assert_eq!(
+        r["verify"]["records_checked"].as_u64().unwrap() + r["verify"]["removed_explained"].as_u64().unwrap(),
+        before
+    );
     assert_eq!(r["dry_run"]["deleted"], r["cleanup"]["deleted"]);
     assert!(d.path().join("data/master.key").exists());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Back it up"));
