@@ -21,6 +21,8 @@ pub struct StatsRow {
     pub records: u64,
     /// Of which anonymized.
     pub anonymized: u64,
+    /// Headers kept of deleted records (tombstones; not counted in `records`).
+    pub tombstones: u64,
     /// Bytes on disk attributed to these records.
     pub bytes: u64,
     /// Oldest event time.
@@ -65,6 +67,7 @@ impl Vault {
             let r = row_mut(&mut rows, &t, &s, &g.key.scope);
             r.records += g.records;
             r.anonymized += g.anonymized;
+            r.tombstones += g.tombstones;
             r.bytes += g.bytes;
             r.partitions = r.partitions.max(g.partitions);
             let a = ages.entry((t, s, g.key.scope.clone())).or_default();
@@ -108,6 +111,7 @@ fn row_mut<'m>(
         scope: sc.into(),
         records: 0,
         anonymized: 0,
+        tombstones: 0,
         bytes: 0,
         oldest: None,
         newest: None,

@@ -80,6 +80,9 @@ fn after_legitimate_delete_and_anonymize_verify_passes_with_zero_gaps() {
         "{r:?}"
     );
     assert!(r.checkpoints_checked > 0, "{r:?}");
+    // stats show the tombstones verify walked
+    let st = v.stats(None).unwrap();
+    assert_eq!(st.rows.iter().map(|x| x.tombstones).sum::<u64>(), r.tombstones);
     // a second sweep later, more ingest, another sweep: still clean
     let later = now() + 10 * 86_400_000_000;
     let input = std::io::BufReader::new(SynthReader::new(Synth::new(4, 500, later, 5)));
