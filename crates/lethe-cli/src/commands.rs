@@ -100,6 +100,11 @@ fn verify(vault: &Vault, a: &VerifyArgs) -> Result<u8> {
             .map_err(|e| UsageProblem(format!("--stream: {e}")))?;
     }
     let pb = output::progress(a.json, "verifying");
+    if !pb.is_hidden() {
+        // Stored rows to check: live, anonymized and tombstones.
+        let st = vault.stats(tenant.as_ref())?;
+        pb.set_length(st.rows.iter().map(|r| r.records + r.tombstones).sum());
+    }
     let r = vault
         .verify(tenant.as_ref(), a.stream.as_deref(), now_us(), &|n| pb.set_position(n))
         .context("verifying")?;
