@@ -31,10 +31,11 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// The largest power of two strictly below `n` (`n ≥ 2`).
-fn split(n: usize) -> usize {
+/// The largest power of two strictly below `n` (`n ≥ 2`): where RFC 6962
+/// splits a tree of `n` leaves.
+pub fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// The tree head (MTH) over leaf hashes.
@@ -43,7 +44,7 @@ pub fn root(leaves: &[Hash]) -> Hash {
         0 => Sha256::digest([]).into(),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
     }
@@ -63,7 +64,7 @@ fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
     if d.len() <= 1 {
         return;
     }
-    let k = split(d.len());
+    let k = split(d.len() as u64) as usize;
     if m < k {
         path(m, &d[..k], out);
         out.push(root(&d[k..]));
@@ -94,7 +95,7 @@ fn subproof(m: usize, d: &[Hash], complete: bool, out: &mut Vec<Hash>) {
         }
         return;
     }
-    let k = split(n);
+    let k = split(n as u64) as usize;
     if m <= k {
         subproof(m, &d[..k], complete, out);
         out.push(root(&d[k..]));
@@ -130,7 +131,7 @@ fn path_in<E>(
     if hi - lo <= 1 {
         return Ok(());
     }
-    let k = split((hi - lo) as usize) as u64;
+    let k = split(hi - lo);
     if m < lo + k {
         path_in(m, lo, lo + k, mth, out)?;
         out.push(mth(lo + k, hi)?);
@@ -174,7 +175,7 @@ fn subproof_in<E>(
         }
         return Ok(());
     }
-    let k = split(n as usize) as u64;
+    let k = split(n);
     if m <= k {
         subproof_in(m, lo, lo + k, complete, mth, out)?;
         out.push(mth(lo + k, hi)?);

@@ -277,6 +277,19 @@ pub struct RowRemoval {
     pub seqs: Vec<[u64; 2]>,
 }
 
+/// Sorts inclusive sequence ranges and merges those that overlap or touch.
+pub fn merge_ranges(mut ranges: Vec<[u64; 2]>) -> Vec<[u64; 2]> {
+    ranges.sort();
+    let mut out: Vec<[u64; 2]> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(l) if r[0] <= l[1].saturating_add(1) => l[1] = l[1].max(r[1]),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Everything retention removes from one (tenant, stream) chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainRemoval {

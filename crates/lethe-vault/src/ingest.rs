@@ -398,7 +398,7 @@ impl Vault {
         for (p, k) in pending.into_iter().zip(keys) {
             let (key_id, dk) = k.expect("resolved above");
             let mut rec = p.rec;
-            if !p.encrypted.is_empty() || p.subject.is_some() {
+            let personal = if !p.encrypted.is_empty() || p.subject.is_some() {
                 let Some(dk) = dk else {
                     rejections.push(Rejection {
                         line: p.line,
@@ -427,22 +427,20 @@ impl Vault {
                 body::encode(blobs.iter().map(|(n, b)| (*n, b.as_slice())), &mut out);
                 rec.body = Some(out);
                 rec.key_id = Some(key_id);
-                // The header's digests are computed here, off the store's thread.
-                digests.push(Digests {
-                    plain: integrity::plain_digest(&rec.plain),
-                    personal: integrity::personal_digest(
-                        &rec.id,
-                        rec.pseudonym.as_ref(),
-                        rec.key_id,
-                        blobs.iter().map(|(n, b)| (*n, b.as_slice())),
-                    ),
-                });
+                integrity::personal_digest(
+                    &rec.id,
+                    rec.pseudonym.as_ref(),
+                    rec.key_id,
+                    blobs.iter().map(|(n, b)| (*n, b.as_slice())),
+                )
             } else {
-                digests.push(Digests {
-                    plain: integrity::plain_digest(&rec.plain),
-                    personal: integrity::personal_digest(&rec.id, rec.pseudonym.as_ref(), None, std::iter::empty()),
-                });
-            }
+                integrity::personal_digest(&rec.id, rec.pseudonym.as_ref(), None, std::iter::empty())
+            };
+            // The header's digests are computed here, off the store's thread.
+            digests.push(Digests {
+                plain: integrity::plain_digest(&rec.plain),
+                personal,
+            });
             records.push(rec);
         }
         rejections.sort_by_key(|r| r.line);

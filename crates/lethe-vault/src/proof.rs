@@ -190,7 +190,7 @@ impl Vault {
                 ))
             });
         }
-        let k = 1u64 << (63 - (n - 1).leading_zeros());
+        let k = merkle::split(n);
         Ok(merkle::node_hash(
             &self.subtree(tenant, stream, lo, lo + k)?,
             &self.subtree(tenant, stream, lo + k, hi)?,

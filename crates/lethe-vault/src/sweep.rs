@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use lethe_core::policy::Action;
 use lethe_core::record::format_ts;
 use lethe_core::TenantId;
-use lethe_store::{ChainRemoval, Progress, RetentionEffect, RetentionTarget};
+use lethe_store::{merge_ranges, ChainRemoval, Progress, RetentionEffect, RetentionTarget};
 use serde::Serialize;
 
 use crate::{Result, Vault, VaultError};
@@ -39,22 +39,11 @@ pub fn receipt_intent(e: &lethe_core::ledger::Entry) -> Option<u64> {
 /// Per chain, the sequence ranges a removal takes, for receipts: dropped
 /// (whole partitions), deleted (tombstoned) and anonymized.
 fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
-    let merge = |mut v: Vec<[u64; 2]>| {
-        v.sort();
-        let mut out: Vec<[u64; 2]> = Vec::new();
-        for r in v {
-            match out.last_mut() {
-                Some(l) if l[1] + 1 == r[0] => l[1] = r[1],
-                _ => out.push(r),
-            }
-        }
-        out
-    };
     serde_json::Value::Array(
         chains
             .iter()
             .map(|c| {
-                let dropped = merge(
+                let dropped = merge_ranges(
                     c.dropped
                         .iter()
                         .flat_map(|d| &d.segments)
@@ -62,7 +51,7 @@ fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
                         .collect(),
                 );
                 let rows = |a: Action| {
-                    merge(
+                    merge_ranges(
                         c.rows
                             .iter()
                             .filter(|r| r.action == a)

@@ -670,17 +670,6 @@ impl Vault {
             .find(|e| e.seq == through)
             .map(|e| e.hash)
             .ok_or_else(|| crate::VaultError::Invalid(format!("ledger entry {through} is missing")))?;
-        let merge = |mut v: Vec<[u64; 2]>| {
-            v.sort();
-            let mut out: Vec<[u64; 2]> = Vec::new();
-            for r in v {
-                match out.last_mut() {
-                    Some(l) if r[0] <= l[1] + 1 => l[1] = l[1].max(r[1]),
-                    _ => out.push(r),
-                }
-            }
-            out
-        };
         let chains = ev
             .chains
             .iter()
@@ -700,7 +689,7 @@ impl Vault {
                     }
                 }
                 let rows = |action: Action| {
-                    merge(
+                    lethe_store::merge_ranges(
                         ce.rows
                             .iter()
                             .filter(|r| r.action == action && ok(r.auth))

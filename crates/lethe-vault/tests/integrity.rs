@@ -2,20 +2,15 @@
 //! with zero gaps, and every kind of tampering done directly on the SQLite
 //! files is caught by `verify` at the right place.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use lethe_core::config::{self, Config, Source};
-use lethe_core::record::parse_ts;
+use common::{cfg, now};
 use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::verify::VerifyReport;
-use lethe_vault::{MasterKeySource, Vault};
+use lethe_vault::Vault;
 use rusqlite::Connection;
-
-const NOW: &str = "2026-06-01T00:00:00Z";
-
-fn now() -> i64 {
-    parse_ts(NOW).unwrap()
-}
 
 /// Delete most streams after 30 days, anonymize LLM requests after 7 (then
 /// delete after 90): both kinds of removal, whole partitions and rows.
@@ -31,28 +26,8 @@ window = "7d"
 action = "anonymize"
 "#;
 
-fn cfg(extra: &str) -> Config {
-    config::load(
-        Source {
-            name: "test",
-            text: extra,
-        },
-        None,
-        &[],
-    )
-    .unwrap()
-}
-
 fn open(dir: &Path) -> Vault {
-    Vault::open(
-        dir,
-        cfg(POLICY),
-        &MasterKeySource::File {
-            path: dir.join("master.key"),
-            create: true,
-        },
-    )
-    .unwrap()
+    common::open(dir, cfg(POLICY))
 }
 
 /// 6,000 synthetic records over 45 days, swept at `NOW`.
@@ -337,44 +312,40 @@ fn ledger_entry(dir: &Path, kind: &str) -> (u64, String) {
         .unwrap()
 }
 
+/// Rewrites a ledger entry's body directly in the catalog.
+fn set_ledger_body(dir: &Path, seq: u64, body: &str) {
+    Connection::open(dir.join("catalog.db"))
+        .unwrap()
+        .execute("UPDATE ledger SET body=?2 WHERE seq=?1", rusqlite::params![seq, body])
+        .unwrap();
+}
+
+/// Asserts verify reports ledger entry `seq` with a problem naming `what`.
+fn assert_ledger_gap(dir: &Path, seq: u64, what: &str) {
+    let got = gaps(dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains(what)),
+        "{got:#?}"
+    );
+}
+
 #[test]
 fn tamper_replace_a_checkpoint_is_caught() {
     let c = case();
     let (seq, body) = ledger_entry(&c.dir, "checkpoint");
     let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["checkpoint"]["root"] = serde_json::Value::String("ab".repeat(32));
-    Connection::open(c.dir.join("catalog.db"))
-        .unwrap()
-        .execute(
-            "UPDATE ledger SET body=?2 WHERE seq=?1",
-            rusqlite::params![seq, v.to_string()],
-        )
-        .unwrap();
-    let got = gaps(&c.dir);
-    assert!(
-        got.iter()
-            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("edited")),
-        "{got:#?}"
-    );
+    set_ledger_body(&c.dir, seq, &v.to_string());
+    assert_ledger_gap(&c.dir, seq, "edited");
 }
 
 #[test]
 fn tamper_edit_a_ledger_entry_is_caught_at_that_entry() {
     let c = case();
     let (seq, body) = ledger_entry(&c.dir, "receipt.sweep");
-    Connection::open(c.dir.join("catalog.db"))
-        .unwrap()
-        .execute(
-            "UPDATE ledger SET body=?2 WHERE seq=?1",
-            rusqlite::params![seq, body.replace("\"verified\":true", "\"verified\":false")],
-        )
-        .unwrap();
-    let got = gaps(&c.dir);
-    assert!(
-        got.iter()
-            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("edited")),
-        "{got:#?}"
-    );
+    set_ledger_body(&c.dir, seq, &body.replace("\"verified\":true", "\"verified\":false"));
+    assert_ledger_gap(&c.dir, seq, "edited");
 }
 
 #[test]
@@ -395,29 +366,9 @@ fn tombstone(part: &Path, seq: u64) {
     let db = part_conn(part);
     let row = db
         .query_row(
-            &format!(
-                "SELECT {} FROM records WHERE seq=?1",
-                "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted"
-            ),
+            &format!("SELECT {} FROM records WHERE seq=?1", lethe_store::sqlite::ROW_COLUMNS),
             [seq],
-            |r| {
-                Ok(lethe_store::row::RawRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    id: r.get(1)?,
-                    ts_us: r.get(2)?,
-                    received_us: r.get(3)?,
-                    scope: r.get(4)?,
-                    class: r.get(5)?,
-                    pseudonym: r.get(6)?,
-                    key_id: r.get(7)?,
-                    plain: r.get(8)?,
-                    body: r.get(9)?,
-                    state: r.get(10)?,
-                    prev: r.get(11)?,
-                    mac: r.get(12)?,
-                    redacted: r.get(13)?,
-                })
-            },
+            lethe_store::sqlite::raw_row,
         )
         .unwrap();
     let d = row.digests().unwrap();
@@ -570,16 +521,7 @@ fn records_next_to_a_dropped_range_still_have_inclusion_proofs_that_check() {
 fn ledger_retention_trims_behind_a_signed_anchor_and_everything_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let c = cfg(&format!("{POLICY}\n[ledger]\nretention = \"1d\"\n"));
-    let v = Vault::open(
-        d,
-        c,
-        &MasterKeySource::File {
-            path: d.join("master.key"),
-            create: true,
-        },
-    )
-    .unwrap();
+    let v = common::open(d, cfg(&format!("{POLICY}\n[ledger]\nretention = \"1d\"\n")));
     let day = 86_400_000_000i64;
     let t0 = now();
     let input = std::io::BufReader::new(SynthReader::new(Synth::new(5, 3000, t0, 45)));
@@ -624,11 +566,7 @@ fn ledger_retention_trims_behind_a_signed_anchor_and_everything_still_verifies()
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    cat.execute(
-        "UPDATE ledger SET body=?2 WHERE seq=?1",
-        rusqlite::params![seq, body.replacen("\"through\":", "\"through\":1", 1)],
-    )
-    .unwrap();
+    set_ledger_body(d, seq as u64, &body.replacen("\"through\":", "\"through\":1", 1));
     let got = gaps(d);
     assert!(got.iter().any(|g| g.1 == "(ledger)" && g.2 == seq as u64), "{got:#?}");
 }
@@ -636,16 +574,7 @@ fn ledger_retention_trims_behind_a_signed_anchor_and_everything_still_verifies()
 #[test]
 fn verify_while_ingest_runs_reports_no_gaps() {
     let dir = tempfile::tempdir().unwrap();
-    let c = cfg(&format!("{POLICY}\n[store]\ningest_batch = 300\n"));
-    let v = Vault::open(
-        dir.path(),
-        c,
-        &MasterKeySource::File {
-            path: dir.path().join("master.key"),
-            create: true,
-        },
-    )
-    .unwrap();
+    let v = common::open(dir.path(), cfg(&format!("{POLICY}\n[store]\ningest_batch = 300\n")));
     let input = std::io::BufReader::new(SynthReader::new(Synth::new(7, 1000, now(), 30)));
     v.ingest(input, &now, &|_, _| {}).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);

@@ -1,45 +1,17 @@
 //! End-to-end behaviour of the vault over the embedded store: what ingest
 //! stores, what stays encrypted, what queries return, what the sweep removes.
 
+mod common;
+
 use std::path::Path;
 
-use lethe_core::config::{self, Config, Source};
-use lethe_core::record::parse_ts;
+use common::{cfg, now, open};
+use lethe_core::config::Config;
 use lethe_core::TenantId;
 use lethe_vault::logs::LogQuery;
 use lethe_vault::synth::Synth;
 use lethe_vault::{MasterKeySource, Vault};
 use serde_json::Value;
-
-const NOW: &str = "2026-06-01T00:00:00Z";
-
-fn now() -> i64 {
-    parse_ts(NOW).unwrap()
-}
-
-fn cfg(extra: &str) -> Config {
-    config::load(
-        Source {
-            name: "test",
-            text: extra,
-        },
-        None,
-        &[],
-    )
-    .unwrap()
-}
-
-fn open(dir: &Path, c: Config) -> Vault {
-    Vault::open(
-        dir,
-        c,
-        &MasterKeySource::File {
-            path: dir.join("master.key"),
-            create: true,
-        },
-    )
-    .unwrap()
-}
 
 fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
     let q = LogQuery {

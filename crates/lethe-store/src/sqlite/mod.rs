@@ -15,6 +15,8 @@
 mod checkpoint;
 mod partition;
 
+pub use partition::{raw_row, COLUMNS as ROW_COLUMNS};
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};

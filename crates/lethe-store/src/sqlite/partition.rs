@@ -310,10 +310,11 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64>
     Ok(n)
 }
 
-/// Every column, in [`raw_row`] order.
+/// Every column of a partition row, in [`raw_row`] order.
 pub const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted";
 
-/// Reads a row selected with [`COLUMNS`].
+/// Reads a partition row selected with [`COLUMNS`] (also for tools and
+/// tests that read partition files directly).
 pub fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
         seq: r.get::<_, i64>(0)? as u64,
