@@ -168,37 +168,56 @@ impl<'k> Verifier<'k> {
         }
     }
 
-    /// Checks the next entry.
-    pub fn push(&mut self, e: &Entry) -> Result<(), Break> {
+    /// Everything wrong with `e` as the next entry: a gap before it, a
+    /// broken link (when there is no gap), a hash or MAC that does not match.
+    /// The second value is whether the entry itself is authentic (its
+    /// hash and MAC check), so its contents can be trusted.
+    fn examine(&self, e: &Entry) -> (Vec<Break>, bool) {
+        let mut problems = Vec::new();
         let expected = self.n + 1;
         if e.seq != expected {
-            return Err(Break {
+            problems.push(Break {
                 seq: expected,
                 problem: format!("missing (next entry found is {})", e.seq),
             });
-        }
-        if e.prev != self.prev {
-            return Err(Break {
+        } else if e.prev != self.prev {
+            problems.push(Break {
                 seq: e.seq,
                 problem: "does not link to the entry before it".into(),
             });
         }
-        let h = entry_hash(e.seq, e.ts_us, &e.actor, &e.kind, e.tenant.as_deref(), &e.body, &e.prev);
-        if h != e.hash {
-            return Err(Break {
-                seq: e.seq,
-                problem: "contents do not match its hash (edited)".into(),
-            });
+        let authentic = match check_entry(self.key, e) {
+            Ok(()) => true,
+            Err(p) => {
+                problems.push(Break {
+                    seq: e.seq,
+                    problem: p.into(),
+                });
+                false
+            }
+        };
+        (problems, authentic)
+    }
+
+    /// Checks the next entry; stops (does not advance) at the first problem.
+    pub fn push(&mut self, e: &Entry) -> Result<(), Break> {
+        let (problems, _) = self.examine(e);
+        if let Some(b) = problems.into_iter().next() {
+            return Err(b);
         }
-        if mac(self.key, &h) != e.mac {
-            return Err(Break {
-                seq: e.seq,
-                problem: "signature (MAC) does not match (forged)".into(),
-            });
-        }
-        self.prev = h;
-        self.n += 1;
+        self.prev = e.hash;
+        self.n = e.seq;
         Ok(())
+    }
+
+    /// Checks the next entry and moves past it whatever it finds, so that a
+    /// caller can report every problem in one pass: returns them, and
+    /// whether the entry is authentic.
+    pub fn step(&mut self, e: &Entry) -> (Vec<Break>, bool) {
+        let found = self.examine(e);
+        self.prev = e.hash;
+        self.n = e.seq;
+        found
     }
 
     /// Entries checked so far and the hash of the last one.

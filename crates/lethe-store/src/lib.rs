@@ -365,6 +365,13 @@ pub struct SegmentAt {
 pub trait RowReader: Send {
     /// Visits a partition's rows `first..=last` in sequence order, whatever their state.
     fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
+
+    /// Rows stored in a partition, tombstones included.
+    fn row_count(&mut self, partition: i64) -> Result<u64>;
+
+    /// Sequence numbers present in a partition outside the given inclusive
+    /// ranges (rows no append put there).
+    fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>>;
 }
 
 /// Progress of a long operation: units done of total.
@@ -463,23 +470,15 @@ pub trait Store: Send + Sync {
     /// A chain's segments in sequence order, with their partitions.
     fn segments(&self, tenant: &str, stream: &str) -> Result<Vec<SegmentAt>>;
 
-    /// Visits a partition's rows with sequence numbers `first..=last`, in
-    /// sequence order, whatever their state (live, anonymized, tombstone).
-    fn scan_rows(&self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
-
     /// A reader with its own read-only connections, for scanning rows while
     /// other readers (other threads) do the same: a reader holds no lock of
     /// the store while it scans.
     fn row_reader(&self) -> Result<Box<dyn RowReader + '_>>;
 
-    /// Rows stored per partition of a chain, tombstones included:
-    /// `(partition, rows, in_flight)`, where `in_flight` means a write to it
-    /// has begun and not committed (rows past the chain head are expected there).
-    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64, bool)>>;
-
-    /// Sequence numbers present in a partition that are outside `segments`
-    /// (rows no append put there).
-    fn stray_rows(&self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>>;
+    /// A chain's partitions: `(partition, in_flight)`, where `in_flight`
+    /// means a write to it has begun and not committed (rows past the chain
+    /// head are expected there).
+    fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>>;
 
     /// A stored Merkle subtree head: `level` 8 and every 4th level above are
     /// kept for all complete subtrees; lower levels only at the edges of

@@ -637,6 +637,7 @@ fn walk_chain(s: &dyn Store, tenant: &str, stream: &str, holes: &[crate::Segment
     }
     segs.extend(merged);
     segs.sort_by_key(|x| x.0);
+    let mut reader = s.row_reader().unwrap();
     let mut prev = genesis(tenant, stream);
     let mut tree = Frontier::new();
     let (mut rows, mut tomb, mut anon) = (0, 0, 0);
@@ -655,19 +656,20 @@ fn walk_chain(s: &dyn Store, tenant: &str, stream: &str, holes: &[crate::Segment
         match part {
             Some(p) => {
                 let mut next = first;
-                s.scan_rows(p, first, last, &mut |r| {
-                    assert_eq!(r.seq, next);
-                    next += 1;
-                    assert_eq!(r.prev, prev.to_vec(), "seq {} links to the record before", r.seq);
-                    let leaf = r.leaf(tenant, stream).unwrap();
-                    assert_eq!(r.mac, mac.mac(&leaf).to_vec(), "seq {} MAC", r.seq);
-                    prev = chain(&prev, &leaf);
-                    tree.push_leaf(leaf, &mut |_, _, _| {});
-                    rows += 1;
-                    tomb += (r.state == crate::row::DELETED) as u64;
-                    anon += (r.state == crate::row::ANONYMIZED) as u64;
-                })
-                .unwrap();
+                reader
+                    .scan(p, first, last, &mut |r| {
+                        assert_eq!(r.seq, next);
+                        next += 1;
+                        assert_eq!(r.prev, prev.to_vec(), "seq {} links to the record before", r.seq);
+                        let leaf = r.leaf(tenant, stream).unwrap();
+                        assert_eq!(r.mac, mac.mac(&leaf).to_vec(), "seq {} MAC", r.seq);
+                        prev = chain(&prev, &leaf);
+                        tree.push_leaf(leaf, &mut |_, _, _| {});
+                        rows += 1;
+                        tomb += (r.state == crate::row::DELETED) as u64;
+                        anon += (r.state == crate::row::ANONYMIZED) as u64;
+                    })
+                    .unwrap();
                 assert_eq!(next, last + 1, "every row of the segment is there");
             }
             None => {

@@ -47,16 +47,34 @@ impl Vault {
         Ok(self.store.ledger(from.max(1), limit)?)
     }
 
+    /// Visits ledger entries from sequence number `from` on, in order, a
+    /// page at a time (memory independent of the ledger's length); `visit`
+    /// returns `false` to stop.
+    pub fn each_entry(&self, from: u64, visit: &mut dyn FnMut(Entry) -> Result<bool>) -> Result<()> {
+        let mut from = from.max(1);
+        loop {
+            let page = self.store.ledger(from, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            from = last.seq + 1;
+            for e in page {
+                if !visit(e)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Receipts (ledger entries of kind `receipt.*`), oldest first.
     pub fn receipts(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = self.store.ledger(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            out.extend(page.into_iter().filter(|e| e.kind.starts_with("receipt.")));
-        }
+        self.each_entry(1, &mut |e| {
+            if e.kind.starts_with("receipt.") {
+                out.push(e);
+            }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -95,19 +113,14 @@ impl Vault {
                 }
             }
         }
-        let mut from = first;
         let mut problem = None;
-        'pages: loop {
-            let page = self.store.ledger(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            for e in &page {
-                if let Err(b) = v.push(e) {
-                    problem = Some(b);
-                    break 'pages;
-                }
+        self.each_entry(first, &mut |e| match v.push(&e) {
+            Ok(()) => Ok(true),
+            Err(b) => {
+                problem = Some(b);
+                Ok(false)
             }
-        }
+        })?;
         let (entries, head) = v.head();
         Ok(LedgerCheck {
             entries,

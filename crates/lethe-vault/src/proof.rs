@@ -155,25 +155,17 @@ impl Vault {
     /// The authentic signed checkpoints of a chain in the ledger, oldest first.
     pub fn checkpoints(&self, tenant: &str, stream: &str) -> Result<Vec<CheckpointBody>> {
         let mut out = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = self.store.ledger(from, 10_000)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            for e in page {
-                if e.kind != "checkpoint"
-                    || e.tenant.as_deref() != Some(tenant)
-                    || lethe_core::ledger::check_entry(&self.ledger_key, &e).is_err()
-                {
-                    continue;
-                }
+        self.each_entry(1, &mut |e| {
+            let authentic = || lethe_core::ledger::check_entry(&self.ledger_key, &e).is_ok();
+            if e.kind == "checkpoint" && e.tenant.as_deref() == Some(tenant) && authentic() {
                 if let Ok(b) = serde_json::from_str::<CheckpointBody>(&e.body) {
                     if b.checkpoint.stream == stream {
                         out.push(b);
                     }
                 }
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -223,7 +215,9 @@ impl Vault {
             .find(|s| s.segment.first <= seq && seq <= s.segment.last)
             .ok_or_else(|| VaultError::Invalid(format!("record {seq} of {tenant}/{stream} has no segment")))?;
         let mut row = None;
-        self.store.scan_rows(seg.partition, seq, seq, &mut |r| row = Some(r))?;
+        self.store
+            .row_reader()?
+            .scan(seg.partition, seq, seq, &mut |r| row = Some(r))?;
         let row = row.ok_or_else(|| VaultError::Invalid(format!("record {seq} of {tenant}/{stream} is gone")))?;
         let header = row
             .header(&tenant, &stream)

@@ -278,18 +278,14 @@ impl Vault {
             .parse()
             .map_err(|_| VaultError::Invalid(format!("bad pending sweep intent `{seq}`")))?;
         // A receipt may already name it (the crash came after the receipt).
-        let mut from = seq + 1;
-        loop {
-            let page = self.store.ledger(from, 1000)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            if page
-                .iter()
-                .any(|e| e.kind == "receipt.sweep" && receipt_intent(e) == Some(seq))
-            {
-                self.store.set_meta(PENDING_INTENT, None)?;
-                return Ok(None);
-            }
+        let mut receipted = false;
+        self.each_entry(seq + 1, &mut |e| {
+            receipted = e.kind == "receipt.sweep" && receipt_intent(&e) == Some(seq);
+            Ok(!receipted)
+        })?;
+        if receipted {
+            self.store.set_meta(PENDING_INTENT, None)?;
+            return Ok(None);
         }
         let Some(entry) = self
             .store

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use lethe_core::checkpoint::Checkpoint;
 use lethe_core::integrity::{chain, genesis, RecordMac};
-use lethe_core::ledger::check_entry;
+use lethe_core::ledger::{check_entry, Verifier};
 use lethe_core::merkle::{node_hash, perfect_cover, Frontier, Hash};
 use lethe_core::policy::{Action, GroupKey, PolicyBook, RetentionSnapshot};
 use lethe_core::{Classification, TenantId};
@@ -30,9 +30,6 @@ use crate::{Result, Vault};
 
 /// Gaps listed in full; beyond this they are only counted.
 const LISTED_GAPS: usize = 10_000;
-
-/// Ledger entries read per page.
-const PAGE: usize = 10_000;
 
 /// Something verification cannot explain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -367,98 +364,88 @@ impl Vault {
         if let Some((at, a)) = &anchor {
             self.anchor_evidence(*at, a, &public, &mut ev, report);
         }
-        let (mut expected, mut prev) = (1u64, [0u8; 32]);
+        let mut v = Verifier::new(&self.ledger_key);
         let mut first = true;
-        let mut from = 1;
-        'pages: loop {
-            let page = self.store.ledger(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            for e in page {
-                if e.seq > upto {
-                    break 'pages;
-                }
-                if std::mem::take(&mut first) && e.seq > 1 {
-                    // Trimmed by ledger retention: the anchor says where the rest starts.
-                    if let Some((_, a)) = &anchor {
-                        expected = a.through + 1;
-                        prev = a.through_hash;
-                    }
-                }
-                report.ledger_entries += 1;
-                let t = e.tenant.clone().unwrap_or_default();
-                if e.seq != expected {
-                    let what = if e.seq == expected + 1 {
-                        format!("ledger entry {expected} is missing")
-                    } else {
-                        format!("ledger entries {expected}–{} are missing", e.seq - 1)
-                    };
-                    report.gap("", "(ledger)", expected, what);
-                } else if e.prev != prev {
-                    report.gap(&t, "(ledger)", e.seq, "does not link to the ledger entry before it");
-                }
-                expected = e.seq + 1;
-                prev = e.hash;
-                if let Err(problem) = check_entry(&self.ledger_key, &e) {
-                    report.gap(&t, "(ledger)", e.seq, format!("{} entry: {problem}", e.kind));
-                    continue;
-                }
-                match e.kind.as_str() {
-                    "policy.version" => {
-                        let parsed = serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| {
-                            let version = v.get("version")?.as_i64()?;
-                            let r = v.get("policies")?.get("retention")?.clone();
-                            Some((version, serde_json::from_value::<RetentionSnapshot>(r.clone()).ok()?, r))
-                        });
-                        match parsed {
-                            Some((version, snap, raw)) => {
-                                ev.books.insert(version, snap.into_book());
-                                ev.snapshots.insert(version, raw);
-                            }
-                            None => report.gap(&t, "(ledger)", e.seq, "policy version entry does not parse"),
-                        }
-                    }
-                    "sweep.intent" => match serde_json::from_str::<IntentBody>(&e.body) {
-                        Ok(b) => pending.push((e.seq, b)),
-                        Err(err) => report.gap(&t, "(ledger)", e.seq, format!("sweep intent does not parse: {err}")),
-                    },
-                    "receipt.sweep" => {
-                        if let Some(i) = receipt_intent(&e) {
-                            receipts.push((i, e.seq));
-                        }
-                    }
-                    "checkpoint" => match serde_json::from_str::<CheckpointBody>(&e.body) {
-                        Ok(b) => {
-                            let cp: &Checkpoint = &b.checkpoint;
-                            let sig = hex::decode(&b.signature).unwrap_or_default();
-                            if !cp.verify(&public, &sig) {
-                                report.gap(
-                                    &cp.tenant,
-                                    &cp.stream,
-                                    cp.size,
-                                    format!("checkpoint (ledger {}) signature does not verify", e.seq),
-                                );
-                            } else if cp.ledger_seq != e.seq || cp.ledger_prev != e.prev {
-                                report.gap(
-                                    &cp.tenant,
-                                    &cp.stream,
-                                    cp.size,
-                                    format!("checkpoint (ledger {}) was signed for another ledger position", e.seq),
-                                );
-                            } else {
-                                let ce = ev.chains.entry((cp.tenant.clone(), cp.stream.clone())).or_default();
-                                ce.checkpoints.push((cp.size, cp.root, e.seq));
-                                if ce.latest.as_ref().is_none_or(|l| l.checkpoint.size <= cp.size) {
-                                    ce.latest = Some(b.clone());
-                                }
-                            }
-                        }
-                        Err(err) => report.gap(&t, "(ledger)", e.seq, format!("checkpoint does not parse: {err}")),
-                    },
-                    _ => {}
+        self.each_entry(1, &mut |e| {
+            if e.seq > upto {
+                return Ok(false);
+            }
+            if std::mem::take(&mut first) && e.seq > 1 {
+                // Trimmed by ledger retention: the anchor says where the rest starts.
+                if let Some((_, a)) = &anchor {
+                    v = Verifier::resume(&self.ledger_key, a.through, a.through_hash);
                 }
             }
-        }
+            report.ledger_entries += 1;
+            let t = e.tenant.clone().unwrap_or_default();
+            let (problems, authentic) = v.step(&e);
+            for b in problems {
+                if b.seq == e.seq {
+                    report.gap(&t, "(ledger)", b.seq, format!("{} entry: {}", e.kind, b.problem));
+                } else {
+                    // A missing entry: nothing is known of it but its place.
+                    report.gap("", "(ledger)", b.seq, format!("ledger entry {}", b.problem));
+                }
+            }
+            if !authentic {
+                return Ok(true);
+            }
+            match e.kind.as_str() {
+                "policy.version" => {
+                    let parsed = serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| {
+                        let version = v.get("version")?.as_i64()?;
+                        let r = v.get("policies")?.get("retention")?.clone();
+                        Some((version, serde_json::from_value::<RetentionSnapshot>(r.clone()).ok()?, r))
+                    });
+                    match parsed {
+                        Some((version, snap, raw)) => {
+                            ev.books.insert(version, snap.into_book());
+                            ev.snapshots.insert(version, raw);
+                        }
+                        None => report.gap(&t, "(ledger)", e.seq, "policy version entry does not parse"),
+                    }
+                }
+                "sweep.intent" => match serde_json::from_str::<IntentBody>(&e.body) {
+                    Ok(b) => pending.push((e.seq, b)),
+                    Err(err) => report.gap(&t, "(ledger)", e.seq, format!("sweep intent does not parse: {err}")),
+                },
+                "receipt.sweep" => {
+                    if let Some(i) = receipt_intent(&e) {
+                        receipts.push((i, e.seq));
+                    }
+                }
+                "checkpoint" => match serde_json::from_str::<CheckpointBody>(&e.body) {
+                    Ok(b) => {
+                        let cp: &Checkpoint = &b.checkpoint;
+                        let sig = hex::decode(&b.signature).unwrap_or_default();
+                        if !cp.verify(&public, &sig) {
+                            report.gap(
+                                &cp.tenant,
+                                &cp.stream,
+                                cp.size,
+                                format!("checkpoint (ledger {}) signature does not verify", e.seq),
+                            );
+                        } else if cp.ledger_seq != e.seq || cp.ledger_prev != e.prev {
+                            report.gap(
+                                &cp.tenant,
+                                &cp.stream,
+                                cp.size,
+                                format!("checkpoint (ledger {}) was signed for another ledger position", e.seq),
+                            );
+                        } else {
+                            let ce = ev.chains.entry((cp.tenant.clone(), cp.stream.clone())).or_default();
+                            ce.checkpoints.push((cp.size, cp.root, e.seq));
+                            if ce.latest.as_ref().is_none_or(|l| l.checkpoint.size <= cp.size) {
+                                ce.latest = Some(b.clone());
+                            }
+                        }
+                    }
+                    Err(err) => report.gap(&t, "(ledger)", e.seq, format!("checkpoint does not parse: {err}")),
+                },
+                _ => {}
+            }
+            Ok(true)
+        })?;
         for (seq, body) in pending {
             intents.insert(seq, ev.auths.len());
             ev.auths.push(Auth {
@@ -627,18 +614,13 @@ impl Vault {
         };
         // The newest entry older than the cutoff (entries are in time order).
         let mut through = 0;
-        let mut from = 1;
-        'scan: loop {
-            let page = self.store.ledger(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            for e in &page {
-                if e.ts_us >= cutoff {
-                    break 'scan;
-                }
-                through = e.seq;
+        self.each_entry(1, &mut |e| {
+            if e.ts_us >= cutoff {
+                return Ok(false);
             }
-        }
+            through = e.seq;
+            Ok(true)
+        })?;
         let first = self.store.ledger(1, 1)?.first().map_or(0, |e| e.seq);
         if through == 0 || through < first {
             return Ok(0);
@@ -1048,10 +1030,10 @@ impl Vault {
             m
         });
         let mut newer: Vec<(i64, u64, bool)> = Vec::new();
-        for (part, rows, in_flight) in self.store.partition_rows(tenant, stream)? {
-            if rows > visited.get(&part).copied().unwrap_or(0) {
+        for (part, in_flight) in self.store.partitions(tenant, stream)? {
+            if reader.row_count(part)? > visited.get(&part).copied().unwrap_or(0) {
                 let spans = spans.get(&part).cloned().unwrap_or_default();
-                for seq in self.store.stray_rows(part, &spans)? {
+                for seq in reader.strays(part, &spans)? {
                     if seq <= head_size {
                         report.gap(tenant, stream, seq, "row is not part of the chain (inserted)");
                     } else {

@@ -381,22 +381,16 @@ impl SqliteStore {
     ) -> Result<Vec<Option<Hash>>> {
         let mut out = vec![None; (last + 1 - first) as usize];
         let segs = segments_of(&inner.cat, tenant, stream, Some((first, last)))?;
+        let mut reader = Reader::new(self);
         for sa in segs {
             let p = self
                 .parts_where(&inner.cat, "id = ?1", &[&sa.partition])?
                 .pop()
                 .ok_or_else(|| StoreError::Corrupt(format!("segment in missing partition {}", sa.partition)))?;
-            // Read through an open connection if there is one; otherwise a
-            // one-off reader, so that a sweep reading the edges of what it is
-            // about to drop never evicts (and so checkpoints) a writer's connection.
-            let reader;
-            let c = match inner.parts.get(&p.id) {
-                Some((c, _)) => c,
-                None => {
-                    reader = partition::open_reader(&self.part_path(&p.path))?;
-                    &reader
-                }
-            };
+            // Through a reader of its own: a sweep reading the edges of what
+            // it is about to drop never evicts (and so checkpoints) a writer's
+            // connection.
+            let c = reader.conn(p.id, Some(self.part_path(&p.path)))?;
             let lo = sa.segment.first.max(first);
             let hi = sa.segment.last.min(last);
             let mut err = None;
@@ -1419,56 +1413,24 @@ impl Store for SqliteStore {
         segments_of(&inner.cat, tenant, stream, None)
     }
 
-    fn scan_rows(&self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let Some(p) = self.parts_where(&inner.cat, "id = ?1", &[&partition])?.pop() else {
-            return Err(StoreError::Corrupt(format!("no partition {partition}")));
-        };
-        let c = self.conn(inner, &p, false)?;
-        partition::scan(c, first, last, visit)
-    }
-
     fn row_reader(&self) -> Result<Box<dyn RowReader + '_>> {
-        Ok(Box::new(Reader {
-            store: self,
-            conns: HashMap::new(),
-        }))
+        Ok(Box::new(Reader::new(self)))
     }
 
-    fn partition_rows(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, u64, bool)>> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let parts = self.parts_where(
-            &inner.cat,
-            "tenant = ?1 AND stream = ?2 AND state != 2 ORDER BY start_us",
-            &[&tenant, &stream],
-        )?;
-        let dirty: std::collections::HashSet<i64> = self
-            .parts_where(
-                &inner.cat,
-                "tenant = ?1 AND stream = ?2 AND state = 1",
-                &[&tenant, &stream],
-            )?
-            .into_iter()
-            .map(|p| p.id)
-            .collect();
-        let mut out = Vec::new();
-        for p in parts {
-            let c = self.conn(inner, &p, false)?;
-            out.push((p.id, partition::row_count(c)?, dirty.contains(&p.id)));
-        }
-        Ok(out)
-    }
-
-    fn stray_rows(&self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let Some(p) = self.parts_where(&inner.cat, "id = ?1", &[&partition])?.pop() else {
-            return Ok(Vec::new());
-        };
-        let c = self.conn(inner, &p, false)?;
-        partition::strays(c, segments)
+    fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare_cached(
+                "SELECT id, state FROM partitions WHERE tenant=?1 AND stream=?2 AND state != ?3 ORDER BY start_us",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![tenant, stream, DROPPING], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? == DIRTY))
+            })
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
 
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
@@ -1496,11 +1458,14 @@ impl Store for SqliteStore {
     }
 
     fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let parts = self.parts_where(&inner.cat, "state != 2 ORDER BY start_us DESC", &[])?;
+        let parts = {
+            let inner = self.lock();
+            self.parts_where(&inner.cat, "state != 2 ORDER BY start_us DESC", &[])?
+        };
+        // One-off read-only connections: a lookup must not evict the writer's.
+        let mut reader = Reader::new(self);
         for p in parts {
-            let c = self.conn(inner, &p, false)?;
+            let c = reader.conn(p.id, Some(self.part_path(&p.path)))?;
             let seq: Option<i64> = c
                 .query_row("SELECT seq FROM records WHERE id=?1", [&id[..]], |r| r.get(0))
                 .optional()
@@ -1747,16 +1712,28 @@ struct Reader<'a> {
     conns: HashMap<i64, Connection>,
 }
 
-impl RowReader for Reader<'_> {
-    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+impl<'a> Reader<'a> {
+    fn new(store: &'a SqliteStore) -> Self {
+        Reader {
+            store,
+            conns: HashMap::new(),
+        }
+    }
+
+    /// This reader's connection to a partition; `path` when the caller
+    /// already knows it (and holds the store's lock), else looked up.
+    fn conn(&mut self, partition: i64, path: Option<PathBuf>) -> Result<&Connection> {
         if !self.conns.contains_key(&partition) {
-            let path = {
-                let inner = self.store.lock();
-                self.store
-                    .parts_where(&inner.cat, "id = ?1", &[&partition])?
-                    .pop()
-                    .map(|p| self.store.part_path(&p.path))
-                    .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
+            let path = match path {
+                Some(p) => p,
+                None => {
+                    let inner = self.store.lock();
+                    self.store
+                        .parts_where(&inner.cat, "id = ?1", &[&partition])?
+                        .pop()
+                        .map(|p| self.store.part_path(&p.path))
+                        .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
+                }
             };
             if self.conns.len() >= READER_CONNECTIONS {
                 let k = *self.conns.keys().next().expect("non-empty");
@@ -1765,7 +1742,21 @@ impl RowReader for Reader<'_> {
             let c = partition::open_reader(&path).or_else(|_| partition::open(&path, false))?;
             self.conns.insert(partition, c);
         }
-        partition::scan(&self.conns[&partition], first, last, visit)
+        Ok(&self.conns[&partition])
+    }
+}
+
+impl RowReader for Reader<'_> {
+    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        partition::scan(self.conn(partition, None)?, first, last, visit)
+    }
+
+    fn row_count(&mut self, partition: i64) -> Result<u64> {
+        partition::row_count(self.conn(partition, None)?)
+    }
+
+    fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
+        partition::strays(self.conn(partition, None)?, segments)
     }
 }
 
