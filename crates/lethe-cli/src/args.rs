@@ -37,8 +37,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// The ledger of administrative acts; `--verify` checks every hash, link and MAC.
     Ledger(LedgerArgs),
-    /// Receipts of sweeps (ledger entries of kind `receipt.*`).
+    /// Receipts of sweeps and purges (ledger entries of kind `receipt.*`).
     Receipts(ReceiptsArgs),
+    /// Erase records on request (right to erasure): preview, confirm,
+    /// remove, destroy the subjects' keys, verify, receipt.
+    Purge(PurgeArgs),
+    /// Legal holds: records they cover are never deleted, anonymized or erased.
+    #[command(subcommand)]
+    Hold(HoldCommand),
     /// Prove every record is intact and every missing one was removed by a
     /// receipted act; lists unexplained gaps (exit 5 if any).
     Verify(VerifyArgs),
@@ -159,6 +165,118 @@ pub enum ReceiptsCommand {
         /// Receipt id (its ledger sequence number).
         id: u64,
     },
+}
+
+/// `lethe purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Tenant (required: a purge never spans tenants).
+    #[arg(long)]
+    pub tenant: String,
+    /// Subject id to erase (repeatable).
+    #[arg(long = "subject")]
+    pub subjects: Vec<String>,
+    /// File with one subject id per line (`-` for standard input).
+    #[arg(long)]
+    pub subjects_file: Option<PathBuf>,
+    /// Only records with event time at or after this (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records with event time before this (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this scope.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Only this stream (`name:version`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Why (required: the authority, recorded in the receipt).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Ticket or case reference (required; rerunning the same purge with it finishes or reports it).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Keep the events but remove the subject linkage and personal fields.
+    #[arg(long)]
+    pub anonymize: bool,
+    /// Purge what is not held and report what was skipped (instead of refusing).
+    #[arg(long)]
+    pub skip_held: bool,
+    /// Show the preview and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print one JSON object (`selected`, `removed`, `verified`, `receipt_id`, `held`, …).
+    #[arg(long)]
+    pub json: bool,
+    /// Who runs it, for the receipt [default: cli:$USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+/// `lethe hold …`.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Set a legal hold.
+    Add(HoldAddArgs),
+    /// List holds (active, expired and released).
+    Ls {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a hold.
+    Release {
+        /// Hold id (see `lethe hold ls`).
+        id: i64,
+        /// Why (required).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who releases it [default: cli:$USER].
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lethe hold add`.
+#[derive(Debug, Args)]
+pub struct HoldAddArgs {
+    /// Tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// Only this subject's records.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only this scope.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Only records with event time at or after this (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records with event time before this (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Why (required: e.g. the litigation matter).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// When the hold lapses by itself (RFC 3339, or a duration like `90d` from now).
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Who sets it [default: cli:$USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lethe verify`.

@@ -16,8 +16,8 @@ use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
-    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, IngestArgs, LedgerArgs, LogsArgs, ProofCommand, ReceiptsArgs,
-    ReceiptsCommand, StatsArgs, VerifyArgs,
+    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, HoldAddArgs, HoldCommand, IngestArgs, LedgerArgs, LogsArgs,
+    ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, StatsArgs, VerifyArgs,
 };
 use crate::exit;
 use crate::output::{self, bytes, Table};
@@ -46,6 +46,28 @@ impl fmt::Display for UsageProblem {
 
 impl std::error::Error for UsageProblem {}
 
+/// Marks an error as a refusal (exit code 6): e.g. a purge of held records.
+#[derive(Debug)]
+pub struct Refusal(pub String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Maps a vault error to the CLI's error kinds: bad requests are usage
+/// problems (exit 2), refusals exit 6, the rest fail with `what` as context.
+fn vault_error(e: lethe_vault::VaultError, what: &'static str) -> anyhow::Error {
+    match e {
+        lethe_vault::VaultError::Invalid(m) => UsageProblem(m).into(),
+        lethe_vault::VaultError::Refused(m) => Refusal(m).into(),
+        other => anyhow::Error::new(other).context(what),
+    }
+}
+
 impl Cli {
     /// Whether the command prints JSON (errors then print JSON too).
     pub fn wants_json(&self) -> bool {
@@ -58,6 +80,10 @@ impl Cli {
             Command::Ledger(a) => a.json,
             Command::Receipts(a) => a.json,
             Command::Verify(a) => a.json,
+            Command::Purge(a) => a.json,
+            Command::Hold(HoldCommand::Add(a)) => a.json,
+            Command::Hold(HoldCommand::Ls { json, .. }) => *json,
+            Command::Hold(HoldCommand::Release { json, .. }) => *json,
             Command::Proof(ProofCommand::Check { json, .. }) => *json,
             Command::Proof(_) => true,
             Command::Config(_) => false,
@@ -90,7 +116,289 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Receipts(a) => receipts(&open(&cli, config)?, a),
         Command::Verify(a) => verify(&open(&cli, config)?, a),
         Command::Proof(p) => proof(&open(&cli, config)?, p),
+        Command::Purge(a) => purge(&open(&cli, config)?, a),
+        Command::Hold(h) => hold(&open(&cli, config)?, h),
     }
+}
+
+fn required<'a>(flag: &str, v: &'a Option<String>, what: &str) -> Result<&'a str> {
+    match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(UsageProblem(format!("{flag} is required: {what}")).into()),
+    }
+}
+
+fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
+    use lethe_vault::purge::PurgeRequest;
+    let mut subjects = a.subjects.clone();
+    if let Some(f) = &a.subjects_file {
+        let text = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading subjects from standard input")?
+        } else {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        };
+        subjects.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+    }
+    let stream = a
+        .stream
+        .as_deref()
+        .map(|s| s.parse::<lethe_core::StreamId>())
+        .transpose()
+        .map_err(|e| UsageProblem(format!("--stream: {e}")))?;
+    let req = PurgeRequest {
+        tenant: tenant_arg(&a.tenant)?,
+        subjects,
+        stream,
+        scope: a.scope.clone(),
+        since_us: time_arg("--since", &a.since)?,
+        until_us: time_arg("--until", &a.until)?,
+        anonymize: a.anonymize,
+        skip_held: a.skip_held,
+        reason: required(
+            "--reason",
+            &a.reason,
+            "the authority for the erasure, kept in the receipt",
+        )?
+        .into(),
+        ticket: required("--ticket", &a.ticket, "the request's ticket or case reference")?.into(),
+        actor: a.actor.clone().unwrap_or_else(default_actor),
+    };
+    let plan = vault
+        .plan_purge(&req, now_us())
+        .map_err(|e| vault_error(e, "planning the purge"))?;
+    let p = &plan.preview;
+    if !a.json {
+        print_purge_preview(p);
+    }
+    if a.dry_run {
+        if a.json {
+            output::print_ok(&serde_json::json!({
+                "status": "dry_run", "preview": p, "selected": p.selected, "held": p.held,
+                "removed": 0, "verified": null, "receipt_id": null,
+            }));
+        } else {
+            println!("dry run: nothing was changed");
+        }
+        return Ok(exit::OK);
+    }
+    if p.held > 0 && !a.skip_held {
+        return Err(Refusal(format!(
+            "{} selected record(s) are under legal hold; release the hold or pass --skip-held to purge the rest",
+            p.held
+        ))
+        .into());
+    }
+    if !a.yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(UsageProblem(
+                "refusing to purge without confirmation: standard input is not a terminal; pass --yes".into(),
+            )
+            .into());
+        }
+        print!(
+            "Erase {} record(s) of tenant {} and destroy {} key(s)? This cannot be undone. Type `yes` to go on: ",
+            p.selected, p.tenant, p.keys_to_destroy
+        );
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the confirmation")?;
+        if answer.trim() != "yes" {
+            println!("not confirmed: nothing was changed");
+            return Ok(exit::USAGE);
+        }
+    }
+    let report = vault
+        .execute_purge(&req, plan, &now_us)
+        .map_err(|e| vault_error(e, "purge failed"))?;
+    let code = if report.verified { exit::OK } else { exit::INTEGRITY };
+    if a.json {
+        output::print_json(&report);
+        return Ok(code);
+    }
+    for r in &report.recovered {
+        println!("finished an interrupted purge first: receipt {r}");
+    }
+    match report.status.as_str() {
+        "already_done" => println!(
+            "this purge (same ticket and selection) already completed: receipt {}",
+            report.receipt_id.map_or("?".into(), |r| r.to_string())
+        ),
+        _ => {
+            println!(
+                "removed {} record(s), destroyed {} key(s); skipped {} held",
+                report.removed, report.keys_destroyed, report.preview.held
+            );
+            println!(
+                "verification: {} — {}",
+                if report.verified { "passed" } else { "FAILED" },
+                report.verification
+            );
+            if let Some(r) = report.receipt_id {
+                println!("receipt {r} (`lethe receipts show {r}`)");
+            }
+            if let Some(salt) = &report.subject_salt {
+                println!(
+                    "subject commitment salt {salt} — keep it with the ticket: it shows later which subjects receipt covers"
+                );
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn print_purge_preview(p: &lethe_vault::purge::PurgePreview) {
+    println!(
+        "purge preview: tenant {}, action {}, {} subject(s) named, {} found",
+        p.tenant, p.action, p.subjects, p.subjects_found
+    );
+    let mut t = Table::new(&["stream", "scope", "records", "held", "bytes", "oldest", "newest"]);
+    for g in &p.groups {
+        t.row(vec![
+            g.stream.clone(),
+            g.scope.clone(),
+            g.records.to_string(),
+            g.held.to_string(),
+            bytes(g.bytes),
+            g.oldest.clone().unwrap_or_default(),
+            g.newest.clone().unwrap_or_default(),
+        ]);
+    }
+    t.print();
+    println!(
+        "total: {} record(s), {} held, {}{}",
+        p.selected,
+        p.held,
+        bytes(p.bytes),
+        match (&p.oldest, &p.newest) {
+            (Some(a), Some(b)) => format!(", event times {a} to {b}"),
+            _ => String::new(),
+        }
+    );
+    if !p.held_by.is_empty() {
+        println!(
+            "held by hold(s) {}",
+            p.held_by.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    println!("keys ({}): {}", p.keys_to_destroy, p.keys);
+}
+
+fn hold(vault: &Vault, h: &HoldCommand) -> Result<u8> {
+    match h {
+        HoldCommand::Add(a) => hold_add(vault, a),
+        HoldCommand::Ls { tenant, json } => {
+            let tenant = tenant.as_deref().map(tenant_arg).transpose()?;
+            let all = vault.holds(tenant.as_ref(), now_us()).context("reading holds")?;
+            if *json {
+                output::print_ok(&all);
+                return Ok(exit::OK);
+            }
+            let mut t = Table::new(&[
+                "id", "status", "tenant", "covers", "reason", "set", "by", "expires", "released",
+            ]);
+            for h in &all {
+                let mut covers = Vec::new();
+                if h.subject {
+                    covers.push("one subject".to_string());
+                }
+                if let Some(s) = &h.scope {
+                    covers.push(format!("scope {s}"));
+                }
+                if h.since.is_some() || h.until.is_some() {
+                    covers.push(format!(
+                        "{} – {}",
+                        h.since.as_deref().unwrap_or("…"),
+                        h.until.as_deref().unwrap_or("…")
+                    ));
+                }
+                if covers.is_empty() {
+                    covers.push("whole tenant".into());
+                }
+                t.row(vec![
+                    h.id.to_string(),
+                    h.status.clone(),
+                    h.tenant.clone(),
+                    covers.join(", "),
+                    h.reason.clone(),
+                    h.created.clone(),
+                    h.actor.clone(),
+                    h.expires.clone().unwrap_or_default(),
+                    h.released.clone().unwrap_or_default(),
+                ]);
+            }
+            t.print();
+            Ok(exit::OK)
+        }
+        HoldCommand::Release {
+            id,
+            reason,
+            actor,
+            json,
+        } => {
+            let reason = required("--reason", reason, "why the hold ends, kept in the ledger")?;
+            let actor = actor.clone().unwrap_or_else(default_actor);
+            let v = vault
+                .release_hold(*id, reason, &actor, now_us())
+                .map_err(|e| vault_error(e, "releasing the hold"))?;
+            if *json {
+                output::print_ok(&v);
+            } else {
+                println!("hold {} released (ledger entry recorded)", v.id);
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn hold_add(vault: &Vault, a: &HoldAddArgs) -> Result<u8> {
+    use lethe_vault::hold::HoldRequest;
+    let now = now_us();
+    let expires_us = match &a.expires {
+        None => None,
+        Some(v) => Some(match parse_ts(v) {
+            Some(t) => t,
+            None => match v.parse::<lethe_core::Window>() {
+                Ok(lethe_core::Window::Span(s)) => now + s as i64 * 1_000_000,
+                _ => {
+                    return Err(UsageProblem(format!(
+                        "--expires: `{v}` is neither an RFC 3339 time nor a duration like `90d`"
+                    ))
+                    .into())
+                }
+            },
+        }),
+    };
+    let req = HoldRequest {
+        tenant: tenant_arg(&a.tenant)?,
+        subject: a.subject.clone(),
+        scope: a.scope.clone(),
+        since_us: time_arg("--since", &a.since)?,
+        until_us: time_arg("--until", &a.until)?,
+        reason: required("--reason", &a.reason, "why the records must be kept (e.g. the matter)")?.into(),
+        expires_us,
+        actor: a.actor.clone().unwrap_or_else(default_actor),
+    };
+    let set = vault
+        .add_hold(&req, now)
+        .map_err(|e| vault_error(e, "setting the hold"))?;
+    if a.json {
+        output::print_ok(&set);
+    } else {
+        println!(
+            "hold {} set on tenant {} (ledger entry {})",
+            set.hold.id,
+            set.hold.tenant,
+            set.hold.ledger_seq.map_or("?".into(), |s| s.to_string())
+        );
+        if let Some(salt) = &set.subject_salt {
+            println!("subject commitment salt {salt} — keep it with the matter");
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn verify(vault: &Vault, a: &VerifyArgs) -> Result<u8> {

@@ -25,8 +25,11 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// Configuration or master key problem: nothing was done.
     pub const CONFIG: u8 = 4;
-    /// Integrity check failed: the ledger does not verify.
+    /// Integrity check failed: the ledger or store does not verify, or a
+    /// purge's own verification found something left.
     pub const INTEGRITY: u8 = 5;
+    /// Refused: the request would remove records under legal hold.
+    pub const REFUSED: u8 = 6;
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,8 @@ fn main() -> ExitCode {
                 ("config", exit::CONFIG)
             } else if e.downcast_ref::<commands::UsageProblem>().is_some() {
                 ("usage", exit::USAGE)
+            } else if e.downcast_ref::<commands::Refusal>().is_some() {
+                ("refused", exit::REFUSED)
             } else {
                 ("failed", exit::FAILED)
             };

@@ -66,6 +66,27 @@ pub struct Config {
     /// Ledger retention.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Copies of records kept outside Lethe (SIEM forwarders, data
+    /// warehouse loads…): listed in every erasure receipt as outside its reach.
+    #[serde(default)]
+    pub exports: Vec<ExportConfig>,
+}
+
+/// `[[exports]]`: a copy of records Lethe does not control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Short name.
+    pub name: String,
+    /// Where the copy goes (free text, e.g. `splunk://siem.internal`).
+    pub destination: String,
+    /// The copy's own retention, if known (free text, e.g. `90d`).
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// Whether it carries personal fields in clear (`false`: only
+    /// ciphertext or plain fields leave Lethe).
+    #[serde(default)]
+    pub personal_in_clear: bool,
 }
 
 /// `[ledger]`.

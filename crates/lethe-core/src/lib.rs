@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod crypto;
 pub mod duration;
+pub mod hold;
 pub mod integrity;
 pub mod ledger;
 pub mod merkle;

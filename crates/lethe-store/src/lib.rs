@@ -13,6 +13,7 @@ pub mod row;
 
 use lethe_core::checkpoint::hex32;
 use lethe_core::crypto::SecretKey;
+use lethe_core::hold::HoldScope;
 use lethe_core::integrity::Digests;
 use lethe_core::merkle::Hash;
 use lethe_core::policy::{Action, GroupKey};
@@ -220,6 +221,8 @@ pub struct RetentionEffect {
     pub target: RetentionTarget,
     /// Records deleted or anonymized.
     pub records: u64,
+    /// Records the rule would remove but a legal hold keeps.
+    pub held: u64,
     /// Disk bytes returned (apply) or that will be (plan): whole partitions removed.
     pub bytes_freed: u64,
     /// Partitions removed whole.
@@ -311,6 +314,88 @@ pub struct Removal {
     pub effects: Vec<RetentionEffect>,
     /// What goes, per chain.
     pub chains: Vec<ChainRemoval>,
+}
+
+/// Which records a purge (an erasure request) selects: always one tenant,
+/// narrowed by subjects, stream, scope and event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Only these subjects (keyed pseudonyms); empty means every record.
+    pub pseudonyms: Vec<[u8; 32]>,
+    /// Only this stream.
+    pub stream: Option<StreamId>,
+    /// Only this scope.
+    pub scope: Option<String>,
+    /// Event time ≥ this (µs).
+    pub since_us: Option<i64>,
+    /// Event time < this (µs).
+    pub until_us: Option<i64>,
+    /// Delete (keep a tombstone) or anonymize (keep the event).
+    pub action: Action,
+}
+
+/// What a purge selects in one (stream, scope).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SelectedGroup {
+    /// Stream as `name:version`.
+    pub stream: String,
+    /// Scope.
+    pub scope: String,
+    /// Records the purge removes.
+    pub records: u64,
+    /// Records selected but kept by a legal hold.
+    pub held: u64,
+    /// Bytes of those records' stored fields (plain and encrypted).
+    pub bytes: u64,
+    /// Oldest event time among them (µs).
+    pub oldest_us: Option<i64>,
+    /// Newest event time among them (µs).
+    pub newest_us: Option<i64>,
+}
+
+/// The exact effect of a [`Selection`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// Counts per (stream, scope), in that order.
+    pub groups: Vec<SelectedGroup>,
+    /// Exactly the rows that go, per chain (row-level work only).
+    pub chains: Vec<ChainRemoval>,
+    /// Subjects (of the selection's pseudonyms) with at least one record selected or held.
+    pub found: Vec<[u8; 32]>,
+    /// Subjects with at least one held record.
+    pub held_subjects: Vec<[u8; 32]>,
+}
+
+/// A legal hold as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldRecord {
+    /// Hold id.
+    pub id: i64,
+    /// What it covers.
+    pub scope: lethe_core::hold::HoldScope,
+    /// Why it was set.
+    pub reason: String,
+    /// Who set it.
+    pub actor: String,
+    /// When it was set (µs).
+    pub created_us: i64,
+    /// When it lapses by itself (µs), if ever.
+    pub expires_us: Option<i64>,
+    /// When it was released (µs).
+    pub released_us: Option<i64>,
+    /// Why it was released.
+    pub release_reason: Option<String>,
+    /// Ledger entry recording it (`hold.set`); `None` until written.
+    pub ledger_seq: Option<u64>,
+}
+
+impl HoldRecord {
+    /// Whether the hold is in force at `now_us`.
+    pub fn active_at(&self, now_us: i64) -> bool {
+        self.released_us.is_none() && self.expires_us.is_none_or(|e| e > now_us)
+    }
 }
 
 /// What [`Store::apply_removal`] did.
@@ -437,8 +522,33 @@ pub trait Store: Send + Sync {
     fn disk_bytes(&self) -> Result<u64>;
 
     /// The exact removal `targets` select now — per target counts and, per
-    /// chain, the partitions and sequence numbers — without changing anything.
-    fn plan_removal(&self, targets: &[RetentionTarget]) -> Result<Removal>;
+    /// chain, the partitions and sequence numbers — without changing
+    /// anything. Records covered by one of `holds` are left out (and
+    /// counted as held); a partition with a held record is never dropped whole.
+    fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal>;
+
+    /// The exact rows a purge selects now, per chain, with counts per
+    /// (stream, scope); records covered by one of `holds` are left out and
+    /// counted as held. With pseudonyms, only partitions that may hold one
+    /// of those subjects are read: the lookup never scans.
+    fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected>;
+
+    /// Destroys data keys for good: the wrapped key is erased (and its
+    /// bytes overwritten on disk), its reference unlinked from the subject.
+    /// Returns how many were destroyed now (already destroyed ones are skipped).
+    fn destroy_keys(&self, ids: &[KeyId], now_us: i64) -> Result<u64>;
+
+    /// Stores a new hold (its `id` and `ledger_seq` are ignored) and returns its id.
+    fn add_hold(&self, hold: &HoldRecord) -> Result<i64>;
+
+    /// Notes the ledger entry that records a hold.
+    fn set_hold_entry(&self, id: i64, ledger_seq: u64) -> Result<()>;
+
+    /// Releases a hold; false if it does not exist or was released already.
+    fn release_hold(&self, id: i64, now_us: i64, reason: &str) -> Result<bool>;
+
+    /// Every hold (active or not), optionally of one tenant, oldest first.
+    fn holds(&self, tenant: Option<&str>) -> Result<Vec<HoldRecord>>;
 
     /// Carries out exactly the removal in `chains` (from [`Store::plan_removal`],
     /// or read back from a ledger intent after a crash): drops the listed
@@ -450,13 +560,13 @@ pub trait Store: Send + Sync {
 
     /// The exact effect of applying `targets` now, without changing anything.
     fn plan_retention(&self, targets: &[RetentionTarget]) -> Result<Vec<RetentionEffect>> {
-        Ok(self.plan_removal(targets)?.effects)
+        Ok(self.plan_removal(targets, &[])?.effects)
     }
 
     /// Plans and applies `targets` in one call (no intent is recorded; the
     /// vault's sweep records one between the two steps).
     fn apply_retention(&self, targets: &[RetentionTarget], progress: Progress<'_>) -> Result<Vec<RetentionEffect>> {
-        let plan = self.plan_removal(targets)?;
+        let plan = self.plan_removal(targets, &[])?;
         self.apply_removal(&plan.chains, progress)?;
         Ok(plan.effects)
     }

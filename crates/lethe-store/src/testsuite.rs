@@ -734,7 +734,7 @@ pub fn deleting_rows_keeps_tombstones_whose_headers_still_verify(open: Open, dir
             cutoff_us: T0 - DAY,
         },
     ];
-    let plan = s.plan_removal(&t).unwrap();
+    let plan = s.plan_removal(&t, &[]).unwrap();
     let listed: u64 = plan
         .chains
         .iter()
@@ -784,7 +784,7 @@ pub fn dropping_partitions_keeps_what_the_chain_and_tree_need(open: Open, dir: &
         action: Action::Delete,
         cutoff_us: T0 - 7 * DAY + DAY / 2,
     }];
-    let plan = s.plan_removal(&t).unwrap();
+    let plan = s.plan_removal(&t, &[]).unwrap();
     let dropped: Vec<crate::Segment> = plan
         .chains
         .iter()

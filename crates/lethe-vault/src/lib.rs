@@ -3,11 +3,13 @@
 //! retention sweep and reports stats. The CLI and the bench harness both drive
 //! it; neither touches storage or keys directly.
 
+pub mod hold;
 pub mod ingest;
 pub mod keyring;
 pub mod ledger;
 pub mod logs;
 pub mod proof;
+pub mod purge;
 pub mod seal;
 pub mod stats;
 pub mod sweep;
@@ -43,6 +45,9 @@ pub enum VaultError {
     /// A request was invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A request was refused (e.g. it would remove records under legal hold).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Result alias for vault operations.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use lethe_core::hold::HoldScope;
 use lethe_core::policy::Action;
 use lethe_core::record::format_ts;
 use lethe_core::TenantId;
@@ -38,7 +39,7 @@ pub fn receipt_intent(e: &lethe_core::ledger::Entry) -> Option<u64> {
 
 /// Per chain, the sequence ranges a removal takes, for receipts: dropped
 /// (whole partitions), deleted (tombstoned) and anonymized.
-fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
+pub(crate) fn ranges_summary(chains: &[ChainRemoval]) -> serde_json::Value {
     serde_json::Value::Array(
         chains
             .iter()
@@ -103,6 +104,8 @@ pub struct GroupLine {
     pub cutoff: String,
     /// Records affected.
     pub records: u64,
+    /// Records expired but kept by a legal hold.
+    pub held: u64,
     /// Partitions removed whole.
     pub partitions_dropped: u64,
     /// Disk bytes returned.
@@ -118,6 +121,8 @@ pub struct SweepReport {
     pub deleted: u64,
     /// Records anonymized.
     pub anonymized: u64,
+    /// Records that had expired but are kept by a legal hold.
+    pub held: u64,
     /// Disk bytes returned.
     pub bytes_freed: u64,
     /// Per `<tenant>/<stream>:<version>`, streams with an effect only.
@@ -207,10 +212,13 @@ impl Vault {
             // seal what is not yet under a checkpoint so removals only ever
             // happen to sealed records.
             self.recover_sweep(clock)?;
+            self.recover_purge(clock)?;
             self.seal(actor, started, true)?;
         }
         let targets = self.retention_targets(now_us, tenant)?;
-        let plan = self.store.plan_removal(&targets)?;
+        // Legal holds in force at the evaluation instant: held records stay.
+        let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
+        let plan = self.store.plan_removal(&targets, &holds)?;
         let mut applied = None;
         let mut intent = None;
         if !dry_run && !plan.chains.is_empty() {
@@ -234,7 +242,13 @@ impl Vault {
         }
         if !dry_run {
             // Verification: the same targets, planned again, must select nothing.
-            let left: u64 = self.store.plan_retention(&targets)?.iter().map(|e| e.records).sum();
+            let left: u64 = self
+                .store
+                .plan_removal(&targets, &holds)?
+                .effects
+                .iter()
+                .map(|e| e.records)
+                .sum();
             report.verified = Some(left == 0);
             let body = serde_json::json!({
                 "intent": intent,
@@ -243,6 +257,7 @@ impl Vault {
                 "tenant": tenant.map(|t| t.to_string()),
                 "deleted": report.deleted,
                 "anonymized": report.anonymized,
+                "held": report.held,
                 "bytes_freed": report.bytes_freed,
                 "groups": report.groups,
                 "ranges": ranges_summary(&plan.chains),
@@ -368,6 +383,7 @@ impl Vault {
             status: if dry_run { "dry_run" } else { "success" }.into(),
             deleted: 0,
             anonymized: 0,
+            held: 0,
             bytes_freed: 0,
             per_stream: BTreeMap::new(),
             groups: Vec::new(),
@@ -380,7 +396,11 @@ impl Vault {
             started_at: format_ts(started),
             finished_at: format_ts(finished),
         };
-        for e in effects.iter().filter(|e| e.records > 0 || e.bytes_freed > 0) {
+        for e in effects
+            .iter()
+            .filter(|e| e.records > 0 || e.bytes_freed > 0 || e.held > 0)
+        {
+            r.held += e.held;
             let k = &e.target.key;
             let s = r.per_stream.entry(format!("{}/{}", k.tenant, k.stream)).or_default();
             match e.target.action {
@@ -406,6 +426,7 @@ impl Vault {
                 window: rule.window.to_string(),
                 cutoff: format_ts(e.target.cutoff_us),
                 records: e.records,
+                held: e.held,
                 partitions_dropped: e.partitions_dropped,
                 bytes_freed: e.bytes_freed,
             });

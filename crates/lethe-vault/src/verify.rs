@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use lethe_core::checkpoint::Checkpoint;
+use lethe_core::hold::HoldScope;
 use lethe_core::integrity::{chain, genesis, RecordMac};
 use lethe_core::ledger::{check_entry, Verifier};
 use lethe_core::merkle::{node_hash, perfect_cover, Frontier, Hash};
@@ -24,6 +25,7 @@ use lethe_store::row::{ANONYMIZED, DELETED};
 use lethe_store::{PartGroupRef, Segment};
 use serde::Serialize;
 
+use crate::purge::PurgeIntent;
 use crate::seal::CheckpointBody;
 use crate::sweep::{receipt_intent, IntentBody};
 use crate::{Result, Vault};
@@ -153,11 +155,47 @@ struct Auth {
     receipt: Option<u64>,
     policy_version: i64,
     now_us: i64,
+    /// A purge (authorised by its ticket, not by policy) rather than a sweep.
+    purge: bool,
+}
+
+impl Auth {
+    fn kind(&self) -> &'static str {
+        if self.purge {
+            "purge"
+        } else {
+            "sweep"
+        }
+    }
+
+    fn unreceipted(&self) -> String {
+        if self.purge {
+            format!(
+                "purge intent {} has no valid receipt (an interrupted purge — the next `lethe purge` or `lethe cleanup` completes it — or a removed or altered receipt)",
+                self.intent
+            )
+        } else {
+            format!(
+                "sweep intent {} has no valid receipt (an interrupted sweep — `lethe cleanup` completes it — or a removed or altered receipt)",
+                self.intent
+            )
+        }
+    }
+}
+
+/// A legal hold as the ledger records it.
+struct LedgerHold {
+    id: i64,
+    set: u64,
+    released: Option<u64>,
+    expires_us: Option<i64>,
+    scope: HoldScope,
 }
 
 /// A range a sweep dropped with its partition.
 struct Hole {
     segment: Segment,
+    start_us: i64,
     end_us: i64,
     groups: Vec<PartGroupRef>,
     auth: usize,
@@ -192,9 +230,39 @@ struct Evidence {
     chains: BTreeMap<(String, String), ChainEvidence>,
     /// Sequence number of the first sweep intent without a receipt.
     first_pending: Option<u64>,
+    /// Every hold the ledger records.
+    holds: Vec<LedgerHold>,
 }
 
 impl Evidence {
+    /// The hold, if any, that covered records of this tenant and scope with
+    /// event times in `[start_us, end_us)` when `auth`'s intent was written.
+    /// Holds naming a subject are not checked here: a removed record's
+    /// header no longer links to its subject (by design).
+    fn held(&self, auth: &Auth, tenant: &str, scope: &str, start_us: i64, end_us: i64) -> Option<String> {
+        if auth.policy_version == ANCHORED {
+            return None;
+        }
+        self.holds
+            .iter()
+            .find(|h| {
+                h.set < auth.intent
+                    && h.released.is_none_or(|r| r > auth.intent)
+                    && h.expires_us.is_none_or(|e| e > auth.now_us)
+                    && !h.scope.subject
+                    && h.scope.may_cover(tenant, &mut std::iter::once(scope), start_us, end_us)
+            })
+            .map(|h| {
+                format!(
+                    "{} intent {} removed it while hold {} (ledger {}) was in force",
+                    auth.kind(),
+                    auth.intent,
+                    h.id,
+                    h.set
+                )
+            })
+    }
+
     /// Why `auth` does not allow `action` on a record of this group at `ts_us`, if it does not.
     #[allow(clippy::too_many_arguments)]
     fn refuses(
@@ -207,7 +275,9 @@ impl Evidence {
         before_us: i64,
         action: Action,
     ) -> Option<String> {
-        if auth.policy_version == ANCHORED {
+        if auth.policy_version == ANCHORED || auth.purge {
+            // Anchored removals were verified when the ledger was trimmed; a
+            // purge is authorised by its receipted ticket, not by policy.
             return None;
         }
         let Some(book) = self.books.get(&auth.policy_version) else {
@@ -358,8 +428,8 @@ impl Vault {
         let mut ev = Evidence::default();
         let public: [u8; 32] = self.signer.public_key();
         let mut intents: HashMap<u64, usize> = HashMap::new();
-        let mut pending: Vec<(u64, IntentBody)> = Vec::new();
-        let mut receipts: Vec<(u64, u64)> = Vec::new();
+        let mut pending: Vec<(u64, IntentBody, bool)> = Vec::new();
+        let mut receipts: Vec<(u64, u64, bool)> = Vec::new();
         let anchor = self.anchor(report)?;
         if let Some((at, a)) = &anchor {
             self.anchor_evidence(*at, a, &public, &mut ev, report);
@@ -406,12 +476,53 @@ impl Vault {
                     }
                 }
                 "sweep.intent" => match serde_json::from_str::<IntentBody>(&e.body) {
-                    Ok(b) => pending.push((e.seq, b)),
+                    Ok(b) => pending.push((e.seq, b, false)),
                     Err(err) => report.gap(&t, "(ledger)", e.seq, format!("sweep intent does not parse: {err}")),
                 },
-                "receipt.sweep" => {
+                "purge.intent" => match serde_json::from_str::<PurgeIntent>(&e.body) {
+                    Ok(b) => pending.push((
+                        e.seq,
+                        IntentBody {
+                            policy_version: 0,
+                            now_us: e.ts_us,
+                            tenant: Some(b.tenant),
+                            chains: b.chains,
+                        },
+                        true,
+                    )),
+                    Err(err) => report.gap(&t, "(ledger)", e.seq, format!("purge intent does not parse: {err}")),
+                },
+                "receipt.sweep" | "receipt.purge" => {
                     if let Some(i) = receipt_intent(&e) {
-                        receipts.push((i, e.seq));
+                        receipts.push((i, e.seq, e.kind == "receipt.purge"));
+                    }
+                }
+                "hold.set" => {
+                    let parsed = serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| {
+                        Some(LedgerHold {
+                            id: v.get("id")?.as_i64()?,
+                            set: e.seq,
+                            released: None,
+                            expires_us: v.get("expires_us").and_then(|x| x.as_i64()),
+                            scope: serde_json::from_value(v.get("scope")?.clone()).ok()?,
+                        })
+                    });
+                    match parsed {
+                        Some(h) => ev.holds.push(h),
+                        None => report.gap(&t, "(ledger)", e.seq, "hold entry does not parse"),
+                    }
+                }
+                "hold.released" => {
+                    let id = serde_json::from_str::<serde_json::Value>(&e.body)
+                        .ok()
+                        .and_then(|v| v.get("id")?.as_i64());
+                    match ev.holds.iter_mut().find(|h| Some(h.id) == id && h.released.is_none()) {
+                        Some(h) => h.released = Some(e.seq),
+                        // Its `hold.set` may have been trimmed behind an anchor.
+                        None if anchor.is_none() => {
+                            report.gap(&t, "(ledger)", e.seq, "release of a hold the ledger never set")
+                        }
+                        None => {}
                     }
                 }
                 "checkpoint" => match serde_json::from_str::<CheckpointBody>(&e.body) {
@@ -446,13 +557,14 @@ impl Vault {
             }
             Ok(true)
         })?;
-        for (seq, body) in pending {
+        for (seq, body, purge) in pending {
             intents.insert(seq, ev.auths.len());
             ev.auths.push(Auth {
                 intent: seq,
                 receipt: None,
                 policy_version: body.policy_version,
                 now_us: body.now_us,
+                purge,
             });
             let auth = ev.auths.len() - 1;
             for c in body.chains {
@@ -469,6 +581,7 @@ impl Vault {
                         });
                         ce.holes.push(Hole {
                             segment: s,
+                            start_us: d.start_us,
                             end_us: d.end_us,
                             groups: d.groups.clone(),
                             auth,
@@ -487,9 +600,12 @@ impl Vault {
                 }
             }
         }
-        for (intent, receipt) in receipts {
+        for (intent, receipt, purge) in receipts {
             if let Some(&i) = intents.get(&intent) {
-                ev.auths[i].receipt = Some(receipt);
+                // A receipt completes an intent of its own kind only.
+                if ev.auths[i].purge == purge {
+                    ev.auths[i].receipt = Some(receipt);
+                }
             }
         }
         ev.first_pending = ev.auths.iter().filter(|a| a.receipt.is_none()).map(|a| a.intent).min();
@@ -557,6 +673,7 @@ impl Vault {
             receipt: Some(at),
             policy_version: ANCHORED,
             now_us: 0,
+            purge: false,
         });
         let auth = ev.auths.len() - 1;
         for c in &a.chains {
@@ -564,6 +681,7 @@ impl Vault {
             for s in &c.dropped {
                 ce.holes.push(Hole {
                     segment: s.clone(),
+                    start_us: i64::MIN,
                     end_us: i64::MIN,
                     groups: Vec::new(),
                     auth,
@@ -738,10 +856,11 @@ impl Vault {
             }
             let auth = &ev.auths[r.auth];
             if auth.receipt.is_none() {
-                why = Some(format!(
-                    "sweep intent {} has no valid receipt (an interrupted sweep — `lethe cleanup` completes it — or a removed or altered receipt)",
-                    auth.intent
-                ));
+                why = Some(auth.unreceipted());
+                continue;
+            }
+            if let Some(w) = ev.held(auth, tenant, scope, ts_us, ts_us + 1) {
+                why = Some(w);
                 continue;
             }
             // `ts < cutoff` is required: compare as `ts + 1 ≤ cutoff`.
@@ -832,16 +951,12 @@ impl Vault {
                             tenant,
                             stream,
                             s.first,
-                            format!(
-                                "records {}–{} removed by sweep intent {}, which has no valid receipt (an interrupted sweep — `lethe cleanup` completes it — or a removed or altered receipt)",
-                                s.first, s.last, auth.intent
-                            ),
+                            format!("records {}–{}: {}", s.first, s.last, auth.unreceipted()),
                         );
-                    } else if let Some(why) = h
-                        .groups
-                        .iter()
-                        .find_map(|g| ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete))
-                    {
+                    } else if let Some(why) = h.groups.iter().find_map(|g| {
+                        ev.held(auth, tenant, &g.scope, h.start_us, h.end_us)
+                            .or_else(|| ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete))
+                    }) {
                         report.gap(
                             tenant,
                             stream,

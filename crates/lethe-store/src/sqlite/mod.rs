@@ -13,6 +13,7 @@
 //! finished off.
 
 mod checkpoint;
+mod filter;
 mod partition;
 
 pub use partition::{raw_row, COLUMNS as ROW_COLUMNS};
@@ -22,6 +23,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use lethe_core::hold::HoldScope;
 use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, StreamId, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -32,10 +34,16 @@ use lethe_core::merkle::{self, Frontier, Hash};
 use crate::crashpoint;
 use crate::row::{self, RawRow};
 use crate::{
-    AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, KeyId,
-    LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionEffect, RetentionTarget,
-    RowReader, RowRemoval, RunRecord, Segment, SegmentAt, Store, StoreError, StoredKey, StoredRecord,
+    AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, HoldRecord,
+    KeyId, LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionEffect,
+    RetentionTarget, RowReader, RowRemoval, RunRecord, Segment, SegmentAt, Selected, SelectedGroup, Selection, Store,
+    StoreError, StoredKey, StoredRecord,
 };
+use filter::SubjectFilter;
+
+/// Subject filters kept in memory at once (~8 KB each); past this the
+/// cache starts over.
+const CACHED_FILTERS: usize = 8192;
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -70,6 +78,11 @@ CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NUL
   kind TEXT NOT NULL, tenant TEXT, body TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
   finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subject_filters(partition_id INTEGER PRIMARY KEY, version INTEGER NOT NULL,
+  bits BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS holds(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, subject INTEGER NOT NULL,
+  pseudonym BLOB, scope TEXT, since_us INTEGER, until_us INTEGER, reason TEXT NOT NULL, actor TEXT NOT NULL,
+  created_us INTEGER NOT NULL, expires_us INTEGER, released_us INTEGER, release_reason TEXT, ledger_seq INTEGER);
 ";
 
 /// The on-disk format this version reads and writes (2: sealed records).
@@ -103,6 +116,11 @@ struct Inner {
     cat: Connection,
     parts: HashMap<i64, (Connection, u64)>,
     tick: u64,
+    /// Subject filters by partition with their version, as last read or
+    /// written. Versions are random per write: a cached filter is used only
+    /// while the catalog still holds its version (partition ids can be
+    /// reused after a drop, and other processes write too).
+    filters: HashMap<i64, (i64, SubjectFilter)>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +165,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
         let cat = Connection::open(dir.join("catalog.db")).map_err(db)?;
         cat.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;
+             PRAGMA secure_delete=ON;",
         )
         .map_err(db)?;
         cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
@@ -197,8 +216,10 @@ impl SqliteStore {
             }
         }
         let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
-        keys.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;")
-            .map_err(db)?;
+        keys.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
+        )
+        .map_err(db)?;
         let store = SqliteStore {
             dir: dir.to_path_buf(),
             span_us: span_secs as i64 * 1_000_000,
@@ -207,6 +228,7 @@ impl SqliteStore {
                 cat,
                 parts: HashMap::new(),
                 tick: 0,
+                filters: HashMap::new(),
             }),
             keys: Mutex::new(keys),
             upkeep: checkpoint::Checkpointer::start(&dir.join("catalog.db"))?,
@@ -503,13 +525,17 @@ impl SqliteStore {
     }
 
     /// Works out, per partition, what the targets do to it.
-    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget]) -> Result<Work> {
+    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work> {
         let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
         let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
         tenants.sort();
         tenants.dedup();
-        let mut work = Work::default();
+        let mut work = Work {
+            held: vec![0; targets.len()],
+            ..Work::default()
+        };
         for tenant in tenants {
+            let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
             let parts = self.parts_where(
                 &inner.cat,
                 "tenant = ?1 AND state = 0 ORDER BY stream, start_us",
@@ -518,7 +544,21 @@ impl SqliteStore {
             for p in parts {
                 let groups = Self::groups_of(&inner.cat, p.id)?;
                 let total: u64 = groups.iter().map(|g| g.records).sum();
-                let mut whole = !groups.is_empty();
+                // Holds that may cover a record here: the partition then
+                // goes row by row, held records left out.
+                let held_by: Vec<&HoldScope> = holds
+                    .iter()
+                    .copied()
+                    .filter(|h| {
+                        h.may_cover(
+                            tenant.as_str(),
+                            &mut groups.iter().map(|g| g.scope.as_str()),
+                            p.start,
+                            p.end,
+                        )
+                    })
+                    .collect();
+                let mut whole = !groups.is_empty() && held_by.is_empty();
                 let mut items = Vec::new();
                 for g in &groups {
                     let key = GroupKey {
@@ -534,13 +574,22 @@ impl SqliteStore {
                     let t = &targets[ti];
                     let anonymize = t.action == Action::Anonymize;
                     let mut seqs = Vec::new();
-                    let n = if p.end <= t.cutoff_us && !anonymize {
+                    let mut held = 0;
+                    let n = if p.end <= t.cutoff_us && !anonymize && held_by.is_empty() {
                         g.records
                     } else {
                         whole = false;
                         if p.start < t.cutoff_us && (g.records > 0) {
                             let c = self.conn(inner, &p, false)?;
-                            seqs = partition::expired_seqs(c, &g.scope, g.class, t.cutoff_us, anonymize)?;
+                            (seqs, held) = partition::expired_seqs(
+                                c,
+                                tenant.as_str(),
+                                &g.scope,
+                                g.class,
+                                t.cutoff_us,
+                                anonymize,
+                                &held_by,
+                            )?;
                             seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
                         } else {
                             0
@@ -551,6 +600,7 @@ impl SqliteStore {
                         scope: g.scope.clone(),
                         class: g.class,
                         records: n,
+                        held,
                         share: g.records + g.deleted,
                         seqs,
                     });
@@ -561,7 +611,15 @@ impl SqliteStore {
                     for i in items.iter_mut().filter(|i| i.records > 0 && i.seqs.is_empty()) {
                         let c = self.conn(inner, &p, false)?;
                         let anonymize = targets[i.target].action == Action::Anonymize;
-                        i.seqs = partition::expired_seqs(c, &i.scope, i.class, targets[i.target].cutoff_us, anonymize)?;
+                        (i.seqs, i.held) = partition::expired_seqs(
+                            c,
+                            tenant.as_str(),
+                            &i.scope,
+                            i.class,
+                            targets[i.target].cutoff_us,
+                            anonymize,
+                            &held_by,
+                        )?;
                         i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
                     }
                 }
@@ -574,13 +632,156 @@ impl SqliteStore {
                         })
                         .collect();
                     work.drops.push((p, items, total, refs));
-                } else if items.iter().any(|i| i.records > 0) {
-                    items.retain(|i| i.records > 0);
-                    work.rows.push((p, items));
+                } else {
+                    for i in &items {
+                        work.held[i.target] += i.held;
+                    }
+                    if items.iter().any(|i| i.records > 0) {
+                        items.retain(|i| i.records > 0);
+                        work.rows.push((p, items));
+                    }
                 }
             }
         }
         Ok(work)
+    }
+
+    /// A partition's current subject filter (`None` if it has none, e.g.
+    /// written by an older version: any subject may be in it).
+    fn subject_filter<'a>(&self, inner: &'a mut Inner, part: i64) -> Result<Option<&'a SubjectFilter>> {
+        let version: Option<i64> = inner
+            .cat
+            .prepare_cached("SELECT version FROM subject_filters WHERE partition_id=?1")
+            .map_err(db)?
+            .query_row([part], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        self.load_filter(inner, part, version)?;
+        Ok(inner.filters.get(&part).map(|(_, f)| f))
+    }
+
+    /// Makes the cache hold version `version` of a partition's filter (or nothing).
+    fn load_filter(&self, inner: &mut Inner, part: i64, version: Option<i64>) -> Result<()> {
+        let Some(v) = version else {
+            inner.filters.remove(&part);
+            return Ok(());
+        };
+        if inner.filters.get(&part).is_some_and(|(have, _)| *have == v) {
+            return Ok(());
+        }
+        if inner.filters.len() >= CACHED_FILTERS {
+            inner.filters.clear();
+        }
+        let bits: Option<Vec<u8>> = inner
+            .cat
+            .prepare_cached("SELECT bits FROM subject_filters WHERE partition_id=?1")
+            .map_err(db)?
+            .query_row([part], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        match bits.and_then(SubjectFilter::from_bytes) {
+            Some(f) => inner.filters.insert(part, (v, f)),
+            None => inner.filters.remove(&part),
+        };
+        Ok(())
+    }
+
+    /// Brings the cached filters of a tenant's partitions up to date with
+    /// one catalog query (plus a read of each filter that changed).
+    fn refresh_filters(&self, inner: &mut Inner, tenant: &str) -> Result<()> {
+        let versions: Vec<(i64, Option<i64>)> = {
+            let mut st = inner
+                .cat
+                .prepare_cached(
+                    "SELECT p.id, f.version FROM partitions p LEFT JOIN subject_filters f ON f.partition_id = p.id
+                     WHERE p.tenant = ?1",
+                )
+                .map_err(db)?;
+            let rows = st.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+            rows.collect::<std::result::Result<_, _>>().map_err(db)?
+        };
+        for (part, v) in versions {
+            self.load_filter(inner, part, v)?;
+        }
+        Ok(())
+    }
+
+    /// Of `pseudonyms`, those that may have records in the partition.
+    /// Filters must be fresh ([`Self::refresh_filters`]).
+    fn candidates(inner: &Inner, part: i64, pseudonyms: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        match inner.filters.get(&part) {
+            Some((_, f)) => pseudonyms.iter().filter(|p| f.may_contain(p)).copied().collect(),
+            None => pseudonyms.to_vec(),
+        }
+    }
+
+    /// A partition's subject filter with `added` in it, ready to store: the
+    /// stored one extended, or (when there is none, or it is crowded) one
+    /// built from every pseudonym in the partition file.
+    fn extended_filter(&self, inner: &mut Inner, p: &Part, added: &[[u8; 32]]) -> Result<SubjectFilter> {
+        if let Some(f) = self.subject_filter(inner, p.id)? {
+            let mut f = f.clone();
+            for a in added {
+                f.insert(a);
+            }
+            if !f.crowded() {
+                return Ok(f);
+            }
+        }
+        let all = partition::pseudonyms(self.conn(inner, p, false)?)?;
+        let mut bytes = filter::INITIAL_BYTES;
+        loop {
+            let mut f = SubjectFilter::new(bytes);
+            for a in all.iter().chain(added) {
+                f.insert(a);
+            }
+            if !f.crowded() {
+                return Ok(f);
+            }
+            bytes *= 4;
+        }
+    }
+
+    /// The stored time bounds of a partition's groups.
+    fn group_bounds(cat: &Connection, part: i64) -> Result<GroupBounds> {
+        let mut st = cat
+            .prepare_cached("SELECT scope, class, min_ts, max_ts FROM partition_groups WHERE partition_id=?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([part], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+
+    /// Makes the partitions' committed writes durable: their files synced
+    /// one by one when few, else one `syncfs` of the store's file system.
+    fn sync_partitions<'a>(&self, parts: impl Iterator<Item = &'a Part>) -> Result<()> {
+        let parts: Vec<&Part> = parts.collect();
+        if parts.len() > 16 {
+            let dir = File::open(&self.dir).map_err(|e| StoreError::io("opening the data directory", e))?;
+            // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+            let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+            if rc != 0 {
+                return Err(StoreError::io(
+                    "syncing the data directory",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            return Ok(());
+        }
+        for p in parts {
+            for suffix in ["-wal", ""] {
+                let f = PathBuf::from(format!("{}{suffix}", self.part_path(&p.path).display()));
+                match File::open(&f) {
+                    Ok(file) => file
+                        .sync_all()
+                        .map_err(|e| StoreError::io(format!("syncing {}", f.display()), e))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(format!("opening {}", f.display()), e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores the Merkle subtree heads below the 256-leaf level at the
@@ -629,6 +830,8 @@ struct Work {
     drops: Vec<(Part, Vec<Item>, u64, Vec<PartGroupRef>)>,
     /// Partitions with row-level work.
     rows: Vec<(Part, Vec<Item>)>,
+    /// Per target, records a hold keeps.
+    held: Vec<u64>,
 }
 
 struct Item {
@@ -636,9 +839,83 @@ struct Item {
     scope: String,
     class: Classification,
     records: u64,
+    /// Records a hold keeps.
+    held: u64,
     share: u64,
     /// Row-level work: the sequence numbers it touches.
     seqs: Vec<[u64; 2]>,
+}
+
+/// Per (scope, class) of a partition: oldest and newest live event time.
+type GroupBounds = HashMap<(String, u8), (Option<i64>, Option<i64>)>;
+
+/// How row-level removal changed one group of a partition.
+struct GroupChange {
+    scope: String,
+    class: u8,
+    /// Records no longer live (deleted).
+    records_gone: i64,
+    /// Change of the anonymized count.
+    anonymized: i64,
+    /// Change of the tombstone count.
+    deleted: i64,
+    min_ts: Option<i64>,
+    max_ts: Option<i64>,
+}
+
+/// Sums the rows [`partition::redact`] changed per group; the time bounds
+/// are looked up again only where a removed record sat on one.
+fn group_changes(
+    c: &Connection,
+    changed: &[partition::Changed],
+    bounds: &GroupBounds,
+) -> Result<Vec<GroupChange>> {
+    let mut by: BTreeMap<(String, u8), GroupChange> = BTreeMap::new();
+    let mut edge: BTreeMap<(String, u8), bool> = BTreeMap::new();
+    for ch in changed {
+        let k = (ch.scope.clone(), ch.class);
+        let (lo, hi) = bounds.get(&k).copied().unwrap_or((None, None));
+        let g = by.entry(k.clone()).or_insert_with(|| GroupChange {
+            scope: ch.scope.clone(),
+            class: ch.class,
+            records_gone: 0,
+            anonymized: 0,
+            deleted: 0,
+            min_ts: lo,
+            max_ts: hi,
+        });
+        if ch.deleted {
+            g.records_gone += 1;
+            g.deleted += 1;
+            if ch.was == row::ANONYMIZED {
+                g.anonymized -= 1;
+            }
+            if lo.is_none_or(|l| ch.ts <= l) || hi.is_none_or(|h| ch.ts >= h) {
+                edge.insert(k, true);
+            }
+        } else {
+            g.anonymized += 1;
+        }
+    }
+    for (k, g) in by.iter_mut() {
+        if edge.contains_key(k) {
+            (g.min_ts, g.max_ts) = partition::live_bounds(c, &g.scope, g.class)?;
+        }
+    }
+    Ok(by.into_values().collect())
+}
+
+/// A random number for filter versions (no RNG dependency in the store:
+/// the standard library's randomly seeded hasher is enough here).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// A group key from its stored columns.
@@ -707,6 +984,8 @@ fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: 
 }
 
 fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
+    cat.execute("DELETE FROM subject_filters WHERE partition_id=?1", [id])
+        .map_err(db)?;
     cat.execute("DELETE FROM segments WHERE partition_id=?1", [id])
         .map_err(db)?;
     cat.execute("DELETE FROM partition_groups WHERE partition_id=?1", [id])
@@ -721,6 +1000,7 @@ fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
         .map(|t| RetentionEffect {
             target: t.clone(),
             records: 0,
+            held: 0,
             bytes_freed: 0,
             partitions_dropped: 0,
         })
@@ -865,7 +1145,12 @@ impl Store for SqliteStore {
             segment: Option<Segment>,
         }
         let mut settled: Vec<Settled> = Vec::new();
+        let mut subjects: Vec<Vec<[u8; 32]>> = Vec::new();
         for (p, recs) in parts {
+            let mut ps: Vec<[u8; 32]> = recs.iter().filter_map(|(r, _)| r.pseudonym).collect();
+            ps.sort_unstable();
+            ps.dedup();
+            subjects.push(ps);
             let (tenant, stream) = (p.tenant.to_string(), p.stream.to_string());
             let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
             let mac = &macs[&p.tenant];
@@ -892,6 +1177,16 @@ impl Store for SqliteStore {
                 bytes,
                 segment,
             });
+        }
+
+        // Subject filters of the partitions that received subjects, stored
+        // with the commit (a filter may only ever claim too much).
+        let mut filters: Vec<(i64, i64, SubjectFilter)> = Vec::new();
+        for (st, recs) in settled.iter().zip(&subjects) {
+            if !recs.is_empty() {
+                let version = (rand_u64() >> 1) as i64;
+                filters.push((st.part.id, version, self.extended_filter(inner, &st.part, recs)?));
+            }
         }
 
         // Commit point: chain heads, segments, Merkle nodes, counts, and the
@@ -970,6 +1265,14 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
         }
+        for (part, version, f) in &filters {
+            tx.execute(
+                "INSERT INTO subject_filters(partition_id,version,bits) VALUES(?1,?2,?3)
+                 ON CONFLICT(partition_id) DO UPDATE SET version=?2, bits=?3",
+                params![part, version, f.as_bytes()],
+            )
+            .map_err(db)?;
+        }
         for d in drops {
             tx.execute(
                 "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES(?1,?2,?3,?4,?5)
@@ -985,6 +1288,9 @@ impl Store for SqliteStore {
             .map_err(db)?;
         }
         tx.commit().map_err(db)?;
+        for (part, version, f) in filters {
+            inner.filters.insert(part, (version, f));
+        }
         // A partition left empty (every record a duplicate of a new partition) is removed.
         for st in &settled {
             if st.deltas.is_empty() && partition::is_empty(self.conn(inner, &st.part, false)?)? {
@@ -1174,11 +1480,14 @@ impl Store for SqliteStore {
         dir_bytes(&self.dir)
     }
 
-    fn plan_removal(&self, targets: &[RetentionTarget]) -> Result<Removal> {
+    fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let work = self.work(inner, targets)?;
+        let work = self.work(inner, targets, holds)?;
         let mut effects = effects_from(targets);
+        for (e, h) in effects.iter_mut().zip(&work.held) {
+            e.held = *h;
+        }
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         // One segments query per chain, not one per partition.
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
@@ -1341,11 +1650,20 @@ impl Store for SqliteStore {
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dirty");
+            // Per partition, per group: the new counts and time bounds.
+            let mut settled: Vec<(Part, Vec<GroupChange>)> = Vec::new();
             for (p, jobs) in &rows {
+                let bounds = Self::group_bounds(&inner.cat, p.id)?;
                 let c = self.conn(inner, p, false)?;
+                // Durability comes from one sync of every touched file
+                // below, not a sync per partition commit: a process crash
+                // loses nothing either way (the partition stays dirty until
+                // the catalog commit after the sync).
+                c.execute_batch("PRAGMA synchronous=OFF").map_err(db)?;
                 let tx = c.unchecked_transaction().map_err(db)?;
+                let mut changed = Vec::new();
                 for (anonymize, seqs) in jobs {
-                    let n = partition::redact(&tx, seqs, *anonymize)?;
+                    let n = partition::redact(&tx, seqs, *anonymize, &mut changed)?;
                     if *anonymize {
                         applied.anonymized += n;
                     } else {
@@ -1353,18 +1671,40 @@ impl Store for SqliteStore {
                     }
                 }
                 tx.commit().map_err(db)?;
+                c.execute_batch("PRAGMA synchronous=FULL").map_err(db)?;
                 crashpoint::hit("sweep.after_partition_rows");
-                let before = self.file_bytes(p);
-                self.settle(inner, p)?;
-                let after = if self.part_path(&p.path).exists() {
-                    self.file_bytes(p)
-                } else {
-                    0
-                };
-                applied.bytes_freed += before.saturating_sub(after);
+                let changes = group_changes(c, &changed, &bounds)?;
+                settled.push((p.clone(), changes));
                 done += 1;
                 progress(done, total_units);
             }
+            self.sync_partitions(settled.iter().map(|(p, _)| p))?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for (p, changes) in &settled {
+                for g in changes {
+                    tx.execute(
+                        "UPDATE partition_groups SET records=records-?4, anonymized=anonymized+?5, deleted=deleted+?6,
+                           min_ts=?7, max_ts=?8 WHERE partition_id=?1 AND scope=?2 AND class=?3",
+                        params![
+                            p.id,
+                            g.scope,
+                            g.class,
+                            g.records_gone,
+                            g.anonymized,
+                            g.deleted,
+                            g.min_ts,
+                            g.max_ts
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
+                    .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
         }
         Ok(applied)
     }
@@ -1669,6 +2009,217 @@ impl Store for SqliteStore {
         cat.query_row("SELECT body FROM policy_versions WHERE id=?1", [version], |r| r.get(0))
             .optional()
             .map_err(db)
+    }
+
+    fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let tenant = sel.tenant.as_str();
+        let stream = sel.stream.as_ref().map(|s| s.to_string());
+        let since = sel.since_us.unwrap_or(i64::MIN);
+        let until = sel.until_us.unwrap_or(i64::MAX);
+        let parts = self.parts_where(
+            &inner.cat,
+            "tenant=?1 AND (?2 IS NULL OR stream=?2) AND end_us>?3 AND start_us<?4 AND state != 2
+             ORDER BY stream, start_us",
+            &[&tenant, &stream, &since, &until],
+        )?;
+        if !sel.pseudonyms.is_empty() {
+            self.refresh_filters(inner, tenant)?;
+        }
+        let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant).collect();
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut groups: BTreeMap<(String, String), SelectedGroup> = BTreeMap::new();
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
+        let mut found = std::collections::BTreeSet::new();
+        let mut held_subjects = std::collections::BTreeSet::new();
+        for p in &parts {
+            let subjects: Vec<Option<[u8; 32]>> = if sel.pseudonyms.is_empty() {
+                vec![None]
+            } else {
+                Self::candidates(inner, p.id, &sel.pseudonyms)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            };
+            if subjects.is_empty() {
+                continue;
+            }
+            let stream = p.stream.to_string();
+            let max_seq = match heads.get(&stream) {
+                Some(h) => *h,
+                None => {
+                    let h = Self::head(&inner.cat, tenant, &stream)?;
+                    heads.insert(stream.clone(), h);
+                    h
+                }
+            };
+            let f = partition::RowFilter {
+                scope: sel.scope.as_deref(),
+                since_us: since,
+                until_us: until,
+                max_seq,
+                anonymize: sel.action == Action::Anonymize,
+            };
+            let c = self.conn(inner, p, false)?;
+            let mut seqs = Vec::new();
+            for subject in &subjects {
+                for r in partition::select_rows(c, subject.as_ref(), &f)? {
+                    let g = groups
+                        .entry((stream.clone(), r.scope.clone()))
+                        .or_insert_with(|| SelectedGroup {
+                            stream: stream.clone(),
+                            scope: r.scope.clone(),
+                            ..SelectedGroup::default()
+                        });
+                    if let (Some(ps), Some(_)) = (r.pseudonym, subject) {
+                        found.insert(ps);
+                    }
+                    if holds
+                        .iter()
+                        .any(|h| h.covers(tenant, r.pseudonym.as_ref(), &r.scope, r.ts))
+                    {
+                        g.held += 1;
+                        if let (Some(ps), Some(_)) = (r.pseudonym, subject) {
+                            held_subjects.insert(ps);
+                        }
+                        continue;
+                    }
+                    g.records += 1;
+                    g.bytes += r.bytes;
+                    g.oldest_us = Some(g.oldest_us.map_or(r.ts, |o| o.min(r.ts)));
+                    g.newest_us = Some(g.newest_us.map_or(r.ts, |o| o.max(r.ts)));
+                    seqs.push([r.seq, r.seq]);
+                }
+            }
+            if !seqs.is_empty() {
+                chain_entry(&mut chains, p).rows.push(RowRemoval {
+                    partition_start_us: p.start,
+                    action: sel.action,
+                    seqs: crate::merge_ranges(seqs),
+                });
+            }
+        }
+        Ok(Selected {
+            groups: groups.into_values().collect(),
+            chains: chains.into_values().collect(),
+            found: found.into_iter().collect(),
+            held_subjects: held_subjects.into_iter().collect(),
+        })
+    }
+
+    fn destroy_keys(&self, ids: &[KeyId], now_us: i64) -> Result<u64> {
+        let _g = self.write_lock()?;
+        let c = self.key_conn();
+        let tx = c.unchecked_transaction().map_err(db)?;
+        let mut n = 0;
+        {
+            // The reference named the subject (by pseudonym): it goes too,
+            // so nothing in the key table links back to the person.
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE data_keys SET wrapped=NULL, destroyed_us=?2, ref=CAST('destroyed:' || id AS BLOB)
+                     WHERE id=?1 AND wrapped IS NOT NULL",
+                )
+                .map_err(db)?;
+            for id in ids {
+                n += st.execute(params![id, now_us]).map_err(db)? as u64;
+            }
+        }
+        tx.commit().map_err(db)?;
+        crashpoint::hit("keys.after_destroy");
+        // secure_delete zeroed the old key bytes in the pages just written; a
+        // truncating checkpoint copies those pages over the main file (where
+        // the old versions were) and empties the WAL (which may still hold
+        // frames from when the key was stored). A reader holding an old
+        // snapshot can make it wait; it is retried by the next destruction.
+        let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok(n)
+    }
+
+    fn add_hold(&self, h: &HoldRecord) -> Result<i64> {
+        let inner = self.lock();
+        let s = &h.scope;
+        inner
+            .cat
+            .execute(
+                "INSERT INTO holds(tenant,subject,pseudonym,scope,since_us,until_us,reason,actor,created_us,expires_us)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    s.tenant,
+                    s.subject || s.pseudonym.is_some(),
+                    s.pseudonym.as_ref().map(|p| &p[..]),
+                    s.scope,
+                    s.since_us,
+                    s.until_us,
+                    h.reason,
+                    h.actor,
+                    h.created_us,
+                    h.expires_us
+                ],
+            )
+            .map_err(db)?;
+        Ok(inner.cat.last_insert_rowid())
+    }
+
+    fn set_hold_entry(&self, id: i64, ledger_seq: u64) -> Result<()> {
+        let inner = self.lock();
+        inner
+            .cat
+            .execute(
+                "UPDATE holds SET ledger_seq=?2 WHERE id=?1",
+                params![id, ledger_seq as i64],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn release_hold(&self, id: i64, now_us: i64, reason: &str) -> Result<bool> {
+        let inner = self.lock();
+        // A released hold no longer needs to find its subject.
+        let n = inner
+            .cat
+            .execute(
+                "UPDATE holds SET released_us=?2, release_reason=?3, pseudonym=NULL WHERE id=?1 AND released_us IS NULL",
+                params![id, now_us, reason],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn holds(&self, tenant: Option<&str>) -> Result<Vec<HoldRecord>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare_cached(
+                "SELECT id,tenant,subject,pseudonym,scope,since_us,until_us,reason,actor,created_us,expires_us,
+                        released_us,release_reason,ledger_seq
+                 FROM holds WHERE ?1 IS NULL OR tenant=?1 ORDER BY id",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([tenant], |r| {
+                Ok(HoldRecord {
+                    id: r.get(0)?,
+                    scope: HoldScope {
+                        tenant: r.get(1)?,
+                        subject: r.get(2)?,
+                        pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
+                        scope: r.get(4)?,
+                        since_us: r.get(5)?,
+                        until_us: r.get(6)?,
+                    },
+                    reason: r.get(7)?,
+                    actor: r.get(8)?,
+                    created_us: r.get(9)?,
+                    expires_us: r.get(10)?,
+                    released_us: r.get(11)?,
+                    release_reason: r.get(12)?,
+                    ledger_seq: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
 
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {

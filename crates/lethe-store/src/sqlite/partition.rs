@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::row::{RawRow, ANONYMIZED, DELETED};
 use crate::{NewRecord, Result, StoreError, StoredRecord};
+use lethe_core::hold::HoldScope;
 use lethe_core::policy::GroupKey;
 
 use super::db;
@@ -238,39 +239,147 @@ pub fn truncate_after(c: &Connection, head_seq: u64) -> Result<u64> {
         .map_err(db)? as u64)
 }
 
+/// Appends `seq` to inclusive ranges kept in ascending order.
+fn push_seq(out: &mut Vec<[u64; 2]>, seq: u64) {
+    match out.last_mut() {
+        Some(r) if r[1] + 1 == seq => r[1] = seq,
+        _ => out.push([seq, seq]),
+    }
+}
+
 /// Sequence numbers of a group's records expired at `cutoff` that the
-/// action still has to touch, as inclusive ranges in order.
+/// action still has to touch, as inclusive ranges in order, leaving out
+/// records one of `holds` covers; returns them and how many were held.
 pub fn expired_seqs(
     c: &Connection,
+    tenant: &str,
     scope: &str,
     class: Classification,
     cutoff: i64,
     anonymize: bool,
-) -> Result<Vec<[u64; 2]>> {
+    holds: &[&HoldScope],
+) -> Result<(Vec<[u64; 2]>, u64)> {
     let sql = if anonymize {
-        "SELECT seq FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 ORDER BY seq"
+        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 ORDER BY seq"
     } else {
-        "SELECT seq FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 ORDER BY seq"
+        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 ORDER BY seq"
     };
     let mut st = c.prepare_cached(sql).map_err(db)?;
-    let rows = st
-        .query_map(params![scope, class.code(), cutoff], |r| r.get::<_, i64>(0))
-        .map_err(db)?;
+    let mut rows = st.query(params![scope, class.code(), cutoff]).map_err(db)?;
     let mut out: Vec<[u64; 2]> = Vec::new();
-    for seq in rows {
-        let seq = seq.map_err(db)? as u64;
-        match out.last_mut() {
-            Some(r) if r[1] + 1 == seq => r[1] = seq,
-            _ => out.push([seq, seq]),
+    let mut held = 0;
+    while let Some(r) = rows.next().map_err(db)? {
+        let seq = r.get::<_, i64>(0).map_err(db)? as u64;
+        if !holds.is_empty() {
+            let p: Option<[u8; 32]> = r
+                .get::<_, Option<Vec<u8>>>(1)
+                .map_err(db)?
+                .and_then(|v| v.try_into().ok());
+            let ts: i64 = r.get(2).map_err(db)?;
+            if holds.iter().any(|h| h.covers(tenant, p.as_ref(), scope, ts)) {
+                held += 1;
+                continue;
+            }
+        }
+        push_seq(&mut out, seq);
+    }
+    Ok((out, held))
+}
+
+/// One row a purge selects.
+#[derive(Debug, Clone)]
+pub struct SelectedRow {
+    pub seq: u64,
+    pub scope: String,
+    pub ts: i64,
+    pub pseudonym: Option<[u8; 32]>,
+    pub bytes: u64,
+}
+
+/// What [`select`] matches besides the subject: committed rows only, not
+/// yet in the state the action leaves.
+pub struct RowFilter<'a> {
+    pub scope: Option<&'a str>,
+    pub since_us: i64,
+    pub until_us: i64,
+    pub max_seq: u64,
+    pub anonymize: bool,
+}
+
+/// Rows a purge selects: those of `pseudonym` (through the subject index),
+/// or every row when `None`, that the filter matches, in sequence order.
+pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'_>) -> Result<Vec<SelectedRow>> {
+    let target = if f.anonymize { ANONYMIZED } else { DELETED };
+    let cols = "seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0)";
+    let filter = "state < ?1 AND seq <= ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5";
+    let sql = match pseudonym {
+        Some(_) => format!("SELECT {cols} FROM records WHERE pseudonym = ?6 AND {filter} ORDER BY seq"),
+        None => format!("SELECT {cols} FROM records WHERE {filter} ORDER BY seq"),
+    };
+    let mut st = c.prepare_cached(&sql).map_err(db)?;
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<SelectedRow> {
+        Ok(SelectedRow {
+            seq: r.get::<_, i64>(0)? as u64,
+            scope: r.get(1)?,
+            ts: r.get(2)?,
+            pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
+            bytes: r.get::<_, i64>(4)? as u64,
+        })
+    };
+    let max = f.max_seq.min(i64::MAX as u64) as i64;
+    let rows = match pseudonym {
+        Some(p) => st.query_map(params![target, max, f.scope, f.since_us, f.until_us, &p[..]], map),
+        None => st.query_map(params![target, max, f.scope, f.since_us, f.until_us], map),
+    }
+    .map_err(db)?;
+    rows.collect::<std::result::Result<_, _>>().map_err(db)
+}
+
+/// Every distinct pseudonym stored in the partition (live rows).
+pub fn pseudonyms(c: &Connection) -> Result<Vec<[u8; 32]>> {
+    let mut st = c
+        .prepare_cached("SELECT DISTINCT pseudonym FROM records WHERE pseudonym IS NOT NULL")
+        .map_err(db)?;
+    let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(db)?;
+    let mut out = Vec::new();
+    for v in rows {
+        if let Ok(p) = v.map_err(db)?.try_into() {
+            out.push(p);
         }
     }
     Ok(out)
 }
 
+/// Oldest and newest event time of a group's live (not deleted) records,
+/// through the time index.
+pub fn live_bounds(c: &Connection, scope: &str, class: u8) -> Result<(Option<i64>, Option<i64>)> {
+    let one = |order: &str| -> Result<Option<i64>> {
+        c.prepare_cached(&format!(
+            "SELECT ts FROM records WHERE scope=?1 AND class=?2 AND state<2 ORDER BY ts {order} LIMIT 1"
+        ))
+        .map_err(db)?
+        .query_row(params![scope, class], |r| r.get(0))
+        .optional()
+        .map_err(db)
+    };
+    Ok((one("ASC")?, one("DESC")?))
+}
+
+/// A row [`redact`] changed: its group, state before and event time.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub scope: String,
+    pub class: u8,
+    pub was: i64,
+    pub ts: i64,
+    /// Tombstoned (else anonymized).
+    pub deleted: bool,
+}
+
 /// Tombstones (delete) or anonymizes the listed records that are not yet
 /// in that state, keeping the digests of what goes; returns how many
 /// changed. Runs inside the caller's transaction.
-pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64> {
+pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut Vec<Changed>) -> Result<u64> {
     let mut read = c
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 AND state < ?3 ORDER BY seq"
@@ -296,6 +405,13 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64>
             let d = row
                 .digests()
                 .map_err(|e| StoreError::Corrupt(format!("record {}: {e}", row.seq)))?;
+            changed.push(Changed {
+                scope: row.scope.clone(),
+                class: row.class,
+                was: row.state,
+                ts: row.ts_us,
+                deleted: !anonymize,
+            });
             if anonymize {
                 anon.execute(params![row.seq as i64, &d.personal[..]]).map_err(db)?;
             } else {
