@@ -865,11 +865,7 @@ struct GroupChange {
 
 /// Sums the rows [`partition::redact`] changed per group; the time bounds
 /// are looked up again only where a removed record sat on one.
-fn group_changes(
-    c: &Connection,
-    changed: &[partition::Changed],
-    bounds: &GroupBounds,
-) -> Result<Vec<GroupChange>> {
+fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupBounds) -> Result<Vec<GroupChange>> {
     let mut by: BTreeMap<(String, u8), GroupChange> = BTreeMap::new();
     let mut edge: BTreeMap<(String, u8), bool> = BTreeMap::new();
     for ch in changed {
@@ -1009,7 +1005,9 @@ fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
 
 /// Splits a dropped partition's bytes over its groups by record share, the
 /// remainder going to the largest group so the parts add up exactly.
-fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], total: u64, bytes: u64) {
+fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
+    // Shares count tombstones too: they occupy the file as well.
+    let total: u64 = items.iter().map(|i| i.share).sum();
     let mut given = 0;
     let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
     for (n, i) in items.iter().enumerate() {
@@ -1491,8 +1489,8 @@ impl Store for SqliteStore {
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         // One segments query per chain, not one per partition.
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
-        for (p, items, total, groups) in &work.drops {
-            attribute_drop(&mut effects, items, *total, p.bytes);
+        for (p, items, _, groups) in &work.drops {
+            attribute_drop(&mut effects, items, p.bytes);
             let key = (p.tenant.to_string(), p.stream.to_string());
             if !segs.contains_key(&key) {
                 let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
