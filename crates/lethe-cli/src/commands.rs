@@ -172,10 +172,14 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
     }
     if a.dry_run {
         if a.json {
-            output::print_ok(&serde_json::json!({
-                "status": "dry_run", "preview": p, "selected": p.selected, "held": p.held,
-                "removed": 0, "verified": null, "receipt_id": null,
-            }));
+            // The same flat shape as a real run's report.
+            let mut o = serde_json::to_value(p).expect("preview serializes");
+            let m = o.as_object_mut().expect("an object");
+            m.insert("status".into(), "dry_run".into());
+            m.insert("removed".into(), 0.into());
+            m.insert("verified".into(), serde_json::Value::Null);
+            m.insert("receipt_id".into(), serde_json::Value::Null);
+            output::print_json(&o);
         } else {
             println!("dry run: nothing was changed");
         }

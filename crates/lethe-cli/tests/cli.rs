@@ -473,3 +473,171 @@ fn verify_passes_after_cleanup_and_proofs_check_with_the_public_key_alone() {
     let (code, r) = check(&cons, key);
     assert_eq!((code, r["valid"].as_bool()), (Some(0), Some(true)), "{r}");
 }
+
+fn purge_args<'a>(subject: &'a str, ticket: &'a str) -> Vec<&'a str> {
+    vec![
+        "purge",
+        "--tenant",
+        "acme",
+        "--subject",
+        subject,
+        "--reason",
+        "GDPR Art. 17",
+        "--ticket",
+        ticket,
+    ]
+}
+
+fn subject_logs(w: &Path, subject: &str) -> usize {
+    let o = run(lethe(w).args(["logs", "--tenant", "acme", "--subject", subject, "--json"]));
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[test]
+fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receipt() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 4000, 5);
+    let w = workdir(d.path(), "w", Some(&inp));
+    let subject = "user-000001";
+    let theirs = subject_logs(&w, subject) as u64;
+    assert!(theirs > 10);
+
+    let mut dry = purge_args(subject, "DSR-7");
+    dry.extend(["--dry-run", "--json"]);
+    let p = json(&run(lethe(&w).args(&dry)));
+    assert_eq!(
+        (p["status"].as_str(), p["selected"].as_u64()),
+        (Some("dry_run"), Some(theirs))
+    );
+    assert_eq!((p["removed"].as_u64(), p["held"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(subject_logs(&w, subject) as u64, theirs, "a dry run changes nothing");
+
+    let o = run(lethe(&w).args(["purge", "--tenant", "acme", "--subject", subject, "--ticket", "X"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--reason"));
+    let o = run(lethe(&w).args(purge_args(subject, "DSR-7")).stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(2), "no terminal and no --yes: refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+    assert_eq!(subject_logs(&w, subject) as u64, theirs);
+
+    let mut real = purge_args(subject, "DSR-7");
+    real.extend(["--yes", "--json"]);
+    let o = run(lethe(&w).args(&real));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&o);
+    assert_eq!(r["selected"].as_u64(), Some(theirs));
+    assert_eq!(r["removed"].as_u64(), Some(theirs));
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["held"], 0);
+    assert_eq!(r["keys_destroyed"], 1);
+    let receipt = r["receipt_id"].as_u64().unwrap();
+    assert_eq!(subject_logs(&w, subject), 0);
+    let shown = json(&run(lethe(&w).args([
+        "receipts",
+        "show",
+        &receipt.to_string(),
+        "--json",
+    ])));
+    assert_eq!(shown["result"]["receipt"]["kind"], "receipt.purge");
+    assert_eq!(shown["result"]["details"]["ticket"], "DSR-7");
+    assert_eq!(run(lethe(&w).arg("verify")).status.code(), Some(0));
+
+    // A hold on a scope: a purge selecting held records exits 6 and removes nothing.
+    let o = run(lethe(&w).args([
+        "hold",
+        "add",
+        "--tenant",
+        "acme",
+        "--scope",
+        "chat-api",
+        "--reason",
+        "matter 42",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hold_id = json(&o)["result"]["hold"]["id"].as_i64().unwrap();
+    let other = "user-000002";
+    let before = subject_logs(&w, other);
+    let mut held = purge_args(other, "DSR-8");
+    held.extend(["--yes", "--json"]);
+    let o = run(lethe(&w).args(&held));
+    assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(subject_logs(&w, other), before);
+    held.push("--skip-held");
+    let r = json(&run(lethe(&w).args(&held)));
+    let kept = r["held"].as_u64().unwrap();
+    assert!(kept > 0 && r["removed"].as_u64().unwrap() > 0 && r["verified"] == true);
+    assert_eq!(r["keys_destroyed"], 0, "a subject with held records keeps its key");
+    assert_eq!(subject_logs(&w, other) as u64, kept);
+    let ls = json(&run(lethe(&w).args(["hold", "ls", "--json"])));
+    assert_eq!(ls["result"][0]["status"], "active");
+    let o = run(lethe(&w).args(["hold", "release", &hold_id.to_string(), "--reason", "settled"]));
+    assert!(o.status.success());
+    let ls = json(&run(lethe(&w).args(["hold", "ls", "--json"])));
+    assert_eq!(ls["result"][0]["status"], "released");
+    assert_eq!(run(lethe(&w).arg("verify")).status.code(), Some(0));
+}
+
+/// Every purge intent in the ledger has exactly one receipt.
+fn one_receipt_per_purge_intent(w: &Path, what: &str) {
+    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
+    let entries = ledger["result"].as_array().unwrap();
+    let intents: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == "purge.intent")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut completed: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == "receipt.purge")
+        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
+        .collect();
+    completed.sort();
+    assert!(!intents.is_empty(), "{what}");
+    assert_eq!(completed, intents, "{what}: each purge intent has exactly one receipt");
+}
+
+#[test]
+fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_receipt() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 6);
+    let subject = "user-000003";
+    for point in [
+        "purge.after_intent",
+        "sweep.after_mark_dirty",
+        "sweep.after_partition_rows",
+        "purge.after_apply",
+        "keys.after_destroy",
+        "purge.after_receipt",
+    ] {
+        let w = workdir(d.path(), point, Some(&inp));
+        let total = count(&w);
+        let theirs = subject_logs(&w, subject) as u64;
+        assert!(theirs > 5);
+        let mut args = purge_args(subject, "DSR-9");
+        args.extend(["--yes", "--json"]);
+        let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", point));
+        assert!(!o.status.success(), "{point}: the process must have died");
+        let o = run(lethe(&w).args(&args));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{point}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = json(&o);
+        assert_eq!(r["verified"], true, "{point}");
+        assert!(r["receipt_id"].as_u64().is_some(), "{point}");
+        assert_eq!(subject_logs(&w, subject), 0, "{point}: the subject is gone");
+        assert_eq!(count(&w), total - theirs, "{point}: nobody else lost a record");
+        // Once more: nothing to do, still one receipt.
+        let again = json(&run(lethe(&w).args(&args)));
+        assert_eq!(again["status"], "already_done", "{point}");
+        one_receipt_per_purge_intent(&w, point);
+        let v = run(lethe(&w).args(["verify", "--json"]));
+        assert_eq!(v.status.code(), Some(0), "{point}: {:#}", json(&v)["unexplained_gaps"]);
+    }
+}
