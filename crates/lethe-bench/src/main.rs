@@ -97,6 +97,127 @@ fn bench_config() -> Result<Config> {
     Ok(config::load(Source { name: "bench", text }, None, &[])?)
 }
 
+/// Resets the peak-RSS mark so the next phase's peak can be read alone.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Random subject ids of the synthetic data: a tenant by its share of the
+/// records, a subject id uniformly among the generator's subjects.
+fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
+    let subjects = (records / 100).clamp(1000, 100_000);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let total: u32 = lethe_vault::synth::TENANTS.iter().map(|t| t.1).sum();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut r = (next() % total as u64) as u32;
+        let tenant = lethe_vault::synth::TENANTS
+            .iter()
+            .find(|(_, w)| {
+                let hit = r < *w;
+                r = r.saturating_sub(*w);
+                hit
+            })
+            .expect("weights cover the range")
+            .0;
+        let subject = format!("user-{:06}", next() % subjects);
+        if seen.insert((tenant, subject.clone())) {
+            out.push((tenant.to_string(), subject));
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Erasure on the full store: 1,000 single-subject purges (each preview,
+/// execute, verify and receipt, timed whole), then one 10,000-subject batch.
+fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64) -> Result<()> {
+    use lethe_vault::purge::PurgeRequest;
+    reset_peak_rss();
+    let picks = random_subjects(11_000, records, seed ^ 0xE5A5E);
+    let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
+        tenant: lethe_core::TenantId::new(tenant).expect("synthetic tenant"),
+        subjects,
+        stream: None,
+        scope: None,
+        since_us: None,
+        until_us: None,
+        anonymize: false,
+        skip_held: false,
+        reason: "bench erasure".into(),
+        ticket,
+        actor: "bench".into(),
+    };
+    let mut ms = Vec::with_capacity(1000);
+    let mut plan_ms = Vec::with_capacity(1000);
+    let (mut removed, mut keys, mut unverified) = (0u64, 0u64, 0u64);
+    for (i, (tenant, subject)) in picks[..1000].iter().enumerate() {
+        let req = request(tenant, vec![subject.clone()], format!("bench-{i}"));
+        let t = Instant::now();
+        let plan = vault.plan_purge(&req, now_us())?;
+        plan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let r = vault.execute_purge(&req, plan, &now_us)?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        if std::env::var_os("LETHE_BENCH_TRACE").is_some() {
+            eprintln!("{tenant} {subject} {:.1} ms plan {:.1} ms removed {}", ms[ms.len() - 1], plan_ms[plan_ms.len() - 1], r.removed);
+        }
+        removed += r.removed;
+        keys += r.keys_destroyed;
+        unverified += u64::from(!r.verified);
+    }
+    let mut sorted = ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    out.insert("erase_subject_ms_p50".into(), json!(percentile(&sorted, 0.5)));
+    out.insert("erase_subject_ms_p99".into(), json!(percentile(&sorted, 0.99)));
+    out.insert("erase_subject_ms_max".into(), json!(sorted[sorted.len() - 1]));
+    plan_ms.sort_by(f64::total_cmp);
+    out.insert("erase_preview_ms_p50".into(), json!(percentile(&plan_ms, 0.5)));
+    out.insert("erase_preview_ms_p99".into(), json!(percentile(&plan_ms, 0.99)));
+    out.insert("erase_subjects_records_removed".into(), json!(removed));
+    out.insert("erase_subjects_keys_destroyed".into(), json!(keys));
+    out.insert("erase_subjects_unverified".into(), json!(unverified));
+
+    // One batch request: 10,000 more subjects of the largest tenant.
+    // (Small runs have fewer subjects per tenant: then 90% of them.)
+    let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
+    let taken: std::collections::HashSet<&String> =
+        picks[..1000].iter().filter(|(t, _)| t == "acme").map(|(_, s)| s).collect();
+    let mut batch: Vec<String> = (0..(records / 100).clamp(1000, 100_000))
+        .map(|i| format!("user-{i:06}"))
+        .filter(|s| !taken.contains(s))
+        .collect();
+    // A random choice of them, deterministic per seed.
+    let mut x = seed | 1;
+    for i in (1..batch.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        batch.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    batch.truncate(want);
+    out.insert("erase_batch_subjects".into(), json!(batch.len()));
+    let req = request("acme", batch, "bench-batch".into());
+    let t = Instant::now();
+    let plan = vault.plan_purge(&req, now_us())?;
+    let r = vault.execute_purge(&req, plan, &now_us)?;
+    out.insert("erase_batch_10k_s".into(), json!(t.elapsed().as_secs_f64()));
+    out.insert("erase_batch_records_removed".into(), json!(r.removed));
+    out.insert("erase_batch_keys_destroyed".into(), json!(r.keys_destroyed));
+    out.insert("erase_batch_verified".into(), json!(r.verified));
+    out.insert("erase_peak_rss_bytes".into(), json!(peak_rss_bytes()));
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let base = PathBuf::from("target/lethe-bench");
@@ -149,6 +270,8 @@ fn main() -> Result<()> {
     out.insert("rss_after_ingest_bytes".into(), json!(peak_rss_bytes()));
     let bytes_before = dir_bytes(&data)?;
     out.insert("bytes_before".into(), json!(bytes_before));
+
+    erasure(&vault, &mut out, args.records, args.seed)?;
 
     // Dry run.
     let t = Instant::now();

@@ -95,8 +95,14 @@ const DROPPING: i64 = 2;
 /// A partition's WAL is checkpointed (in the background) past this size.
 const PARTITION_WAL_LIMIT: u64 = 16 << 20;
 
-/// Partition connections kept open at once.
+/// Partition connections kept open at once with a full page cache.
 const OPEN_PARTITIONS: usize = 32;
+
+/// Partition connections kept open past those, idle with their page cache
+/// released (~60 KB each), so that a subject lookup touching hundreds of
+/// partitions does not reopen (and, on eviction, checkpoint and close) a
+/// file per partition per step; fewer when the open-files limit is low.
+const IDLE_PARTITIONS: usize = 1024;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -115,6 +121,10 @@ pub struct SqliteStore {
 struct Inner {
     cat: Connection,
     parts: HashMap<i64, (Connection, u64)>,
+    /// Evicted from `parts` but kept open, cache released (see [`IDLE_PARTITIONS`]).
+    idle: HashMap<i64, (Connection, u64)>,
+    /// How many idle connections the open-files limit allows.
+    idle_limit: usize,
     tick: u64,
     /// Subject filters by partition with their version, as last read or
     /// written. Versions are random per write: a cached filter is used only
@@ -227,6 +237,8 @@ impl SqliteStore {
             inner: Mutex::new(Inner {
                 cat,
                 parts: HashMap::new(),
+                idle: HashMap::new(),
+                idle_limit: idle_limit(),
                 tick: 0,
                 filters: HashMap::new(),
             }),
@@ -264,14 +276,33 @@ impl SqliteStore {
         inner.tick += 1;
         let tick = inner.tick;
         if !inner.parts.contains_key(&p.id) {
+            let c = match inner.idle.remove(&p.id) {
+                Some((c, _)) => {
+                    c.execute_batch(partition::FULL_CACHE).map_err(db)?;
+                    c
+                }
+                None => partition::open(&self.part_path(&p.path), create)?,
+            };
             if inner.parts.len() >= OPEN_PARTITIONS {
                 if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
-                    if let Some((c, _)) = inner.parts.remove(&old) {
+                    if let Some((c, t)) = inner.parts.remove(&old) {
+                        // Kept open but light; closed (in the background:
+                        // a close checkpoints) once the idle set is full.
+                        if inner.idle_limit > 0 && c.execute_batch(partition::IDLE_CACHE).is_ok() {
+                            inner.idle.insert(old, (c, t));
+                        } else {
+                            self.upkeep.close(c);
+                        }
+                    }
+                }
+            }
+            if inner.idle.len() > inner.idle_limit {
+                if let Some(old) = inner.idle.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                    if let Some((c, _)) = inner.idle.remove(&old) {
                         self.upkeep.close(c);
                     }
                 }
             }
-            let c = partition::open(&self.part_path(&p.path), create)?;
             inner.parts.insert(p.id, (c, tick));
         }
         let e = inner.parts.get_mut(&p.id).expect("inserted above");
@@ -289,7 +320,10 @@ impl SqliteStore {
     }
 
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
-        inner.parts.remove(&p.id);
+        for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)].into_iter().flatten() {
+            // The file is about to go: closing must not first copy its WAL into it.
+            partition::no_checkpoint_on_close(&c);
+        }
         let base = self.part_path(&p.path);
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let f = PathBuf::from(format!("{}{suffix}", base.display()));
@@ -899,6 +933,35 @@ fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupB
         }
     }
     Ok(by.into_values().collect())
+}
+
+/// Idle partition connections the open-files limit allows (three files
+/// each: database, WAL, shared memory), after raising the soft limit
+/// towards the hard one as servers commonly do.
+fn idle_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let want = lim.rlim_max.min(65_536);
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+    }
+    // Leave room for everything else the process opens.
+    let files = (lim.rlim_cur as usize).saturating_sub(512) / 3;
+    files.saturating_sub(OPEN_PARTITIONS).min(IDLE_PARTITIONS)
 }
 
 /// A random number for filter versions (no RNG dependency in the store:
