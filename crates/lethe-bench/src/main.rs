@@ -143,6 +143,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// execute, verify and receipt, timed whole), then one 10,000-subject batch.
 fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64) -> Result<()> {
     use lethe_vault::purge::PurgeRequest;
+    eprintln!("erasure: 1,000 subjects, then a batch …");
     reset_peak_rss();
     let picks = random_subjects(11_000, records, seed ^ 0xE5A5E);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {

@@ -884,6 +884,13 @@ pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(
     want.extend(subject_rows(&*s, "acme", 2));
     want.sort();
     assert_eq!(listed(&two), want);
+    // Many subjects at once (the batch path): the union, exactly.
+    let every: Vec<u8> = (0..20).chain(100..130).collect();
+    let many = s.select(&selection("acme", &every), &[]).unwrap();
+    let mut want: Vec<(String, u64)> = (0..20).flat_map(|x| subject_rows(&*s, "acme", x)).collect();
+    want.sort();
+    assert_eq!(listed(&many), want);
+    assert_eq!(many.found.len(), 20);
     assert!(s.select(&selection("acme", &[200]), &[]).unwrap().chains.is_empty());
     assert!(
         s.select(&selection("gamma", &[1]), &[]).unwrap().chains.is_empty(),

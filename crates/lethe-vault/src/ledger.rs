@@ -30,12 +30,31 @@ impl Vault {
         tenant: Option<&str>,
         body: &serde_json::Value,
     ) -> Result<Entry> {
+        self.record_text(
+            now_us,
+            actor,
+            kind,
+            tenant,
+            serde_json::to_string(body).expect("JSON values serialize"),
+        )
+    }
+
+    /// Appends an administrative act whose body is already JSON text (large
+    /// bodies serialize straight to text, never through a `Value` tree).
+    pub fn record_text(
+        &self,
+        now_us: i64,
+        actor: &str,
+        kind: &str,
+        tenant: Option<&str>,
+        body: String,
+    ) -> Result<Entry> {
         let d = Draft {
             ts_us: now_us,
             actor: actor.into(),
             kind: kind.into(),
             tenant: tenant.map(String::from),
-            body: serde_json::to_string(body).expect("JSON values serialize"),
+            body,
         };
         Ok(self
             .store

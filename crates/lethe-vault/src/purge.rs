@@ -366,12 +366,12 @@ impl Vault {
             keys: plan.keys.clone(),
             chains: plan.selected.chains.clone(),
         };
-        let e = self.record(
+        let e = self.record_text(
             started,
             &req.actor,
             "purge.intent",
             Some(req.tenant.as_str()),
-            &serde_json::to_value(&intent).expect("intent serializes"),
+            serde_json::to_string(&intent).expect("intent serializes"),
         )?;
         self.store.set_meta(PENDING_INTENT, Some(&e.seq.to_string()))?;
         lethe_store::crashpoint::hit("purge.after_intent");
@@ -470,7 +470,7 @@ impl Vault {
             "oldest": preview.oldest,
             "newest": preview.newest,
             "groups": preview.groups,
-            "ranges": crate::sweep::ranges_summary(&intent.chains),
+            "chains": chains_summary(&intent.chains),
             "keys_destroyed": intent.keys.len(),
             "verified": report.verified,
             "verification": report.verification,
@@ -572,7 +572,7 @@ impl Vault {
             "selection": {"tenant": intent.tenant, "action": intent.action},
             "removed": applied.deleted + applied.anonymized,
             "completed_after_interruption": applied,
-            "ranges": crate::sweep::ranges_summary(&intent.chains),
+            "chains": chains_summary(&intent.chains),
             "keys_destroyed": intent.keys.len(),
             "verified": verified,
             "verification": format!(
@@ -587,6 +587,29 @@ impl Vault {
         self.store.set_meta(PENDING_INTENT, None)?;
         Ok(Some(e.seq))
     }
+}
+
+/// Per chain, what a purge removed, for its receipt: the number of records
+/// and the sequence span (the exact ranges are in the intent the receipt
+/// names — a batch purge lists up to millions).
+fn chains_summary(chains: &[ChainRemoval]) -> serde_json::Value {
+    serde_json::Value::Array(
+        chains
+            .iter()
+            .map(|c| {
+                let ranges = c.rows.iter().flat_map(|r| r.seqs.iter());
+                let records: u64 = ranges.clone().map(|r| r[1] + 1 - r[0]).sum();
+                serde_json::json!({
+                    "tenant": c.tenant,
+                    "stream": c.stream,
+                    "records": records,
+                    "ranges": ranges.clone().count(),
+                    "first_seq": ranges.clone().map(|r| r[0]).min(),
+                    "last_seq": ranges.map(|r| r[1]).max(),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn preview(

@@ -102,7 +102,11 @@ const OPEN_PARTITIONS: usize = 32;
 /// released (~60 KB each), so that a subject lookup touching hundreds of
 /// partitions does not reopen (and, on eviction, checkpoint and close) a
 /// file per partition per step; fewer when the open-files limit is low.
-const IDLE_PARTITIONS: usize = 1024;
+const IDLE_PARTITIONS: usize = 512;
+
+/// Past this many candidate subjects in one partition, a selection reads
+/// the partition's subject index once instead of looking each one up.
+const MANY_SUBJECTS: usize = 16;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -2124,8 +2128,22 @@ impl Store for SqliteStore {
             };
             let c = self.conn(inner, p, false)?;
             let mut seqs = Vec::new();
-            for subject in &subjects {
-                for r in partition::select_rows(c, subject.as_ref(), &f)? {
+            // Many candidate subjects here: one pass over the subject index.
+            let rows: Vec<(Option<[u8; 32]>, partition::SelectedRow)> = if subjects.len() > MANY_SUBJECTS {
+                let set: std::collections::HashSet<[u8; 32]> = subjects.iter().flatten().copied().collect();
+                partition::select_rows_of(c, &set, &f)?
+                    .into_iter()
+                    .map(|r| (r.pseudonym, r))
+                    .collect()
+            } else {
+                let mut all = Vec::new();
+                for subject in &subjects {
+                    all.extend(partition::select_rows(c, subject.as_ref(), &f)?.into_iter().map(|r| (*subject, r)));
+                }
+                all
+            };
+            {
+                for (subject, r) in rows {
                     let g = groups
                         .entry((stream.clone(), r.scope.clone()))
                         .or_insert_with(|| SelectedGroup {

@@ -368,6 +368,58 @@ pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'
     rows.collect::<std::result::Result<_, _>>().map_err(db)
 }
 
+/// Rows of any of `subjects` that the filter matches, in sequence order:
+/// for many subjects at once, one pass over the subject index (which holds
+/// the sequence numbers) instead of one lookup per subject, then the
+/// matching rows by sequence number.
+pub fn select_rows_of(
+    c: &Connection,
+    subjects: &std::collections::HashSet<[u8; 32]>,
+    f: &RowFilter<'_>,
+) -> Result<Vec<SelectedRow>> {
+    let max = f.max_seq.min(i64::MAX as u64) as i64;
+    let mut seqs = Vec::new();
+    {
+        let mut st = c
+            .prepare_cached("SELECT pseudonym, seq FROM records WHERE pseudonym IS NOT NULL AND seq <= ?1")
+            .map_err(db)?;
+        let mut rows = st.query([max]).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            let p = r.get_ref(0).map_err(db)?.as_blob().map_err(|e| db(e.into()))?;
+            if let Ok(p) = <&[u8; 32]>::try_from(p) {
+                if subjects.contains(p) {
+                    seqs.push(r.get::<_, i64>(1).map_err(db)?);
+                }
+            }
+        }
+    }
+    seqs.sort_unstable();
+    let target = if f.anonymize { ANONYMIZED } else { DELETED };
+    let mut st = c
+        .prepare_cached(
+            "SELECT seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0) FROM records
+             WHERE seq = ?1 AND state < ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5",
+        )
+        .map_err(db)?;
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let row = st
+            .query_row(params![seq, target, f.scope, f.since_us, f.until_us], |r| {
+                Ok(SelectedRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    scope: r.get(1)?,
+                    ts: r.get(2)?,
+                    pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
+                    bytes: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .optional()
+            .map_err(db)?;
+        out.extend(row);
+    }
+    Ok(out)
+}
+
 /// Every distinct pseudonym stored in the partition (live rows).
 pub fn pseudonyms(c: &Connection) -> Result<Vec<[u8; 32]>> {
     let mut st = c
