@@ -135,6 +135,15 @@ fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
     out
 }
 
+fn current_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -144,6 +153,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64) -> Result<()> {
     use lethe_vault::purge::PurgeRequest;
     eprintln!("erasure: 1,000 subjects, then a batch …");
+    out.insert("rss_before_erasure_bytes".into(), json!(current_rss_bytes()));
     reset_peak_rss();
     let picks = random_subjects(11_000, records, seed ^ 0xE5A5E);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
@@ -188,6 +198,9 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     out.insert("erase_subjects_keys_destroyed".into(), json!(keys));
     out.insert("erase_subjects_unverified".into(), json!(unverified));
 
+    out.insert("erase_subjects_peak_rss_bytes".into(), json!(peak_rss_bytes()));
+    reset_peak_rss();
+
     // One batch request: 10,000 more subjects of the largest tenant.
     // (Small runs have fewer subjects per tenant: then 90% of them.)
     let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
@@ -215,7 +228,7 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     out.insert("erase_batch_records_removed".into(), json!(r.removed));
     out.insert("erase_batch_keys_destroyed".into(), json!(r.keys_destroyed));
     out.insert("erase_batch_verified".into(), json!(r.verified));
-    out.insert("erase_peak_rss_bytes".into(), json!(peak_rss_bytes()));
+    out.insert("erase_batch_peak_rss_bytes".into(), json!(peak_rss_bytes()));
     Ok(())
 }
 
@@ -272,7 +285,9 @@ fn main() -> Result<()> {
     let bytes_before = dir_bytes(&data)?;
     out.insert("bytes_before".into(), json!(bytes_before));
 
-    erasure(&vault, &mut out, args.records, args.seed)?;
+    if std::env::var_os("LETHE_BENCH_NO_ERASURE").is_none() {
+        erasure(&vault, &mut out, args.records, args.seed)?;
+    }
 
     // Dry run.
     let t = Instant::now();

@@ -43,7 +43,7 @@ use filter::SubjectFilter;
 
 /// Subject filters kept in memory at once (~8 KB each); past this the
 /// cache starts over.
-const CACHED_FILTERS: usize = 8192;
+const CACHED_FILTERS: usize = 4096;
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -1353,8 +1353,10 @@ impl Store for SqliteStore {
             .map_err(db)?;
         }
         tx.commit().map_err(db)?;
-        for (part, version, f) in filters {
-            inner.filters.insert(part, (version, f));
+        // Not cached: ingest touches every partition once in a while, and
+        // the next batch reads the few it needs; purges cache what they read.
+        for (part, _, _) in filters {
+            inner.filters.remove(&part);
         }
         // A partition left empty (every record a duplicate of a new partition) is removed.
         for st in &settled {

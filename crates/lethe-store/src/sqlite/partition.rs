@@ -381,7 +381,9 @@ pub fn select_rows_of(
     let mut seqs = Vec::new();
     {
         let mut st = c
-            .prepare_cached("SELECT pseudonym, seq FROM records WHERE pseudonym IS NOT NULL AND seq <= ?1")
+            .prepare_cached(// The subject index holds every (pseudonym, seq): without the
+            // hint the planner may read the whole table by rowid instead.
+            "SELECT pseudonym, seq FROM records INDEXED BY records_subject WHERE pseudonym IS NOT NULL AND seq <= ?1")
             .map_err(db)?;
         let mut rows = st.query([max]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
