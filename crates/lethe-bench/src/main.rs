@@ -285,6 +285,17 @@ fn main() -> Result<()> {
     let bytes_before = dir_bytes(&data)?;
     out.insert("bytes_before".into(), json!(bytes_before));
 
+    // Everything after ingest runs on a vault opened afresh, as a separate
+    // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
+    drop(vault);
+    let vault = Vault::open(
+        &data,
+        bench_config()?,
+        &MasterKeySource::File {
+            path: data.join("master.key"),
+            create: false,
+        },
+    )?;
     if std::env::var_os("LETHE_BENCH_NO_ERASURE").is_none() {
         erasure(&vault, &mut out, args.records, args.seed)?;
     }
