@@ -38,13 +38,22 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn peak_rss_bytes() -> u64 {
+/// A size line of `/proc/self/status` (`VmHWM`: peak, `VmRSS`: now), in bytes.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(|l| l.to_string()))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+fn current_rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
 }
 
 /// Files under `dir` with their sizes (apparent bytes).
@@ -135,15 +144,6 @@ fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
     out
 }
 
-fn current_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -180,7 +180,12 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
         let r = vault.execute_purge(&req, plan, &now_us)?;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if std::env::var_os("LETHE_BENCH_TRACE").is_some() {
-            eprintln!("{tenant} {subject} {:.1} ms plan {:.1} ms removed {}", ms[ms.len() - 1], plan_ms[plan_ms.len() - 1], r.removed);
+            eprintln!(
+                "{tenant} {subject} {:.1} ms plan {:.1} ms removed {}",
+                ms[ms.len() - 1],
+                plan_ms[plan_ms.len() - 1],
+                r.removed
+            );
         }
         removed += r.removed;
         keys += r.keys_destroyed;
@@ -204,8 +209,11 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     // One batch request: 10,000 more subjects of the largest tenant.
     // (Small runs have fewer subjects per tenant: then 90% of them.)
     let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
-    let taken: std::collections::HashSet<&String> =
-        picks[..1000].iter().filter(|(t, _)| t == "acme").map(|(_, s)| s).collect();
+    let taken: std::collections::HashSet<&String> = picks[..1000]
+        .iter()
+        .filter(|(t, _)| t == "acme")
+        .map(|(_, s)| s)
+        .collect();
     let mut batch: Vec<String> = (0..(records / 100).clamp(1000, 100_000))
         .map(|i| format!("user-{i:06}"))
         .filter(|s| !taken.contains(s))

@@ -246,7 +246,7 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
             }
             if let Some(salt) = &report.subject_salt {
                 println!(
-                    "subject commitment salt {salt} — keep it with the ticket: it shows later which subjects receipt covers"
+                    "subject commitment salt {salt} — keep it with the ticket: it shows later which subjects the receipt covers"
                 );
             }
         }
@@ -837,6 +837,9 @@ fn print_sweep(r: &SweepReport) {
         r.anonymized,
         bytes(r.bytes_freed)
     );
+    if r.held > 0 {
+        println!("{} expired records kept by legal holds (`lethe hold ls`)", r.held);
+    }
     if r.groups.is_empty() {
         println!("nothing to do");
         return;
@@ -850,6 +853,7 @@ fn print_sweep(r: &SweepReport) {
         "action",
         "window",
         "records",
+        "held",
         "partitions",
         "freed",
     ]);
@@ -863,6 +867,7 @@ fn print_sweep(r: &SweepReport) {
             g.action.clone(),
             g.window.clone(),
             g.records.to_string(),
+            g.held.to_string(),
             g.partitions_dropped.to_string(),
             bytes(g.bytes_freed),
         ]);

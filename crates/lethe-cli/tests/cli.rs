@@ -641,3 +641,56 @@ fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_recei
         assert_eq!(v.status.code(), Some(0), "{point}: {:#}", json(&v)["unexplained_gaps"]);
     }
 }
+
+#[test]
+fn a_purge_killed_with_sigkill_at_random_moments_is_finished_by_rerunning_it() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 8);
+    // Several subjects at once, so the purge touches many partitions.
+    let subjects = ["user-000001", "user-000002", "user-000004", "user-000005"];
+    for (i, delay_ms) in [2u64, 10, 25, 60].iter().enumerate() {
+        let w = workdir(d.path(), &format!("p{i}"), Some(&inp));
+        let total = count(&w);
+        let theirs: u64 = subjects.iter().map(|s| subject_logs(&w, s) as u64).sum();
+        let mut args = vec![
+            "purge", "--tenant", "acme", "--reason", "r", "--ticket", "DSR-K", "--yes", "--json",
+        ];
+        for s in &subjects {
+            args.extend(["--subject", s]);
+        }
+        let mut child = lethe(&w)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let o = run(lethe(&w).args(&args));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "killed after {delay_ms} ms: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(json(&o)["verified"], true);
+        for s in &subjects {
+            assert_eq!(subject_logs(&w, s), 0, "killed after {delay_ms} ms: {s} is gone");
+        }
+        assert_eq!(
+            count(&w),
+            total - theirs,
+            "killed after {delay_ms} ms: nobody else lost a record"
+        );
+        one_receipt_per_purge_intent(&w, &format!("killed after {delay_ms} ms"));
+        let v = run(lethe(&w).args(["verify", "--json"]));
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "killed after {delay_ms} ms: {:#}",
+            json(&v)["unexplained_gaps"]
+        );
+    }
+}

@@ -639,6 +639,16 @@ pub trait Store: Send + Sync {
     /// entry through this trait.
     fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry>;
 
+    /// Appends one ledger entry as [`Store::append_ledger`] does and, in
+    /// the same transaction, sets the bookkeeping value `mark` (see
+    /// [`Store::meta`]) to its sequence number — so an intent and its
+    /// pending mark are durable together or not at all.
+    fn append_ledger_marked(
+        &self,
+        seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry,
+        mark: &str,
+    ) -> Result<LedgerEntry>;
+
     /// Removes ledger entries with sequence number ≤ `through` — ledger
     /// retention, and nothing else: the caller has appended a signed anchor
     /// that carries what verification needs from them. Returns how many went.

@@ -4,7 +4,7 @@
 use lethe_core::ledger::{Break, Draft, Entry, Verifier};
 use serde::Serialize;
 
-use crate::{Result, Vault};
+use crate::{Result, Vault, VaultError};
 
 /// Entries read per store round trip when streaming the ledger.
 const PAGE: usize = 10_000;
@@ -30,35 +30,34 @@ impl Vault {
         tenant: Option<&str>,
         body: &serde_json::Value,
     ) -> Result<Entry> {
-        self.record_text(
+        let d = draft(
             now_us,
             actor,
             kind,
             tenant,
             serde_json::to_string(body).expect("JSON values serialize"),
-        )
+        );
+        Ok(self
+            .store
+            .append_ledger(&mut |seq, prev| d.seal(&self.ledger_key, seq, prev))?)
     }
 
-    /// Appends an administrative act whose body is already JSON text (large
-    /// bodies serialize straight to text, never through a `Value` tree).
-    pub fn record_text(
+    /// Appends an intent and sets the catalog mark `mark` to it in one
+    /// transaction: a crash leaves both or neither, so every intent that
+    /// may have been acted on is found and finished by recovery.
+    pub(crate) fn record_intent(
         &self,
         now_us: i64,
         actor: &str,
         kind: &str,
         tenant: Option<&str>,
         body: String,
+        mark: &str,
     ) -> Result<Entry> {
-        let d = Draft {
-            ts_us: now_us,
-            actor: actor.into(),
-            kind: kind.into(),
-            tenant: tenant.map(String::from),
-            body,
-        };
+        let d = draft(now_us, actor, kind, tenant, body);
         Ok(self
             .store
-            .append_ledger(&mut |seq, prev| d.seal(&self.ledger_key, seq, prev))?)
+            .append_ledger_marked(&mut |seq, prev| d.seal(&self.ledger_key, seq, prev), mark)?)
     }
 
     /// Ledger entries from `from` (sequence number), at most `limit`.
@@ -83,6 +82,41 @@ impl Vault {
                 }
             }
         }
+    }
+
+    /// The intent a crash left pending (its ledger sequence number is kept
+    /// in the catalog under `mark`), with the receipt that already names it
+    /// if the crash came after the receipt. `None` when nothing is pending.
+    pub(crate) fn pending_intent(
+        &self,
+        mark: &str,
+        kind: &str,
+        receipt_kind: &str,
+    ) -> Result<Option<(Entry, Option<u64>)>> {
+        let Some(seq) = self.store.meta(mark)? else {
+            return Ok(None);
+        };
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| VaultError::Invalid(format!("bad pending {kind} `{seq}`")))?;
+        let Some(entry) = self
+            .store
+            .ledger(seq, 1)?
+            .into_iter()
+            .find(|e| e.seq == seq && e.kind == kind)
+        else {
+            return Err(VaultError::Invalid(format!(
+                "pending {kind} {seq} is not in the ledger"
+            )));
+        };
+        let mut receipt = None;
+        self.each_entry(seq + 1, &mut |e| {
+            if e.kind == receipt_kind && crate::sweep::receipt_intent(&e) == Some(seq) {
+                receipt = Some(e.seq);
+            }
+            Ok(receipt.is_none())
+        })?;
+        Ok(Some((entry, receipt)))
     }
 
     /// Receipts (ledger entries of kind `receipt.*`), oldest first.
@@ -146,5 +180,17 @@ impl Vault {
             head: lethe_core::merkle::to_hex(&head),
             problem,
         })
+    }
+}
+
+/// An entry to seal. Bodies are JSON text: large ones (intents listing
+/// millions of ranges) serialize straight to text, never through a `Value`.
+fn draft(now_us: i64, actor: &str, kind: &str, tenant: Option<&str>, body: String) -> Draft {
+    Draft {
+        ts_us: now_us,
+        actor: actor.into(),
+        kind: kind.into(),
+        tenant: tenant.map(String::from),
+        body,
     }
 }

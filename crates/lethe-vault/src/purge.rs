@@ -366,14 +366,14 @@ impl Vault {
             keys: plan.keys.clone(),
             chains: plan.selected.chains.clone(),
         };
-        let e = self.record_text(
+        let e = self.record_intent(
             started,
             &req.actor,
             "purge.intent",
             Some(req.tenant.as_str()),
             serde_json::to_string(&intent).expect("intent serializes"),
+            PENDING_INTENT,
         )?;
-        self.store.set_meta(PENDING_INTENT, Some(&e.seq.to_string()))?;
         lethe_store::crashpoint::hit("purge.after_intent");
         let applied = self.store.apply_removal(&intent.chains, &|_, _| {})?;
         lethe_store::crashpoint::hit("purge.after_apply");
@@ -520,32 +520,12 @@ impl Vault {
     /// its keys and writes its receipt. Returns the receipt, if there was
     /// anything to finish.
     pub fn recover_purge(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
-        let Some(seq) = self.store.meta(PENDING_INTENT)? else {
+        let Some((entry, receipt)) = self.pending_intent(PENDING_INTENT, "purge.intent", "receipt.purge")? else {
             return Ok(None);
         };
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| VaultError::Invalid(format!("bad pending purge intent `{seq}`")))?;
-        let Some(entry) = self
-            .store
-            .ledger(seq, 1)?
-            .into_iter()
-            .find(|e| e.seq == seq && e.kind == "purge.intent")
-        else {
-            return Err(VaultError::Invalid(format!(
-                "pending purge intent {seq} is not in the ledger"
-            )));
-        };
+        let seq = entry.seq;
         let intent: PurgeIntent =
             serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("purge intent {seq}: {e}")))?;
-        // A receipt may already name it (the crash came after the receipt).
-        let mut receipt = None;
-        self.each_entry(seq + 1, &mut |e| {
-            if e.kind == "receipt.purge" && crate::sweep::receipt_intent(&e) == Some(seq) {
-                receipt = Some(e.seq);
-            }
-            Ok(receipt.is_none())
-        })?;
         if let Some(r) = receipt {
             self.store
                 .set_meta(&format!("{DONE}{}", intent.fingerprint), Some(&r.to_string()))?;

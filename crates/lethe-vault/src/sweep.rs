@@ -230,8 +230,14 @@ impl Vault {
                 "tenant": tenant.map(|t| t.to_string()),
                 "chains": plan.chains,
             });
-            let e = self.record(clock(), actor, "sweep.intent", tenant.map(|t| t.as_str()), &body)?;
-            self.store.set_meta(PENDING_INTENT, Some(&e.seq.to_string()))?;
+            let e = self.record_intent(
+                clock(),
+                actor,
+                "sweep.intent",
+                tenant.map(|t| t.as_str()),
+                serde_json::to_string(&body).expect("JSON values serialize"),
+                PENDING_INTENT,
+            )?;
             intent = Some(e.seq);
             applied = Some(self.store.apply_removal(&plan.chains, progress)?);
         }
@@ -286,32 +292,14 @@ impl Vault {
     /// removal again (idempotent) and writes its receipt. Returns the
     /// receipt's ledger sequence number, if there was anything to recover.
     pub fn recover_sweep(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
-        let Some(seq) = self.store.meta(PENDING_INTENT)? else {
+        let Some((entry, receipt)) = self.pending_intent(PENDING_INTENT, "sweep.intent", "receipt.sweep")? else {
             return Ok(None);
         };
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| VaultError::Invalid(format!("bad pending sweep intent `{seq}`")))?;
-        // A receipt may already name it (the crash came after the receipt).
-        let mut receipted = false;
-        self.each_entry(seq + 1, &mut |e| {
-            receipted = e.kind == "receipt.sweep" && receipt_intent(&e) == Some(seq);
-            Ok(!receipted)
-        })?;
-        if receipted {
+        let seq = entry.seq;
+        if receipt.is_some() {
             self.store.set_meta(PENDING_INTENT, None)?;
             return Ok(None);
         }
-        let Some(entry) = self
-            .store
-            .ledger(seq, 1)?
-            .into_iter()
-            .find(|e| e.seq == seq && e.kind == "sweep.intent")
-        else {
-            return Err(VaultError::Invalid(format!(
-                "pending sweep intent {seq} is not in the ledger"
-            )));
-        };
         let body: IntentBody =
             serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("sweep intent {seq}: {e}")))?;
         let applied = self.store.apply_removal(&body.chains, &|_, _| {})?;

@@ -5,12 +5,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cfg, now, open};
+use common::{cfg, files_contain, logs, now, open};
 use lethe_core::crypto::{MasterKey, SecretKey};
 use lethe_core::record::body;
 use lethe_core::TenantId;
 use lethe_vault::hold::HoldRequest;
-use lethe_vault::logs::LogQuery;
 use lethe_vault::purge::{PurgePlan, PurgeReport, PurgeRequest};
 use lethe_vault::synth::Synth;
 use lethe_vault::{Vault, VaultError};
@@ -18,26 +17,6 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 const DAY: i64 = 86_400_000_000;
-
-fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
-    let q = LogQuery {
-        tenant: TenantId::new(tenant).unwrap(),
-        stream: None,
-        scope: None,
-        subject: subject.map(String::from),
-        since_us: None,
-        until_us: None,
-        limit: None,
-        ascending: true,
-    };
-    let mut out = Vec::new();
-    v.logs(&q, now(), &mut |r| {
-        out.push(r);
-        true
-    })
-    .unwrap();
-    out
-}
 
 /// 3,000 synthetic records over 20 days (subjects `user-000000`…, four tenants).
 fn vault_with_data(dir: &Path, extra: &str) -> Vault {
@@ -174,22 +153,6 @@ fn partition_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 #[test]
@@ -606,4 +569,23 @@ fn verify_reports_records_removed_while_a_hold_was_in_force() {
         "{:?}",
         report.unexplained_gaps
     );
+}
+
+#[test]
+fn purge_receipts_list_configured_exports_as_outside_lethes_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_with_data(
+        dir.path(),
+        "[[exports]]\nname = \"siem\"\ndestination = \"splunk://siem.internal\"\nretention = \"90d\"\n\
+         [[exports]]\nname = \"warehouse\"\ndestination = \"s3://dwh/raw\"\npersonal_in_clear = true\n",
+    );
+    let subject = busy_subjects(&v, 1).remove(0);
+    let r = purge(&v, &request(&[&subject]));
+    let b: Value = serde_json::from_str(&v.receipt(r.receipt_id.unwrap()).unwrap().unwrap().body).unwrap();
+    let exports = b["stores"]["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 2);
+    assert_eq!(exports[0]["name"], "siem");
+    assert_eq!(exports[0]["retention"], "90d");
+    assert!(exports[0]["status"].as_str().unwrap().contains("unreadable"));
+    assert!(exports[1]["status"].as_str().unwrap().contains("erase there"));
 }

@@ -5,49 +5,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{cfg, now, open};
+use common::{cfg, files_contain, logs, now, open};
 use lethe_core::config::Config;
 use lethe_core::TenantId;
 use lethe_vault::logs::LogQuery;
 use lethe_vault::synth::Synth;
 use lethe_vault::{MasterKeySource, Vault};
 use serde_json::Value;
-
-fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
-    let q = LogQuery {
-        tenant: TenantId::new(tenant).unwrap(),
-        stream: None,
-        scope: None,
-        subject: subject.map(String::from),
-        since_us: None,
-        until_us: None,
-        limit: None,
-        ascending: true,
-    };
-    let mut out = Vec::new();
-    v.logs(&q, now(), &mut |r| {
-        out.push(r);
-        true
-    })
-    .unwrap();
-    out
-}
-
-fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
 
 const GOOD: &str = r#"{"tenant":"acme","stream":"requests:1","scope":"chat-api","ts":"2026-05-30T10:00:00Z","subject":"alice","fields":{"model":"gpt-4o","status":200,"user_email":"alice@example.com","prompt":"my secret diagnosis is hypochondria","response":"take two aspirin"}}"#;
 

@@ -292,7 +292,10 @@ impl SqliteStore {
                     if let Some((c, t)) = inner.parts.remove(&old) {
                         // Kept open but light; closed (in the background:
                         // a close checkpoints) once the idle set is full.
-                        if inner.idle_limit > 0 && c.execute_batch(partition::IDLE_CACHE).is_ok() {
+                        // Ingest (`create`) moves through every partition
+                        // once and would only fill the idle set with large
+                        // write-ahead-log indexes: its evictions close.
+                        if !create && inner.idle_limit > 0 && c.execute_batch(partition::IDLE_CACHE).is_ok() {
                             inner.idle.insert(old, (c, t));
                         } else {
                             self.upkeep.close(c);
@@ -324,7 +327,10 @@ impl SqliteStore {
     }
 
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
-        for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)].into_iter().flatten() {
+        for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)]
+            .into_iter()
+            .flatten()
+        {
             // The file is about to go: closing must not first copy its WAL into it.
             partition::no_checkpoint_on_close(&c);
         }
@@ -778,6 +784,57 @@ impl SqliteStore {
             }
             bytes *= 4;
         }
+    }
+
+    /// Appends a ledger entry, setting `mark` to its sequence number in the
+    /// same transaction when given.
+    fn append_entry(
+        &self,
+        seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry,
+        mark: Option<&str>,
+    ) -> Result<LedgerEntry> {
+        let mut cat = self.key_conn();
+        let tx = cat
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let head: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(db)?;
+        let (seq, hash) = match head {
+            Some((s, h)) => (
+                s as u64,
+                h.try_into().map_err(|_| StoreError::Corrupt("ledger hash".into()))?,
+            ),
+            None => (0, [0u8; 32]),
+        };
+        let e = seal(seq, hash);
+        tx.execute(
+            "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![
+                e.seq as i64,
+                e.ts_us,
+                e.actor,
+                e.kind,
+                e.tenant,
+                e.body,
+                &e.prev[..],
+                &e.hash[..],
+                &e.mac[..]
+            ],
+        )
+        .map_err(db)?;
+        if let Some(key) = mark {
+            tx.execute(
+                "INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+                params![key, e.seq.to_string()],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(e)
     }
 
     /// The stored time bounds of a partition's groups.
@@ -1997,41 +2054,15 @@ impl Store for SqliteStore {
     }
 
     fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry> {
-        let mut cat = self.key_conn();
-        let tx = cat
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let head: Option<(i64, Vec<u8>)> = tx
-            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(db)?;
-        let (seq, hash) = match head {
-            Some((s, h)) => (
-                s as u64,
-                h.try_into().map_err(|_| StoreError::Corrupt("ledger hash".into()))?,
-            ),
-            None => (0, [0u8; 32]),
-        };
-        let e = seal(seq, hash);
-        tx.execute(
-            "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-            params![
-                e.seq as i64,
-                e.ts_us,
-                e.actor,
-                e.kind,
-                e.tenant,
-                e.body,
-                &e.prev[..],
-                &e.hash[..],
-                &e.mac[..]
-            ],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(e)
+        self.append_entry(seal, None)
+    }
+
+    fn append_ledger_marked(
+        &self,
+        seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry,
+        mark: &str,
+    ) -> Result<LedgerEntry> {
+        self.append_entry(seal, Some(mark))
     }
 
     fn trim_ledger(&self, through: u64) -> Result<u64> {
@@ -2140,7 +2171,11 @@ impl Store for SqliteStore {
             } else {
                 let mut all = Vec::new();
                 for subject in &subjects {
-                    all.extend(partition::select_rows(c, subject.as_ref(), &f)?.into_iter().map(|r| (*subject, r)));
+                    all.extend(
+                        partition::select_rows(c, subject.as_ref(), &f)?
+                            .into_iter()
+                            .map(|r| (*subject, r)),
+                    );
                 }
                 all
             };

@@ -329,7 +329,18 @@ pub struct SelectedRow {
     pub bytes: u64,
 }
 
-/// What [`select`] matches besides the subject: committed rows only, not
+/// A [`SelectedRow`] from `seq, scope, ts, pseudonym, bytes`.
+fn selected_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SelectedRow> {
+    Ok(SelectedRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        scope: r.get(1)?,
+        ts: r.get(2)?,
+        pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
+        bytes: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+/// What [`select_rows`] matches besides the subject: committed rows only, not
 /// yet in the state the action leaves.
 pub struct RowFilter<'a> {
     pub scope: Option<&'a str>,
@@ -350,19 +361,13 @@ pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'
         None => format!("SELECT {cols} FROM records WHERE {filter} ORDER BY seq"),
     };
     let mut st = c.prepare_cached(&sql).map_err(db)?;
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<SelectedRow> {
-        Ok(SelectedRow {
-            seq: r.get::<_, i64>(0)? as u64,
-            scope: r.get(1)?,
-            ts: r.get(2)?,
-            pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
-            bytes: r.get::<_, i64>(4)? as u64,
-        })
-    };
     let max = f.max_seq.min(i64::MAX as u64) as i64;
     let rows = match pseudonym {
-        Some(p) => st.query_map(params![target, max, f.scope, f.since_us, f.until_us, &p[..]], map),
-        None => st.query_map(params![target, max, f.scope, f.since_us, f.until_us], map),
+        Some(p) => st.query_map(
+            params![target, max, f.scope, f.since_us, f.until_us, &p[..]],
+            selected_row,
+        ),
+        None => st.query_map(params![target, max, f.scope, f.since_us, f.until_us], selected_row),
     }
     .map_err(db)?;
     rows.collect::<std::result::Result<_, _>>().map_err(db)
@@ -406,15 +411,7 @@ pub fn select_rows_of(
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let row = st
-            .query_row(params![seq, target, f.scope, f.since_us, f.until_us], |r| {
-                Ok(SelectedRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    scope: r.get(1)?,
-                    ts: r.get(2)?,
-                    pseudonym: r.get::<_, Option<Vec<u8>>>(3)?.and_then(|v| v.try_into().ok()),
-                    bytes: r.get::<_, i64>(4)? as u64,
-                })
-            })
+            .query_row(params![seq, target, f.scope, f.since_us, f.until_us], selected_row)
             .optional()
             .map_err(db)?;
         out.extend(row);

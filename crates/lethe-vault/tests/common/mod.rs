@@ -4,7 +4,10 @@ use std::path::Path;
 
 use lethe_core::config::{self, Config, Source};
 use lethe_core::record::parse_ts;
+use lethe_core::TenantId;
+use lethe_vault::logs::LogQuery;
 use lethe_vault::{MasterKeySource, Vault};
+use serde_json::Value;
 
 /// The instant the tests evaluate policies at.
 pub const NOW: &str = "2026-06-01T00:00:00Z";
@@ -38,4 +41,44 @@ pub fn open(dir: &Path, c: Config) -> Vault {
         },
     )
     .unwrap()
+}
+
+/// Every record of a tenant (optionally one subject's), decrypted, oldest first.
+#[allow(dead_code)]
+pub fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
+    let q = LogQuery {
+        tenant: TenantId::new(tenant).unwrap(),
+        stream: None,
+        scope: None,
+        subject: subject.map(String::from),
+        since_us: None,
+        until_us: None,
+        limit: None,
+        ascending: true,
+    };
+    let mut out = Vec::new();
+    v.logs(&q, now(), &mut |r| {
+        out.push(r);
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+#[allow(dead_code)]
+pub fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
 }
