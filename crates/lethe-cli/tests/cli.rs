@@ -183,33 +183,40 @@ fn logs_json_output_is_accepted_back_by_ingest() {
     assert_eq!(strip(&o.stdout), strip(&again));
 }
 
-/// A fresh data directory `name` under `dir` with the same configuration,
-/// optionally loaded with `inp`.
+/// The ledger's intents of one kind and, sorted, the intents its receipts
+/// of the matching kind name.
+fn intents_and_receipts(w: &Path, intent_kind: &str, receipt_kind: &str) -> (Vec<u64>, Vec<u64>) {
+    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
+    let entries = ledger["result"].as_array().unwrap();
+    let intents: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == intent_kind)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut completed: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == receipt_kind)
+        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
+        .collect();
+    completed.sort();
+    (intents, completed)
+}
+
 /// `lethe verify` passes with zero gaps, and every sweep intent in the
 /// ledger has exactly one receipt.
 fn verifies_with_one_receipt_per_intent(w: &Path, what: &str) {
     let o = run(lethe(w).args(["verify", "--json"]));
     let v = json(&o);
     assert_eq!(o.status.code(), Some(0), "{what}: {:#}", v["unexplained_gaps"]);
-    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
-    let entries = ledger["result"].as_array().unwrap();
-    let intents: Vec<u64> = entries
-        .iter()
-        .filter(|e| e["kind"] == "sweep.intent")
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    let mut completed: Vec<u64> = entries
-        .iter()
-        .filter(|e| e["kind"] == "receipt.sweep")
-        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
-        .collect();
-    completed.sort();
+    let (intents, completed) = intents_and_receipts(w, "sweep.intent", "receipt.sweep");
     assert_eq!(
         completed, intents,
         "{what}: each intent is completed by exactly one receipt"
     );
 }
 
+/// A fresh data directory `name` under `dir` with the same configuration,
+/// optionally loaded with `inp`.
 fn workdir(dir: &Path, name: &str, inp: Option<&Path>) -> PathBuf {
     let w = dir.join(name);
     std::fs::create_dir_all(&w).unwrap();
@@ -582,19 +589,7 @@ fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receip
 
 /// Every purge intent in the ledger has exactly one receipt.
 fn one_receipt_per_purge_intent(w: &Path, what: &str) {
-    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
-    let entries = ledger["result"].as_array().unwrap();
-    let intents: Vec<u64> = entries
-        .iter()
-        .filter(|e| e["kind"] == "purge.intent")
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    let mut completed: Vec<u64> = entries
-        .iter()
-        .filter(|e| e["kind"] == "receipt.purge")
-        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
-        .collect();
-    completed.sort();
+    let (intents, completed) = intents_and_receipts(w, "purge.intent", "receipt.purge");
     assert!(!intents.is_empty(), "{what}");
     assert_eq!(completed, intents, "{what}: each purge intent has exactly one receipt");
 }
