@@ -119,6 +119,23 @@ pub struct Anchor {
     /// The retention rules of every policy version entered in the trimmed
     /// entries (kept sweeps may still name them), by version.
     pub policies: BTreeMap<i64, serde_json::Value>,
+    /// Legal holds set in the trimmed entries and not released there: later
+    /// removals are still checked against them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<AnchorHold>,
+}
+
+/// A legal hold carried by an [`Anchor`] (its `hold.set` entry was trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AnchorHold {
+    /// Hold id.
+    pub id: i64,
+    /// Ledger sequence number of its `hold.set`.
+    pub set: u64,
+    /// When it lapses by itself (µs).
+    pub expires_us: Option<i64>,
+    /// What it covers (never a subject's pseudonym).
+    pub scope: HoldScope,
 }
 
 /// One chain's part of an [`Anchor`].
@@ -659,6 +676,13 @@ impl Vault {
 
     /// What an anchor contributes: pre-verified removals and checkpoints.
     fn anchor_evidence(&self, at: u64, a: &Anchor, public: &[u8; 32], ev: &mut Evidence, report: &mut VerifyReport) {
+        ev.holds.extend(a.holds.iter().map(|h| LedgerHold {
+            id: h.id,
+            set: h.set,
+            released: None,
+            expires_us: h.expires_us,
+            scope: h.scope.clone(),
+        }));
         for (version, raw) in &a.policies {
             match serde_json::from_value::<RetentionSnapshot>(raw.clone()) {
                 Ok(snap) => {
@@ -812,6 +836,17 @@ impl Vault {
             through_hash,
             chains,
             policies: ev.snapshots.clone(),
+            holds: ev
+                .holds
+                .iter()
+                .filter(|h| h.released.is_none())
+                .map(|h| AnchorHold {
+                    id: h.id,
+                    set: h.set,
+                    expires_us: h.expires_us,
+                    scope: h.scope.clone(),
+                })
+                .collect(),
         };
         let body = AnchorBody {
             signature: hex::encode(

@@ -589,3 +589,50 @@ fn purge_receipts_list_configured_exports_as_outside_lethes_reach() {
     assert!(exports[0]["status"].as_str().unwrap().contains("unreadable"));
     assert!(exports[1]["status"].as_str().unwrap().contains("erase there"));
 }
+
+#[test]
+fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_with_data(
+        dir.path(),
+        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n[ledger]\nretention = \"1d\"\n",
+    );
+    let h = v
+        .add_hold(
+            &HoldRequest {
+                tenant: TenantId::new("acme").unwrap(),
+                subject: None,
+                scope: Some("embeddings".into()),
+                since_us: None,
+                until_us: None,
+                reason: "audit".into(),
+                expires_us: None,
+                actor: "legal".into(),
+            },
+            now(),
+        )
+        .unwrap();
+    // Two days later a sweep trims the ledger past the hold's entry.
+    let later = now() + 2 * DAY;
+    let r = v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
+    assert!(r.ledger_trimmed > 0, "{:?}", r.warnings);
+    assert!(v.ledger(1, 100_000).unwrap().iter().all(|e| e.kind != "hold.set"));
+    verify_ok(&v);
+    // The hold vanishes from the catalog behind the ledger's back; the next
+    // sweep deletes what it kept. The anchor still knows the hold.
+    let c = Connection::open(dir.path().join("catalog.db")).unwrap();
+    c.execute("DELETE FROM holds WHERE id = ?1", [h.hold.id]).unwrap();
+    drop(c);
+    let later = later + DAY;
+    let r = v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
+    assert!(r.deleted > 0);
+    let report = v.verify(None, None, later, &|_| {}).unwrap();
+    assert!(
+        report
+            .unexplained_gaps
+            .iter()
+            .any(|g| g.problem.contains(&format!("hold {}", h.hold.id))),
+        "{:?}",
+        report.unexplained_gaps
+    );
+}
