@@ -157,17 +157,13 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     reset_peak_rss();
     let picks = random_subjects(11_000, records, seed ^ 0xE5A5E);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
-        tenant: lethe_core::TenantId::new(tenant).expect("synthetic tenant"),
         subjects,
-        stream: None,
-        scope: None,
-        since_us: None,
-        until_us: None,
-        anonymize: false,
-        skip_held: false,
-        reason: "bench erasure".into(),
-        ticket,
-        actor: "bench".into(),
+        ..PurgeRequest::new(
+            lethe_core::TenantId::new(tenant).expect("synthetic tenant"),
+            "bench erasure",
+            &ticket,
+            "bench",
+        )
     };
     let mut ms = Vec::with_capacity(1000);
     let mut plan_ms = Vec::with_capacity(1000);

@@ -202,6 +202,14 @@ fn intents_and_receipts(w: &Path, intent_kind: &str, receipt_kind: &str) -> (Vec
     (intents, completed)
 }
 
+/// Starts `c` and kills it with SIGKILL after `ms` milliseconds.
+fn kill_after(c: &mut Command, ms: u64) {
+    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// `lethe verify` passes with zero gaps, and every sweep intent in the
 /// ledger has exactly one receipt.
 fn verifies_with_one_receipt_per_intent(w: &Path, what: &str) {
@@ -272,15 +280,7 @@ fn a_cleanup_killed_with_sigkill_at_random_moments_converges_to_the_same_state()
     let (want, _) = reference(d.path(), &inp);
     for (i, delay_ms) in [1u64, 5, 15, 40].iter().enumerate() {
         let w = workdir(d.path(), &format!("k{i}"), Some(&inp));
-        let mut child = lethe(&w)
-            .args(["cleanup", "--now", NOW])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        kill_after(lethe(&w).args(["cleanup", "--now", NOW]), *delay_ms);
         assert!(run(lethe(&w).args(["cleanup", "--now", NOW])).status.success());
         assert_eq!(count(&w), want, "killed after {delay_ms} ms");
         assert!(run(lethe(&w).args(["logs", "--tenant", "globex", "--json"]))
@@ -654,15 +654,7 @@ fn a_purge_killed_with_sigkill_at_random_moments_is_finished_by_rerunning_it() {
         for s in &subjects {
             args.extend(["--subject", s]);
         }
-        let mut child = lethe(&w)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        kill_after(lethe(&w).args(&args), *delay_ms);
         let o = run(lethe(&w).args(&args));
         assert_eq!(
             o.status.code(),

@@ -119,7 +119,7 @@ impl Vault {
             ledger_seq: None,
         };
         rec.id = self.store.add_hold(&rec)?;
-        let salt = req.subject.as_ref().map(|_| hex::encode(rand::random::<[u8; 16]>()));
+        let salt = req.subject.as_ref().map(|_| commitment_salt());
         let commitment = match (&salt, &req.subject) {
             (Some(salt), Some(s)) => Some(subject_commitment(salt, req.tenant.as_str(), std::slice::from_ref(s))),
             _ => None,
@@ -145,15 +145,14 @@ impl Vault {
         Ok(e.seq)
     }
 
-    /// Enters holds whose ledger entry a crash prevented (they were
-    /// enforced all along: the catalog row comes first).
-    fn enter_pending_holds(&self) -> Result<()> {
-        for h in self.store.holds(None)? {
-            if h.ledger_seq.is_none() {
-                self.enter_hold(&h, None)?;
-            }
+    /// Every hold, after entering in the ledger those whose entry a crash
+    /// prevented (they were enforced all along: the catalog row comes first).
+    fn entered_holds(&self) -> Result<Vec<HoldRecord>> {
+        let mut all = self.store.holds(None)?;
+        for h in all.iter_mut().filter(|h| h.ledger_seq.is_none()) {
+            h.ledger_seq = Some(self.enter_hold(h, None)?);
         }
-        Ok(())
+        Ok(all)
     }
 
     /// Releases a hold: the ledger entry `hold.released` first, then the
@@ -163,8 +162,7 @@ impl Vault {
         if reason.trim().is_empty() {
             return Err(VaultError::Invalid("reason: releasing a hold needs a reason".into()));
         }
-        self.enter_pending_holds()?;
-        let Some(h) = self.store.holds(None)?.into_iter().find(|h| h.id == id) else {
+        let Some(mut h) = self.entered_holds()?.into_iter().find(|h| h.id == id) else {
             return Err(VaultError::Invalid(format!("no hold {id} (see `lethe hold ls`)")));
         };
         if h.released_us.is_some() {
@@ -178,22 +176,17 @@ impl Vault {
             &serde_json::json!({"id": id, "reason": reason}),
         )?;
         self.store.release_hold(id, now_us, reason)?;
-        let h = self
-            .store
-            .holds(None)?
-            .into_iter()
-            .find(|h| h.id == id)
-            .expect("just released");
+        h.released_us = Some(now_us);
+        h.release_reason = Some(reason.to_string());
         Ok(view(&h, now_us))
     }
 
     /// Every hold, optionally of one tenant, as of `now_us`.
     pub fn holds(&self, tenant: Option<&TenantId>, now_us: i64) -> Result<Vec<HoldView>> {
-        self.enter_pending_holds()?;
         Ok(self
-            .store
-            .holds(tenant.map(|t| t.as_str()))?
+            .entered_holds()?
             .iter()
+            .filter(|h| tenant.is_none_or(|t| h.scope.tenant == t.as_str()))
             .map(|h| view(h, now_us))
             .collect())
     }
@@ -208,6 +201,11 @@ impl Vault {
             .map(|h| (h.id, h.scope))
             .collect())
     }
+}
+
+/// A fresh salt (hex) for a subject commitment ([`subject_commitment`]).
+pub(crate) fn commitment_salt() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 fn view(h: &HoldRecord, now_us: i64) -> HoldView {

@@ -57,6 +57,46 @@ pub struct PurgeRequest {
 }
 
 impl PurgeRequest {
+    /// A request on `tenant` with its authority and nothing selected yet:
+    /// set `subjects`, `stream`, `scope`, `since_us`/`until_us` next.
+    pub fn new(tenant: TenantId, reason: &str, ticket: &str, actor: &str) -> Self {
+        PurgeRequest {
+            tenant,
+            subjects: Vec::new(),
+            stream: None,
+            scope: None,
+            since_us: None,
+            until_us: None,
+            anonymize: false,
+            skip_held: false,
+            reason: reason.into(),
+            ticket: ticket.into(),
+            actor: actor.into(),
+        }
+    }
+
+    /// Delete or anonymize.
+    fn action(&self) -> Action {
+        if self.anonymize {
+            Action::Anonymize
+        } else {
+            Action::Delete
+        }
+    }
+
+    /// What the store selects for this request, given its subjects' pseudonyms.
+    fn selection(&self, pseudonyms: Vec<[u8; 32]>) -> Selection {
+        Selection {
+            tenant: self.tenant.clone(),
+            pseudonyms,
+            stream: self.stream.clone(),
+            scope: self.scope.clone(),
+            since_us: self.since_us,
+            until_us: self.until_us,
+            action: self.action(),
+        }
+    }
+
     /// Whether the request covers the subjects' whole history: then their
     /// data keys can be destroyed.
     fn whole_history(&self) -> bool {
@@ -216,27 +256,12 @@ impl Vault {
         };
         let active = self.active_holds(now_us)?;
         let holds: Vec<HoldScope> = active.iter().map(|(_, h)| h.clone()).collect();
-        let action = if req.anonymize {
-            Action::Anonymize
-        } else {
-            Action::Delete
-        };
-        let selected = if tk.is_none() || (!req.subjects.is_empty() && pseudonyms.is_empty()) {
+        let action = req.action();
+        let selected = if tk.is_none() {
             // A tenant that never stored anything has nothing to select.
             Selected::default()
         } else {
-            self.store.select(
-                &Selection {
-                    tenant: req.tenant.clone(),
-                    pseudonyms: pseudonyms.clone(),
-                    stream: req.stream.clone(),
-                    scope: req.scope.clone(),
-                    since_us: req.since_us,
-                    until_us: req.until_us,
-                    action,
-                },
-                &holds,
-            )?
+            self.store.select(&req.selection(pseudonyms.clone()), &holds)?
         };
         // Keys: one per subject, destroyed only when the purge covers the
         // subject's whole history and no record of the subject is held.
@@ -357,11 +382,7 @@ impl Vault {
             reason: req.reason.clone(),
             fingerprint: plan.fingerprint.clone(),
             tenant: req.tenant.to_string(),
-            action: if req.anonymize {
-                Action::Anonymize
-            } else {
-                Action::Delete
-            },
+            action: req.action(),
             now_us: started,
             keys: plan.keys.clone(),
             chains: plan.selected.chains.clone(),
@@ -382,31 +403,17 @@ impl Vault {
 
         // Verification: planned again, the selection finds nothing left to
         // remove, and every key the purge was to destroy reads back destroyed.
-        let again = self.store.select(
-            &Selection {
-                tenant: req.tenant.clone(),
-                pseudonyms: plan.pseudonyms.clone(),
-                stream: req.stream.clone(),
-                scope: req.scope.clone(),
-                since_us: req.since_us,
-                until_us: req.until_us,
-                action: intent.action,
-            },
-            &plan.holds,
-        )?;
-        let left: u64 = again.groups.iter().map(|g| g.records).sum();
-        let keys_left = self
+        let again = self
             .store
-            .data_keys(&intent.keys)?
-            .iter()
-            .filter(|k| k.wrapped.is_some())
-            .count();
+            .select(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+        let left: u64 = again.groups.iter().map(|g| g.records).sum();
+        let keys_left = self.keys_left(&intent.keys)?;
         report.verified = left == 0 && keys_left == 0;
         report.verification = format!(
             "the selection planned again finds {left} record(s) left to remove; {keys_left} of {} key(s) still readable",
             intent.keys.len()
         );
-        let salt = (!req.subjects.is_empty()).then(|| hex::encode(rand::random::<[u8; 16]>()));
+        let salt = (!req.subjects.is_empty()).then(crate::hold::commitment_salt);
         let receipt = self.purge_receipt(req, &plan.preview, &intent, e.seq, &report, salt.as_deref(), clock());
         let r = self.record(
             clock(),
@@ -416,12 +423,28 @@ impl Vault {
             &receipt,
         )?;
         lethe_store::crashpoint::hit("purge.after_receipt");
-        self.store
-            .set_meta(&format!("{DONE}{}", plan.fingerprint), Some(&r.seq.to_string()))?;
-        self.store.set_meta(PENDING_INTENT, None)?;
+        self.purge_done(&plan.fingerprint, r.seq)?;
         report.receipt_id = Some(r.seq);
         report.subject_salt = salt;
         Ok(report)
+    }
+
+    /// Notes a purge's receipt under its fingerprint (so running it again
+    /// reports that receipt) and clears the pending mark.
+    fn purge_done(&self, fingerprint: &str, receipt: u64) -> Result<()> {
+        self.store
+            .set_meta(&format!("{DONE}{fingerprint}"), Some(&receipt.to_string()))?;
+        Ok(self.store.set_meta(PENDING_INTENT, None)?)
+    }
+
+    /// How many of these keys are not destroyed.
+    fn keys_left(&self, ids: &[KeyId]) -> Result<usize> {
+        Ok(self
+            .store
+            .data_keys(ids)?
+            .iter()
+            .filter(|k| k.wrapped.is_some())
+            .count())
     }
 
     /// Destroys data keys and forgets them from the key cache.
@@ -527,20 +550,13 @@ impl Vault {
         let intent: PurgeIntent =
             serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("purge intent {seq}: {e}")))?;
         if let Some(r) = receipt {
-            self.store
-                .set_meta(&format!("{DONE}{}", intent.fingerprint), Some(&r.to_string()))?;
-            self.store.set_meta(PENDING_INTENT, None)?;
+            self.purge_done(&intent.fingerprint, r)?;
             return Ok(None);
         }
         let applied = self.store.apply_removal(&intent.chains, &|_, _| {})?;
         self.destroy_keys(&intent.keys, intent.now_us)?;
         let again = self.store.apply_removal(&intent.chains, &|_, _| {})?;
-        let keys_left = self
-            .store
-            .data_keys(&intent.keys)?
-            .iter()
-            .filter(|k| k.wrapped.is_some())
-            .count();
+        let keys_left = self.keys_left(&intent.keys)?;
         let verified = again.deleted + again.anonymized == 0 && keys_left == 0;
         let now = clock();
         let body = serde_json::json!({
@@ -562,9 +578,7 @@ impl Vault {
             "stores": self.stores_statement(intent.action, !intent.keys.is_empty(), if intent.keys.is_empty() { "kept" } else { "destroyed" }),
         });
         let e = self.record(now, "system/recovery", "receipt.purge", Some(&intent.tenant), &body)?;
-        self.store
-            .set_meta(&format!("{DONE}{}", intent.fingerprint), Some(&e.seq.to_string()))?;
-        self.store.set_meta(PENDING_INTENT, None)?;
+        self.purge_done(&intent.fingerprint, e.seq)?;
         Ok(Some(e.seq))
     }
 }

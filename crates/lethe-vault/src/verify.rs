@@ -280,7 +280,10 @@ impl Evidence {
             })
     }
 
-    /// Why `auth` does not allow `action` on a record of this group at `ts_us`, if it does not.
+    /// Why `auth` does not allow `action` on records of this group with
+    /// event times in `[start_us, end_us)`, if it does not: a legal hold
+    /// covered them when the intent was written, or (for a sweep) its
+    /// recorded policy does not select them.
     #[allow(clippy::too_many_arguments)]
     fn refuses(
         &self,
@@ -289,9 +292,15 @@ impl Evidence {
         stream: &str,
         scope: &str,
         class: u8,
-        before_us: i64,
+        start_us: i64,
+        end_us: i64,
         action: Action,
     ) -> Option<String> {
+        if let Some(why) = self.held(auth, tenant, scope, start_us, end_us) {
+            return Some(why);
+        }
+        // `ts < cutoff` is required of every record: compare as `end ≤ cutoff`.
+        let before_us = end_us;
         if auth.policy_version == ANCHORED || auth.purge {
             // Anchored removals were verified when the ledger was trimmed; a
             // purge is authorised by its receipted ticket, not by policy.
@@ -894,12 +903,7 @@ impl Vault {
                 why = Some(auth.unreceipted());
                 continue;
             }
-            if let Some(w) = ev.held(auth, tenant, scope, ts_us, ts_us + 1) {
-                why = Some(w);
-                continue;
-            }
-            // `ts < cutoff` is required: compare as `ts + 1 ≤ cutoff`.
-            match ev.refuses(auth, tenant, stream, scope, class, ts_us + 1, r.action) {
+            match ev.refuses(auth, tenant, stream, scope, class, ts_us, ts_us + 1, r.action) {
                 None => return None,
                 Some(w) => why = Some(w),
             }
@@ -989,8 +993,16 @@ impl Vault {
                             format!("records {}–{}: {}", s.first, s.last, auth.unreceipted()),
                         );
                     } else if let Some(why) = h.groups.iter().find_map(|g| {
-                        ev.held(auth, tenant, &g.scope, h.start_us, h.end_us)
-                            .or_else(|| ev.refuses(auth, tenant, stream, &g.scope, g.class, h.end_us, Action::Delete))
+                        ev.refuses(
+                            auth,
+                            tenant,
+                            stream,
+                            &g.scope,
+                            g.class,
+                            h.start_us,
+                            h.end_us,
+                            Action::Delete,
+                        )
                     }) {
                         report.gap(
                             tenant,

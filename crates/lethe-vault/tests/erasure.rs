@@ -35,17 +35,23 @@ fn vault_with_data(dir: &Path, extra: &str) -> Vault {
 
 fn request(subjects: &[&str]) -> PurgeRequest {
     PurgeRequest {
-        tenant: TenantId::new("acme").unwrap(),
         subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        stream: None,
+        ..PurgeRequest::new(TenantId::new("acme").unwrap(), "GDPR Art. 17 request", "DSR-1", "test")
+    }
+}
+
+/// A hold on tenant acme, set by `legal` for `reason`, covering all of it
+/// until narrowed with struct update syntax.
+fn acme_hold(reason: &str) -> HoldRequest {
+    HoldRequest {
+        tenant: TenantId::new("acme").unwrap(),
+        subject: None,
         scope: None,
         since_us: None,
         until_us: None,
-        anonymize: false,
-        skip_held: false,
-        reason: "GDPR Art. 17 request".into(),
-        ticket: "DSR-1".into(),
-        actor: "test".into(),
+        reason: reason.into(),
+        expires_us: None,
+        actor: "legal".into(),
     }
 }
 
@@ -274,14 +280,9 @@ fn held_records_survive_sweep_and_purge_until_the_hold_is_released() {
     let hold = v
         .add_hold(
             &HoldRequest {
-                tenant: TenantId::new("acme").unwrap(),
-                subject: None,
                 scope: Some("chat-api".into()),
-                since_us: None,
                 until_us: Some(now() - 10 * DAY),
-                reason: "litigation matter 42".into(),
-                expires_us: None,
-                actor: "legal".into(),
+                ..acme_hold("litigation matter 42")
             },
             now(),
         )
@@ -371,14 +372,9 @@ fn a_subject_hold_keeps_that_subjects_records_only() {
     let set = v
         .add_hold(
             &HoldRequest {
-                tenant: TenantId::new("acme").unwrap(),
                 subject: Some(subject.clone()),
-                scope: None,
-                since_us: None,
-                until_us: None,
-                reason: "subject under investigation".into(),
                 expires_us: Some(now() + 30 * DAY),
-                actor: "legal".into(),
+                ..acme_hold("subject under investigation")
             },
             now(),
         )
@@ -540,14 +536,8 @@ fn verify_reports_records_removed_while_a_hold_was_in_force() {
     let h = v
         .add_hold(
             &HoldRequest {
-                tenant: TenantId::new("acme").unwrap(),
-                subject: None,
                 scope: Some("embeddings".into()),
-                since_us: None,
-                until_us: None,
-                reason: "audit".into(),
-                expires_us: None,
-                actor: "legal".into(),
+                ..acme_hold("audit")
             },
             now(),
         )
@@ -600,14 +590,8 @@ fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
     let h = v
         .add_hold(
             &HoldRequest {
-                tenant: TenantId::new("acme").unwrap(),
-                subject: None,
                 scope: Some("embeddings".into()),
-                since_us: None,
-                until_us: None,
-                reason: "audit".into(),
-                expires_us: None,
-                actor: "legal".into(),
+                ..acme_hold("audit")
             },
             now(),
         )

@@ -587,7 +587,6 @@ impl SqliteStore {
             )?;
             for p in parts {
                 let groups = Self::groups_of(&inner.cat, p.id)?;
-                let total: u64 = groups.iter().map(|g| g.records).sum();
                 // Holds that may cover a record here: the partition then
                 // goes row by row, held records left out.
                 let held_by: Vec<&HoldScope> = holds
@@ -675,7 +674,7 @@ impl SqliteStore {
                             class: g.class.code(),
                         })
                         .collect();
-                    work.drops.push((p, items, total, refs));
+                    work.drops.push((p, items, refs));
                 } else {
                     for i in &items {
                         work.held[i.target] += i.held;
@@ -921,8 +920,8 @@ impl SqliteStore {
 
 #[derive(Default)]
 struct Work {
-    /// Partitions removed whole, with their groups and total record count.
-    drops: Vec<(Part, Vec<Item>, u64, Vec<PartGroupRef>)>,
+    /// Partitions removed whole, with their groups.
+    drops: Vec<(Part, Vec<Item>, Vec<PartGroupRef>)>,
     /// Partitions with row-level work.
     rows: Vec<(Part, Vec<Item>)>,
     /// Per target, records a hold keeps.
@@ -962,7 +961,8 @@ struct GroupChange {
 /// are looked up again only where a removed record sat on one.
 fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupBounds) -> Result<Vec<GroupChange>> {
     let mut by: BTreeMap<(String, u8), GroupChange> = BTreeMap::new();
-    let mut edge: BTreeMap<(String, u8), bool> = BTreeMap::new();
+    // Groups where a removed record sat on a time bound.
+    let mut edge: std::collections::BTreeSet<(String, u8)> = std::collections::BTreeSet::new();
     for ch in changed {
         let k = (ch.scope.clone(), ch.class);
         let (lo, hi) = bounds.get(&k).copied().unwrap_or((None, None));
@@ -982,14 +982,14 @@ fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupB
                 g.anonymized -= 1;
             }
             if lo.is_none_or(|l| ch.ts <= l) || hi.is_none_or(|h| ch.ts >= h) {
-                edge.insert(k, true);
+                edge.insert(k);
             }
         } else {
             g.anonymized += 1;
         }
     }
     for (k, g) in by.iter_mut() {
-        if edge.contains_key(k) {
+        if edge.contains(k) {
             (g.min_ts, g.max_ts) = partition::live_bounds(c, &g.scope, g.class)?;
         }
     }
@@ -1615,7 +1615,7 @@ impl Store for SqliteStore {
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         // One segments query per chain, not one per partition.
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
-        for (p, items, _, groups) in &work.drops {
+        for (p, items, groups) in &work.drops {
             attribute_drop(&mut effects, items, p.bytes);
             let key = (p.tenant.to_string(), p.stream.to_string());
             if !segs.contains_key(&key) {

@@ -353,15 +353,12 @@ pub struct RowFilter<'a> {
 /// Rows a purge selects: those of `pseudonym` (through the subject index),
 /// or every row when `None`, that the filter matches, in sequence order.
 pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'_>) -> Result<Vec<SelectedRow>> {
-    let target = if f.anonymize { ANONYMIZED } else { DELETED };
-    let cols = "seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0)";
-    let filter = "state < ?1 AND seq <= ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5";
     let sql = match pseudonym {
-        Some(_) => format!("SELECT {cols} FROM records WHERE pseudonym = ?6 AND {filter} ORDER BY seq"),
-        None => format!("SELECT {cols} FROM records WHERE {filter} ORDER BY seq"),
+        Some(_) => format!("SELECT {SELECTED} FROM records WHERE pseudonym = ?6 AND {MATCHES} ORDER BY seq"),
+        None => format!("SELECT {SELECTED} FROM records WHERE {MATCHES} ORDER BY seq"),
     };
     let mut st = c.prepare_cached(&sql).map_err(db)?;
-    let max = f.max_seq.min(i64::MAX as u64) as i64;
+    let [target, max] = f.bounds();
     let rows = match pseudonym {
         Some(p) => st.query_map(
             params![target, max, f.scope, f.since_us, f.until_us, &p[..]],
@@ -373,6 +370,21 @@ pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'
     rows.collect::<std::result::Result<_, _>>().map_err(db)
 }
 
+/// The columns [`selected_row`] reads.
+const SELECTED: &str = "seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0)";
+
+/// What a [`RowFilter`] matches, with `?1` the state the action leaves,
+/// `?2` the committed head, `?3` scope, `?4`/`?5` the time range.
+const MATCHES: &str = "state < ?1 AND seq <= ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5";
+
+impl RowFilter<'_> {
+    /// `[state the action leaves, committed head]` as SQL integers.
+    fn bounds(&self) -> [i64; 2] {
+        let target = if self.anonymize { ANONYMIZED } else { DELETED };
+        [target, self.max_seq.min(i64::MAX as u64) as i64]
+    }
+}
+
 /// Rows of any of `subjects` that the filter matches, in sequence order:
 /// for many subjects at once, one pass over the subject index (which holds
 /// the sequence numbers) instead of one lookup per subject, then the
@@ -382,7 +394,7 @@ pub fn select_rows_of(
     subjects: &std::collections::HashSet<[u8; 32]>,
     f: &RowFilter<'_>,
 ) -> Result<Vec<SelectedRow>> {
-    let max = f.max_seq.min(i64::MAX as u64) as i64;
+    let [target, max] = f.bounds();
     let mut seqs = Vec::new();
     {
         let mut st = c
@@ -401,17 +413,13 @@ pub fn select_rows_of(
         }
     }
     seqs.sort_unstable();
-    let target = if f.anonymize { ANONYMIZED } else { DELETED };
     let mut st = c
-        .prepare_cached(
-            "SELECT seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0) FROM records
-             WHERE seq = ?1 AND state < ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5",
-        )
+        .prepare_cached(&format!("SELECT {SELECTED} FROM records WHERE seq = ?6 AND {MATCHES}"))
         .map_err(db)?;
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let row = st
-            .query_row(params![seq, target, f.scope, f.since_us, f.until_us], selected_row)
+            .query_row(params![target, max, f.scope, f.since_us, f.until_us, seq], selected_row)
             .optional()
             .map_err(db)?;
         out.extend(row);
