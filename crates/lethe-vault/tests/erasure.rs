@@ -526,6 +526,40 @@ fn verify_fails_when_a_purged_subjects_rows_vanish_without_a_purge_or_under_a_ho
     );
 }
 
+/// A hold on acme's `embeddings` scope; its id.
+fn embeddings_hold(v: &Vault) -> i64 {
+    v.add_hold(
+        &HoldRequest {
+            scope: Some("embeddings".into()),
+            ..acme_hold("audit")
+        },
+        now(),
+    )
+    .unwrap()
+    .hold
+    .id
+}
+
+/// Removes a hold from the catalog behind the ledger's back (tampering).
+fn forget_hold_in_catalog(dir: &Path, id: i64) {
+    let c = Connection::open(dir.join("catalog.db")).unwrap();
+    c.execute("DELETE FROM holds WHERE id = ?1", [id]).unwrap();
+}
+
+/// `verify` at `now_us` reports a gap naming hold `id`.
+fn assert_gap_names_hold(v: &Vault, now_us: i64, id: i64) {
+    let report = v.verify(None, None, now_us, &|_| {}).unwrap();
+    assert!(!report.ok());
+    assert!(
+        report
+            .unexplained_gaps
+            .iter()
+            .any(|g| g.tenant == "acme" && g.problem.contains(&format!("hold {id}"))),
+        "{:?}",
+        report.unexplained_gaps
+    );
+}
+
 #[test]
 fn verify_reports_records_removed_while_a_hold_was_in_force() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,32 +567,13 @@ fn verify_reports_records_removed_while_a_hold_was_in_force() {
         dir.path(),
         "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
     );
-    let h = v
-        .add_hold(
-            &HoldRequest {
-                scope: Some("embeddings".into()),
-                ..acme_hold("audit")
-            },
-            now(),
-        )
-        .unwrap();
+    let h = embeddings_hold(&v);
     // Someone removes the hold from the catalog behind the ledger's back,
     // then the sweep deletes what the hold kept.
-    let c = Connection::open(dir.path().join("catalog.db")).unwrap();
-    c.execute("DELETE FROM holds WHERE id = ?1", [h.hold.id]).unwrap();
-    drop(c);
+    forget_hold_in_catalog(dir.path(), h);
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
     assert!(r.deleted > 0 && r.held == 0);
-    let report = v.verify(None, None, now(), &|_| {}).unwrap();
-    assert!(!report.ok());
-    assert!(
-        report
-            .unexplained_gaps
-            .iter()
-            .any(|g| g.tenant == "acme" && g.problem.contains(&format!("hold {}", h.hold.id))),
-        "{:?}",
-        report.unexplained_gaps
-    );
+    assert_gap_names_hold(&v, now(), h);
 }
 
 #[test]
@@ -587,15 +602,7 @@ fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
         dir.path(),
         "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n[ledger]\nretention = \"1d\"\n",
     );
-    let h = v
-        .add_hold(
-            &HoldRequest {
-                scope: Some("embeddings".into()),
-                ..acme_hold("audit")
-            },
-            now(),
-        )
-        .unwrap();
+    let h = embeddings_hold(&v);
     // Two days later a sweep trims the ledger past the hold's entry.
     let later = now() + 2 * DAY;
     let r = v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
@@ -604,19 +611,9 @@ fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
     verify_ok(&v);
     // The hold vanishes from the catalog behind the ledger's back; the next
     // sweep deletes what it kept. The anchor still knows the hold.
-    let c = Connection::open(dir.path().join("catalog.db")).unwrap();
-    c.execute("DELETE FROM holds WHERE id = ?1", [h.hold.id]).unwrap();
-    drop(c);
+    forget_hold_in_catalog(dir.path(), h);
     let later = later + DAY;
     let r = v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
     assert!(r.deleted > 0);
-    let report = v.verify(None, None, later, &|_| {}).unwrap();
-    assert!(
-        report
-            .unexplained_gaps
-            .iter()
-            .any(|g| g.problem.contains(&format!("hold {}", h.hold.id))),
-        "{:?}",
-        report.unexplained_gaps
-    );
+    assert_gap_names_hold(&v, later, h);
 }
