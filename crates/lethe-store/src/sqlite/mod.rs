@@ -1825,8 +1825,12 @@ impl Store for SqliteStore {
                     )
                     .map_err(db)?;
                 }
-                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
-                    .map_err(db)?;
+                // Bytes on disk as `settle` (and ingest) record them.
+                tx.execute(
+                    "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
+                    params![p.id, LIVE, self.file_bytes(p) as i64],
+                )
+                .map_err(db)?;
             }
             tx.commit().map_err(db)?;
         }
