@@ -45,6 +45,9 @@ pub enum Command {
     /// Legal holds: records they cover are never deleted, anonymized or erased.
     #[command(subcommand)]
     Hold(HoldCommand),
+    /// The archive tier: list, verify and restore archived records.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Prove every record is intact and every missing one was removed by a
     /// receipted act; lists unexplained gaps (exit 5 if any).
     Verify(VerifyArgs),
@@ -359,4 +362,58 @@ pub struct DemoArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which archived objects (`lethe archive …`).
+#[derive(Debug, Args)]
+pub struct ArchiveSelect {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this stream (`name:version` or `name` for version 1).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Records with event time at or after this (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Records with event time before this (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// `lethe archive …`.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// List archived objects (from their manifests).
+    Ls {
+        /// Which objects.
+        #[command(flatten)]
+        select: ArchiveSelect,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every object back and check it against its manifest, and every
+    /// manifest against the ledger (exit 5 on any problem).
+    Verify {
+        /// Which objects.
+        #[command(flatten)]
+        select: ArchiveSelect,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring archived records back for an investigation, decrypted (erased
+    /// subjects come back marked erased).
+    Restore {
+        /// Which records (`--tenant` required).
+        #[command(flatten)]
+        select: ArchiveSelect,
+        /// Write NDJSON to this file (`-` for standard output).
+        #[arg(long)]
+        out: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -16,6 +16,7 @@ use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
+    ArchiveCommand,
     CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, HoldAddArgs, HoldCommand, IngestArgs, LedgerArgs, LogsArgs,
     ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, StatsArgs, VerifyArgs,
 };
@@ -60,7 +61,7 @@ impl std::error::Error for Refusal {}
 
 /// Maps a vault error to the CLI's error kinds: bad requests are usage
 /// problems (exit 2), refusals exit 6, the rest fail with `what` as context.
-fn vault_error(e: lethe_vault::VaultError, what: &'static str) -> anyhow::Error {
+pub(crate) fn vault_error(e: lethe_vault::VaultError, what: &'static str) -> anyhow::Error {
     match e {
         lethe_vault::VaultError::Invalid(m) => UsageProblem(m).into(),
         lethe_vault::VaultError::Refused(m) => Refusal(m).into(),
@@ -84,6 +85,9 @@ impl Cli {
             Command::Hold(HoldCommand::Add(a)) => a.json,
             Command::Hold(HoldCommand::Ls { json, .. }) => *json,
             Command::Hold(HoldCommand::Release { json, .. }) => *json,
+            Command::Archive(ArchiveCommand::Ls { json, .. }) => *json,
+            Command::Archive(ArchiveCommand::Verify { json, .. }) => *json,
+            Command::Archive(ArchiveCommand::Restore { json, .. }) => *json,
             Command::Proof(ProofCommand::Check { json, .. }) => *json,
             Command::Proof(_) => true,
             Command::Config(_) => false,
@@ -91,7 +95,7 @@ impl Cli {
     }
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
@@ -118,6 +122,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Proof(p) => proof(&open(&cli, config)?, p),
         Command::Purge(a) => purge(&open(&cli, config)?, a),
         Command::Hold(h) => hold(&open(&cli, config)?, h),
+        Command::Archive(c) => crate::archive::run(&open(&cli, config)?, c),
     }
 }
 
@@ -563,11 +568,11 @@ fn open(cli: &Cli, config: Config) -> Result<Vault> {
     Ok(vault)
 }
 
-fn tenant_arg(s: &str) -> Result<TenantId> {
+pub(crate) fn tenant_arg(s: &str) -> Result<TenantId> {
     TenantId::new(s).map_err(|e| UsageProblem(format!("--tenant: {e}")).into())
 }
 
-fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<i64>> {
+pub(crate) fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<i64>> {
     match s {
         None => Ok(None),
         Some(v) => parse_ts(v).map(Some).ok_or_else(|| {
@@ -700,7 +705,9 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
     } else {
         print_sweep(&report);
     }
-    Ok(exit::OK)
+    // Some rules could not archive (and so kept their records): the run
+    // did what it could, but is not a success.
+    Ok(if report.failing.is_empty() { exit::OK } else { exit::PARTIAL })
 }
 
 fn default_actor() -> String {
@@ -839,6 +846,36 @@ fn print_sweep(r: &SweepReport) {
     );
     if r.held > 0 {
         println!("{} expired records kept by legal holds (`lethe hold ls`)", r.held);
+    }
+    if let Some(a) = &r.archived {
+        println!(
+            "archived {} records to {} objects first ({} of NDJSON stored as {}, read back and checked) in {:.1} s",
+            a.records,
+            a.objects,
+            bytes(a.raw_bytes),
+            bytes(a.bytes),
+            a.millis as f64 / 1000.0
+        );
+    }
+    for f in &r.failing {
+        println!(
+            "FAILING: policy `{}` could not archive to `{}` — its records stay until a run succeeds: {}",
+            f.rule, f.target, f.error
+        );
+    }
+    if let Some(x) = &r.archive_expiry {
+        if x.objects > 0 || x.held > 0 {
+            println!(
+                "archive clock: {verb} delete {} archived objects ({} records, {}) past their archive window{}",
+                x.objects,
+                x.records,
+                bytes(x.bytes),
+                if x.held > 0 { format!("; {} kept by legal holds", x.held) } else { String::new() }
+            );
+        }
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
     }
     if r.groups.is_empty() {
         println!("nothing to do");

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Window;
 use crate::model::{CaptureMode, Classification, FieldClass, FieldSpec, StreamId, StreamSchema, TenantId};
-use crate::policy::{Action, CaptureRule, PolicyBook, RetentionRule, Selector};
+use crate::policy::{Action, ArchiveRule, CaptureRule, PolicyBook, RetentionRule, Selector};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,118 @@ pub struct Config {
     /// warehouse loads…): listed in every erasure receipt as outside its reach.
     #[serde(default)]
     pub exports: Vec<ExportConfig>,
+    /// Archive targets (`archive_then_delete` policies copy records there).
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`: where `archive_then_delete` policies copy records, and how
+/// archive objects are cut and compressed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// An object is closed once this many bytes of NDJSON are in it (MiB).
+    #[serde(default = "default_object_max_mb")]
+    pub object_max_mb: u64,
+    /// zstd level of archive objects (1–19).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// Named targets. A target named `local` (a directory `archive` under
+    /// the data directory) exists unless configured otherwise.
+    #[serde(default)]
+    pub targets: BTreeMap<String, ArchiveTargetConfig>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            object_max_mb: default_object_max_mb(),
+            zstd_level: default_zstd_level(),
+            targets: BTreeMap::new(),
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// The targets in force: the configured ones plus the built-in `local`.
+    pub fn effective_targets(&self) -> BTreeMap<String, ArchiveTargetConfig> {
+        let mut t = self.targets.clone();
+        t.entry("local".into()).or_insert_with(|| ArchiveTargetConfig {
+            kind: TargetKind::Local,
+            path: Some("archive".into()),
+            ..ArchiveTargetConfig::default()
+        });
+        t
+    }
+}
+
+/// What kind of object storage a target is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A directory (relative paths are under the data directory).
+    #[default]
+    Local,
+    /// S3 or an S3-compatible server.
+    S3,
+}
+
+/// `[archive.targets.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveTargetConfig {
+    /// `local` or `s3`.
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// Local: the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// S3: the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// S3: endpoint URL for S3-compatible servers (default: AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3: region (default `AWS_REGION` or `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: key prefix inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// S3: access key id (default `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// S3: secret (default `AWS_SECRET_ACCESS_KEY`); never printed.
+    #[serde(default, skip_serializing)]
+    pub secret_access_key: Option<String>,
+    /// S3: path-style requests (`endpoint/bucket/key`), as self-hosted servers want.
+    #[serde(default)]
+    pub path_style: bool,
+    /// S3: allow plain `http://` endpoints (loopback test servers).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// The action a configured policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAction {
+    /// Delete after the window.
+    Delete,
+    /// Anonymize after the window.
+    Anonymize,
+    /// Copy to an archive target, verify the copy, then delete.
+    ArchiveThenDelete,
+}
+
+impl PolicyAction {
+    /// The store-level action.
+    pub fn action(self) -> Action {
+        match self {
+            PolicyAction::Anonymize => Action::Anonymize,
+            PolicyAction::Delete | PolicyAction::ArchiveThenDelete => Action::Delete,
+        }
+    }
 }
 
 /// `[[exports]]`: a copy of records Lethe does not control.
@@ -264,7 +376,13 @@ pub struct DefaultPolicyConfig {
     pub window: Window,
     /// What happens after the window.
     #[serde(default = "default_action")]
-    pub action: Action,
+    pub action: PolicyAction,
+    /// `archive_then_delete`: the target (default `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// `archive_then_delete`: how long archived records are kept, from their event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_window: Option<Window>,
 }
 
 /// `[[retention.policy]]`.
@@ -293,7 +411,13 @@ pub struct PolicyConfig {
     /// How long records are kept.
     pub window: Window,
     /// What happens after the window.
-    pub action: Action,
+    pub action: PolicyAction,
+    /// `archive_then_delete`: the target (default `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// `archive_then_delete`: how long archived records are kept, from their event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_window: Option<Window>,
 }
 
 impl Default for StoreConfig {
@@ -321,6 +445,8 @@ impl Default for DefaultPolicyConfig {
             enabled: true,
             window: default_window(),
             action: default_action(),
+            archive: None,
+            archive_window: None,
         }
     }
 }
@@ -346,8 +472,54 @@ fn default_classification() -> Classification {
 fn default_window() -> Window {
     Window::Span(180 * 86_400)
 }
-fn default_action() -> Action {
-    Action::Anonymize
+fn default_action() -> PolicyAction {
+    PolicyAction::Anonymize
+}
+fn default_object_max_mb() -> u64 {
+    256
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+/// A policy's archive settings in evaluation form, or why they are wrong
+/// (field name, message).
+fn archive_rule(
+    action: PolicyAction,
+    window: Window,
+    archive: &Option<String>,
+    archive_window: &Option<Window>,
+) -> Result<Option<ArchiveRule>, (&'static str, String)> {
+    if action != PolicyAction::ArchiveThenDelete {
+        if archive.is_some() {
+            return Err(("archive", "is only valid with action = \"archive_then_delete\"".into()));
+        }
+        if archive_window.is_some() {
+            return Err(("archive_window", "is only valid with action = \"archive_then_delete\"".into()));
+        }
+        return Ok(None);
+    }
+    let Some(aw) = *archive_window else {
+        return Err((
+            "archive_window",
+            "is required with action = \"archive_then_delete\" (e.g. \"365d\" or \"forever\")".into(),
+        ));
+    };
+    let shorter = match (aw, window) {
+        (Window::Forever, _) => false,
+        (Window::Span(_), Window::Forever) => true,
+        (Window::Span(a), Window::Span(w)) => a < w,
+    };
+    if shorter {
+        return Err((
+            "archive_window",
+            format!("`{aw}` is shorter than the policy's window `{window}` (both count from event time)"),
+        ));
+    }
+    Ok(Some(ArchiveRule {
+        target: archive.clone().unwrap_or_else(|| "local".into()),
+        window: aw,
+    }))
 }
 
 /// The built-in streams: `audit:1` and `requests:1`.
@@ -577,8 +749,66 @@ impl Config {
         for (i, c) in self.capture.iter().enumerate() {
             check_stream(format!("capture[{i}].stream"), &c.stream)?;
         }
+        let targets = self.archive.effective_targets();
+        for (name, t) in &targets {
+            let path = |k: &str| format!("archive.targets.{name}.{k}");
+            match t.kind {
+                TargetKind::Local => {
+                    if t.path.as_deref().is_none_or(str::is_empty) {
+                        return Err((path("path"), "is required for a local target".into()));
+                    }
+                    for (k, v) in [("bucket", &t.bucket), ("endpoint", &t.endpoint)] {
+                        if v.is_some() {
+                            return Err((path(k), "is only valid for kind = \"s3\"".into()));
+                        }
+                    }
+                }
+                TargetKind::S3 => {
+                    if t.bucket.as_deref().is_none_or(str::is_empty) {
+                        return Err((path("bucket"), "is required for an s3 target".into()));
+                    }
+                    if t.path.is_some() {
+                        return Err((path("path"), "is only valid for kind = \"local\"".into()));
+                    }
+                }
+            }
+        }
+        if !(1..=19).contains(&self.archive.zstd_level) {
+            return Err(("archive.zstd_level".into(), "must be between 1 and 19".into()));
+        }
+        if self.archive.object_max_mb == 0 {
+            return Err(("archive.object_max_mb".into(), "must be positive".into()));
+        }
+        let check_archive = |prefix: String,
+                             action: PolicyAction,
+                             window: Window,
+                             archive: &Option<String>,
+                             archive_window: &Option<Window>|
+         -> Result<(), (String, String)> {
+            let rule =
+                archive_rule(action, window, archive, archive_window).map_err(|(k, m)| (format!("{prefix}.{k}"), m))?;
+            if let Some(r) = rule {
+                if !targets.contains_key(&r.target) {
+                    let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+                    return Err((
+                        format!("{prefix}.archive"),
+                        format!("no archive target `{}` (configured: {})", r.target, known.join(", ")),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let d = &self.retention.default;
+        check_archive("retention.default".into(), d.action, d.window, &d.archive, &d.archive_window)?;
         for (i, p) in self.retention.policy.iter().enumerate() {
             check_stream(format!("retention.policy[{i}].stream"), &p.stream)?;
+            check_archive(
+                format!("retention.policy[{i}]"),
+                p.action,
+                p.window,
+                &p.archive,
+                &p.archive_window,
+            )?;
         }
         Ok(())
     }
@@ -633,7 +863,8 @@ impl Config {
                 selector: Selector::default(),
                 enabled: self.retention.default.enabled,
                 window: self.retention.default.window,
-                action: self.retention.default.action,
+                action: self.retention.default.action.action(),
+                archive: self.default_archive_rule(),
             },
             retention: self
                 .retention
@@ -645,7 +876,10 @@ impl Config {
                     selector: sel(&p.tenant, &p.stream, &p.scope, &p.classification),
                     enabled: p.enabled,
                     window: p.window,
-                    action: p.action,
+                    action: p.action.action(),
+                    archive: archive_rule(p.action, p.window, &p.archive, &p.archive_window)
+                        .ok()
+                        .flatten(),
                 })
                 .collect(),
             capture: self
@@ -657,6 +891,13 @@ impl Config {
                 })
                 .collect(),
         }
+    }
+
+    fn default_archive_rule(&self) -> Option<ArchiveRule> {
+        let d = &self.retention.default;
+        archive_rule(d.action, d.window, &d.archive, &d.archive_window)
+            .ok()
+            .flatten()
     }
 
     /// The effective configuration as TOML (no secrets are part of it).
@@ -682,7 +923,7 @@ mod tests {
         let names: Vec<_> = c.schemas().iter().map(|s| s.id.to_string()).collect();
         assert_eq!(names, ["audit:1", "requests:1"]);
         assert_eq!(c.retention.default.window, Window::Span(180 * 86_400));
-        assert_eq!(c.retention.default.action, Action::Anonymize);
+        assert_eq!(c.retention.default.action, PolicyAction::Anonymize);
         assert_eq!(c.keys.master_key_file, "master.key");
         assert_eq!(c.store.partition, Window::Span(86_400));
     }

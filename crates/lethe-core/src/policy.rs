@@ -34,9 +34,6 @@ impl FromStr for Action {
         match s {
             "delete" => Ok(Action::Delete),
             "anonymize" => Ok(Action::Anonymize),
-            "archive_then_delete" => {
-                Err("action `archive_then_delete` needs the archive tier, which this build does not have yet".into())
-            }
             _ => Err(format!("unknown action `{s}` (expected delete or anonymize)")),
         }
     }
@@ -114,6 +111,17 @@ impl Selector {
     }
 }
 
+/// Where a rule's expired records are copied before they are deleted
+/// (`action = "archive_then_delete"`), and how long the copy is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRule {
+    /// Name of the archive target (`[archive.targets.<name>]`).
+    pub target: String,
+    /// How long an archived record is kept, counted from its event time
+    /// like `window` (so at least as long as it).
+    pub window: Window,
+}
+
 /// A retention rule in evaluation form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionRule {
@@ -127,6 +135,19 @@ pub struct RetentionRule {
     pub window: Window,
     /// What happens after the window.
     pub action: Action,
+    /// With `Delete`: archive first (`archive_then_delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveRule>,
+}
+
+impl RetentionRule {
+    /// The action as configured: `delete`, `anonymize` or `archive_then_delete`.
+    pub fn action_name(&self) -> &'static str {
+        match (&self.archive, self.action) {
+            (Some(_), _) => "archive_then_delete",
+            (None, a) => a.as_str(),
+        }
+    }
 }
 
 /// A capture rule in evaluation form.
@@ -233,6 +254,7 @@ mod tests {
             enabled: true,
             window: Window::Span(days * 86_400),
             action,
+            archive: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! retention sweep and reports stats. The CLI and the bench harness both drive
 //! it; neither touches storage or keys directly.
 
+pub mod archive;
 pub mod hold;
 pub mod ingest;
 pub mod keyring;
@@ -48,6 +49,15 @@ pub enum VaultError {
     /// A request was refused (e.g. it would remove records under legal hold).
     #[error("refused: {0}")]
     Refused(String),
+    /// An archive target failed (unreachable, refused, or its copy did not check out).
+    #[error("{0}")]
+    Archive(String),
+}
+
+impl From<archive::TargetError> for VaultError {
+    fn from(e: archive::TargetError) -> Self {
+        VaultError::Archive(e.to_string())
+    }
 }
 
 /// Result alias for vault operations.
@@ -116,6 +126,8 @@ pub struct Vault {
     keys: Keyring,
     ledger_key: SecretKey,
     signer: lethe_core::checkpoint::SigningKey,
+    data_dir: PathBuf,
+    archives: std::sync::OnceLock<std::result::Result<archive::Targets, String>>,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -129,11 +141,18 @@ impl Vault {
         };
         let (key, created) = master.load()?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir, span)?);
-        Ok(Self::with_store(store, config, &key, created))
+        Ok(Self::with_store(store, config, &key, created, data_dir))
     }
 
     /// Builds a vault over any store (used by tests and other backends).
-    pub fn with_store(store: Arc<dyn Store>, config: Config, master: &SecretKey, created_master_key: bool) -> Vault {
+    /// `data_dir` anchors relative paths (the local archive target).
+    pub fn with_store(
+        store: Arc<dyn Store>,
+        config: Config,
+        master: &SecretKey,
+        created_master_key: bool,
+        data_dir: &Path,
+    ) -> Vault {
         let ledger_key = lethe_core::ledger::ledger_key(master);
         let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
@@ -147,6 +166,8 @@ impl Vault {
             config,
             schemas,
             book,
+            data_dir: data_dir.to_path_buf(),
+            archives: std::sync::OnceLock::new(),
             created_master_key,
         }
     }

@@ -15,6 +15,7 @@ use crate::{Result, Vault, VaultError};
 /// Catalog key holding the ledger sequence number of a sweep intent whose
 /// receipt is not written yet.
 const PENDING_INTENT: &str = "sweep.pending_intent";
+use crate::archive::write::PENDING_MANIFESTS;
 
 /// The body of a `sweep.intent` ledger entry.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -27,6 +28,9 @@ pub struct IntentBody {
     pub tenant: Option<String>,
     /// Exactly what goes.
     pub chains: Vec<ChainRemoval>,
+    /// The archive run that copied records of `archive_then_delete` rules first.
+    #[serde(default)]
+    pub archive: Option<serde_json::Value>,
 }
 
 /// The intent a `receipt.sweep` entry completes, if any.
@@ -139,6 +143,12 @@ pub struct SweepReport {
     pub ledger_trimmed: u64,
     /// Things that went wrong without failing the run (e.g. the ledger could not be trimmed).
     pub warnings: Vec<String>,
+    /// What `archive_then_delete` rules archived before deleting (real runs).
+    pub archived: Option<crate::archive::write::ArchiveSummary>,
+    /// Rules whose archive target failed: their records stay until a run succeeds.
+    pub failing: Vec<crate::archive::write::FailingPolicy>,
+    /// The archive clock: archived objects past their archive window.
+    pub archive_expiry: Option<crate::archive::expiry::ExpiryReport>,
     /// The instant the policies were evaluated at.
     pub now: String,
     /// Wall-clock start.
@@ -207,20 +217,37 @@ impl Vault {
     ) -> Result<SweepReport> {
         let started = clock();
         let policy_version = self.note_policy(actor, started)?;
+        let mut early = Vec::new();
         if !dry_run {
             // Finish a sweep a crash interrupted before anything else, and
             // seal what is not yet under a checkpoint so removals only ever
             // happen to sealed records.
             self.recover_sweep(clock)?;
             self.recover_purge(clock)?;
+            if let Err(e) = self.recover_manifests() {
+                early.push(format!("archive manifests not yet published: {e}"));
+            }
+            if let Err(e) = self.recover_archive_expiry(clock) {
+                early.push(format!("archive expiry recovery: {e}"));
+            }
             self.seal(actor, started, true)?;
         }
         let targets = self.retention_targets(now_us, tenant)?;
         // Legal holds in force at the evaluation instant: held records stay.
         let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
-        let plan = self.store.plan_removal(&targets, &holds)?;
+        let mut plan = self.store.plan_removal(&targets, &holds)?;
         let mut applied = None;
         let mut intent = None;
+        let mut archived = None;
+        let mut manifests = Vec::new();
+        let mut failing = Vec::new();
+        let mut targets = targets;
+        if !dry_run && !plan.chains.is_empty() {
+            // Archive first: what `archive_then_delete` rules remove is on
+            // its target, checked and in the ledger before the intent.
+            let a = self.archive_for_sweep(actor, targets, &holds, plan, policy_version, clock)?;
+            (targets, plan, archived, manifests, failing) = (a.targets, a.plan, a.summary, a.manifests, a.failing);
+        }
         if !dry_run && !plan.chains.is_empty() {
             // The intent — exactly what is about to go, under which policy —
             // is in the ledger before the first destructive step.
@@ -229,6 +256,9 @@ impl Vault {
                 "now_us": now_us,
                 "tenant": tenant.map(|t| t.to_string()),
                 "chains": plan.chains,
+                "archive": archived.as_ref().map(|a| serde_json::json!({
+                    "run": a.run, "entries": a.entries, "objects": a.objects, "records": a.records,
+                })),
             });
             let e = self.record_intent(
                 clock(),
@@ -246,6 +276,12 @@ impl Vault {
         if let Some(a) = applied {
             report.bytes_freed = a.bytes_freed;
         }
+        report.archived = archived;
+        report.warnings.extend(early);
+        if !failing.is_empty() {
+            report.status = "partial".into();
+        }
+        report.failing = failing;
         if !dry_run {
             // Verification: the same targets, planned again, must select nothing.
             let left: u64 = self
@@ -269,17 +305,53 @@ impl Vault {
                 "ranges": ranges_summary(&plan.chains),
                 "verified": left == 0,
                 "verification": format!("the targets planned again after the run select {left} records"),
-                "stores": {"active": "expired records deleted (whole partitions unlinked; headers of single records kept as tombstones) or anonymized in place"},
+                "stores": {
+                    "active": "expired records deleted (whole partitions unlinked; headers of single records kept as tombstones) or anonymized in place",
+                    "archive": report.archived.as_ref().map(|a| format!(
+                        "{} records of archive_then_delete rules written to {} objects, read back and checked before deletion (archive.written entries {:?})",
+                        a.records, a.objects, a.entries)),
+                },
+                "archive": report.archived,
+                "failing": report.failing,
             });
-            let e = self.record(finished, actor, "receipt.sweep", tenant.map(|t| t.as_str()), &body)?;
+            let e = if manifests.is_empty() {
+                self.record(finished, actor, "receipt.sweep", tenant.map(|t| t.as_str()), &body)?
+            } else {
+                // The receipt and the mark that its manifests are still to
+                // be published commit together.
+                self.record_intent(
+                    finished,
+                    actor,
+                    "receipt.sweep",
+                    tenant.map(|t| t.as_str()),
+                    serde_json::to_string(&body).expect("JSON values serialize"),
+                    PENDING_MANIFESTS,
+                )?
+            };
             if intent.is_some() {
                 self.store.set_meta(PENDING_INTENT, None)?;
             }
             report.receipt = Some(e.seq);
+            if !manifests.is_empty() {
+                // The records are safe on the target and in the ledger; an
+                // unwritten manifest is published by the next run.
+                if let Err(err) = self.publish_manifests(&mut manifests, intent, e.seq) {
+                    report.warnings.push(format!("archive manifests not yet published: {err}"));
+                }
+            }
             match self.trim_ledger(actor, finished) {
                 Ok(n) => report.ledger_trimmed = n,
                 Err(e) => report.warnings.push(e.to_string()),
             }
+        }
+        // The archive clock: objects past their archive window go (dry
+        // run: are listed). A target that cannot be reached fails only this.
+        match self.expire_archives(actor, now_us, &holds, dry_run, clock) {
+            Ok(x) => {
+                report.warnings.extend(x.errors.iter().map(|e| format!("archive expiry: {e}")));
+                report.archive_expiry = Some(x);
+            }
+            Err(e) => report.warnings.push(format!("archive expiry: {e}")),
         }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
@@ -310,19 +382,23 @@ impl Vault {
             "policy_version": body.policy_version,
             "now": format_ts(body.now_us),
             "tenant": body.tenant,
+            "archive": body.archive,
             "ranges": ranges_summary(&body.chains),
             "completed_after_interruption": applied,
             "verified": true,
             "verification": "the intent's removal was carried out again; every listed record is gone",
         });
-        let e = self.record(
+        let e = self.record_intent(
             now,
             "system/recovery",
             "receipt.sweep",
             body.tenant.as_deref(),
-            &receipt,
+            serde_json::to_string(&receipt).expect("JSON values serialize"),
+            PENDING_MANIFESTS,
         )?;
         self.store.set_meta(PENDING_INTENT, None)?;
+        // Manifests are published by the caller's next step (or next run).
+        let _ = self.recover_manifests();
         Ok(Some(e.seq))
     }
 
@@ -380,6 +456,9 @@ impl Vault {
             verified: None,
             ledger_trimmed: 0,
             warnings: Vec::new(),
+            archived: None,
+            failing: Vec::new(),
+            archive_expiry: None,
             now: format_ts(now),
             started_at: format_ts(started),
             finished_at: format_ts(finished),
@@ -410,7 +489,7 @@ impl Vault {
                 scope: k.scope.clone(),
                 classification: k.classification.to_string(),
                 rule: e.target.rule.clone(),
-                action: e.target.action.to_string(),
+                action: rule.action_name().to_string(),
                 window: rule.window.to_string(),
                 cutoff: format_ts(e.target.cutoff_us),
                 records: e.records,

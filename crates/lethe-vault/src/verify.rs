@@ -513,6 +513,7 @@ impl Vault {
                             now_us: e.ts_us,
                             tenant: Some(b.tenant),
                             chains: b.chains,
+                            archive: None,
                         },
                         true,
                     )),
