@@ -245,7 +245,7 @@ impl Vault {
         if !dry_run && !plan.chains.is_empty() {
             // Archive first: what `archive_then_delete` rules remove is on
             // its target, checked and in the ledger before the intent.
-            let a = self.archive_for_sweep(actor, targets, &holds, plan, policy_version, clock)?;
+            let a = self.archive_for_sweep(actor, targets, &holds, plan, policy_version, now_us, clock)?;
             (targets, plan, archived, manifests, failing) = (a.targets, a.plan, a.summary, a.manifests, a.failing);
         }
         if !dry_run && !plan.chains.is_empty() {

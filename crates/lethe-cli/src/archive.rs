@@ -1,0 +1,159 @@
+//! `lethe archive ls | verify | restore`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use lethe_vault::archive::inventory::ArchiveFilter;
+use lethe_vault::Vault;
+
+use crate::args::{ArchiveCommand, ArchiveSelect};
+use crate::commands::{now_us, tenant_arg, time_arg, vault_error, UsageProblem};
+use crate::exit;
+use crate::output::{self, bytes, Table};
+
+/// Runs one `archive` subcommand.
+pub fn run(vault: &Vault, c: &ArchiveCommand) -> Result<u8> {
+    match c {
+        ArchiveCommand::Ls { select, json } => ls(vault, &filter(select)?, *json),
+        ArchiveCommand::Verify { select, json } => verify(vault, &filter(select)?, *json),
+        ArchiveCommand::Restore { select, out, json } => restore(vault, &filter(select)?, out.as_deref(), *json),
+    }
+}
+
+fn filter(s: &ArchiveSelect) -> Result<ArchiveFilter> {
+    let stream = match &s.stream {
+        None => None,
+        Some(x) => {
+            let full = if x.contains(':') { x.clone() } else { format!("{x}:1") };
+            full.parse::<lethe_core::StreamId>()
+                .map_err(|e| UsageProblem(format!("--stream: {e}")))?;
+            Some(full)
+        }
+    };
+    if stream.is_some() && s.tenant.is_none() {
+        return Err(UsageProblem("--stream needs --tenant".into()).into());
+    }
+    Ok(ArchiveFilter {
+        tenant: s.tenant.as_deref().map(tenant_arg).transpose()?.map(|t| t.to_string()),
+        stream,
+        since_us: time_arg("--since", &s.since)?,
+        until_us: time_arg("--until", &s.until)?,
+    })
+}
+
+fn ls(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
+    let listed = vault.archive_ls(f).map_err(|e| vault_error(e, "listing the archive"))?;
+    if json {
+        output::print_ok(&listed);
+        return Ok(exit::OK);
+    }
+    if listed.is_empty() {
+        println!("no archived objects");
+        return Ok(exit::OK);
+    }
+    let mut t = Table::new(&["target", "object", "records", "oldest", "newest", "size", "raw", "receipt"]);
+    let (mut records, mut size) = (0u64, 0u64);
+    for l in &listed {
+        let m = &l.manifest;
+        records += m.records;
+        size += m.bytes;
+        t.row(vec![
+            l.target.clone(),
+            m.object.clone(),
+            m.records.to_string(),
+            m.oldest.clone(),
+            m.newest.clone(),
+            bytes(m.bytes),
+            bytes(m.raw_bytes),
+            m.receipt.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.print();
+    println!("{} objects, {records} records, {}", listed.len(), bytes(size));
+    Ok(exit::OK)
+}
+
+fn verify(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
+    let pb = output::progress(json, "verifying archive");
+    let c = vault
+        .archive_verify(f, &|done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })
+        .map_err(|e| vault_error(e, "verifying the archive"))?;
+    pb.finish_and_clear();
+    let code = if c.problems.is_empty() { exit::OK } else { exit::INTEGRITY };
+    if json {
+        output::print_json(&serde_json::json!({
+            "status": if c.problems.is_empty() { "ok" } else { "problems" },
+            "result": c,
+        }));
+        return Ok(code);
+    }
+    println!(
+        "{} objects read back ({} records, {}) and checked against their manifests and the ledger",
+        c.objects_checked,
+        c.records_checked,
+        bytes(c.bytes_read)
+    );
+    if c.ledger_trimmed > 0 {
+        println!(
+            "{} manifests refer to ledger entries trimmed by ledger retention (objects still checked)",
+            c.ledger_trimmed
+        );
+    }
+    if c.problems.is_empty() {
+        println!("archive verified: every object matches its manifest and the ledger");
+    } else {
+        println!("ARCHIVE PROBLEMS: {}", c.problems.len());
+        let mut t = Table::new(&["target", "object", "problem"]);
+        for p in &c.problems {
+            t.row(vec![p.target.clone(), p.object.clone(), p.problem.clone()]);
+        }
+        t.print();
+    }
+    Ok(code)
+}
+
+fn restore(vault: &Vault, f: &ArchiveFilter, out: Option<&str>, json: bool) -> Result<u8> {
+    if f.tenant.is_none() {
+        return Err(UsageProblem("--tenant is required".into()).into());
+    }
+    let Some(out) = out else {
+        return Err(UsageProblem("--out FILE (or `-` for standard output) is required".into()).into());
+    };
+    let report = if out == "-" {
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        let r = vault
+            .archive_restore(f, now_us(), &mut w)
+            .map_err(|e| vault_error(e, "restoring from the archive"))?;
+        w.flush()?;
+        r
+    } else {
+        // Written beside, then renamed: a failed restore leaves no half file.
+        let tmp = format!("{out}.partial");
+        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {tmp}"))?;
+        let mut w = std::io::BufWriter::new(file);
+        let r = vault
+            .archive_restore(f, now_us(), &mut w)
+            .map_err(|e| vault_error(e, "restoring from the archive"))?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&tmp, out).with_context(|| format!("renaming {tmp} to {out}"))?;
+        r
+    };
+    if json {
+        output::print_ok(&report);
+    } else if out != "-" {
+        println!(
+            "restored {} records from {} objects to {out} ({} with personal fields erased)",
+            report.records, report.objects, report.erased
+        );
+    } else {
+        eprintln!(
+            "restored {} records from {} objects ({} with personal fields erased)",
+            report.records, report.objects, report.erased
+        );
+    }
+    Ok(exit::OK)
+}

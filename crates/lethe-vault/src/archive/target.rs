@@ -1,0 +1,518 @@
+//! Archive targets: object storage (a local directory or an S3-compatible
+//! bucket) behind the `object_store` crate, with a blocking interface — the
+//! sweep is synchronous; uploads run on a small runtime of their own.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use lethe_core::config::{ArchiveConfig, ArchiveTargetConfig, TargetKind};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+/// Why an archive target operation failed. Messages name the target and
+/// object, never credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The target is not configured correctly.
+    #[error("archive target `{target}`: {message}")]
+    Config {
+        /// Target name.
+        target: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The object store reported an error.
+    #[error("archive target `{target}`: {op} {path}: {source}")]
+    Store {
+        /// Target name.
+        target: String,
+        /// What was being done.
+        op: &'static str,
+        /// Object path.
+        path: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A read-back did not match what was written.
+    #[error("archive target `{target}`: {path}: {message}")]
+    Mismatch {
+        /// Target name.
+        target: String,
+        /// Object path.
+        path: String,
+        /// What differs.
+        message: String,
+    },
+    /// A local file operation failed.
+    #[error("archive target `{target}`: {source}")]
+    Io {
+        /// Target name.
+        target: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for target operations.
+pub type Result<T, E = TargetError> = std::result::Result<T, E>;
+
+/// Objects up to this many (compressed) bytes go up in one PUT; larger ones
+/// as a multipart upload to a staging name, renamed once complete.
+const SINGLE_PUT_MAX: usize = 16 << 20;
+/// Multipart part size.
+const PART_SIZE: usize = 8 << 20;
+/// Parts in flight at once (bounds memory: parts × part size).
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// One configured target.
+pub struct Target {
+    /// Its name in `[archive.targets]`.
+    pub name: String,
+    /// Human description (`local /path` or `s3://bucket/prefix at endpoint`).
+    pub describe: String,
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+    prefix: Option<ObjectPath>,
+}
+
+/// Every configured target, with the runtime their I/O runs on.
+pub struct Targets {
+    rt: tokio::runtime::Runtime,
+    targets: BTreeMap<String, Target>,
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Compressed bytes.
+    pub bytes: u64,
+    /// SHA-256 of them (hex).
+    pub sha256: String,
+}
+
+/// What a read-back found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Their SHA-256 (hex).
+    pub sha256: String,
+    /// Lines in the decompressed content.
+    pub lines: u64,
+    /// Decompressed bytes.
+    pub raw_bytes: u64,
+}
+
+impl Targets {
+    /// Builds every target of `cfg` (relative local paths under `data_dir`).
+    /// Nothing is contacted yet.
+    pub fn open(cfg: &ArchiveConfig, data_dir: &Path) -> Result<Targets> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lethe-archive")
+            .enable_all()
+            .build()
+            .map_err(|source| TargetError::Io {
+                target: "*".into(),
+                source,
+            })?;
+        let mut targets = BTreeMap::new();
+        for (name, t) in cfg.effective_targets() {
+            targets.insert(name.clone(), Target::build(&name, &t, data_dir)?);
+        }
+        Ok(Targets { rt, targets })
+    }
+
+    /// A target by name.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.get(name)
+    }
+
+    /// All targets, by name.
+    pub fn all(&self) -> impl Iterator<Item = &Target> {
+        self.targets.values()
+    }
+
+    /// Starts an upload of a new object; write to it, then [`Upload::finish`].
+    pub fn upload<'a>(&'a self, target: &'a Target) -> Upload<'a> {
+        Upload {
+            rt: &self.rt,
+            target,
+            buf: Vec::new(),
+            multipart: None,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads an object back: its size and SHA-256, and the lines and bytes
+    /// of its zstd-decompressed content — streaming, in bounded memory.
+    pub fn read_back(&self, target: &Target, path: &str) -> Result<ReadBack> {
+        let p = target.path(path);
+        self.rt.block_on(async {
+            let err = |op, source| TargetError::Store {
+                target: target.name.clone(),
+                op,
+                path: path.to_string(),
+                source,
+            };
+            let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
+            let mut stream = got.into_stream();
+            let mut hasher = Sha256::new();
+            let mut bytes = 0u64;
+            let mut dec = zstd::stream::write::Decoder::new(LineCounter::default()).map_err(|source| TargetError::Io {
+                target: target.name.clone(),
+                source,
+            })?;
+            let mut bad = None;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| err("read", e))?;
+                hasher.update(&chunk);
+                bytes += chunk.len() as u64;
+                if bad.is_none() {
+                    if let Err(e) = dec.write_all(&chunk) {
+                        bad = Some(e.to_string());
+                    }
+                }
+            }
+            if bad.is_none() {
+                if let Err(e) = dec.flush() {
+                    bad = Some(e.to_string());
+                }
+            }
+            if let Some(e) = bad {
+                return Err(TargetError::Mismatch {
+                    target: target.name.clone(),
+                    path: path.to_string(),
+                    message: format!("not a valid zstd stream: {e}"),
+                });
+            }
+            let c = dec.into_inner();
+            Ok(ReadBack {
+                bytes,
+                sha256: hex::encode(hasher.finalize()),
+                lines: c.lines,
+                raw_bytes: c.bytes,
+            })
+        })
+    }
+
+    /// Visits the decompressed content of an object, in chunks.
+    pub fn read_raw(&self, target: &Target, path: &str, sink: &mut dyn Write) -> Result<()> {
+        let p = target.path(path);
+        self.rt.block_on(async {
+            let err = |op, source| TargetError::Store {
+                target: target.name.clone(),
+                op,
+                path: path.to_string(),
+                source,
+            };
+            let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
+            let mut stream = got.into_stream();
+            let io = |source| TargetError::Io {
+                target: target.name.clone(),
+                source,
+            };
+            let mut dec = zstd::stream::write::Decoder::new(sink).map_err(io)?;
+            while let Some(chunk) = stream.next().await {
+                dec.write_all(&chunk.map_err(|e| err("read", e))?).map_err(io)?;
+            }
+            dec.flush().map_err(io)
+        })
+    }
+
+    /// Stores a small object (a manifest) in one PUT.
+    pub fn put(&self, target: &Target, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let p = target.path(path);
+        self.rt
+            .block_on(target.store.put(&p, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|source| TargetError::Store {
+                target: target.name.clone(),
+                op: "put",
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// Reads a small object (a manifest) whole.
+    pub fn fetch(&self, target: &Target, path: &str) -> Result<Option<Vec<u8>>> {
+        let p = target.path(path);
+        self.rt.block_on(async {
+            match target.store.get(&p).await {
+                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+            .map_err(|source| TargetError::Store {
+                target: target.name.clone(),
+                op: "get",
+                path: path.to_string(),
+                source,
+            })
+        })
+    }
+
+    /// Deletes an object; one that is not there counts as deleted.
+    pub fn delete(&self, target: &Target, path: &str) -> Result<()> {
+        let p = target.path(path);
+        match self.rt.block_on(target.store.delete(&p)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(TargetError::Store {
+                target: target.name.clone(),
+                op: "delete",
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Every object path under `prefix` (relative to the target), sorted.
+    pub fn list(&self, target: &Target, prefix: &str) -> Result<Vec<String>> {
+        let p = target.path(prefix.trim_end_matches('/'));
+        let strip = target.prefix.as_ref().map(|p| format!("{p}/"));
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut s = target.store.list(Some(&p));
+            while let Some(m) = s.next().await {
+                match m {
+                    Ok(m) => {
+                        let full = m.location.to_string();
+                        let rel = match &strip {
+                            Some(s) => full.strip_prefix(s.as_str()).unwrap_or(&full).to_string(),
+                            None => full,
+                        };
+                        out.push(rel);
+                    }
+                    // A local target that was never written to has no directory yet.
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(source) => {
+                        return Err(TargetError::Store {
+                            target: target.name.clone(),
+                            op: "list",
+                            path: prefix.to_string(),
+                            source,
+                        })
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    /// Makes what was written to a local target durable (one `syncfs` of
+    /// its file system); a no-op for remote targets, whose PUT is durable
+    /// when it returns.
+    pub fn sync(&self, target: &Target) -> Result<()> {
+        let Some(root) = &target.local_root else { return Ok(()) };
+        let io = |source| TargetError::Io {
+            target: target.name.clone(),
+            source,
+        };
+        let f = std::fs::File::open(root).map_err(io)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: `f` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Target {
+    fn build(name: &str, t: &ArchiveTargetConfig, data_dir: &Path) -> Result<Target> {
+        let cfg_err = |message: String| TargetError::Config {
+            target: name.to_string(),
+            message,
+        };
+        let prefix = t
+            .prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(ObjectPath::from);
+        match t.kind {
+            TargetKind::Local => {
+                let p = PathBuf::from(t.path.as_deref().unwrap_or("archive"));
+                let root = if p.is_absolute() { p } else { data_dir.join(p) };
+                std::fs::create_dir_all(&root).map_err(|source| TargetError::Io {
+                    target: name.to_string(),
+                    source,
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(&root)
+                    .map_err(|e| cfg_err(format!("{}: {e}", root.display())))?
+                    .with_automatic_cleanup(true);
+                Ok(Target {
+                    name: name.into(),
+                    describe: format!("local {}", root.display()),
+                    store: Arc::new(fs),
+                    local_root: Some(root),
+                    prefix,
+                })
+            }
+            TargetKind::S3 => {
+                let bucket = t.bucket.clone().ok_or_else(|| cfg_err("bucket is required".into()))?;
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_virtual_hosted_style_request(!t.path_style)
+                    .with_allow_http(t.allow_http);
+                if let Some(e) = &t.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                let region = t
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into());
+                b = b.with_region(region);
+                if let Some(k) = &t.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &t.secret_access_key {
+                    b = b.with_secret_access_key(k);
+                }
+                let s3 = b.build().map_err(|e| cfg_err(e.to_string()))?;
+                let at = t.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+                let pre = prefix.as_ref().map(|p| format!("/{p}")).unwrap_or_default();
+                Ok(Target {
+                    name: name.into(),
+                    describe: format!("s3://{bucket}{pre}{at}"),
+                    store: Arc::new(s3),
+                    local_root: None,
+                    prefix,
+                })
+            }
+        }
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        match &self.prefix {
+            Some(p) => ObjectPath::from(format!("{p}/{rel}")),
+            None => ObjectPath::from(rel),
+        }
+    }
+}
+
+/// A streaming upload: bytes written are hashed and sent — in one PUT when
+/// they stay small, else as a multipart upload with a bounded number of
+/// parts in flight, so memory does not grow with the object.
+pub struct Upload<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    target: &'a Target,
+    buf: Vec<u8>,
+    multipart: Option<(WriteMultipart, String)>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Upload<'_> {
+    /// Completes the upload under `path` (known only now: it names the
+    /// object's last sequence number).
+    pub fn finish(self, path: &str) -> Result<Stored> {
+        let target = self.target;
+        let err = |op, p: &str, source| TargetError::Store {
+            target: target.name.clone(),
+            op,
+            path: p.to_string(),
+            source,
+        };
+        let dest = target.path(path);
+        match self.multipart {
+            None => {
+                self.rt
+                    .block_on(target.store.put(&dest, PutPayload::from(self.buf)))
+                    .map_err(|e| err("put", path, e))?;
+            }
+            Some((mp, staging)) => {
+                let sp = target.path(&staging);
+                self.rt.block_on(mp.finish()).map_err(|e| err("upload", &staging, e))?;
+                self.rt
+                    .block_on(target.store.rename(&sp, &dest))
+                    .map_err(|e| err("rename", &staging, e))?;
+            }
+        }
+        Ok(Stored {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+
+    /// Abandons the upload (a multipart upload is aborted).
+    pub fn abort(self) {
+        if let Some((mp, _)) = self.multipart {
+            let _ = self.rt.block_on(mp.abort());
+        }
+    }
+
+    fn start_multipart(&mut self) -> std::io::Result<()> {
+        let staging = format!("staging/{}.part", uuid::Uuid::new_v4());
+        let p = self.target.path(&staging);
+        let up = self
+            .rt
+            .block_on(self.target.store.put_multipart(&p))
+            .map_err(std::io::Error::other)?;
+        let _g = self.rt.enter();
+        let mut mp = WriteMultipart::new_with_chunk_size(up, PART_SIZE);
+        mp.write(&std::mem::take(&mut self.buf));
+        self.multipart = Some((mp, staging));
+        Ok(())
+    }
+}
+
+impl Write for Upload<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(b);
+        self.bytes += b.len() as u64;
+        match &mut self.multipart {
+            None => {
+                self.buf.extend_from_slice(b);
+                if self.buf.len() > SINGLE_PUT_MAX {
+                    self.start_multipart()?;
+                }
+            }
+            Some((mp, _)) => {
+                let _g = self.rt.enter();
+                mp.write(b);
+                self.rt
+                    .block_on(mp.wait_for_capacity(PARTS_IN_FLIGHT))
+                    .map_err(std::io::Error::other)?;
+            }
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts lines and bytes written to it.
+#[derive(Default)]
+struct LineCounter {
+    lines: u64,
+    bytes: u64,
+}
+
+impl Write for LineCounter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.lines += memchr_count(b);
+        self.bytes += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn memchr_count(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
