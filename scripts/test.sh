@@ -25,6 +25,49 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# An S3-compatible server for the archive tests: moto (PyPI) in server
+# mode, in a virtualenv under target/, on a free loopback port. The tests
+# read LETHE_TEST_S3_ENDPOINT and fail (never skip) without it.
+if ! need python3; then
+  if need apt-get; then
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv
+  else
+    echo "error: python3 is required to run the S3 test server (moto)" >&2
+    exit 1
+  fi
+fi
+venv=target/s3-venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "installing moto (S3 test server) into $venv…"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    if need apt-get; then
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      python3 -m venv "$venv"
+    else
+      echo "error: python3 -m venv does not work (install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  "$venv/bin/pip" install -q 'moto[server]==5.2.5'
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; then
+    break
+  fi
+  if ! kill -0 $moto_pid 2>/dev/null; then
+    echo "error: the S3 test server (moto) did not start; see target/moto.log" >&2
+    cat target/moto.log >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+export LETHE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+echo "S3 test server (moto) at $LETHE_TEST_S3_ENDPOINT"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The bench harness is built in release mode so a broken harness fails here.

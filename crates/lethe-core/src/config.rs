@@ -86,6 +86,9 @@ pub struct ArchiveConfig {
     /// zstd level of archive objects (1–19).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// Objects larger than this (compressed, KiB) are uploaded in parts.
+    #[serde(default = "default_multipart_above_kb")]
+    pub multipart_above_kb: u64,
     /// Named targets. A target named `local` (a directory `archive` under
     /// the data directory) exists unless configured otherwise.
     #[serde(default)]
@@ -97,6 +100,7 @@ impl Default for ArchiveConfig {
         ArchiveConfig {
             object_max_mb: default_object_max_mb(),
             zstd_level: default_zstd_level(),
+            multipart_above_kb: default_multipart_above_kb(),
             targets: BTreeMap::new(),
         }
     }
@@ -127,7 +131,7 @@ pub enum TargetKind {
 }
 
 /// `[archive.targets.<name>]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveTargetConfig {
     /// `local` or `s3`.
@@ -160,6 +164,27 @@ pub struct ArchiveTargetConfig {
     /// S3: allow plain `http://` endpoints (loopback test servers).
     #[serde(default)]
     pub allow_http: bool,
+    /// S3: retries of a failed request (with backoff) before it counts as failed.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+}
+
+impl Default for ArchiveTargetConfig {
+    fn default() -> Self {
+        ArchiveTargetConfig {
+            kind: TargetKind::Local,
+            path: None,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            prefix: None,
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: false,
+            allow_http: false,
+            retries: default_retries(),
+        }
+    }
 }
 
 /// The action a configured policy names.
@@ -479,6 +504,12 @@ fn default_object_max_mb() -> u64 {
     256
 }
 fn default_zstd_level() -> i32 {
+    3
+}
+fn default_multipart_above_kb() -> u64 {
+    16 * 1024
+}
+fn default_retries() -> usize {
     3
 }
 

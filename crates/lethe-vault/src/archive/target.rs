@@ -63,9 +63,6 @@ pub enum TargetError {
 /// Result alias for target operations.
 pub type Result<T, E = TargetError> = std::result::Result<T, E>;
 
-/// Objects up to this many (compressed) bytes go up in one PUT; larger ones
-/// as a multipart upload to a staging name, renamed once complete.
-const SINGLE_PUT_MAX: usize = 16 << 20;
 /// Multipart part size.
 const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once (bounds memory: parts × part size).
@@ -85,6 +82,10 @@ pub struct Target {
 /// Every configured target, with the runtime their I/O runs on.
 pub struct Targets {
     rt: tokio::runtime::Runtime,
+    /// Objects up to this many (compressed) bytes go up in one PUT; larger
+    /// ones as a multipart upload to a staging name, renamed once complete
+    /// (the name carries the last sequence number, known only at the end).
+    single_put_max: usize,
     targets: BTreeMap<String, Target>,
 }
 
@@ -127,7 +128,11 @@ impl Targets {
         for (name, t) in cfg.effective_targets() {
             targets.insert(name.clone(), Target::build(&name, &t, data_dir)?);
         }
-        Ok(Targets { rt, targets })
+        Ok(Targets {
+            rt,
+            single_put_max: (cfg.multipart_above_kb as usize).saturating_mul(1024),
+            targets,
+        })
     }
 
     /// A target by name.
@@ -144,6 +149,7 @@ impl Targets {
     pub fn upload<'a>(&'a self, target: &'a Target) -> Upload<'a> {
         Upload {
             rt: &self.rt,
+            single_put_max: self.single_put_max,
             target,
             buf: Vec::new(),
             multipart: None,
@@ -373,7 +379,11 @@ impl Target {
                     .or_else(|| std::env::var("AWS_REGION").ok())
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                     .unwrap_or_else(|| "us-east-1".into());
-                b = b.with_region(region);
+                b = b.with_region(region).with_retry(object_store::RetryConfig {
+                    max_retries: t.retries,
+                    retry_timeout: std::time::Duration::from_secs(60),
+                    ..Default::default()
+                });
                 if let Some(k) = &t.access_key_id {
                     b = b.with_access_key_id(k);
                 }
@@ -407,6 +417,7 @@ impl Target {
 /// parts in flight, so memory does not grow with the object.
 pub struct Upload<'a> {
     rt: &'a tokio::runtime::Runtime,
+    single_put_max: usize,
     target: &'a Target,
     buf: Vec<u8>,
     multipart: Option<(WriteMultipart, String)>,
@@ -475,7 +486,7 @@ impl Write for Upload<'_> {
         match &mut self.multipart {
             None => {
                 self.buf.extend_from_slice(b);
-                if self.buf.len() > SINGLE_PUT_MAX {
+                if self.buf.len() > self.single_put_max {
                     self.start_multipart()?;
                 }
             }
