@@ -3,6 +3,10 @@
 //! release build and prints one JSON object of figures.
 //!
 //! `cargo run --release -p lethe-bench -- --records N [--data-dir DIR]`
+//!
+//! `LETHE_BENCH_ARCHIVE=local` (or `s3`, with `LETHE_BENCH_S3_ENDPOINT` of an
+//! S3-compatible server) makes the cleanup `archive_then_delete`: every
+//! expired record is archived (written, read back, checked) before it goes.
 
 /// mimalloc: the ingest pipeline allocates a batch on one thread and frees it
 /// on another, which glibc's allocator handles poorly.
@@ -101,9 +105,85 @@ fn input_file(base: &Path, n: u64, seed: u64, now: i64) -> Result<(PathBuf, u64)
 }
 
 fn bench_config() -> Result<Config> {
-    // The demo streams, every record kept 30 days then deleted.
-    let text = "[retention.default]\nwindow = \"30d\"\naction = \"delete\"\n";
-    Ok(config::load(Source { name: "bench", text }, None, &[])?)
+    // The demo streams, every record kept 30 days then deleted (or archived
+    // first, kept there forever).
+    let text = match std::env::var("LETHE_BENCH_ARCHIVE").as_deref() {
+        Err(_) => "[retention.default]\nwindow = \"30d\"\naction = \"delete\"\n".to_string(),
+        Ok("local") => "[retention.default]\nwindow = \"30d\"\naction = \"archive_then_delete\"\narchive = \"local\"\narchive_window = \"forever\"\n".to_string(),
+        Ok("s3") => {
+            let endpoint = std::env::var("LETHE_BENCH_S3_ENDPOINT").context("LETHE_BENCH_ARCHIVE=s3 needs LETHE_BENCH_S3_ENDPOINT")?;
+            format!(
+                "[retention.default]\nwindow = \"30d\"\naction = \"archive_then_delete\"\narchive = \"s3\"\narchive_window = \"forever\"\n\
+                 [archive.targets.s3]\nkind = \"s3\"\nbucket = \"lethe-bench\"\nendpoint = \"{endpoint}\"\npath_style = true\nallow_http = true\naccess_key_id = \"bench\"\nsecret_access_key = \"bench\"\n"
+            )
+        }
+        Ok(other) => anyhow::bail!("LETHE_BENCH_ARCHIVE: unknown target kind `{other}` (local or s3)"),
+    };
+    Ok(config::load(
+        Source {
+            name: "bench",
+            text: &text,
+        },
+        None,
+        &[],
+    )?)
+}
+
+/// Creates the bench bucket on an S3-compatible test server (moto accepts
+/// unsigned requests; an existing bucket is fine).
+fn create_bucket(endpoint: &str) -> Result<()> {
+    use std::io::Read;
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("S3 server at {endpoint}"))?;
+    write!(
+        s,
+        "PUT /lethe-bench HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    anyhow::ensure!(
+        resp.starts_with("HTTP/1.1 200") || resp.contains("BucketAlreadyOwnedByYou"),
+        "creating the bench bucket: {resp}"
+    );
+    Ok(())
+}
+
+/// Compression of the plain part alone: objects of the local archive
+/// target (up to `budget` raw bytes) decompressed, each line stripped of
+/// its encrypted fields and key id, recompressed at the same level.
+fn plain_ratio(root: &Path, level: i32, budget: u64) -> Result<(f64, f64, u64)> {
+    use std::io::Read;
+    let mut objects = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".ndjson.zst") {
+                objects.push(p);
+            }
+        }
+    }
+    objects.sort();
+    let (mut raw, mut plain) = (Vec::new(), Vec::new());
+    for o in objects {
+        if raw.len() as u64 >= budget {
+            break;
+        }
+        zstd::stream::read::Decoder::new(std::fs::File::open(&o)?)?.read_to_end(&mut raw)?;
+    }
+    for line in raw.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        let mut v: Value = serde_json::from_slice(line)?;
+        let o = v.as_object_mut().context("archive line is an object")?;
+        o.remove("personal");
+        o.remove("key_id");
+        serde_json::to_writer(&mut plain, &v)?;
+        plain.push(b'\n');
+    }
+    let whole = zstd::bulk::compress(&raw, level)?.len() as f64;
+    let part = zstd::bulk::compress(&plain, level)?.len() as f64;
+    Ok((raw.len() as f64 / whole, plain.len() as f64 / part, raw.len() as u64))
 }
 
 /// Resets the peak-RSS mark so the next phase's peak can be read alone.
@@ -355,9 +435,40 @@ fn main() -> Result<()> {
     );
 
     // Cleanup.
+    if let Ok(e) = std::env::var("LETHE_BENCH_S3_ENDPOINT") {
+        if std::env::var("LETHE_BENCH_ARCHIVE").as_deref() == Ok("s3") {
+            create_bucket(&e)?;
+        }
+    }
+    reset_peak_rss();
     let t = Instant::now();
     let done = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
     let cleanup_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(done.failing.is_empty(), "archive failed: {:?}", done.failing);
+    if let Some(a) = &done.archived {
+        let secs = a.millis as f64 / 1000.0;
+        out.insert("cleanup_peak_rss_bytes".into(), json!(peak_rss_bytes()));
+        out.insert(
+            "archive_target".into(),
+            json!(std::env::var("LETHE_BENCH_ARCHIVE").ok()),
+        );
+        out.insert("archive_s".into(), json!(secs));
+        out.insert("archive_records".into(), json!(a.records));
+        out.insert("archive_objects".into(), json!(a.objects));
+        out.insert("archive_raw_bytes".into(), json!(a.raw_bytes));
+        out.insert("archive_bytes".into(), json!(a.bytes));
+        out.insert(
+            "archive_ratio".into(),
+            json!(a.raw_bytes as f64 / a.bytes.max(1) as f64),
+        );
+        let key = if std::env::var("LETHE_BENCH_ARCHIVE").as_deref() == Ok("s3") {
+            "archive_s3_raw_mb_per_s"
+        } else {
+            "archive_raw_mb_per_s"
+        };
+        out.insert(key.into(), json!(a.raw_bytes as f64 / 1e6 / secs));
+        out.insert("delete_after_archive_s".into(), json!(cleanup_s - secs));
+    }
     out.insert("cleanup_s".into(), json!(cleanup_s));
     out.insert("cleanup_over_baseline_s".into(), json!(cleanup_s - unlink_s));
     out.insert("deleted".into(), json!(done.deleted));
@@ -400,6 +511,14 @@ fn main() -> Result<()> {
     let again = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
     out.insert("second_cleanup_deleted".into(), json!(again.deleted));
     out.insert("peak_rss_bytes".into(), json!(peak_rss_bytes()));
+    // Measured after the peak is read: the sample is held in memory.
+    let local = data.join("archive");
+    if local.exists() && std::env::var("LETHE_BENCH_ARCHIVE").as_deref() == Ok("local") {
+        let (whole, plain, sampled) = plain_ratio(&local, 3, 256 << 20)?;
+        out.insert("archive_sample_ratio".into(), json!(whole));
+        out.insert("archive_plain_ratio".into(), json!(plain));
+        out.insert("archive_sample_raw_bytes".into(), json!(sampled));
+    }
 
     // Verify everything: every stored record's header, MAC and link, every
     // removal against its receipt, every checkpoint's tree head.

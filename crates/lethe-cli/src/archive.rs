@@ -51,7 +51,9 @@ fn ls(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
         println!("no archived objects");
         return Ok(exit::OK);
     }
-    let mut t = Table::new(&["target", "object", "records", "oldest", "newest", "size", "raw", "receipt"]);
+    let mut t = Table::new(&[
+        "target", "object", "records", "oldest", "newest", "size", "raw", "receipt",
+    ]);
     let (mut records, mut size) = (0u64, 0u64);
     for l in &listed {
         let m = &l.manifest;
@@ -82,7 +84,11 @@ fn verify(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
         })
         .map_err(|e| vault_error(e, "verifying the archive"))?;
     pb.finish_and_clear();
-    let code = if c.problems.is_empty() { exit::OK } else { exit::INTEGRITY };
+    let code = if c.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    };
     if json {
         output::print_json(&serde_json::json!({
             "status": if c.problems.is_empty() { "ok" } else { "problems" },

@@ -16,9 +16,8 @@ use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
-    ArchiveCommand,
-    CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, HoldAddArgs, HoldCommand, IngestArgs, LedgerArgs, LogsArgs,
-    ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, StatsArgs, VerifyArgs,
+    ArchiveCommand, CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, HoldAddArgs, HoldCommand, IngestArgs,
+    LedgerArgs, LogsArgs, ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, StatsArgs, VerifyArgs,
 };
 use crate::exit;
 use crate::output::{self, bytes, Table};
@@ -707,7 +706,11 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
     }
     // Some rules could not archive (and so kept their records): the run
     // did what it could, but is not a success.
-    Ok(if report.failing.is_empty() { exit::OK } else { exit::PARTIAL })
+    Ok(if report.failing.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }
 
 fn default_actor() -> String {
@@ -870,7 +873,11 @@ fn print_sweep(r: &SweepReport) {
                 x.objects,
                 x.records,
                 bytes(x.bytes),
-                if x.held > 0 { format!("; {} kept by legal holds", x.held) } else { String::new() }
+                if x.held > 0 {
+                    format!("; {} kept by legal holds", x.held)
+                } else {
+                    String::new()
+                }
             );
         }
     }

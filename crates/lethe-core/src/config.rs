@@ -526,7 +526,10 @@ fn archive_rule(
             return Err(("archive", "is only valid with action = \"archive_then_delete\"".into()));
         }
         if archive_window.is_some() {
-            return Err(("archive_window", "is only valid with action = \"archive_then_delete\"".into()));
+            return Err((
+                "archive_window",
+                "is only valid with action = \"archive_then_delete\"".into(),
+            ));
         }
         return Ok(None);
     }
@@ -830,7 +833,13 @@ impl Config {
             Ok(())
         };
         let d = &self.retention.default;
-        check_archive("retention.default".into(), d.action, d.window, &d.archive, &d.archive_window)?;
+        check_archive(
+            "retention.default".into(),
+            d.action,
+            d.window,
+            &d.archive,
+            &d.archive_window,
+        )?;
         for (i, p) in self.retention.policy.iter().enumerate() {
             check_stream(format!("retention.policy[{i}].stream"), &p.stream)?;
             check_archive(

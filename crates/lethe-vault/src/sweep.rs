@@ -336,7 +336,9 @@ impl Vault {
                 // The records are safe on the target and in the ledger; an
                 // unwritten manifest is published by the next run.
                 if let Err(err) = self.publish_manifests(&mut manifests, intent, e.seq) {
-                    report.warnings.push(format!("archive manifests not yet published: {err}"));
+                    report
+                        .warnings
+                        .push(format!("archive manifests not yet published: {err}"));
                 }
             }
             match self.trim_ledger(actor, finished) {
@@ -348,7 +350,9 @@ impl Vault {
         // run: are listed). A target that cannot be reached fails only this.
         match self.expire_archives(actor, now_us, &holds, dry_run, clock) {
             Ok(x) => {
-                report.warnings.extend(x.errors.iter().map(|e| format!("archive expiry: {e}")));
+                report
+                    .warnings
+                    .extend(x.errors.iter().map(|e| format!("archive expiry: {e}")));
                 report.archive_expiry = Some(x);
             }
             Err(e) => report.warnings.push(format!("archive expiry: {e}")),

@@ -14,8 +14,8 @@ use lethe_core::TenantId;
 use lethe_vault::archive::inventory::ArchiveFilter;
 use lethe_vault::hold::HoldRequest;
 use lethe_vault::purge::PurgeRequest;
-use lethe_vault::synth::Synth;
 use lethe_vault::sweep::SweepReport;
+use lethe_vault::synth::Synth;
 use lethe_vault::Vault;
 use serde_json::Value;
 
@@ -163,16 +163,25 @@ fn archive_then_delete_copies_every_expired_record_before_deleting_it() {
     }
     let first = want.values().next().unwrap();
     let action = first["fields"]["action"].as_str().unwrap();
-    assert!(text.contains(&format!("\"action\":\"{action}\"")), "plain fields are in clear");
+    assert!(
+        text.contains(&format!("\"action\":\"{action}\"")),
+        "plain fields are in clear"
+    );
 
     // The ledger has the writes before the intent; the manifests name the receipt.
     let ledger = v.ledger(1, 100_000).unwrap();
-    let written: Vec<u64> = ledger.iter().filter(|e| e.kind == "archive.written").map(|e| e.seq).collect();
+    let written: Vec<u64> = ledger
+        .iter()
+        .filter(|e| e.kind == "archive.written")
+        .map(|e| e.seq)
+        .collect();
     let intent = ledger.iter().find(|e| e.kind == "sweep.intent").unwrap().seq;
     assert!(!written.is_empty() && written.iter().all(|&s| s < intent));
     let listed = v.archive_ls(&ArchiveFilter::default()).unwrap();
     assert_eq!(listed.len() as u64, a.objects);
-    assert!(listed.iter().all(|l| l.manifest.receipt == r.receipt && l.manifest.intent == Some(intent)));
+    assert!(listed
+        .iter()
+        .all(|l| l.manifest.receipt == r.receipt && l.manifest.intent == Some(intent)));
 
     let c = archive_ok(&v);
     assert_eq!(c.objects_checked, a.objects);
@@ -192,10 +201,18 @@ fn a_purged_subject_comes_back_from_the_archive_as_erased_never_as_ciphertext() 
     sweep(&v, now());
     // The acme subject with the most archived records.
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in want.values().filter(|r| r["tenant"] == "acme").filter_map(|r| r["subject"].as_str()) {
+    for s in want
+        .values()
+        .filter(|r| r["tenant"] == "acme")
+        .filter_map(|r| r["subject"].as_str())
+    {
         *per.entry(s).or_default() += 1;
     }
-    let (subject, n) = per.iter().max_by_key(|(_, n)| **n).map(|(s, n)| (s.to_string(), *n)).unwrap();
+    let (subject, n) = per
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(s, n)| (s.to_string(), *n))
+        .unwrap();
     assert!(n >= 2);
     let req = PurgeRequest {
         subjects: vec![subject.clone()],
@@ -213,7 +230,11 @@ fn a_purged_subject_comes_back_from_the_archive_as_erased_never_as_ciphertext() 
         .filter(|(_, r)| r["tenant"] == "acme" && r["subject"] == subject.as_str())
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(erased.len(), n, "exactly the subject's archived records come back erased");
+    assert_eq!(
+        erased.len(),
+        n,
+        "exactly the subject's archived records come back erased"
+    );
     for r in &erased {
         assert!(theirs.contains(&r["id"].as_str().unwrap().to_string()));
         assert!(r.get("subject").is_none(), "no subject on an erased record");
@@ -223,7 +244,9 @@ fn a_purged_subject_comes_back_from_the_archive_as_erased_never_as_ciphertext() 
         }
         assert!(fields.contains_key("action"), "plain fields survive erasure");
     }
-    assert!(back.values().all(|r| r["tenant"] != "acme" || r["subject"] != subject.as_str()));
+    assert!(back
+        .values()
+        .all(|r| r["tenant"] != "acme" || r["subject"] != subject.as_str()));
     archive_ok(&v);
     verify_ok(&v);
 }
@@ -245,7 +268,10 @@ fn an_unreachable_target_deletes_nothing_of_its_policy_and_other_policies_still_
     assert!(!r.failing[0].error.contains("secret"), "{}", r.failing[0].error);
     assert!(r.deleted > 0, "the delete policy still ran");
     let after = all_records(&v);
-    assert!(want.keys().all(|id| after.contains_key(id)), "no audit record was deleted");
+    assert!(
+        want.keys().all(|id| after.contains_key(id)),
+        "no audit record was deleted"
+    );
     assert!(after.values().all(|r| r["stream"] == "audit:1"
         || lethe_core::record::parse_ts(r["ts"].as_str().unwrap()).unwrap() >= now() - 10 * DAY));
     verify_ok(&v);
@@ -274,8 +300,15 @@ fn an_object_corrupted_before_read_back_deletes_nothing_and_the_next_run_archive
     assert_eq!(r.status, "partial");
     assert!(r.failing[0].error.contains("read back"), "{}", r.failing[0].error);
     let after = all_records(&v);
-    assert!(want.keys().all(|id| after.contains_key(id)), "nothing archived was deleted");
-    assert!(v.ledger(1, 100_000).unwrap().iter().all(|e| e.kind != "archive.written"));
+    assert!(
+        want.keys().all(|id| after.contains_key(id)),
+        "nothing archived was deleted"
+    );
+    assert!(v
+        .ledger(1, 100_000)
+        .unwrap()
+        .iter()
+        .all(|e| e.kind != "archive.written"));
     verify_ok(&v);
 
     let r = sweep(&v, now());
@@ -318,9 +351,17 @@ fn the_archive_clock_deletes_expired_objects_with_a_receipt_and_holds_keep_their
 
     let plan = v.sweep(later, None, true, &|| later, &|_, _| {}).unwrap();
     let x = plan.archive_expiry.unwrap();
-    assert_eq!(x.objects + x.held, first.objects, "the dry run lists every archived object");
+    assert_eq!(
+        x.objects + x.held,
+        first.objects,
+        "the dry run lists every archived object"
+    );
     assert_eq!(x.held, acme_objects, "acme's objects are held");
-    assert_eq!(v.archive_ls(&ArchiveFilter::default()).unwrap().len() as u64, first.objects, "dry run deletes nothing");
+    assert_eq!(
+        v.archive_ls(&ArchiveFilter::default()).unwrap().len() as u64,
+        first.objects,
+        "dry run deletes nothing"
+    );
 
     let r = sweep(&v, later);
     let x = r.archive_expiry.unwrap();
@@ -330,7 +371,10 @@ fn the_archive_clock_deletes_expired_objects_with_a_receipt_and_holds_keep_their
     let body: Value = serde_json::from_str(&receipt.body).unwrap();
     assert_eq!(body["objects"], x.objects);
     assert_eq!(body["verified"], true);
-    assert_eq!(v.archive_ls(&ArchiveFilter::default()).unwrap().len() as u64, acme_objects);
+    assert_eq!(
+        v.archive_ls(&ArchiveFilter::default()).unwrap().len() as u64,
+        acme_objects
+    );
     assert_eq!(objects(&d.path().join("archive")).len() as u64, acme_objects);
 
     v.release_hold(hold.hold.id, "case closed", "legal", later).unwrap();
@@ -373,7 +417,11 @@ fn archive_verify_names_altered_missing_and_unrecorded_objects() {
     };
     assert!(find(&objs[0]).starts_with("altered"), "{}", find(&objs[0]));
     assert!(find(&objs[1]).starts_with("object missing"), "{}", find(&objs[1]));
-    assert!(find(&stray).starts_with("object without a manifest"), "{}", find(&stray));
+    assert!(
+        find(&stray).starts_with("object without a manifest"),
+        "{}",
+        find(&stray)
+    );
     assert_eq!(c.problems.len(), 3, "{:#?}", c.problems);
 }
 
@@ -388,7 +436,11 @@ fn s3_endpoint() -> String {
 fn create_bucket(endpoint: &str, bucket: &str) {
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("S3 test server at {endpoint}: {e}"));
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {resp}");

@@ -90,10 +90,14 @@ impl Vault {
                     continue;
                 }
                 let end = m.newest_us.saturating_add(1);
-                if holds
-                    .iter()
-                    .any(|h| h.may_cover(&m.tenant, &mut m.groups.iter().map(|g| g.scope.as_str()), m.oldest_us, end))
-                {
+                if holds.iter().any(|h| {
+                    h.may_cover(
+                        &m.tenant,
+                        &mut m.groups.iter().map(|g| g.scope.as_str()),
+                        m.oldest_us,
+                        end,
+                    )
+                }) {
                     r.held += 1;
                     continue;
                 }
@@ -157,7 +161,8 @@ impl Vault {
     ) -> Result<u64> {
         let all = self.archive_targets()?;
         for x in expiring {
-            let t = all.target(&x.target)
+            let t = all
+                .target(&x.target)
                 .ok_or_else(|| VaultError::Archive(format!("no archive target `{}`", x.target)))?;
             all.delete(t, &x.object)?;
             lethe_store::crashpoint::hit("archive.mid_expiry");

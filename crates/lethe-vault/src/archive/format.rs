@@ -93,7 +93,12 @@ pub fn encode_line(out: &mut Vec<u8>, tenant: &str, stream: &str, row: &RawRow) 
     let class = Classification::from_code(row.class).ok_or_else(|| format!("unknown classification {}", row.class))?;
     out.extend_from_slice(b"{\"id\":\"");
     let mut ubuf = uuid::Uuid::encode_buffer();
-    out.extend_from_slice(uuid::Uuid::from_bytes(id).hyphenated().encode_lower(&mut ubuf).as_bytes());
+    out.extend_from_slice(
+        uuid::Uuid::from_bytes(id)
+            .hyphenated()
+            .encode_lower(&mut ubuf)
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\",\"tenant\":");
     json_str(out, tenant);
     out.extend_from_slice(b",\"stream\":");

@@ -80,7 +80,11 @@ impl Vault {
         for t in all.all() {
             let listed = (|| -> Result<Vec<Manifest>> {
                 let mut ms = Vec::new();
-                for p in all.list(t, &prefix)?.into_iter().filter(|p| p.ends_with(".manifest.json")) {
+                for p in all
+                    .list(t, &prefix)?
+                    .into_iter()
+                    .filter(|p| p.ends_with(".manifest.json"))
+                {
                     let Some(b) = all.fetch(t, &p)? else { continue };
                     let m: Manifest = serde_json::from_slice(&b)
                         .map_err(|e| VaultError::Archive(format!("archive target `{}`: {p}: {e}", t.name)))?;

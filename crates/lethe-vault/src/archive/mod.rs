@@ -11,8 +11,6 @@ pub mod restore;
 pub mod target;
 pub(crate) mod write;
 
-use std::sync::OnceLock;
-
 use crate::{Result, Vault, VaultError};
 
 pub use target::{TargetError, Targets};
@@ -21,15 +19,9 @@ impl Vault {
     /// The configured archive targets (built on first use: nothing is
     /// contacted until an operation needs it).
     pub fn archive_targets(&self) -> Result<&Targets> {
-        static_init(&self.archives, || Targets::open(&self.config.archive, &self.data_dir))
+        self.archives
+            .get_or_init(|| Targets::open(&self.config.archive, &self.data_dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| VaultError::Archive(e.clone()))
     }
-}
-
-fn static_init<'a>(
-    cell: &'a OnceLock<std::result::Result<Targets, String>>,
-    make: impl FnOnce() -> std::result::Result<Targets, TargetError>,
-) -> Result<&'a Targets> {
-    cell.get_or_init(|| make().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| VaultError::Archive(e.clone()))
 }

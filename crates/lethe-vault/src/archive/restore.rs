@@ -63,10 +63,13 @@ impl Vault {
             .ok_or_else(|| VaultError::Invalid("restore needs a tenant".into()))?;
         let all = self.archive_targets()?;
         let mut listed = self.archive_ls(f)?;
-        listed.sort_by(|a, b| (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object)));
+        listed.sort_by(|a, b| {
+            (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object))
+        });
         let mut r = RestoreReport::default();
         for l in listed {
-            let t = all.target(&l.target)
+            let t = all
+                .target(&l.target)
                 .ok_or_else(|| VaultError::Archive(format!("no archive target `{}`", l.target)))?;
             let key = ObjectKey::parse(&l.manifest.object)
                 .ok_or_else(|| VaultError::Archive(format!("{}: not an archive object path", l.manifest.object)))?;
@@ -138,7 +141,10 @@ fn stored_record(l: &Line) -> Result<StoredRecord> {
                 tenant: TenantId::new(&l.tenant).map_err(|_| bad("tenant"))?,
                 stream: l.stream.parse::<StreamId>().map_err(|_| bad("stream"))?,
                 scope: l.scope.clone(),
-                classification: l.classification.parse::<Classification>().map_err(|_| bad("classification"))?,
+                classification: l
+                    .classification
+                    .parse::<Classification>()
+                    .map_err(|_| bad("classification"))?,
             },
             ts_us: parse_ts(&l.ts).ok_or_else(|| bad("ts"))?,
             received_us: parse_ts(&l.received).ok_or_else(|| bad("received"))?,

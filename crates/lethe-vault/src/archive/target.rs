@@ -37,7 +37,7 @@ pub enum TargetError {
         /// Object path.
         path: String,
         /// The store's error.
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A read-back did not match what was written.
     #[error("archive target `{target}`: {path}: {message}")]
@@ -167,16 +167,17 @@ impl Targets {
                 target: target.name.clone(),
                 op,
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             };
             let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
             let mut stream = got.into_stream();
             let mut hasher = Sha256::new();
             let mut bytes = 0u64;
-            let mut dec = zstd::stream::write::Decoder::new(LineCounter::default()).map_err(|source| TargetError::Io {
-                target: target.name.clone(),
-                source,
-            })?;
+            let mut dec =
+                zstd::stream::write::Decoder::new(LineCounter::default()).map_err(|source| TargetError::Io {
+                    target: target.name.clone(),
+                    source,
+                })?;
             let mut bad = None;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| err("read", e))?;
@@ -218,7 +219,7 @@ impl Targets {
                 target: target.name.clone(),
                 op,
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             };
             let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
             let mut stream = got.into_stream();
@@ -244,7 +245,7 @@ impl Targets {
                 target: target.name.clone(),
                 op: "put",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -261,7 +262,7 @@ impl Targets {
                 target: target.name.clone(),
                 op: "get",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
         })
     }
@@ -275,7 +276,7 @@ impl Targets {
                 target: target.name.clone(),
                 op: "delete",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -304,7 +305,7 @@ impl Targets {
                             target: target.name.clone(),
                             op: "list",
                             path: prefix.to_string(),
-                            source,
+                            source: Box::new(source),
                         })
                     }
                 }
@@ -434,7 +435,7 @@ impl Upload<'_> {
             target: target.name.clone(),
             op,
             path: p.to_string(),
-            source,
+            source: Box::new(source),
         };
         let dest = target.path(path);
         match self.multipart {

@@ -68,6 +68,9 @@ pub(crate) struct Archived {
     pub failing: Vec<FailingPolicy>,
 }
 
+/// Archive-bound groups: (scope, classification code) → (rule, archive window).
+type GroupRules = BTreeMap<(String, u8), (String, Window)>;
+
 /// Rows of one partition that rules archiving to one target remove.
 #[derive(Debug, Clone)]
 struct Piece {
@@ -77,19 +80,24 @@ struct Piece {
     partition: i64,
     start_us: i64,
     ranges: Vec<[u64; 2]>,
-    /// (scope, classification code) → (rule, archive window).
-    groups: BTreeMap<(String, u8), (String, Window)>,
+    groups: GroupRules,
 }
 
 impl Piece {
     fn id(&self) -> (String, String, String, i64) {
-        (self.target.clone(), self.tenant.clone(), self.stream.clone(), self.start_us)
+        (
+            self.target.clone(),
+            self.tenant.clone(),
+            self.stream.clone(),
+            self.start_us,
+        )
     }
 }
 
 impl Vault {
     /// Archives what `plan` removes under `archive_then_delete` rules (see
     /// the module doc). Nothing is deleted here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn archive_for_sweep(
         &self,
         actor: &str,
@@ -119,34 +127,44 @@ impl Vault {
         let mut reader = self.store.row_reader()?;
         loop {
             let mut failed: BTreeMap<String, String> = BTreeMap::new();
+            let mut todo: Vec<&Piece> = Vec::new();
             for p in &pieces {
-                if failed.contains_key(&p.target) || done.get(&p.id()).is_some_and(|r| *r == p.ranges) {
+                if done.get(&p.id()).is_some_and(|r| *r == p.ranges) {
                     continue;
                 }
-                let Some(t) = all.target(&p.target) else {
+                if all.target(&p.target).is_none() {
                     failed.insert(p.target.clone(), format!("no archive target `{}`", p.target));
                     continue;
-                };
-                let mut last = String::new();
-                let mut ok = false;
-                for attempt in 0..ATTEMPTS {
-                    if attempt > 0 {
-                        std::thread::sleep(Duration::from_millis(200 << attempt));
-                    }
-                    match self.write_piece(all, t, p, reader.as_mut(), policy_version, now_us, &run, clock) {
+                }
+                todo.push(p);
+            }
+            for attempt in 0..ATTEMPTS {
+                if todo.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                let results = self.write_pieces(all, &todo, reader.as_mut(), policy_version, now_us, &run, clock);
+                let mut again = Vec::new();
+                for (p, r) in todo.into_iter().zip(results) {
+                    match r {
                         Ok(ms) => {
                             manifests.extend(ms);
                             done.insert(p.id(), p.ranges.clone());
-                            ok = true;
-                            break;
+                            failed.remove(&p.target);
                         }
-                        Err(e) => last = e.to_string(),
+                        Err(e) => {
+                            failed.insert(p.target.clone(), e);
+                            again.push(p);
+                        }
                     }
                 }
-                if !ok {
-                    failed.insert(p.target.clone(), last);
-                }
+                todo = again;
             }
+            // Only targets with pieces still unwritten are failing.
+            let left: BTreeSet<&str> = todo.iter().map(|p| p.target.as_str()).collect();
+            failed.retain(|t, _| left.contains(t.as_str()) || all.target(t).is_none());
             if failed.is_empty() {
                 break;
             }
@@ -232,7 +250,12 @@ impl Vault {
 
     /// Publishes the manifests of an archive run next to their objects, now
     /// that the sweep's receipt exists, then clears the pending mark.
-    pub(crate) fn publish_manifests(&self, manifests: &mut [Manifest], intent: Option<u64>, receipt: u64) -> Result<()> {
+    pub(crate) fn publish_manifests(
+        &self,
+        manifests: &mut [Manifest],
+        intent: Option<u64>,
+        receipt: u64,
+    ) -> Result<()> {
         let all = self.archive_targets()?;
         for m in manifests.iter_mut() {
             m.intent = intent;
@@ -326,7 +349,7 @@ impl Vault {
                         format_ts(start_us)
                     )));
                 };
-                let mut per_target: BTreeMap<&str, BTreeMap<(String, u8), (String, Window)>> = BTreeMap::new();
+                let mut per_target: BTreeMap<&str, GroupRules> = BTreeMap::new();
                 for (g, (target, rule, window)) in groups {
                     if only.is_some_and(|o| !o.contains(g)) {
                         continue;
@@ -361,83 +384,160 @@ impl Vault {
         Ok(out)
     }
 
-    /// Writes one piece as one or more objects, each read back and checked.
+    /// Writes pieces as objects, each read back and checked: this thread
+    /// reads and encodes rows while a worker compresses, uploads and reads
+    /// back the previous object (the two cores each take a half). Returns
+    /// per piece its manifests or the error that stopped it; after a
+    /// piece's target fails, its later pieces are not attempted this round.
     #[allow(clippy::too_many_arguments)]
-    fn write_piece(
+    fn write_pieces(
         &self,
         all: &Targets,
-        target: &Target,
-        p: &Piece,
+        pieces: &[&Piece],
         reader: &mut dyn RowReader,
         policy_version: i64,
         now_us: i64,
         run: &str,
         clock: &dyn Fn() -> i64,
-    ) -> Result<Vec<Manifest>> {
+    ) -> Vec<std::result::Result<Vec<Manifest>, String>> {
         let max_raw = self.config.archive.object_max_mb.saturating_mul(1 << 20);
         let level = self.config.archive.zstd_level;
-        let mut out = Vec::new();
-        let mut cur: Option<Open<'_>> = None;
-        let mut line = Vec::with_capacity(4096);
-        let mut err: Option<VaultError> = None;
-        let date = day_of(p.start_us);
-        for &[first, last] in &p.ranges {
-            reader.scan(p.partition, first, last, &mut |row| {
-                if err.is_some() || row.state == DELETED {
-                    return;
-                }
-                let Some((rule, window)) = p.groups.get(&(row.scope.clone(), row.class)) else {
-                    return;
-                };
-                // A record already past its archive window would be deleted
-                // from the archive by this same run: it is not copied.
-                if window.micros().is_some_and(|w| row.ts_us.saturating_add(w) <= now_us) {
-                    return;
-                }
-                line.clear();
-                if let Err(e) = encode_line(&mut line, &p.tenant, &p.stream, &row) {
-                    err = Some(VaultError::Invalid(format!("{}/{} seq {}: {e}", p.tenant, p.stream, row.seq)));
-                    return;
-                }
-                if cur.is_none() {
-                    match Open::start(all, target, level) {
-                        Ok(o) => cur = Some(o),
-                        Err(e) => {
-                            err = Some(e);
-                            return;
+        let mut results: Vec<std::result::Result<Vec<Manifest>, String>> = vec![Ok(Vec::new()); pieces.len()];
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job<'_>>(IN_FLIGHT);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<Manifest>)>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || worker(all, level, inbox, done_tx));
+            let mut dead: BTreeMap<String, String> = BTreeMap::new();
+            let take = |results: &mut Vec<std::result::Result<Vec<Manifest>, String>>,
+                        dead: &mut BTreeMap<String, String>,
+                        (i, r): (usize, Result<Manifest>)| {
+                match r {
+                    Ok(mut m) => {
+                        m.policy_version = policy_version;
+                        m.run = run.to_string();
+                        m.written_at = format_ts(clock());
+                        if let Ok(v) = &mut results[i] {
+                            v.push(m);
                         }
                     }
-                }
-                let o = cur.as_mut().expect("opened");
-                if let Err(e) = o.push(&line, &row, rule, *window) {
-                    err = Some(e);
-                    return;
-                }
-                if o.raw_bytes >= max_raw {
-                    let o = cur.take().expect("opened");
-                    match o.finish(all, target, p, &date, policy_version, run, clock) {
-                        Ok(m) => out.push(m),
-                        Err(e) => err = Some(e),
+                    Err(e) => {
+                        let e = e.to_string();
+                        dead.insert(pieces[i].target.clone(), e.clone());
+                        results[i] = Err(e);
                     }
                 }
-            })?;
-            if let Some(e) = err.take() {
-                if let Some(o) = cur.take() {
-                    o.upload_abort();
+            };
+            for (i, p) in pieces.iter().enumerate() {
+                while let Ok(r) = done_rx.try_recv() {
+                    take(&mut results, &mut dead, r);
                 }
-                return Err(e);
+                if let Some(e) = dead.get(p.target.as_str()) {
+                    results[i] = Err(e.clone());
+                    continue;
+                }
+                let target = all.target(&p.target).expect("checked by the caller");
+                if let Err(e) = encode_piece(i, p, target, reader, &jobs, max_raw, now_us) {
+                    results[i] = Err(e.to_string());
+                }
             }
-        }
-        if let Some(o) = cur.take() {
-            out.push(o.finish(all, target, p, &date, policy_version, run, clock)?);
-        }
-        Ok(out)
+            drop(jobs);
+            for r in done_rx.iter() {
+                take(&mut results, &mut dead, r);
+            }
+        });
+        results
     }
 }
 
-/// An object being written.
-struct Open<'a> {
-    enc: zstd::stream::write::Encoder<'static, Upload<'a>>,
+/// Raw NDJSON handed to the worker at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks queued for the worker (bounds memory).
+const IN_FLIGHT: usize = 8;
+
+/// What the reading thread sends the worker.
+enum Job<'a> {
+    /// Start an object on this target.
+    Begin(&'a Target),
+    /// NDJSON lines of the current object.
+    Chunk(Vec<u8>),
+    /// The current object is complete: finish, read back, check.
+    End(Box<(usize, Manifest)>),
+    /// The current object is abandoned.
+    Abort,
+}
+
+/// Reads a piece's rows in sequence order and sends them, as NDJSON, to the worker.
+fn encode_piece<'a>(
+    i: usize,
+    p: &Piece,
+    target: &'a Target,
+    reader: &mut dyn RowReader,
+    jobs: &std::sync::mpsc::SyncSender<Job<'a>>,
+    max_raw: u64,
+    now_us: i64,
+) -> Result<()> {
+    let gone = || VaultError::Archive("archive worker stopped".into());
+    let date = day_of(p.start_us);
+    let mut cur: Option<Open> = None;
+    let mut err: Option<VaultError> = None;
+    for &[first, last] in &p.ranges {
+        reader.scan(p.partition, first, last, &mut |row| {
+            if err.is_some() || row.state == DELETED {
+                return;
+            }
+            let Some((rule, window)) = p.groups.get(&(row.scope.clone(), row.class)) else {
+                return;
+            };
+            // A record already past its archive window would be deleted
+            // from the archive by this same run: it is not copied.
+            if window.micros().is_some_and(|w| row.ts_us.saturating_add(w) <= now_us) {
+                return;
+            }
+            if cur.is_none() {
+                if jobs.send(Job::Begin(target)).is_err() {
+                    err = Some(gone());
+                    return;
+                }
+                cur = Some(Open::default());
+            }
+            let o = cur.as_mut().expect("opened");
+            if let Err(e) = encode_line(&mut o.buf, &p.tenant, &p.stream, &row) {
+                err = Some(VaultError::Invalid(format!(
+                    "{}/{} seq {}: {e}",
+                    p.tenant, p.stream, row.seq
+                )));
+                return;
+            }
+            o.note(&row, rule, *window);
+            if o.buf.len() >= CHUNK && o.flush(jobs).is_err() {
+                err = Some(gone());
+                return;
+            }
+            if o.raw_bytes >= max_raw {
+                let o = cur.take().expect("opened");
+                if o.end(i, p, target, &date, jobs).is_err() {
+                    err = Some(gone());
+                }
+            }
+        })?;
+        if let Some(e) = err.take() {
+            if cur.is_some() {
+                let _ = jobs.send(Job::Abort);
+            }
+            return Err(e);
+        }
+    }
+    if let Some(o) = cur.take() {
+        o.end(i, p, target, &date, jobs).map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+/// An object being encoded: its pending lines and what its manifest will say.
+#[derive(Default)]
+struct Open {
+    buf: Vec<u8>,
+    sent: u64,
     records: u64,
     raw_bytes: u64,
     first: u64,
@@ -447,58 +547,44 @@ struct Open<'a> {
     groups: BTreeMap<(String, u8), (String, Window, u64)>,
 }
 
-impl<'a> Open<'a> {
-    fn start(all: &'a Targets, target: &'a Target, level: i32) -> Result<Open<'a>> {
-        let mut enc = zstd::stream::write::Encoder::new(all.upload(target), level)?;
-        // Compression runs on a worker of its own while this thread reads
-        // and encodes rows: the two cores each do half the work.
-        enc.multithread(1)?;
-        Ok(Open {
-            enc,
-            records: 0,
-            raw_bytes: 0,
-            first: 0,
-            last: 0,
-            oldest: i64::MAX,
-            newest: i64::MIN,
-            groups: BTreeMap::new(),
-        })
-    }
-
-    fn push(&mut self, line: &[u8], row: &lethe_store::row::RawRow, rule: &str, window: Window) -> Result<()> {
-        self.enc.write_all(line)?;
+impl Open {
+    /// Notes a row whose line was just appended to `buf`.
+    fn note(&mut self, row: &lethe_store::row::RawRow, rule: &str, window: Window) {
         if self.records == 0 {
             self.first = row.seq;
+            self.oldest = row.ts_us;
+            self.newest = row.ts_us;
         }
         self.records += 1;
         self.last = row.seq;
-        self.raw_bytes += line.len() as u64;
+        self.raw_bytes = self.sent + self.buf.len() as u64;
         self.oldest = self.oldest.min(row.ts_us);
         self.newest = self.newest.max(row.ts_us);
         self.groups
             .entry((row.scope.clone(), row.class))
             .or_insert_with(|| (rule.to_string(), window, 0))
             .2 += 1;
-        Ok(())
     }
 
-    fn upload_abort(self) {
-        if let Ok(u) = self.enc.finish() {
-            u.abort();
-        }
+    /// Hands the pending lines to the worker.
+    fn flush<'a>(&mut self, jobs: &std::sync::mpsc::SyncSender<Job<'a>>) -> Result<(), ()> {
+        self.sent += self.buf.len() as u64;
+        jobs.send(Job::Chunk(std::mem::take(&mut self.buf))).map_err(|_| ())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        self,
-        all: &Targets,
-        target: &Target,
+    /// Completes the object: the rest of its lines, then its manifest (the
+    /// worker fills in size and SHA-256 once it has read the object back).
+    fn end<'a>(
+        mut self,
+        i: usize,
         p: &Piece,
+        target: &Target,
         date: &str,
-        policy_version: i64,
-        run: &str,
-        clock: &dyn Fn() -> i64,
-    ) -> Result<Manifest> {
+        jobs: &std::sync::mpsc::SyncSender<Job<'a>>,
+    ) -> Result<(), ()> {
+        if !self.buf.is_empty() {
+            self.flush(jobs)?;
+        }
         let key = ObjectKey {
             tenant: p.tenant.clone(),
             stream: p.stream.clone(),
@@ -506,32 +592,9 @@ impl<'a> Open<'a> {
             first: self.first,
             last: self.last,
         };
-        let path = key.object();
-        let stored = self.enc.finish()?.finish(&path)?;
-        fault(all, target, &path)?;
-        let back = all.read_back(target, &path)?;
-        let mismatch = |what: String| {
-            VaultError::Archive(format!(
-                "archive target `{}`: {path}: read back {what}; nothing is deleted",
-                target.name
-            ))
-        };
-        if back.sha256 != stored.sha256 || back.bytes != stored.bytes {
-            return Err(mismatch(format!(
-                "{} bytes with SHA-256 {}, wrote {} bytes with SHA-256 {}",
-                back.bytes, back.sha256, stored.bytes, stored.sha256
-            )));
-        }
-        if back.lines != self.records || back.raw_bytes != self.raw_bytes {
-            return Err(mismatch(format!(
-                "{} records ({} bytes), wrote {} ({} bytes)",
-                back.lines, back.raw_bytes, self.records, self.raw_bytes
-            )));
-        }
-        crashpoint::hit("archive.after_object");
-        Ok(Manifest {
+        let m = Manifest {
             format: FORMAT,
-            object: path,
+            object: key.object(),
             target: target.name.clone(),
             tenant: p.tenant.clone(),
             stream: p.stream.clone(),
@@ -556,17 +619,112 @@ impl<'a> Open<'a> {
                     records,
                 })
                 .collect(),
-            bytes: stored.bytes,
+            bytes: 0,
             raw_bytes: self.raw_bytes,
-            sha256: stored.sha256,
-            policy_version,
-            run: run.to_string(),
-            written_at: format_ts(clock()),
+            sha256: String::new(),
+            policy_version: 0,
+            run: String::new(),
+            written_at: String::new(),
             archive_entry: None,
             intent: None,
             receipt: None,
-        })
+        };
+        jobs.send(Job::End(Box::new((i, m)))).map_err(|_| ())
     }
+}
+
+/// The worker: compresses and uploads each object as its lines arrive,
+/// then reads it back and checks size, SHA-256, record count and raw size
+/// against what was meant to be written; reports each object's outcome.
+fn worker(
+    all: &Targets,
+    level: i32,
+    inbox: std::sync::mpsc::Receiver<Job<'_>>,
+    done: std::sync::mpsc::Sender<(usize, Result<Manifest>)>,
+) {
+    let mut cur: Option<(&Target, zstd::stream::write::Encoder<'static, Upload<'_>>)> = None;
+    let mut failure: Option<VaultError> = None;
+    for job in inbox {
+        match job {
+            Job::Begin(t) => {
+                failure = None;
+                match zstd::stream::write::Encoder::new(all.upload(t), level) {
+                    Ok(e) => cur = Some((t, e)),
+                    Err(e) => failure = Some(VaultError::Archive(format!("archive target `{}`: {e}", t.name))),
+                }
+            }
+            Job::Chunk(b) => {
+                if let (None, Some((t, enc))) = (&failure, cur.as_mut()) {
+                    if let Err(e) = enc.write_all(&b) {
+                        failure = Some(VaultError::Archive(format!("archive target `{}`: {e}", t.name)));
+                    }
+                }
+            }
+            Job::Abort => {
+                if let Some((_, enc)) = cur.take() {
+                    if let Ok(u) = enc.finish() {
+                        u.abort();
+                    }
+                }
+            }
+            Job::End(b) => {
+                let (i, m) = *b;
+                let r = match (failure.take(), cur.take()) {
+                    (Some(e), cur) => {
+                        if let Some((_, enc)) = cur {
+                            if let Ok(u) = enc.finish() {
+                                u.abort();
+                            }
+                        }
+                        Err(e)
+                    }
+                    (None, Some((t, enc))) => complete(all, t, enc, m),
+                    (None, None) => Err(VaultError::Archive("archive object ended before it began".into())),
+                };
+                if done.send((i, r)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Finishes an upload, reads the object back and checks it.
+fn complete(
+    all: &Targets,
+    target: &Target,
+    enc: zstd::stream::write::Encoder<'static, Upload<'_>>,
+    mut m: Manifest,
+) -> Result<Manifest> {
+    let path = m.object.clone();
+    let up = enc
+        .finish()
+        .map_err(|e| VaultError::Archive(format!("archive target `{}`: {path}: {e}", target.name)))?;
+    let stored = up.finish(&path)?;
+    fault(all, target, &path)?;
+    let back = all.read_back(target, &path)?;
+    let mismatch = |what: String| {
+        VaultError::Archive(format!(
+            "archive target `{}`: {path}: read back {what}; nothing is deleted",
+            target.name
+        ))
+    };
+    if back.sha256 != stored.sha256 || back.bytes != stored.bytes {
+        return Err(mismatch(format!(
+            "{} bytes with SHA-256 {}, wrote {} bytes with SHA-256 {}",
+            back.bytes, back.sha256, stored.bytes, stored.sha256
+        )));
+    }
+    if back.lines != m.records || back.raw_bytes != m.raw_bytes {
+        return Err(mismatch(format!(
+            "{} records ({} bytes), wrote {} ({} bytes)",
+            back.lines, back.raw_bytes, m.records, m.raw_bytes
+        )));
+    }
+    crashpoint::hit("archive.after_object");
+    m.bytes = stored.bytes;
+    m.sha256 = stored.sha256;
+    Ok(m)
 }
 
 /// Fault injection for tests: with `LETHE_TEST_ARCHIVE_FAULT=corrupt`, every
