@@ -119,6 +119,10 @@ fn bench_config() -> Result<Config> {
         }
         Ok(other) => anyhow::bail!("LETHE_BENCH_ARCHIVE: unknown target kind `{other}` (local or s3)"),
     };
+    let text = match std::env::var("LETHE_BENCH_ZSTD_LEVEL") {
+        Ok(l) => format!("{text}[archive]\nzstd_level = {l}\n"),
+        Err(_) => text,
+    };
     Ok(config::load(
         Source {
             name: "bench",
