@@ -119,6 +119,10 @@ fn bench_config() -> Result<Config> {
         }
         Ok(other) => anyhow::bail!("LETHE_BENCH_ARCHIVE: unknown target kind `{other}` (local or s3)"),
     };
+    let text = match std::env::var("LETHE_BENCH_ARCHIVE_PATH") {
+        Ok(p) => format!("{text}[archive.targets.local]\npath = \"{p}\"\n"),
+        Err(_) => text,
+    };
     let text = match std::env::var("LETHE_BENCH_ZSTD_LEVEL") {
         Ok(l) => format!("{text}[archive]\nzstd_level = {l}\n"),
         Err(_) => text,

@@ -63,6 +63,8 @@ pub enum TargetError {
 /// Result alias for target operations.
 pub type Result<T, E = TargetError> = std::result::Result<T, E>;
 
+/// Bytes read per request when reading an object back.
+const READ_RANGE: u64 = 8 << 20;
 /// Multipart part size.
 const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once (bounds memory: parts × part size).
@@ -117,6 +119,9 @@ impl Targets {
     pub fn open(cfg: &ArchiveConfig, data_dir: &Path) -> Result<Targets> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Local targets do their file I/O on the blocking pool; a few
+            // threads suffice, and each one keeps allocator memory of its own.
+            .max_blocking_threads(4)
             .thread_name("lethe-archive")
             .enable_all()
             .build()
@@ -161,54 +166,21 @@ impl Targets {
     /// Reads an object back: its size and SHA-256, and the lines and bytes
     /// of its zstd-decompressed content — streaming, in bounded memory.
     pub fn read_back(&self, target: &Target, path: &str) -> Result<ReadBack> {
-        let p = target.path(path);
-        self.rt.block_on(async {
-            let err = |op, source| TargetError::Store {
-                target: target.name.clone(),
-                op,
-                path: path.to_string(),
-                source: Box::new(source),
-            };
-            let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
-            let mut stream = got.into_stream();
-            let mut hasher = Sha256::new();
-            let mut bytes = 0u64;
-            let mut dec =
-                zstd::stream::write::Decoder::new(LineCounter::default()).map_err(|source| TargetError::Io {
-                    target: target.name.clone(),
-                    source,
-                })?;
-            let mut bad = None;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| err("read", e))?;
-                hasher.update(&chunk);
-                bytes += chunk.len() as u64;
-                if bad.is_none() {
-                    if let Err(e) = dec.write_all(&chunk) {
-                        bad = Some(e.to_string());
-                    }
-                }
-            }
-            if bad.is_none() {
-                if let Err(e) = dec.flush() {
-                    bad = Some(e.to_string());
-                }
-            }
-            if let Some(e) = bad {
-                return Err(TargetError::Mismatch {
-                    target: target.name.clone(),
-                    path: path.to_string(),
-                    message: format!("not a valid zstd stream: {e}"),
-                });
-            }
-            let c = dec.into_inner();
-            Ok(ReadBack {
-                bytes,
-                sha256: hex::encode(hasher.finalize()),
-                lines: c.lines,
-                raw_bytes: c.bytes,
-            })
-        })
+        self.rt.block_on(read_back(
+            target.store.clone(),
+            target.name.clone(),
+            path.to_string(),
+            target.path(path),
+        ))
+    }
+
+    /// Waits for an object's upload and read-back to complete.
+    pub fn wait(&self, f: InFlight) -> Result<ReadBack> {
+        let name = f.target.clone();
+        self.rt.block_on(f.handle).map_err(|e| TargetError::Io {
+            target: name,
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// Visits the decompressed content of an object, in chunks.
@@ -221,15 +193,18 @@ impl Targets {
                 path: path.to_string(),
                 source: Box::new(source),
             };
-            let got = target.store.get(&p).await.map_err(|e| err("get", e))?;
-            let mut stream = got.into_stream();
+            let size = target.store.head(&p).await.map_err(|e| err("head", e))?.size;
             let io = |source| TargetError::Io {
                 target: target.name.clone(),
                 source,
             };
             let mut dec = zstd::stream::write::Decoder::new(sink).map_err(io)?;
-            while let Some(chunk) = stream.next().await {
-                dec.write_all(&chunk.map_err(|e| err("read", e))?).map_err(io)?;
+            let mut at = 0u64;
+            while at < size {
+                let end = size.min(at + READ_RANGE);
+                let chunk = target.store.get_range(&p, at..end).await.map_err(|e| err("read", e))?;
+                at = end;
+                dec.write_all(&chunk).map_err(io)?;
             }
             dec.flush().map_err(io)
         })
@@ -428,34 +403,55 @@ pub struct Upload<'a> {
 
 impl Upload<'_> {
     /// Completes the upload under `path` (known only now: it names the
-    /// object's last sequence number).
-    pub fn finish(self, path: &str) -> Result<Stored> {
+    /// object's last sequence number) and reads the object back — in the
+    /// background: what was sent is returned now, the read-back through
+    /// [`Targets::wait`]. A small object's PUT runs in the background too.
+    pub fn finish_checked(self, path: &str) -> Result<(Stored, InFlight)> {
         let target = self.target;
-        let err = |op, p: &str, source| TargetError::Store {
+        let dest = target.path(path);
+        let stored = Stored {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        };
+        let store = target.store.clone();
+        let (name, rel) = (target.name.clone(), path.to_string());
+        let err = move |op, p: &str, source| TargetError::Store {
             target: target.name.clone(),
             op,
             path: p.to_string(),
             source: Box::new(source),
         };
-        let dest = target.path(path);
-        match self.multipart {
-            None => {
-                self.rt
-                    .block_on(target.store.put(&dest, PutPayload::from(self.buf)))
-                    .map_err(|e| err("put", path, e))?;
-            }
+        let payload = match self.multipart {
+            None => Some(self.buf),
             Some((mp, staging)) => {
                 let sp = target.path(&staging);
                 self.rt.block_on(mp.finish()).map_err(|e| err("upload", &staging, e))?;
                 self.rt
                     .block_on(target.store.rename(&sp, &dest))
                     .map_err(|e| err("rename", &staging, e))?;
+                None
             }
-        }
-        Ok(Stored {
-            bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
-        })
+        };
+        let handle = self.rt.spawn(async move {
+            let put_err = |op, source| TargetError::Store {
+                target: name.clone(),
+                op,
+                path: rel.clone(),
+                source: Box::new(source),
+            };
+            if let Some(b) = payload {
+                store.put(&dest, PutPayload::from(b)).await.map_err(|e| put_err("put", e))?;
+            }
+            fault(store.as_ref(), &dest).await.map_err(|e| put_err("fault", e))?;
+            read_back(store, name, rel, dest).await
+        });
+        Ok((
+            stored,
+            InFlight {
+                target: target.name.clone(),
+                handle,
+            },
+        ))
     }
 
     /// Abandons the upload (a multipart upload is aborted).
@@ -507,6 +503,78 @@ impl Write for Upload<'_> {
     }
 }
 
+/// An object whose upload and read-back run in the background (see
+/// [`Upload::finish_checked`]); [`Targets::wait`] gives the read-back.
+pub struct InFlight {
+    target: String,
+    handle: tokio::task::JoinHandle<Result<ReadBack>>,
+}
+
+/// Reads an object back (see [`Targets::read_back`]).
+async fn read_back(store: Arc<dyn ObjectStore>, target: String, path: String, p: ObjectPath) -> Result<ReadBack> {
+    let err = |op, source| TargetError::Store {
+        target: target.clone(),
+        op,
+        path: path.clone(),
+        source: Box::new(source),
+    };
+    let size = store.head(&p).await.map_err(|e| err("head", e))?.size;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut dec = zstd::stream::write::Decoder::new(LineCounter::default()).map_err(|source| TargetError::Io {
+        target: target.clone(),
+        source,
+    })?;
+    let mut bad = None;
+    let mut at = 0u64;
+    while at < size {
+        // Large ranges: a local target's streamed GET hands over 8 KiB per
+        // blocking-pool round trip, which costs more than the reading.
+        let end = size.min(at + READ_RANGE);
+        let chunk = store.get_range(&p, at..end).await.map_err(|e| err("read", e))?;
+        at = end;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        if bad.is_none() {
+            if let Err(e) = dec.write_all(&chunk) {
+                bad = Some(e.to_string());
+            }
+        }
+    }
+    if bad.is_none() {
+        if let Err(e) = dec.flush() {
+            bad = Some(e.to_string());
+        }
+    }
+    if let Some(e) = bad {
+        return Err(TargetError::Mismatch {
+            target,
+            path,
+            message: format!("not a valid zstd stream: {e}"),
+        });
+    }
+    let c = dec.into_inner();
+    Ok(ReadBack {
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+        lines: c.lines,
+        raw_bytes: c.bytes,
+    })
+}
+
+/// Fault injection for tests: with `LETHE_TEST_ARCHIVE_FAULT=corrupt`, every
+/// object has one byte flipped on the target after it is written and before
+/// it is read back — what a bad disk or a broken proxy would do.
+async fn fault(store: &dyn ObjectStore, p: &ObjectPath) -> object_store::Result<()> {
+    if std::env::var("LETHE_TEST_ARCHIVE_FAULT").as_deref() != Ok("corrupt") {
+        return Ok(());
+    }
+    let mut b = store.get(p).await?.bytes().await?.to_vec();
+    let i = b.len() / 2;
+    b[i] ^= 0x01;
+    store.put(p, PutPayload::from(b)).await.map(|_| ())
+}
+
 /// Counts lines and bytes written to it.
 #[derive(Default)]
 struct LineCounter {
@@ -526,5 +594,8 @@ impl Write for LineCounter {
 }
 
 fn memchr_count(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    // Byte-wise compare-and-add vectorizes; chunks keep the counters small.
+    b.chunks(255)
+        .map(|c| c.iter().map(|&x| (x == b'\n') as u8).sum::<u8>() as u64)
+        .sum()
 }

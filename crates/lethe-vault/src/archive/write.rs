@@ -17,7 +17,7 @@ use lethe_store::{crashpoint, ChainRemoval, Removal, RetentionTarget, RowReader}
 use serde::Serialize;
 
 use super::format::{day_of, encode_line, Manifest, ManifestGroup, ObjectKey, FORMAT};
-use super::target::{Target, Targets, Upload};
+use super::target::{InFlight, ReadBack, Stored, Target, Targets, Upload};
 use crate::{Result, Vault, VaultError};
 
 /// Attempts per piece before its target counts as failing for the run.
@@ -406,7 +406,10 @@ impl Vault {
         let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job<'_>>(IN_FLIGHT);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<Manifest>)>();
         std::thread::scope(|scope| {
-            scope.spawn(move || worker(all, level, inbox, done_tx));
+            std::thread::Builder::new()
+                .name("lethe-compress".into())
+                .spawn_scoped(scope, move || worker(all, level, inbox, done_tx))
+                .expect("spawning the archive worker");
             let mut dead: BTreeMap<String, String> = BTreeMap::new();
             let take = |results: &mut Vec<std::result::Result<Vec<Manifest>, String>>,
                         dead: &mut BTreeMap<String, String>,
@@ -633,17 +636,32 @@ impl Open {
     }
 }
 
-/// The worker: compresses and uploads each object as its lines arrive,
-/// then reads it back and checks size, SHA-256, record count and raw size
-/// against what was meant to be written; reports each object's outcome.
+/// Objects whose upload and read-back may run in the background at once.
+const CHECKS_IN_FLIGHT: usize = 4;
+
+/// The worker: compresses each object as its lines arrive and hands it to
+/// the target, whose upload and read-back run in the background while the
+/// next object is compressed; checks each read-back (size, SHA-256, record
+/// count, raw size) against what was meant to be written and reports each
+/// object's outcome.
 fn worker(
     all: &Targets,
     level: i32,
     inbox: std::sync::mpsc::Receiver<Job<'_>>,
     done: std::sync::mpsc::Sender<(usize, Result<Manifest>)>,
 ) {
+    type Checking<'t> = (usize, &'t Target, Manifest, Stored, InFlight);
     let mut cur: Option<(&Target, zstd::stream::write::Encoder<'static, Upload<'_>>)> = None;
     let mut failure: Option<VaultError> = None;
+    let mut checking: std::collections::VecDeque<Checking<'_>> = std::collections::VecDeque::new();
+    let settle = |c: Checking<'_>| {
+        let (i, t, m, stored, f) = c;
+        let r = all
+            .wait(f)
+            .map_err(VaultError::from)
+            .and_then(|back| check(t, m, &stored, &back));
+        done.send((i, r)).is_ok()
+    };
     for job in inbox {
         match job {
             Job::Begin(t) => {
@@ -669,7 +687,7 @@ fn worker(
             }
             Job::End(b) => {
                 let (i, m) = *b;
-                let r = match (failure.take(), cur.take()) {
+                let started = match (failure.take(), cur.take()) {
                     (Some(e), cur) => {
                         if let Some((_, enc)) = cur {
                             if let Ok(u) = enc.finish() {
@@ -678,31 +696,39 @@ fn worker(
                         }
                         Err(e)
                     }
-                    (None, Some((t, enc))) => complete(all, t, enc, m),
+                    (None, Some((t, enc))) => enc
+                        .finish()
+                        .map_err(|e| VaultError::Archive(format!("archive target `{}`: {}: {e}", t.name, m.object)))
+                        .and_then(|u| u.finish_checked(&m.object).map_err(VaultError::from))
+                        .map(|(stored, f)| (t, stored, f)),
                     (None, None) => Err(VaultError::Archive("archive object ended before it began".into())),
                 };
-                if done.send((i, r)).is_err() {
-                    return;
+                match started {
+                    Ok((t, stored, f)) => checking.push_back((i, t, m, stored, f)),
+                    Err(e) => {
+                        if done.send((i, Err(e))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                while checking.len() > CHECKS_IN_FLIGHT {
+                    if !settle(checking.pop_front().expect("non-empty")) {
+                        return;
+                    }
                 }
             }
         }
     }
+    for c in checking {
+        if !settle(c) {
+            return;
+        }
+    }
 }
 
-/// Finishes an upload, reads the object back and checks it.
-fn complete(
-    all: &Targets,
-    target: &Target,
-    enc: zstd::stream::write::Encoder<'static, Upload<'_>>,
-    mut m: Manifest,
-) -> Result<Manifest> {
-    let path = m.object.clone();
-    let up = enc
-        .finish()
-        .map_err(|e| VaultError::Archive(format!("archive target `{}`: {path}: {e}", target.name)))?;
-    let stored = up.finish(&path)?;
-    fault(all, target, &path)?;
-    let back = all.read_back(target, &path)?;
+/// Checks an object's read-back against what was written.
+fn check(target: &Target, mut m: Manifest, stored: &Stored, back: &ReadBack) -> Result<Manifest> {
+    let path = &m.object;
     let mismatch = |what: String| {
         VaultError::Archive(format!(
             "archive target `{}`: {path}: read back {what}; nothing is deleted",
@@ -723,21 +749,6 @@ fn complete(
     }
     crashpoint::hit("archive.after_object");
     m.bytes = stored.bytes;
-    m.sha256 = stored.sha256;
+    m.sha256 = stored.sha256.clone();
     Ok(m)
-}
-
-/// Fault injection for tests: with `LETHE_TEST_ARCHIVE_FAULT=corrupt`, every
-/// object has one byte flipped on the target after it is written and before
-/// it is read back — what a bad disk or a broken proxy would do.
-fn fault(all: &Targets, target: &Target, path: &str) -> Result<()> {
-    if std::env::var("LETHE_TEST_ARCHIVE_FAULT").as_deref() != Ok("corrupt") {
-        return Ok(());
-    }
-    if let Some(mut b) = all.fetch(target, path)? {
-        let i = b.len() / 2;
-        b[i] ^= 0x01;
-        all.put(target, path, b)?;
-    }
-    Ok(())
 }
