@@ -517,6 +517,9 @@ fn proof_check(file: &str, public_key: Option<&str>, json: bool) -> Result<u8> {
     Ok(if r.valid { exit::OK } else { exit::INTEGRITY })
 }
 
+/// The commented sample configuration shipped at the repository root.
+const SAMPLE_CONFIG: &str = include_str!("../../../lethe.toml");
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let (name, text) = match &cli.config {
         Some(p) => (
@@ -526,6 +529,12 @@ fn load_config(cli: &Cli) -> Result<Config> {
         None if Path::new("lethe.toml").exists() => (
             "lethe.toml".to_string(),
             std::fs::read_to_string("lethe.toml").map_err(|e| ConfigProblem(format!("reading lethe.toml: {e}")))?,
+        ),
+        // The demo shows every feature: without a configuration file it
+        // runs on the sample one (which archives audit events).
+        None if matches!(cli.command, Command::Demo(_)) => (
+            "the sample lethe.toml (built in)".to_string(),
+            SAMPLE_CONFIG.to_string(),
         ),
         None => ("built-in defaults".to_string(), String::new()),
     };
@@ -1026,6 +1035,17 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
         plan.anonymized,
         run.anonymized
     );
+    if let Some(a) = &run.archived {
+        let listed = vault.archive_ls(&Default::default())?;
+        println!(
+            "\n== archive: {} records archived before deletion to {} objects ({} of NDJSON in {}); `lethe archive ls` lists {} objects",
+            a.records,
+            a.objects,
+            bytes(a.raw_bytes),
+            bytes(a.bytes),
+            listed.len()
+        );
+    }
     println!(
         "\n== verify: {} stored records intact, {} removed records explained by receipt {}, {} unexplained gaps",
         verified.records_checked,

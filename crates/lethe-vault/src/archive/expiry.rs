@@ -171,7 +171,7 @@ impl Vault {
         let mut left = 0;
         for x in expiring {
             let t = all.target(&x.target).expect("checked above");
-            if all.fetch(t, &x.object)?.is_some() {
+            if all.exists(t, &x.object)? {
                 left += 1;
             }
         }

@@ -224,6 +224,32 @@ impl Targets {
             })
     }
 
+    /// Stores small objects (manifests), several PUTs at a time.
+    pub fn put_many(&self, target: &Target, objects: Vec<(String, Vec<u8>)>) -> Result<()> {
+        use futures::stream::TryStreamExt;
+        self.rt.block_on(
+            futures::stream::iter(objects.into_iter().map(|(path, bytes)| {
+                let p = target.path(&path);
+                async move {
+                    target
+                        .store
+                        .put(&p, PutPayload::from(bytes))
+                        .await
+                        .map(|_| ())
+                        .map_err(|source| TargetError::Store {
+                            target: target.name.clone(),
+                            op: "put",
+                            path,
+                            source: Box::new(source),
+                        })
+                }
+            }))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>(),
+        )?;
+        Ok(())
+    }
+
     /// Reads a small object (a manifest) whole.
     pub fn fetch(&self, target: &Target, path: &str) -> Result<Option<Vec<u8>>> {
         let p = target.path(path);
@@ -240,6 +266,21 @@ impl Targets {
                 source: Box::new(source),
             })
         })
+    }
+
+    /// Whether an object exists (a HEAD request).
+    pub fn exists(&self, target: &Target, path: &str) -> Result<bool> {
+        let p = target.path(path);
+        match self.rt.block_on(target.store.head(&p)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(TargetError::Store {
+                target: target.name.clone(),
+                op: "head",
+                path: path.to_string(),
+                source: Box::new(source),
+            }),
+        }
     }
 
     /// Deletes an object; one that is not there counts as deleted.
@@ -440,7 +481,10 @@ impl Upload<'_> {
                 source: Box::new(source),
             };
             if let Some(b) = payload {
-                store.put(&dest, PutPayload::from(b)).await.map_err(|e| put_err("put", e))?;
+                store
+                    .put(&dest, PutPayload::from(b))
+                    .await
+                    .map_err(|e| put_err("put", e))?;
             }
             fault(store.as_ref(), &dest).await.map_err(|e| put_err("fault", e))?;
             read_back(store, name, rel, dest).await

@@ -257,15 +257,25 @@ impl Vault {
         receipt: u64,
     ) -> Result<()> {
         let all = self.archive_targets()?;
+        let mut per_target: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for m in manifests.iter_mut() {
             m.intent = intent;
             m.receipt = Some(receipt);
-            let t = all
-                .target(&m.target)
-                .ok_or_else(|| VaultError::Archive(format!("no archive target `{}`", m.target)))?;
             let body = serde_json::to_vec_pretty(&*m).expect("manifest serializes");
-            all.put(t, &m.key().manifest(), body)?;
-            crashpoint::hit("archive.mid_manifests");
+            per_target
+                .entry(m.target.clone())
+                .or_default()
+                .push((m.key().manifest(), body));
+        }
+        for (name, objects) in per_target {
+            let t = all
+                .target(&name)
+                .ok_or_else(|| VaultError::Archive(format!("no archive target `{name}`")))?;
+            // In batches, so a crash point can fall between them.
+            for batch in objects.chunks(64) {
+                all.put_many(t, batch.to_vec())?;
+                crashpoint::hit("archive.mid_manifests");
+            }
         }
         self.store.set_meta(PENDING_MANIFESTS, None)?;
         Ok(())
