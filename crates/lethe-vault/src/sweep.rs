@@ -348,7 +348,7 @@ impl Vault {
         }
         // The archive clock: objects past their archive window go (dry
         // run: are listed). A target that cannot be reached fails only this.
-        match self.expire_archives(actor, now_us, &holds, dry_run, clock) {
+        match self.expire_archives(actor, now_us, tenant.map(|t| t.as_str()), &holds, dry_run, clock) {
             Ok(x) => {
                 report
                     .warnings

@@ -72,9 +72,9 @@ impl Vault {
 
     /// Which archived objects have expired at `now_us`, and how many
     /// expired ones `holds` keep.
-    pub fn archive_expiry_plan(&self, now_us: i64, holds: &[HoldScope]) -> Result<ExpiryReport> {
+    pub fn archive_expiry_plan(&self, now_us: i64, tenant: Option<&str>, holds: &[HoldScope]) -> Result<ExpiryReport> {
         let mut r = ExpiryReport::default();
-        for (target, listed) in self.archive_manifests(None, None)? {
+        for (target, listed) in self.archive_manifests(tenant, None)? {
             let ms = match listed {
                 Ok(ms) => ms,
                 Err(e) => {
@@ -124,11 +124,12 @@ impl Vault {
         &self,
         actor: &str,
         now_us: i64,
+        tenant: Option<&str>,
         holds: &[HoldScope],
         dry_run: bool,
         clock: &dyn Fn() -> i64,
     ) -> Result<ExpiryReport> {
-        let mut r = self.archive_expiry_plan(now_us, holds)?;
+        let mut r = self.archive_expiry_plan(now_us, tenant, holds)?;
         if dry_run || r.expiring.is_empty() {
             return Ok(r);
         }

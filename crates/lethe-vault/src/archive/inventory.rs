@@ -79,13 +79,14 @@ impl Vault {
         let mut out = Vec::new();
         for t in all.all() {
             let listed = (|| -> Result<Vec<Manifest>> {
-                let mut ms = Vec::new();
-                for p in all
+                let paths: Vec<String> = all
                     .list(t, &prefix)?
                     .into_iter()
                     .filter(|p| p.ends_with(".manifest.json"))
-                {
-                    let Some(b) = all.fetch(t, &p)? else { continue };
+                    .collect();
+                let mut ms = Vec::with_capacity(paths.len());
+                for (p, b) in paths.iter().zip(all.fetch_many(t, &paths)?) {
+                    let Some(b) = b else { continue };
                     let m: Manifest = serde_json::from_slice(&b)
                         .map_err(|e| VaultError::Archive(format!("archive target `{}`: {p}: {e}", t.name)))?;
                     ms.push(m);

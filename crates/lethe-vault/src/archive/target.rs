@@ -250,6 +250,32 @@ impl Targets {
         Ok(())
     }
 
+    /// Reads small objects (manifests) whole, several GETs at a time; a
+    /// missing one reads as `None`. Results are in the order asked.
+    pub fn fetch_many(&self, target: &Target, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        use futures::stream::TryStreamExt;
+        self.rt.block_on(
+            futures::stream::iter(paths.iter().map(|path| {
+                let p = target.path(path);
+                async move {
+                    match target.store.get(&p).await {
+                        Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|source| TargetError::Store {
+                        target: target.name.clone(),
+                        op: "get",
+                        path: path.clone(),
+                        source: Box::new(source),
+                    })
+                }
+            }))
+            .buffered(16)
+            .try_collect(),
+        )
+    }
+
     /// Reads a small object (a manifest) whole.
     pub fn fetch(&self, target: &Target, path: &str) -> Result<Option<Vec<u8>>> {
         let p = target.path(path);
