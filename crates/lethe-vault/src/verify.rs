@@ -174,6 +174,9 @@ struct Auth {
     now_us: i64,
     /// A purge (authorised by its ticket, not by policy) rather than a sweep.
     purge: bool,
+    /// The intent names an archive run (its records of `archive_then_delete`
+    /// rules were archived, read back and recorded before it).
+    archived: bool,
 }
 
 impl Auth {
@@ -332,6 +335,12 @@ impl Evidence {
             return Some(format!(
                 "sweep intent {} did {action}, but rule `{}` of policy version {} says {}",
                 auth.intent, d.rule.name, auth.policy_version, d.rule.action
+            ));
+        }
+        if d.rule.archive.is_some() && action == Action::Delete && !auth.archived {
+            return Some(format!(
+                "sweep intent {} deleted it under rule `{}` (archive_then_delete) of policy version {}, but names no archive run: no archive copy was recorded first",
+                auth.intent, d.rule.name, auth.policy_version
             ));
         }
         if before_us > cutoff {
@@ -592,6 +601,7 @@ impl Vault {
                 policy_version: body.policy_version,
                 now_us: body.now_us,
                 purge,
+                archived: body.archive.as_ref().is_some_and(|a| !a.is_null()),
             });
             let auth = ev.auths.len() - 1;
             for c in body.chains {
@@ -708,6 +718,7 @@ impl Vault {
             policy_version: ANCHORED,
             now_us: 0,
             purge: false,
+            archived: false,
         });
         let auth = ev.auths.len() - 1;
         for c in &a.chains {

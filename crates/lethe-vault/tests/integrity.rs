@@ -596,3 +596,39 @@ fn verify_while_ingest_runs_reports_no_gaps() {
     assert!(r.ok() && r.unsealed_recent == 0, "{r:?}");
     assert_eq!(r.records_checked, 7000);
 }
+
+#[test]
+fn tamper_a_delete_under_an_archive_policy_without_an_archive_run_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    // The policy in force archives audit events first; someone with the
+    // ledger key records an intent that deletes one without archiving it.
+    {
+        let v = common::open(
+            &c.dir,
+            cfg("[[retention.policy]]\nstream = \"audit\"\nwindow = \"1h\"\naction = \"archive_then_delete\"\narchive_window = \"forever\"\n"),
+        );
+        let version = v.note_policy("cli:mallory", now()).unwrap();
+        let intent = v
+            .record(
+                now(),
+                "cli:mallory",
+                "sweep.intent",
+                None,
+                &serde_json::json!({"policy_version": version, "now_us": now() + 86_400_000_000 * 60, "tenant": null,
+                    "chains": [{"tenant": t, "stream": s, "dropped": [],
+                                "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[a + 3, a + 3]]}]}]}),
+            )
+            .unwrap();
+        v.record(
+            now(),
+            "cli:mallory",
+            "receipt.sweep",
+            None,
+            &serde_json::json!({"intent": intent.seq}),
+        )
+        .unwrap();
+    }
+    tombstone(&p, a + 3);
+    assert_caught(&c.dir, &[(&t, &s, a + 3)], "names no archive run");
+}
