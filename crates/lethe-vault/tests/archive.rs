@@ -15,7 +15,6 @@ use lethe_vault::archive::inventory::ArchiveFilter;
 use lethe_vault::hold::HoldRequest;
 use lethe_vault::purge::PurgeRequest;
 use lethe_vault::sweep::SweepReport;
-use lethe_vault::synth::Synth;
 use lethe_vault::Vault;
 use serde_json::Value;
 
@@ -33,16 +32,7 @@ fn policy(target: &str, extra: &str) -> String {
 
 /// 3,000 synthetic records over 20 days.
 fn vault_with_data(dir: &Path, config: &str) -> Vault {
-    let v = open(dir, cfg(config));
-    let mut s = Synth::new(11, 3000, now(), 20);
-    let mut lines = Vec::new();
-    let mut l = String::new();
-    while s.next_line(&mut l) {
-        lines.push(std::mem::take(&mut l));
-    }
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    assert_eq!(v.ingest_lines(&refs, now()).unwrap().stored, 3000);
-    v
+    common::vault_with_synth(dir, config, 11, 3000, 20)
 }
 
 fn sweep(v: &Vault, at: i64) -> SweepReport {
@@ -102,20 +92,10 @@ fn archive_ok(v: &Vault) -> lethe_vault::archive::inventory::ArchiveCheck {
 
 /// Paths of the objects (`*.ndjson.zst`) under a local target directory.
 fn objects(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".ndjson.zst") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files_under(root)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
+        .collect()
 }
 
 #[test]

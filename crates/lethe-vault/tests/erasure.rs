@@ -5,13 +5,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cfg, files_contain, logs, now, open};
+use common::{files_contain, logs, now};
 use lethe_core::crypto::{MasterKey, SecretKey};
 use lethe_core::record::body;
 use lethe_core::TenantId;
 use lethe_vault::hold::HoldRequest;
 use lethe_vault::purge::{PurgePlan, PurgeReport, PurgeRequest};
-use lethe_vault::synth::Synth;
 use lethe_vault::{Vault, VaultError};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -20,17 +19,7 @@ const DAY: i64 = 86_400_000_000;
 
 /// 3,000 synthetic records over 20 days (subjects `user-000000`…, four tenants).
 fn vault_with_data(dir: &Path, extra: &str) -> Vault {
-    let v = open(dir, cfg(extra));
-    let mut s = Synth::new(7, 3000, now(), 20);
-    let mut lines = Vec::new();
-    let mut l = String::new();
-    while s.next_line(&mut l) {
-        lines.push(std::mem::take(&mut l));
-    }
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let r = v.ingest_lines(&refs, now()).unwrap();
-    assert_eq!(r.stored, 3000);
-    v
+    common::vault_with_synth(dir, extra, 7, 3000, 20)
 }
 
 fn request(subjects: &[&str]) -> PurgeRequest {

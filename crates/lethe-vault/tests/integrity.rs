@@ -444,14 +444,12 @@ fn tamper_forge_a_receipt_without_the_key_is_caught() {
     );
 }
 
-#[test]
-fn tamper_a_receipt_claiming_records_its_policy_keeps_is_caught() {
-    let c = case();
-    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
-    // Someone with the ledger key (a buggy sweep, a rogue operator) records a
-    // proper-looking intent and receipt for a record inside its window.
+/// Someone with the ledger key (a buggy sweep, a rogue operator) records a
+/// proper-looking intent (under the policies of `config`, evaluated at
+/// `at`) and receipt deleting one record, and tombstones it.
+fn forge_delete(dir: &Path, config: &str, at: i64, part: &Path, tenant: &str, stream: &str, seq: u64) {
     {
-        let v = open(&c.dir);
+        let v = common::open(dir, cfg(config));
         let version = v.note_policy("cli:mallory", now()).unwrap();
         let intent = v
             .record(
@@ -459,9 +457,9 @@ fn tamper_a_receipt_claiming_records_its_policy_keeps_is_caught() {
                 "cli:mallory",
                 "sweep.intent",
                 None,
-                &serde_json::json!({"policy_version": version, "now_us": now(), "tenant": null,
-                    "chains": [{"tenant": t, "stream": s, "dropped": [],
-                                "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[a + 3, a + 3]]}]}]}),
+                &serde_json::json!({"policy_version": version, "now_us": at, "tenant": null,
+                    "chains": [{"tenant": tenant, "stream": stream, "dropped": [],
+                                "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[seq, seq]]}]}]}),
             )
             .unwrap();
         v.record(
@@ -473,7 +471,14 @@ fn tamper_a_receipt_claiming_records_its_policy_keeps_is_caught() {
         )
         .unwrap();
     }
-    tombstone(&p, a + 3);
+    tombstone(part, seq);
+}
+
+#[test]
+fn tamper_a_receipt_claiming_records_its_policy_keeps_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    forge_delete(&c.dir, POLICY, now(), &p, &t, &s, a + 3);
     assert_caught(&c.dir, &[(&t, &s, a + 3)], "keeps records from");
 }
 
@@ -601,34 +606,9 @@ fn verify_while_ingest_runs_reports_no_gaps() {
 fn tamper_a_delete_under_an_archive_policy_without_an_archive_run_is_caught() {
     let c = case();
     let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
-    // The policy in force archives audit events first; someone with the
-    // ledger key records an intent that deletes one without archiving it.
-    {
-        let v = common::open(
-            &c.dir,
-            cfg("[[retention.policy]]\nstream = \"audit\"\nwindow = \"1h\"\naction = \"archive_then_delete\"\narchive_window = \"forever\"\n"),
-        );
-        let version = v.note_policy("cli:mallory", now()).unwrap();
-        let intent = v
-            .record(
-                now(),
-                "cli:mallory",
-                "sweep.intent",
-                None,
-                &serde_json::json!({"policy_version": version, "now_us": now() + 86_400_000_000 * 60, "tenant": null,
-                    "chains": [{"tenant": t, "stream": s, "dropped": [],
-                                "rows": [{"partition_start_us": 0, "action": "delete", "seqs": [[a + 3, a + 3]]}]}]}),
-            )
-            .unwrap();
-        v.record(
-            now(),
-            "cli:mallory",
-            "receipt.sweep",
-            None,
-            &serde_json::json!({"intent": intent.seq}),
-        )
-        .unwrap();
-    }
-    tombstone(&p, a + 3);
+    // The policy in force archives audit events first; the forged intent
+    // deletes one without an archive run.
+    let archive = "[[retention.policy]]\nstream = \"audit\"\nwindow = \"1h\"\naction = \"archive_then_delete\"\narchive_window = \"forever\"\n";
+    forge_delete(&c.dir, archive, now() + 60 * 86_400_000_000, &p, &t, &s, a + 3);
     assert_caught(&c.dir, &[(&t, &s, a + 3)], "names no archive run");
 }

@@ -276,22 +276,9 @@ impl Targets {
         )
     }
 
-    /// Reads a small object (a manifest) whole.
+    /// Reads a small object (a manifest) whole; `None` if it is not there.
     pub fn fetch(&self, target: &Target, path: &str) -> Result<Option<Vec<u8>>> {
-        let p = target.path(path);
-        self.rt.block_on(async {
-            match target.store.get(&p).await {
-                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-            .map_err(|source| TargetError::Store {
-                target: target.name.clone(),
-                op: "get",
-                path: path.to_string(),
-                source: Box::new(source),
-            })
-        })
+        Ok(self.fetch_many(target, &[path.to_string()])?.pop().flatten())
     }
 
     /// Whether an object exists (a HEAD request).

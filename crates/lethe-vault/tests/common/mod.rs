@@ -65,20 +65,48 @@ pub fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
     out
 }
 
-/// Files under `dir` whose bytes contain `needle`.
+/// Every file under `dir`, sorted (none if it does not exist).
 #[allow(dead_code)]
-pub fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
+        let Ok(rd) = std::fs::read_dir(d) else { continue };
+        for e in rd {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
-                hits.push(p.display().to_string());
+            } else {
+                out.push(p);
             }
         }
     }
-    hits
+    out.sort();
+    out
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+#[allow(dead_code)]
+pub fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// A vault in `dir` (configuration `extra`) holding `n` synthetic records
+/// over `days` days before [`NOW`], from generator seed `seed`.
+#[allow(dead_code)]
+pub fn vault_with_synth(dir: &Path, extra: &str, seed: u64, n: u64, days: u32) -> Vault {
+    let v = open(dir, cfg(extra));
+    let mut s = lethe_vault::synth::Synth::new(seed, n, now(), days);
+    let mut lines = Vec::new();
+    let mut l = String::new();
+    while s.next_line(&mut l) {
+        lines.push(std::mem::take(&mut l));
+    }
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(v.ingest_lines(&refs, now()).unwrap().stored, n);
+    v
 }
