@@ -1033,4 +1033,61 @@ mod tests {
             load(src(text), Some(name), &[]).unwrap();
         }
     }
+
+    #[test]
+    fn archive_settings_are_checked_and_errors_name_the_key() {
+        let err = |text: &str| load(src(text), None, &[]).unwrap_err().to_string();
+        let policy = |extra: &str| {
+            format!(
+                "[[retention.policy]]\nstream = \"audit\"\nwindow = \"90d\"\naction = \"archive_then_delete\"\n{extra}"
+            )
+        };
+        let e = err(&policy(""));
+        assert!(
+            e.contains("retention.policy[0].archive_window") && e.contains("required"),
+            "{e}"
+        );
+        let e = err(&policy("archive_window = \"30d\"\n"));
+        assert!(
+            e.contains("retention.policy[0].archive_window") && e.contains("shorter"),
+            "{e}"
+        );
+        let e = err(&policy("archive_window = \"365d\"\narchive = \"glacier\"\n"));
+        assert!(
+            e.contains("retention.policy[0].archive") && e.contains("no archive target `glacier`"),
+            "{e}"
+        );
+        let e = err("[[retention.policy]]\nwindow = \"9d\"\naction = \"delete\"\narchive_window = \"9d\"\n");
+        assert!(
+            e.contains("retention.policy[0].archive_window") && e.contains("only valid"),
+            "{e}"
+        );
+        let e = err("[archive.targets.s3]\nkind = \"s3\"\n");
+        assert!(e.contains("archive.targets.s3.bucket"), "{e}");
+        let e = err("[archive]\nzstd_level = 30\n");
+        assert!(e.contains("archive.zstd_level"), "{e}");
+        let e = err("[archive.targets.x]\nkind = \"ftp\"\n");
+        assert!(e.contains("archive.targets.x.kind") || e.contains("ftp"), "{e}");
+
+        // A valid one: the rule carries its target and window; the secret never prints.
+        let c = load(
+            src(&format!(
+                "{}[archive.targets.s3]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"hunter2\"\n",
+                policy("archive_window = \"forever\"\narchive = \"s3\"\n")
+            )),
+            None,
+            &[],
+        )
+        .unwrap();
+        let rule = &c.policy_book().retention[0];
+        assert_eq!(rule.action, Action::Delete);
+        assert_eq!(rule.action_name(), "archive_then_delete");
+        assert_eq!(rule.archive.as_ref().unwrap().target, "s3");
+        assert_eq!(rule.archive.as_ref().unwrap().window, Window::Forever);
+        assert!(!c.to_toml().contains("hunter2"));
+        assert!(
+            c.archive.effective_targets().contains_key("local"),
+            "the local target is built in"
+        );
+    }
 }
