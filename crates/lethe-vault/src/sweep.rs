@@ -401,8 +401,7 @@ impl Vault {
             PENDING_MANIFESTS,
         )?;
         self.store.set_meta(PENDING_INTENT, None)?;
-        // Manifests are published by the caller's next step (or next run).
-        let _ = self.recover_manifests();
+        // The manifests are published by the sweep's next step, `recover_manifests`.
         Ok(Some(e.seq))
     }
 

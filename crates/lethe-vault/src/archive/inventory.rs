@@ -168,6 +168,17 @@ impl Vault {
                 }
             };
             let set: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
+            // Every manifest in one batch of concurrent GETs.
+            let names: Vec<String> = paths
+                .iter()
+                .filter(|p| p.ends_with(".manifest.json"))
+                .cloned()
+                .collect();
+            let mut bodies: HashMap<&str, Option<Vec<u8>>> = names
+                .iter()
+                .map(String::as_str)
+                .zip(all.fetch_many(t, &names)?)
+                .collect();
             for p in &paths {
                 let Some(key) = ObjectKey::parse(p) else { continue };
                 if p.ends_with(".ndjson.zst") && !set.contains(key.manifest().as_str()) {
@@ -180,7 +191,8 @@ impl Vault {
                 if !p.ends_with(".manifest.json") {
                     continue;
                 }
-                let m: Manifest = match all.fetch(t, p)?.map(|b| serde_json::from_slice::<Manifest>(&b)) {
+                let body = bodies.remove(p.as_str()).flatten();
+                let m: Manifest = match body.map(|b| serde_json::from_slice::<Manifest>(&b)) {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         c.problems.push(ArchiveProblem {

@@ -210,20 +210,6 @@ impl Targets {
         })
     }
 
-    /// Stores a small object (a manifest) in one PUT.
-    pub fn put(&self, target: &Target, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let p = target.path(path);
-        self.rt
-            .block_on(target.store.put(&p, PutPayload::from(bytes)))
-            .map(|_| ())
-            .map_err(|source| TargetError::Store {
-                target: target.name.clone(),
-                op: "put",
-                path: path.to_string(),
-                source: Box::new(source),
-            })
-    }
-
     /// Stores small objects (manifests), several PUTs at a time.
     pub fn put_many(&self, target: &Target, objects: Vec<(String, Vec<u8>)>) -> Result<()> {
         use futures::stream::TryStreamExt;
