@@ -398,6 +398,30 @@ impl HoldRecord {
     }
 }
 
+/// Archived records brought back into the store for an investigation: a
+/// set of copies kept apart from every chain, so that retention never
+/// sweeps or archives them again and `verify` never counts them, removed
+/// whole when the restoration expires (or by a purge that selects them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restoration {
+    /// Restoration id.
+    pub id: i64,
+    /// The one tenant whose records it holds.
+    pub tenant: String,
+    /// When it was made (µs).
+    pub created_us: i64,
+    /// When the sweep removes it (µs).
+    pub expires_us: i64,
+    /// Records it holds.
+    pub records: u64,
+    /// What was restored and why (JSON, opaque to the store).
+    pub note: String,
+    /// The ledger entry that records it.
+    pub ledger_seq: u64,
+    /// Disk bytes it occupies.
+    pub bytes: u64,
+}
+
 /// What [`Store::apply_removal`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {
@@ -659,6 +683,40 @@ pub trait Store: Send + Sync {
 
     /// A stored policy snapshot by version.
     fn policy(&self, version: i64) -> Result<Option<String>>;
+
+    /// Starts loading a restoration of `tenant`'s archived records; it stays
+    /// invisible (and a crash discards it) until [`Store::finish_restoration`].
+    fn begin_restoration(&self, tenant: &TenantId, created_us: i64, expires_us: i64, note: &str) -> Result<i64>;
+
+    /// Adds records to a restoration being loaded by this process; returns
+    /// how many were new (by stream and sequence number). Every record must
+    /// be of the restoration's tenant.
+    fn add_restored(&self, id: i64, records: &[StoredRecord]) -> Result<u64>;
+
+    /// Makes a loaded restoration durable and visible. Its ledger entry
+    /// `ledger_seq` must be written first, with the bookkeeping mark
+    /// `restoration.<id>` set in the same transaction (see
+    /// [`Store::append_ledger_marked`]): reopening the store after a crash
+    /// finishes a restoration whose mark is set and discards one whose mark
+    /// is not.
+    fn finish_restoration(&self, id: i64, ledger_seq: u64) -> Result<Restoration>;
+
+    /// Finished restorations, optionally of one tenant, oldest first.
+    fn restorations(&self, tenant: Option<&str>) -> Result<Vec<Restoration>>;
+
+    /// Visits matching restored records as [`Store::query`] does (one
+    /// tenant, same filters), each with its restoration id, restoration
+    /// by restoration (oldest first) and in event-time order within one.
+    fn query_restored(&self, q: &RecordQuery, visit: &mut dyn FnMut(i64, StoredRecord) -> bool) -> Result<()>;
+
+    /// Removes a restoration whole; returns the disk bytes returned (0 when
+    /// there is no such restoration).
+    fn drop_restoration(&self, id: i64) -> Result<u64>;
+
+    /// Deletes (or, for [`Action::Anonymize`], anonymizes) the restored
+    /// records a purge selects, except those one of `holds` covers; returns
+    /// how many changed. Idempotent.
+    fn erase_restored(&self, sel: &Selection, holds: &[HoldScope]) -> Result<u64>;
 
     /// Appends a run to the run history and returns its id.
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64>;

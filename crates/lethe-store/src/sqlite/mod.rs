@@ -15,6 +15,7 @@
 mod checkpoint;
 mod filter;
 mod partition;
+mod restored;
 
 pub use partition::{raw_row, COLUMNS as ROW_COLUMNS};
 
@@ -117,6 +118,8 @@ pub struct SqliteStore {
     /// A second catalog connection for key tables and run history, so key
     /// resolution by the ingest pipeline never waits for a partition write.
     keys: Mutex<Connection>,
+    /// Restorations this process is loading: connection, file lock, tenant.
+    loading: Mutex<HashMap<i64, (Connection, File, TenantId)>>,
     /// Background checkpoints and closes; dropped after the connections above
     /// (fields drop in declaration order).
     upkeep: checkpoint::Checkpointer,
@@ -184,6 +187,7 @@ impl SqliteStore {
         )
         .map_err(db)?;
         cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
+        cat.execute_batch(restored::CATALOG_SCHEMA).map_err(db)?;
         let stored: Option<String> = cat
             .query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0))
             .optional()
@@ -247,12 +251,15 @@ impl SqliteStore {
                 filters: HashMap::new(),
             }),
             keys: Mutex::new(keys),
+            loading: Mutex::new(HashMap::new()),
             upkeep: checkpoint::Checkpointer::start(&dir.join("catalog.db"))?,
         };
         {
             let _g = store.write_lock()?;
             let mut inner = store.lock();
             store.repair(&mut inner)?;
+            store.repair_restorations(&inner.cat)?;
+            store.remove_stray_restorations(&inner.cat)?;
         }
         Ok(store)
     }
@@ -2340,6 +2347,34 @@ impl Store for SqliteStore {
             })
             .map_err(db)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+
+    fn begin_restoration(&self, tenant: &TenantId, created_us: i64, expires_us: i64, note: &str) -> Result<i64> {
+        self.restoration_begin(tenant, created_us, expires_us, note)
+    }
+
+    fn add_restored(&self, id: i64, records: &[StoredRecord]) -> Result<u64> {
+        self.restoration_add(id, records)
+    }
+
+    fn finish_restoration(&self, id: i64, ledger_seq: u64) -> Result<crate::Restoration> {
+        self.restoration_finish(id, ledger_seq)
+    }
+
+    fn restorations(&self, tenant: Option<&str>) -> Result<Vec<crate::Restoration>> {
+        self.restoration_list(tenant)
+    }
+
+    fn query_restored(&self, q: &RecordQuery, visit: &mut dyn FnMut(i64, StoredRecord) -> bool) -> Result<()> {
+        self.restoration_query(q, visit)
+    }
+
+    fn drop_restoration(&self, id: i64) -> Result<u64> {
+        self.restoration_drop(id)
+    }
+
+    fn erase_restored(&self, sel: &Selection, holds: &[HoldScope]) -> Result<u64> {
+        self.restoration_erase(sel, holds)
     }
 
     fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {
