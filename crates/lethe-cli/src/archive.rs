@@ -7,7 +7,7 @@ use lethe_vault::archive::inventory::ArchiveFilter;
 use lethe_vault::Vault;
 
 use crate::args::{ArchiveCommand, ArchiveSelect};
-use crate::commands::{now_us, tenant_arg, time_arg, vault_error, UsageProblem};
+use crate::commands::{default_actor, now_us, tenant_arg, time_arg, vault_error, UsageProblem};
 use crate::exit;
 use crate::output::{self, bytes, Table};
 
@@ -16,7 +16,20 @@ pub fn run(vault: &Vault, c: &ArchiveCommand) -> Result<u8> {
     match c {
         ArchiveCommand::Ls { select, json } => ls(vault, &filter(select)?, *json),
         ArchiveCommand::Verify { select, json } => verify(vault, &filter(select)?, *json),
-        ArchiveCommand::Restore { select, out, json } => restore(vault, &filter(select)?, out.as_deref(), *json),
+        ArchiveCommand::Restore {
+            select,
+            out,
+            into_store: true,
+            window,
+            reason,
+            actor,
+            json,
+        } => {
+            let _ = out;
+            restore_into(vault, &filter(select)?, window.as_deref(), reason.as_deref(), actor.clone(), *json)
+        }
+        ArchiveCommand::Restore { select, out, json, .. } => restore(vault, &filter(select)?, out.as_deref(), *json),
+        ArchiveCommand::Restorations { tenant, json } => restorations(vault, tenant.as_deref(), *json),
     }
 }
 
@@ -161,5 +174,80 @@ fn restore(vault: &Vault, f: &ArchiveFilter, out: Option<&str>, json: bool) -> R
             report.records, report.objects, report.erased
         );
     }
+    Ok(exit::OK)
+}
+
+fn restore_into(
+    vault: &Vault,
+    f: &ArchiveFilter,
+    window: Option<&str>,
+    reason: Option<&str>,
+    actor: Option<String>,
+    json: bool,
+) -> Result<u8> {
+    if f.tenant.is_none() {
+        return Err(UsageProblem("--tenant is required".into()).into());
+    }
+    let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+        return Err(UsageProblem("--reason is required with --into-store (it is recorded in the ledger)".into()).into());
+    };
+    let window = match window {
+        None => None,
+        Some(w) => Some(
+            w.parse::<lethe_core::duration::Window>()
+                .map_err(|e| UsageProblem(format!("--window: {e}")))?,
+        ),
+    };
+    if window.is_some_and(|w| w.micros().is_none_or(|m| m <= 0)) {
+        return Err(UsageProblem("--window: must be a finite, positive duration (restored copies always expire)".into()).into());
+    }
+    let actor = actor.unwrap_or_else(default_actor);
+    let set = vault
+        .archive_restore_into(f, window, &actor, reason, now_us())
+        .map_err(|e| vault_error(e, "restoring from the archive into the store"))?;
+    if json {
+        output::print_ok(&set);
+        return Ok(exit::OK);
+    }
+    let r = &set.restoration;
+    println!(
+        "restored {} records from {} objects into the store as restoration {} ({} with personal fields erased; ledger entry {})",
+        set.report.records, set.report.objects, r.id, set.report.erased, r.ledger_seq
+    );
+    println!(
+        "they stay until {} (then the sweep removes them); read them with `lethe logs --tenant {} --restored`",
+        lethe_core::record::format_ts(r.expires_us),
+        r.tenant
+    );
+    Ok(exit::OK)
+}
+
+fn restorations(vault: &Vault, tenant: Option<&str>, json: bool) -> Result<u8> {
+    let tenant = tenant.map(tenant_arg).transpose()?.map(|t| t.to_string());
+    let list = vault
+        .restorations(tenant.as_deref())
+        .map_err(|e| vault_error(e, "listing restorations"))?;
+    if json {
+        output::print_ok(&list);
+        return Ok(exit::OK);
+    }
+    if list.is_empty() {
+        println!("no restorations");
+        return Ok(exit::OK);
+    }
+    let mut t = Table::new(&["id", "tenant", "records", "size", "restored", "expires", "ledger", "what"]);
+    for r in &list {
+        t.row(vec![
+            r.id.to_string(),
+            r.tenant.clone(),
+            r.records.to_string(),
+            bytes(r.bytes),
+            lethe_core::record::format_ts(r.created_us),
+            lethe_core::record::format_ts(r.expires_us),
+            r.ledger_seq.to_string(),
+            r.note.clone(),
+        ]);
+    }
+    t.print();
     Ok(exit::OK)
 }

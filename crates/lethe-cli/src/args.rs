@@ -107,6 +107,10 @@ pub struct LogsArgs {
     /// Oldest first.
     #[arg(long)]
     pub asc: bool,
+    /// Read records restored from the archive (`archive restore
+    /// --into-store`) instead of live ones; each carries `"restored": <id>`.
+    #[arg(long)]
+    pub restored: bool,
     /// One JSON object per line, in the format `lethe ingest` accepts.
     #[arg(long)]
     pub json: bool,
@@ -404,15 +408,38 @@ pub enum ArchiveCommand {
         json: bool,
     },
     /// Bring archived records back for an investigation, decrypted (erased
-    /// subjects come back marked erased).
+    /// subjects come back marked erased): to NDJSON (`--out`) or into the
+    /// store as a restoration (`--into-store`), read with `lethe logs --restored`.
     Restore {
         /// Which records (`--tenant` required).
         #[command(flatten)]
         select: ArchiveSelect,
         /// Write NDJSON to this file (`-` for standard output).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "into_store")]
         out: Option<String>,
+        /// Restore into the store, marked restored and never archived
+        /// again, until the restoration's window ends.
+        #[arg(long)]
+        into_store: bool,
+        /// With `--into-store`: how long the restored copies stay [default: `[archive] restore_window`, 30d].
+        #[arg(long, requires = "into_store")]
+        window: Option<String>,
+        /// With `--into-store`: why (recorded in the ledger).
+        #[arg(long, requires = "into_store")]
+        reason: Option<String>,
+        /// Who restores, for the ledger [default: cli:$USER].
+        #[arg(long)]
+        actor: Option<String>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List restorations in the store (records restored with `--into-store`).
+    Restorations {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -87,6 +87,7 @@ impl Cli {
             Command::Archive(ArchiveCommand::Ls { json, .. }) => *json,
             Command::Archive(ArchiveCommand::Verify { json, .. }) => *json,
             Command::Archive(ArchiveCommand::Restore { json, .. }) => *json,
+            Command::Archive(ArchiveCommand::Restorations { json, .. }) => *json,
             Command::Proof(ProofCommand::Check { json, .. }) => *json,
             Command::Proof(_) => true,
             Command::Config(_) => false,
@@ -647,6 +648,7 @@ fn logs(vault: &Vault, a: &LogsArgs) -> Result<u8> {
         until_us: time_arg("--until", &a.until)?,
         limit: a.limit,
         ascending: a.asc,
+        restored: a.restored,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
@@ -722,7 +724,7 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
     })
 }
 
-fn default_actor() -> String {
+pub(crate) fn default_actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
@@ -889,6 +891,16 @@ fn print_sweep(r: &SweepReport) {
                 }
             );
         }
+    }
+    for x in &r.restorations_expired {
+        println!(
+            "restorations: {verb} remove restoration {} of {} ({} restored records, {}) — its window ended {}",
+            x.id,
+            x.tenant,
+            x.records,
+            bytes(x.bytes),
+            x.expired
+        );
     }
     for w in &r.warnings {
         println!("warning: {w}");

@@ -89,6 +89,11 @@ pub struct ArchiveConfig {
     /// Objects larger than this (compressed, KiB) are uploaded in parts.
     #[serde(default = "default_multipart_above_kb")]
     pub multipart_above_kb: u64,
+    /// How long records restored into the store (`archive restore
+    /// --into-store`) stay there before the sweep removes them, counted
+    /// from the restore.
+    #[serde(default = "default_restore_window")]
+    pub restore_window: Window,
     /// Named targets. A target named `local` (a directory `archive` under
     /// the data directory) exists unless configured otherwise.
     #[serde(default)]
@@ -101,6 +106,7 @@ impl Default for ArchiveConfig {
             object_max_mb: default_object_max_mb(),
             zstd_level: default_zstd_level(),
             multipart_above_kb: default_multipart_above_kb(),
+            restore_window: default_restore_window(),
             targets: BTreeMap::new(),
         }
     }
@@ -500,6 +506,10 @@ fn default_window() -> Window {
 fn default_action() -> PolicyAction {
     PolicyAction::Anonymize
 }
+fn default_restore_window() -> Window {
+    Window::Span(30 * 86_400)
+}
+
 fn default_object_max_mb() -> u64 {
     256
 }
@@ -811,6 +821,12 @@ impl Config {
         }
         if !(1..=19).contains(&self.archive.zstd_level) {
             return Err(("archive.zstd_level".into(), "must be between 1 and 19".into()));
+        }
+        if self.archive.restore_window.micros().is_none_or(|w| w <= 0) {
+            return Err((
+                "archive.restore_window".into(),
+                "must be a finite, positive duration: restored copies always expire".into(),
+            ));
         }
         if self.archive.object_max_mb == 0 {
             return Err(("archive.object_max_mb".into(), "must be positive".into()));

@@ -27,6 +27,9 @@ pub struct LogQuery {
     pub limit: Option<usize>,
     /// Oldest first.
     pub ascending: bool,
+    /// Read restored copies (`archive restore --into-store`) instead of
+    /// live records; each comes back with `"restored": <restoration id>`.
+    pub restored: bool,
 }
 
 impl Vault {
@@ -52,25 +55,29 @@ impl Vault {
             ascending: q.ascending,
         };
         // Decrypt in chunks so key lookups are batched.
-        let mut chunk: Vec<StoredRecord> = Vec::with_capacity(256);
         let mut stopped = false;
         let mut err = None;
-        let mut flush = |chunk: &mut Vec<StoredRecord>, stopped: &mut bool| -> Result<()> {
-            let ids: Vec<_> = chunk.iter().filter_map(|r| r.record.key_id).collect();
+        let mut chunk: Vec<(Option<i64>, StoredRecord)> = Vec::with_capacity(256);
+        let mut flush = |chunk: &mut Vec<(Option<i64>, StoredRecord)>, stopped: &mut bool| -> Result<()> {
+            let ids: Vec<_> = chunk.iter().filter_map(|(_, r)| r.record.key_id).collect();
             let keys = self.keys.by_ids(&ids, now_us)?;
-            for r in chunk.drain(..) {
+            for (restored, r) in chunk.drain(..) {
                 if *stopped {
                     break;
                 }
                 let dk = r.record.key_id.and_then(|id| keys.get(&id).cloned().flatten());
-                if !visit(render(&r, dk.as_ref())?) {
+                let mut v = render(&r, dk.as_ref())?;
+                if let (Some(id), Value::Object(o)) = (restored, &mut v) {
+                    o.insert("restored".into(), id.into());
+                }
+                if !visit(v) {
                     *stopped = true;
                 }
             }
             Ok(())
         };
-        self.store.query(&sq, &mut |r| {
-            chunk.push(r);
+        let mut each = |restored: Option<i64>, r: StoredRecord| {
+            chunk.push((restored, r));
             if chunk.len() == 256 {
                 if let Err(e) = flush(&mut chunk, &mut stopped) {
                     err = Some(e);
@@ -78,7 +85,12 @@ impl Vault {
                 }
             }
             !stopped
-        })?;
+        };
+        if q.restored {
+            self.store.query_restored(&sq, &mut |id, r| each(Some(id), r))?;
+        } else {
+            self.store.query(&sq, &mut |r| each(None, r))?;
+        }
         if let Some(e) = err {
             return Err(e);
         }

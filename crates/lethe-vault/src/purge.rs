@@ -218,6 +218,9 @@ pub struct PurgeReport {
     pub subject_salt: Option<String>,
     /// Receipts written for interrupted purges finished first.
     pub recovered: Vec<u64>,
+    /// Restored copies (archived records restored into the store) the
+    /// selection reached, removed or anonymized with the rest.
+    pub restored_removed: u64,
 }
 
 /// The body of a `purge.intent` ledger entry.
@@ -362,6 +365,7 @@ impl Vault {
             receipt_id: None,
             subject_salt: None,
             recovered,
+            restored_removed: 0,
         };
         if let Some(done) = self.store.meta(&format!("{DONE}{}", plan.fingerprint))? {
             report.status = "already_done".into();
@@ -399,6 +403,14 @@ impl Vault {
         let applied = self.store.apply_removal(&intent.chains, &|_, _| {})?;
         lethe_store::crashpoint::hit("purge.after_apply");
         report.removed = applied.deleted + applied.anonymized;
+        // Restored copies go with the originals. A subject purge whose
+        // subjects have no pseudonym (a tenant without keys) selects none:
+        // an empty list would mean "every subject".
+        if req.subjects.is_empty() || !plan.pseudonyms.is_empty() {
+            report.restored_removed = self
+                .store
+                .erase_restored(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+        }
         report.keys_destroyed = self.destroy_keys(&intent.keys, started)?;
 
         // Verification: planned again, the selection finds nothing left to
@@ -495,6 +507,7 @@ impl Vault {
             "groups": preview.groups,
             "chains": chains_summary(&intent.chains),
             "keys_destroyed": intent.keys.len(),
+            "restored_removed": report.restored_removed,
             "verified": report.verified,
             "verification": report.verification,
             "stores": self.stores_statement(intent.action, !intent.keys.is_empty(), &preview.keys),
@@ -531,6 +544,7 @@ impl Vault {
             .collect();
         serde_json::json!({
             "active": active,
+            "restored": "restored copies (archive restore --into-store) of the selected records: removed or anonymized with them, except held ones; copies of destroyed keys' subjects are unreadable in any case",
             "keys": key_note,
             "archive": archive,
             "exports": exports,

@@ -149,6 +149,8 @@ pub struct SweepReport {
     pub failing: Vec<crate::archive::write::FailingPolicy>,
     /// The archive clock: archived objects past their archive window.
     pub archive_expiry: Option<crate::archive::expiry::ExpiryReport>,
+    /// Restorations (archived records restored into the store) whose window ended.
+    pub restorations_expired: Vec<crate::archive::restore::ExpiredRestoration>,
     /// The instant the policies were evaluated at.
     pub now: String,
     /// Wall-clock start.
@@ -357,6 +359,10 @@ impl Vault {
             }
             Err(e) => report.warnings.push(format!("archive expiry: {e}")),
         }
+        match self.expire_restorations(actor, now_us, tenant.map(|t| t.as_str()), dry_run) {
+            Ok(x) => report.restorations_expired = x,
+            Err(e) => report.warnings.push(format!("restorations: {e}")),
+        }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
         self.store.record_run(kind, started, finished, "success", &summary)?;
@@ -462,6 +468,7 @@ impl Vault {
             archived: None,
             failing: Vec::new(),
             archive_expiry: None,
+            restorations_expired: Vec::new(),
             now: format_ts(now),
             started_at: format_ts(started),
             finished_at: format_ts(finished),

@@ -231,6 +231,134 @@ fn a_purged_subject_comes_back_from_the_archive_as_erased_never_as_ciphertext() 
     verify_ok(&v);
 }
 
+/// Restored copies of a tenant, by id (`lethe logs --restored`).
+fn restored_in_store(v: &Vault, tenant: &str, subject: Option<&str>) -> BTreeMap<String, Value> {
+    let q = lethe_vault::logs::LogQuery {
+        tenant: TenantId::new(tenant).unwrap(),
+        stream: None,
+        scope: None,
+        subject: subject.map(String::from),
+        since_us: None,
+        until_us: None,
+        limit: None,
+        ascending: true,
+        restored: true,
+    };
+    let mut out = BTreeMap::new();
+    v.logs(&q, now(), &mut |r| {
+        out.insert(r["id"].as_str().unwrap().to_string(), r);
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn records_restored_into_the_store_are_queryable_never_archived_again_reached_by_purges_and_expire() {
+    let d = tempfile::tempdir().unwrap();
+    let v = vault_with_data(d.path(), &policy("local", ""));
+    let want: BTreeMap<String, Value> = expiring_audit(&all_records(&v))
+        .into_iter()
+        .filter(|(_, r)| r["tenant"] == "acme")
+        .collect();
+    let first = sweep(&v, now());
+    let objects_after_archiving = objects(&d.path().join("archive")).len();
+    let live_before = logs(&v, "acme", None).len();
+
+    let f = ArchiveFilter {
+        tenant: Some("acme".into()),
+        ..Default::default()
+    };
+    let set = v
+        .archive_restore_into(&f, None, "test", "INC-7 investigation", now())
+        .unwrap();
+    assert_eq!(set.report.records, want.len() as u64);
+    assert_eq!(set.restoration.records, want.len() as u64);
+    assert_eq!(set.restoration.expires_us, now() + 30 * DAY, "default restore_window is 30 days");
+    let e = &v.ledger(set.restoration.ledger_seq, 1).unwrap()[0];
+    assert_eq!(e.kind, "archive.restore");
+    let body: Value = serde_json::from_str(&e.body).unwrap();
+    assert_eq!(body["records"], want.len() as u64);
+    assert_eq!(body["reason"], "INC-7 investigation");
+
+    // Back as they were stored, marked restored, decrypted; live queries unchanged.
+    let back = restored_in_store(&v, "acme", None);
+    assert_eq!(back.len(), want.len());
+    for (id, rec) in &want {
+        let mut got = back[id].clone();
+        assert_eq!(got["restored"], set.restoration.id);
+        got.as_object_mut().unwrap().remove("restored");
+        assert_eq!(&got, rec, "record {id} restored as stored");
+    }
+    assert_eq!(logs(&v, "acme", None).len(), live_before);
+    assert!(restored_in_store(&v, "globex", None).is_empty(), "tenants never see each other's restorations");
+    // Subjects are indexed again: a subject query finds their restored records.
+    let subject = want.values().find_map(|r| r["subject"].as_str()).unwrap().to_string();
+    let theirs = want.values().filter(|r| r["subject"] == subject.as_str()).count();
+    assert_eq!(restored_in_store(&v, "acme", Some(&subject)).len(), theirs);
+
+    // Long expired by event time, yet neither archived nor deleted again by
+    // the next sweep while the restoration's window lasts.
+    assert!(first.archived.is_some());
+    let again = sweep(&v, now());
+    assert!(again.restorations_expired.is_empty());
+    assert!(again.archived.is_none() && again.deleted == 0, "{again:?}");
+    assert_eq!(restored_in_store(&v, "acme", None).len(), want.len());
+    assert_eq!(objects(&d.path().join("archive")).len(), objects_after_archiving);
+    verify_ok(&v);
+
+    // A purge of the subject reaches the restored copies.
+    let req = PurgeRequest {
+        subjects: vec![subject.clone()],
+        ..PurgeRequest::new(TenantId::new("acme").unwrap(), "GDPR Art. 17", "DSR-11", "test")
+    };
+    let plan = v.plan_purge(&req, now()).unwrap();
+    let done = v.execute_purge(&req, plan, &now).unwrap();
+    assert_eq!(done.restored_removed, theirs as u64);
+    assert!(restored_in_store(&v, "acme", Some(&subject)).is_empty());
+    let left = restored_in_store(&v, "acme", None);
+    assert_eq!(left.len(), want.len() - theirs);
+    assert!(left.values().all(|r| r["subject"] != subject.as_str()));
+    let receipt: Value = serde_json::from_str(&v.receipt(done.receipt_id.unwrap()).unwrap().unwrap().body).unwrap();
+    assert_eq!(receipt["restored_removed"], theirs as u64);
+
+    // A dry run lists the expired restoration; the real run removes it whole, with a ledger entry.
+    let later = now() + 31 * DAY;
+    let dry = v.sweep(later, None, true, &|| later, &|_, _| {}).unwrap();
+    assert_eq!(dry.restorations_expired.len(), 1);
+    assert_eq!(dry.restorations_expired[0].records, (want.len() - theirs) as u64);
+    assert_eq!(v.restorations(None).unwrap().len(), 1, "a dry run removes nothing");
+    let files = || common::files_under(&d.path().join("restored")).len();
+    assert!(files() > 0);
+    let r = sweep(&v, later);
+    assert_eq!(r.restorations_expired.len(), 1);
+    assert!(r.restorations_expired[0].bytes > 0);
+    assert!(v.restorations(None).unwrap().is_empty());
+    assert!(restored_in_store(&v, "acme", None).is_empty());
+    assert_eq!(files(), 0, "the restoration's file is gone");
+    let kinds: Vec<String> = v.ledger(1, 100_000).unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.iter().any(|k| k == "archive.restore_expired"));
+}
+
+#[test]
+fn restore_into_the_store_needs_a_reason_and_a_finite_window() {
+    let d = tempfile::tempdir().unwrap();
+    let v = vault_with_data(d.path(), &policy("local", ""));
+    sweep(&v, now());
+    let f = ArchiveFilter {
+        tenant: Some("acme".into()),
+        ..Default::default()
+    };
+    let e = v.archive_restore_into(&f, None, "test", " ", now()).unwrap_err().to_string();
+    assert!(e.contains("reason"), "{e}");
+    let e = v
+        .archive_restore_into(&f, Some(lethe_core::duration::Window::Forever), "test", "x", now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("finite"), "{e}");
+    assert!(v.restorations(None).unwrap().is_empty());
+}
+
 #[test]
 fn an_unreachable_target_deletes_nothing_of_its_policy_and_other_policies_still_run() {
     let d = tempfile::tempdir().unwrap();

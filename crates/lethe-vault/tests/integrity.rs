@@ -501,6 +501,7 @@ fn records_next_to_a_dropped_range_still_have_inclusion_proofs_that_check() {
             until_us: None,
             limit: Some(1),
             ascending: true,
+            restored: false,
         };
         let mut id = None;
         v.logs(&q, now(), &mut |r| {

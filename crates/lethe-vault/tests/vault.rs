@@ -87,6 +87,7 @@ fn the_master_key_file_is_created_private_and_is_the_only_key_in_clear() {
         until_us: None,
         limit: None,
         ascending: false,
+        restored: false,
     };
     let e = other.logs(&q, now(), &mut |_| true).unwrap_err().to_string();
     assert!(e.contains("wrong key"), "{e}");

@@ -1,13 +1,15 @@
-//! Bringing archived records back for an investigation: decrypted where
-//! their subject's key still exists, shown as erased where it was destroyed
-//! — never as ciphertext.
+//! Bringing archived records back for an investigation — to NDJSON, or into
+//! the store as a restoration — decrypted where their subject's key still
+//! exists, shown as erased where it was destroyed, never as ciphertext.
 
 use std::io::Write;
 
+use lethe_core::crypto::DataKey;
+use lethe_core::duration::Window;
 use lethe_core::model::{Classification, StreamId, TenantId};
 use lethe_core::policy::GroupKey;
-use lethe_core::record::parse_ts;
-use lethe_store::{NewRecord, StoredRecord};
+use lethe_core::record::{body, format_ts, parse_ts, SUBJECT_FIELD};
+use lethe_store::{NewRecord, Restoration, StoredRecord};
 use serde::Serialize;
 
 use super::format::{Line, ObjectKey};
@@ -52,11 +54,29 @@ impl Write for Lines<'_> {
     }
 }
 
+/// Archived records of one batch with their data keys (`None` where the
+/// key was destroyed).
+type Decoded = Vec<(StoredRecord, Option<DataKey>)>;
+
+/// What `restore --into-store` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredSet {
+    /// The restoration (its id, expiry, records, bytes).
+    pub restoration: Restoration,
+    /// Objects read, records restored, of which erased.
+    pub report: RestoreReport,
+}
+
 impl Vault {
-    /// Writes the archived records of one tenant (and stream, and event-time
-    /// range) to `out` as NDJSON in the record format `lethe logs` prints,
-    /// oldest object first.
-    pub fn archive_restore(&self, f: &ArchiveFilter, now_us: i64, out: &mut dyn Write) -> Result<RestoreReport> {
+    /// Reads the archived records a filter selects, oldest object first,
+    /// and hands them on in batches with their data keys.
+    fn each_archived(
+        &self,
+        f: &ArchiveFilter,
+        now_us: i64,
+        r: &mut RestoreReport,
+        sink: &mut dyn FnMut(Decoded, &mut RestoreReport) -> Result<()>,
+    ) -> Result<()> {
         let tenant = f
             .tenant
             .as_deref()
@@ -66,7 +86,6 @@ impl Vault {
         listed.sort_by(|a, b| {
             (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object))
         });
-        let mut r = RestoreReport::default();
         for l in listed {
             let t = all
                 .target(&l.target)
@@ -78,22 +97,20 @@ impl Vault {
             }
             r.objects += 1;
             let mut failure: Option<VaultError> = None;
-            let mut batch: Vec<Line> = Vec::with_capacity(256);
+            let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
             let mut flush = |batch: &mut Vec<Line>, r: &mut RestoreReport| -> Result<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
                 let ids: Vec<i64> = batch.iter().filter_map(|l| l.key_id).collect();
                 let keys = self.keys.by_ids(&ids, now_us)?;
+                let mut out = Vec::with_capacity(batch.len());
                 for line in batch.drain(..) {
                     let rec = stored_record(&line)?;
                     let dk = line.key_id.and_then(|id| keys.get(&id).cloned().flatten());
-                    let v = crate::logs::render(&rec, dk.as_ref())?;
-                    if v.get("erased").is_some() {
-                        r.erased += 1;
-                    }
-                    serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::other)?;
-                    out.write_all(b"\n")?;
-                    r.records += 1;
+                    out.push((rec, dk));
                 }
-                Ok(())
+                sink(out, r)
             };
             let mut each = |raw: &[u8]| -> std::io::Result<()> {
                 let line: Line = serde_json::from_slice(raw).map_err(std::io::Error::other)?;
@@ -102,8 +119,8 @@ impl Vault {
                     return Ok(());
                 }
                 batch.push(line);
-                if batch.len() == 256 {
-                    if let Err(e) = flush(&mut batch, &mut r) {
+                if batch.len() == BATCH {
+                    if let Err(e) = flush(&mut batch, r) {
                         failure = Some(e);
                         return Err(std::io::Error::other("restore failed"));
                     }
@@ -122,11 +139,194 @@ impl Vault {
                 return Err(e);
             }
             res?;
-            flush(&mut batch, &mut r)?;
+            flush(&mut batch, r)?;
         }
+        Ok(())
+    }
+
+    /// Writes the archived records of one tenant (and stream, and event-time
+    /// range) to `out` as NDJSON in the record format `lethe logs` prints,
+    /// oldest object first.
+    pub fn archive_restore(&self, f: &ArchiveFilter, now_us: i64, out: &mut dyn Write) -> Result<RestoreReport> {
+        let mut r = RestoreReport::default();
+        self.each_archived(f, now_us, &mut r, &mut |batch, r| {
+            for (rec, dk) in batch {
+                let v = crate::logs::render(&rec, dk.as_ref())?;
+                if v.get("erased").is_some() {
+                    r.erased += 1;
+                }
+                serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::other)?;
+                out.write_all(b"\n")?;
+                r.records += 1;
+            }
+            Ok(())
+        })?;
         out.flush()?;
         Ok(r)
     }
+
+    /// Brings the archived records of one tenant (and stream, and event-time
+    /// range) back into the store as a restoration: copies kept apart from
+    /// the live records (never swept, archived again or counted by
+    /// `verify`), queried with `lethe logs --restored`, reached by purges,
+    /// and removed whole by the sweep `window` after now (default
+    /// `[archive] restore_window`). Recorded in the ledger
+    /// (`archive.restore`). Records stay encrypted as archived; subjects are
+    /// indexed again (pseudonyms recomputed) where their key still exists.
+    pub fn archive_restore_into(
+        &self,
+        f: &ArchiveFilter,
+        window: Option<Window>,
+        actor: &str,
+        reason: &str,
+        now_us: i64,
+    ) -> Result<RestoredSet> {
+        let tenant_s = f
+            .tenant
+            .as_deref()
+            .ok_or_else(|| VaultError::Invalid("restore needs a tenant".into()))?;
+        let tenant = TenantId::new(tenant_s).map_err(|e| VaultError::Invalid(format!("tenant: {e}")))?;
+        let window = window.unwrap_or(self.config.archive.restore_window);
+        let span = window
+            .micros()
+            .filter(|w| *w > 0)
+            .ok_or_else(|| VaultError::Invalid("a restoration needs a finite, positive window".into()))?;
+        if reason.trim().is_empty() {
+            return Err(VaultError::Invalid("a restore into the store needs a reason".into()));
+        }
+        let expires_us = now_us.saturating_add(span);
+        let selection = serde_json::json!({
+            "tenant": tenant_s,
+            "stream": f.stream,
+            "since": f.since_us.map(format_ts),
+            "until": f.until_us.map(format_ts),
+        });
+        let note = serde_json::json!({"selection": selection, "reason": reason, "actor": actor}).to_string();
+        let tk = self.keys.tenant(&tenant, false, now_us)?;
+        let id = self.store.begin_restoration(&tenant, now_us, expires_us, &note)?;
+        let mut r = RestoreReport::default();
+        self.each_archived(f, now_us, &mut r, &mut |batch, r| {
+            let mut recs = Vec::with_capacity(batch.len());
+            for (mut rec, dk) in batch {
+                match (&dk, &tk) {
+                    (Some(dk), Some(tk)) => rec.record.pseudonym = subject_of(&rec, dk)?.map(|s| tk.pseudonym(&s)),
+                    _ if rec.record.body.is_some() => r.erased += 1,
+                    _ => {}
+                }
+                recs.push(rec);
+            }
+            r.records += self.store.add_restored(id, &recs)?;
+            Ok(())
+        })?;
+        lethe_store::crashpoint::hit("restore.before_entry");
+        let body = serde_json::json!({
+            "restoration": id,
+            "selection": selection,
+            "reason": reason,
+            "objects": r.objects,
+            "records": r.records,
+            "erased": r.erased,
+            "expires": format_ts(expires_us),
+        });
+        let e = self.record_intent(
+            now_us,
+            actor,
+            "archive.restore",
+            Some(tenant_s),
+            body.to_string(),
+            &format!("restoration.{id}"),
+        )?;
+        lethe_store::crashpoint::hit("restore.after_entry");
+        let restoration = self.store.finish_restoration(id, e.seq)?;
+        Ok(RestoredSet { restoration, report: r })
+    }
+
+    /// The sweep's step for restorations: those whose window has ended are
+    /// removed whole (dry run: listed), under one `archive.restore_expired`
+    /// ledger entry written first. Legal holds do not keep them: they are
+    /// copies, and the archived originals stay under the holds.
+    pub fn expire_restorations(
+        &self,
+        actor: &str,
+        now_us: i64,
+        tenant: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<ExpiredRestoration>> {
+        let due: Vec<Restoration> = self
+            .store
+            .restorations(tenant)?
+            .into_iter()
+            .filter(|r| r.expires_us <= now_us)
+            .collect();
+        let mut out: Vec<ExpiredRestoration> = due
+            .iter()
+            .map(|r| ExpiredRestoration {
+                id: r.id,
+                tenant: r.tenant.clone(),
+                records: r.records,
+                bytes: r.bytes,
+                expired: format_ts(r.expires_us),
+            })
+            .collect();
+        if dry_run || out.is_empty() {
+            return Ok(out);
+        }
+        self.record(
+            now_us,
+            actor,
+            "archive.restore_expired",
+            None,
+            &serde_json::json!({
+                "at": format_ts(now_us),
+                "restorations": out.iter().map(|x| serde_json::json!({
+                    "restoration": x.id, "tenant": x.tenant, "records": x.records, "expired": x.expired,
+                })).collect::<Vec<_>>(),
+            }),
+        )?;
+        for x in &mut out {
+            x.bytes = self.store.drop_restoration(x.id)?;
+        }
+        Ok(out)
+    }
+
+    /// Restorations in the store, optionally of one tenant.
+    pub fn restorations(&self, tenant: Option<&str>) -> Result<Vec<Restoration>> {
+        Ok(self.store.restorations(tenant)?)
+    }
+}
+
+/// A restoration the sweep removed (or, dry run, will remove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpiredRestoration {
+    /// Restoration id.
+    pub id: i64,
+    /// Its tenant.
+    pub tenant: String,
+    /// Records it held.
+    pub records: u64,
+    /// Disk bytes returned (dry run: that will be).
+    pub bytes: u64,
+    /// When its window ended.
+    pub expired: String,
+}
+
+/// Records handed on at once (keys are looked up per batch).
+const BATCH: usize = 1024;
+
+/// The subject id of a record, decrypted.
+fn subject_of(rec: &StoredRecord, dk: &DataKey) -> Result<Option<String>> {
+    let Some(b) = &rec.record.body else { return Ok(None) };
+    let id = uuid::Uuid::from_bytes(rec.record.id);
+    let parts = body::decode(b).ok_or_else(|| VaultError::Archive(format!("archived record {id}: malformed body")))?;
+    for (name, blob) in parts {
+        if name == SUBJECT_FIELD {
+            let packed = dk.open_field(&rec.record.id, name, blob)?;
+            let plain = lethe_core::record::value::unpack(&packed)
+                .map_err(|e| VaultError::Archive(format!("archived record {id}: subject: {e}")))?;
+            return Ok(Some(String::from_utf8_lossy(&plain).into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// An archived line as the stored record it was.

@@ -55,6 +55,7 @@ pub fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
         until_us: None,
         limit: None,
         ascending: true,
+        restored: false,
     };
     let mut out = Vec::new();
     v.logs(&q, now(), &mut |r| {
