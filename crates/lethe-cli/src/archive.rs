@@ -26,7 +26,14 @@ pub fn run(vault: &Vault, c: &ArchiveCommand) -> Result<u8> {
             json,
         } => {
             let _ = out;
-            restore_into(vault, &filter(select)?, window.as_deref(), reason.as_deref(), actor.clone(), *json)
+            restore_into(
+                vault,
+                &filter(select)?,
+                window.as_deref(),
+                reason.as_deref(),
+                actor.clone(),
+                *json,
+            )
         }
         ArchiveCommand::Restore { select, out, json, .. } => restore(vault, &filter(select)?, out.as_deref(), *json),
         ArchiveCommand::Restorations { tenant, json } => restorations(vault, tenant.as_deref(), *json),
@@ -189,7 +196,9 @@ fn restore_into(
         return Err(UsageProblem("--tenant is required".into()).into());
     }
     let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
-        return Err(UsageProblem("--reason is required with --into-store (it is recorded in the ledger)".into()).into());
+        return Err(
+            UsageProblem("--reason is required with --into-store (it is recorded in the ledger)".into()).into(),
+        );
     };
     let window = match window {
         None => None,
@@ -199,7 +208,10 @@ fn restore_into(
         ),
     };
     if window.is_some_and(|w| w.micros().is_none_or(|m| m <= 0)) {
-        return Err(UsageProblem("--window: must be a finite, positive duration (restored copies always expire)".into()).into());
+        return Err(UsageProblem(
+            "--window: must be a finite, positive duration (restored copies always expire)".into(),
+        )
+        .into());
     }
     let actor = actor.unwrap_or_else(default_actor);
     let set = vault
@@ -235,7 +247,9 @@ fn restorations(vault: &Vault, tenant: Option<&str>, json: bool) -> Result<u8> {
         println!("no restorations");
         return Ok(exit::OK);
     }
-    let mut t = Table::new(&["id", "tenant", "records", "size", "restored", "expires", "ledger", "what"]);
+    let mut t = Table::new(&[
+        "id", "tenant", "records", "size", "restored", "expires", "ledger", "what",
+    ]);
     for r in &list {
         t.row(vec![
             r.id.to_string(),

@@ -811,6 +811,99 @@ fn an_archive_run_killed_at_any_step_deletes_nothing_without_an_archive_copy() {
     }
 }
 
+/// Restorations as `lethe archive restorations --json` lists them.
+fn restorations(w: &Path) -> Vec<Value> {
+    let o = run(lethe(w).args(["archive", "restorations", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json(&o)["result"].as_array().unwrap().clone()
+}
+
+#[test]
+fn archive_restore_into_the_store_survives_a_crash_at_any_step_and_logs_reads_it_back() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), ARCHIVE_POLICY);
+    let inp = input(d.path(), 1500, 5);
+    let w = workdir(d.path(), "w", Some(&inp));
+    assert!(run(lethe(&w).args(["cleanup", "--now", NOW])).status.success());
+    let listed = json(&run(lethe(&w).args(["archive", "ls", "--tenant", "acme", "--json"])));
+    let archived: u64 = listed["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["records"].as_u64().unwrap())
+        .sum();
+    assert!(archived > 50);
+    let restore = |w: &Path| {
+        let mut c = lethe(w);
+        c.args([
+            "archive",
+            "restore",
+            "--tenant",
+            "acme",
+            "--into-store",
+            "--reason",
+            "INC-7",
+            "--json",
+        ]);
+        c
+    };
+
+    let o = run(lethe(&w).args(["archive", "restore", "--tenant", "acme", "--into-store"]));
+    assert_eq!(o.status.code(), Some(2), "a reason is required");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--reason"));
+
+    // Killed while loading: nothing is left, not even the file.
+    let o = run(restore(&w).env("LETHE_TEST_CRASH", "restore.before_entry"));
+    assert!(!o.status.success());
+    assert!(restorations(&w).is_empty());
+    let files = |w: &Path| std::fs::read_dir(w.join("data/restored")).map_or(0, |rd| rd.count());
+    assert_eq!(files(&w), 0, "a half-loaded restoration's file is removed on reopen");
+    // Killed after its ledger entry: finished on reopen, all of it.
+    let o = run(restore(&w).env("LETHE_TEST_CRASH", "restore.after_entry"));
+    assert!(!o.status.success());
+    let rs = restorations(&w);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0]["records"].as_u64(), Some(archived));
+
+    // A normal run, read back with `logs --restored`.
+    let o = run(&mut restore(&w));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let set = json(&o)["result"].clone();
+    assert_eq!(set["report"]["records"].as_u64(), Some(archived));
+    let id = set["restoration"]["id"].as_i64().unwrap();
+    let o = run(lethe(&w).args(["logs", "--tenant", "acme", "--restored", "--json"]));
+    assert!(o.status.success());
+    let lines: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, 2 * archived, "two restorations");
+    assert_eq!(lines.iter().filter(|l| l["restored"] == id).count() as u64, archived);
+    assert!(lines.iter().all(|l| l["stream"] == "audit:1"));
+    let o = run(lethe(&w).args(["logs", "--tenant", "acme", "--json"]));
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains("\"restored\"")));
+
+    // The sweep keeps them until their window ends, then removes them.
+    let o = run(lethe(&w).args(["cleanup", "--now", NOW]));
+    assert!(o.status.success());
+    assert_eq!(restorations(&w).len(), 2);
+    let late = "2030-01-01T00:00:00Z";
+    let o = run(lethe(&w).args(["cleanup", "--dry-run", "--now", late]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("would remove restoration {id} of acme")));
+    assert_eq!(restorations(&w).len(), 2);
+    let o = run(lethe(&w).args(["cleanup", "--json", "--now", late]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(json(&o)["result"]["restorations_expired"].as_array().unwrap().len(), 2);
+    assert!(restorations(&w).is_empty());
+    assert_eq!(files(&w), 0);
+    let o = run(lethe(&w).args(["verify", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
 #[test]
 fn cleanup_exits_3_and_names_the_policy_when_its_archive_target_fails() {
     let d = tempfile::tempdir().unwrap();

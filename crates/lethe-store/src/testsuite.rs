@@ -1067,15 +1067,26 @@ pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dro
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let g2 = key("acme", "audit:1", "admin", Classification::Internal);
     let acme = TenantId::new("acme").unwrap();
-    let mut recs: Vec<NewRecord> = (0..300).map(|i| rec(i, &g, T0 - 400 * DAY + i as i64 * 1000, Some((i % 3) as u8))).collect();
+    let mut recs: Vec<NewRecord> = (0..300)
+        .map(|i| rec(i, &g, T0 - 400 * DAY + i as i64 * 1000, Some((i % 3) as u8)))
+        .collect();
     recs.extend((300..310).map(|i| rec(i, &g2, T0 - 400 * DAY + i as i64 * 1000, Some(7))));
     let stored = as_stored(&recs, 1);
-    let id = s.begin_restoration(&acme, T0, T0 + 30 * DAY, r#"{"why":"test"}"#).unwrap();
+    let id = s
+        .begin_restoration(&acme, T0, T0 + 30 * DAY, r#"{"why":"test"}"#)
+        .unwrap();
     assert_eq!(s.add_restored(id, &stored[..200]).unwrap(), 200);
-    assert_eq!(s.add_restored(id, &stored[150..]).unwrap(), 110, "records already restored are skipped");
+    assert_eq!(
+        s.add_restored(id, &stored[150..]).unwrap(),
+        110,
+        "records already restored are skipped"
+    );
     let beta = key("beta", "audit:1", "web", Classification::Internal);
     let foreign = as_stored(&[rec(999, &beta, T0, None)], 1);
-    assert!(s.add_restored(id, &foreign).is_err(), "another tenant's record is refused");
+    assert!(
+        s.add_restored(id, &foreign).is_err(),
+        "another tenant's record is refused"
+    );
     let q = RecordQuery::tenant(acme.clone());
     assert!(restored_of(&*s, &q).is_empty(), "invisible while loading");
     assert!(s.restorations(None).unwrap().is_empty());
@@ -1104,7 +1115,11 @@ pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dro
     let mut sel = selection("acme", &[1, 2]);
     let held = hold("acme", Some(2), None);
     assert_eq!(s.erase_restored(&sel, std::slice::from_ref(&held)).unwrap(), 100);
-    assert_eq!(s.erase_restored(&sel, std::slice::from_ref(&held)).unwrap(), 0, "idempotent");
+    assert_eq!(
+        s.erase_restored(&sel, std::slice::from_ref(&held)).unwrap(),
+        0,
+        "idempotent"
+    );
     narrow = q.clone();
     narrow.pseudonym = Some(pseudo(1));
     assert!(restored_of(&*s, &narrow).is_empty());
@@ -1159,5 +1174,8 @@ pub fn a_restoration_cut_short_is_discarded_and_one_whose_ledger_entry_was_writt
     assert_eq!((rs[0].id, rs[0].records, rs[0].ledger_seq), (b, 20, 7));
     assert_eq!(s.meta(&format!("restoration.{b}")).unwrap(), None);
     assert_eq!(restored_of(&*s, &RecordQuery::tenant(acme)).len(), 20);
-    assert!(s.disk_bytes().unwrap() < used, "the discarded restoration's file is gone");
+    assert!(
+        s.disk_bytes().unwrap() < used,
+        "the discarded restoration's file is gone"
+    );
 }

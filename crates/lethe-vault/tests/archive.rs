@@ -274,7 +274,11 @@ fn records_restored_into_the_store_are_queryable_never_archived_again_reached_by
         .unwrap();
     assert_eq!(set.report.records, want.len() as u64);
     assert_eq!(set.restoration.records, want.len() as u64);
-    assert_eq!(set.restoration.expires_us, now() + 30 * DAY, "default restore_window is 30 days");
+    assert_eq!(
+        set.restoration.expires_us,
+        now() + 30 * DAY,
+        "default restore_window is 30 days"
+    );
     let e = &v.ledger(set.restoration.ledger_seq, 1).unwrap()[0];
     assert_eq!(e.kind, "archive.restore");
     let body: Value = serde_json::from_str(&e.body).unwrap();
@@ -291,7 +295,10 @@ fn records_restored_into_the_store_are_queryable_never_archived_again_reached_by
         assert_eq!(&got, rec, "record {id} restored as stored");
     }
     assert_eq!(logs(&v, "acme", None).len(), live_before);
-    assert!(restored_in_store(&v, "globex", None).is_empty(), "tenants never see each other's restorations");
+    assert!(
+        restored_in_store(&v, "globex", None).is_empty(),
+        "tenants never see each other's restorations"
+    );
     // Subjects are indexed again: a subject query finds their restored records.
     let subject = want.values().find_map(|r| r["subject"].as_str()).unwrap().to_string();
     let theirs = want.values().filter(|r| r["subject"] == subject.as_str()).count();
@@ -349,7 +356,10 @@ fn restore_into_the_store_needs_a_reason_and_a_finite_window() {
         tenant: Some("acme".into()),
         ..Default::default()
     };
-    let e = v.archive_restore_into(&f, None, "test", " ", now()).unwrap_err().to_string();
+    let e = v
+        .archive_restore_into(&f, None, "test", " ", now())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("reason"), "{e}");
     let e = v
         .archive_restore_into(&f, Some(lethe_core::duration::Window::Forever), "test", "x", now())

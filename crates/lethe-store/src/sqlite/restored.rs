@@ -55,8 +55,11 @@ pub fn create(path: &Path) -> Result<Connection> {
 /// Opens a finished restoration file (rollback journal, full sync: erasure
 /// writes to it).
 pub fn open(path: &Path) -> Result<Connection> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(db)?;
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db)?;
     c.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;")
         .map_err(db)?;
     Ok(c)
@@ -278,7 +281,12 @@ impl SqliteStore {
         self.dir.join(rel)
     }
 
-    fn restoration_rows(&self, cat: &Connection, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<(Restoration, String)>> {
+    fn restoration_rows(
+        &self,
+        cat: &Connection,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<(Restoration, String)>> {
         let sql = format!(
             "SELECT id,tenant,created_us,expires_us,records,note,ledger_seq,path FROM restorations WHERE {clause} ORDER BY id"
         );
@@ -350,7 +358,8 @@ impl SqliteStore {
                 }
                 _ => {
                     self.remove_restoration_files(&path)?;
-                    cat.execute("DELETE FROM restorations WHERE id=?1", [r.id]).map_err(db)?;
+                    cat.execute("DELETE FROM restorations WHERE id=?1", [r.id])
+                        .map_err(db)?;
                 }
             }
             cat.execute("DELETE FROM meta WHERE key=?1", [mark(r.id)]).map_err(db)?;
@@ -358,7 +367,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn restoration_begin(&self, tenant: &TenantId, created_us: i64, expires_us: i64, note: &str) -> Result<i64> {
+    pub(super) fn restoration_begin(
+        &self,
+        tenant: &TenantId,
+        created_us: i64,
+        expires_us: i64,
+        note: &str,
+    ) -> Result<i64> {
         // The file exists, locked, before any catalog row names it: another
         // process's repair skips what it cannot lock.
         let rel = format!("restored/{:016x}.db", super::rand_u64());
@@ -426,16 +441,28 @@ impl SqliteStore {
     pub(super) fn restoration_list(&self, tenant: Option<&str>) -> Result<Vec<Restoration>> {
         let inner = self.lock();
         Ok(self
-            .restoration_rows(&inner.cat, "ledger_seq IS NOT NULL AND (?1 IS NULL OR tenant=?1)", &[&tenant])?
+            .restoration_rows(
+                &inner.cat,
+                "ledger_seq IS NOT NULL AND (?1 IS NULL OR tenant=?1)",
+                &[&tenant],
+            )?
             .into_iter()
             .map(|(r, _)| r)
             .collect())
     }
 
-    pub(super) fn restoration_query(&self, q: &RecordQuery, visit: &mut dyn FnMut(i64, StoredRecord) -> bool) -> Result<()> {
+    pub(super) fn restoration_query(
+        &self,
+        q: &RecordQuery,
+        visit: &mut dyn FnMut(i64, StoredRecord) -> bool,
+    ) -> Result<()> {
         let sets = {
             let inner = self.lock();
-            self.restoration_rows(&inner.cat, "ledger_seq IS NOT NULL AND tenant=?1", &[&q.tenant.as_str()])?
+            self.restoration_rows(
+                &inner.cat,
+                "ledger_seq IS NOT NULL AND tenant=?1",
+                &[&q.tenant.as_str()],
+            )?
         };
         let mut remaining = q.limit.unwrap_or(usize::MAX);
         for (r, path) in sets {
@@ -455,12 +482,18 @@ impl SqliteStore {
 
     pub(super) fn restoration_drop(&self, id: i64) -> Result<u64> {
         let inner = self.lock();
-        let Some((_, path)) = self.restoration_rows(&inner.cat, "id=?1 AND ledger_seq IS NOT NULL", &[&id])?.pop() else {
+        let Some((_, path)) = self
+            .restoration_rows(&inner.cat, "id=?1 AND ledger_seq IS NOT NULL", &[&id])?
+            .pop()
+        else {
             return Ok(0);
         };
         // The catalog row goes first: a crash before the files go leaves
         // files no row names, which the next open removes.
-        inner.cat.execute("DELETE FROM restorations WHERE id=?1", [id]).map_err(db)?;
+        inner
+            .cat
+            .execute("DELETE FROM restorations WHERE id=?1", [id])
+            .map_err(db)?;
         self.remove_restoration_files(&path)
     }
 
@@ -468,16 +501,21 @@ impl SqliteStore {
         let _g = self.write_lock()?;
         let inner = self.lock();
         let mut n = 0;
-        for (r, path) in
-            self.restoration_rows(&inner.cat, "ledger_seq IS NOT NULL AND tenant=?1", &[&sel.tenant.as_str()])?
-        {
+        for (r, path) in self.restoration_rows(
+            &inner.cat,
+            "ledger_seq IS NOT NULL AND tenant=?1",
+            &[&sel.tenant.as_str()],
+        )? {
             let c = open(&self.restoration_path(&path))?;
             let changed = erase(&c, sel, holds)?;
             if changed > 0 {
                 n += changed;
                 inner
                     .cat
-                    .execute("UPDATE restorations SET records=?2 WHERE id=?1", params![r.id, count(&c)? as i64])
+                    .execute(
+                        "UPDATE restorations SET records=?2 WHERE id=?1",
+                        params![r.id, count(&c)? as i64],
+                    )
                     .map_err(db)?;
             }
         }
