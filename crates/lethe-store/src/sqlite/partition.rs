@@ -558,6 +558,42 @@ pub fn scan(c: &Connection, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)
     Ok(())
 }
 
+/// Rows `first..=last` in sequence order, at most `limit` of them.
+pub fn scan_chunk(c: &Connection, first: u64, last: u64, limit: usize) -> Result<Vec<RawRow>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map(
+            params![first as i64, last.min(i64::MAX as u64) as i64, limit as i64],
+            raw_row,
+        )
+        .map_err(db)?;
+    rows.map(|r| r.map_err(db)).collect()
+}
+
+/// Opens a partition file as immutable: no locks, no `-shm` or `-wal`
+/// file created or removed. SQLite then assumes the file never changes, so
+/// the caller must check that it did not (see the store's reader).
+pub fn open_immutable(path: &Path) -> Result<Connection> {
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db)
+}
+
 /// Rows in the file, tombstones included.
 pub fn row_count(c: &Connection) -> Result<u64> {
     Ok(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
