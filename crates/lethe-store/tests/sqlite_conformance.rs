@@ -112,5 +112,9 @@ fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
     assert_eq!(seen.len(), 10_000, "every row once");
     assert!(seen.windows(2).all(|w| w[0].0 + 1 == w[1].0));
     let deleted: Vec<u64> = seen.iter().filter(|(_, st)| *st == DELETED).map(|(q, _)| *q).collect();
-    assert_eq!(deleted, (6_000..=6_009).collect::<Vec<_>>(), "rows changed ahead of the scan are read as changed");
+    assert_eq!(
+        deleted,
+        (6_000..=6_009).collect::<Vec<_>>(),
+        "rows changed ahead of the scan are read as changed"
+    );
 }

@@ -233,24 +233,10 @@ fn a_purged_subject_comes_back_from_the_archive_as_erased_never_as_ciphertext() 
 
 /// Restored copies of a tenant, by id (`lethe logs --restored`).
 fn restored_in_store(v: &Vault, tenant: &str, subject: Option<&str>) -> BTreeMap<String, Value> {
-    let q = lethe_vault::logs::LogQuery {
-        tenant: TenantId::new(tenant).unwrap(),
-        stream: None,
-        scope: None,
-        subject: subject.map(String::from),
-        since_us: None,
-        until_us: None,
-        limit: None,
-        ascending: true,
-        restored: true,
-    };
-    let mut out = BTreeMap::new();
-    v.logs(&q, now(), &mut |r| {
-        out.insert(r["id"].as_str().unwrap().to_string(), r);
-        true
-    })
-    .unwrap();
-    out
+    common::read_logs(v, tenant, subject, true)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect()
 }
 
 #[test]

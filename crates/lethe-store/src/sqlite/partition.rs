@@ -635,28 +635,41 @@ pub struct Filter<'a> {
     pub max_seq: u64,
 }
 
+/// Appends the usual record filters (scope, subject, event-time range) to
+/// a `WHERE` clause as ` AND …` conditions, with their arguments.
+pub fn push_filters(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    scope: Option<&str>,
+    pseudonym: Option<&[u8; 32]>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) {
+    if let Some(s) = scope {
+        sql.push_str(" AND scope=?");
+        args.push(s.to_string().into());
+    }
+    if let Some(p) = pseudonym {
+        sql.push_str(" AND pseudonym=?");
+        args.push(p.to_vec().into());
+    }
+    if let Some(s) = since_us {
+        sql.push_str(" AND ts>=?");
+        args.push(s.into());
+    }
+    if let Some(u) = until_us {
+        sql.push_str(" AND ts<?");
+        args.push(u.into());
+    }
+}
+
 /// Reads matching records of a partition in event-time order.
 pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
     let mut sql = String::from(
         "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state FROM records WHERE state<2",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(s) = f.scope {
-        sql.push_str(" AND scope=?");
-        args.push(s.to_string().into());
-    }
-    if let Some(p) = f.pseudonym {
-        sql.push_str(" AND pseudonym=?");
-        args.push(p.to_vec().into());
-    }
-    if let Some(s) = f.since_us {
-        sql.push_str(" AND ts>=?");
-        args.push(s.into());
-    }
-    if let Some(u) = f.until_us {
-        sql.push_str(" AND ts<?");
-        args.push(u.into());
-    }
+    push_filters(&mut sql, &mut args, f.scope, f.pseudonym, f.since_us, f.until_us);
     sql.push_str(" AND seq<=?");
     args.push((f.max_seq.min(i64::MAX as u64) as i64).into());
     sql.push_str(if f.ascending {

@@ -13,6 +13,7 @@ use lethe_core::{Classification, StreamId, TenantId};
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::db;
+use super::partition::push_filters;
 use crate::{NewRecord, RecordQuery, Result, Selection, StoreError, StoredRecord};
 
 const SCHEMA: &str = "
@@ -126,22 +127,14 @@ pub fn select(c: &Connection, tenant: &TenantId, q: &RecordQuery, limit: Option<
         sql.push_str(" AND stream=?");
         args.push(s.to_string().into());
     }
-    if let Some(s) = &q.scope {
-        sql.push_str(" AND scope=?");
-        args.push(s.clone().into());
-    }
-    if let Some(p) = &q.pseudonym {
-        sql.push_str(" AND pseudonym=?");
-        args.push(p.to_vec().into());
-    }
-    if let Some(s) = q.since_us {
-        sql.push_str(" AND ts>=?");
-        args.push(s.into());
-    }
-    if let Some(u) = q.until_us {
-        sql.push_str(" AND ts<?");
-        args.push(u.into());
-    }
+    push_filters(
+        &mut sql,
+        &mut args,
+        q.scope.as_deref(),
+        q.pseudonym.as_ref(),
+        q.since_us,
+        q.until_us,
+    );
     sql.push_str(if q.ascending {
         " ORDER BY ts ASC, stream ASC, seq ASC"
     } else {
@@ -207,18 +200,14 @@ pub fn erase(c: &Connection, sel: &Selection, holds: &[HoldScope]) -> Result<u64
         sql.push_str(" AND stream=?");
         args.push(s.to_string().into());
     }
-    if let Some(s) = &sel.scope {
-        sql.push_str(" AND scope=?");
-        args.push(s.clone().into());
-    }
-    if let Some(s) = sel.since_us {
-        sql.push_str(" AND ts>=?");
-        args.push(s.into());
-    }
-    if let Some(u) = sel.until_us {
-        sql.push_str(" AND ts<?");
-        args.push(u.into());
-    }
+    push_filters(
+        &mut sql,
+        &mut args,
+        sel.scope.as_deref(),
+        None,
+        sel.since_us,
+        sel.until_us,
+    );
     let tenant = sel.tenant.as_str();
     let mut go: Vec<i64> = Vec::new();
     {

@@ -46,6 +46,13 @@ pub fn open(dir: &Path, c: Config) -> Vault {
 /// Every record of a tenant (optionally one subject's), decrypted, oldest first.
 #[allow(dead_code)]
 pub fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
+    read_logs(v, tenant, subject, false)
+}
+
+/// Every live record (or, `restored`, every restored copy) of a tenant,
+/// optionally one subject's, decrypted, oldest first.
+#[allow(dead_code)]
+pub fn read_logs(v: &Vault, tenant: &str, subject: Option<&str>, restored: bool) -> Vec<Value> {
     let q = LogQuery {
         tenant: TenantId::new(tenant).unwrap(),
         stream: None,
@@ -55,7 +62,7 @@ pub fn logs(v: &Vault, tenant: &str, subject: Option<&str>) -> Vec<Value> {
         until_us: None,
         limit: None,
         ascending: true,
-        restored: false,
+        restored,
     };
     let mut out = Vec::new();
     v.logs(&q, now(), &mut |r| {
