@@ -580,6 +580,17 @@ fn archive_then_delete_to_an_s3_server_round_trips_in_single_and_multipart_uploa
         let c = archive_ok(&v);
         assert_eq!(c.records_checked, want.len() as u64);
         verify_ok(&v);
+        // Restore into the store reads from S3 too.
+        let f = ArchiveFilter {
+            tenant: Some("acme".into()),
+            ..Default::default()
+        };
+        let set = v.archive_restore_into(&f, None, "test", "INC-8", now()).unwrap();
+        let acme: BTreeMap<&String, &Value> = want.iter().filter(|(_, r)| r["tenant"] == "acme").collect();
+        assert_eq!(set.report.records, acme.len() as u64, "{bucket}");
+        let inside = restored_in_store(&v, "acme", None);
+        assert_eq!(inside.len(), acme.len(), "{bucket}");
+        assert!(acme.keys().all(|id| inside.contains_key(*id)));
         // The archive clock works on S3 too.
         let later = now() + 45 * DAY;
         let x = sweep(&v, later).archive_expiry.unwrap();
