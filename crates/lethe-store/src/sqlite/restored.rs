@@ -117,8 +117,16 @@ pub fn finish(c: &Connection) -> Result<u64> {
     Ok(n as u64)
 }
 
-/// Reads matching records in event-time order.
-pub fn select(c: &Connection, tenant: &TenantId, q: &RecordQuery, limit: Option<usize>) -> Result<Vec<StoredRecord>> {
+/// Visits matching records in event-time order, streaming (a restoration
+/// can hold millions); returns how many were visited and whether `visit`
+/// asked to stop.
+pub fn select(
+    c: &Connection,
+    tenant: &TenantId,
+    q: &RecordQuery,
+    limit: Option<usize>,
+    visit: &mut dyn FnMut(StoredRecord) -> bool,
+) -> Result<(usize, bool)> {
     let mut sql = String::from(
         "SELECT stream,seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,anonymized FROM records WHERE 1",
     );
@@ -145,11 +153,14 @@ pub fn select(c: &Connection, tenant: &TenantId, q: &RecordQuery, limit: Option<
     }
     let mut st = c.prepare(&sql).map_err(db)?;
     let mut rows = st.query(rusqlite::params_from_iter(args)).map_err(db)?;
-    let mut out = Vec::new();
+    let mut n = 0;
     while let Some(r) = rows.next().map_err(db)? {
-        out.push(row(tenant, r)?);
+        n += 1;
+        if !visit(row(tenant, r)?) {
+            return Ok((n, true));
+        }
     }
-    Ok(out)
+    Ok((n, false))
 }
 
 fn row(tenant: &TenantId, r: &rusqlite::Row<'_>) -> Result<StoredRecord> {
@@ -459,12 +470,13 @@ impl SqliteStore {
                 break;
             }
             let c = open(&self.restoration_path(&path))?;
-            for rec in select(&c, &q.tenant, q, q.limit.map(|_| remaining))? {
-                remaining -= 1;
-                if !visit(r.id, rec) {
-                    return Ok(());
-                }
+            let (n, stopped) = select(&c, &q.tenant, q, q.limit.map(|_| remaining), &mut |rec| {
+                visit(r.id, rec)
+            })?;
+            if stopped {
+                return Ok(());
             }
+            remaining -= n;
         }
         Ok(())
     }
