@@ -18,23 +18,20 @@ pub fn run(vault: &Vault, c: &ArchiveCommand) -> Result<u8> {
         ArchiveCommand::Verify { select, json } => verify(vault, &filter(select)?, *json),
         ArchiveCommand::Restore {
             select,
-            out,
             into_store: true,
             window,
             reason,
             actor,
             json,
-        } => {
-            let _ = out;
-            restore_into(
-                vault,
-                &filter(select)?,
-                window.as_deref(),
-                reason.as_deref(),
-                actor.clone(),
-                *json,
-            )
-        }
+            ..
+        } => restore_into(
+            vault,
+            &filter(select)?,
+            window.as_deref(),
+            reason.as_deref(),
+            actor.clone(),
+            *json,
+        ),
         ArchiveCommand::Restore { select, out, json, .. } => restore(vault, &filter(select)?, out.as_deref(), *json),
         ArchiveCommand::Restorations { tenant, json } => restorations(vault, tenant.as_deref(), *json),
     }
