@@ -334,7 +334,7 @@ fn records_restored_into_the_store_are_queryable_never_archived_again_reached_by
 }
 
 #[test]
-fn restore_into_the_store_needs_a_reason_and_a_finite_window() {
+fn restore_into_the_store_needs_a_reason_a_finite_window_and_matching_records() {
     let d = tempfile::tempdir().unwrap();
     let v = vault_with_data(d.path(), &policy("local", ""));
     sweep(&v, now());
@@ -352,7 +352,18 @@ fn restore_into_the_store_needs_a_reason_and_a_finite_window() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("finite"), "{e}");
+    let none = ArchiveFilter {
+        tenant: Some("acme".into()),
+        since_us: Some(now() + DAY),
+        ..Default::default()
+    };
+    let e = v
+        .archive_restore_into(&none, None, "test", "x", now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no archived records of tenant acme"), "{e}");
     assert!(v.restorations(None).unwrap().is_empty());
+    assert!(common::files_under(&d.path().join("restored")).is_empty());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use lethe_store::{NewRecord, Restoration, StoredRecord};
 use serde::Serialize;
 
 use super::format::{Line, ObjectKey};
-use super::inventory::ArchiveFilter;
+use super::inventory::{ArchiveFilter, Listed};
 use crate::{Result, Vault, VaultError};
 
 /// What a restore read and wrote.
@@ -73,6 +73,7 @@ impl Vault {
     fn each_archived(
         &self,
         f: &ArchiveFilter,
+        mut listed: Vec<Listed>,
         now_us: i64,
         r: &mut RestoreReport,
         sink: &mut dyn FnMut(Decoded, &mut RestoreReport) -> Result<()>,
@@ -82,7 +83,6 @@ impl Vault {
             .as_deref()
             .ok_or_else(|| VaultError::Invalid("restore needs a tenant".into()))?;
         let all = self.archive_targets()?;
-        let mut listed = self.archive_ls(f)?;
         listed.sort_by(|a, b| {
             (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object))
         });
@@ -149,7 +149,8 @@ impl Vault {
     /// oldest object first.
     pub fn archive_restore(&self, f: &ArchiveFilter, now_us: i64, out: &mut dyn Write) -> Result<RestoreReport> {
         let mut r = RestoreReport::default();
-        self.each_archived(f, now_us, &mut r, &mut |batch, r| {
+        let listed = self.archive_ls(f)?;
+        self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {
             for (rec, dk) in batch {
                 let v = crate::logs::render(&rec, dk.as_ref())?;
                 if v.get("erased").is_some() {
@@ -202,10 +203,21 @@ impl Vault {
             "until": f.until_us.map(format_ts),
         });
         let note = serde_json::json!({"selection": selection, "reason": reason, "actor": actor}).to_string();
+        // Nothing archived matches: say so rather than record an empty restoration.
+        let listed: Vec<Listed> = self
+            .archive_ls(f)?
+            .into_iter()
+            .filter(|l| ObjectKey::parse(&l.manifest.object).is_some_and(|k| k.tenant == tenant_s))
+            .collect();
+        if listed.is_empty() {
+            return Err(VaultError::Invalid(format!(
+                "no archived records of tenant {tenant_s} match the selection; nothing was restored"
+            )));
+        }
         let tk = self.keys.tenant(&tenant, false, now_us)?;
         let id = self.store.begin_restoration(&tenant, now_us, expires_us, &note)?;
         let mut r = RestoreReport::default();
-        self.each_archived(f, now_us, &mut r, &mut |batch, r| {
+        self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {
             let mut recs = Vec::with_capacity(batch.len());
             for (mut rec, dk) in batch {
                 match (&dk, &tk) {
