@@ -668,9 +668,22 @@ fn worker(
     done: std::sync::mpsc::Sender<(usize, Result<Manifest>)>,
 ) {
     type Checking<'t> = (usize, &'t Target, Manifest, Stored, InFlight);
-    let mut cur: Option<(&Target, zstd::stream::write::Encoder<'static, Upload<'_>>)> = None;
+    let mut cur: Option<(&Target, Upload<'_>)> = None;
     let mut failure: Option<VaultError> = None;
     let mut checking: std::collections::VecDeque<Checking<'_>> = std::collections::VecDeque::new();
+    // One compressor, reused: every chunk becomes a frame of its own (see `Frames`).
+    let mut frames = match Frames::new(level) {
+        Ok(f) => f,
+        Err(e) => {
+            // Every object this run fails the same way; report each.
+            for job in inbox {
+                if let Job::End(b) = job {
+                    let _ = done.send((b.0, Err(VaultError::Archive(format!("zstd: {e}")))));
+                }
+            }
+            return;
+        }
+    };
     let settle = |c: Checking<'_>| {
         let (i, t, m, stored, f) = c;
         let r = all
@@ -683,40 +696,32 @@ fn worker(
         match job {
             Job::Begin(t) => {
                 failure = None;
-                match encoder(all.upload(t), level) {
-                    Ok(e) => cur = Some((t, e)),
-                    Err(e) => failure = Some(VaultError::Archive(format!("archive target `{}`: {e}", t.name))),
-                }
+                cur = Some((t, all.upload(t)));
             }
             Job::Chunk(b) => {
-                if let (None, Some((t, enc))) = (&failure, cur.as_mut()) {
-                    if let Err(e) = enc.write_all(&b) {
+                if let (None, Some((t, up))) = (&failure, cur.as_mut()) {
+                    if let Err(e) = frames.write(&b, up) {
                         failure = Some(VaultError::Archive(format!("archive target `{}`: {e}", t.name)));
                     }
                 }
             }
             Job::Abort => {
-                if let Some((_, enc)) = cur.take() {
-                    if let Ok(u) = enc.finish() {
-                        u.abort();
-                    }
+                if let Some((_, up)) = cur.take() {
+                    up.abort();
                 }
             }
             Job::End(b) => {
                 let (i, m) = *b;
                 let started = match (failure.take(), cur.take()) {
                     (Some(e), cur) => {
-                        if let Some((_, enc)) = cur {
-                            if let Ok(u) = enc.finish() {
-                                u.abort();
-                            }
+                        if let Some((_, up)) = cur {
+                            up.abort();
                         }
                         Err(e)
                     }
-                    (None, Some((t, enc))) => enc
-                        .finish()
-                        .map_err(|e| VaultError::Archive(format!("archive target `{}`: {}: {e}", t.name, m.object)))
-                        .and_then(|u| u.finish_checked(&m.object).map_err(VaultError::from))
+                    (None, Some((t, up))) => up
+                        .finish_checked(&m.object)
+                        .map_err(VaultError::from)
                         .map(|(stored, f)| (t, stored, f)),
                     (None, None) => Err(VaultError::Archive("archive object ended before it began".into())),
                 };
@@ -743,19 +748,44 @@ fn worker(
     }
 }
 
-/// A zstd encoder at `level`. Fast (negative) levels keep Huffman coding
-/// of literals on: zstd turns it off for them by default, which on lines
-/// that are mostly base64 ciphertext costs a quarter of the size (the
-/// coding is what undoes base64's 4/3), while most of the time level 1
-/// spends is match finding that finds little in ciphertext.
-fn encoder<W: Write>(w: W, level: i32) -> std::io::Result<zstd::stream::write::Encoder<'static, W>> {
-    let mut e = zstd::stream::write::Encoder::new(w, level)?;
-    if level < 0 {
-        e.set_parameter(zstd::zstd_safe::CParameter::LiteralCompressionMode(
-            zstd::zstd_safe::ParamSwitch::Enable,
-        ))?;
+/// Compresses an object's NDJSON chunk by chunk, each chunk (~1 MiB of
+/// whole lines) as a zstd frame of its own: an object is a sequence of
+/// frames, which `zstd -dc` and every streaming decoder read as one stream.
+/// Compressing each chunk in one call keeps zstd on its fast path — a
+/// streaming encoder's window buffer wraps inside larger objects and every
+/// later block takes the slower external-dictionary path — and reuses one
+/// context for the whole run.
+struct Frames {
+    cctx: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+impl Frames {
+    /// Fast (negative) levels keep Huffman coding of literals on: zstd
+    /// turns it off for them by default, which on lines that are mostly
+    /// base64 ciphertext costs a quarter of the size (the coding is what
+    /// undoes base64's 4/3), while most of the time level 1 spends is
+    /// match finding that finds little in ciphertext.
+    fn new(level: i32) -> std::io::Result<Frames> {
+        let mut cctx = zstd::bulk::Compressor::new(level)?;
+        if level < 0 {
+            cctx.set_parameter(zstd::zstd_safe::CParameter::LiteralCompressionMode(
+                zstd::zstd_safe::ParamSwitch::Enable,
+            ))?;
+        }
+        // The frame says how many bytes it holds: decoders size their
+        // buffers to it.
+        cctx.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+        Ok(Frames { cctx, out: Vec::new() })
     }
-    Ok(e)
+
+    /// Compresses one chunk into one frame and writes it on.
+    fn write(&mut self, chunk: &[u8], to: &mut impl Write) -> std::io::Result<()> {
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+        self.cctx.compress_to_buffer(chunk, &mut self.out)?;
+        to.write_all(&self.out)
+    }
 }
 
 /// Checks an object's read-back against what was written.
@@ -783,4 +813,49 @@ fn check(target: &Target, mut m: Manifest, stored: &Stored, back: &ReadBack) -> 
     m.bytes = stored.bytes;
     m.sha256 = stored.sha256.clone();
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of lines, each ~1 MiB, as a fast level would see them.
+    fn chunks() -> Vec<Vec<u8>> {
+        (0..3)
+            .map(|c| {
+                let mut b = Vec::new();
+                let mut i = 0u64;
+                while b.len() < CHUNK {
+                    // Half repetitive, half incompressible-looking, like archive lines.
+                    let noise = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c).to_string();
+                    b.extend_from_slice(
+                        format!("{{\"seq\":{i},\"fields\":{{\"a\":1}},\"p\":\"{noise}\"}}\n").as_bytes(),
+                    );
+                    i += 1;
+                }
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_object_of_several_frames_reads_back_as_one_stream_by_reader_and_writer_decoders() {
+        for level in [-3, 1] {
+            let input = chunks();
+            let mut frames = Frames::new(level).unwrap();
+            let mut object = Vec::new();
+            for c in &input {
+                frames.write(c, &mut object).unwrap();
+            }
+            let whole: Vec<u8> = input.concat();
+            assert!(object.len() < whole.len(), "compressed");
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut zstd::stream::read::Decoder::new(&object[..]).unwrap(), &mut back).unwrap();
+            assert_eq!(back, whole, "level {level}: read decoder");
+            let mut w = zstd::stream::write::Decoder::new(Vec::new()).unwrap();
+            w.write_all(&object).unwrap();
+            w.flush().unwrap();
+            assert_eq!(w.into_inner(), whole, "level {level}: write decoder (the read-back's)");
+        }
+    }
 }
