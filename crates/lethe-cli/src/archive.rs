@@ -204,12 +204,6 @@ fn restore_into(
                 .map_err(|e| UsageProblem(format!("--window: {e}")))?,
         ),
     };
-    if window.is_some_and(|w| w.micros().is_none_or(|m| m <= 0)) {
-        return Err(UsageProblem(
-            "--window: must be a finite, positive duration (restored copies always expire)".into(),
-        )
-        .into());
-    }
     let actor = actor.unwrap_or_else(default_actor);
     let set = vault
         .archive_restore_into(f, window, &actor, reason, now_us())

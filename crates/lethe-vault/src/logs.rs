@@ -3,7 +3,7 @@
 
 use lethe_core::record::{body, format_ts, SUBJECT_FIELD};
 use lethe_core::{StreamId, TenantId};
-use lethe_store::{RecordQuery, StoredRecord};
+use lethe_store::{NewRecord, RecordQuery, StoredRecord};
 use serde_json::{Map, Value};
 
 use crate::{Result, Vault};
@@ -116,21 +116,17 @@ pub fn render(r: &StoredRecord, dk: Option<&lethe_core::crypto::DataKey>) -> Res
         crate::VaultError::Invalid(format!("stored plain fields of record {} are not JSON: {e}", o["id"]))
     })?;
     match (&rec.body, dk) {
-        (Some(b), Some(dk)) => {
-            let parts = body::decode(b)
-                .ok_or_else(|| crate::VaultError::Invalid(format!("record {} has a malformed body", o["id"])))?;
-            for (name, blob) in parts {
-                let packed = dk.open_field(&rec.id, name, blob)?;
-                let plain = lethe_core::record::value::unpack(&packed)
-                    .map_err(|e| crate::VaultError::Invalid(format!("field {name} of record {}: {e}", o["id"])))?;
+        (Some(_), Some(dk)) => {
+            open_fields(rec, dk, &mut |name, plain| {
                 if name == SUBJECT_FIELD {
-                    o.insert("subject".into(), String::from_utf8_lossy(&plain).into_owned().into());
+                    o.insert("subject".into(), String::from_utf8_lossy(plain).into_owned().into());
                 } else {
-                    let v: Value = serde_json::from_slice(&plain)
+                    let v: Value = serde_json::from_slice(plain)
                         .map_err(|e| crate::VaultError::Invalid(format!("field {name} of record {}: {e}", o["id"])))?;
                     fields.insert(name.to_string(), v);
                 }
-            }
+                Ok(true)
+            })?;
         }
         (Some(_), None) => {
             o.insert("erased".into(), true.into());
@@ -142,4 +138,26 @@ pub fn render(r: &StoredRecord, dk: Option<&lethe_core::crypto::DataKey>) -> Res
         o.insert("anonymized".into(), true.into());
     }
     Ok(Value::Object(o))
+}
+
+/// Decrypts a record's subject and personal fields one by one and hands
+/// each on (name, plaintext) until `visit` returns `false`.
+pub(crate) fn open_fields(
+    rec: &NewRecord,
+    dk: &lethe_core::crypto::DataKey,
+    visit: &mut dyn FnMut(&str, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let Some(b) = &rec.body else { return Ok(()) };
+    let id = uuid::Uuid::from_bytes(rec.id);
+    let parts =
+        body::decode(b).ok_or_else(|| crate::VaultError::Invalid(format!("record \"{id}\" has a malformed body")))?;
+    for (name, blob) in parts {
+        let packed = dk.open_field(&rec.id, name, blob)?;
+        let plain = lethe_core::record::value::unpack(&packed)
+            .map_err(|e| crate::VaultError::Invalid(format!("field {name} of record \"{id}\": {e}")))?;
+        if !visit(name, &plain)? {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -251,14 +251,6 @@ pub fn erase(c: &Connection, sel: &Selection, holds: &[HoldScope]) -> Result<u64
     Ok(go.len() as u64)
 }
 
-/// Records in the file.
-pub fn count(c: &Connection) -> Result<u64> {
-    let n: i64 = c
-        .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
-        .map_err(db)?;
-    Ok(n as u64)
-}
-
 /// The catalog's side of restorations: which exist, where, and whether
 /// they are finished (`ledger_seq` set).
 pub const CATALOG_SCHEMA: &str = "
@@ -308,11 +300,7 @@ impl SqliteStore {
                 ))
             })
             .map_err(db)?;
-        let mut out: Vec<(Restoration, String)> = rows.collect::<std::result::Result<_, _>>().map_err(db)?;
-        for (r, path) in &mut out {
-            r.bytes = file_bytes(&self.restoration_path(path));
-        }
-        Ok(out)
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
 
     fn remove_restoration_files(&self, rel: &str) -> Result<u64> {
@@ -417,11 +405,12 @@ impl SqliteStore {
         let n = finish(&c)?;
         drop(c);
         let inner = self.lock();
-        let (_, path) = self
+        let (mut r, path) = self
             .restoration_rows(&inner.cat, "id=?1", &[&id])?
             .pop()
             .ok_or_else(|| StoreError::Corrupt(format!("no restoration {id}")))?;
-        sync_file(&self.restoration_path(&path))?;
+        let full = self.restoration_path(&path);
+        sync_file(&full)?;
         let tx = inner.cat.unchecked_transaction().map_err(db)?;
         tx.execute(
             "UPDATE restorations SET ledger_seq=?2, records=?3 WHERE id=?1",
@@ -431,10 +420,9 @@ impl SqliteStore {
         tx.execute("DELETE FROM meta WHERE key=?1", [mark(id)]).map_err(db)?;
         tx.commit().map_err(db)?;
         drop(lock);
-        let (r, _) = self
-            .restoration_rows(&inner.cat, "id=?1", &[&id])?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt(format!("no restoration {id}")))?;
+        r.records = n;
+        r.ledger_seq = ledger_seq;
+        r.bytes = file_bytes(&full);
         Ok(r)
     }
 
@@ -447,7 +435,10 @@ impl SqliteStore {
                 &[&tenant],
             )?
             .into_iter()
-            .map(|(r, _)| r)
+            .map(|(mut r, path)| {
+                r.bytes = file_bytes(&self.restoration_path(&path));
+                r
+            })
             .collect())
     }
 
@@ -509,13 +500,14 @@ impl SqliteStore {
         )? {
             let c = open(&self.restoration_path(&path))?;
             let changed = erase(&c, sel, holds)?;
-            if changed > 0 {
-                n += changed;
+            n += changed;
+            // Anonymized copies stay; deleted ones leave the count.
+            if changed > 0 && sel.action == Action::Delete {
                 inner
                     .cat
                     .execute(
-                        "UPDATE restorations SET records=?2 WHERE id=?1",
-                        params![r.id, count(&c)? as i64],
+                        "UPDATE restorations SET records=records-?2 WHERE id=?1",
+                        params![r.id, changed as i64],
                     )
                     .map_err(db)?;
             }

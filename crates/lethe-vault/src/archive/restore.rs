@@ -8,11 +8,11 @@ use lethe_core::crypto::DataKey;
 use lethe_core::duration::Window;
 use lethe_core::model::{Classification, StreamId, TenantId};
 use lethe_core::policy::GroupKey;
-use lethe_core::record::{body, format_ts, parse_ts, SUBJECT_FIELD};
+use lethe_core::record::{format_ts, parse_ts, SUBJECT_FIELD};
 use lethe_store::{NewRecord, Restoration, StoredRecord};
 use serde::Serialize;
 
-use super::format::{Line, ObjectKey};
+use super::format::Line;
 use super::inventory::{ArchiveFilter, Listed};
 use crate::{Result, Vault, VaultError};
 
@@ -68,8 +68,18 @@ pub struct RestoredSet {
 }
 
 impl Vault {
-    /// Reads the archived records a filter selects, oldest object first,
-    /// and hands them on in batches with their data keys.
+    /// The archived objects of the filter's tenant (required) that may hold
+    /// records it selects — `archive_ls` lists only that tenant's prefix.
+    fn restorable(&self, f: &ArchiveFilter) -> Result<Vec<Listed>> {
+        if f.tenant.is_none() {
+            return Err(VaultError::Invalid("restore needs a tenant".into()));
+        }
+        self.archive_ls(f)
+    }
+
+    /// Reads the records of `listed` objects that the filter's time range
+    /// selects, oldest object first, and hands them on in batches with
+    /// their data keys.
     fn each_archived(
         &self,
         f: &ArchiveFilter,
@@ -78,10 +88,6 @@ impl Vault {
         r: &mut RestoreReport,
         sink: &mut dyn FnMut(Decoded, &mut RestoreReport) -> Result<()>,
     ) -> Result<()> {
-        let tenant = f
-            .tenant
-            .as_deref()
-            .ok_or_else(|| VaultError::Invalid("restore needs a tenant".into()))?;
         let all = self.archive_targets()?;
         listed.sort_by(|a, b| {
             (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object))
@@ -90,11 +96,6 @@ impl Vault {
             let t = all
                 .target(&l.target)
                 .ok_or_else(|| VaultError::Archive(format!("no archive target `{}`", l.target)))?;
-            let key = ObjectKey::parse(&l.manifest.object)
-                .ok_or_else(|| VaultError::Archive(format!("{}: not an archive object path", l.manifest.object)))?;
-            if key.tenant != tenant {
-                continue;
-            }
             r.objects += 1;
             let mut failure: Option<VaultError> = None;
             let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
@@ -149,7 +150,7 @@ impl Vault {
     /// oldest object first.
     pub fn archive_restore(&self, f: &ArchiveFilter, now_us: i64, out: &mut dyn Write) -> Result<RestoreReport> {
         let mut r = RestoreReport::default();
-        let listed = self.archive_ls(f)?;
+        let listed = self.restorable(f)?;
         self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {
             for (rec, dk) in batch {
                 let v = crate::logs::render(&rec, dk.as_ref())?;
@@ -188,10 +189,11 @@ impl Vault {
             .ok_or_else(|| VaultError::Invalid("restore needs a tenant".into()))?;
         let tenant = TenantId::new(tenant_s).map_err(|e| VaultError::Invalid(format!("tenant: {e}")))?;
         let window = window.unwrap_or(self.config.archive.restore_window);
-        let span = window
-            .micros()
-            .filter(|w| *w > 0)
-            .ok_or_else(|| VaultError::Invalid("a restoration needs a finite, positive window".into()))?;
+        let span = window.micros().filter(|w| *w > 0).ok_or_else(|| {
+            VaultError::Invalid(
+                "a restoration needs a finite, positive window (--window): restored copies always expire".into(),
+            )
+        })?;
         if reason.trim().is_empty() {
             return Err(VaultError::Invalid("a restore into the store needs a reason".into()));
         }
@@ -204,11 +206,7 @@ impl Vault {
         });
         let note = serde_json::json!({"selection": selection, "reason": reason, "actor": actor}).to_string();
         // Nothing archived matches: say so rather than record an empty restoration.
-        let listed: Vec<Listed> = self
-            .archive_ls(f)?
-            .into_iter()
-            .filter(|l| ObjectKey::parse(&l.manifest.object).is_some_and(|k| k.tenant == tenant_s))
-            .collect();
+        let listed = self.restorable(f)?;
         if listed.is_empty() {
             return Err(VaultError::Invalid(format!(
                 "no archived records of tenant {tenant_s} match the selection; nothing was restored"
@@ -327,18 +325,15 @@ const BATCH: usize = 1024;
 
 /// The subject id of a record, decrypted.
 fn subject_of(rec: &StoredRecord, dk: &DataKey) -> Result<Option<String>> {
-    let Some(b) = &rec.record.body else { return Ok(None) };
-    let id = uuid::Uuid::from_bytes(rec.record.id);
-    let parts = body::decode(b).ok_or_else(|| VaultError::Archive(format!("archived record {id}: malformed body")))?;
-    for (name, blob) in parts {
+    let mut subject = None;
+    crate::logs::open_fields(&rec.record, dk, &mut |name, plain| {
         if name == SUBJECT_FIELD {
-            let packed = dk.open_field(&rec.record.id, name, blob)?;
-            let plain = lethe_core::record::value::unpack(&packed)
-                .map_err(|e| VaultError::Archive(format!("archived record {id}: subject: {e}")))?;
-            return Ok(Some(String::from_utf8_lossy(&plain).into_owned()));
+            subject = Some(String::from_utf8_lossy(plain).into_owned());
+            return Ok(false);
         }
-    }
-    Ok(None)
+        Ok(true)
+    })?;
+    Ok(subject)
 }
 
 /// An archived line as the stored record it was.

@@ -412,13 +412,18 @@ impl Vault {
     ) -> Vec<std::result::Result<Vec<Manifest>, String>> {
         let max_raw = self.config.archive.object_max_mb.saturating_mul(1 << 20);
         let level = self.config.archive.zstd_level;
+        // One compressor for the run (see `Frames`); without it no piece can be written.
+        let frames = match Frames::new(level) {
+            Ok(f) => f,
+            Err(e) => return vec![Err(format!("zstd level {level}: {e}")); pieces.len()],
+        };
         let mut results: Vec<std::result::Result<Vec<Manifest>, String>> = vec![Ok(Vec::new()); pieces.len()];
         let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job<'_>>(IN_FLIGHT);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<Manifest>)>();
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("lethe-compress".into())
-                .spawn_scoped(scope, move || worker(all, level, inbox, done_tx))
+                .spawn_scoped(scope, move || worker(all, frames, inbox, done_tx))
                 .expect("spawning the archive worker");
             let mut dead: BTreeMap<String, String> = BTreeMap::new();
             let take = |results: &mut Vec<std::result::Result<Vec<Manifest>, String>>,
@@ -663,7 +668,7 @@ const CHECKS_IN_FLIGHT: usize = 4;
 /// object's outcome.
 fn worker(
     all: &Targets,
-    level: i32,
+    mut frames: Frames,
     inbox: std::sync::mpsc::Receiver<Job<'_>>,
     done: std::sync::mpsc::Sender<(usize, Result<Manifest>)>,
 ) {
@@ -671,19 +676,6 @@ fn worker(
     let mut cur: Option<(&Target, Upload<'_>)> = None;
     let mut failure: Option<VaultError> = None;
     let mut checking: std::collections::VecDeque<Checking<'_>> = std::collections::VecDeque::new();
-    // One compressor, reused: every chunk becomes a frame of its own (see `Frames`).
-    let mut frames = match Frames::new(level) {
-        Ok(f) => f,
-        Err(e) => {
-            // Every object this run fails the same way; report each.
-            for job in inbox {
-                if let Job::End(b) = job {
-                    let _ = done.send((b.0, Err(VaultError::Archive(format!("zstd: {e}")))));
-                }
-            }
-            return;
-        }
-    };
     let settle = |c: Checking<'_>| {
         let (i, t, m, stored, f) = c;
         let r = all
