@@ -1,0 +1,288 @@
+//! Appending a batch: intent (dirty marks, new keys), partition commits, and the catalog commit point.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lethe_core::{StreamId, TenantId};
+use rusqlite::{params, TransactionBehavior};
+
+use lethe_core::integrity::RecordMac;
+
+use super::*;
+use crate::crashpoint;
+use crate::row::{self};
+
+impl SqliteStore {
+    pub(super) fn append(&self, b: &Batch) -> Result<AppendReport> {
+        let (batch, drops) = (&b.records, &b.drops);
+        let computed;
+        let digests = if b.digests.len() == batch.len() {
+            debug_assert!(
+                batch.iter().zip(&b.digests).all(|(r, d)| row::digests_of(r) == *d),
+                "caller-computed digests match the records"
+            );
+            &b.digests
+        } else {
+            computed = batch.iter().map(row::digests_of).collect::<Vec<_>>();
+            &computed
+        };
+        let macs: HashMap<&TenantId, RecordMac> = b.mac_keys.iter().map(|(t, k)| (t, RecordMac::new(k))).collect();
+        if let Some(r) = batch.iter().find(|r| !macs.contains_key(&r.group.tenant)) {
+            return Err(StoreError::Backend(format!(
+                "no record MAC key for tenant `{}` in the batch",
+                r.group.tenant
+            )));
+        }
+        let _g = self.write_lock()?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.repair(inner)?;
+
+        // Group records by partition, keeping input order within each.
+        let mut order: Vec<(&TenantId, &StreamId, i64, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let start = r.ts_us.div_euclid(self.span_us) * self.span_us;
+                (&r.group.tenant, &r.group.stream, start, i)
+            })
+            .collect();
+        order.sort();
+
+        // Intent: the batch's new data keys are stored and every partition it
+        // touches is marked dirty, durably, before any partition is written.
+        type Recs<'a> = Vec<(&'a NewRecord, &'a lethe_core::integrity::Digests)>;
+        let mut parts: Vec<(Part, Recs<'_>)> = Vec::new();
+        let mut heads: BTreeMap<(String, String), partition::ChainState> = BTreeMap::new();
+        {
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO data_keys(id,tenant,ref,wrapped,created_us) VALUES(?1,?2,?3,?4,?5)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(db)?;
+                let now = batch.first().map(|r| r.received_us).unwrap_or(0);
+                for k in &b.new_keys {
+                    if ins
+                        .execute(params![k.id, k.tenant.as_str(), k.key_ref, k.wrapped, now])
+                        .map_err(db)?
+                        != 1
+                    {
+                        // Dropping the transaction rolls it back: nothing of this batch is stored.
+                        return Err(StoreError::KeyConflict);
+                    }
+                }
+            }
+            for &(tenant_id, stream_id, start, i) in &order {
+                let r = &batch[i];
+                if parts
+                    .last()
+                    .is_none_or(|(p, _)| p.tenant != *tenant_id || p.stream != *stream_id || p.start != start)
+                {
+                    let (tenant, stream) = (tenant_id.as_str(), stream_id.to_string());
+                    let path = partition_path(tenant, stream_id, start, self.span_us);
+                    tx.execute(
+                        "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
+                         ON CONFLICT(tenant,stream,start_us) DO UPDATE SET state=?6",
+                        params![tenant, stream, start, start + self.span_us, path, DIRTY],
+                    )
+                    .map_err(db)?;
+                    let (id, path, bytes): (i64, String, i64) = tx
+                        .query_row(
+                            "SELECT id,path,bytes FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
+                            params![tenant, stream, start],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .map_err(db)?;
+                    let p = Part {
+                        id,
+                        tenant: r.group.tenant.clone(),
+                        stream: r.group.stream.clone(),
+                        start,
+                        end: start + self.span_us,
+                        path,
+                        bytes: bytes as u64,
+                    };
+                    parts.push((p, Vec::new()));
+                    let ck = (tenant.to_string(), stream.clone());
+                    if let std::collections::btree_map::Entry::Vacant(e) = heads.entry(ck) {
+                        e.insert(Self::chain_state(&tx, tenant, &stream)?);
+                    }
+                }
+                parts.last_mut().expect("pushed above").1.push((r, &digests[i]));
+            }
+            tx.commit().map_err(db)?;
+        }
+        crashpoint::hit("append.after_intent");
+
+        let mut report = AppendReport::default();
+        // Every partition written: its per-group deltas, bytes on disk and
+        // the segment of the chain it received (if any record was new).
+        struct Settled {
+            part: Part,
+            deltas: Vec<((String, u8), partition::GroupDelta)>,
+            bytes: u64,
+            segment: Option<Segment>,
+        }
+        let mut settled: Vec<Settled> = Vec::new();
+        let mut subjects: Vec<Vec<[u8; 32]>> = Vec::new();
+        for (p, recs) in parts {
+            let mut ps: Vec<[u8; 32]> = recs.iter().filter_map(|(r, _)| r.pseudonym).collect();
+            ps.sort_unstable();
+            ps.dedup();
+            subjects.push(ps);
+            let (tenant, stream) = (p.tenant.to_string(), p.stream.to_string());
+            let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
+            let mac = &macs[&p.tenant];
+            let (first, prev) = (chain.seq + 1, chain.hash);
+            let c = self.conn(inner, &p, true)?;
+            let tx = c.unchecked_transaction().map_err(db)?;
+            let mut deltas = Vec::new();
+            let n = partition::insert(&tx, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
+            tx.commit().map_err(db)?;
+            crashpoint::hit("append.after_partition");
+            report.inserted += n;
+            report.duplicates += recs.len() as u64 - n;
+            let bytes = self.file_bytes(&p);
+            self.maybe_checkpoint(&p);
+            let segment = (n > 0).then_some(Segment {
+                first,
+                last: chain.seq,
+                prev,
+                chain: chain.hash,
+            });
+            settled.push(Settled {
+                part: p,
+                deltas,
+                bytes,
+                segment,
+            });
+        }
+
+        // Subject filters of the partitions that received subjects, stored
+        // with the commit (a filter may only ever claim too much).
+        let mut filters: Vec<(i64, i64, SubjectFilter)> = Vec::new();
+        for (st, recs) in settled.iter().zip(&subjects) {
+            if !recs.is_empty() {
+                let version = (rand_u64() >> 1) as i64;
+                filters.push((st.part.id, version, self.extended_filter(inner, &st.part, recs)?));
+            }
+        }
+
+        // Commit point: chain heads, segments, Merkle nodes, counts, and the
+        // dirty marks cleared.
+        let tx = inner
+            .cat
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for ((tenant, stream), h) in &heads {
+            let frontier: Vec<u8> = h.frontier.nodes().concat();
+            tx.execute(
+                "INSERT INTO chains(tenant,stream,head_seq,head_hash,frontier) VALUES(?1,?2,?3,?4,?5)
+                 ON CONFLICT(tenant,stream) DO UPDATE SET head_seq=?3, head_hash=?4, frontier=?5",
+                params![tenant, stream, h.seq as i64, &h.hash[..], frontier],
+            )
+            .map_err(db)?;
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES(?1,?2,?3,?4,?5)
+                     ON CONFLICT DO UPDATE SET hash=?5",
+                )
+                .map_err(db)?;
+            for (level, idx, hash) in &h.nodes {
+                ins.execute(params![tenant, stream, level, *idx as i64, &hash[..]])
+                    .map_err(db)?;
+            }
+        }
+        for st in &settled {
+            let p = &st.part;
+            if let Some(seg) = &st.segment {
+                // A batch continuing the run the partition ended with extends it.
+                let extended = tx
+                    .execute(
+                        "UPDATE segments SET last_seq=?4, chain=?5
+                         WHERE tenant=?1 AND stream=?2 AND partition_id=?3 AND last_seq=?6",
+                        params![
+                            p.tenant.as_str(),
+                            p.stream.to_string(),
+                            p.id,
+                            seg.last as i64,
+                            &seg.chain[..],
+                            seg.first as i64 - 1
+                        ],
+                    )
+                    .map_err(db)?;
+                if extended == 0 {
+                    tx.execute(
+                        "INSERT INTO segments(tenant,stream,first_seq,last_seq,partition_id,prev,chain)
+                         VALUES(?1,?2,?3,?4,?5,?6,?7)",
+                        params![
+                            p.tenant.as_str(),
+                            p.stream.to_string(),
+                            seg.first as i64,
+                            seg.last as i64,
+                            p.id,
+                            &seg.prev[..],
+                            &seg.chain[..]
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            for ((scope, class), d) in &st.deltas {
+                tx.execute(
+                    "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts)
+                     VALUES(?1,?2,?3,?4,0,?5,?6)
+                     ON CONFLICT(partition_id,scope,class) DO UPDATE SET records=records+?4,
+                       min_ts=min(coalesce(min_ts,?5),?5), max_ts=max(coalesce(max_ts,?6),?6)",
+                    params![p.id, scope, class, d.records as i64, d.min_ts, d.max_ts],
+                )
+                .map_err(db)?;
+            }
+            tx.execute(
+                "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
+                params![p.id, LIVE, st.bytes as i64],
+            )
+            .map_err(db)?;
+        }
+        for (part, version, f) in &filters {
+            tx.execute(
+                "INSERT INTO subject_filters(partition_id,version,bits) VALUES(?1,?2,?3)
+                 ON CONFLICT(partition_id) DO UPDATE SET version=?2, bits=?3",
+                params![part, version, f.as_bytes()],
+            )
+            .map_err(db)?;
+        }
+        for d in drops {
+            tx.execute(
+                "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES(?1,?2,?3,?4,?5)
+                 ON CONFLICT(tenant,stream,scope,class) DO UPDATE SET count=count+?5",
+                params![
+                    d.key.tenant.as_str(),
+                    d.key.stream.to_string(),
+                    d.key.scope,
+                    d.key.classification.code(),
+                    d.count as i64
+                ],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        // Not cached: ingest touches every partition once in a while, and
+        // the next batch reads the few it needs; purges cache what they read.
+        for (part, _, _) in filters {
+            inner.filters.remove(&part);
+        }
+        // A partition left empty (every record a duplicate of a new partition) is removed.
+        for st in &settled {
+            if st.deltas.is_empty() && partition::is_empty(self.conn(inner, &st.part, false)?)? {
+                self.settle(inner, &st.part)?;
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,177 @@
+//! Read-only scans of partition files on connections of their own (immutable where the file is quiet).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::row::RawRow;
+
+/// Read-only connections kept open by one [`Reader`].
+const READER_CONNECTIONS: usize = 8;
+
+/// Rows a [`Reader`] reads from an immutable connection before checking
+/// that the file did not change (and only then hands them on).
+const CHECKED_ROWS: usize = 4096;
+
+/// What identifies a partition file's content on disk: if none of it
+/// changed and there is no write-ahead log, no write happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    /// The file's stamp, if it has no write-ahead log content (absent or
+    /// empty `-wal`): then every committed row is in the file itself.
+    fn of_quiet(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(format!("{}-wal", path.display())) {
+            Ok(m) if m.len() > 0 => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        })
+    }
+}
+
+/// One connection of a [`Reader`]: immutable (with the stamp the file had
+/// when it was opened) or an ordinary read-only one.
+struct ReaderConn {
+    conn: Connection,
+    path: PathBuf,
+    stamp: Option<Stamp>,
+}
+
+impl ReaderConn {
+    /// Whether what was read through an immutable connection is what the
+    /// file held: it did not change since the connection was opened.
+    fn unchanged(&self) -> bool {
+        self.stamp.is_none() || Stamp::of_quiet(&self.path) == self.stamp
+    }
+}
+
+/// A [`RowReader`] over the embedded store: its own read-only connections,
+/// a few kept open, none shared with the store's writer.
+///
+/// A partition file with no write-ahead log content is opened *immutable*:
+/// SQLite then takes no locks and creates no `-shm`/`-wal` files, which for a
+/// scan of thousands of cold partitions is most of the cost. Immutable means
+/// SQLite trusts the file not to change, so the reader checks that it did
+/// not — same inode, size, mtime and ctime, still no log — after reading each
+/// chunk of rows and before handing them on; if it changed (a late write, a
+/// purge, a checkpoint), the chunk is read again through an ordinary
+/// connection, which sees a consistent snapshot.
+pub(super) struct Reader<'a> {
+    store: &'a SqliteStore,
+    conns: HashMap<i64, ReaderConn>,
+    /// Partitions seen changing: read through ordinary connections only.
+    busy: std::collections::HashSet<i64>,
+    /// Partition paths callers already know (and hold the store's lock:
+    /// looking them up would wait for it).
+    paths: HashMap<i64, PathBuf>,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(store: &'a SqliteStore) -> Self {
+        Reader {
+            store,
+            conns: HashMap::new(),
+            busy: std::collections::HashSet::new(),
+            paths: HashMap::new(),
+        }
+    }
+
+    /// Tells the reader where a partition's file is.
+    pub(super) fn know(&mut self, partition: i64, path: PathBuf) {
+        self.paths.insert(partition, path);
+    }
+
+    /// This reader's connection to a partition.
+    fn conn(&mut self, partition: i64) -> Result<&ReaderConn> {
+        if !self.conns.contains_key(&partition) {
+            let path = match self.paths.get(&partition) {
+                Some(p) => p.clone(),
+                None => {
+                    let inner = self.store.lock();
+                    self.store
+                        .parts_where(&inner.cat, "id = ?1", &[&partition])?
+                        .pop()
+                        .map(|p| self.store.part_path(&p.path))
+                        .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
+                }
+            };
+            if self.conns.len() >= READER_CONNECTIONS {
+                let k = *self.conns.keys().next().expect("non-empty");
+                self.conns.remove(&k);
+            }
+            let stamp = if self.busy.contains(&partition) {
+                None
+            } else {
+                Stamp::of_quiet(&path)
+            };
+            let conn = match stamp {
+                Some(_) => partition::open_immutable(&path)?,
+                None => partition::open_reader(&path).or_else(|_| partition::open(&path, false))?,
+            };
+            self.conns.insert(partition, ReaderConn { conn, path, stamp });
+        }
+        Ok(&self.conns[&partition])
+    }
+
+    /// Runs `read` on the partition's connection; if that was immutable and
+    /// the file changed meanwhile, runs it again on an ordinary connection.
+    pub(super) fn checked<T>(&mut self, partition: i64, read: &dyn Fn(&Connection) -> Result<T>) -> Result<T> {
+        let c = self.conn(partition)?;
+        let out = read(&c.conn);
+        if c.unchanged() {
+            return out;
+        }
+        self.conns.remove(&partition);
+        self.busy.insert(partition);
+        read(&self.conn(partition)?.conn)
+    }
+}
+
+impl RowReader for Reader<'_> {
+    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        let mut next = first;
+        while next <= last {
+            if self.conn(partition)?.stamp.is_none() {
+                return partition::scan(&self.conns[&partition].conn, next, last, visit);
+            }
+            let rows = self.checked(partition, &|c| partition::scan_chunk(c, next, last, CHECKED_ROWS))?;
+            let n = rows.len();
+            let Some(end) = rows.last().map(|r| r.seq) else {
+                break;
+            };
+            rows.into_iter().for_each(&mut *visit);
+            if n < CHECKED_ROWS || end == u64::MAX {
+                break;
+            }
+            next = end + 1;
+        }
+        Ok(())
+    }
+
+    fn row_count(&mut self, partition: i64) -> Result<u64> {
+        self.checked(partition, &partition::row_count)
+    }
+
+    fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
+        self.checked(partition, &|c| partition::strays(c, segments))
+    }
+}

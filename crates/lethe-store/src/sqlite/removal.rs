@@ -1,0 +1,565 @@
+//! Retention removal: planning per partition (whole drops or row-level work) and carrying out exactly a plan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+
+use lethe_core::hold::HoldScope;
+use lethe_core::policy::{Action, GroupKey};
+use lethe_core::{Classification, TenantId};
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use lethe_core::merkle::{self, Hash};
+
+use super::*;
+use crate::crashpoint;
+use crate::row::{self};
+
+impl SqliteStore {
+    pub(super) fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let work = self.work(inner, targets, holds)?;
+        let mut effects = effects_from(targets);
+        for (e, h) in effects.iter_mut().zip(&work.held) {
+            e.held = *h;
+        }
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
+        // One segments query per chain, not one per partition.
+        let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
+        for (p, items, groups) in &work.drops {
+            attribute_drop(&mut effects, items, p.bytes);
+            let key = (p.tenant.to_string(), p.stream.to_string());
+            if !segs.contains_key(&key) {
+                let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
+                for sa in segments_of(&inner.cat, &key.0, &key.1, None)? {
+                    by_part.entry(sa.partition).or_default().push(sa.segment);
+                }
+                segs.insert(key.clone(), by_part);
+            }
+            let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
+            chain_entry(&mut chains, p).dropped.push(DroppedPartition {
+                start_us: p.start,
+                end_us: p.end,
+                groups: groups.clone(),
+                segments,
+            });
+        }
+        for (p, items) in &work.rows {
+            let c = chain_entry(&mut chains, p);
+            for i in items {
+                effects[i.target].records += i.records;
+                c.rows.push(RowRemoval {
+                    partition_start_us: p.start,
+                    action: targets[i.target].action,
+                    seqs: i.seqs.clone(),
+                });
+            }
+        }
+        Ok(Removal {
+            effects,
+            chains: chains.into_values().collect(),
+        })
+    }
+
+    pub(super) fn apply_removal(&self, chains: &[ChainRemoval], progress: Progress<'_>) -> Result<Applied> {
+        let _g = self.write_lock()?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.repair(inner)?;
+        let mut applied = Applied::default();
+
+        // Resolve the plan against the store as it is now: what is already
+        // gone is skipped; a partition written to since the plan loses only
+        // the records the plan listed, row by row.
+        let mut drops: Vec<(Part, u64)> = Vec::new();
+        let mut edges: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        // Per partition: (anonymize?, sequence ranges) jobs.
+        type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
+        let mut rows: Vec<(Part, RowJobs)> = Vec::new();
+        for ch in chains {
+            // The chain's live partitions, segments and record counts, once.
+            let mut parts: HashMap<i64, Part> = self
+                .parts_where(
+                    &inner.cat,
+                    "tenant = ?1 AND stream = ?2 AND state = 0",
+                    &[&ch.tenant.as_str(), &ch.stream.as_str()],
+                )?
+                .into_iter()
+                .map(|p| (p.start, p))
+                .collect();
+            let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+            if !ch.dropped.is_empty() {
+                for sa in segments_of(&inner.cat, &ch.tenant, &ch.stream, None)? {
+                    stored
+                        .entry(sa.partition)
+                        .or_default()
+                        .push((sa.segment.first, sa.segment.last));
+                }
+            }
+            for dp in &ch.dropped {
+                let Some(p) = parts.remove(&dp.start_us) else {
+                    continue;
+                };
+                let now = stored.remove(&p.id).unwrap_or_default();
+                let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
+                if now == planned {
+                    let live: u64 = Self::groups_of(&inner.cat, p.id)?.iter().map(|g| g.records).sum();
+                    edges
+                        .entry((ch.tenant.clone(), ch.stream.clone()))
+                        .or_default()
+                        .extend(planned);
+                    drops.push((p, live));
+                } else {
+                    let seqs = planned.iter().map(|&(a, b)| [a, b]).collect();
+                    rows.push((p, vec![(false, seqs)]));
+                }
+            }
+            for rr in &ch.rows {
+                let Some(p) = parts.get(&rr.partition_start_us).cloned() else {
+                    continue;
+                };
+                let anonymize = rr.action == Action::Anonymize;
+                match rows.iter_mut().find(|(q, _)| q.id == p.id) {
+                    Some((_, jobs)) => jobs.push((anonymize, rr.seqs.clone())),
+                    None => rows.push((p, vec![(anonymize, rr.seqs.clone())])),
+                }
+            }
+        }
+        let total_units = (drops.len() + rows.len()) as u64;
+        let mut done = 0;
+        progress(0, total_units);
+
+        if !drops.is_empty() {
+            let mut nodes = Vec::new();
+            for ((tenant, stream), segs) in edges.iter_mut() {
+                for n in self.edge_nodes(inner, tenant, stream, segs)? {
+                    nodes.push((tenant.clone(), stream.clone(), n));
+                }
+            }
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for (tenant, stream, (level, idx, hash)) in &nodes {
+                tx.execute(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES(?1,?2,?3,?4,?5)
+                     ON CONFLICT DO UPDATE SET hash=?5",
+                    params![tenant, stream, level, *idx as i64, &hash[..]],
+                )
+                .map_err(db)?;
+            }
+            for (p, _) in &drops {
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
+                    .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            crashpoint::hit("sweep.after_mark_dropping");
+            for (n, (p, live)) in drops.iter().enumerate() {
+                applied.bytes_freed += self.file_bytes(p);
+                applied.deleted += live;
+                applied.partitions_dropped += 1;
+                self.remove_files(inner, p)?;
+                done += 1;
+                progress(done, total_units);
+                if n == drops.len() / 2 {
+                    crashpoint::hit("sweep.mid_drop");
+                }
+            }
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for (p, _) in &drops {
+                forget_partition(&tx, p.id)?;
+            }
+            tx.commit().map_err(db)?;
+        }
+        if !rows.is_empty() {
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for (p, _) in &rows {
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DIRTY])
+                    .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            crashpoint::hit("sweep.after_mark_dirty");
+            // Per partition, per group: the new counts and time bounds.
+            let mut settled: Vec<(Part, Vec<GroupChange>)> = Vec::new();
+            for (p, jobs) in &rows {
+                let bounds = Self::group_bounds(&inner.cat, p.id)?;
+                let c = self.conn(inner, p, false)?;
+                // Durability comes from one sync of every touched file
+                // below, not a sync per partition commit: a process crash
+                // loses nothing either way (the partition stays dirty until
+                // the catalog commit after the sync).
+                c.execute_batch("PRAGMA synchronous=OFF").map_err(db)?;
+                let tx = c.unchecked_transaction().map_err(db)?;
+                let mut changed = Vec::new();
+                for (anonymize, seqs) in jobs {
+                    let n = partition::redact(&tx, seqs, *anonymize, &mut changed)?;
+                    if *anonymize {
+                        applied.anonymized += n;
+                    } else {
+                        applied.deleted += n;
+                    }
+                }
+                tx.commit().map_err(db)?;
+                c.execute_batch("PRAGMA synchronous=FULL").map_err(db)?;
+                crashpoint::hit("sweep.after_partition_rows");
+                let changes = group_changes(c, &changed, &bounds)?;
+                settled.push((p.clone(), changes));
+                done += 1;
+                progress(done, total_units);
+            }
+            self.sync_partitions(settled.iter().map(|(p, _)| p))?;
+            let tx = inner
+                .cat
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for (p, changes) in &settled {
+                for g in changes {
+                    tx.execute(
+                        "UPDATE partition_groups SET records=records-?4, anonymized=anonymized+?5, deleted=deleted+?6,
+                           min_ts=?7, max_ts=?8 WHERE partition_id=?1 AND scope=?2 AND class=?3",
+                        params![
+                            p.id,
+                            g.scope,
+                            g.class,
+                            g.records_gone,
+                            g.anonymized,
+                            g.deleted,
+                            g.min_ts,
+                            g.max_ts
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+                // Bytes on disk as `settle` (and ingest) record them.
+                tx.execute(
+                    "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
+                    params![p.id, LIVE, self.file_bytes(p) as i64],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+        }
+        Ok(applied)
+    }
+
+    /// Works out, per partition, what the targets do to it.
+    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work> {
+        let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
+        let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
+        tenants.sort();
+        tenants.dedup();
+        let mut work = Work {
+            held: vec![0; targets.len()],
+            ..Work::default()
+        };
+        for tenant in tenants {
+            let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
+            let parts = self.parts_where(
+                &inner.cat,
+                "tenant = ?1 AND state = 0 ORDER BY stream, start_us",
+                &[&tenant.as_str()],
+            )?;
+            for p in parts {
+                let groups = Self::groups_of(&inner.cat, p.id)?;
+                // Holds that may cover a record here: the partition then
+                // goes row by row, held records left out.
+                let held_by: Vec<&HoldScope> = holds
+                    .iter()
+                    .copied()
+                    .filter(|h| {
+                        h.may_cover(
+                            tenant.as_str(),
+                            &mut groups.iter().map(|g| g.scope.as_str()),
+                            p.start,
+                            p.end,
+                        )
+                    })
+                    .collect();
+                let mut whole = !groups.is_empty() && held_by.is_empty();
+                let mut items = Vec::new();
+                for g in &groups {
+                    let key = GroupKey {
+                        tenant: p.tenant.clone(),
+                        stream: p.stream.clone(),
+                        scope: g.scope.clone(),
+                        classification: g.class,
+                    };
+                    let Some(&ti) = by_key.get(&key) else {
+                        whole = false;
+                        continue;
+                    };
+                    let t = &targets[ti];
+                    let anonymize = t.action == Action::Anonymize;
+                    let mut seqs = Vec::new();
+                    let mut held = 0;
+                    let n = if p.end <= t.cutoff_us && !anonymize && held_by.is_empty() {
+                        g.records
+                    } else {
+                        whole = false;
+                        if p.start < t.cutoff_us && (g.records > 0) {
+                            let c = self.conn(inner, &p, false)?;
+                            (seqs, held) = partition::expired_seqs(
+                                c,
+                                tenant.as_str(),
+                                &g.scope,
+                                g.class,
+                                t.cutoff_us,
+                                anonymize,
+                                &held_by,
+                            )?;
+                            seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
+                        } else {
+                            0
+                        }
+                    };
+                    items.push(Item {
+                        target: ti,
+                        scope: g.scope.clone(),
+                        class: g.class,
+                        records: n,
+                        held,
+                        share: g.records + g.deleted,
+                        seqs,
+                    });
+                }
+                if !whole {
+                    // Groups wholly expired in a partition that stays: their
+                    // records go row by row, so name them.
+                    for i in items.iter_mut().filter(|i| i.records > 0 && i.seqs.is_empty()) {
+                        let c = self.conn(inner, &p, false)?;
+                        let anonymize = targets[i.target].action == Action::Anonymize;
+                        (i.seqs, i.held) = partition::expired_seqs(
+                            c,
+                            tenant.as_str(),
+                            &i.scope,
+                            i.class,
+                            targets[i.target].cutoff_us,
+                            anonymize,
+                            &held_by,
+                        )?;
+                        i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
+                    }
+                }
+                if whole {
+                    let refs = groups
+                        .iter()
+                        .map(|g| PartGroupRef {
+                            scope: g.scope.clone(),
+                            class: g.class.code(),
+                        })
+                        .collect();
+                    work.drops.push((p, items, refs));
+                } else {
+                    for i in &items {
+                        work.held[i.target] += i.held;
+                    }
+                    if items.iter().any(|i| i.records > 0) {
+                        items.retain(|i| i.records > 0);
+                        work.rows.push((p, items));
+                    }
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Stores the Merkle subtree heads below the 256-leaf level at the
+    /// edges of the ranges about to be dropped, computed from their rows
+    /// (still present), so the tree over what remains can still be
+    /// recomputed and proven. Adjacent dropped segments are merged first:
+    /// only the outer edges of each merged range need heads.
+    pub(super) fn edge_nodes(
+        &self,
+        inner: &mut Inner,
+        tenant: &str,
+        stream: &str,
+        segs: &mut [(u64, u64)],
+    ) -> Result<Vec<(u32, u64, Hash)>> {
+        segs.sort();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in segs.iter() {
+            match merged.last_mut() {
+                Some(m) if m.1 + 1 == a => m.1 = b,
+                _ => merged.push((a, b)),
+            }
+        }
+        let mut out = Vec::new();
+        for (a, b) in merged {
+            for (level, idx) in merkle::perfect_cover(a - 1, b) {
+                if level >= 8 {
+                    continue;
+                }
+                let lo = idx << level;
+                let hi = lo + (1u64 << level);
+                let leaves = self.leaves_in(inner, tenant, stream, lo + 1, hi)?;
+                // A leaf that cannot be rebuilt (a damaged row) leaves the head
+                // out: `lethe verify` reports the damage itself.
+                if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
+                    out.push((level, idx, merkle::root(&ls)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the partitions' committed writes durable: their files synced
+    /// one by one when few, else one `syncfs` of the store's file system.
+    pub(super) fn sync_partitions<'a>(&self, parts: impl Iterator<Item = &'a Part>) -> Result<()> {
+        let parts: Vec<&Part> = parts.collect();
+        if parts.len() > 16 {
+            let dir = File::open(&self.dir).map_err(|e| StoreError::io("opening the data directory", e))?;
+            // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+            let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+            if rc != 0 {
+                return Err(StoreError::io(
+                    "syncing the data directory",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            return Ok(());
+        }
+        for p in parts {
+            for suffix in ["-wal", ""] {
+                let f = PathBuf::from(format!("{}{suffix}", self.part_path(&p.path).display()));
+                match File::open(&f) {
+                    Ok(file) => file
+                        .sync_all()
+                        .map_err(|e| StoreError::io(format!("syncing {}", f.display()), e))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(format!("opening {}", f.display()), e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored time bounds of a partition's groups.
+    pub(super) fn group_bounds(cat: &Connection, part: i64) -> Result<GroupBounds> {
+        let mut st = cat
+            .prepare_cached("SELECT scope, class, min_ts, max_ts FROM partition_groups WHERE partition_id=?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([part], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+}
+#[derive(Default)]
+struct Work {
+    /// Partitions removed whole, with their groups.
+    drops: Vec<(Part, Vec<Item>, Vec<PartGroupRef>)>,
+    /// Partitions with row-level work.
+    rows: Vec<(Part, Vec<Item>)>,
+    /// Per target, records a hold keeps.
+    held: Vec<u64>,
+}
+
+struct Item {
+    target: usize,
+    scope: String,
+    class: Classification,
+    records: u64,
+    /// Records a hold keeps.
+    held: u64,
+    share: u64,
+    /// Row-level work: the sequence numbers it touches.
+    seqs: Vec<[u64; 2]>,
+}
+
+/// Per (scope, class) of a partition: oldest and newest live event time.
+type GroupBounds = HashMap<(String, u8), (Option<i64>, Option<i64>)>;
+
+/// How row-level removal changed one group of a partition.
+struct GroupChange {
+    scope: String,
+    class: u8,
+    /// Records no longer live (deleted).
+    records_gone: i64,
+    /// Change of the anonymized count.
+    anonymized: i64,
+    /// Change of the tombstone count.
+    deleted: i64,
+    min_ts: Option<i64>,
+    max_ts: Option<i64>,
+}
+
+/// Sums the rows [`partition::redact`] changed per group; the time bounds
+/// are looked up again only where a removed record sat on one.
+fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupBounds) -> Result<Vec<GroupChange>> {
+    let mut by: BTreeMap<(String, u8), GroupChange> = BTreeMap::new();
+    // Groups where a removed record sat on a time bound.
+    let mut edge: std::collections::BTreeSet<(String, u8)> = std::collections::BTreeSet::new();
+    for ch in changed {
+        let k = (ch.scope.clone(), ch.class);
+        let (lo, hi) = bounds.get(&k).copied().unwrap_or((None, None));
+        let g = by.entry(k.clone()).or_insert_with(|| GroupChange {
+            scope: ch.scope.clone(),
+            class: ch.class,
+            records_gone: 0,
+            anonymized: 0,
+            deleted: 0,
+            min_ts: lo,
+            max_ts: hi,
+        });
+        if ch.deleted {
+            g.records_gone += 1;
+            g.deleted += 1;
+            if ch.was == row::ANONYMIZED {
+                g.anonymized -= 1;
+            }
+            if lo.is_none_or(|l| ch.ts <= l) || hi.is_none_or(|h| ch.ts >= h) {
+                edge.insert(k);
+            }
+        } else {
+            g.anonymized += 1;
+        }
+    }
+    for (k, g) in by.iter_mut() {
+        if edge.contains(k) {
+            (g.min_ts, g.max_ts) = partition::live_bounds(c, &g.scope, g.class)?;
+        }
+    }
+    Ok(by.into_values().collect())
+}
+
+fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
+    targets
+        .iter()
+        .map(|t| RetentionEffect {
+            target: t.clone(),
+            records: 0,
+            held: 0,
+            bytes_freed: 0,
+            partitions_dropped: 0,
+        })
+        .collect()
+}
+
+/// Splits a dropped partition's bytes over its groups by record share, the
+/// remainder going to the largest group so the parts add up exactly.
+fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
+    // Shares count tombstones too: they occupy the file as well.
+    let total: u64 = items.iter().map(|i| i.share).sum();
+    let mut given = 0;
+    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
+    for (n, i) in items.iter().enumerate() {
+        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
+        given += b;
+        let e = &mut effects[i.target];
+        e.bytes_freed += b;
+        e.records += i.records;
+        if Some(n) == largest {
+            e.partitions_dropped += 1;
+        }
+    }
+    if let Some(n) = largest {
+        effects[items[n].target].bytes_freed += bytes - given;
+    }
+}

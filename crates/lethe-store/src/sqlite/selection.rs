@@ -1,0 +1,222 @@
+//! Purge selections: the exact rows a subject's, a time range's or a scope's erasure selects, found through per-partition subject filters.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lethe_core::hold::HoldScope;
+use lethe_core::policy::Action;
+use rusqlite::OptionalExtension;
+
+use super::*;
+
+impl SqliteStore {
+    pub(super) fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let tenant = sel.tenant.as_str();
+        let stream = sel.stream.as_ref().map(|s| s.to_string());
+        let since = sel.since_us.unwrap_or(i64::MIN);
+        let until = sel.until_us.unwrap_or(i64::MAX);
+        let parts = self.parts_where(
+            &inner.cat,
+            "tenant=?1 AND (?2 IS NULL OR stream=?2) AND end_us>?3 AND start_us<?4 AND state != 2
+             ORDER BY stream, start_us",
+            &[&tenant, &stream, &since, &until],
+        )?;
+        if !sel.pseudonyms.is_empty() {
+            self.refresh_filters(inner, tenant)?;
+        }
+        let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant).collect();
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut groups: BTreeMap<(String, String), SelectedGroup> = BTreeMap::new();
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
+        let mut found = std::collections::BTreeSet::new();
+        let mut held_subjects = std::collections::BTreeSet::new();
+        for p in &parts {
+            let subjects: Vec<Option<[u8; 32]>> = if sel.pseudonyms.is_empty() {
+                vec![None]
+            } else {
+                Self::candidates(inner, p.id, &sel.pseudonyms)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            };
+            if subjects.is_empty() {
+                continue;
+            }
+            let stream = p.stream.to_string();
+            let max_seq = match heads.get(&stream) {
+                Some(h) => *h,
+                None => {
+                    let h = Self::head(&inner.cat, tenant, &stream)?;
+                    heads.insert(stream.clone(), h);
+                    h
+                }
+            };
+            let f = partition::RowFilter {
+                scope: sel.scope.as_deref(),
+                since_us: since,
+                until_us: until,
+                max_seq,
+                anonymize: sel.action == Action::Anonymize,
+            };
+            let c = self.conn(inner, p, false)?;
+            let mut seqs = Vec::new();
+            // Many candidate subjects here: one pass over the subject index.
+            let rows: Vec<(Option<[u8; 32]>, partition::SelectedRow)> = if subjects.len() > MANY_SUBJECTS {
+                let set: std::collections::HashSet<[u8; 32]> = subjects.iter().flatten().copied().collect();
+                partition::select_rows_of(c, &set, &f)?
+                    .into_iter()
+                    .map(|r| (r.pseudonym, r))
+                    .collect()
+            } else {
+                let mut all = Vec::new();
+                for subject in &subjects {
+                    all.extend(
+                        partition::select_rows(c, subject.as_ref(), &f)?
+                            .into_iter()
+                            .map(|r| (*subject, r)),
+                    );
+                }
+                all
+            };
+            {
+                for (subject, r) in rows {
+                    let g = groups
+                        .entry((stream.clone(), r.scope.clone()))
+                        .or_insert_with(|| SelectedGroup {
+                            stream: stream.clone(),
+                            scope: r.scope.clone(),
+                            ..SelectedGroup::default()
+                        });
+                    if let (Some(ps), Some(_)) = (r.pseudonym, subject) {
+                        found.insert(ps);
+                    }
+                    if holds
+                        .iter()
+                        .any(|h| h.covers(tenant, r.pseudonym.as_ref(), &r.scope, r.ts))
+                    {
+                        g.held += 1;
+                        if let (Some(ps), Some(_)) = (r.pseudonym, subject) {
+                            held_subjects.insert(ps);
+                        }
+                        continue;
+                    }
+                    g.records += 1;
+                    g.bytes += r.bytes;
+                    g.oldest_us = Some(g.oldest_us.map_or(r.ts, |o| o.min(r.ts)));
+                    g.newest_us = Some(g.newest_us.map_or(r.ts, |o| o.max(r.ts)));
+                    seqs.push([r.seq, r.seq]);
+                }
+            }
+            if !seqs.is_empty() {
+                chain_entry(&mut chains, p).rows.push(RowRemoval {
+                    partition_start_us: p.start,
+                    action: sel.action,
+                    seqs: crate::merge_ranges(seqs),
+                });
+            }
+        }
+        Ok(Selected {
+            groups: groups.into_values().collect(),
+            chains: chains.into_values().collect(),
+            found: found.into_iter().collect(),
+            held_subjects: held_subjects.into_iter().collect(),
+        })
+    }
+
+    /// A partition's current subject filter (`None` if it has none, e.g.
+    /// written by an older version: any subject may be in it).
+    pub(super) fn subject_filter<'a>(&self, inner: &'a mut Inner, part: i64) -> Result<Option<&'a SubjectFilter>> {
+        let version: Option<i64> = inner
+            .cat
+            .prepare_cached("SELECT version FROM subject_filters WHERE partition_id=?1")
+            .map_err(db)?
+            .query_row([part], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        self.load_filter(inner, part, version)?;
+        Ok(inner.filters.get(&part).map(|(_, f)| f))
+    }
+
+    /// Makes the cache hold version `version` of a partition's filter (or nothing).
+    pub(super) fn load_filter(&self, inner: &mut Inner, part: i64, version: Option<i64>) -> Result<()> {
+        let Some(v) = version else {
+            inner.filters.remove(&part);
+            return Ok(());
+        };
+        if inner.filters.get(&part).is_some_and(|(have, _)| *have == v) {
+            return Ok(());
+        }
+        if inner.filters.len() >= CACHED_FILTERS {
+            inner.filters.clear();
+        }
+        let bits: Option<Vec<u8>> = inner
+            .cat
+            .prepare_cached("SELECT bits FROM subject_filters WHERE partition_id=?1")
+            .map_err(db)?
+            .query_row([part], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        match bits.and_then(SubjectFilter::from_bytes) {
+            Some(f) => inner.filters.insert(part, (v, f)),
+            None => inner.filters.remove(&part),
+        };
+        Ok(())
+    }
+
+    /// Brings the cached filters of a tenant's partitions up to date with
+    /// one catalog query (plus a read of each filter that changed).
+    pub(super) fn refresh_filters(&self, inner: &mut Inner, tenant: &str) -> Result<()> {
+        let versions: Vec<(i64, Option<i64>)> = {
+            let mut st = inner
+                .cat
+                .prepare_cached(
+                    "SELECT p.id, f.version FROM partitions p LEFT JOIN subject_filters f ON f.partition_id = p.id
+                     WHERE p.tenant = ?1",
+                )
+                .map_err(db)?;
+            let rows = st.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+            rows.collect::<std::result::Result<_, _>>().map_err(db)?
+        };
+        for (part, v) in versions {
+            self.load_filter(inner, part, v)?;
+        }
+        Ok(())
+    }
+
+    /// Of `pseudonyms`, those that may have records in the partition.
+    /// Filters must be fresh ([`Self::refresh_filters`]).
+    pub(super) fn candidates(inner: &Inner, part: i64, pseudonyms: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        match inner.filters.get(&part) {
+            Some((_, f)) => pseudonyms.iter().filter(|p| f.may_contain(p)).copied().collect(),
+            None => pseudonyms.to_vec(),
+        }
+    }
+
+    /// A partition's subject filter with `added` in it, ready to store: the
+    /// stored one extended, or (when there is none, or it is crowded) one
+    /// built from every pseudonym in the partition file.
+    pub(super) fn extended_filter(&self, inner: &mut Inner, p: &Part, added: &[[u8; 32]]) -> Result<SubjectFilter> {
+        if let Some(f) = self.subject_filter(inner, p.id)? {
+            let mut f = f.clone();
+            for a in added {
+                f.insert(a);
+            }
+            if !f.crowded() {
+                return Ok(f);
+            }
+        }
+        let all = partition::pseudonyms(self.conn(inner, p, false)?)?;
+        let mut bytes = filter::INITIAL_BYTES;
+        loop {
+            let mut f = SubjectFilter::new(bytes);
+            for a in all.iter().chain(added) {
+                f.insert(a);
+            }
+            if !f.crowded() {
+                return Ok(f);
+            }
+            bytes *= 4;
+        }
+    }
+}
