@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lethe_vault::archive::inventory::ArchiveFilter;
 use lethe_vault::Vault;
 
@@ -65,7 +65,7 @@ fn ls(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
         return Ok(exit::OK);
     }
     if listed.is_empty() {
-        println!("no archived objects");
+        outln!("no archived objects");
         return Ok(exit::OK);
     }
     let mut t = Table::new(&[
@@ -88,7 +88,7 @@ fn ls(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
         ]);
     }
     t.print();
-    println!("{} objects, {records} records, {}", listed.len(), bytes(size));
+    outln!("{} objects, {records} records, {}", listed.len(), bytes(size));
     Ok(exit::OK)
 }
 
@@ -113,22 +113,22 @@ fn verify(vault: &Vault, f: &ArchiveFilter, json: bool) -> Result<u8> {
         }));
         return Ok(code);
     }
-    println!(
+    outln!(
         "{} objects read back ({} records, {}) and checked against their manifests and the ledger",
         c.objects_checked,
         c.records_checked,
         bytes(c.bytes_read)
     );
     if c.ledger_trimmed > 0 {
-        println!(
+        outln!(
             "{} manifests refer to ledger entries trimmed by ledger retention (objects still checked)",
             c.ledger_trimmed
         );
     }
     if c.problems.is_empty() {
-        println!("archive verified: every object matches its manifest and the ledger");
+        outln!("archive verified: every object matches its manifest and the ledger");
     } else {
-        println!("ARCHIVE PROBLEMS: {}", c.problems.len());
+        outln!("ARCHIVE PROBLEMS: {}", c.problems.len());
         let mut t = Table::new(&["target", "object", "problem"]);
         for p in &c.problems {
             t.row(vec![p.target.clone(), p.object.clone(), p.problem.clone()]);
@@ -153,30 +153,43 @@ fn restore(vault: &Vault, f: &ArchiveFilter, out: Option<&str>, json: bool) -> R
         w.flush()?;
         r
     } else {
-        // Written beside, then renamed: a failed restore leaves no half file.
-        let tmp = format!("{out}.partial");
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {tmp}"))?;
+        // An unnamed file until it is complete: a failed (or killed)
+        // restore leaves no file of decrypted records behind.
+        let file = crate::outfile::OutFile::create(std::path::Path::new(out))?;
         let mut w = std::io::BufWriter::new(file);
         let r = vault
             .archive_restore(f, now_us(), &mut w)
             .map_err(|e| vault_error(e, "restoring from the archive"))?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        std::fs::rename(&tmp, out).with_context(|| format!("renaming {tmp} to {out}"))?;
+        w.into_inner().map_err(|e| e.into_error())?.persist()?;
         r
     };
+    for u in &report.unreadable {
+        eprintln!(
+            "record {} ({} seq {}) could not be read and was skipped: {}",
+            u.id, u.stream, u.seq, u.problem
+        );
+    }
     if json {
         output::print_ok(&report);
     } else if out != "-" {
-        println!(
+        outln!(
             "restored {} records from {} objects to {out} ({} with personal fields erased)",
-            report.records, report.objects, report.erased
+            report.records,
+            report.objects,
+            report.erased
         );
     } else {
         eprintln!(
             "restored {} records from {} objects ({} with personal fields erased)",
             report.records, report.objects, report.erased
         );
+    }
+    if report.unreadable_total > 0 {
+        eprintln!(
+            "{} archived record(s) could not be read (named above); every other record was restored",
+            report.unreadable_total
+        );
+        return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
 }
@@ -213,11 +226,11 @@ fn restore_into(
         return Ok(exit::OK);
     }
     let r = &set.restoration;
-    println!(
+    outln!(
         "restored {} records from {} objects into the store as restoration {} ({} with personal fields erased; ledger entry {})",
         set.report.records, set.report.objects, r.id, set.report.erased, r.ledger_seq
     );
-    println!(
+    outln!(
         "they stay until {} (then the sweep removes them); read them with `lethe logs --tenant {} --restored`",
         lethe_core::record::format_ts(r.expires_us),
         r.tenant
@@ -235,7 +248,7 @@ fn restorations(vault: &Vault, tenant: Option<&str>, json: bool) -> Result<u8> {
         return Ok(exit::OK);
     }
     if list.is_empty() {
-        println!("no restorations");
+        outln!("no restorations");
         return Ok(exit::OK);
     }
     let mut t = Table::new(&[

@@ -17,6 +17,13 @@ pub struct Cli {
     /// Named profile of the configuration file to apply.
     #[arg(long, global = true, env = "LETHE_PROFILE")]
     pub profile: Option<String>,
+    /// More diagnostics on standard error: `-v` for what each step does,
+    /// `-vv` for everything (tracing; also `RUST_LOG`).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Everything `-vv` shows (the flag users of `mxcp log-cleanup` know).
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -128,7 +135,8 @@ pub struct CleanupArgs {
     /// Only this tenant.
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Evaluate policies at this instant (RFC 3339) instead of now.
+    /// Evaluate policies at this instant (RFC 3339) instead of now. A real
+    /// run accepts only instants up to now; later ones only with --dry-run.
     #[arg(long)]
     pub now: Option<String>,
     /// Who runs it, for the receipt [default: cli:$USER].
@@ -295,6 +303,15 @@ pub struct VerifyArgs {
     /// Only this stream (`name:version`).
     #[arg(long)]
     pub stream: Option<String>,
+    /// Also hold the vault to the newest ledger head published to the
+    /// configured witnesses (`[witness]` file and archive targets): a vault
+    /// put back to an older copy is reported as rolled back.
+    #[arg(long)]
+    pub witness: bool,
+    /// Hold the vault to the heads in this witness file (a copy kept
+    /// elsewhere, or what a witness command published); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub witness_file: Vec<PathBuf>,
     /// Print one JSON object (`records_checked`, `unexplained_gaps`, …).
     #[arg(long)]
     pub json: bool,

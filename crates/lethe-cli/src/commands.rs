@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     let config = load_config(&cli)?;
     match &cli.command {
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", config.to_toml());
+            out!("{}", config.to_toml());
             Ok(exit::OK)
         }
         Command::Ingest(a) => ingest(&open(&cli, config)?, a),
@@ -186,7 +186,7 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
             m.insert("receipt_id".into(), serde_json::Value::Null);
             output::print_json(&o);
         } else {
-            println!("dry run: nothing was changed");
+            outln!("dry run: nothing was changed");
         }
         return Ok(exit::OK);
     }
@@ -205,9 +205,11 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
             )
             .into());
         }
-        print!(
+        out!(
             "Erase {} record(s) of tenant {} and destroy {} key(s)? This cannot be undone. Type `yes` to go on: ",
-            p.selected, p.tenant, p.keys_to_destroy
+            p.selected,
+            p.tenant,
+            p.keys_to_destroy
         );
         std::io::stdout().flush().ok();
         let mut answer = String::new();
@@ -216,7 +218,7 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
             .read_line(&mut answer)
             .context("reading the confirmation")?;
         if answer.trim() != "yes" {
-            println!("not confirmed: nothing was changed");
+            outln!("not confirmed: nothing was changed");
             return Ok(exit::USAGE);
         }
     }
@@ -229,28 +231,42 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
         return Ok(code);
     }
     for r in &report.recovered {
-        println!("finished an interrupted purge first: receipt {r}");
+        outln!("finished an interrupted purge first: receipt {r}");
     }
     match report.status.as_str() {
-        "already_done" => println!(
+        "no_match" => {
+            outln!("no records matched: nothing was removed, no key destroyed, no receipt written");
+            if report.restored_removed > 0 {
+                outln!("(removed {} restored copies)", report.restored_removed);
+            }
+            if let Some(e) = report.no_match_entry {
+                outln!("the request is on record as ledger entry {e} (purge.no_match)");
+            }
+        }
+        "already_done" => outln!(
             "this purge (same ticket and selection) already completed: receipt {}",
             report.receipt_id.map_or("?".into(), |r| r.to_string())
         ),
         _ => {
-            println!(
+            outln!(
                 "removed {} record(s), destroyed {} key(s); skipped {} held",
-                report.removed, report.keys_destroyed, report.preview.held
+                report.removed,
+                report.keys_destroyed,
+                report.preview.held
             );
-            println!(
+            outln!(
                 "verification: {} — {}",
                 if report.verified { "passed" } else { "FAILED" },
                 report.verification
             );
             if let Some(r) = report.receipt_id {
-                println!("receipt {r} (`lethe receipts show {r}`)");
+                outln!("receipt {r} (`lethe receipts show {r}`)");
+            }
+            for w in &report.warnings {
+                outln!("warning: {w}");
             }
             if let Some(salt) = &report.subject_salt {
-                println!(
+                outln!(
                     "subject commitment salt {salt} — keep it with the ticket: it shows later which subjects the receipt covers"
                 );
             }
@@ -260,9 +276,12 @@ fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
 }
 
 fn print_purge_preview(p: &lethe_vault::purge::PurgePreview) {
-    println!(
+    outln!(
         "purge preview: tenant {}, action {}, {} subject(s) named, {} found",
-        p.tenant, p.action, p.subjects, p.subjects_found
+        p.tenant,
+        p.action,
+        p.subjects,
+        p.subjects_found
     );
     let mut t = Table::new(&["stream", "scope", "records", "held", "bytes", "oldest", "newest"]);
     for g in &p.groups {
@@ -277,7 +296,7 @@ fn print_purge_preview(p: &lethe_vault::purge::PurgePreview) {
         ]);
     }
     t.print();
-    println!(
+    outln!(
         "total: {} record(s), {} held, {}{}",
         p.selected,
         p.held,
@@ -288,12 +307,12 @@ fn print_purge_preview(p: &lethe_vault::purge::PurgePreview) {
         }
     );
     if !p.held_by.is_empty() {
-        println!(
+        outln!(
             "held by hold(s) {}",
             p.held_by.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    println!("keys ({}): {}", p.keys_to_destroy, p.keys);
+    outln!("keys ({}): {}", p.keys_to_destroy, p.keys);
 }
 
 fn hold(vault: &Vault, h: &HoldCommand) -> Result<u8> {
@@ -356,7 +375,7 @@ fn hold(vault: &Vault, h: &HoldCommand) -> Result<u8> {
             if *json {
                 output::print_ok(&v);
             } else {
-                println!("hold {} released (ledger entry recorded)", v.id);
+                outln!("hold {} released (ledger entry recorded)", v.id);
             }
             Ok(exit::OK)
         }
@@ -371,10 +390,27 @@ fn hold_add(vault: &Vault, a: &HoldAddArgs) -> Result<u8> {
         Some(v) => Some(match parse_ts(v) {
             Some(t) => t,
             None => match v.parse::<lethe_core::Window>() {
-                Ok(lethe_core::Window::Span(s)) => now + s as i64 * 1_000_000,
-                _ => {
+                Ok(w @ lethe_core::Window::Span(_)) => {
+                    // Beyond year 9999 a time cannot be written down.
+                    const LAST_US: i64 = 253_402_300_799_000_000;
+                    match w.micros().and_then(|m| now.checked_add(m)).filter(|t| *t <= LAST_US) {
+                        Some(t) => t,
+                        None => {
+                            return Err(UsageProblem(format!(
+                                "--expires: `{v}` from now is after the year 9999; omit --expires for a hold without expiry"
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                Ok(lethe_core::Window::Forever) => {
+                    return Err(
+                        UsageProblem("--expires: omit it for a hold that lasts until it is released".into()).into(),
+                    )
+                }
+                Err(e) => {
                     return Err(UsageProblem(format!(
-                        "--expires: `{v}` is neither an RFC 3339 time nor a duration like `90d`"
+                        "--expires: `{v}` is neither an RFC 3339 time nor a duration: {e}"
                     ))
                     .into())
                 }
@@ -397,14 +433,14 @@ fn hold_add(vault: &Vault, a: &HoldAddArgs) -> Result<u8> {
     if a.json {
         output::print_ok(&set);
     } else {
-        println!(
+        outln!(
             "hold {} set on tenant {} (ledger entry {})",
             set.hold.id,
             set.hold.tenant,
             set.hold.ledger_seq.map_or("?".into(), |s| s.to_string())
         );
         if let Some(salt) = &set.subject_salt {
-            println!("subject commitment salt {salt} — keep it with the matter");
+            outln!("subject commitment salt {salt} — keep it with the matter");
         }
     }
     Ok(exit::OK)
@@ -422,8 +458,24 @@ fn verify(vault: &Vault, a: &VerifyArgs) -> Result<u8> {
         let st = vault.stats(tenant.as_ref())?;
         pb.set_length(st.rows.iter().map(|r| r.records + r.tombstones).sum());
     }
+    let mut heads = Vec::new();
+    if a.witness {
+        heads.extend(
+            vault
+                .witnessed_heads()
+                .map_err(|e| vault_error(e, "reading the witnesses"))?,
+        );
+    }
+    for f in &a.witness_file {
+        heads.extend(lethe_vault::witness::read_heads(f).map_err(|e| vault_error(e, "reading a witness file"))?);
+    }
+    if (a.witness || !a.witness_file.is_empty()) && heads.is_empty() {
+        return Err(UsageProblem("--witness: the witnesses hold no published head yet".into()).into());
+    }
     let r = vault
-        .verify(tenant.as_ref(), a.stream.as_deref(), now_us(), &|n| pb.set_position(n))
+        .verify_against(tenant.as_ref(), a.stream.as_deref(), now_us(), &heads, &|n| {
+            pb.set_position(n)
+        })
         .context("verifying")?;
     pb.finish_and_clear();
     let code = if r.ok() { exit::OK } else { exit::INTEGRITY };
@@ -431,25 +483,31 @@ fn verify(vault: &Vault, a: &VerifyArgs) -> Result<u8> {
         output::print_json(&r);
         return Ok(code);
     }
-    println!(
+    outln!(
         "{} records checked ({} anonymized, {} tombstones), {} removed records explained by receipts",
-        r.records_checked, r.anonymized, r.tombstones, r.removed_explained
+        r.records_checked,
+        r.anonymized,
+        r.tombstones,
+        r.removed_explained
     );
-    println!(
+    outln!(
         "{} chains, {} checkpoints recomputed ({} inside removed ranges), {} ledger entries",
-        r.chains, r.checkpoints_checked, r.checkpoints_unverifiable, r.ledger_entries
+        r.chains,
+        r.checkpoints_checked,
+        r.checkpoints_unverifiable,
+        r.ledger_entries
     );
     if r.unsealed_recent > 0 {
-        println!(
+        outln!(
             "{} recent records are not under a checkpoint yet (an ingest is running; the next seal covers them)",
             r.unsealed_recent
         );
     }
-    println!("checkpoint public key {}", r.public_key);
+    outln!("checkpoint public key {}", r.public_key);
     if r.ok() {
-        println!("verified: no unexplained gaps");
+        outln!("verified: no unexplained gaps");
     } else {
-        println!("UNEXPLAINED GAPS: {}", r.gaps_total);
+        outln!("UNEXPLAINED GAPS: {}", r.gaps_total);
         let mut t = Table::new(&["tenant", "stream", "seq", "problem"]);
         for g in &r.unexplained_gaps {
             t.row(vec![
@@ -480,7 +538,7 @@ fn proof(vault: &Vault, p: &ProofCommand) -> Result<u8> {
             let proof = vault.consistency_proof(tenant, stream, *from, *to)?;
             output::print_json(&proof);
         }
-        ProofCommand::PublicKey => println!("{}", vault.public_key()),
+        ProofCommand::PublicKey => outln!("{}", vault.public_key()),
         ProofCommand::Check { .. } => unreachable!("handled before the vault opens"),
     }
     Ok(exit::OK)
@@ -501,12 +559,12 @@ fn proof_check(file: &str, public_key: Option<&str>, json: bool) -> Result<u8> {
         output::print_json(&r);
     } else {
         for (what, ok) in &r.checks {
-            println!("{} {what}", if *ok { "ok  " } else { "FAIL" });
+            outln!("{} {what}", if *ok { "ok  " } else { "FAIL" });
         }
         if !r.key_pinned {
-            println!("note: checked with the public key inside the file; pin the vault's key with --public-key");
+            outln!("note: checked with the public key inside the file; pin the vault's key with --public-key");
         }
-        println!(
+        outln!(
             "{}",
             if r.valid {
                 "proof is valid"
@@ -564,6 +622,10 @@ fn open(cli: &Cli, config: Config) -> Result<Vault> {
     };
     let vault = Vault::open(&cli.data_dir, config, &source).map_err(|e| match e {
         lethe_vault::VaultError::MasterKey(m) => anyhow::Error::new(ConfigProblem(format!("master key: {m}"))),
+        // Refused as it is (no usable catalog, another format): nothing was done.
+        lethe_vault::VaultError::Store(lethe_store::StoreError::Corrupt(m)) => anyhow::Error::new(ConfigProblem(
+            format!("cannot open the store in {}: {m}", cli.data_dir.display()),
+        )),
         other => anyhow::Error::new(other).context(format!("opening the store in {}", cli.data_dir.display())),
     })?;
     if vault.created_master_key {
@@ -616,10 +678,17 @@ fn ingest(vault: &Vault, a: &IngestArgs) -> Result<u8> {
                 report.rejected as usize - report.errors.len()
             );
         }
-        println!(
+        outln!(
             "{} lines: {} stored, {} duplicates (already stored), {} not captured (capture mode none), {} rejected",
-            report.lines, report.stored, report.duplicates, report.not_captured, report.rejected
+            report.lines,
+            report.stored,
+            report.duplicates,
+            report.not_captured,
+            report.rejected
         );
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     Ok(if report.rejected > 0 { exit::PARTIAL } else { exit::OK })
 }
@@ -653,7 +722,7 @@ fn logs(vault: &Vault, a: &LogsArgs) -> Result<u8> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
     let mut io_err = None;
-    vault.logs(&q, now_us(), &mut |v| {
+    let read = vault.logs(&q, now_us(), &mut |v| {
         let r = if a.json {
             serde_json::to_writer(&mut out, &v)
                 .map_err(std::io::Error::from)
@@ -687,13 +756,30 @@ fn logs(vault: &Vault, a: &LogsArgs) -> Result<u8> {
             }
         }
     })?;
+    let _ = out.flush();
+    drop(out);
+    // Records the read met but could not show are named, never silently dropped.
+    for u in &read.unreadable {
+        eprintln!(
+            "record {} ({} seq {}) could not be read and was skipped: {}",
+            u.id, u.stream, u.seq, u.problem
+        );
+    }
+    if read.unreadable_total > read.unreadable.len() as u64 {
+        eprintln!(
+            "… and {} more unreadable records",
+            read.unreadable_total - read.unreadable.len() as u64
+        );
+    }
+    let code = if read.unreadable_total > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    };
     match io_err {
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
         Some(e) => Err(e).context("writing output"),
-        None => {
-            out.flush().ok();
-            Ok(exit::OK)
-        }
+        None => Ok(code),
     }
 }
 
@@ -740,8 +826,8 @@ fn ledger(vault: &Vault, a: &LedgerArgs) -> Result<u8> {
             output::print_ok(&check);
         } else {
             match &check.problem {
-                None => println!("ledger verifies: {} entries, head {}", check.entries, check.head),
-                Some(b) => println!(
+                None => outln!("ledger verifies: {} entries, head {}", check.entries, check.head),
+                Some(b) => outln!(
                     "LEDGER DOES NOT VERIFY: {b} ({} entries verified before it)",
                     check.entries
                 ),
@@ -807,17 +893,28 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
             let body: serde_json::Value =
                 serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
             if a.json {
-                output::print_ok(&serde_json::json!({"receipt": r, "details": body}));
+                // The receipt as one object: its body is JSON, not a string of it.
+                output::print_ok(&serde_json::json!({
+                    "seq": r.seq,
+                    "time": lethe_core::record::format_ts(r.ts_us),
+                    "actor": r.actor,
+                    "kind": r.kind,
+                    "tenant": r.tenant,
+                    "body": body,
+                    "prev": to_hex(&r.prev),
+                    "hash": to_hex(&r.hash),
+                    "mac": to_hex(&r.mac),
+                }));
             } else {
-                println!(
+                outln!(
                     "receipt {} ({}) at {} by {}",
                     r.seq,
                     r.kind,
                     lethe_core::record::format_ts(r.ts_us),
                     r.actor
                 );
-                println!("hash {}  mac {}", to_hex(&r.hash), to_hex(&r.mac));
-                println!(
+                outln!("hash {}  mac {}", to_hex(&r.hash), to_hex(&r.mac));
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&body).expect("JSON values serialize")
                 );
@@ -828,7 +925,7 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
             if a.json {
                 output::print_ok(&all);
             } else {
-                let mut t = Table::new(&["id", "time", "actor", "kind", "deleted", "anonymized", "verified"]);
+                let mut t = Table::new(&["id", "time", "actor", "kind", "tenant", "what", "verified"]);
                 for r in &all {
                     let b: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
                     t.row(vec![
@@ -836,9 +933,9 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
                         lethe_core::record::format_ts(r.ts_us),
                         r.actor.clone(),
                         r.kind.clone(),
-                        b["deleted"].to_string(),
-                        b["anonymized"].to_string(),
-                        b["verified"].to_string(),
+                        r.tenant.clone().unwrap_or_else(|| "-".into()),
+                        receipt_summary(&r.kind, &b),
+                        b["verified"].as_bool().map_or("-".into(), |v| v.to_string()),
                     ]);
                 }
                 t.print();
@@ -848,9 +945,31 @@ fn receipts(vault: &Vault, a: &ReceiptsArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// One line saying what a receipt covers (its details: `receipts show ID`).
+fn receipt_summary(kind: &str, b: &serde_json::Value) -> String {
+    let n = |k: &str| b[k].as_u64().unwrap_or(0);
+    match kind {
+        "receipt.sweep" if b["recovered"].as_bool() == Some(true) => {
+            format!("finished the interrupted sweep of intent {}", b["intent"])
+        }
+        "receipt.sweep" => format!("deleted {}, anonymized {}", n("deleted"), n("anonymized")),
+        "receipt.purge" => format!(
+            "erased {} record(s), destroyed {} key(s)",
+            n("removed"),
+            n("keys_destroyed")
+        ),
+        "receipt.archive_expiry" => format!(
+            "deleted {} archived object(s), {} record(s)",
+            n("objects"),
+            n("records")
+        ),
+        _ => String::new(),
+    }
+}
+
 fn print_sweep(r: &SweepReport) {
     let verb = if r.status == "dry_run" { "would" } else { "did" };
-    println!(
+    outln!(
         "cleanup ({}) at {}: {verb} delete {} and anonymize {} records, freeing {}",
         r.status,
         r.now,
@@ -859,10 +978,10 @@ fn print_sweep(r: &SweepReport) {
         bytes(r.bytes_freed)
     );
     if r.held > 0 {
-        println!("{} expired records kept by legal holds (`lethe hold ls`)", r.held);
+        outln!("{} expired records kept by legal holds (`lethe hold ls`)", r.held);
     }
     if let Some(a) = &r.archived {
-        println!(
+        outln!(
             "archived {} records to {} objects first ({} of NDJSON stored as {}, read back and checked) in {:.1} s",
             a.records,
             a.objects,
@@ -872,14 +991,16 @@ fn print_sweep(r: &SweepReport) {
         );
     }
     for f in &r.failing {
-        println!(
+        outln!(
             "FAILING: policy `{}` could not archive to `{}` — its records stay until a run succeeds: {}",
-            f.rule, f.target, f.error
+            f.rule,
+            f.target,
+            f.error
         );
     }
     if let Some(x) = &r.archive_expiry {
         if x.objects > 0 || x.held > 0 {
-            println!(
+            outln!(
                 "archive clock: {verb} delete {} archived objects ({} records, {}) past their archive window{}",
                 x.objects,
                 x.records,
@@ -893,7 +1014,7 @@ fn print_sweep(r: &SweepReport) {
         }
     }
     for x in &r.restorations_expired {
-        println!(
+        outln!(
             "restorations: {verb} remove restoration {} of {} ({} restored records, {}) — its window ended {}",
             x.id,
             x.tenant,
@@ -903,10 +1024,10 @@ fn print_sweep(r: &SweepReport) {
         );
     }
     for w in &r.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     if r.groups.is_empty() {
-        println!("nothing to do");
+        outln!("nothing to do");
         return;
     }
     let mut t = Table::new(&[
@@ -986,7 +1107,7 @@ fn print_stats(r: &StatsReport) {
         ]);
     }
     t.print();
-    println!(
+    outln!(
         "total: {} records, {} on disk, {} not captured",
         r.totals.records,
         bytes(r.totals.bytes),
@@ -1023,7 +1144,7 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
         }));
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "== wrote {} demo records in {:.1} s ({:.0}/s): {} stored, {} counted but not captured (capture mode none)\n",
         ingested.lines,
         secs,
@@ -1031,15 +1152,15 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
         ingested.stored,
         ingested.not_captured
     );
-    println!("== stats before cleanup");
+    outln!("== stats before cleanup");
     print_stats(&before);
-    println!("\n== cleanup --dry-run");
+    outln!("\n== cleanup --dry-run");
     print_sweep(&plan);
-    println!("\n== cleanup");
+    outln!("\n== cleanup");
     print_sweep(&run);
-    println!("\n== stats after cleanup");
+    outln!("\n== stats after cleanup");
     print_stats(&after);
-    println!(
+    outln!(
         "\nthe plan matched the run: {} (deleted {} / {}, anonymized {} / {})",
         plan.same_effect(&run),
         plan.deleted,
@@ -1049,7 +1170,7 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
     );
     if let Some(a) = &run.archived {
         let listed = vault.archive_ls(&Default::default())?;
-        println!(
+        outln!(
             "\n== archive: {} records archived before deletion to {} objects ({} of NDJSON in {}); `lethe archive ls` lists {} objects",
             a.records,
             a.objects,
@@ -1058,7 +1179,7 @@ fn demo(vault: &Vault, a: &DemoArgs) -> Result<u8> {
             listed.len()
         );
     }
-    println!(
+    outln!(
         "\n== verify: {} stored records intact, {} removed records explained by receipt {}, {} unexplained gaps",
         verified.records_checked,
         verified.removed_explained,

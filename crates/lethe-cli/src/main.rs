@@ -5,10 +5,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[macro_use]
+mod output;
 mod archive;
 mod args;
 mod commands;
-mod output;
+mod outfile;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,7 @@ pub mod exit {
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let json = cli.wants_json();
+    diagnostics(if cli.debug { 2 } else { cli.verbose });
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -45,6 +48,8 @@ fn main() -> ExitCode {
                 ("usage", exit::USAGE)
             } else if e.downcast_ref::<commands::Refusal>().is_some() {
                 ("refused", exit::REFUSED)
+            } else if damaged(&e) {
+                ("integrity", exit::INTEGRITY)
             } else {
                 ("failed", exit::FAILED)
             };
@@ -59,4 +64,38 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether an error means stored data is missing or contradicts itself
+/// (exit 5, like a failed verification), rather than an operation failing.
+fn damaged(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<lethe_store::StoreError>(),
+            Some(lethe_store::StoreError::Lost(_) | lethe_store::StoreError::Corrupt(_))
+        ) || matches!(
+            c.downcast_ref::<lethe_vault::VaultError>(),
+            Some(lethe_vault::VaultError::Store(
+                lethe_store::StoreError::Lost(_) | lethe_store::StoreError::Corrupt(_)
+            ))
+        )
+    })
+}
+
+/// Tracing output on standard error: warnings by default, `-v` info,
+/// `-vv`/`--debug` everything; `RUST_LOG` overrides.
+fn diagnostics(verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("lethe={level},lethe_vault={level},lethe_store={level}"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

@@ -1,9 +1,37 @@
-//! Output: JSON envelopes, aligned tables and progress bars.
+//! Output: JSON envelopes, aligned tables and progress bars. Everything on
+//! standard output goes through [`outln!`]/[`out!`]/the functions here,
+//! which stop writing quietly when the reader went away (`lethe stats |
+//! head -1`): the command still finishes its work and exits with its code.
 
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+
+/// Prints a line on standard output; nothing (and no panic) once the reader
+/// has closed the pipe.
+#[macro_export]
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock());
+    }};
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// Prints on standard output without a newline (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
 
 /// Prints one JSON value on a line of stdout.
 pub fn print_json(v: &impl Serialize) {

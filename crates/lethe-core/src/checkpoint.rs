@@ -104,6 +104,11 @@ impl SigningKey {
         self.0.sign(&c.message()).to_bytes()
     }
 
+    /// Signs a published ledger head: `"lethe/head/v1\0" ‖ body`.
+    pub fn sign_head(&self, body: &[u8]) -> [u8; 64] {
+        self.0.sign(&[b"lethe/head/v1\0".as_slice(), body].concat()).to_bytes()
+    }
+
     /// Signs a ledger anchor: `"lethe/anchor/v1\0" ‖ body`.
     pub fn sign_anchor(&self, body: &[u8]) -> [u8; 64] {
         self.0.sign(&anchor_message(body)).to_bytes()
@@ -114,15 +119,24 @@ fn anchor_message(body: &[u8]) -> Vec<u8> {
     [b"lethe/anchor/v1\0".as_slice(), body].concat()
 }
 
+/// Checks a published ledger head's signature with `public_key`.
+pub fn verify_head(public_key: &[u8; 32], body: &[u8], signature: &[u8]) -> bool {
+    verify_message(public_key, &[b"lethe/head/v1\0".as_slice(), body].concat(), signature)
+}
+
 /// Checks a ledger anchor's signature with `public_key`.
 pub fn verify_anchor(public_key: &[u8; 32], body: &[u8], signature: &[u8]) -> bool {
+    verify_message(public_key, &anchor_message(body), signature)
+}
+
+fn verify_message(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
     let (Ok(vk), Ok(sig)) = (
         ed25519_dalek::VerifyingKey::from_bytes(public_key),
         ed25519_dalek::Signature::from_slice(signature),
     ) else {
         return false;
     };
-    vk.verify(&anchor_message(body), &sig).is_ok()
+    vk.verify(message, &sig).is_ok()
 }
 
 /// Serde for 32-byte hashes as lowercase hex.

@@ -73,6 +73,37 @@ pub struct Config {
     /// Archive targets (`archive_then_delete` policies copy records there).
     #[serde(default)]
     pub archive: ArchiveConfig,
+    /// Where signed ledger heads are published, outside the vault, so that
+    /// `lethe verify --witness` can tell a rolled-back vault.
+    #[serde(default)]
+    pub witness: WitnessConfig,
+}
+
+/// `[witness]`: places the vault publishes its signed ledger head (and the
+/// checkpoints since the last publication) to after every command that
+/// changed the ledger. Keep them where whoever can rewrite the data
+/// directory cannot: another host, a write-once bucket, an operator's log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// A file each head is appended to as one JSON line (relative paths are
+    /// relative to the working directory, like `--data-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// A command run through `sh -c` with each head as a JSON line on its
+    /// standard input (e.g. to post it to a transparency log or a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Archive targets each head is written to, as `witness/<ledger seq>.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archive: Vec<String>,
+}
+
+impl WitnessConfig {
+    /// Whether any witness is configured.
+    pub fn any(&self) -> bool {
+        self.file.is_some() || self.command.is_some() || !self.archive.is_empty()
+    }
 }
 
 /// `[archive]`: where `archive_then_delete` policies copy records, and how
@@ -440,16 +471,30 @@ pub struct PolicyConfig {
     /// for what they select) but never remove anything.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// How long records are kept.
-    pub window: Window,
-    /// What happens after the window.
-    pub action: PolicyAction,
+    /// How long records are kept (required unless the policy is disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// What happens after the window (required unless the policy is disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<PolicyAction>,
     /// `archive_then_delete`: the target (default `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
     /// `archive_then_delete`: how long archived records are kept, from their event time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_window: Option<Window>,
+}
+
+impl PolicyConfig {
+    /// The window (a disabled policy without one keeps forever).
+    pub fn window(&self) -> Window {
+        self.window.unwrap_or(Window::Forever)
+    }
+
+    /// The action (a disabled policy without one names `delete`, which it never does).
+    pub fn action(&self) -> PolicyAction {
+        self.action.unwrap_or(PolicyAction::Delete)
+    }
 }
 
 impl Default for StoreConfig {
@@ -866,13 +911,39 @@ impl Config {
         )?;
         for (i, p) in self.retention.policy.iter().enumerate() {
             check_stream(format!("retention.policy[{i}].stream"), &p.stream)?;
+            if p.enabled {
+                if p.window.is_none() {
+                    return Err((
+                        format!("retention.policy[{i}].window"),
+                        "is required for an enabled policy (e.g. \"30d\" or \"forever\")".into(),
+                    ));
+                }
+                if p.action.is_none() {
+                    return Err((
+                        format!("retention.policy[{i}].action"),
+                        "is required for an enabled policy (delete, anonymize or archive_then_delete)".into(),
+                    ));
+                }
+            }
             check_archive(
                 format!("retention.policy[{i}]"),
-                p.action,
-                p.window,
+                p.action(),
+                p.window(),
                 &p.archive,
                 &p.archive_window,
             )?;
+        }
+        for (i, name) in self.witness.archive.iter().enumerate() {
+            if !targets.contains_key(name) {
+                let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+                return Err((
+                    format!("witness.archive[{i}]"),
+                    format!("no archive target `{name}` (configured: {})", known.join(", ")),
+                ));
+            }
+        }
+        if self.witness.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            return Err(("witness.file".into(), "must be a path".into()));
         }
         Ok(())
     }
@@ -939,9 +1010,9 @@ impl Config {
                     name: p.name.clone().unwrap_or_else(|| format!("policy-{}", i + 1)),
                     selector: sel(&p.tenant, &p.stream, &p.scope, &p.classification),
                     enabled: p.enabled,
-                    window: p.window,
-                    action: p.action.action(),
-                    archive: archive_rule(p.action, p.window, &p.archive, &p.archive_window)
+                    window: p.window(),
+                    action: p.action().action(),
+                    archive: archive_rule(p.action(), p.window(), &p.archive, &p.archive_window)
                         .ok()
                         .flatten(),
                 })

@@ -16,7 +16,7 @@ pub enum Window {
 
 /// Why a window string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration `{input}`: {why} (expected e.g. `30d`, `12h`, `90m`, `45s`, `2w` or `forever`)")]
+#[error("invalid duration `{input}`: {why} (expected e.g. `30d`, `12h`, `90m`, `45s`, `2w`, `1y` or `forever`)")]
 pub struct WindowError {
     input: String,
     why: &'static str,
@@ -64,9 +64,14 @@ impl FromStr for Window {
             "h" => 3600,
             "d" => 86_400,
             "w" => 7 * 86_400,
+            "y" => 365 * 86_400,
             _ => return Err(err("unknown unit")),
         };
-        let secs = n.checked_mul(mult).ok_or_else(|| err("number too large"))?;
+        let secs = n
+            .checked_mul(mult)
+            // Spans are used in microseconds: beyond that they mean nothing.
+            .filter(|s| *s <= i64::MAX as u64 / 1_000_000)
+            .ok_or_else(|| err("number too large"))?;
         if secs == 0 {
             return Err(err("window must be positive"));
         }

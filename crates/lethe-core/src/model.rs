@@ -24,6 +24,23 @@ pub enum NameError {
     CaptureMode(String),
 }
 
+impl NameError {
+    /// What is wrong, without the value: for errors about input that may
+    /// hold personal data (an e-mail address typed into the wrong field).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            NameError::Tenant(_) => {
+                "not a valid tenant id: use 1-63 characters of a-z, 0-9, `-` or `_`, starting with a letter or digit"
+            }
+            NameError::Stream(_) => "not a valid stream: expected `name:version`, e.g. `audit:1`",
+            NameError::Classification(_) => {
+                "not a classification: expected public, internal, confidential or restricted"
+            }
+            NameError::CaptureMode(_) => "not a capture mode: expected full, metadata_prompt, metadata or none",
+        }
+    }
+}
+
 fn is_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

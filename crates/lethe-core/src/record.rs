@@ -101,6 +101,8 @@ pub struct Incoming<'a> {
 
 /// Parses one line and validates it against the declared schemas.
 pub fn parse<'a>(line: &'a str, schemas: &[StreamSchema]) -> Result<Incoming<'a>, RecordError> {
+    // A byte-order mark (Windows tools write one at the start of a file) is not part of the record.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     // Fast path without path tracking; on failure, parse again with it so the
     // error names the field.
     let w: Wire<'a> = match serde_json::from_str(line) {
@@ -117,28 +119,76 @@ fn explain(line: &str) -> RecordError {
         Ok(_) => {
             return match de.end() {
                 Ok(()) => RecordError::new("(line)", "invalid record"),
-                Err(e) => RecordError::new("(line)", strip_position(&e.to_string())),
+                Err(e) => RecordError::new(
+                    "(line)",
+                    format!("unexpected characters after the record at column {}", e.column()),
+                ),
             }
         }
         Err(e) => e,
     };
-    {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = strip_position(&inner.to_string());
-        if path == "." {
-            match msg.strip_prefix("unknown field `") {
-                Some(rest) => RecordError::new(rest.split('`').next().unwrap_or(""), "unknown top-level field"),
-                None => RecordError::new("(line)", msg),
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let column = inner.column();
+    match inner.classify() {
+        // Not JSON at all: the line, not a field, is at fault.
+        serde_json::error::Category::Syntax => RecordError::new(
+            "(line)",
+            format!(
+                "not valid JSON: {} at column {column}",
+                strip_position(&inner.to_string())
+            ),
+        ),
+        serde_json::error::Category::Eof => RecordError::new(
+            "(line)",
+            "the line ends inside a JSON value: it is truncated or not one record per line",
+        ),
+        _ => {
+            let msg = strip_position(&inner.to_string());
+            if path == "." {
+                match msg.strip_prefix("unknown field `") {
+                    Some(rest) => RecordError::new(rest.split('`').next().unwrap_or(""), "unknown top-level field"),
+                    None => RecordError::new("(line)", without_values(&msg)),
+                }
+            } else {
+                RecordError::new(path, without_values(&msg))
             }
-        } else {
-            RecordError::new(path, msg)
         }
     }
 }
 
+/// A serde message with the offending value taken out: input may hold
+/// personal data (an e-mail address in the wrong field) and error messages
+/// end up in terminals and logs. `invalid type: string "…", expected a
+/// boolean` becomes `wrong type: a string where a boolean is expected`.
+fn without_values(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let given = rest.split([' ', ',']).next().unwrap_or("value");
+            let expected = rest
+                .rsplit_once(", expected ")
+                .map(|(_, e)| e)
+                .unwrap_or("another value");
+            let what = if prefix.starts_with("invalid type") {
+                "wrong type"
+            } else {
+                "invalid value"
+            };
+            return format!("{what}: a {given} where {expected} is expected");
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| e)
+            .unwrap_or("another value");
+        return format!("unknown value, expected {expected}");
+    }
+    msg.to_string()
+}
+
 fn validate<'a>(w: Wire<'a>, schemas: &[StreamSchema]) -> Result<Incoming<'a>, RecordError> {
-    let tenant = TenantId::new(&w.tenant).map_err(|e| RecordError::new("tenant", e.to_string()))?;
+    let tenant = TenantId::new(&w.tenant).map_err(|e| RecordError::new("tenant", e.rule()))?;
     let schema = resolve_stream(&w.stream, schemas)?;
     let scope = match w.scope {
         None => "default".to_string(),
@@ -149,7 +199,7 @@ fn validate<'a>(w: Wire<'a>, schemas: &[StreamSchema]) -> Result<Incoming<'a>, R
         None => schema.default_classification,
         Some(c) => c
             .parse()
-            .map_err(|e: crate::model::NameError| RecordError::new("classification", e.to_string()))?,
+            .map_err(|e: crate::model::NameError| RecordError::new("classification", e.rule()))?,
     };
     let id = match w.id {
         None => None,
@@ -178,6 +228,7 @@ fn validate<'a>(w: Wire<'a>, schemas: &[StreamSchema]) -> Result<Incoming<'a>, R
         if raw.get() == "null" {
             continue;
         }
+        check_value(raw.get()).map_err(|m| RecordError::new(format!("fields.{name}"), m))?;
         fields.push((name, spec.class, spec.prompt, raw));
     }
     for (name, spec) in &schema.fields {
@@ -197,6 +248,119 @@ fn validate<'a>(w: Wire<'a>, schemas: &[StreamSchema]) -> Result<Incoming<'a>, R
     })
 }
 
+/// Deepest nesting of arrays and objects accepted inside one field value.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether a field value (valid JSON text) reads back exactly as it was
+/// accepted: nesting at most [`MAX_DEPTH`] levels, integers within 64
+/// bits, other numbers finite and exactly what a 64-bit float holds (no
+/// digits it would drop), strings without lone UTF-16 surrogate escapes.
+/// What fails would be stored and then be unreadable or come back changed.
+pub fn check_value(raw: &str) -> Result<(), &'static str> {
+    let b = raw.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err("nested more than 64 levels deep");
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'"' => i = check_string(b, i + 1)?,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                check_number(&raw[start..i])?;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a string's escapes from just after its opening quote; returns
+/// the index after its closing quote.
+fn check_string(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let s = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(s, 16).ok()
+    };
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' => {
+                if b.get(i + 1) == Some(&b'u') {
+                    let u = hex4(i + 2).ok_or("malformed \\u escape")?;
+                    i += 6;
+                    if (0xD800..0xDC00).contains(&u) {
+                        let low = (b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u'))
+                            .then(|| hex4(i + 2))
+                            .flatten();
+                        match low {
+                            Some(l) if (0xDC00..0xE000).contains(&l) => i += 6,
+                            _ => return Err("a string holds a lone UTF-16 surrogate escape (not a character)"),
+                        }
+                    } else if (0xDC00..0xE000).contains(&u) {
+                        return Err("a string holds a lone UTF-16 surrogate escape (not a character)");
+                    }
+                } else {
+                    i += 2;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(i)
+}
+
+/// Checks one JSON number token.
+fn check_number(s: &str) -> Result<(), &'static str> {
+    if !s.contains(['.', 'e', 'E']) {
+        if s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok() {
+            return Ok(());
+        }
+        return Err("an integer outside the 64-bit range: send it as a string to keep every digit");
+    }
+    let f: f64 = s.parse().map_err(|_| "a malformed number")?;
+    if !f.is_finite() {
+        return Err("a number too large to store: send it as a string");
+    }
+    if normalized(s) != normalized(&format!("{f:e}")) {
+        return Err("a number with more digits than a 64-bit float keeps: send it as a string to keep every digit");
+    }
+    Ok(())
+}
+
+/// A decimal number as (negative, significant digits, exponent) with value
+/// `0.digits × 10^exponent`; every zero is the same.
+fn normalized(s: &str) -> (bool, String, i64) {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(k) => (&s[..k], s[k + 1..].parse::<i64>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let lead = digits.len() - digits.trim_start_matches('0').len();
+    let sig = digits.trim_start_matches('0').trim_end_matches('0').to_string();
+    if sig.is_empty() {
+        return (false, String::new(), 0);
+    }
+    (neg, sig, exp + int.len() as i64 - lead as i64)
+}
+
 fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -212,12 +376,12 @@ fn resolve_stream<'s>(s: &str, schemas: &'s [StreamSchema]) -> Result<&'s Stream
     let found = if s.contains(':') {
         let id: StreamId = s
             .parse()
-            .map_err(|e: crate::model::NameError| RecordError::new("stream", e.to_string()))?;
+            .map_err(|e: crate::model::NameError| RecordError::new("stream", e.rule()))?;
         schemas.iter().find(|x| x.id == id)
     } else {
         schemas.iter().filter(|x| x.id.name == s).max_by_key(|x| x.id.version)
     };
-    found.ok_or_else(|| RecordError::new("stream", format!("no declared stream `{s}`")))
+    found.ok_or_else(|| RecordError::new("stream", "no such stream is declared in the configuration"))
 }
 
 /// Parses an RFC 3339 timestamp to µs since the epoch.
@@ -404,6 +568,72 @@ mod tests {
             let e = parse(line, &s).unwrap_err();
             assert_eq!(e.field, field, "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn values_that_would_not_read_back_are_refused_naming_the_field() {
+        let s = schemas();
+        let line =
+            |v: &str| format!(r#"{{"tenant":"acme","stream":"audit:1","fields":{{"action":"x","details":{v}}}}}"#);
+        let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+        for bad in [
+            "1e400",
+            "-1e400",
+            r#""\ud800""#,
+            r#""a\udc00b""#,
+            r#"["\ud83d x"]"#,
+            "123456789012345678901234567890",
+            "3.141592653589793238462643",
+            deep.as_str(),
+        ] {
+            let e = parse(&line(bad), &s).unwrap_err();
+            assert_eq!(e.field, "fields.details", "{bad}: {e}");
+        }
+        let ok_deep = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+        for good in [
+            "0",
+            "-0.0",
+            "0.1",
+            "12.345",
+            "1.5e3",
+            "1E-7",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "2.5e-308",
+            r#""\ud83d\ude00 \n \u00e9""#,
+            r#"{"a":[1,{"b":"c\"d"}]}"#,
+            ok_deep.as_str(),
+        ] {
+            assert!(parse(&line(good), &s).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn errors_never_repeat_the_rejected_value() {
+        let s = schemas();
+        let email = "jane.doe@example.com";
+        for line in [
+            format!(r#"{{"tenant":"acme","stream":"audit:1","classification":"{email}","fields":{{"action":"x"}}}}"#),
+            format!(r#"{{"tenant":"{email}","stream":"audit:1","fields":{{"action":"x"}}}}"#),
+            format!(r#"{{"tenant":"acme","stream":"{email}","fields":{{"action":"x"}}}}"#),
+            format!(r#"{{"tenant":"acme","stream":"audit:1","anonymized":"{email}","fields":{{"action":"x"}}}}"#),
+            format!(r#"{{"tenant":"acme","stream":"audit:1","ts":"{email}","fields":{{"action":"x"}}}}"#),
+        ] {
+            let e = parse(&line, &s).unwrap_err();
+            assert!(!e.to_string().contains("jane"), "{e}");
+        }
+    }
+
+    #[test]
+    fn broken_lines_are_blamed_on_the_line_with_a_clear_reason() {
+        let s = schemas();
+        let e = parse("{not json", &s).unwrap_err();
+        assert_eq!(e.field, "(line)");
+        assert!(e.message.starts_with("not valid JSON"), "{e}");
+        let e = parse(r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"lo"#, &s).unwrap_err();
+        assert_eq!(e.field, "(line)");
+        assert!(e.message.contains("truncated"), "{e}");
     }
 
     #[test]

@@ -41,12 +41,27 @@ pub enum StoreError {
     /// batch was not stored and must be prepared again.
     #[error("data key for this reference was created concurrently; retry the batch")]
     KeyConflict,
-    /// Stored data is not what this version expects.
+    /// Stored data is not what this version expects, or the catalog
+    /// contradicts itself (nothing was changed).
     #[error("store is corrupt or from another version: {0}")]
     Corrupt(String),
+    /// Committed data is gone from disk (a partition file was removed):
+    /// reported, never silently replaced.
+    #[error("committed data is missing: {0}")]
+    Lost(String),
+    /// A data key the batch was encrypted under was destroyed (by an
+    /// erasure) after the batch was prepared; nothing was stored and the
+    /// batch must be prepared again with live keys.
+    #[error("a data key of this batch was destroyed by an erasure; retry the batch")]
+    KeyDestroyed,
 }
 
 impl StoreError {
+    /// Whether trying again (after preparing the batch again) can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::KeyConflict | StoreError::KeyDestroyed)
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
@@ -92,6 +107,23 @@ pub struct StoredRecord {
     pub record: NewRecord,
     /// Whether retention or erasure anonymized it.
     pub anonymized: bool,
+    /// The row's seal as stored, for checking it on read (`None` for
+    /// restored copies, which are outside every chain).
+    pub seal: Option<RowSeal>,
+}
+
+/// How a stored row is sealed, as stored (see `lethe_core::integrity`):
+/// what a reader needs, besides the record, to rebuild its header and check
+/// its MAC — so a row edited, swapped or copied in from another tenant is
+/// never shown as genuine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSeal {
+    /// Chain hash before the record (32 bytes when intact).
+    pub prev: Vec<u8>,
+    /// HMAC of its leaf (32 bytes when intact).
+    pub mac: Vec<u8>,
+    /// Digests of the parts removed (anonymized rows).
+    pub redacted: Option<Vec<u8>>,
 }
 
 /// What one [`Store::append`] writes.
@@ -109,6 +141,12 @@ pub struct Batch {
     pub mac_keys: Vec<(TenantId, SecretKey)>,
     /// Records counted but not stored (capture mode `none`).
     pub drops: Vec<CaptureDrop>,
+    /// Ledger entries recording `new_keys` (`key.data_created`), appended
+    /// in the same catalog commit that stores the keys, so a key never
+    /// exists without its entry.
+    pub key_entries: Vec<lethe_core::ledger::Draft>,
+    /// The key that seals `key_entries`.
+    pub ledger_key: Option<SecretKey>,
 }
 
 /// A data key as stored: wrapped, or gone once destroyed.
@@ -334,6 +372,11 @@ pub struct Selection {
     pub until_us: Option<i64>,
     /// Delete (keep a tombstone) or anonymize (keep the event).
     pub action: Action,
+    /// Find the subjects' records without the per-partition subject
+    /// filters (every partition in range is looked up): what a purge's
+    /// verification uses, so that it does not rely on the index that found
+    /// the rows.
+    pub exhaustive: bool,
 }
 
 /// What a purge selects in one (stream, scope).
@@ -483,6 +526,9 @@ pub trait RowReader: Send {
     fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>>;
 }
 
+/// Holds the store's job lock (see [`Store::lock_jobs`]) until dropped.
+pub type JobGuard<'a> = Box<dyn Send + 'a>;
+
 /// Progress of a long operation: units done of total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
@@ -631,6 +677,27 @@ pub trait Store: Send + Sync {
 
     /// Sets (or, with `None`, clears) a piece of bookkeeping state, durably.
     fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()>;
+
+    /// Sets a piece of bookkeeping state unless it is set already, and
+    /// returns whichever value is stored (so concurrent setters agree).
+    fn put_meta_once(&self, key: &str, value: &str) -> Result<String>;
+
+    /// A counter that changes whenever [`Store::destroy_keys`] destroys a
+    /// key (in any process): key caches compare it to drop destroyed keys.
+    fn key_epoch(&self) -> Result<u64>;
+
+    /// Takes the store's job lock, waiting for it: one sweep, purge or
+    /// restoration at a time per store, across processes (and, for a
+    /// shared database, across nodes). Released when the guard drops.
+    fn lock_jobs(&self) -> Result<JobGuard<'_>>;
+
+    /// Ledger entries of the given kinds, in order (found through an
+    /// index, without reading the rest of the ledger).
+    fn ledger_of_kinds(&self, kinds: &[&str]) -> Result<Vec<LedgerEntry>>;
+
+    /// Every data key (live or destroyed), optionally of one tenant, by id:
+    /// what `verify` compares with the ledger.
+    fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>>;
 
     /// The wrapped root key of a tenant, if it has one.
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>>;

@@ -5,7 +5,7 @@ use lethe_core::integrity::{personal_digest, plain_digest, Digests, Header};
 use lethe_core::merkle::Hash;
 use lethe_core::record::body;
 
-use crate::NewRecord;
+use crate::{NewRecord, StoredRecord};
 
 /// A record as appended.
 pub const LIVE: i64 = 0;
@@ -129,5 +129,32 @@ impl RawRow {
     /// The row's leaf hash.
     pub fn leaf(&self, tenant: &str, stream: &str) -> Result<Hash, String> {
         Ok(self.header(tenant, stream)?.leaf())
+    }
+}
+
+impl StoredRecord {
+    /// The leaf hash of the row as stored, with the stored MAC to compare
+    /// it with; an error for a copy outside every chain (no seal) or a
+    /// damaged row.
+    pub fn sealed_leaf(&self, tenant: &str, stream: &str) -> Result<(Hash, &[u8]), String> {
+        let seal = self.seal.as_ref().ok_or("a restored copy carries no seal")?;
+        let r = &self.record;
+        let raw = RawRow {
+            seq: self.seq,
+            id: r.id.to_vec(),
+            ts_us: r.ts_us,
+            received_us: r.received_us,
+            scope: r.group.scope.clone(),
+            class: r.group.classification.code(),
+            pseudonym: r.pseudonym.map(|p| p.to_vec()),
+            key_id: r.key_id,
+            plain: r.plain.clone(),
+            body: r.body.clone(),
+            state: if self.anonymized { ANONYMIZED } else { LIVE },
+            prev: seal.prev.clone(),
+            mac: seal.mac.clone(),
+            redacted: seal.redacted.clone(),
+        };
+        Ok((raw.leaf(tenant, stream)?, &seal.mac))
     }
 }

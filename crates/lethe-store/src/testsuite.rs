@@ -825,6 +825,7 @@ fn selection(tenant: &str, subjects: &[u8]) -> crate::Selection {
         since_us: None,
         until_us: None,
         action: Action::Delete,
+        exhaustive: false,
     }
 }
 
@@ -1054,6 +1055,7 @@ fn as_stored(records: &[NewRecord], first_seq: u64) -> Vec<crate::StoredRecord> 
             seq: first_seq + i as u64,
             record: r.clone(),
             anonymized: false,
+            seal: None,
         })
         .collect()
 }

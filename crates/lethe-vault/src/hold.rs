@@ -79,6 +79,8 @@ impl Vault {
     /// the ledger as `hold.set`. The ledger names no subject: a subject
     /// hold carries a salted commitment instead.
     pub fn add_hold(&self, req: &HoldRequest, now_us: i64) -> Result<HoldSet> {
+        // Not while a sweep or purge runs: it planned without this hold.
+        let _jobs = self.store.lock_jobs()?;
         if req.reason.trim().is_empty() {
             return Err(VaultError::Invalid("reason: a hold needs a reason".into()));
         }
@@ -126,6 +128,7 @@ impl Vault {
         };
         let e = self.enter_hold(&rec, commitment)?;
         rec.ledger_seq = Some(e);
+        self.publish_or_warn(now_us, &mut Vec::new());
         Ok(HoldSet {
             hold: view(&rec, now_us),
             subject_salt: salt,
@@ -137,6 +140,7 @@ impl Vault {
             "id": h.id,
             "scope": h.scope,
             "subject_commitment": commitment,
+            "subject_check": h.scope.pseudonym.map(|p| self.subject_check(h.id, &p)),
             "reason": h.reason,
             "expires_us": h.expires_us,
         });
@@ -159,6 +163,7 @@ impl Vault {
     /// catalog (a crash in between leaves the hold in force, the safe side;
     /// releasing again finishes it).
     pub fn release_hold(&self, id: i64, reason: &str, actor: &str, now_us: i64) -> Result<HoldView> {
+        let _jobs = self.store.lock_jobs()?;
         if reason.trim().is_empty() {
             return Err(VaultError::Invalid("reason: releasing a hold needs a reason".into()));
         }
@@ -176,6 +181,7 @@ impl Vault {
             &serde_json::json!({"id": id, "reason": reason}),
         )?;
         self.store.release_hold(id, now_us, reason)?;
+        self.publish_or_warn(now_us, &mut Vec::new());
         h.released_us = Some(now_us);
         h.release_reason = Some(reason.to_string());
         Ok(view(&h, now_us))
@@ -191,16 +197,140 @@ impl Vault {
             .collect())
     }
 
-    /// The holds in force at `now_us` (what the sweep and purges leave alone).
+    /// The holds in force at `now_us` (what the sweep and purges leave
+    /// alone). The ledger says which holds exist and whether they are in
+    /// force — the catalog table is only where a subject hold's pseudonym
+    /// is kept. A hold in force whose catalog row is missing, or does not
+    /// match its ledger entry, holds everything its ledger entry covers
+    /// regardless of subject (the safe side); `verify` reports the
+    /// mismatch. A catalog hold a crash kept out of the ledger holds too.
     pub fn active_holds(&self, now_us: i64) -> Result<Vec<(i64, HoldScope)>> {
-        Ok(self
-            .store
-            .holds(None)?
-            .into_iter()
-            .filter(|h| h.active_at(now_us))
-            .map(|h| (h.id, h.scope))
-            .collect())
+        let table = self.store.holds(None)?;
+        let ledger = self.ledger_holds()?;
+        let mut out = Vec::new();
+        for lh in ledger.iter().filter(|h| h.in_force(now_us)) {
+            let row = table.iter().find(|r| r.id == lh.id);
+            let scope = match row {
+                Some(r) if self.row_matches(r, lh) => r.scope.clone(),
+                _ => HoldScope {
+                    subject: false,
+                    pseudonym: None,
+                    ..lh.scope.clone()
+                },
+            };
+            out.push((lh.id, scope));
+        }
+        for r in &table {
+            if r.active_at(now_us) && !ledger.iter().any(|l| l.id == r.id) {
+                out.push((r.id, r.scope.clone()));
+            }
+        }
+        Ok(out)
     }
+
+    /// Whether a catalog hold row says what its ledger entry says: the same
+    /// tenant, scope and time range, and — for a subject hold whose entry
+    /// carries a subject check — the pseudonym the entry was made for.
+    pub(crate) fn row_matches(&self, r: &HoldRecord, lh: &LedgerHold) -> bool {
+        let (a, b) = (&r.scope, &lh.scope);
+        a.tenant == b.tenant
+            && a.scope == b.scope
+            && a.since_us == b.since_us
+            && a.until_us == b.until_us
+            && a.subject == b.subject
+            && (!b.subject
+                || match (&lh.subject_check, &a.pseudonym) {
+                    (Some(check), Some(p)) => *check == self.subject_check(r.id, p),
+                    (Some(_), None) => false,
+                    (None, p) => p.is_some(),
+                })
+    }
+
+    /// Binds a subject hold's catalog row to its ledger entry without
+    /// putting the pseudonym in the ledger.
+    fn subject_check(&self, id: i64, pseudonym: &[u8; 32]) -> String {
+        lethe_core::crypto::tag(
+            &self.ledger_key,
+            "lethe/hold-subject/v1",
+            &[&id.to_be_bytes(), pseudonym],
+        )
+    }
+
+    /// Every hold the ledger records (authentic entries, and those an
+    /// anchor carries from trimmed entries), with its release.
+    pub(crate) fn ledger_holds(&self) -> Result<Vec<LedgerHold>> {
+        let mut out: Vec<LedgerHold> = Vec::new();
+        let mut scratch = crate::verify::VerifyReport::default();
+        if let Some((_, a)) = self.anchor(&mut scratch)? {
+            out.extend(a.holds.iter().map(|h| LedgerHold {
+                id: h.id,
+                set: h.set,
+                released: None,
+                expires_us: h.expires_us,
+                scope: h.scope.clone(),
+                subject_check: None,
+            }));
+        }
+        for e in self.store.ledger_of_kinds(&["hold.set", "hold.released"])? {
+            if lethe_core::ledger::check_entry(&self.ledger_key, &e).is_err() {
+                continue;
+            }
+            if e.kind == "hold.set" {
+                if let Some(h) = LedgerHold::parse(&e) {
+                    out.push(h);
+                }
+            } else if let Some(id) = released_id(&e) {
+                if let Some(h) = out.iter_mut().find(|h| h.id == id && h.released.is_none()) {
+                    h.released = Some(e.seq);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A legal hold as the ledger records it.
+#[derive(Debug, Clone)]
+pub(crate) struct LedgerHold {
+    /// Hold id.
+    pub id: i64,
+    /// Its `hold.set` entry.
+    pub set: u64,
+    /// Its `hold.released` entry, if released.
+    pub released: Option<u64>,
+    /// When it lapses by itself (µs).
+    pub expires_us: Option<i64>,
+    /// What it covers (no pseudonym: the ledger never holds one).
+    pub scope: HoldScope,
+    /// Keyed check of the subject's pseudonym (holds set since it exists).
+    pub subject_check: Option<String>,
+}
+
+impl LedgerHold {
+    /// A `hold.set` entry's hold; `None` if it does not parse.
+    pub(crate) fn parse(e: &lethe_core::ledger::Entry) -> Option<LedgerHold> {
+        let v: serde_json::Value = serde_json::from_str(&e.body).ok()?;
+        Some(LedgerHold {
+            id: v.get("id")?.as_i64()?,
+            set: e.seq,
+            released: None,
+            expires_us: v.get("expires_us").and_then(|x| x.as_i64()),
+            scope: serde_json::from_value(v.get("scope")?.clone()).ok()?,
+            subject_check: v.get("subject_check").and_then(|x| x.as_str()).map(String::from),
+        })
+    }
+
+    /// Whether it is in force at `now_us` by the ledger.
+    pub(crate) fn in_force(&self, now_us: i64) -> bool {
+        self.released.is_none() && self.expires_us.is_none_or(|e| e > now_us)
+    }
+}
+
+/// The hold a `hold.released` entry releases.
+pub(crate) fn released_id(e: &lethe_core::ledger::Entry) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(&e.body)
+        .ok()
+        .and_then(|v| v.get("id")?.as_i64())
 }
 
 /// A fresh salt (hex) for a subject commitment ([`subject_commitment`]).

@@ -13,7 +13,7 @@ use lethe_core::model::CaptureMode;
 use lethe_core::policy::GroupKey;
 use lethe_core::record::{self, body, RecordError, SUBJECT_FIELD};
 use lethe_core::{FieldClass, TenantId};
-use lethe_store::{AppendReport, Batch, CaptureDrop, NewRecord, Progress, StoreError};
+use lethe_store::{AppendReport, Batch, CaptureDrop, NewRecord, Progress};
 use serde::Serialize;
 
 use crate::{Result, Vault};
@@ -49,9 +49,14 @@ pub struct IngestReport {
     pub errors: Vec<Rejection>,
     /// Data keys created (first records of new subjects or months).
     pub keys_created: u64,
-    /// Data keys created per tenant (recorded in the ledger at the end of the run).
+    /// Data keys created per tenant (each batch's are entered in the
+    /// ledger with the batch).
     #[serde(skip)]
     pub keys_by_tenant: std::collections::BTreeMap<String, u64>,
+    /// Things that went wrong without failing the run (a witness that could
+    /// not be reached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl IngestReport {
@@ -161,23 +166,9 @@ impl Vault {
             }
             Ok(())
         })?;
-        self.record_key_creation(&report, clock())?;
         self.seal("system/ingest", clock(), true)?;
+        self.publish_or_warn(clock(), &mut report.warnings);
         Ok(report)
-    }
-
-    /// One ledger entry per tenant for the data keys an ingest run created.
-    fn record_key_creation(&self, report: &IngestReport, now_us: i64) -> Result<()> {
-        for (tenant, n) in &report.keys_by_tenant {
-            self.record(
-                now_us,
-                "system/ingest",
-                "key.data_created",
-                Some(tenant),
-                &serde_json::json!({"count": n}),
-            )?;
-        }
-        Ok(())
     }
 
     /// Ingests lines given in memory, as one or more batches.
@@ -195,8 +186,8 @@ impl Vault {
             let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
             report.absorb(&p, a);
         }
-        self.record_key_creation(&report, now_us)?;
         self.seal("system/ingest", now_us, true)?;
+        self.publish_or_warn(now_us, &mut report.warnings);
         Ok(report)
     }
 
@@ -212,7 +203,10 @@ impl Vault {
             }
             match self.store.append(&p.batch) {
                 Ok(a) => return Ok((p, a)),
-                Err(StoreError::KeyConflict) if attempts < KEY_CONFLICT_RETRIES => {
+                // A new key collided with another writer's, or an erasure
+                // destroyed a key this batch was encrypted under: nothing
+                // was stored; prepare it again with the stored, live keys.
+                Err(e) if e.is_retryable() && attempts < KEY_CONFLICT_RETRIES => {
                     attempts += 1;
                     self.keys.forget_data_keys();
                     p = self.prepare(p.input, p.spans, p.now_us)?;
@@ -225,6 +219,8 @@ impl Vault {
     /// Parses, validates, applies capture modes and encrypts one batch: the
     /// lines of `input` at `spans` (line number, start, end).
     pub fn prepare(&self, input: Vec<u8>, spans: Vec<(u64, usize, usize)>, now_us: i64) -> Result<Prepared> {
+        // A key destroyed since the cache was filled must not encrypt this batch.
+        self.keys.refresh()?;
         let key_generation = self.keys.generation();
         let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &input[a..b])).collect();
         let mut rejections = Vec::new();
@@ -450,6 +446,22 @@ impl Vault {
             .collect();
         let n = lines.len() as u64;
         drop(lines);
+        // One ledger entry per tenant for the keys this batch creates,
+        // stored with them in one commit.
+        let mut created: std::collections::BTreeMap<&str, Vec<lethe_store::KeyId>> = Default::default();
+        for k in &new_keys {
+            created.entry(k.tenant.as_str()).or_default().push(k.id);
+        }
+        let key_entries: Vec<lethe_core::ledger::Draft> = created
+            .into_iter()
+            .map(|(tenant, ids)| lethe_core::ledger::Draft {
+                ts_us: now_us,
+                actor: "system/ingest".into(),
+                kind: "key.data_created".into(),
+                tenant: Some(tenant.to_string()),
+                body: serde_json::json!({"count": ids.len(), "ids": ids}).to_string(),
+            })
+            .collect();
         Ok(Prepared {
             lines: n,
             batch: Batch {
@@ -458,6 +470,8 @@ impl Vault {
                 digests,
                 mac_keys: tenants.iter().map(|(t, k)| (t.clone(), k.mac_key().clone())).collect(),
                 drops,
+                ledger_key: (!key_entries.is_empty()).then(|| self.ledger_key.clone()),
+                key_entries,
             },
             rejections,
             input,

@@ -30,7 +30,12 @@ pub type Resolved = (KeyId, Option<DataKey>);
 struct Cache {
     tenants: HashMap<TenantId, Arc<TenantKeys>>,
     by_ref: HashMap<TenantId, HashMap<Vec<u8>, Resolved>>,
-    by_id: HashMap<KeyId, Option<DataKey>>,
+    /// By id, with the tenant the key belongs to.
+    by_id: HashMap<KeyId, (TenantId, Option<DataKey>)>,
+    /// The store's key epoch these data keys were read at (see
+    /// `Store::key_epoch`): when it moves, a key may have been destroyed
+    /// by another process, and the data keys are read again.
+    epoch: Option<u64>,
 }
 
 impl Keyring {
@@ -142,14 +147,32 @@ impl Keyring {
                 .entry(tenant.clone())
                 .or_default()
                 .insert(refs[i].clone(), resolved.clone());
-            c.by_id.insert(resolved.0, resolved.1.clone());
+            c.by_id.insert(resolved.0, (tenant.clone(), resolved.1.clone()));
             out[i] = Some(resolved);
         }
         Ok(out.into_iter().map(|o| o.expect("every slot filled")).collect())
     }
 
+    /// Drops the cached data keys if any key was destroyed since they were
+    /// read (by this process or another): a destroyed key must never
+    /// encrypt a new record nor decrypt an old copy. One small read.
+    pub fn refresh(&self) -> Result<()> {
+        let epoch = self.store.key_epoch()?;
+        let stale = {
+            let mut c = self.cache();
+            let stale = c.epoch.is_some_and(|e| e != epoch);
+            c.epoch = Some(epoch);
+            stale
+        };
+        if stale {
+            self.forget_data_keys();
+        }
+        Ok(())
+    }
+
     /// Forgets every cached data key (after a batch's new keys conflicted
-    /// with keys another writer stored first).
+    /// with keys another writer stored first, or one of its keys was
+    /// destroyed meanwhile).
     pub fn forget_data_keys(&self) {
         let mut c = self.cache();
         c.by_ref.clear();
@@ -163,16 +186,32 @@ impl Keyring {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Data keys by id for decryption; `None` where destroyed or unknown.
-    pub fn by_ids(&self, ids: &[KeyId], now_us: i64) -> Result<HashMap<KeyId, Option<DataKey>>> {
+    /// Data keys of `tenant` by id, for decryption: open, destroyed by an
+    /// erasure, or unusable — missing from the key table, another
+    /// tenant's (a record never opens under a key that is not its own
+    /// tenant's), or not opening (altered). Unusable keys are reported by
+    /// readers, never shown as erased.
+    pub fn by_ids(&self, tenant: &TenantId, ids: &[KeyId], now_us: i64) -> Result<HashMap<KeyId, KeyFound>> {
         let mut out = HashMap::new();
         let mut missing = Vec::new();
         {
             let c = self.cache();
             for id in ids {
                 match c.by_id.get(id) {
-                    Some(k) => {
-                        out.insert(*id, k.clone());
+                    Some((t, k)) if t == tenant => {
+                        out.insert(
+                            *id,
+                            match k {
+                                Some(k) => KeyFound::Open(k.clone()),
+                                None => KeyFound::Destroyed,
+                            },
+                        );
+                    }
+                    Some(_) => {
+                        out.insert(
+                            *id,
+                            KeyFound::Unusable(format!("data key {id} belongs to another tenant")),
+                        );
                     }
                     None => missing.push(*id),
                 }
@@ -182,23 +221,63 @@ impl Keyring {
         missing.dedup();
         if !missing.is_empty() {
             for k in self.store.data_keys(&missing)? {
-                let (id, tenant, key_ref) = (k.id, k.tenant, k.key_ref);
-                let dk = match k.wrapped {
+                let (id, owner, key_ref) = (k.id, k.tenant, k.key_ref);
+                if &owner != tenant {
+                    out.insert(
+                        id,
+                        KeyFound::Unusable(format!("data key {id} belongs to another tenant")),
+                    );
+                    continue;
+                }
+                let found = match k.wrapped {
                     Some(w) => {
                         let tk = self
-                            .tenant(&tenant, false, now_us)?
+                            .tenant(&owner, false, now_us)?
                             .expect("a tenant with data keys has a root");
-                        Some(tk.open_data_key(tenant.as_str(), &key_ref, &w)?)
+                        match tk.open_data_key(owner.as_str(), &key_ref, &w) {
+                            Ok(dk) => {
+                                self.cache().by_id.insert(id, (owner, Some(dk.clone())));
+                                KeyFound::Open(dk)
+                            }
+                            Err(_) => KeyFound::Unusable(format!(
+                                "data key {id} does not open (its stored form was altered or swapped)"
+                            )),
+                        }
                     }
-                    None => None,
+                    None => {
+                        self.cache().by_id.insert(id, (owner, None));
+                        KeyFound::Destroyed
+                    }
                 };
-                self.cache().by_id.insert(id, dk.clone());
-                out.insert(id, dk);
+                out.insert(id, found);
             }
             for id in missing {
-                out.entry(id).or_insert(None);
+                out.entry(id)
+                    .or_insert_with(|| KeyFound::Unusable(format!("data key {id} is missing from the key table")));
             }
         }
         Ok(out)
+    }
+}
+
+/// What a lookup of a record's data key found.
+#[derive(Debug, Clone)]
+pub enum KeyFound {
+    /// The key, open.
+    Open(DataKey),
+    /// Destroyed by an erasure: the record's personal fields are erased.
+    Destroyed,
+    /// Missing, another tenant's, or not opening: the record cannot be
+    /// read, and that is a fault to report, not an erasure.
+    Unusable(String),
+}
+
+impl KeyFound {
+    /// The open key, if it is one.
+    pub fn key(&self) -> Option<&DataKey> {
+        match self {
+            KeyFound::Open(k) => Some(k),
+            _ => None,
+        }
     }
 }

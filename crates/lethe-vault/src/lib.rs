@@ -16,6 +16,7 @@ pub mod stats;
 pub mod sweep;
 pub mod synth;
 pub mod verify;
+pub mod witness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,9 +93,16 @@ impl MasterKeySource {
                 )),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && *create => {
                     let k = SecretKey::generate();
-                    write_private(path, &format!("{}\n", k.to_hex()))
-                        .map_err(|e| VaultError::MasterKey(format!("creating {}: {e}", path.display())))?;
-                    Ok((k, true))
+                    match create_private(path, &format!("{}\n", k.to_hex())) {
+                        Ok(()) => Ok((k, true)),
+                        // Another process created it first: use that one.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => MasterKeySource::File {
+                            path: path.clone(),
+                            create: false,
+                        }
+                        .load(),
+                        Err(e) => Err(VaultError::MasterKey(format!("creating {}: {e}", path.display()))),
+                    }
                 }
                 Err(e) => Err(VaultError::MasterKey(format!("{}: {e}", path.display()))),
             },
@@ -102,19 +110,35 @@ impl MasterKeySource {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Creates `path` with `contents` and mode 0600, atomically: the key is
+/// written and synced under a temporary name, then linked into place —
+/// so a crash never leaves an empty or half-written key file, and of two
+/// processes creating it at once exactly one wins (the other gets
+/// `AlreadyExists` and reads the winner's).
+fn create_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{:016x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 /// An open vault.
@@ -141,24 +165,30 @@ impl Vault {
         };
         let (key, created) = master.load()?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir, span)?);
-        Ok(Self::with_store(store, config, &key, created, data_dir))
+        Self::with_store(store, config, &key, created, data_dir)
     }
 
     /// Builds a vault over any store (used by tests and other backends).
     /// `data_dir` anchors relative paths (the local archive target).
+    ///
+    /// Refuses a master key that is not the store's before anything is
+    /// written ([`VaultError::MasterKey`]), and, once per store, records
+    /// the data keys that exist in the ledger (`key.inventory`): from then
+    /// on every key has a ledger entry, which `verify` holds the key table to.
     pub fn with_store(
         store: Arc<dyn Store>,
         config: Config,
         master: &SecretKey,
         created_master_key: bool,
         data_dir: &Path,
-    ) -> Vault {
+    ) -> Result<Vault> {
+        check_master(&*store, master)?;
         let ledger_key = lethe_core::ledger::ledger_key(master);
         let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
         let schemas = config.schemas();
         let book = config.policy_book();
-        Vault {
+        let vault = Vault {
             keys: Keyring::new(store.clone(), master, ledger_key.clone()),
             ledger_key,
             signer,
@@ -169,11 +199,95 @@ impl Vault {
             data_dir: data_dir.to_path_buf(),
             archives: std::sync::OnceLock::new(),
             created_master_key,
-        }
+        };
+        vault.record_key_inventory()?;
+        Ok(vault)
     }
 
     /// The effective configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// Once per store: a `key.inventory` ledger entry per tenant listing
+    /// the data keys that exist (a store from before every new key was
+    /// entered in the ledger). A new store has none to list.
+    fn record_key_inventory(&self) -> Result<()> {
+        if self.store.meta(KEY_INVENTORY)?.is_some() {
+            return Ok(());
+        }
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<lethe_store::KeyId>> = Default::default();
+        for k in self.store.all_data_keys(None)? {
+            by_tenant.entry(k.tenant.to_string()).or_default().push(k.id);
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        for (tenant, ids) in &by_tenant {
+            self.record(
+                now,
+                "system/upgrade",
+                "key.inventory",
+                Some(tenant),
+                &serde_json::json!({
+                    "ids": ids,
+                    "note": "data keys that existed when this store was first opened by a version that enters every new key in the ledger",
+                }),
+            )?;
+        }
+        self.store.put_meta_once(KEY_INVENTORY, "1")?;
+        Ok(())
+    }
+}
+
+/// Catalog mark: the data keys that existed before per-batch key entries
+/// are in the ledger (`key.inventory`).
+const KEY_INVENTORY: &str = "keys.inventory";
+
+/// Catalog mark holding the master key's check value.
+const MASTER_CHECK: &str = "master.check";
+
+/// Refuses a master key that does not open the store, before anything is
+/// written: against the stored check value, or — for a store from before
+/// the check existed — against a stored tenant key or ledger entry, after
+/// which the check value is stored.
+fn check_master(store: &dyn Store, master: &SecretKey) -> Result<()> {
+    let want = lethe_core::crypto::master_check(master);
+    let wrong = || {
+        VaultError::MasterKey(
+            "the master key does not open this store (it is not the key the store was created with); \
+             nothing was done — supply the store's key (LETHE_MASTER_KEY or keys.master_key_file)"
+                .into(),
+        )
+    };
+    match store.meta(MASTER_CHECK)? {
+        Some(v) if v == want => return Ok(()),
+        Some(_) => return Err(wrong()),
+        None => {}
+    }
+    let mk = MasterKey::new(master);
+    let mut opened = false;
+    for c in store.chains()? {
+        let Ok(t) = lethe_core::TenantId::new(&c.tenant) else {
+            continue;
+        };
+        if let Some(w) = store.tenant_key(&t)? {
+            if mk.open_tenant(t.as_str(), &w).is_err() {
+                return Err(wrong());
+            }
+            opened = true;
+            break;
+        }
+    }
+    if !opened {
+        let ledger_key = lethe_core::ledger::ledger_key(master);
+        if let Some(e) = store.ledger(1, 1)?.first() {
+            if lethe_core::ledger::check_entry(&ledger_key, e).is_err() {
+                return Err(wrong());
+            }
+        }
+    }
+    // Of two processes storing a check value at once, the first wins.
+    if store.put_meta_once(MASTER_CHECK, &want)? != want {
+        return Err(wrong());
+    }
+    Ok(())
 }

@@ -4,8 +4,10 @@
 use lethe_core::record::{body, format_ts, SUBJECT_FIELD};
 use lethe_core::{StreamId, TenantId};
 use lethe_store::{NewRecord, RecordQuery, StoredRecord};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::keyring::KeyFound;
 use crate::{Result, Vault};
 
 /// What to read.
@@ -32,18 +34,64 @@ pub struct LogQuery {
     pub restored: bool,
 }
 
+/// A record a read met and could not show, named without its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// Record id (as stored; may itself be damaged).
+    pub id: String,
+    /// Stream.
+    pub stream: String,
+    /// Sequence number in its chain (restored copies: as archived).
+    pub seq: u64,
+    /// Why it is not shown.
+    pub problem: String,
+}
+
+/// What a read met besides the records it showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReadReport {
+    /// Records shown.
+    pub shown: u64,
+    /// Records skipped because they could not be read (the first 1,000).
+    pub unreadable: Vec<Unreadable>,
+    /// How many were skipped in all.
+    pub unreadable_total: u64,
+}
+
+impl ReadReport {
+    /// Notes a record that is not shown.
+    pub(crate) fn skip(&mut self, r: &StoredRecord, problem: impl Into<String>) {
+        self.unreadable_total += 1;
+        if self.unreadable.len() < 1000 {
+            self.unreadable.push(Unreadable {
+                id: uuid::Uuid::from_bytes(r.record.id).to_string(),
+                stream: r.record.group.stream.to_string(),
+                seq: r.seq,
+                problem: problem.into(),
+            });
+        }
+    }
+}
+
 impl Vault {
     /// Visits matching records as JSON objects in the record format, personal
     /// fields decrypted. Records whose key was destroyed come back with
     /// `"erased": true` and no subject or personal fields.
-    pub fn logs(&self, q: &LogQuery, now_us: i64, visit: &mut dyn FnMut(Value) -> bool) -> Result<()> {
-        let pseudonym = match &q.subject {
-            None => None,
-            Some(s) => match self.keys.tenant(&q.tenant, false, now_us)? {
-                Some(tk) => Some(tk.pseudonym(s)),
-                None => return Ok(()),
-            },
+    ///
+    /// Every stored record's seal is checked first (its header rebuilt, its
+    /// MAC under the tenant's key compared): a record edited, swapped or
+    /// copied in from another tenant is never shown. Such a record — or
+    /// one whose key is missing or does not open, or whose stored fields do
+    /// not parse — is named in the report and the read goes on.
+    pub fn logs(&self, q: &LogQuery, now_us: i64, visit: &mut dyn FnMut(Value) -> bool) -> Result<ReadReport> {
+        let mut report = ReadReport::default();
+        self.keys.refresh()?;
+        let Some(tk) = self.keys.tenant(&q.tenant, false, now_us)? else {
+            // A tenant that never stored anything has nothing to show.
+            return Ok(report);
         };
+        let mac = lethe_core::integrity::RecordMac::new(tk.mac_key());
+        let pseudonym = q.subject.as_deref().map(|s| tk.pseudonym(s));
         let sq = RecordQuery {
             tenant: q.tenant.clone(),
             stream: q.stream.clone(),
@@ -54,32 +102,62 @@ impl Vault {
             limit: q.limit,
             ascending: q.ascending,
         };
+        let tenant = q.tenant.as_str();
         // Decrypt in chunks so key lookups are batched.
         let mut stopped = false;
         let mut err = None;
         let mut chunk: Vec<(Option<i64>, StoredRecord)> = Vec::with_capacity(256);
-        let mut flush = |chunk: &mut Vec<(Option<i64>, StoredRecord)>, stopped: &mut bool| -> Result<()> {
-            let ids: Vec<_> = chunk.iter().filter_map(|(_, r)| r.record.key_id).collect();
-            let keys = self.keys.by_ids(&ids, now_us)?;
-            for (restored, r) in chunk.drain(..) {
-                if *stopped {
-                    break;
+        let mut flush =
+            |chunk: &mut Vec<(Option<i64>, StoredRecord)>, stopped: &mut bool, report: &mut ReadReport| -> Result<()> {
+                let ids: Vec<_> = chunk.iter().filter_map(|(_, r)| r.record.key_id).collect();
+                let keys = self.keys.by_ids(&q.tenant, &ids, now_us)?;
+                for (restored, r) in chunk.drain(..) {
+                    if *stopped {
+                        break;
+                    }
+                    if r.seal.is_some() {
+                        let stream = r.record.group.stream.to_string();
+                        match r.sealed_leaf(tenant, &stream) {
+                            Ok((leaf, stored)) if mac.mac(&leaf).as_slice() == stored => {}
+                            Ok(_) => {
+                                report.skip(
+                                    &r,
+                                    "its seal does not check for this tenant: edited, swapped or copied in",
+                                );
+                                continue;
+                            }
+                            Err(e) => {
+                                report.skip(&r, format!("damaged row: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    let found = r.record.key_id.and_then(|id| keys.get(&id));
+                    if let Some(KeyFound::Unusable(why)) = found {
+                        report.skip(&r, why.clone());
+                        continue;
+                    }
+                    let mut v = match render(&r, found.and_then(|k| k.key())) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            report.skip(&r, e.to_string());
+                            continue;
+                        }
+                    };
+                    if let (Some(id), Value::Object(o)) = (restored, &mut v) {
+                        o.insert("restored".into(), id.into());
+                    }
+                    report.shown += 1;
+                    if !visit(v) {
+                        *stopped = true;
+                    }
                 }
-                let dk = r.record.key_id.and_then(|id| keys.get(&id).cloned().flatten());
-                let mut v = render(&r, dk.as_ref())?;
-                if let (Some(id), Value::Object(o)) = (restored, &mut v) {
-                    o.insert("restored".into(), id.into());
-                }
-                if !visit(v) {
-                    *stopped = true;
-                }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         let mut each = |restored: Option<i64>, r: StoredRecord| {
             chunk.push((restored, r));
             if chunk.len() == 256 {
-                if let Err(e) = flush(&mut chunk, &mut stopped) {
+                if let Err(e) = flush(&mut chunk, &mut stopped, &mut report) {
                     err = Some(e);
                     return false;
                 }
@@ -95,9 +173,9 @@ impl Vault {
             return Err(e);
         }
         if !stopped {
-            flush(&mut chunk, &mut stopped)?;
+            flush(&mut chunk, &mut stopped, &mut report)?;
         }
-        Ok(())
+        Ok(report)
     }
 }
 

@@ -29,6 +29,11 @@ const PENDING_INTENT: &str = "purge.pending_intent";
 /// reports that receipt instead of writing a second one.
 const DONE: &str = "purge.done.";
 
+/// Catalog key prefix: `purge.failed.<fingerprint>` → receipt of a run of
+/// this purge whose verification found records left; the next run plans
+/// without the subject filters.
+const FAILED: &str = "purge.failed.";
+
 /// An erasure request.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -94,6 +99,7 @@ impl PurgeRequest {
             since_us: self.since_us,
             until_us: self.until_us,
             action: self.action(),
+            exhaustive: false,
         }
     }
 
@@ -221,6 +227,12 @@ pub struct PurgeReport {
     /// Restored copies (archived records restored into the store) the
     /// selection reached, removed or anonymized with the rest.
     pub restored_removed: u64,
+    /// The `purge.no_match` ledger entry, when nothing matched.
+    pub no_match_entry: Option<u64>,
+    /// Things that went wrong without failing the purge (a witness that
+    /// could not be reached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The body of a `purge.intent` ledger entry.
@@ -249,23 +261,26 @@ impl Vault {
     /// scope, the keys to destroy. Changes nothing.
     pub fn plan_purge(&self, req: &PurgeRequest, now_us: i64) -> Result<PurgePlan> {
         req.check()?;
-        let tk = self.keys.tenant(&req.tenant, false, now_us)?;
+        let Some(tk) = self.keys.tenant(&req.tenant, false, now_us)? else {
+            return Err(VaultError::Invalid(format!(
+                "tenant: no tenant `{}` in this vault (it never stored a record)",
+                req.tenant
+            )));
+        };
         let mut subjects: Vec<&String> = req.subjects.iter().collect();
         subjects.sort();
         subjects.dedup();
-        let pseudonyms: Vec<[u8; 32]> = match &tk {
-            Some(tk) => subjects.iter().map(|s| tk.pseudonym(s)).collect(),
-            None => Vec::new(),
-        };
+        let pseudonyms: Vec<[u8; 32]> = subjects.iter().map(|s| tk.pseudonym(s)).collect();
         let active = self.active_holds(now_us)?;
         let holds: Vec<HoldScope> = active.iter().map(|(_, h)| h.clone()).collect();
         let action = req.action();
-        let selected = if tk.is_none() {
-            // A tenant that never stored anything has nothing to select.
-            Selected::default()
-        } else {
-            self.store.select(&req.selection(pseudonyms.clone()), &holds)?
-        };
+        let fingerprint = fingerprint(req, action, &pseudonyms);
+        // A run of this purge whose verification found records left (the
+        // subject filters that found the rows missed some) is planned again
+        // without the filters.
+        let mut sel = req.selection(pseudonyms.clone());
+        sel.exhaustive = self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
+        let selected = self.store.select(&sel, &holds)?;
         // Keys: one per subject, destroyed only when the purge covers the
         // subject's whole history and no record of the subject is held.
         let mut keys = Vec::new();
@@ -299,23 +314,6 @@ impl Vault {
                 )
             };
         }
-        let mut fp = Sha256::new();
-        fp.update(
-            serde_json::to_string(&serde_json::json!({
-                "ticket": req.ticket,
-                "tenant": req.tenant.as_str(),
-                "stream": req.stream.as_ref().map(|s| s.to_string()),
-                "scope": req.scope,
-                "since": req.since_us,
-                "until": req.until_us,
-                "action": action,
-            }))
-            .expect("JSON serializes"),
-        );
-        for p in &pseudonyms {
-            fp.update(p);
-        }
-        let fingerprint = hex::encode(fp.finalize());
         let held_by = active
             .iter()
             .filter(|(_, h)| {
@@ -340,8 +338,12 @@ impl Vault {
 
     /// Carries out a planned purge: refuses if records are held (unless
     /// `skip_held`), finishes any interrupted purge first, and does nothing
-    /// but report the receipt if the same purge already completed.
+    /// but report the receipt if the same purge already completed. Runs
+    /// under the store's job lock (one sweep or purge at a time, across
+    /// processes) and plans again under it, so two identical purges started
+    /// at once make one intent and one receipt.
     pub fn execute_purge(&self, req: &PurgeRequest, plan: PurgePlan, clock: &dyn Fn() -> i64) -> Result<PurgeReport> {
+        let _jobs = self.store.lock_jobs()?;
         if plan.preview.held > 0 && !req.skip_held {
             return Err(VaultError::Refused(format!(
                 "{} selected record(s) are under legal hold (hold {}); release the hold or pass --skip-held to purge the rest",
@@ -366,6 +368,8 @@ impl Vault {
             subject_salt: None,
             recovered,
             restored_removed: 0,
+            no_match_entry: None,
+            warnings: Vec::new(),
         };
         if let Some(done) = self.store.meta(&format!("{DONE}{}", plan.fingerprint))? {
             report.status = "already_done".into();
@@ -374,13 +378,49 @@ impl Vault {
             report.verification = "this purge (same ticket and selection) completed before; see its receipt".into();
             return Ok(report);
         }
-        // The plan may predate the recovery just done; plan again if so.
-        let plan = if report.recovered.is_empty() {
-            plan
-        } else {
-            self.plan_purge(req, clock())?
-        };
+        // The plan was made before the job lock was taken (and before any
+        // recovery): plan again, under the lock, so the intent lists
+        // exactly what is there now.
+        let plan = self.plan_purge(req, clock())?;
+        report.preview = plan.preview.clone();
+        if plan.preview.held > 0 && !req.skip_held {
+            return Err(VaultError::Refused(format!(
+                "{} selected record(s) are under legal hold; release the hold or pass --skip-held to purge the rest",
+                plan.preview.held
+            )));
+        }
         let started = clock();
+        if plan.preview.selected == 0 && plan.keys.is_empty() {
+            // Nothing to remove and no key to destroy: no intent, no receipt
+            // claiming an erasure — but the request is on record.
+            if req.subjects.is_empty() || !plan.pseudonyms.is_empty() {
+                report.restored_removed = self
+                    .store
+                    .erase_restored(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+            }
+            let e = self.record(
+                started,
+                &req.actor,
+                "purge.no_match",
+                Some(req.tenant.as_str()),
+                &serde_json::json!({
+                    "ticket": req.ticket,
+                    "reason": req.reason,
+                    "fingerprint": plan.fingerprint,
+                    "subjects": plan.preview.subjects,
+                    "held": plan.preview.held,
+                    "restored_removed": report.restored_removed,
+                    "note": "no stored record matched the selection and no subject key existed to destroy: nothing was removed",
+                }),
+            )?;
+            report.status = "no_match".into();
+            report.verified = true;
+            report.verification = "no records matched: nothing was removed and no receipt was written".into();
+            report.receipt_id = None;
+            report.no_match_entry = Some(e.seq);
+            self.publish_or_warn(clock(), &mut report.warnings);
+            return Ok(report);
+        }
         let intent = PurgeIntent {
             ticket: req.ticket.clone(),
             reason: req.reason.clone(),
@@ -413,18 +453,25 @@ impl Vault {
         }
         report.keys_destroyed = self.destroy_keys(&intent.keys, started)?;
 
-        // Verification: planned again, the selection finds nothing left to
-        // remove, and every key the purge was to destroy reads back destroyed.
-        let again = self
-            .store
-            .select(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+        // Verification: planned again — without the subject filters that
+        // found the rows, so it does not rely on the index it checks — the
+        // selection finds nothing left to remove, and every key the purge
+        // was to destroy reads back destroyed.
+        let mut check = req.selection(plan.pseudonyms.clone());
+        check.exhaustive = true;
+        let again = self.store.select(&check, &plan.holds)?;
         let left: u64 = again.groups.iter().map(|g| g.records).sum();
         let keys_left = self.keys_left(&intent.keys)?;
         report.verified = left == 0 && keys_left == 0;
         report.verification = format!(
-            "the selection planned again finds {left} record(s) left to remove; {keys_left} of {} key(s) still readable",
+            "the selection planned again, every partition in range searched, finds {left} record(s) left to remove; {keys_left} of {} key(s) still readable",
             intent.keys.len()
         );
+        if left > 0 {
+            report.verification.push_str(
+                "; the subject filters missed records (damaged?): run the same purge again — it searches every partition",
+            );
+        }
         let salt = (!req.subjects.is_empty()).then(crate::hold::commitment_salt);
         let receipt = self.purge_receipt(req, &plan.preview, &intent, e.seq, &report, salt.as_deref(), clock());
         let r = self.record(
@@ -435,9 +482,18 @@ impl Vault {
             &receipt,
         )?;
         lethe_store::crashpoint::hit("purge.after_receipt");
-        self.purge_done(&plan.fingerprint, r.seq)?;
+        if report.verified {
+            self.purge_done(&plan.fingerprint, r.seq)?;
+            self.store.set_meta(&format!("{FAILED}{}", plan.fingerprint), None)?;
+        } else {
+            // Not done: running it again plans it again, exhaustively.
+            self.store
+                .set_meta(&format!("{FAILED}{}", plan.fingerprint), Some(&r.seq.to_string()))?;
+            self.store.set_meta(PENDING_INTENT, None)?;
+        }
         report.receipt_id = Some(r.seq);
         report.subject_salt = salt;
+        self.publish_or_warn(clock(), &mut report.warnings);
         Ok(report)
     }
 
@@ -557,6 +613,7 @@ impl Vault {
     /// its keys and writes its receipt. Returns the receipt, if there was
     /// anything to finish.
     pub fn recover_purge(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
+        let _jobs = self.store.lock_jobs()?;
         let Some((entry, receipt)) = self.pending_intent(PENDING_INTENT, "purge.intent", "receipt.purge")? else {
             return Ok(None);
         };
@@ -595,6 +652,27 @@ impl Vault {
         self.purge_done(&intent.fingerprint, e.seq)?;
         Ok(Some(e.seq))
     }
+}
+
+/// Identifies a request: same ticket, selection and subjects → same fingerprint.
+fn fingerprint(req: &PurgeRequest, action: Action, pseudonyms: &[[u8; 32]]) -> String {
+    let mut fp = Sha256::new();
+    fp.update(
+        serde_json::to_string(&serde_json::json!({
+            "ticket": req.ticket,
+            "tenant": req.tenant.as_str(),
+            "stream": req.stream.as_ref().map(|s| s.to_string()),
+            "scope": req.scope,
+            "since": req.since_us,
+            "until": req.until_us,
+            "action": action,
+        }))
+        .expect("JSON serializes"),
+    );
+    for p in pseudonyms {
+        fp.update(p);
+    }
+    hex::encode(fp.finalize())
 }
 
 /// Per chain, what a purge removed, for its receipt: the number of records

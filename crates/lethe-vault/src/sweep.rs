@@ -31,6 +31,17 @@ pub struct IntentBody {
     /// The archive run that copied records of `archive_then_delete` rules first.
     #[serde(default)]
     pub archive: Option<serde_json::Value>,
+    /// SHA-256 of the policy snapshot applied (absent in older intents).
+    #[serde(default)]
+    pub policy_sha256: Option<String>,
+}
+
+/// SHA-256 (hex) of a policy snapshot as entered in the ledger: an intent
+/// carries it, so `verify` can tell that the version it names is the
+/// snapshot that was applied (the catalog's version table is not trusted).
+pub fn policy_digest(snapshot: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(snapshot.as_bytes()))
 }
 
 /// The intent a `receipt.sweep` entry completes, if any.
@@ -218,7 +229,27 @@ impl Vault {
         progress: Progress<'_>,
     ) -> Result<SweepReport> {
         let started = clock();
-        let policy_version = self.note_policy(actor, started)?;
+        // A real run acts now: evaluating policies at a later instant would
+        // remove records that have not expired. `--now` in the future is
+        // for dry runs (previews) only.
+        if !dry_run && now_us > started {
+            return Err(VaultError::Invalid(format!(
+                "now: a real cleanup cannot evaluate policies at {}, later than the current time {}; preview the future with --dry-run",
+                format_ts(now_us),
+                format_ts(started)
+            )));
+        }
+        // One sweep or purge at a time per store, across processes: a second
+        // cleanup waits, then finds nothing left to do.
+        let _jobs = if dry_run { None } else { Some(self.store.lock_jobs()?) };
+        // A dry run changes nothing: the policy snapshot is noted in the
+        // catalog (so the version it reports is the one a real run uses)
+        // but entered in the ledger only by a real run.
+        let policy_version = if dry_run {
+            self.store.record_policy(&self.policy_snapshot(), started)?.0
+        } else {
+            self.note_policy(actor, started)?
+        };
         let mut early = Vec::new();
         if !dry_run {
             // Finish a sweep a crash interrupted before anything else, and
@@ -255,6 +286,7 @@ impl Vault {
             // is in the ledger before the first destructive step.
             let body = serde_json::json!({
                 "policy_version": policy_version,
+                "policy_sha256": policy_digest(&self.policy_snapshot()),
                 "now_us": now_us,
                 "tenant": tenant.map(|t| t.to_string()),
                 "chains": plan.chains,
@@ -276,7 +308,10 @@ impl Vault {
         let finished = clock();
         let mut report = self.summarize(&plan.effects, dry_run, policy_version, now_us, started, finished);
         if let Some(a) = applied {
+            // The receipt counts what this run removed, not what it planned.
             report.bytes_freed = a.bytes_freed;
+            report.deleted = a.deleted;
+            report.anonymized = a.anonymized;
         }
         report.archived = archived;
         report.warnings.extend(early);
@@ -363,6 +398,9 @@ impl Vault {
             Ok(x) => report.restorations_expired = x,
             Err(e) => report.warnings.push(format!("restorations: {e}")),
         }
+        if !dry_run {
+            self.publish_or_warn(clock(), &mut report.warnings);
+        }
         let summary = serde_json::to_string(&report).expect("report serializes");
         let kind = if dry_run { "cleanup-dry-run" } else { "cleanup" };
         self.store.record_run(kind, started, finished, "success", &summary)?;
@@ -374,6 +412,7 @@ impl Vault {
     /// removal again (idempotent) and writes its receipt. Returns the
     /// receipt's ledger sequence number, if there was anything to recover.
     pub fn recover_sweep(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
+        let _jobs = self.store.lock_jobs()?;
         let Some((entry, receipt)) = self.pending_intent(PENDING_INTENT, "sweep.intent", "receipt.sweep")? else {
             return Ok(None);
         };

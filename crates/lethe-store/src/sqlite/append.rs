@@ -77,6 +77,43 @@ impl SqliteStore {
                     }
                 }
             }
+            // The new keys are recorded in the ledger in the same commit:
+            // a key never exists without the entry that lets `verify`
+            // notice it disappearing.
+            if !b.key_entries.is_empty() {
+                let key = b
+                    .ledger_key
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Backend("a batch with key entries carries no ledger key".into()))?;
+                for d in &b.key_entries {
+                    catalog::append_ledger_in(&tx, &mut |seq, prev| d.seal(key, seq, prev))?;
+                }
+            }
+            // Every existing key the records are encrypted under must still
+            // be live: an erasure may have destroyed one since the batch was
+            // prepared (its writer cached the key), and a record stored
+            // under a destroyed key would be erased the moment it is
+            // acknowledged. Checked under the write lock, which erasure
+            // takes too.
+            {
+                let fresh: std::collections::HashSet<i64> = b.new_keys.iter().map(|k| k.id).collect();
+                let mut used: Vec<i64> = batch
+                    .iter()
+                    .filter_map(|r| r.key_id)
+                    .filter(|k| !fresh.contains(k))
+                    .collect();
+                used.sort_unstable();
+                used.dedup();
+                let mut live = tx
+                    .prepare_cached("SELECT wrapped IS NOT NULL FROM data_keys WHERE id=?1")
+                    .map_err(db)?;
+                for k in used {
+                    let ok: Option<bool> = live.query_row([k], |r| r.get(0)).optional().map_err(db)?;
+                    if ok != Some(true) {
+                        return Err(StoreError::KeyDestroyed);
+                    }
+                }
+            }
             for &(tenant_id, stream_id, start, i) in &order {
                 let r = &batch[i];
                 if parts
@@ -85,6 +122,33 @@ impl SqliteStore {
                 {
                     let (tenant, stream) = (tenant_id.as_str(), stream_id.to_string());
                     let path = partition_path(tenant, stream_id, start, self.span_us);
+                    // A partition the catalog holds committed records of
+                    // must still have its file: recreating it empty would
+                    // hide the loss and count its records twice.
+                    let known: Option<(i64, String)> = tx
+                        .query_row(
+                            "SELECT id, path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
+                            params![tenant, stream, start],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(db)?;
+                    if let Some((id, known_path)) = &known {
+                        let committed: bool = tx
+                            .query_row(
+                                "SELECT EXISTS(SELECT 1 FROM segments WHERE partition_id=?1)",
+                                [id],
+                                |r| r.get(0),
+                            )
+                            .map_err(db)?;
+                        if committed && !self.part_path(known_path).exists() {
+                            return Err(StoreError::Lost(format!(
+                                "partition file {known_path} ({tenant}/{stream} from {}) is missing: its committed \
+                                 records are gone; restore the file from a backup (`lethe verify` lists the records)",
+                                chrono_like(start).0
+                            )));
+                        }
+                    }
                     tx.execute(
                         "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
                          ON CONFLICT(tenant,stream,start_us) DO UPDATE SET state=?6",
@@ -106,6 +170,7 @@ impl SqliteStore {
                         end: start + self.span_us,
                         path,
                         bytes: bytes as u64,
+                        state: DIRTY,
                     };
                     parts.push((p, Vec::new()));
                     let ck = (tenant.to_string(), stream.clone());
@@ -168,8 +233,8 @@ impl SqliteStore {
         let mut filters: Vec<(i64, i64, SubjectFilter)> = Vec::new();
         for (st, recs) in settled.iter().zip(&subjects) {
             if !recs.is_empty() {
-                let version = (rand_u64() >> 1) as i64;
-                filters.push((st.part.id, version, self.extended_filter(inner, &st.part, recs)?));
+                let f = self.extended_filter(inner, &st.part, recs)?;
+                filters.push((st.part.id, selection::filter_version(f.as_bytes()), f));
             }
         }
 

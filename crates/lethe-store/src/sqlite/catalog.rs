@@ -138,21 +138,7 @@ impl SqliteStore {
             )
             .map_err(db)?;
         let rows = st
-            .query_map(params![from as i64, limit.min(i64::MAX as usize) as i64], |r| {
-                // A damaged hash column is reported by verification, not here.
-                let h = |v: Vec<u8>| -> [u8; 32] { v.try_into().unwrap_or([0u8; 32]) };
-                Ok(LedgerEntry {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    ts_us: r.get(1)?,
-                    actor: r.get(2)?,
-                    kind: r.get(3)?,
-                    tenant: r.get(4)?,
-                    body: r.get(5)?,
-                    prev: h(r.get(6)?),
-                    hash: h(r.get(7)?),
-                    mac: h(r.get(8)?),
-                })
-            })
+            .query_map(params![from as i64, limit.min(i64::MAX as usize) as i64], ledger_entry)
             .map_err(db)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
@@ -161,6 +147,68 @@ impl SqliteStore {
         let cat = self.key_conn();
         cat.query_row("SELECT body FROM policy_versions WHERE id=?1", [version], |r| r.get(0))
             .optional()
+            .map_err(db)
+    }
+
+    pub(super) fn key_epoch(&self) -> Result<u64> {
+        let cat = self.key_conn();
+        let v: Option<String> = cat
+            .query_row("SELECT value FROM meta WHERE key='keys.epoch'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub(super) fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>> {
+        let cat = self.key_conn();
+        let mut st = cat
+            .prepare_cached("SELECT id, tenant, ref, wrapped FROM data_keys WHERE ?1 IS NULL OR tenant=?1 ORDER BY id")
+            .map_err(db)?;
+        let rows = st
+            .query_map([tenant], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, t, key_ref, wrapped) = row.map_err(db)?;
+            out.push(StoredKey {
+                id,
+                tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(format!("data key {id}: {e}")))?,
+                key_ref,
+                wrapped,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn ledger_of_kinds(&self, kinds: &[&str]) -> Result<Vec<LedgerEntry>> {
+        let cat = self.key_conn();
+        let marks = vec!["?"; kinds.len()].join(",");
+        let mut st = cat
+            .prepare(&format!(
+                "SELECT seq,ts_us,actor,kind,tenant,body,prev,hash,mac FROM ledger WHERE kind IN ({marks}) ORDER BY seq"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(kinds), ledger_entry)
+            .map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)
+    }
+
+    pub(super) fn put_meta_once(&self, key: &str, value: &str) -> Result<String> {
+        let cat = self.key_conn();
+        cat.execute(
+            "INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO NOTHING",
+            [key, value],
+        )
+        .map_err(db)?;
+        cat.query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
             .map_err(db)
     }
 
@@ -181,6 +229,15 @@ impl SqliteStore {
             for id in ids {
                 n += st.execute(params![id, now_us]).map_err(db)? as u64;
             }
+        }
+        if n > 0 {
+            // Every process's key cache notices the destruction by this.
+            tx.execute(
+                "INSERT INTO meta(key,value) VALUES('keys.epoch','1')
+                 ON CONFLICT(key) DO UPDATE SET value=CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                [],
+            )
+            .map_err(db)?;
         }
         tx.commit().map_err(db)?;
         crashpoint::hit("keys.after_destroy");
@@ -326,35 +383,7 @@ impl SqliteStore {
         let tx = cat
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let head: Option<(i64, Vec<u8>)> = tx
-            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(db)?;
-        let (seq, hash) = match head {
-            Some((s, h)) => (
-                s as u64,
-                h.try_into().map_err(|_| StoreError::Corrupt("ledger hash".into()))?,
-            ),
-            None => (0, [0u8; 32]),
-        };
-        let e = seal(seq, hash);
-        tx.execute(
-            "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-            params![
-                e.seq as i64,
-                e.ts_us,
-                e.actor,
-                e.kind,
-                e.tenant,
-                e.body,
-                &e.prev[..],
-                &e.hash[..],
-                &e.mac[..]
-            ],
-        )
-        .map_err(db)?;
+        let e = append_ledger_in(&tx, seal)?;
         if let Some(key) = mark {
             tx.execute(
                 "INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=?2",
@@ -365,4 +394,60 @@ impl SqliteStore {
         tx.commit().map_err(db)?;
         Ok(e)
     }
+}
+
+/// Appends one ledger entry inside the caller's write transaction: `seal`
+/// gets the head read in that same transaction, so concurrent writers never
+/// fork the chain.
+pub(super) fn append_ledger_in(
+    tx: &Connection,
+    seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry,
+) -> Result<LedgerEntry> {
+    let head: Option<(i64, Vec<u8>)> = tx
+        .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(db)?;
+    let (seq, hash) = match head {
+        Some((s, h)) => (
+            s as u64,
+            h.try_into().map_err(|_| StoreError::Corrupt("ledger hash".into()))?,
+        ),
+        None => (0, [0u8; 32]),
+    };
+    let e = seal(seq, hash);
+    tx.execute(
+        "INSERT INTO ledger(seq,ts_us,actor,kind,tenant,body,prev,hash,mac) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+        params![
+            e.seq as i64,
+            e.ts_us,
+            e.actor,
+            e.kind,
+            e.tenant,
+            e.body,
+            &e.prev[..],
+            &e.hash[..],
+            &e.mac[..]
+        ],
+    )
+    .map_err(db)?;
+    Ok(e)
+}
+
+/// A ledger entry from `seq,ts_us,actor,kind,tenant,body,prev,hash,mac`.
+fn ledger_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    // A damaged hash column is reported by verification, not here.
+    let h = |v: Vec<u8>| -> [u8; 32] { v.try_into().unwrap_or([0u8; 32]) };
+    Ok(LedgerEntry {
+        seq: r.get::<_, i64>(0)? as u64,
+        ts_us: r.get(1)?,
+        actor: r.get(2)?,
+        kind: r.get(3)?,
+        tenant: r.get(4)?,
+        body: r.get(5)?,
+        prev: h(r.get(6)?),
+        hash: h(r.get(7)?),
+        mac: h(r.get(8)?),
+    })
 }

@@ -5,10 +5,12 @@
 //! Crash safety rests on two catalog states. Before any partition file is
 //! written, the partitions a write will touch are marked `dirty` in the
 //! catalog (one durable commit); the catalog's chain heads and group counts are
-//! updated and the marks cleared only after every partition commit. On open,
-//! and before every write, dirty partitions are repaired: rows past the
-//! committed chain head (from a batch that never finished) are removed and the
-//! partition's counts are recomputed from the file. Partitions being removed
+//! updated and the marks cleared only after every partition commit. Before
+//! every write (never on open: reads stop at the committed heads), dirty
+//! partitions are repaired: rows past the committed chain head (from a batch
+//! that never finished) are removed and the partition's counts are recomputed
+//! from the file — unless the catalog contradicts itself, which refuses the
+//! write instead of deleting committed records. Partitions being removed
 //! whole are marked `dropping` first, and a dropping partition is always
 //! finished off.
 
@@ -16,11 +18,13 @@ mod append;
 mod catalog;
 mod checkpoint;
 mod filter;
+mod job_lock;
 mod partition;
 mod reader;
 mod removal;
 mod repair;
 mod restored;
+mod schema;
 mod selection;
 
 pub use partition::{raw_row, COLUMNS as ROW_COLUMNS};
@@ -56,45 +60,6 @@ pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-const CATALOG_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chains(tenant TEXT NOT NULL, stream TEXT NOT NULL, head_seq INTEGER NOT NULL,
-  head_hash BLOB NOT NULL, frontier BLOB NOT NULL, sealed INTEGER NOT NULL DEFAULT 0,
-  sealed_us INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, stream));
-CREATE TABLE IF NOT EXISTS segments(tenant TEXT NOT NULL, stream TEXT NOT NULL, first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL, partition_id INTEGER NOT NULL, prev BLOB NOT NULL, chain BLOB NOT NULL,
-  PRIMARY KEY(tenant, stream, first_seq));
-CREATE INDEX IF NOT EXISTS segments_partition ON segments(partition_id);
-CREATE TABLE IF NOT EXISTS merkle_nodes(tenant TEXT NOT NULL, stream TEXT NOT NULL, level INTEGER NOT NULL,
-  idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY(tenant, stream, level, idx));
-CREATE TABLE IF NOT EXISTS partitions(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, stream TEXT NOT NULL,
-  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, path TEXT NOT NULL, state INTEGER NOT NULL,
-  bytes INTEGER NOT NULL DEFAULT 0, UNIQUE(tenant, stream, start_us));
-CREATE INDEX IF NOT EXISTS partitions_state ON partitions(state) WHERE state != 0;
-CREATE TABLE IF NOT EXISTS partition_groups(partition_id INTEGER NOT NULL, scope TEXT NOT NULL,
-  class INTEGER NOT NULL, records INTEGER NOT NULL, anonymized INTEGER NOT NULL,
-  deleted INTEGER NOT NULL DEFAULT 0, min_ts INTEGER, max_ts INTEGER, PRIMARY KEY(partition_id, scope, class));
-CREATE TABLE IF NOT EXISTS capture_drops(tenant TEXT NOT NULL, stream TEXT NOT NULL, scope TEXT NOT NULL,
-  class INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(tenant, stream, scope, class));
-CREATE TABLE IF NOT EXISTS tenant_keys(tenant TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_us INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS data_keys(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, ref BLOB NOT NULL,
-  wrapped BLOB, created_us INTEGER NOT NULL, destroyed_us INTEGER, UNIQUE(tenant, ref));
-CREATE TABLE IF NOT EXISTS policy_versions(id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE,
-  created_us INTEGER NOT NULL, entered INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, actor TEXT NOT NULL,
-  kind TEXT NOT NULL, tenant TEXT, body TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_us INTEGER NOT NULL,
-  finished_us INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS subject_filters(partition_id INTEGER PRIMARY KEY, version INTEGER NOT NULL,
-  bits BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS holds(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, subject INTEGER NOT NULL,
-  pseudonym BLOB, scope TEXT, since_us INTEGER, until_us INTEGER, reason TEXT NOT NULL, actor TEXT NOT NULL,
-  created_us INTEGER NOT NULL, expires_us INTEGER, released_us INTEGER, release_reason TEXT, ledger_seq INTEGER);
-";
-
-/// The on-disk format this version reads and writes (2: sealed records).
-const FORMAT: &str = "2";
-
 const LIVE: i64 = 0;
 const DIRTY: i64 = 1;
 const DROPPING: i64 = 2;
@@ -120,6 +85,8 @@ pub struct SqliteStore {
     dir: PathBuf,
     span_us: i64,
     lock_file: File,
+    /// The job lock (`jobs.lock`): one sweep, purge or restoration at a time.
+    jobs: job_lock::JobLock,
     inner: Mutex<Inner>,
     /// A second catalog connection for key tables and run history, so key
     /// resolution by the ingest pipeline never waits for a partition write.
@@ -155,6 +122,8 @@ struct Part {
     end: i64,
     path: String,
     bytes: u64,
+    /// [`LIVE`], [`DIRTY`] (a write is in flight, or a crash left one) or [`DROPPING`].
+    state: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +134,7 @@ struct PartGroup {
     deleted: u64,
 }
 
-/// Holds the cross-process writer lock for the duration of a write.
+/// Holds a cross-process lock (the writer lock, or the job lock) until dropped.
 struct WriteGuard<'a>(&'a File);
 
 impl Drop for WriteGuard<'_> {
@@ -176,7 +145,8 @@ impl Drop for WriteGuard<'_> {
 
 impl SqliteStore {
     /// Opens (creating if needed) a store in `dir` with partitions of
-    /// `span_secs` seconds, repairing whatever a crash left in flight.
+    /// `span_secs` seconds. What a crash left in flight is repaired before
+    /// the first write; reads never see it (they stop at committed heads).
     pub fn open(dir: &Path, span_secs: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         let lock_path = dir.join("lock");
@@ -186,59 +156,14 @@ impl SqliteStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
-        let cat = Connection::open(dir.join("catalog.db")).map_err(db)?;
-        cat.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;
-             PRAGMA secure_delete=ON;",
-        )
-        .map_err(db)?;
-        cat.execute_batch(CATALOG_SCHEMA).map_err(db)?;
-        cat.execute_batch(restored::CATALOG_SCHEMA).map_err(db)?;
-        let stored: Option<String> = cat
-            .query_row("SELECT value FROM meta WHERE key='partition_secs'", [], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        match stored {
-            None => {
-                cat.execute(
-                    "INSERT INTO meta(key,value) VALUES('partition_secs',?1)",
-                    [span_secs.to_string()],
-                )
-                .map_err(db)?;
-            }
-            Some(s) if s == span_secs.to_string() => {}
-            Some(s) => {
-                return Err(StoreError::Corrupt(format!(
-                    "this store was created with partitions of {s} s; store.partition asks for {span_secs} s"
-                )))
-            }
-        }
-        let format: Option<String> = cat
-            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        match format.as_deref() {
-            Some(FORMAT) => {}
-            None => {
-                let used: bool = cat
-                    .query_row("SELECT EXISTS(SELECT 1 FROM partitions)", [], |r| r.get(0))
-                    .map_err(db)?;
-                if used {
-                    return Err(StoreError::Corrupt(
-                        "this store was written by an earlier Lethe (format 1, records without integrity seals); \
-                         export it with that version's `lethe logs` and ingest into a new data directory"
-                            .into(),
-                    ));
-                }
-                cat.execute("INSERT INTO meta(key,value) VALUES('format',?1)", [FORMAT])
-                    .map_err(db)?;
-            }
-            Some(f) => {
-                return Err(StoreError::Corrupt(format!(
-                    "store format {f}; this version reads {FORMAT}"
-                )))
-            }
-        }
+        let jobs_path = dir.join("jobs.lock");
+        let jobs = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&jobs_path)
+            .map_err(|e| StoreError::io(format!("opening {}", jobs_path.display()), e))?;
+        let cat = schema::open_catalog(dir, span_secs)?;
         let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
         keys.execute_batch(
             "PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
@@ -248,6 +173,7 @@ impl SqliteStore {
             dir: dir.to_path_buf(),
             span_us: span_secs as i64 * 1_000_000,
             lock_file,
+            jobs: job_lock::JobLock::new(jobs),
             inner: Mutex::new(Inner {
                 cat,
                 parts: HashMap::new(),
@@ -261,9 +187,11 @@ impl SqliteStore {
             upkeep: checkpoint::Checkpointer::start(&dir.join("catalog.db"))?,
         };
         {
+            // Restorations a crash interrupted are finished or discarded
+            // (copies outside every chain). Partitions are repaired before
+            // the first write, not here: opening never deletes a record.
             let _g = store.write_lock()?;
-            let mut inner = store.lock();
-            store.repair(&mut inner)?;
+            let inner = store.lock();
             store.repair_restorations(&inner.cat)?;
             store.remove_stray_restorations(&inner.cat)?;
         }
@@ -298,7 +226,19 @@ impl SqliteStore {
                     c.execute_batch(partition::FULL_CACHE).map_err(db)?;
                     c
                 }
-                None => partition::open(&self.part_path(&p.path), create)?,
+                None => {
+                    let path = self.part_path(&p.path);
+                    if !create && !path.exists() {
+                        return Err(StoreError::Lost(format!(
+                            "partition file {} ({}/{} from {}) is missing",
+                            p.path,
+                            p.tenant,
+                            p.stream,
+                            chrono_like(p.start).0
+                        )));
+                    }
+                    partition::open(&path, create)?
+                }
             };
             if inner.parts.len() >= OPEN_PARTITIONS {
                 if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
@@ -328,6 +268,32 @@ impl SqliteStore {
         let e = inner.parts.get_mut(&p.id).expect("inserted above");
         e.1 = tick;
         Ok(&e.0)
+    }
+
+    /// A connection for reading a partition, or `None` for a partition a
+    /// write has only begun (marked dirty): its file may not exist yet, or
+    /// hold no table yet, and none of its rows is committed. A committed
+    /// partition whose file is gone is [`StoreError::Lost`], never a new
+    /// empty file.
+    fn read_conn<'a>(&self, inner: &'a mut Inner, p: &Part) -> Result<Option<&'a Connection>> {
+        let path = self.part_path(&p.path);
+        if !inner.parts.contains_key(&p.id) && !inner.idle.contains_key(&p.id) && !path.exists() {
+            if p.state == DIRTY {
+                return Ok(None);
+            }
+            return Err(StoreError::Lost(format!(
+                "partition file {} ({}/{} from {}) is missing",
+                p.path,
+                p.tenant,
+                p.stream,
+                chrono_like(p.start).0
+            )));
+        }
+        let c = self.conn(inner, p, false)?;
+        if p.state == DIRTY && !partition::has_table(c)? {
+            return Ok(None);
+        }
+        Ok(Some(self.conn(inner, p, false)?))
     }
 
     /// Hands a partition whose WAL has grown past the limit to the background
@@ -369,7 +335,7 @@ impl SqliteStore {
     }
 
     fn parts_where(&self, cat: &Connection, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Part>> {
-        let sql = format!("SELECT id,tenant,stream,start_us,end_us,path,bytes FROM partitions WHERE {clause}");
+        let sql = format!("SELECT id,tenant,stream,start_us,end_us,path,bytes,state FROM partitions WHERE {clause}");
         let mut st = cat.prepare_cached(&sql).map_err(db)?;
         let rows = st
             .query_map(args, |r| {
@@ -381,12 +347,13 @@ impl SqliteStore {
                     r.get(4)?,
                     r.get(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, t, s, start, end, path, bytes) = row.map_err(db)?;
+            let (id, t, s, start, end, path, bytes, state) = row.map_err(db)?;
             out.push(Part {
                 id,
                 tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -397,6 +364,7 @@ impl SqliteStore {
                 end,
                 path,
                 bytes: bytes as u64,
+                state,
             });
         }
         Ok(out)
@@ -469,11 +437,11 @@ impl SqliteStore {
             // Through a reader of its own: a sweep reading the edges of what
             // it is about to drop never evicts (and so checkpoints) a writer's
             // connection.
-            reader.know(p.id, self.part_path(&p.path));
+            reader.know(p.id, self.part_path(&p.path), p.state == DIRTY);
             let lo = sa.segment.first.max(first);
             let hi = sa.segment.last.min(last);
             let mut err = None;
-            reader.scan(p.id, lo, hi, &mut |row| match row.leaf(tenant, stream) {
+            let scanned = reader.scan(p.id, lo, hi, &mut |row| match row.leaf(tenant, stream) {
                 Ok(l) => out[(row.seq - first) as usize] = Some(l),
                 Err(e) => {
                     err = Some(StoreError::Corrupt(format!(
@@ -481,7 +449,12 @@ impl SqliteStore {
                         row.seq
                     )))
                 }
-            })?;
+            });
+            match scanned {
+                // A lost partition's leaves are gone: `None`, like removed ones.
+                Ok(()) | Err(StoreError::Lost(_)) => {}
+                Err(e) => return Err(e),
+            }
             if let Some(e) = err {
                 return Err(e);
             }
@@ -548,7 +521,7 @@ fn idle_limit() -> usize {
     files.saturating_sub(OPEN_PARTITIONS).min(IDLE_PARTITIONS)
 }
 
-/// A random number for filter versions (no RNG dependency in the store:
+/// A random number for file names (no RNG dependency in the store:
 /// the standard library's randomly seeded hasher is enough here).
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -664,7 +637,9 @@ impl Store for SqliteStore {
                 .map_or(parts.len(), |k| i + k);
             let mut rows = Vec::new();
             for p in &parts[i..j] {
-                let c = self.conn(inner, p, false)?;
+                let Some(c) = self.read_conn(inner, p)? else {
+                    continue;
+                };
                 let key = GroupKey {
                     tenant: p.tenant.clone(),
                     stream: p.stream.clone(),
@@ -915,8 +890,8 @@ impl Store for SqliteStore {
         // One-off read-only connections: a lookup must not evict the writer's.
         let mut reader = Reader::new(self);
         for p in parts {
-            reader.know(p.id, self.part_path(&p.path));
-            let seq: Option<i64> = reader.checked(p.id, &|c| {
+            reader.know(p.id, self.part_path(&p.path), p.state == DIRTY);
+            let seq: Option<i64> = reader.checked(p.id, None, &|c| {
                 c.query_row("SELECT seq FROM records WHERE id=?1", [&id[..]], |r| r.get(0))
                     .optional()
                     .map_err(db)
@@ -934,6 +909,26 @@ impl Store for SqliteStore {
 
     fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()> {
         SqliteStore::set_meta(self, key, value)
+    }
+
+    fn put_meta_once(&self, key: &str, value: &str) -> Result<String> {
+        SqliteStore::put_meta_once(self, key, value)
+    }
+
+    fn key_epoch(&self) -> Result<u64> {
+        SqliteStore::key_epoch(self)
+    }
+
+    fn lock_jobs(&self) -> Result<crate::JobGuard<'_>> {
+        Ok(Box::new(self.jobs.lock()?))
+    }
+
+    fn ledger_of_kinds(&self, kinds: &[&str]) -> Result<Vec<LedgerEntry>> {
+        SqliteStore::ledger_of_kinds(self, kinds)
+    }
+
+    fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>> {
+        SqliteStore::all_data_keys(self, tenant)
     }
 
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {

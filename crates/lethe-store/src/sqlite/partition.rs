@@ -266,6 +266,19 @@ pub fn group_stats(c: &Connection) -> Result<Vec<GroupRow>> {
     rows.collect::<std::result::Result<_, _>>().map_err(db)
 }
 
+/// Whether the file has its `records` table (a file a crash left right
+/// after creating it has none).
+pub fn has_table(c: &Connection) -> Result<bool> {
+    Ok(c.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'",
+        [],
+        |_| Ok(()),
+    )
+    .optional()
+    .map_err(db)?
+    .is_some())
+}
+
 /// Removes rows left by a batch that never committed in the catalog.
 pub fn truncate_after(c: &Connection, head_seq: u64) -> Result<u64> {
     Ok(c.execute("DELETE FROM records WHERE seq > ?1", [head_seq as i64])
@@ -291,14 +304,24 @@ pub fn expired_seqs(
     cutoff: i64,
     anonymize: bool,
     holds: &[&HoldScope],
+    max_seq: u64,
 ) -> Result<(Vec<[u64; 2]>, u64)> {
+    // Committed rows only: rows past the chain head belong to a batch
+    // still being written (or one a crash left behind).
     let sql = if anonymize {
-        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 ORDER BY seq"
+        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 AND seq<=?4 ORDER BY seq"
     } else {
-        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 ORDER BY seq"
+        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 AND seq<=?4 ORDER BY seq"
     };
     let mut st = c.prepare_cached(sql).map_err(db)?;
-    let mut rows = st.query(params![scope, class.code(), cutoff]).map_err(db)?;
+    let mut rows = st
+        .query(params![
+            scope,
+            class.code(),
+            cutoff,
+            max_seq.min(i64::MAX as u64) as i64
+        ])
+        .map_err(db)?;
     let mut out: Vec<[u64; 2]> = Vec::new();
     let mut held = 0;
     while let Some(r) = rows.next().map_err(db)? {
@@ -666,7 +689,7 @@ pub fn push_filters(
 /// Reads matching records of a partition in event-time order.
 pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
     let mut sql = String::from(
-        "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state FROM records WHERE state<2",
+        "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted FROM records WHERE state<2",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     push_filters(&mut sql, &mut args, f.scope, f.pseudonym, f.since_us, f.until_us);
@@ -681,52 +704,44 @@ pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<St
         sql.push_str(&format!(" LIMIT {l}"));
     }
     let mut st = c.prepare_cached(&sql).map_err(db)?;
-    let rows = st
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            let id: Vec<u8> = r.get(1)?;
-            let pseudo: Option<Vec<u8>> = r.get(6)?;
-            let class: u8 = r.get(5)?;
-            Ok((
-                r.get::<_, i64>(0)?,
-                id,
-                r.get(2)?,
-                r.get(3)?,
-                r.get::<_, String>(4)?,
-                class,
-                pseudo,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get::<_, i64>(10)?,
-            ))
-        })
-        .map_err(db)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args), raw_row).map_err(db)?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, id, ts, received, scope, class, pseudo, key_id, plain, body, anon) = row.map_err(db)?;
-        let bad = || StoreError::Corrupt(format!("record {seq} of {}/{}", group.tenant, group.stream));
-        out.push(StoredRecord {
-            seq: seq as u64,
-            record: NewRecord {
-                id: id.as_slice().try_into().map_err(|_| bad())?,
-                group: GroupKey {
-                    tenant: group.tenant.clone(),
-                    stream: group.stream.clone(),
-                    scope,
-                    classification: Classification::from_code(class).ok_or_else(bad)?,
-                },
-                ts_us: ts,
-                received_us: received,
-                pseudonym: match pseudo {
-                    Some(p) => Some(p.as_slice().try_into().map_err(|_| bad())?),
-                    None => None,
-                },
-                key_id,
-                plain,
-                body,
-            },
-            anonymized: anon == ANONYMIZED,
-        });
+        out.push(stored(group, row.map_err(db)?));
     }
     Ok(out)
+}
+
+/// A row as a [`StoredRecord`] with its seal. A damaged row (an id that
+/// is not 16 bytes, an unknown classification or pseudonym length) is
+/// handed on as it can be read: its seal no longer checks, and the reader
+/// names it instead of aborting the whole read.
+fn stored(group: &GroupKey, r: RawRow) -> StoredRecord {
+    let mut id = [0u8; 16];
+    let n = r.id.len().min(16);
+    id[..n].copy_from_slice(&r.id[..n]);
+    StoredRecord {
+        seq: r.seq,
+        record: NewRecord {
+            id,
+            group: GroupKey {
+                tenant: group.tenant.clone(),
+                stream: group.stream.clone(),
+                scope: r.scope,
+                classification: Classification::from_code(r.class).unwrap_or(Classification::Restricted),
+            },
+            ts_us: r.ts_us,
+            received_us: r.received_us,
+            pseudonym: r.pseudonym.and_then(|p| p.try_into().ok()),
+            key_id: r.key_id,
+            plain: r.plain,
+            body: r.body,
+        },
+        anonymized: r.state == ANONYMIZED,
+        seal: Some(crate::RowSeal {
+            prev: r.prev,
+            mac: r.mac,
+            redacted: r.redacted,
+        }),
+    }
 }

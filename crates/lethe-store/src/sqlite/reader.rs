@@ -77,12 +77,15 @@ impl ReaderConn {
 /// connection, which sees a consistent snapshot.
 pub(super) struct Reader<'a> {
     store: &'a SqliteStore,
-    conns: HashMap<i64, ReaderConn>,
+    /// `None`: a partition a write has only begun, with no file or no table
+    /// yet — it holds no committed row, and reads as empty.
+    conns: HashMap<i64, Option<ReaderConn>>,
     /// Partitions seen changing: read through ordinary connections only.
     busy: std::collections::HashSet<i64>,
     /// Partition paths callers already know (and hold the store's lock:
-    /// looking them up would wait for it).
-    paths: HashMap<i64, PathBuf>,
+    /// looking them up would wait for it), with whether a write to the
+    /// partition is in flight.
+    paths: HashMap<i64, (PathBuf, bool)>,
 }
 
 impl<'a> Reader<'a> {
@@ -95,28 +98,41 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Tells the reader where a partition's file is.
-    pub(super) fn know(&mut self, partition: i64, path: PathBuf) {
-        self.paths.insert(partition, path);
+    /// Tells the reader where a partition's file is, and whether a write to
+    /// it is in flight (its file may not exist yet).
+    pub(super) fn know(&mut self, partition: i64, path: PathBuf, in_flight: bool) {
+        self.paths.insert(partition, (path, in_flight));
     }
 
-    /// This reader's connection to a partition.
-    fn conn(&mut self, partition: i64) -> Result<&ReaderConn> {
+    /// This reader's connection to a partition; `None` for one a write has
+    /// only begun. A committed partition whose file is gone is
+    /// [`StoreError::Lost`].
+    fn conn(&mut self, partition: i64) -> Result<Option<&ReaderConn>> {
         if !self.conns.contains_key(&partition) {
-            let path = match self.paths.get(&partition) {
+            let (path, in_flight) = match self.paths.get(&partition) {
                 Some(p) => p.clone(),
                 None => {
                     let inner = self.store.lock();
                     self.store
                         .parts_where(&inner.cat, "id = ?1", &[&partition])?
                         .pop()
-                        .map(|p| self.store.part_path(&p.path))
+                        .map(|p| (self.store.part_path(&p.path), p.state == DIRTY))
                         .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
                 }
             };
             if self.conns.len() >= READER_CONNECTIONS {
                 let k = *self.conns.keys().next().expect("non-empty");
                 self.conns.remove(&k);
+            }
+            if !path.exists() {
+                if in_flight {
+                    self.conns.insert(partition, None);
+                    return Ok(None);
+                }
+                return Err(StoreError::Lost(format!(
+                    "partition file {} is missing",
+                    path.display()
+                )));
             }
             let stamp = if self.busy.contains(&partition) {
                 None
@@ -127,22 +143,37 @@ impl<'a> Reader<'a> {
                 Some(_) => partition::open_immutable(&path)?,
                 None => partition::open_reader(&path).or_else(|_| partition::open(&path, false))?,
             };
-            self.conns.insert(partition, ReaderConn { conn, path, stamp });
+            if in_flight && !partition::has_table(&conn)? {
+                self.conns.insert(partition, None);
+                return Ok(None);
+            }
+            self.conns.insert(partition, Some(ReaderConn { conn, path, stamp }));
         }
-        Ok(&self.conns[&partition])
+        Ok(self.conns[&partition].as_ref())
     }
 
-    /// Runs `read` on the partition's connection; if that was immutable and
-    /// the file changed meanwhile, runs it again on an ordinary connection.
-    pub(super) fn checked<T>(&mut self, partition: i64, read: &dyn Fn(&Connection) -> Result<T>) -> Result<T> {
-        let c = self.conn(partition)?;
+    /// Runs `read` on the partition's connection (`empty` for a partition
+    /// a write has only begun); if that was immutable and the file changed
+    /// meanwhile, runs it again on an ordinary connection.
+    pub(super) fn checked<T>(
+        &mut self,
+        partition: i64,
+        empty: T,
+        read: &dyn Fn(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let Some(c) = self.conn(partition)? else {
+            return Ok(empty);
+        };
         let out = read(&c.conn);
         if c.unchanged() {
             return out;
         }
         self.conns.remove(&partition);
         self.busy.insert(partition);
-        read(&self.conn(partition)?.conn)
+        match self.conn(partition)? {
+            Some(c) => read(&c.conn),
+            None => Ok(empty),
+        }
     }
 }
 
@@ -150,10 +181,14 @@ impl RowReader for Reader<'_> {
     fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
         let mut next = first;
         while next <= last {
-            if self.conn(partition)?.stamp.is_none() {
-                return partition::scan(&self.conns[&partition].conn, next, last, visit);
+            match self.conn(partition)? {
+                None => return Ok(()),
+                Some(c) if c.stamp.is_none() => return partition::scan(&c.conn, next, last, visit),
+                Some(_) => {}
             }
-            let rows = self.checked(partition, &|c| partition::scan_chunk(c, next, last, CHECKED_ROWS))?;
+            let rows = self.checked(partition, Vec::new(), &|c| {
+                partition::scan_chunk(c, next, last, CHECKED_ROWS)
+            })?;
             let n = rows.len();
             let Some(end) = rows.last().map(|r| r.seq) else {
                 break;
@@ -168,10 +203,10 @@ impl RowReader for Reader<'_> {
     }
 
     fn row_count(&mut self, partition: i64) -> Result<u64> {
-        self.checked(partition, &partition::row_count)
+        self.checked(partition, 0, &partition::row_count)
     }
 
     fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
-        self.checked(partition, &|c| partition::strays(c, segments))
+        self.checked(partition, Vec::new(), &|c| partition::strays(c, segments))
     }
 }

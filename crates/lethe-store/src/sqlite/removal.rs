@@ -267,6 +267,7 @@ impl SqliteStore {
                 &[&tenant.as_str()],
             )?;
             for p in parts {
+                let head = Self::head(&inner.cat, p.tenant.as_str(), &p.stream.to_string())?;
                 let groups = Self::groups_of(&inner.cat, p.id)?;
                 // Holds that may cover a record here: the partition then
                 // goes row by row, held records left out.
@@ -313,6 +314,7 @@ impl SqliteStore {
                                 t.cutoff_us,
                                 anonymize,
                                 &held_by,
+                                head,
                             )?;
                             seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
                         } else {
@@ -343,6 +345,7 @@ impl SqliteStore {
                             targets[i.target].cutoff_us,
                             anonymize,
                             &held_by,
+                            head,
                         )?;
                         i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
                     }

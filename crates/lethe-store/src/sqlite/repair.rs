@@ -5,7 +5,16 @@ use rusqlite::{params, Connection};
 use super::*;
 
 impl SqliteStore {
-    /// Finishes dropping partitions marked `dropping` and repairs `dirty` ones.
+    /// Finishes dropping partitions marked `dropping` and rolls `dirty`
+    /// ones back to the catalog's commit point. Runs before every write,
+    /// never on open: a read-only command never deletes anything.
+    ///
+    /// Rolling back removes only rows of a batch that never committed —
+    /// past the chain's committed head — and only while the catalog agrees
+    /// with itself: a head below the size a signed checkpoint covers, or
+    /// committed segments past the head, mean the catalog was altered (or
+    /// damaged), and rolling back would delete committed, sealed records.
+    /// Then nothing is touched and the write is refused, naming the chain.
     pub(super) fn repair(&self, inner: &mut Inner) -> Result<()> {
         let dropping = self.parts_where(&inner.cat, "state = ?1", &[&DROPPING])?;
         for p in &dropping {
@@ -14,13 +23,58 @@ impl SqliteStore {
         }
         let dirty = self.parts_where(&inner.cat, "state = ?1", &[&DIRTY])?;
         for p in &dirty {
+            let (tenant, stream) = (p.tenant.as_str(), p.stream.to_string());
+            let committed: bool = inner
+                .cat
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM segments WHERE partition_id=?1)",
+                    [p.id],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
             if !self.part_path(&p.path).exists() {
+                if committed {
+                    return Err(StoreError::Lost(format!(
+                        "partition file {} ({tenant}/{stream} from {}) is missing: its committed records are \
+                         gone; restore the file from a backup (`lethe verify` lists the records)",
+                        p.path,
+                        chrono_like(p.start).0
+                    )));
+                }
+                // A new partition whose file a crash kept from being created.
                 forget_partition(&inner.cat, p.id)?;
                 continue;
             }
-            let head = Self::head(&inner.cat, p.tenant.as_str(), &p.stream.to_string())?;
-            let c = self.conn(inner, p, false)?;
-            partition::truncate_after(c, head)?;
+            let (head, sealed): (i64, i64) = inner
+                .cat
+                .query_row(
+                    "SELECT head_seq, sealed FROM chains WHERE tenant=?1 AND stream=?2",
+                    params![tenant, stream],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?
+                .unwrap_or((0, 0));
+            let reach: i64 = inner
+                .cat
+                .query_row(
+                    "SELECT coalesce(max(last_seq), 0) FROM segments WHERE tenant=?1 AND stream=?2",
+                    params![tenant, stream],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if head < sealed || reach > head {
+                return Err(StoreError::Corrupt(format!(
+                    "the catalog contradicts itself for chain {tenant}/{stream}: its head is record {head}, but \
+                     a signed checkpoint covers {sealed} records and committed segments reach {reach}; rolling \
+                     partition {} back would delete committed records, so nothing was changed — run `lethe verify`",
+                    p.path
+                )));
+            }
+            // Opened with `create`: a file a crash left right after creating
+            // it gets its table (and then holds nothing to roll back).
+            let c = self.conn(inner, p, true)?;
+            partition::truncate_after(c, head as u64)?;
             self.settle(inner, p)?;
         }
         Ok(())

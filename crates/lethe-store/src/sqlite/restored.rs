@@ -191,6 +191,7 @@ fn row(tenant: &TenantId, r: &rusqlite::Row<'_>) -> Result<StoredRecord> {
             body: r.get(10).map_err(db)?,
         },
         anonymized: r.get::<_, i64>(11).map_err(db)? != 0,
+        seal: None,
     })
 }
 

@@ -22,7 +22,7 @@ impl SqliteStore {
              ORDER BY stream, start_us",
             &[&tenant, &stream, &since, &until],
         )?;
-        if !sel.pseudonyms.is_empty() {
+        if !sel.pseudonyms.is_empty() && !sel.exhaustive {
             self.refresh_filters(inner, tenant)?;
         }
         let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant).collect();
@@ -34,6 +34,8 @@ impl SqliteStore {
         for p in &parts {
             let subjects: Vec<Option<[u8; 32]>> = if sel.pseudonyms.is_empty() {
                 vec![None]
+            } else if sel.exhaustive {
+                sel.pseudonyms.iter().copied().map(Some).collect()
             } else {
                 Self::candidates(inner, p.id, &sel.pseudonyms)
                     .into_iter()
@@ -59,7 +61,9 @@ impl SqliteStore {
                 max_seq,
                 anonymize: sel.action == Action::Anonymize,
             };
-            let c = self.conn(inner, p, false)?;
+            let Some(c) = self.read_conn(inner, p)? else {
+                continue;
+            };
             let mut seqs = Vec::new();
             // Many candidate subjects here: one pass over the subject index.
             let rows: Vec<(Option<[u8; 32]>, partition::SelectedRow)> = if subjects.len() > MANY_SUBJECTS {
@@ -157,7 +161,12 @@ impl SqliteStore {
             .query_row([part], |r| r.get(0))
             .optional()
             .map_err(db)?;
-        match bits.and_then(SubjectFilter::from_bytes) {
+        // The version is the filter's checksum: a filter whose bits do not
+        // match it (damaged) is not used — the partition is searched.
+        match bits
+            .filter(|b| filter_version(b) == v)
+            .and_then(SubjectFilter::from_bytes)
+        {
             Some(f) => inner.filters.insert(part, (v, f)),
             None => inner.filters.remove(&part),
         };
@@ -219,4 +228,11 @@ impl SqliteStore {
             bytes *= 4;
         }
     }
+}
+
+/// A subject filter's version: a checksum of its bits, so a damaged filter
+/// is noticed (and not trusted) when it is read.
+pub(super) fn filter_version(bits: &[u8]) -> i64 {
+    let h = lethe_core::merkle::leaf_hash(bits);
+    (u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1) as i64
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::format::Line;
 use super::inventory::{ArchiveFilter, Listed};
+use crate::keyring::KeyFound;
 use crate::{Result, Vault, VaultError};
 
 /// What a restore read and wrote.
@@ -25,6 +26,25 @@ pub struct RestoreReport {
     pub records: u64,
     /// Of which with personal fields erased (key destroyed by a purge).
     pub erased: u64,
+    /// Records skipped because they could not be read (the first 1,000),
+    /// named without their content; the restore goes on past them.
+    pub unreadable: Vec<crate::logs::Unreadable>,
+    /// How many were skipped in all.
+    pub unreadable_total: u64,
+}
+
+impl RestoreReport {
+    fn skip(&mut self, id: &str, stream: &str, seq: u64, problem: String) {
+        self.unreadable_total += 1;
+        if self.unreadable.len() < 1000 {
+            self.unreadable.push(crate::logs::Unreadable {
+                id: id.into(),
+                stream: stream.into(),
+                seq,
+                problem,
+            });
+        }
+    }
 }
 
 /// Splits a byte stream into lines and hands each complete one on.
@@ -54,9 +74,9 @@ impl Write for Lines<'_> {
     }
 }
 
-/// Archived records of one batch with their data keys (`None` where the
-/// key was destroyed).
-type Decoded = Vec<(StoredRecord, Option<DataKey>)>;
+/// Archived records of one batch with what their data key lookup found
+/// (`None` for a record without personal fields).
+type Decoded = Vec<(StoredRecord, Option<KeyFound>)>;
 
 /// What `restore --into-store` made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +108,9 @@ impl Vault {
         r: &mut RestoreReport,
         sink: &mut dyn FnMut(Decoded, &mut RestoreReport) -> Result<()>,
     ) -> Result<()> {
+        let tenant = TenantId::new(f.tenant.as_deref().unwrap_or_default())
+            .map_err(|e| VaultError::Invalid(format!("tenant: {e}")))?;
+        self.keys.refresh()?;
         let all = self.archive_targets()?;
         listed.sort_by(|a, b| {
             (a.manifest.oldest_us, &a.manifest.object).cmp(&(b.manifest.oldest_us, &b.manifest.object))
@@ -104,17 +127,39 @@ impl Vault {
                     return Ok(());
                 }
                 let ids: Vec<i64> = batch.iter().filter_map(|l| l.key_id).collect();
-                let keys = self.keys.by_ids(&ids, now_us)?;
+                let keys = self.keys.by_ids(&tenant, &ids, now_us)?;
                 let mut out = Vec::with_capacity(batch.len());
                 for line in batch.drain(..) {
-                    let rec = stored_record(&line)?;
-                    let dk = line.key_id.and_then(|id| keys.get(&id).cloned().flatten());
-                    out.push((rec, dk));
+                    match stored_record(&line) {
+                        Ok(rec) => {
+                            let found = line.key_id.and_then(|id| keys.get(&id).cloned());
+                            out.push((rec, found));
+                        }
+                        Err(e) => r.skip(&line.id, &line.stream, line.seq, e.to_string()),
+                    }
                 }
                 sink(out, r)
             };
+            let mut line_no = 0u64;
+            let object = l.manifest.object.clone();
             let mut each = |raw: &[u8]| -> std::io::Result<()> {
-                let line: Line = serde_json::from_slice(raw).map_err(std::io::Error::other)?;
+                line_no += 1;
+                let line: Line = match serde_json::from_slice(raw) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        r.skip(
+                            "?",
+                            "?",
+                            0,
+                            format!(
+                                "line {line_no} of {object} does not parse as an archived record ({:?} error at column {})",
+                                e.classify(),
+                                e.column()
+                            ),
+                        );
+                        return Ok(());
+                    }
+                };
                 let ts = parse_ts(&line.ts).unwrap_or(i64::MIN);
                 if f.since_us.is_some_and(|s| ts < s) || f.until_us.is_some_and(|u| ts >= u) {
                     return Ok(());
@@ -152,8 +197,20 @@ impl Vault {
         let mut r = RestoreReport::default();
         let listed = self.restorable(f)?;
         self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {
-            for (rec, dk) in batch {
-                let v = crate::logs::render(&rec, dk.as_ref())?;
+            for (rec, found) in batch {
+                let id = uuid::Uuid::from_bytes(rec.record.id).to_string();
+                let stream = rec.record.group.stream.to_string();
+                if let Some(KeyFound::Unusable(why)) = &found {
+                    r.skip(&id, &stream, rec.seq, why.clone());
+                    continue;
+                }
+                let v = match crate::logs::render(&rec, found.as_ref().and_then(|k| k.key())) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        r.skip(&id, &stream, rec.seq, e.to_string());
+                        continue;
+                    }
+                };
                 if v.get("erased").is_some() {
                     r.erased += 1;
                 }
@@ -183,6 +240,9 @@ impl Vault {
         reason: &str,
         now_us: i64,
     ) -> Result<RestoredSet> {
+        // One job at a time per store: a sweep or purge meanwhile would
+        // plan without the copies this is loading.
+        let _jobs = self.store.lock_jobs()?;
         let tenant_s = f
             .tenant
             .as_deref()
@@ -217,9 +277,21 @@ impl Vault {
         let mut r = RestoreReport::default();
         self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {
             let mut recs = Vec::with_capacity(batch.len());
-            for (mut rec, dk) in batch {
-                match (&dk, &tk) {
-                    (Some(dk), Some(tk)) => rec.record.pseudonym = subject_of(&rec, dk)?.map(|s| tk.pseudonym(&s)),
+            for (mut rec, found) in batch {
+                match (&found, &tk) {
+                    (Some(KeyFound::Unusable(why)), _) => {
+                        let id = uuid::Uuid::from_bytes(rec.record.id).to_string();
+                        r.skip(&id, &rec.record.group.stream.to_string(), rec.seq, why.clone());
+                        continue;
+                    }
+                    (Some(KeyFound::Open(dk)), Some(tk)) => match subject_of(&rec, dk) {
+                        Ok(s) => rec.record.pseudonym = s.map(|s| tk.pseudonym(&s)),
+                        Err(e) => {
+                            let id = uuid::Uuid::from_bytes(rec.record.id).to_string();
+                            r.skip(&id, &rec.record.group.stream.to_string(), rec.seq, e.to_string());
+                            continue;
+                        }
+                    },
                     _ if rec.record.body.is_some() => r.erased += 1,
                     _ => {}
                 }
@@ -248,6 +320,7 @@ impl Vault {
         )?;
         lethe_store::crashpoint::hit("restore.after_entry");
         let restoration = self.store.finish_restoration(id, e.seq)?;
+        self.publish_or_warn(now_us, &mut Vec::new());
         Ok(RestoredSet { restoration, report: r })
     }
 
@@ -360,5 +433,6 @@ fn stored_record(l: &Line) -> Result<StoredRecord> {
             plain: l.fields.get().to_string(),
             body: l.body().map_err(VaultError::Archive)?,
         },
+        seal: None,
     })
 }

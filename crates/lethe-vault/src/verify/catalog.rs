@@ -1,0 +1,203 @@
+//! The catalog tables `verify` holds to the ledger: data keys (each one
+//! recorded when created, gone only by a receipted erasure, and opening if
+//! live) and legal holds (the rows the sweep and purges read must say what
+//! the ledger says).
+
+use std::collections::HashMap;
+
+use lethe_core::TenantId;
+use lethe_store::KeyId;
+
+use crate::{Result, Vault};
+
+use super::*;
+
+/// What `verify` found of one data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum KeyState {
+    /// Stored wrapped, and it opens.
+    Live,
+    /// Destroyed, by the receipted purge intent named (`None`: by nothing recorded).
+    Destroyed(Option<u64>),
+    /// Stored wrapped, but it does not open (altered or swapped).
+    Unopenable,
+}
+
+/// Every data key of the chains being verified, by id, with its tenant.
+#[derive(Default)]
+pub(super) struct KeyBook {
+    states: HashMap<KeyId, (String, KeyState)>,
+}
+
+impl KeyBook {
+    /// Why a live record of `tenant` encrypted under `key` cannot be read,
+    /// if it cannot.
+    pub(super) fn problem(&self, tenant: &str, key: KeyId) -> Option<String> {
+        match self.states.get(&key) {
+            None => Some(format!(
+                "encrypted under data key {key}, which is missing from the key table: its personal fields are unreadable"
+            )),
+            Some((t, _)) if t != tenant => Some(format!("encrypted under data key {key} of another tenant ({t})")),
+            Some((_, KeyState::Live)) => None,
+            Some((_, KeyState::Unopenable)) => Some(format!(
+                "encrypted under data key {key}, which does not open: its personal fields are unreadable"
+            )),
+            Some((_, KeyState::Destroyed(Some(i)))) => Some(format!(
+                "encrypted under data key {key}, which purge intent {i} destroyed, yet the record was not removed"
+            )),
+            Some((_, KeyState::Destroyed(None))) => Some(format!(
+                "encrypted under data key {key}, destroyed without a receipted erasure: its personal fields were erased unrecorded"
+            )),
+        }
+    }
+}
+
+impl Vault {
+    /// Holds the data-key table (of one tenant, or all) to the ledger:
+    /// every key the ledger recorded is in the table; every key in the
+    /// table was recorded; every destroyed key was destroyed by a receipted
+    /// erasure; every live key opens under its tenant's key (an altered or
+    /// swapped wrapped key does not). Problems are gaps on the stream
+    /// `(keys)` with the key id as sequence number.
+    ///
+    /// `table` was read before the ledger: a key an ingest creates while
+    /// `verify` runs is then either in both or in neither, except in the
+    /// ledger only — and such a key is looked up again before it is
+    /// called missing.
+    pub(super) fn check_keys(
+        &self,
+        tenant: Option<&TenantId>,
+        table: Vec<lethe_store::StoredKey>,
+        ev: &Evidence,
+        report: &mut VerifyReport,
+    ) -> Result<KeyBook> {
+        let mut book = KeyBook::default();
+        let mut tenant_keys = HashMap::new();
+        for k in table {
+            let t = k.tenant.to_string();
+            match ev.keys.get(&k.id) {
+                None => report.gap(
+                    &t,
+                    "(keys)",
+                    k.id as u64,
+                    format!(
+                        "data key {} is in the key table, but no ledger entry recorded its creation",
+                        k.id
+                    ),
+                ),
+                Some((owner, at)) if *owner != t => report.gap(
+                    &t,
+                    "(keys)",
+                    k.id as u64,
+                    format!(
+                        "data key {} belongs to tenant {owner} by its ledger entry {at}, but the key table says {t}",
+                        k.id
+                    ),
+                ),
+                Some(_) => {}
+            }
+            let state = match &k.wrapped {
+                Some(w) => {
+                    if !tenant_keys.contains_key(&t) {
+                        tenant_keys.insert(t.clone(), self.keys.tenant(&k.tenant, false, 0)?);
+                    }
+                    let opens = tenant_keys[&t]
+                        .as_ref()
+                        .is_some_and(|tk| tk.open_data_key(&t, &k.key_ref, w).is_ok());
+                    if opens {
+                        KeyState::Live
+                    } else {
+                        report.gap(
+                            &t,
+                            "(keys)",
+                            k.id as u64,
+                            format!(
+                                "data key {} does not open: its stored form was altered or swapped with another's",
+                                k.id
+                            ),
+                        );
+                        KeyState::Unopenable
+                    }
+                }
+                None => {
+                    let by = ev.destroyed.get(&k.id).copied();
+                    if by.is_none() {
+                        report.gap(
+                            &t,
+                            "(keys)",
+                            k.id as u64,
+                            format!("data key {} was destroyed, but no receipted erasure destroyed it", k.id),
+                        );
+                    }
+                    KeyState::Destroyed(by)
+                }
+            };
+            book.states.insert(k.id, (t, state));
+        }
+        let unseen: Vec<KeyId> = ev
+            .keys
+            .iter()
+            .filter(|(id, (t, _))| tenant.is_none_or(|x| x.as_str() == t) && !book.states.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let created_since: std::collections::HashSet<KeyId> =
+            self.store.data_keys(&unseen)?.into_iter().map(|k| k.id).collect();
+        for id in unseen.iter().filter(|id| !created_since.contains(id)) {
+            let (t, at) = &ev.keys[id];
+            report.gap(
+                t,
+                "(keys)",
+                *id as u64,
+                format!(
+                    "data key {id} (created, ledger entry {at}) is missing from the key table: records encrypted under it are unreadable"
+                ),
+            );
+        }
+        Ok(book)
+    }
+
+    /// Holds the catalog's legal-hold rows to the ledger: a hold the ledger
+    /// has in force must have a row that says the same (the sweep and
+    /// purges read the pseudonym of a subject hold there); a row marked
+    /// released needs a release in the ledger. Problems are gaps on the
+    /// stream `(holds)` at the hold's ledger entry.
+    pub(super) fn check_holds(
+        &self,
+        tenant: Option<&TenantId>,
+        ev: &Evidence,
+        now_us: i64,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let rows = self.store.holds(tenant.map(|t| t.as_str()))?;
+        for lh in &ev.holds {
+            if tenant.is_some_and(|t| t.as_str() != lh.scope.tenant) {
+                continue;
+            }
+            let row = rows.iter().find(|r| r.id == lh.id);
+            let problem = match row {
+                None if lh.in_force(now_us) => {
+                    Some("is in force by the ledger, but missing from the catalog".to_string())
+                }
+                Some(r) if !self.row_matches(r, lh) => {
+                    Some("has a catalog row that does not say what its ledger entry says".to_string())
+                }
+                Some(r) if r.released_us.is_some() && lh.released.is_none() => {
+                    Some("is marked released in the catalog, but the ledger records no release".to_string())
+                }
+                _ => None,
+            };
+            if let Some(p) = problem {
+                report.gap(
+                    &lh.scope.tenant,
+                    "(holds)",
+                    lh.set,
+                    format!(
+                        "hold {} {p}; the sweep and purges treat it as covering its whole scope",
+                        lh.id
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
