@@ -794,7 +794,7 @@ fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
     let actor = a.actor.clone().unwrap_or_else(default_actor);
     let report = vault
         .sweep_by(&actor, now, tenant.as_ref(), a.dry_run, &now_us, &tick)
-        .context("cleanup failed")?;
+        .map_err(|e| vault_error(e, "cleanup failed"))?;
     pb.finish_and_clear();
     if a.json {
         output::print_ok(&report);

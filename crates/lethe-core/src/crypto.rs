@@ -281,6 +281,29 @@ impl FieldSealer {
     }
 }
 
+/// A check value of the master key (hex), stored with a vault so that a
+/// wrong key is refused before it writes anything: HKDF-SHA256 of the key
+/// (salt `lethe/v1`, info `master-key-check`) — reveals nothing of the key.
+pub fn master_check(master: &SecretKey) -> String {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"lethe/v1"), master.expose());
+    let mut out = [0u8; 32];
+    hk.expand(b"master-key-check", &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    hex::encode(out)
+}
+
+/// A keyed tag (hex HMAC-SHA256 under `key`) of `label` and `parts`, each
+/// length-prefixed: binds catalog rows to ledger entries (e.g. a hold's
+/// subject) without putting what it binds in the ledger.
+pub fn tag(key: &SecretKey, label: &str, parts: &[&[u8]]) -> String {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("HMAC takes any key length");
+    for p in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
+        m.update(&(p.len() as u32).to_be_bytes());
+        m.update(p);
+    }
+    hex::encode(m.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,27 +358,4 @@ mod tests {
         assert!(SecretKey::parse("abc").is_err());
         assert!(!format!("{k:?}").contains(&k.to_hex()[..8]));
     }
-}
-
-/// A check value of the master key (hex), stored with a vault so that a
-/// wrong key is refused before it writes anything: HKDF-SHA256 of the key
-/// (salt `lethe/v1`, info `master-key-check`) — reveals nothing of the key.
-pub fn master_check(master: &SecretKey) -> String {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"lethe/v1"), master.expose());
-    let mut out = [0u8; 32];
-    hk.expand(b"master-key-check", &mut out)
-        .expect("32 bytes is a valid HKDF length");
-    hex::encode(out)
-}
-
-/// A keyed tag (hex HMAC-SHA256 under `key`) of `label` and `parts`, each
-/// length-prefixed: binds catalog rows to ledger entries (e.g. a hold's
-/// subject) without putting what it binds in the ledger.
-pub fn tag(key: &SecretKey, label: &str, parts: &[&[u8]]) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("HMAC takes any key length");
-    for p in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
-        m.update(&(p.len() as u32).to_be_bytes());
-        m.update(p);
-    }
-    hex::encode(m.finalize().into_bytes())
 }

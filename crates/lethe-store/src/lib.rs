@@ -495,6 +495,10 @@ pub struct ChainHead {
     pub sealed: u64,
     /// When the last checkpoint was taken (µs).
     pub sealed_us: i64,
+    /// Why the catalog's state of this chain cannot be trusted (its Merkle
+    /// frontier does not fit its size): nothing may be signed for it, and
+    /// `verify` reports it. `root` is then all zeros.
+    pub damaged: Option<String>,
 }
 
 /// Where a chain segment lives.

@@ -33,6 +33,36 @@ pub fn batch_of(records: &[NewRecord]) -> Batch {
     }
 }
 
+/// Appends `records`, storing first the data key of every subject that
+/// has none yet (records must be encrypted under live keys).
+pub fn append_to(s: &dyn Store, records: &[NewRecord]) -> crate::Result<crate::AppendReport> {
+    let mut ids: Vec<(i64, TenantId)> = records
+        .iter()
+        .filter_map(|r| r.key_id.map(|k| (k, r.group.tenant.clone())))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let have: Vec<i64> = s
+        .data_keys(&ids.iter().map(|(k, _)| *k).collect::<Vec<_>>())?
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    let new_keys = ids
+        .into_iter()
+        .filter(|(k, _)| !have.contains(k))
+        .map(|(k, t)| StoredKey {
+            id: k,
+            tenant: t,
+            key_ref: format!("s:{k}").into_bytes(),
+            wrapped: Some(b"wrapped".to_vec()),
+        })
+        .collect();
+    s.append(&Batch {
+        new_keys,
+        ..batch_of(records)
+    })
+}
+
 /// Opens a store of the backend under test in a directory.
 pub type Open = fn(&Path) -> Box<dyn Store>;
 
@@ -53,6 +83,7 @@ macro_rules! conformance {
             shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects,
             stats_report_records_ages_and_partitions,
             keys_are_first_writer_wins_and_stable,
+            a_batch_under_a_destroyed_key_is_refused_whole,
             capture_drops_are_counted,
             policy_snapshots_are_versioned_by_content,
             the_ledger_appends_in_order_and_reads_back_exactly,
@@ -102,9 +133,20 @@ pub fn rec(n: u64, g: &GroupKey, ts_us: i64, subject: Option<u8>) -> NewRecord {
         ts_us,
         received_us: ts_us + 1,
         pseudonym: subject.map(|s| [s; 32]),
-        key_id: subject.map(|s| s as i64),
+        // One key per (tenant, subject), as the vault keeps them.
+        key_id: subject.map(|s| g.tenant.as_str().bytes().map(i64::from).sum::<i64>() * 1000 + s as i64),
         plain: format!("{{\"n\":{n}}}"),
         body: Some(vec![n as u8; 300]),
+    }
+}
+
+trait RecordKey {
+    fn record_key(&self) -> i64;
+}
+
+impl RecordKey for NewRecord {
+    fn record_key(&self) -> i64 {
+        self.key_id.expect("a record with a subject has a key")
     }
 }
 
@@ -149,11 +191,11 @@ fn random_store(s: &dyn Store, seed: u64, n: u64) -> Vec<GroupKey> {
         };
         batch.push(rec(i, g, ts, subj));
         if batch.len() == 500 {
-            s.append(&batch_of(&batch)).unwrap();
+            append_to(&*s, &batch).unwrap();
             batch.clear();
         }
     }
-    s.append(&batch_of(&batch)).unwrap();
+    append_to(&*s, &batch).unwrap();
     groups
 }
 
@@ -179,7 +221,7 @@ pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
     let recs: Vec<_> = (0..10)
         .map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1)))
         .collect();
-    let r = s.append(&batch_of(&recs)).unwrap();
+    let r = append_to(&*s, &recs).unwrap();
     assert_eq!((r.inserted, r.duplicates), (10, 0));
     let got = all(&*s, "acme");
     assert_eq!(got.len(), 10);
@@ -201,8 +243,8 @@ pub fn appending_the_same_id_twice_stores_it_once(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..5).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
-    s.append(&batch_of(&recs)).unwrap();
-    let r = s.append(&batch_of(&recs[2..])).unwrap();
+    append_to(&*s, &recs).unwrap();
+    let r = append_to(&*s, &recs[2..]).unwrap();
     assert_eq!((r.inserted, r.duplicates), (0, 3));
     assert_eq!(all(&*s, "acme").len(), 5);
 }
@@ -212,14 +254,16 @@ pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) 
     let s = open(dir);
     let a = key("acme", "audit:1", "web", Classification::Internal);
     let b = key("acme", "requests:1", "chat", Classification::Internal);
-    s.append(&batch_of(&[
-        rec(1, &a, T0, None),
-        rec(2, &b, T0, None),
-        rec(3, &a, T0 - 3 * DAY, None),
-    ]))
+    append_to(
+        &*s,
+        &[
+            rec(1, &a, T0, None),
+            rec(2, &b, T0, None),
+            rec(3, &a, T0 - 3 * DAY, None),
+        ],
+    )
     .unwrap();
-    s.append(&batch_of(&[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)]))
-        .unwrap();
+    append_to(&*s, &[rec(1, &a, T0, None), rec(4, &a, T0 + 1, None)]).unwrap();
     let mut seqs: Vec<_> = all(&*s, "acme")
         .iter()
         .filter(|r| r.record.group == a)
@@ -373,7 +417,7 @@ pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) 
                 rec(n, &g, T0 - day * DAY - i * 1000, Some((i % 7) as u8))
             })
             .collect();
-        s.append(&batch_of(&recs)).unwrap();
+        append_to(&*s, &recs).unwrap();
     }
     let before = s.disk_bytes().unwrap();
     let t = vec![RetentionTarget {
@@ -405,7 +449,7 @@ pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
-    s.append(&batch_of(&recs)).unwrap();
+    append_to(&*s, &recs).unwrap();
     let t = vec![RetentionTarget {
         key: g,
         rule: "a".into(),
@@ -465,7 +509,7 @@ pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
     let s = open(dir);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..30).map(|i| rec(i, &g, T0 - i as i64 * DAY / 2, None)).collect();
-    s.append(&batch_of(&recs)).unwrap();
+    append_to(&*s, &recs).unwrap();
     let st = s.stats(None).unwrap();
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].records, 30);
@@ -497,7 +541,7 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
     };
     s.append(&Batch {
         new_keys: vec![key(11, b"s:1", b"k1"), key(12, b"s:2", b"k2")],
-        ..batch_of(&[rec(1, &g, T0, Some(1))])
+        ..batch_of(&[rec(1, &g, T0, None)])
     })
     .unwrap();
     let found = s.data_keys_by_ref(&t, &[b"s:2".to_vec(), b"s:9".to_vec()]).unwrap();
@@ -506,7 +550,7 @@ pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
     // another writer's key for the same reference: the whole batch is refused
     let r = s.append(&Batch {
         new_keys: vec![key(13, b"s:3", b"k3"), key(14, b"s:1", b"other")],
-        ..batch_of(&[rec(2, &g, T0, Some(1))])
+        ..batch_of(&[rec(2, &g, T0, None)])
     });
     assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}");
     assert_eq!(all(&*s, "acme").len(), 1, "nothing of the refused batch is stored");
@@ -600,7 +644,7 @@ pub fn everything_survives_reopening(open: Open, dir: &Path) {
     assert_eq!(s.tenant_key(&TenantId::new("acme").unwrap()).unwrap(), key);
     assert_eq!(s.runs(10).unwrap().len(), 1);
     let g = key_of(&recs[0]);
-    let r = s.append(&batch_of(&[rec(999_999, &g, T0, None)])).unwrap();
+    let r = append_to(&*s, &[rec(999_999, &g, T0, None)]).unwrap();
     assert_eq!(r.inserted, 1);
 }
 
@@ -707,9 +751,9 @@ pub fn appended_records_are_sealed_linked_and_under_the_tree_head(open: Open, di
     // duplicates consume no sequence number and change no head
     let before = s.chains().unwrap();
     let g = key("acme", "audit:1", "web", Classification::Internal);
-    s.append(&batch_of(&[rec(0, &g, T0, None)])).unwrap();
+    append_to(&*s, &[rec(0, &g, T0, None)]).unwrap();
     let dup = all(&*s, "acme").into_iter().next().unwrap().record;
-    assert_eq!(s.append(&batch_of(&[dup])).unwrap().inserted, 0);
+    assert_eq!(append_to(&*s, &[dup]).unwrap().inserted, 0);
     let after = s.chains().unwrap();
     assert_eq!(before.len(), after.len());
     for c in s.chains().unwrap() {
@@ -726,7 +770,7 @@ pub fn deleting_rows_keeps_tombstones_whose_headers_still_verify(open: Open, dir
     let recs: Vec<_> = (0..30)
         .map(|i| rec(i, if i % 3 == 0 { &a } else { &g }, T0 - (i as i64) * DAY / 10, Some(3)))
         .collect();
-    s.append(&batch_of(&recs)).unwrap();
+    append_to(&*s, &recs).unwrap();
     let t = vec![
         RetentionTarget {
             key: g.clone(),
@@ -782,7 +826,7 @@ pub fn dropping_partitions_keeps_what_the_chain_and_tree_need(open: Open, dir: &
                 rec(n, &g, T0 - day * DAY + i * 1000, Some((i % 5) as u8))
             })
             .collect();
-        s.append(&batch_of(&recs)).unwrap();
+        append_to(&*s, &recs).unwrap();
     }
     let head = s.chains().unwrap()[0].clone();
     let t = vec![RetentionTarget {
@@ -956,7 +1000,7 @@ pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(open: O
     };
     s.append(&Batch {
         new_keys: vec![k(21, b"s:a"), k(22, b"s:b")],
-        ..batch_of(&[rec(1, &g, T0, Some(1))])
+        ..batch_of(&[rec(1, &g, T0, None)])
     })
     .unwrap();
     assert_eq!(s.destroy_keys(&[21], T0).unwrap(), 1);
@@ -968,6 +1012,26 @@ pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(open: O
     drop(s);
     let s = open(dir);
     assert_eq!(s.data_keys(&[21]).unwrap()[0].wrapped, None, "destroyed for good");
+}
+
+/// A batch whose records are encrypted under a key destroyed since the
+/// batch was prepared is refused whole ([`StoreError::KeyDestroyed`]) and
+/// stores nothing: no record is ever acknowledged under a destroyed key.
+pub fn a_batch_under_a_destroyed_key_is_refused_whole(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    append_to(&*s, &[rec(1, &g, T0, Some(7))]).unwrap();
+    let k = rec(1, &g, T0, Some(7)).record_key();
+    assert_eq!(s.destroy_keys(&[k], T0).unwrap(), 1);
+    let r = s.append(&batch_of(&[rec(2, &g, T0, None), rec(3, &g, T0, Some(7))]));
+    assert!(matches!(r, Err(StoreError::KeyDestroyed)), "{r:?}");
+    assert!(r.unwrap_err().is_retryable());
+    assert_eq!(all(&*s, "acme").len(), 1, "nothing of the refused batch is stored");
+    // Prepared again under a live key, it is stored.
+    let mut again = rec(3, &g, T0, Some(7));
+    again.key_id = Some(k + 1);
+    append_to(&*s, &[rec(2, &g, T0, None), again]).unwrap();
+    assert_eq!(all(&*s, "acme").len(), 3);
 }
 
 /// Holds are stored with what they cover, listed per tenant, released once.

@@ -14,7 +14,7 @@ lethe_store::conformance!(open);
 fn rows_of_an_uncommitted_batch_are_never_visible() {
     use lethe_core::policy::GroupKey;
     use lethe_core::{Classification, TenantId};
-    use lethe_store::testsuite::{batch_of, rec, T0};
+    use lethe_store::testsuite::{append_to, rec, T0};
     use lethe_store::RecordQuery;
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), 86_400).unwrap();
@@ -24,8 +24,7 @@ fn rows_of_an_uncommitted_batch_are_never_visible() {
         scope: "web".into(),
         classification: Classification::Internal,
     };
-    s.append(&batch_of(&[rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)]))
-        .unwrap();
+    append_to(&s, &[rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)]).unwrap();
     // Another writer's batch, written to the partition but not yet committed in the catalog.
     let part = std::fs::read_dir(dir.path().join("partitions/acme/audit-v1"))
         .unwrap()
@@ -57,7 +56,7 @@ fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
     use lethe_core::policy::{Action, GroupKey};
     use lethe_core::{Classification, TenantId};
     use lethe_store::row::DELETED;
-    use lethe_store::testsuite::{batch_of, rec, T0};
+    use lethe_store::testsuite::{append_to, rec, T0};
     use lethe_store::{ChainRemoval, RowRemoval};
     let dir = tempfile::tempdir().unwrap();
     let g = GroupKey {
@@ -70,7 +69,7 @@ fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
         let s = SqliteStore::open(dir.path(), 86_400).unwrap();
         let recs: Vec<_> = (0..10_000).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
         for chunk in recs.chunks(2_000) {
-            s.append(&batch_of(chunk)).unwrap();
+            append_to(&s, &chunk).unwrap();
         }
     }
     // Reopened: the partition's log was checkpointed into the file on close.

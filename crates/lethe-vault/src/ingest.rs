@@ -202,11 +202,20 @@ impl Vault {
                 p = self.prepare(p.input, p.spans, p.now_us)?;
             }
             match self.store.append(&p.batch) {
-                Ok(a) => return Ok((p, a)),
+                Ok(a) => {
+                    tracing::debug!(
+                        records = p.batch.records.len(),
+                        inserted = a.inserted,
+                        new_keys = p.batch.new_keys.len(),
+                        "batch committed"
+                    );
+                    return Ok((p, a));
+                }
                 // A new key collided with another writer's, or an erasure
                 // destroyed a key this batch was encrypted under: nothing
                 // was stored; prepare it again with the stored, live keys.
                 Err(e) if e.is_retryable() && attempts < KEY_CONFLICT_RETRIES => {
+                    tracing::info!("batch prepared again: {e}");
                     attempts += 1;
                     self.keys.forget_data_keys();
                     p = self.prepare(p.input, p.spans, p.now_us)?;

@@ -164,6 +164,7 @@ impl Vault {
             lethe_core::Window::Forever => return Err(VaultError::Invalid("store.partition cannot be forever".into())),
         };
         let (key, created) = master.load()?;
+        tracing::debug!(dir = %data_dir.display(), "opening the embedded store");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir, span)?);
         Self::with_store(store, config, &key, created, data_dir)
     }

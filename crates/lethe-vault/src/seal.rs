@@ -40,6 +40,11 @@ impl Vault {
         };
         let mut out = Vec::new();
         for c in self.store.chains()?.into_iter().filter(due) {
+            if let Some(why) = &c.damaged {
+                // Never sign a state the catalog cannot vouch for.
+                tracing::warn!("chain {}/{} is not sealed: {why}", c.tenant, c.stream);
+                continue;
+            }
             let mut signed = None;
             self.store.append_ledger(&mut |seq, prev| {
                 let cp = Checkpoint {

@@ -269,6 +269,14 @@ impl Vault {
         // Legal holds in force at the evaluation instant: held records stay.
         let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
         let mut plan = self.store.plan_removal(&targets, &holds)?;
+        tracing::info!(
+            targets = targets.len(),
+            holds = holds.len(),
+            chains = plan.chains.len(),
+            dry_run,
+            "sweep planned at {}",
+            format_ts(now_us)
+        );
         let mut applied = None;
         let mut intent = None;
         let mut archived = None;

@@ -254,8 +254,9 @@ fn rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one() {
         ..req
     };
     let r = purge(&v, &other);
-    assert_eq!((r.status.as_str(), r.removed, r.preview.selected), ("success", 0, 0));
-    assert!(r.verified);
+    assert_eq!((r.status.as_str(), r.removed, r.preview.selected), ("no_match", 0, 0));
+    assert!(r.receipt_id.is_none(), "nothing matched: no receipt claims an erasure");
+    assert!(r.no_match_entry.is_some(), "but the request is on record");
 }
 
 #[test]
@@ -550,6 +551,28 @@ fn assert_gap_names_hold(v: &Vault, now_us: i64, id: i64) {
 }
 
 #[test]
+fn a_hold_removed_from_the_catalog_behind_the_ledgers_back_still_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_with_data(
+        dir.path(),
+        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
+    );
+    let h = embeddings_hold(&v);
+    // Someone removes the hold from the catalog behind the ledger's back:
+    // the ledger still says it is in force, so the sweep still keeps what
+    // it covers, and verify names the hold.
+    forget_hold_in_catalog(dir.path(), h);
+    let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    assert!(r.deleted > 0 && r.held > 0, "{r:?}");
+    assert!(r
+        .groups
+        .iter()
+        .filter(|g| g.scope == "embeddings" && g.tenant == "acme")
+        .all(|g| g.records == 0));
+    assert_gap_names_hold(&v, now(), h);
+}
+
+#[test]
 fn verify_reports_records_removed_while_a_hold_was_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let v = vault_with_data(
@@ -557,11 +580,17 @@ fn verify_reports_records_removed_while_a_hold_was_in_force() {
         "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
     );
     let h = embeddings_hold(&v);
-    // Someone removes the hold from the catalog behind the ledger's back,
-    // then the sweep deletes what the hold kept.
+    // A rogue copy of Lethe that ignores holds (simulated: the hold's
+    // ledger entries are out of its sight — the catalog row and the
+    // ledger's index are edited, then put back) deletes what the hold kept.
+    let c = Connection::open(dir.path().join("catalog.db")).unwrap();
+    c.execute("UPDATE ledger SET kind='hold.hidden' WHERE kind='hold.set'", [])
+        .unwrap();
     forget_hold_in_catalog(dir.path(), h);
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
     assert!(r.deleted > 0 && r.held == 0);
+    c.execute("UPDATE ledger SET kind='hold.set' WHERE kind='hold.hidden'", [])
+        .unwrap();
     assert_gap_names_hold(&v, now(), h);
 }
 

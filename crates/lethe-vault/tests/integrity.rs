@@ -351,12 +351,32 @@ fn tamper_edit_a_ledger_entry_is_caught_at_that_entry() {
 #[test]
 fn tamper_delete_a_ledger_entry_is_caught_at_that_entry() {
     let c = case();
-    let (seq, _) = ledger_entry(&c.dir, "key.data_created");
+    let (seq, body) = ledger_entry(&c.dir, "key.data_created");
     Connection::open(c.dir.join("catalog.db"))
         .unwrap()
         .execute("DELETE FROM ledger WHERE seq=?1", [seq])
         .unwrap();
-    assert_caught(&c.dir, &[("", "(ledger)", seq)], "missing");
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("missing")),
+        "{got:#?}"
+    );
+    // The keys it recorded are now keys nobody recorded: each is named.
+    let ids: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert!(
+            got.iter()
+                .any(|g| g.1 == "(keys)" && g.2 == id && g.3.contains("no ledger entry")),
+            "key {id}: {got:#?}"
+        );
+    }
 }
 
 /// Turns a live record into a tombstone the way a sweep would (the digests
@@ -448,12 +468,27 @@ fn tamper_forge_a_receipt_without_the_key_is_caught() {
 /// proper-looking intent (under the policies of `config`, evaluated at
 /// `at`) and receipt deleting one record, and tombstones it.
 fn forge_delete(dir: &Path, config: &str, at: i64, part: &Path, tenant: &str, stream: &str, seq: u64) {
+    forge_delete_written(dir, config, at, at.max(now()), part, tenant, stream, seq)
+}
+
+/// [`forge_delete`] with the intent written at `written` (µs).
+#[allow(clippy::too_many_arguments)]
+fn forge_delete_written(
+    dir: &Path,
+    config: &str,
+    at: i64,
+    written: i64,
+    part: &Path,
+    tenant: &str,
+    stream: &str,
+    seq: u64,
+) {
     {
         let v = common::open(dir, cfg(config));
         let version = v.note_policy("cli:mallory", now()).unwrap();
         let intent = v
             .record(
-                now(),
+                written,
                 "cli:mallory",
                 "sweep.intent",
                 None,
@@ -463,7 +498,7 @@ fn forge_delete(dir: &Path, config: &str, at: i64, part: &Path, tenant: &str, st
             )
             .unwrap();
         v.record(
-            now(),
+            written,
             "cli:mallory",
             "receipt.sweep",
             None,
@@ -472,6 +507,76 @@ fn forge_delete(dir: &Path, config: &str, at: i64, part: &Path, tenant: &str, st
         .unwrap();
     }
     tombstone(part, seq);
+}
+
+#[test]
+fn tamper_a_removal_evaluated_at_a_later_time_than_it_was_written_is_caught() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    // `cleanup --now <years ahead>`: every record looks expired then.
+    forge_delete_written(
+        &c.dir,
+        POLICY,
+        now() + 4 * 365 * 86_400_000_000,
+        now(),
+        &p,
+        &t,
+        &s,
+        a + 1,
+    );
+    assert_caught(&c.dir, &[(&t, &s, a + 1)], "later than it was written");
+}
+
+#[test]
+fn tamper_a_receipt_claiming_more_removals_than_its_intent_made_is_caught() {
+    let c = case();
+    let v = open(&c.dir);
+    // Two cleanups that both claim the same removals (what two runs at
+    // once used to do): a second intent listing what the first removed,
+    // and its receipt counting it again.
+    let (_, intent) = ledger_entry(&c.dir, "sweep.intent");
+    let again = v
+        .record(
+            now(),
+            "cli:mallory",
+            "sweep.intent",
+            None,
+            &serde_json::from_str(&intent).unwrap(),
+        )
+        .unwrap();
+    let receipt = v
+        .record(
+            now(),
+            "cli:mallory",
+            "receipt.sweep",
+            None,
+            &serde_json::json!({"intent": again.seq, "deleted": 10_098, "anonymized": 0, "verified": true}),
+        )
+        .unwrap();
+    drop(v);
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == receipt.seq && g.3.contains("claims 10098 records removed")),
+        "{got:#?}"
+    );
+    // A second receipt for one intent is caught too.
+    let v = open(&c.dir);
+    let forged = v
+        .record(
+            now(),
+            "cli:mallory",
+            "receipt.sweep",
+            None,
+            &serde_json::json!({"intent": again.seq, "deleted": 0, "anonymized": 0}),
+        )
+        .unwrap();
+    drop(v);
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter().any(|g| g.2 == forged.seq && g.3.contains("second receipt")),
+        "{got:#?}"
+    );
 }
 
 #[test]

@@ -807,16 +807,30 @@ impl Store for SqliteStore {
             .map_err(db)?;
         let mut out = Vec::new();
         for (tenant, stream, sealed, sealed_us) in rows {
-            let cs = Self::chain_state(&inner.cat, &tenant, &stream)?;
-            out.push(ChainHead {
-                size: cs.seq,
-                hash: cs.hash,
-                root: cs.frontier.root(),
-                sealed: sealed as u64,
-                sealed_us,
-                tenant,
-                stream,
-            });
+            let head = match Self::chain_state(&inner.cat, &tenant, &stream) {
+                Ok(cs) => ChainHead {
+                    size: cs.seq,
+                    hash: cs.hash,
+                    root: cs.frontier.root(),
+                    sealed: sealed as u64,
+                    sealed_us,
+                    damaged: None,
+                    tenant,
+                    stream,
+                },
+                // One chain's damaged state must not hide the others.
+                Err(e) => ChainHead {
+                    size: Self::head(&inner.cat, &tenant, &stream)?,
+                    hash: [0; 32],
+                    root: [0; 32],
+                    sealed: sealed as u64,
+                    sealed_us,
+                    damaged: Some(e.to_string()),
+                    tenant,
+                    stream,
+                },
+            };
+            out.push(head);
         }
         Ok(out)
     }

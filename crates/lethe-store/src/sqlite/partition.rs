@@ -86,6 +86,8 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
             .map_err(db)?
             .is_some();
         if !has_table {
+            // A crash here leaves a file without its table (tested).
+            crate::crashpoint::hit("partition.before_schema");
             c.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;")).map_err(db)?;
         }
     }
@@ -293,19 +295,34 @@ fn push_seq(out: &mut Vec<[u64; 2]>, seq: u64) {
     }
 }
 
-/// Sequence numbers of a group's records expired at `cutoff` that the
+/// Which of a group's records [`expired_seqs`] looks for.
+pub struct Expired<'a> {
+    /// Tenant (for holds).
+    pub tenant: &'a str,
+    /// The group's scope.
+    pub scope: &'a str,
+    /// The group's classification.
+    pub class: Classification,
+    /// Records with event time before this.
+    pub cutoff: i64,
+    /// Anonymize (only live records) rather than delete.
+    pub anonymize: bool,
+    /// The chain's committed head.
+    pub max_seq: u64,
+}
+
+/// Sequence numbers of a group's records expired at the cutoff that the
 /// action still has to touch, as inclusive ranges in order, leaving out
 /// records one of `holds` covers; returns them and how many were held.
-pub fn expired_seqs(
-    c: &Connection,
-    tenant: &str,
-    scope: &str,
-    class: Classification,
-    cutoff: i64,
-    anonymize: bool,
-    holds: &[&HoldScope],
-    max_seq: u64,
-) -> Result<(Vec<[u64; 2]>, u64)> {
+pub fn expired_seqs(c: &Connection, e: &Expired<'_>, holds: &[&HoldScope]) -> Result<(Vec<[u64; 2]>, u64)> {
+    let Expired {
+        tenant,
+        scope,
+        class,
+        cutoff,
+        anonymize,
+        max_seq,
+    } = *e;
     // Committed rows only: rows past the chain head belong to a batch
     // still being written (or one a crash left behind).
     let sql = if anonymize {

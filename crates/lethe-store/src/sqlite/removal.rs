@@ -306,16 +306,15 @@ impl SqliteStore {
                         whole = false;
                         if p.start < t.cutoff_us && (g.records > 0) {
                             let c = self.conn(inner, &p, false)?;
-                            (seqs, held) = partition::expired_seqs(
-                                c,
-                                tenant.as_str(),
-                                &g.scope,
-                                g.class,
-                                t.cutoff_us,
+                            let e = partition::Expired {
+                                tenant: tenant.as_str(),
+                                scope: &g.scope,
+                                class: g.class,
+                                cutoff: t.cutoff_us,
                                 anonymize,
-                                &held_by,
-                                head,
-                            )?;
+                                max_seq: head,
+                            };
+                            (seqs, held) = partition::expired_seqs(c, &e, &held_by)?;
                             seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
                         } else {
                             0
@@ -337,16 +336,15 @@ impl SqliteStore {
                     for i in items.iter_mut().filter(|i| i.records > 0 && i.seqs.is_empty()) {
                         let c = self.conn(inner, &p, false)?;
                         let anonymize = targets[i.target].action == Action::Anonymize;
-                        (i.seqs, i.held) = partition::expired_seqs(
-                            c,
-                            tenant.as_str(),
-                            &i.scope,
-                            i.class,
-                            targets[i.target].cutoff_us,
+                        let e = partition::Expired {
+                            tenant: tenant.as_str(),
+                            scope: &i.scope,
+                            class: i.class,
+                            cutoff: targets[i.target].cutoff_us,
                             anonymize,
-                            &held_by,
-                            head,
-                        )?;
+                            max_seq: head,
+                        };
+                        (i.seqs, i.held) = partition::expired_seqs(c, &e, &held_by)?;
                         i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
                     }
                 }

@@ -342,7 +342,14 @@ impl Vault {
         if head_size > walked {
             missing(tenant, stream, walked + 1, head_size, report);
         }
-        if let Some(h) = head {
+        if let Some(why) = head.and_then(|h| h.damaged.as_ref()) {
+            report.gap(
+                tenant,
+                stream,
+                head_size,
+                format!("the catalog's state of this chain does not hold together: {why}"),
+            );
+        } else if let Some(h) = head {
             if h.size == walked && h.hash != w.prev && w.tree_ok {
                 report.gap(
                     tenant,

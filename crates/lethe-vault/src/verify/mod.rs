@@ -97,8 +97,6 @@ impl VerifyReport {
     }
 }
 
-/// Policy version of the authorisation an anchor carries: its removals were
-
 impl Vault {
     /// Verifies the store and the ledger; `tenant` and `stream` narrow the
     /// chains walked (the ledger is always checked whole). `progress` is

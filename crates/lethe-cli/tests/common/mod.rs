@@ -1,0 +1,118 @@
+//! Helpers shared by the CLI's end-to-end tests: running the real binary
+//! on a data directory, reading its JSON, writing input, killing it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const NOW: &str = "2026-06-01T00:00:00Z";
+
+pub fn lethe(dir: &Path) -> Command {
+    lethe_at(dir, &dir.join("data"))
+}
+
+pub fn lethe_at(dir: &Path, data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    c.arg("--data-dir").arg(data).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LETHE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn run(c: &mut Command) -> Output {
+    c.output().expect("run lethe")
+}
+
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// Writes `n` synthetic records (120 days before NOW) to `input.ndjson`.
+pub fn input(dir: &Path, n: u64, seed: u64) -> PathBuf {
+    let now = lethe_core::record::parse_ts(NOW).unwrap();
+    let mut s = lethe_vault::synth::Synth::new(seed, n, now, 120);
+    let mut out = String::new();
+    let mut line = String::new();
+    while {
+        line.clear();
+        s.next_line(&mut line)
+    } {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let p = dir.join("input.ndjson");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+pub fn config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("lethe.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub const POLICY: &str = "[retention.default]\nwindow = \"60d\"\naction = \"anonymize\"\n[[retention.policy]]\nstream = \"requests\"\nwindow = \"30d\"\naction = \"delete\"\n[store]\ningest_batch = 500\n";
+
+pub fn count(dir: &Path) -> u64 {
+    let o = run(lethe(dir).args(["stats", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json(&o)["result"]["totals"]["records"].as_u64().unwrap()
+}
+
+/// The ledger's intents of one kind and, sorted, the intents its receipts
+/// of the matching kind name.
+pub fn intents_and_receipts(w: &Path, intent_kind: &str, receipt_kind: &str) -> (Vec<u64>, Vec<u64>) {
+    let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
+    let entries = ledger["result"].as_array().unwrap();
+    let intents: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == intent_kind)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut completed: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["kind"] == receipt_kind)
+        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
+        .collect();
+    completed.sort();
+    (intents, completed)
+}
+
+/// Starts `c` and kills it with SIGKILL after `ms` milliseconds.
+pub fn kill_after(c: &mut Command, ms: u64) {
+    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// `lethe verify` passes with zero gaps, and every sweep intent in the
+/// ledger has exactly one receipt.
+pub fn verifies_with_one_receipt_per_intent(w: &Path, what: &str) {
+    let o = run(lethe(w).args(["verify", "--json"]));
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{what}: {:#}", v["unexplained_gaps"]);
+    let (intents, completed) = intents_and_receipts(w, "sweep.intent", "receipt.sweep");
+    assert_eq!(
+        completed, intents,
+        "{what}: each intent is completed by exactly one receipt"
+    );
+}
+
+/// A fresh data directory `name` under `dir` with the same configuration,
+/// optionally loaded with `inp`.
+pub fn workdir(dir: &Path, name: &str, inp: Option<&Path>) -> PathBuf {
+    let w = dir.join(name);
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::copy(dir.join("lethe.toml"), w.join("lethe.toml")).unwrap();
+    if let Some(inp) = inp {
+        assert!(run(lethe(&w).arg("ingest").arg(inp)).status.success());
+    }
+    w
+}

@@ -1,0 +1,662 @@
+//! The `lethe` binary under faults: real processes killed (SIGKILL and
+//! named crash points) while they create partitions in stores that already
+//! hold data, several commands at once on one data directory, a wrong
+//! master key, a missing catalog, rolled-back copies, closed pipes and
+//! values that would not read back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// `n` synthetic records with client ids (so a rerun deduplicates), event
+/// times in the `days` before `now` — a later `now` than the store's data
+/// makes every batch open partitions of days the store has not seen.
+fn input_at(dir: &Path, name: &str, n: u64, seed: u64, now: &str, days: u32) -> PathBuf {
+    let t = lethe_core::record::parse_ts(now).unwrap();
+    let mut s = lethe_vault::synth::Synth::new(seed, n, t, days);
+    let mut out = String::new();
+    let mut line = String::new();
+    let mut i = 0u64;
+    while {
+        line.clear();
+        s.next_line(&mut line)
+    } {
+        out.push_str(&format!(
+            "{{\"id\":\"00000000-{seed:04x}-7000-8000-{i:012}\",{}\n",
+            &line[1..]
+        ));
+        i += 1;
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+/// A tiny deterministic generator for kill times.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, m: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % m.max(1)
+    }
+}
+
+/// Every command still opens the store; `verify` finds nothing but records
+/// an interrupted ingest did not seal yet.
+fn still_opens_and_verifies(w: &Path, what: &str) {
+    let o = run(lethe(w).args(["stats", "--json"]));
+    assert!(
+        o.status.success(),
+        "{what}: stats: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for t in ["acme", "globex"] {
+        let o = run(lethe(w).args(["logs", "--tenant", t, "--json", "--limit", "50"]));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{what}: logs: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run(lethe(w).args(["verify", "--json"]));
+    assert!(
+        matches!(o.status.code(), Some(0 | 5)),
+        "{what}: verify ran: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for g in json(&o)["unexplained_gaps"].as_array().unwrap() {
+        assert!(
+            g["problem"]
+                .as_str()
+                .unwrap()
+                .contains("not under any signed checkpoint"),
+            "{what}: {g:#}"
+        );
+    }
+}
+
+#[test]
+fn an_ingest_killed_while_creating_a_partition_file_never_leaves_a_store_that_will_not_open() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let old = input_at(d.path(), "old.ndjson", 2000, 1, NOW, 30);
+    let new = input_at(d.path(), "new.ndjson", 3000, 2, "2026-08-01T00:00:00Z", 40);
+    let reference = workdir(d.path(), "ref", Some(&old));
+    assert!(run(lethe(&reference).arg("ingest").arg(&new)).status.success());
+    let want = count(&reference);
+    for nth in [1, 4, 30] {
+        let point = format!("partition.before_schema@{nth}");
+        let w = workdir(d.path(), &format!("k{nth}"), Some(&old));
+        let o = run(lethe(&w).arg("ingest").arg(&new).env("LETHE_TEST_CRASH", &point));
+        assert!(!o.status.success(), "{point}: the process must have died");
+        still_opens_and_verifies(&w, &point);
+        let o = run(lethe(&w).arg("ingest").arg(&new));
+        assert!(o.status.success(), "{point}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(count(&w), want, "{point}: the rerun stores every record once");
+        verifies_with_one_receipt_per_intent(&w, &point);
+    }
+}
+
+#[test]
+fn an_ingest_into_a_store_with_data_killed_at_random_moments_loses_no_committed_record() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let old = input_at(d.path(), "old.ndjson", 3000, 3, NOW, 60);
+    let new = input_at(d.path(), "new.ndjson", 8000, 4, "2026-09-01T00:00:00Z", 90);
+    let reference = workdir(d.path(), "ref", Some(&old));
+    let started = Instant::now();
+    assert!(run(lethe(&reference).arg("ingest").arg(&new)).status.success());
+    let full = started.elapsed().as_millis() as u64;
+    let want = count(&reference);
+    let w = workdir(d.path(), "w", Some(&old));
+    let mut rng = Lcg(12);
+    let mut last = count(&w);
+    // Kills spread over the whole run, each on the store the one before left.
+    for k in 0..6 {
+        let at = 5 + rng.next(full);
+        kill_after(lethe(&w).arg("ingest").arg(&new), at);
+        let what = format!("kill {k} after {at} ms of a {full} ms run");
+        still_opens_and_verifies(&w, &what);
+        let now = count(&w);
+        assert!(now >= last, "{what}: committed records never go away ({last} → {now})");
+        assert_eq!((now - 3000) % 500, 0, "{what}: batches are whole ({now})");
+        last = now;
+    }
+    let o = run(lethe(&w).arg("ingest").arg(&new).arg("--json"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count(&w), want);
+    verifies_with_one_receipt_per_intent(&w, "after the kills");
+}
+
+/// Starts `lethe` in `w` with `args`, output discarded.
+fn spawn(w: &Path, args: &[&str]) -> Child {
+    lethe(w)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ingest_purge_cleanup_and_verify_at_once_killed_at_random_converge_and_verify() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let old = input_at(d.path(), "old.ndjson", 3000, 5, NOW, 90);
+    let new = input_at(d.path(), "new.ndjson", 6000, 6, "2026-07-01T00:00:00Z", 60);
+    let subject = "user-000001";
+    let purge = [
+        "purge",
+        "--tenant",
+        "acme",
+        "--subject",
+        subject,
+        "--reason",
+        "GDPR Art. 17",
+        "--ticket",
+        "DSR-9",
+        "--yes",
+    ];
+    let mut rng = Lcg(99);
+    for round in 0..3 {
+        let w = workdir(d.path(), &format!("r{round}"), Some(&old));
+        let mut jobs = vec![
+            spawn(&w, &["ingest", new.to_str().unwrap()]),
+            spawn(&w, &purge),
+            spawn(&w, &["cleanup", "--now", NOW]),
+            spawn(&w, &["verify"]),
+        ];
+        // Kill two of them at random moments, let the others finish.
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(20 + rng.next(400)));
+            let i = rng.next(jobs.len() as u64) as usize;
+            let _ = jobs[i].kill();
+        }
+        for mut j in jobs {
+            j.wait().unwrap();
+        }
+        let what = format!("round {round}");
+        still_opens_and_verifies(&w, &what);
+        // Finishing: the ingest, the purge and the cleanup run again.
+        assert!(run(lethe(&w).arg("ingest").arg(&new)).status.success(), "{what}");
+        let o = run(lethe(&w).args(purge));
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            run(lethe(&w).args(["cleanup", "--now", NOW])).status.success(),
+            "{what}"
+        );
+        verifies_with_one_receipt_per_intent(&w, &what);
+        let (intents, receipts) = intents_and_receipts(&w, "purge.intent", "receipt.purge");
+        assert_eq!(intents, receipts, "{what}: one receipt per purge intent");
+        // What is left of the subject (records that arrived after its
+        // erasure) is readable: never stored under the destroyed key.
+        let o = run(lethe(&w).args(["logs", "--tenant", "acme", "--subject", subject, "--json"]));
+        assert!(o.status.success());
+        for l in String::from_utf8(o.stdout).unwrap().lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(
+                v.get("erased").is_none(),
+                "{what}: a live record under a destroyed key: {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_wrong_master_key_or_a_missing_catalog_exits_4_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 300, 7);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let entries = || {
+        json(&run(lethe(d.path()).args(["ledger", "--json", "--limit", "100000"])))["result"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = entries();
+    let wrong = lethe_core::crypto::SecretKey::generate().to_hex();
+    for args in [
+        vec!["ingest", inp.to_str().unwrap()],
+        vec!["stats"],
+        vec!["logs", "--tenant", "acme"],
+    ] {
+        let o = run(lethe(d.path()).args(&args).env("LETHE_MASTER_KEY", &wrong));
+        assert_eq!(o.status.code(), Some(4), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nothing was done") && !err.contains(&wrong), "{err}");
+    }
+    assert_eq!(entries(), before, "the wrong key wrote nothing");
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(d.path().join("data").join(f));
+    }
+    let o = run(lethe(d.path()).args(["stats"]));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no usable catalog"));
+}
+
+#[test]
+fn output_to_a_reader_that_went_away_is_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 500, 8);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    assert!(run(lethe(d.path()).args(["cleanup", "--now", NOW])).status.success());
+    for args in [
+        vec!["stats"],
+        vec!["receipts"],
+        vec!["receipts", "show", "1"],
+        vec!["ledger"],
+    ] {
+        let mut child = lethe(d.path())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // `| head -0`: the reader is gone
+        let o = child.wait_with_output().unwrap();
+        assert_ne!(
+            o.status.code(),
+            Some(101),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn a_real_cleanup_refuses_a_future_now_and_a_dry_run_writes_nothing_to_the_ledger() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 500, 9);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let records = count(d.path());
+    let o = run(lethe(d.path()).args(["cleanup", "--now", "2030-06-01T00:00:00Z"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dry-run"));
+    assert_eq!(count(d.path()), records, "nothing was deleted");
+    // Another policy in force: a dry run previews it without entering it.
+    config(d.path(), "[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n");
+    let entries = || {
+        json(&run(lethe(d.path()).args(["ledger", "--json", "--limit", "100000"])))["result"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = entries();
+    let o = run(lethe(d.path()).args(["cleanup", "--dry-run", "--now", "2030-06-01T00:00:00Z"]));
+    assert!(o.status.success());
+    assert_eq!(entries(), before, "a dry run changes nothing");
+}
+
+#[test]
+fn purges_say_plainly_when_the_tenant_is_unknown_or_nothing_matched() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 300, 10);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let args = |tenant: &'static str, subject: &'static str| {
+        vec![
+            "purge",
+            "--tenant",
+            tenant,
+            "--subject",
+            subject,
+            "--reason",
+            "GDPR",
+            "--ticket",
+            "T-1",
+            "--yes",
+        ]
+    };
+    let o = run(lethe(d.path()).args(args("nosuch", "user-000001")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no tenant `nosuch`"));
+    let o = run(lethe(d.path()).args(args("acme", "nobody-at-all")));
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("no records matched") && !out.contains("verification: passed"),
+        "{out}"
+    );
+    let (intents, receipts) = intents_and_receipts(d.path(), "purge.intent", "receipt.purge");
+    assert!(
+        intents.is_empty() && receipts.is_empty(),
+        "no receipt claims an erasure"
+    );
+}
+
+#[test]
+fn two_first_ingests_into_a_new_directory_both_succeed_on_one_store() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let a = input_at(d.path(), "a.ndjson", 400, 11, NOW, 10);
+    let b = input_at(d.path(), "b.ndjson", 400, 12, NOW, 10);
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(d.path().join("data"));
+        let mut one = lethe(d.path())
+            .arg("ingest")
+            .arg(&a)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut two = lethe(d.path())
+            .arg("ingest")
+            .arg(&b)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (s1, s2) = (one.wait().unwrap(), two.wait().unwrap());
+        assert!(s1.success() && s2.success());
+        assert_eq!(count(d.path()), 800);
+        verifies_with_one_receipt_per_intent(d.path(), "two first ingests");
+    }
+}
+
+#[test]
+fn verify_beside_an_ingest_that_creates_partitions_always_runs_and_finds_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let old = input_at(d.path(), "old.ndjson", 1000, 13, NOW, 10);
+    let new = input_at(d.path(), "new.ndjson", 6000, 14, "2026-10-01T00:00:00Z", 120);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&old)).status.success());
+    let mut ingest = lethe(d.path())
+        .arg("ingest")
+        .arg(&new)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut runs = 0;
+    while ingest.try_wait().unwrap().is_none() {
+        let o = run(lethe(d.path()).args(["verify", "--json"]));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        runs += 1;
+    }
+    assert!(ingest.wait().unwrap().success());
+    assert!(runs > 0);
+}
+
+#[test]
+fn a_store_put_back_to_an_older_copy_is_caught_by_verify_and_its_witness() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), &format!("{POLICY}[witness]\nfile = \"witness.jsonl\"\n"));
+    let inp = input(d.path(), 1500, 15);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let data = d.path().join("data");
+    let copy = d.path().join("before-purge");
+    copy_dir(&data, &copy);
+    let subject = "user-000002";
+    let o = run(lethe(d.path()).args([
+        "purge",
+        "--tenant",
+        "acme",
+        "--subject",
+        subject,
+        "--reason",
+        "GDPR",
+        "--ticket",
+        "T-2",
+        "--yes",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(run(lethe(d.path()).args(["verify", "--witness"])).status.success());
+    // The partition files of before the purge put back: the erased
+    // records are live again, and verify names each.
+    let parts_only = d.path().join("parts-only");
+    copy_dir(&data, &parts_only);
+    let _ = std::fs::remove_dir_all(parts_only.join("partitions"));
+    copy_dir(&copy.join("partitions"), &parts_only.join("partitions"));
+    let o = run(lethe_at(d.path(), &parts_only).args(["verify", "--json"]));
+    assert_eq!(o.status.code(), Some(5));
+    let gaps = json(&o)["unexplained_gaps"].clone();
+    assert!(
+        gaps.as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["problem"].as_str().unwrap().contains("removal was undone")),
+        "{gaps:#}"
+    );
+    // The whole data directory of before the purge put back: only the
+    // witness can tell, and it does.
+    let _ = std::fs::remove_dir_all(&data);
+    copy_dir(&copy, &data);
+    let o = run(lethe(d.path()).args(["verify", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "on its own an older copy is consistent");
+    let o = run(lethe(d.path()).args(["verify", "--witness", "--json"]));
+    assert_eq!(o.status.code(), Some(5));
+    let gaps = json(&o)["unexplained_gaps"].clone();
+    assert!(
+        gaps.as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["problem"].as_str().unwrap().contains("rolled back")),
+        "{gaps:#}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn ingest_refuses_values_it_could_not_read_back_and_everything_accepted_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let good = |i: u32, details: &str| {
+        format!(
+            r#"{{"tenant":"acme","stream":"audit:1","subject":"u{i}","ts":"2026-05-30T10:00:0{i}Z","fields":{{"action":"a","latency_ms":{},"details":{details}}}}}"#,
+            12.5 + f64::from(i)
+        )
+    };
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let lines = [
+        good(1, r#""plain text""#),
+        good(2, "1e400"),
+        good(3, r#""\ud800""#),
+        good(4, &deep),
+        good(5, "123456789012345678901234567890"),
+        good(
+            6,
+            r#"{"nested":[1,2.25,"\ud83d\ude00",null,true],"big":18446744073709551615}"#,
+        ),
+        format!("\u{feff}{}", good(7, r#""after a byte-order mark""#)),
+    ];
+    std::fs::write(d.path().join("in.ndjson"), lines.join("\n") + "\n").unwrap();
+    let o = run(lethe(d.path()).args(["ingest", "in.ndjson", "--json"]));
+    assert_eq!(o.status.code(), Some(3));
+    let r = &json(&o)["result"];
+    let rejected: Vec<(u64, String)> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["field"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [2, 3, 4, 5].map(|l| (l, "fields.details".to_string())).to_vec(),
+        "{r:#}"
+    );
+    let o = run(lethe(d.path()).args(["logs", "--tenant", "acme", "--json", "--asc"]));
+    assert_eq!(o.status.code(), Some(0));
+    let read: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent: Vec<Value> = [&lines[0], &lines[5], &lines[6]]
+        .iter()
+        .map(|l| serde_json::from_str(l.trim_start_matches('\u{feff}')).unwrap())
+        .collect();
+    assert_eq!(read.len(), 3);
+    for (got, want) in read.iter().zip(&sent) {
+        assert_eq!(got["fields"], want["fields"], "every accepted value reads back exactly");
+        assert_eq!(got["subject"], want["subject"]);
+    }
+}
+
+#[test]
+fn a_record_that_cannot_be_read_is_named_and_the_read_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 400, 16);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let all = |d: &Path| {
+        let o = run(lethe(d).args(["logs", "--tenant", "acme", "--json"]));
+        (
+            o.status.code(),
+            String::from_utf8(o.stdout).unwrap().lines().count(),
+            String::from_utf8(o.stderr).unwrap(),
+        )
+    };
+    let (_, n, _) = all(d.path());
+    // One row's plain fields edited on disk.
+    let part = common_partition(&d.path().join("data/partitions/acme"));
+    let c = rusqlite::Connection::open(&part).unwrap();
+    c.execute(
+        "UPDATE records SET plain='{\"action\":\"forged\"}' WHERE seq=(SELECT min(seq) FROM records WHERE state=0)",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let (code, m, err) = all(d.path());
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(m, n - 1, "every other record is shown");
+    assert!(err.contains("could not be read") && err.contains("seal"), "{err}");
+    assert!(!err.contains("forged"), "the unreadable record's content is not echoed");
+}
+
+/// The first partition file under a tenant's directory.
+fn common_partition(dir: &Path) -> PathBuf {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "db") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found.pop().unwrap()
+}
+
+#[test]
+fn a_failed_restore_leaves_no_file_of_decrypted_records() {
+    let d = tempfile::tempdir().unwrap();
+    config(
+        d.path(),
+        "[[retention.policy]]\nstream = \"audit\"\nwindow = \"30d\"\naction = \"archive_then_delete\"\narchive_window = \"forever\"\n",
+    );
+    let inp = input(d.path(), 1500, 17);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    assert!(run(lethe(d.path()).args(["cleanup", "--now", NOW])).status.success());
+    let out = d.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let target = out.join("acme.ndjson");
+    // A complete restore first: the file appears whole.
+    let o = run(lethe(d.path())
+        .args(["archive", "restore", "--tenant", "acme", "--out"])
+        .arg(&target));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&target).unwrap().len() > 0);
+    std::fs::remove_file(&target).unwrap();
+    // Then one whose second object cannot be read back.
+    let mut objects: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![d.path().join("data/archive")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".ndjson.zst") && p.to_string_lossy().contains("acme") {
+                objects.push(p);
+            }
+        }
+    }
+    objects.sort();
+    assert!(objects.len() >= 2);
+    std::fs::write(&objects[1], b"not zstd at all").unwrap();
+    let o = run(lethe(d.path())
+        .args(["archive", "restore", "--tenant", "acme", "--out"])
+        .arg(&target));
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "no file, partial or not, is left"
+    );
+}
+
+#[test]
+fn receipts_fit_one_line_each_and_show_json_is_one_object() {
+    let d = tempfile::tempdir().unwrap();
+    config(
+        d.path(),
+        "[[retention.policy]]\nstream = \"audit\"\nwindow = \"30d\"\naction = \"archive_then_delete\"\narchive_window = \"40d\"\n",
+    );
+    let inp = input(d.path(), 1500, 18);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    assert!(run(lethe(d.path()).args(["cleanup", "--now", NOW])).status.success());
+    // The archive clock: objects past their 40-day archive window go.
+    assert!(run(lethe(d.path()).args(["cleanup"])).status.success());
+    let o = run(lethe(d.path()).args(["receipts"]));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("receipt.archive_expiry"), "{text}");
+    assert!(text.lines().all(|l| l.len() < 200), "{text}");
+    let list = json(&run(lethe(d.path()).args(["receipts", "--json"])));
+    let id = list["result"][0]["seq"].as_u64().unwrap();
+    let shown = json(&run(lethe(d.path()).args([
+        "receipts",
+        "show",
+        &id.to_string(),
+        "--json",
+    ])));
+    assert!(shown["result"]["body"].is_object(), "{shown:#}");
+}
+
+#[test]
+fn debug_prints_what_each_step_does_on_standard_error() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 300, 19);
+    let o = run(lethe(d.path()).args(["--debug", "ingest"]).arg(&inp));
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("batch committed"), "{err}");
+    let o = run(lethe(d.path()).args(["-v", "cleanup", "--dry-run", "--now", NOW]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sweep planned"));
+    let o = run(lethe(d.path()).args(["cleanup", "--dry-run", "--now", NOW]));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("sweep planned"),
+        "quiet without -v"
+    );
+}
