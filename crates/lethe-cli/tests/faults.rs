@@ -660,3 +660,34 @@ fn debug_prints_what_each_step_does_on_standard_error() {
         "quiet without -v"
     );
 }
+
+#[test]
+fn a_hold_expiry_beyond_any_date_is_refused_naming_the_flag_and_a_year_is_a_duration() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 100, 20);
+    assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
+    let hold = |expires: &str| {
+        run(lethe(d.path()).args([
+            "hold",
+            "add",
+            "--tenant",
+            "acme",
+            "--reason",
+            "matter 9",
+            "--expires",
+            expires,
+            "--json",
+        ]))
+    };
+    let o = hold("999999999d");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr) + String::from_utf8_lossy(&o.stdout);
+    assert!(err.contains("--expires") && err.contains("too large"), "{err}");
+    let o = hold("1y");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(json(&o)["result"]["hold"]["expires"]
+        .as_str()
+        .unwrap()
+        .starts_with("2027-"));
+}

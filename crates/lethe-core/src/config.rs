@@ -1084,6 +1084,45 @@ mod tests {
     }
 
     #[test]
+    fn a_disabled_policy_needs_no_window_or_action_and_an_enabled_one_names_what_is_missing() {
+        let c = load(
+            src("[[retention.policy]]\ntenant = \"acme\"\nenabled = false\n"),
+            None,
+            &[],
+        )
+        .unwrap();
+        let book = c.policy_book();
+        assert!(!book.retention[0].enabled);
+        let e = load(
+            src("[[retention.policy]]\ntenant = \"acme\"\nwindow = \"1y\"\n"),
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retention.policy[0].action"), "{e}");
+        let e = load(
+            src("[[retention.policy]]\ntenant = \"acme\"\naction = \"delete\"\n"),
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retention.policy[0].window"), "{e}");
+    }
+
+    #[test]
+    fn witness_archive_targets_must_exist() {
+        let e = load(src("[witness]\narchive = [\"nowhere\"]\n"), None, &[]).unwrap_err();
+        assert!(e.to_string().contains("witness.archive[0]"), "{e}");
+        let c = load(
+            src("[witness]\nfile = \"heads.jsonl\"\narchive = [\"local\"]\n"),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(c.witness.any());
+    }
+
+    #[test]
     fn profiles_merge_over_the_base_and_env_overrides_win() {
         let text = "[retention.default]\nwindow = \"90d\"\n[profiles.short.retention.default]\nwindow = \"7d\"\n";
         assert_eq!(

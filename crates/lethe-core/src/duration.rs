@@ -126,6 +126,12 @@ mod tests {
             assert_eq!(w.to_string(), s);
         }
         assert_eq!("forever".parse::<Window>().unwrap(), Window::Forever);
+        // A year is 365 days (and prints as such).
+        assert_eq!("1y".parse::<Window>().unwrap(), Window::Span(365 * 86_400));
+        assert_eq!("2y".parse::<Window>().unwrap().to_string(), "730d");
+        // Spans used in microseconds: beyond ~292,000 years they are refused.
+        assert!("999999999d".parse::<Window>().is_err());
+        assert!("290000y".parse::<Window>().is_ok());
     }
 
     #[test]

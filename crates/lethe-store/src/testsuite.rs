@@ -191,11 +191,11 @@ fn random_store(s: &dyn Store, seed: u64, n: u64) -> Vec<GroupKey> {
         };
         batch.push(rec(i, g, ts, subj));
         if batch.len() == 500 {
-            append_to(&*s, &batch).unwrap();
+            append_to(s, &batch).unwrap();
             batch.clear();
         }
     }
-    append_to(&*s, &batch).unwrap();
+    append_to(s, &batch).unwrap();
     groups
 }
 

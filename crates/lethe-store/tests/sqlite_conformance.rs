@@ -69,7 +69,7 @@ fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
         let s = SqliteStore::open(dir.path(), 86_400).unwrap();
         let recs: Vec<_> = (0..10_000).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
         for chunk in recs.chunks(2_000) {
-            append_to(&s, &chunk).unwrap();
+            append_to(&s, chunk).unwrap();
         }
     }
     // Reopened: the partition's log was checkpointed into the file on close.

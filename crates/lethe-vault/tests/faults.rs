@@ -260,8 +260,7 @@ fn a_tampered_chain_head_makes_no_command_delete_a_record_and_writes_are_refused
     assert_eq!(rows(d.path()), before, "opening and reading deleted nothing");
     let e = v
         .ingest_lines(&[&line(&tenant, "zed", 20, "x")], now())
-        .err()
-        .expect("a write must be refused");
+        .expect_err("a write must be refused");
     assert!(e.to_string().contains("contradicts itself"), "{e}");
     assert_eq!(rows(d.path()), before, "the refused write deleted nothing");
     let g = gaps(&v);

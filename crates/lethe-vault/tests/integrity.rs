@@ -718,3 +718,141 @@ fn tamper_a_delete_under_an_archive_policy_without_an_archive_run_is_caught() {
     forge_delete(&c.dir, archive, now() + 60 * 86_400_000_000, &p, &t, &s, a + 3);
     assert_caught(&c.dir, &[(&t, &s, a + 3)], "names no archive run");
 }
+
+/// Two data keys that live records of `stream` use, with those records:
+/// `(key id, tenant, stream, seqs under it)`, most used first.
+fn used_keys(dir: &Path, stream: &str) -> Vec<(i64, String, String, Vec<u64>)> {
+    let (part, t, s, a, b) = live_segment(dir, stream);
+    let mut by: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
+    let c = part_conn(&part);
+    let mut st = c
+        .prepare("SELECT key_id, seq FROM records WHERE seq BETWEEN ?1 AND ?2 AND key_id IS NOT NULL")
+        .unwrap();
+    for row in st
+        .query_map([a as i64, b as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .unwrap()
+    {
+        let (k, seq) = row.unwrap();
+        by.entry(k).or_default().push(seq);
+    }
+    let mut out: Vec<(i64, String, String, Vec<u64>)> = by
+        .into_iter()
+        .map(|(k, seqs)| (k, t.clone(), s.clone(), seqs))
+        .collect();
+    out.sort_by_key(|(_, _, _, seqs)| std::cmp::Reverse(seqs.len()));
+    assert!(out.len() >= 2, "two keys in one segment");
+    out
+}
+
+/// Gaps that name key `id` (as `(keys)` gaps at it, or at records under it).
+fn key_gaps(got: &[(String, String, u64, String)], id: i64) -> Vec<&(String, String, u64, String)> {
+    got.iter()
+        .filter(|g| (g.1 == "(keys)" && g.2 == id as u64) || g.3.contains(&format!("data key {id}")))
+        .collect()
+}
+
+#[test]
+fn tamper_delete_a_data_key_row_is_caught_at_the_key_and_every_record_under_it() {
+    let c = case();
+    let keys = used_keys(&c.dir, "audit:1");
+    let (id, t, s, seqs) = &keys[0];
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute("DELETE FROM data_keys WHERE id=?1", [id])
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(
+        got.iter()
+            .any(|g| g.0 == *t && g.1 == "(keys)" && g.2 == *id as u64 && g.3.contains("missing from the key table")),
+        "{got:#?}"
+    );
+    for seq in seqs {
+        assert!(
+            got.iter()
+                .any(|g| g.0 == *t && g.1 == *s && g.2 == *seq && g.3.contains("missing")),
+            "record {seq}: {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn tamper_destroy_a_data_key_without_a_purge_is_caught_as_an_unrecorded_erasure() {
+    let c = case();
+    let keys = used_keys(&c.dir, "audit:1");
+    let (id, ..) = &keys[0];
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute("UPDATE data_keys SET wrapped=NULL, destroyed_us=0 WHERE id=?1", [id])
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(
+        key_gaps(&got, *id)
+            .iter()
+            .any(|g| g.3.contains("no receipted erasure destroyed it")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn tamper_flip_a_byte_of_a_wrapped_key_is_caught_as_a_key_that_does_not_open() {
+    let c = case();
+    let keys = used_keys(&c.dir, "audit:1");
+    let (id, ..) = &keys[0];
+    Connection::open(c.dir.join("catalog.db"))
+        .unwrap()
+        .execute(
+            "UPDATE data_keys SET wrapped = substr(wrapped, 1, 20) || X'FF' || substr(wrapped, 22) WHERE id=?1",
+            [id],
+        )
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(
+        key_gaps(&got, *id)
+            .iter()
+            .any(|g| g.1 == "(keys)" && g.3.contains("does not open")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn tamper_swap_two_wrapped_keys_is_caught_at_both() {
+    let c = case();
+    let keys = used_keys(&c.dir, "audit:1");
+    let (a, b) = (keys[0].0, keys[1].0);
+    let cat = Connection::open(c.dir.join("catalog.db")).unwrap();
+    let wa: Vec<u8> = cat
+        .query_row("SELECT wrapped FROM data_keys WHERE id=?1", [a], |r| r.get(0))
+        .unwrap();
+    let wb: Vec<u8> = cat
+        .query_row("SELECT wrapped FROM data_keys WHERE id=?1", [b], |r| r.get(0))
+        .unwrap();
+    cat.execute("UPDATE data_keys SET wrapped=?2 WHERE id=?1", rusqlite::params![a, wb])
+        .unwrap();
+    cat.execute("UPDATE data_keys SET wrapped=?2 WHERE id=?1", rusqlite::params![b, wa])
+        .unwrap();
+    let got = gaps(&c.dir);
+    for id in [a, b] {
+        assert!(
+            key_gaps(&got, id)
+                .iter()
+                .any(|g| g.1 == "(keys)" && g.3.contains("does not open")),
+            "key {id}: {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn tamper_a_column_rewritten_with_another_type_is_reported_at_that_record_not_an_error() {
+    let c = case();
+    let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
+    part_conn(&p)
+        .execute(
+            "UPDATE records SET mac = CAST(X'FF00FF' AS TEXT), id = 'not an id' WHERE seq=?1",
+            [a as i64 + 4],
+        )
+        .unwrap();
+    let got = gaps(&c.dir);
+    assert!(got.iter().any(|g| g.0 == t && g.1 == s && g.2 == a + 4), "{got:#?}");
+}

@@ -83,7 +83,9 @@ impl SqliteStore {
         let mut out = Vec::new();
         for id in ids {
             let row: Option<(String, Vec<u8>, Option<Vec<u8>>)> = st
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([id], |r| {
+                    Ok((r.get(0)?, bytes_of(r.get_ref(1)?), wrapped_of(r.get_ref(2)?)))
+                })
                 .optional()
                 .map_err(db)?;
             if let Some((t, r, w)) = row {
@@ -169,8 +171,8 @@ impl SqliteStore {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    bytes_of(r.get_ref(2)?),
+                    wrapped_of(r.get_ref(3)?),
                 ))
             })
             .map_err(db)?;
@@ -450,4 +452,25 @@ fn ledger_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
         hash: h(r.get(7)?),
         mac: h(r.get(8)?),
     })
+}
+
+/// A stored byte column as bytes, whatever type it holds (an edited row may
+/// hold text, even text that is not UTF-8): the reader then finds the value
+/// wrong, instead of every read of the table failing.
+fn bytes_of(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+        ValueRef::Integer(i) => i.to_string().into_bytes(),
+        ValueRef::Real(f) => f.to_string().into_bytes(),
+        ValueRef::Null => Vec::new(),
+    }
+}
+
+/// A wrapped-key column: `None` once destroyed (NULL), else its bytes.
+fn wrapped_of(v: rusqlite::types::ValueRef<'_>) -> Option<Vec<u8>> {
+    match v {
+        rusqlite::types::ValueRef::Null => None,
+        other => Some(bytes_of(other)),
+    }
 }

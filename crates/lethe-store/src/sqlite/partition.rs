@@ -562,23 +562,52 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut 
 pub const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted";
 
 /// Reads a partition row selected with [`COLUMNS`] (also for tools and
-/// tests that read partition files directly).
+/// tests that read partition files directly). Tolerant of what an edit on
+/// disk may leave (a column of another type, text that is not UTF-8): such a
+/// row is read as it can be — its seal then fails and it is reported — so
+/// that one damaged row never stops a read or `verify`.
 pub fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    use rusqlite::types::ValueRef;
+    let bytes = |i: usize| -> rusqlite::Result<Vec<u8>> {
+        Ok(match r.get_ref(i)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+            ValueRef::Integer(n) => n.to_string().into_bytes(),
+            ValueRef::Real(f) => f.to_string().into_bytes(),
+            ValueRef::Null => Vec::new(),
+        })
+    };
+    let opt_bytes = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(match r.get_ref(i)? {
+            ValueRef::Null => None,
+            _ => Some(bytes(i)?),
+        })
+    };
+    let text = |i: usize| -> rusqlite::Result<String> { Ok(String::from_utf8_lossy(&bytes(i)?).into_owned()) };
+    let int = |i: usize| -> rusqlite::Result<i64> {
+        Ok(match r.get_ref(i)? {
+            ValueRef::Integer(n) => n,
+            // Not an integer: a value no record has, so its header fails.
+            _ => i64::MIN,
+        })
+    };
     Ok(RawRow {
-        seq: r.get::<_, i64>(0)? as u64,
-        id: r.get(1)?,
-        ts_us: r.get(2)?,
-        received_us: r.get(3)?,
-        scope: r.get(4)?,
-        class: r.get(5)?,
-        pseudonym: r.get(6)?,
-        key_id: r.get(7)?,
-        plain: r.get(8)?,
-        body: r.get(9)?,
-        state: r.get(10)?,
-        prev: r.get(11)?,
-        mac: r.get(12)?,
-        redacted: r.get(13)?,
+        seq: int(0)? as u64,
+        id: bytes(1)?,
+        ts_us: int(2)?,
+        received_us: int(3)?,
+        scope: text(4)?,
+        class: u8::try_from(int(5)?).unwrap_or(u8::MAX),
+        pseudonym: opt_bytes(6)?,
+        key_id: match r.get_ref(7)? {
+            ValueRef::Null => None,
+            _ => Some(int(7)?),
+        },
+        plain: text(8)?,
+        body: opt_bytes(9)?,
+        state: int(10)?,
+        prev: bytes(11)?,
+        mac: bytes(12)?,
+        redacted: opt_bytes(13)?,
     })
 }
 
