@@ -16,10 +16,12 @@
 
 mod append;
 mod catalog;
+mod chain;
 mod checkpoint;
 mod filter;
 mod job_lock;
 mod partition;
+mod query;
 mod reader;
 mod removal;
 mod repair;
@@ -370,98 +372,6 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn head(cat: &Connection, tenant: &str, stream: &str) -> Result<u64> {
-        let h: Option<i64> = cat
-            .query_row(
-                "SELECT head_seq FROM chains WHERE tenant=?1 AND stream=?2",
-                [tenant, stream],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        Ok(h.unwrap_or(0) as u64)
-    }
-
-    /// A chain's committed state: head, chain hash and Merkle frontier.
-    fn chain_state(cat: &Connection, tenant: &str, stream: &str) -> Result<partition::ChainState> {
-        let row: Option<(i64, Vec<u8>, Vec<u8>)> = cat
-            .query_row(
-                "SELECT head_seq, head_hash, frontier FROM chains WHERE tenant=?1 AND stream=?2",
-                [tenant, stream],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(db)?;
-        let bad = || StoreError::Corrupt(format!("chain state of {tenant}/{stream}"));
-        Ok(match row {
-            None => partition::ChainState {
-                seq: 0,
-                hash: integrity::genesis(tenant, stream),
-                frontier: Frontier::new(),
-                nodes: Vec::new(),
-            },
-            Some((seq, hash, frontier)) => partition::ChainState {
-                seq: seq as u64,
-                hash: hash.try_into().map_err(|_| bad())?,
-                frontier: Frontier::from_parts(
-                    seq as u64,
-                    frontier
-                        .chunks(32)
-                        .map(|c| c.try_into().map_err(|_| bad()))
-                        .collect::<Result<_>>()?,
-                )
-                .ok_or_else(bad)?,
-                nodes: Vec::new(),
-            },
-        })
-    }
-
-    /// Leaf hashes of `first..=last` of a chain from the rows that hold
-    /// them (`None` where no row does), via the segments.
-    fn leaves_in(
-        &self,
-        inner: &mut Inner,
-        tenant: &str,
-        stream: &str,
-        first: u64,
-        last: u64,
-    ) -> Result<Vec<Option<Hash>>> {
-        let mut out = vec![None; (last + 1 - first) as usize];
-        let segs = segments_of(&inner.cat, tenant, stream, Some((first, last)))?;
-        let mut reader = Reader::new(self);
-        for sa in segs {
-            let p = self
-                .parts_where(&inner.cat, "id = ?1", &[&sa.partition])?
-                .pop()
-                .ok_or_else(|| StoreError::Corrupt(format!("segment in missing partition {}", sa.partition)))?;
-            // Through a reader of its own: a sweep reading the edges of what
-            // it is about to drop never evicts (and so checkpoints) a writer's
-            // connection.
-            reader.know(p.id, self.part_path(&p.path), p.state == DIRTY);
-            let lo = sa.segment.first.max(first);
-            let hi = sa.segment.last.min(last);
-            let mut err = None;
-            let scanned = reader.scan(p.id, lo, hi, &mut |row| match row.leaf(tenant, stream) {
-                Ok(l) => out[(row.seq - first) as usize] = Some(l),
-                Err(e) => {
-                    err = Some(StoreError::Corrupt(format!(
-                        "record {} of {tenant}/{stream}: {e}",
-                        row.seq
-                    )))
-                }
-            });
-            match scanned {
-                // A lost partition's leaves are gone: `None`, like removed ones.
-                Ok(()) | Err(StoreError::Lost(_)) => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(e) = err {
-                return Err(e);
-            }
-        }
-        Ok(out)
-    }
-
     fn groups_of(cat: &Connection, part: i64) -> Result<Vec<PartGroup>> {
         let mut st = cat
             .prepare_cached("SELECT scope,class,records,deleted FROM partition_groups WHERE partition_id=?1")
@@ -605,181 +515,15 @@ impl Store for SqliteStore {
     }
 
     fn query(&self, q: &RecordQuery, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<()> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let stream = q.stream.as_ref().map(|s| s.to_string());
-        let since = q.since_us.unwrap_or(i64::MIN);
-        let until = q.until_us.unwrap_or(i64::MAX);
-        let order = if q.ascending { "ASC" } else { "DESC" };
-        let parts = self.parts_where(
-            &inner.cat,
-            &format!(
-                "tenant=?1 AND (?2 IS NULL OR stream=?2) AND end_us>?3 AND start_us<?4 AND state != 2 ORDER BY start_us {order}, stream"
-            ),
-            &[&q.tenant.as_str(), &stream, &since, &until],
-        )?;
-        // Committed chain heads: readers never see a batch before its commit point.
-        let mut heads: HashMap<String, u64> = HashMap::new();
-        for p in &parts {
-            let s = p.stream.to_string();
-            if let std::collections::hash_map::Entry::Vacant(e) = heads.entry(s) {
-                let h = Self::head(&inner.cat, q.tenant.as_str(), e.key())?;
-                e.insert(h);
-            }
-        }
-        let mut remaining = q.limit.unwrap_or(usize::MAX);
-        let mut i = 0;
-        while i < parts.len() && remaining > 0 {
-            // Partitions with the same start overlap in time: merge them.
-            let j = parts[i..]
-                .iter()
-                .position(|p| p.start != parts[i].start)
-                .map_or(parts.len(), |k| i + k);
-            let mut rows = Vec::new();
-            for p in &parts[i..j] {
-                let Some(c) = self.read_conn(inner, p)? else {
-                    continue;
-                };
-                let key = GroupKey {
-                    tenant: p.tenant.clone(),
-                    stream: p.stream.clone(),
-                    scope: String::new(),
-                    classification: Classification::Public,
-                };
-                let f = partition::Filter {
-                    scope: q.scope.as_deref(),
-                    pseudonym: q.pseudonym.as_ref(),
-                    since_us: q.since_us,
-                    until_us: q.until_us,
-                    ascending: q.ascending,
-                    limit: q.limit.map(|_| remaining),
-                    max_seq: heads[&p.stream.to_string()],
-                };
-                rows.extend(partition::select(c, &key, &f)?);
-            }
-            rows.sort_by(|a, b| {
-                let k = |r: &StoredRecord| (r.record.ts_us, r.record.group.stream.clone(), r.seq);
-                if q.ascending {
-                    k(a).cmp(&k(b))
-                } else {
-                    k(b).cmp(&k(a))
-                }
-            });
-            for r in rows.into_iter().take(remaining) {
-                remaining -= 1;
-                if !visit(r) {
-                    return Ok(());
-                }
-            }
-            i = j;
-        }
-        Ok(())
+        SqliteStore::query(self, q, visit)
     }
 
     fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
-        let inner = self.lock();
-        let mut st = inner
-            .cat
-            .prepare(
-                "SELECT p.id, p.tenant, p.stream, p.bytes, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
-                        g.deleted
-                 FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
-                 WHERE (?1 IS NULL OR p.tenant = ?1) AND p.state != 2",
-            )
-            .map_err(db)?;
-        type Row = (
-            i64,
-            String,
-            String,
-            i64,
-            String,
-            u8,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            i64,
-        );
-        let rows: Vec<Row> = st
-            .query_map([tenant.map(|t| t.as_str())], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                ))
-            })
-            .map_err(db)?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(db)?;
-        let mut part_total: HashMap<i64, i64> = HashMap::new();
-        for r in &rows {
-            *part_total.entry(r.0).or_default() += r.6 + r.10;
-        }
-        let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
-        for (pid, t, s, bytes, scope, class, n, anon, min, max, deleted) in rows {
-            let key = group_key(&t, &s, scope, class)?;
-            let total = part_total[&pid].max(1);
-            let e = out.entry(key.clone()).or_insert(GroupStats {
-                key,
-                records: 0,
-                anonymized: 0,
-                oldest_us: None,
-                newest_us: None,
-                tombstones: 0,
-                partitions: 0,
-                bytes: 0,
-            });
-            e.records += n as u64;
-            e.tombstones += deleted as u64;
-            e.anonymized += anon as u64;
-            e.partitions += 1;
-            e.bytes += (bytes as u128 * (n + deleted) as u128 / total as u128) as u64;
-            e.oldest_us = match (e.oldest_us, min) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            e.newest_us = match (e.newest_us, max) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(out.into_values().collect())
+        SqliteStore::stats(self, tenant)
     }
 
     fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
-        let inner = self.lock();
-        let mut st = inner
-            .cat
-            .prepare("SELECT tenant,stream,scope,class,count FROM capture_drops ORDER BY 1,2,3,4")
-            .map_err(db)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u8>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, s, scope, class, count) = row.map_err(db)?;
-            out.push(CaptureDrop {
-                key: group_key(&t, &s, scope, class)?,
-                count: count as u64,
-            });
-        }
-        Ok(out)
+        SqliteStore::capture_drops(self)
     }
 
     fn disk_bytes(&self) -> Result<u64> {
@@ -795,61 +539,15 @@ impl Store for SqliteStore {
     }
 
     fn chains(&self) -> Result<Vec<ChainHead>> {
-        let inner = self.lock();
-        let mut st = inner
-            .cat
-            .prepare("SELECT tenant, stream, sealed, sealed_us FROM chains ORDER BY tenant, stream")
-            .map_err(db)?;
-        let rows: Vec<(String, String, i64, i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(db)?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for (tenant, stream, sealed, sealed_us) in rows {
-            let head = match Self::chain_state(&inner.cat, &tenant, &stream) {
-                Ok(cs) => ChainHead {
-                    size: cs.seq,
-                    hash: cs.hash,
-                    root: cs.frontier.root(),
-                    sealed: sealed as u64,
-                    sealed_us,
-                    damaged: None,
-                    tenant,
-                    stream,
-                },
-                // One chain's damaged state must not hide the others.
-                Err(e) => ChainHead {
-                    size: Self::head(&inner.cat, &tenant, &stream)?,
-                    hash: [0; 32],
-                    root: [0; 32],
-                    sealed: sealed as u64,
-                    sealed_us,
-                    damaged: Some(e.to_string()),
-                    tenant,
-                    stream,
-                },
-            };
-            out.push(head);
-        }
-        Ok(out)
+        SqliteStore::chains(self)
     }
 
     fn mark_sealed(&self, tenant: &str, stream: &str, size: u64, ts_us: i64) -> Result<()> {
-        let inner = self.lock();
-        inner
-            .cat
-            .execute(
-                "UPDATE chains SET sealed=max(sealed, ?3), sealed_us=?4 WHERE tenant=?1 AND stream=?2",
-                params![tenant, stream, size as i64, ts_us],
-            )
-            .map_err(db)?;
-        Ok(())
+        SqliteStore::mark_sealed(self, tenant, stream, size, ts_us)
     }
 
     fn segments(&self, tenant: &str, stream: &str) -> Result<Vec<SegmentAt>> {
-        let inner = self.lock();
-        segments_of(&inner.cat, tenant, stream, None)
+        SqliteStore::segments(self, tenant, stream)
     }
 
     fn row_reader(&self) -> Result<Box<dyn RowReader + '_>> {
@@ -857,64 +555,19 @@ impl Store for SqliteStore {
     }
 
     fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>> {
-        let inner = self.lock();
-        let mut st = inner
-            .cat
-            .prepare_cached(
-                "SELECT id, state FROM partitions WHERE tenant=?1 AND stream=?2 AND state != ?3 ORDER BY start_us",
-            )
-            .map_err(db)?;
-        let rows = st
-            .query_map(params![tenant, stream, DROPPING], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? == DIRTY))
-            })
-            .map_err(db)?;
-        rows.collect::<std::result::Result<_, _>>().map_err(db)
+        SqliteStore::partitions(self, tenant, stream)
     }
 
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
-        let inner = self.lock();
-        let h: Option<Vec<u8>> = inner
-            .cat
-            .query_row(
-                "SELECT hash FROM merkle_nodes WHERE tenant=?1 AND stream=?2 AND level=?3 AND idx=?4",
-                params![tenant, stream, level, index as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        h.map(|h| {
-            h.try_into()
-                .map_err(|_| StoreError::Corrupt(format!("Merkle node {level}/{index} of {tenant}/{stream}")))
-        })
-        .transpose()
+        SqliteStore::merkle_node(self, tenant, stream, level, index)
     }
 
     fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        self.leaves_in(inner, tenant, stream, first, last)
+        SqliteStore::leaves(self, tenant, stream, first, last)
     }
 
     fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>> {
-        let parts = {
-            let inner = self.lock();
-            self.parts_where(&inner.cat, "state != 2 ORDER BY start_us DESC", &[])?
-        };
-        // One-off read-only connections: a lookup must not evict the writer's.
-        let mut reader = Reader::new(self);
-        for p in parts {
-            reader.know(p.id, self.part_path(&p.path), p.state == DIRTY);
-            let seq: Option<i64> = reader.checked(p.id, None, &|c| {
-                c.query_row("SELECT seq FROM records WHERE id=?1", [&id[..]], |r| r.get(0))
-                    .optional()
-                    .map_err(db)
-            })?;
-            if let Some(seq) = seq {
-                return Ok(Some((p.tenant.to_string(), p.stream.to_string(), seq as u64)));
-            }
-        }
-        Ok(None)
+        SqliteStore::locate(self, id)
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {

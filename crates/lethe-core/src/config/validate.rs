@@ -1,0 +1,160 @@
+//! Checking a loaded configuration: every error names the key it is about.
+
+use super::*;
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if self.store.backend != "sqlite" {
+            return Err((
+                "store.backend".into(),
+                format!("unknown backend `{}` (available: sqlite)", self.store.backend),
+            ));
+        }
+        match self.store.partition {
+            Window::Span(s) if (s % 86_400 == 0) || (s % 3600 == 0 && 86_400 % s == 0) => {}
+            _ => {
+                return Err((
+                    "store.partition".into(),
+                    "must be whole days, or whole hours dividing a day (e.g. `1d`, `6h`)".into(),
+                ))
+            }
+        }
+        if self.store.ingest_batch == 0 {
+            return Err(("store.ingest_batch".into(), "must be positive".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let id = StreamId::new(&s.name, s.version).map_err(|e| (format!("streams[{i}]"), e.to_string()))?;
+            if !seen.insert(id.clone()) {
+                return Err((format!("streams[{i}]"), format!("stream `{id}` declared twice")));
+            }
+            for reserved in crate::record::RESERVED_TOP_LEVEL {
+                if s.fields.contains_key(*reserved) {
+                    return Err((
+                        format!("streams[{i}].fields.{reserved}"),
+                        "is a reserved top-level name".into(),
+                    ));
+                }
+            }
+        }
+        let check_stream = |path: String, st: &Option<String>| -> Result<(), (String, String)> {
+            if let Some(st) = st {
+                let ok = if st.contains(':') {
+                    st.parse::<StreamId>().map(|id| seen.contains(&id)).unwrap_or(false)
+                } else {
+                    seen.iter().any(|id| &id.name == st)
+                };
+                if !ok {
+                    return Err((path, format!("no declared stream matches `{st}`")));
+                }
+            }
+            Ok(())
+        };
+        for (i, c) in self.capture.iter().enumerate() {
+            check_stream(format!("capture[{i}].stream"), &c.stream)?;
+        }
+        let targets = self.archive.effective_targets();
+        for (name, t) in &targets {
+            let path = |k: &str| format!("archive.targets.{name}.{k}");
+            match t.kind {
+                TargetKind::Local => {
+                    if t.path.as_deref().is_none_or(str::is_empty) {
+                        return Err((path("path"), "is required for a local target".into()));
+                    }
+                    for (k, v) in [("bucket", &t.bucket), ("endpoint", &t.endpoint)] {
+                        if v.is_some() {
+                            return Err((path(k), "is only valid for kind = \"s3\"".into()));
+                        }
+                    }
+                }
+                TargetKind::S3 => {
+                    if t.bucket.as_deref().is_none_or(str::is_empty) {
+                        return Err((path("bucket"), "is required for an s3 target".into()));
+                    }
+                    if t.path.is_some() {
+                        return Err((path("path"), "is only valid for kind = \"local\"".into()));
+                    }
+                }
+            }
+        }
+        if !(-7..=19).contains(&self.archive.zstd_level) || self.archive.zstd_level == 0 {
+            return Err((
+                "archive.zstd_level".into(),
+                "must be between 1 and 19, or a fast level between -7 and -1".into(),
+            ));
+        }
+        if self.archive.restore_window.micros().is_none_or(|w| w <= 0) {
+            return Err((
+                "archive.restore_window".into(),
+                "must be a finite, positive duration: restored copies always expire".into(),
+            ));
+        }
+        if self.archive.object_max_mb == 0 {
+            return Err(("archive.object_max_mb".into(), "must be positive".into()));
+        }
+        let check_archive = |prefix: String,
+                             action: PolicyAction,
+                             window: Window,
+                             archive: &Option<String>,
+                             archive_window: &Option<Window>|
+         -> Result<(), (String, String)> {
+            let rule =
+                archive_rule(action, window, archive, archive_window).map_err(|(k, m)| (format!("{prefix}.{k}"), m))?;
+            if let Some(r) = rule {
+                if !targets.contains_key(&r.target) {
+                    let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+                    return Err((
+                        format!("{prefix}.archive"),
+                        format!("no archive target `{}` (configured: {})", r.target, known.join(", ")),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let d = &self.retention.default;
+        check_archive(
+            "retention.default".into(),
+            d.action,
+            d.window,
+            &d.archive,
+            &d.archive_window,
+        )?;
+        for (i, p) in self.retention.policy.iter().enumerate() {
+            check_stream(format!("retention.policy[{i}].stream"), &p.stream)?;
+            if p.enabled {
+                if p.window.is_none() {
+                    return Err((
+                        format!("retention.policy[{i}].window"),
+                        "is required for an enabled policy (e.g. \"30d\" or \"forever\")".into(),
+                    ));
+                }
+                if p.action.is_none() {
+                    return Err((
+                        format!("retention.policy[{i}].action"),
+                        "is required for an enabled policy (delete, anonymize or archive_then_delete)".into(),
+                    ));
+                }
+            }
+            check_archive(
+                format!("retention.policy[{i}]"),
+                p.action(),
+                p.window(),
+                &p.archive,
+                &p.archive_window,
+            )?;
+        }
+        for (i, name) in self.witness.archive.iter().enumerate() {
+            if !targets.contains_key(name) {
+                let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+                return Err((
+                    format!("witness.archive[{i}]"),
+                    format!("no archive target `{name}` (configured: {})", known.join(", ")),
+                ));
+            }
+        }
+        if self.witness.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            return Err(("witness.file".into(), "must be a path".into()));
+        }
+        Ok(())
+    }
+}

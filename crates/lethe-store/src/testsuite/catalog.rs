@@ -1,0 +1,137 @@
+//! The catalog behind the store: keys, policy versions, the ledger, capture counts, reopening.
+
+use std::path::Path;
+
+use lethe_core::policy::GroupKey;
+use lethe_core::{Classification, TenantId};
+
+use super::*;
+use crate::{StoreError, StoredKey};
+
+/// Key storage: first writer wins; a batch whose new key conflicts stores nothing.
+pub fn keys_are_first_writer_wins_and_stable(open: Open, dir: &Path) {
+    let s = open(dir);
+    let t = TenantId::new("acme").unwrap();
+    assert_eq!(s.tenant_key(&t).unwrap(), None);
+    assert_eq!(s.put_tenant_key(&t, b"first", 1).unwrap(), b"first");
+    assert_eq!(s.put_tenant_key(&t, b"second", 2).unwrap(), b"first");
+    let key = |id: i64, r: &[u8], w: &[u8]| StoredKey {
+        id,
+        tenant: t.clone(),
+        key_ref: r.to_vec(),
+        wrapped: Some(w.to_vec()),
+    };
+    let g = GroupKey {
+        tenant: t.clone(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    s.append(&Batch {
+        new_keys: vec![key(11, b"s:1", b"k1"), key(12, b"s:2", b"k2")],
+        ..batch_of(&[rec(1, &g, T0, None)])
+    })
+    .unwrap();
+    let found = s.data_keys_by_ref(&t, &[b"s:2".to_vec(), b"s:9".to_vec()]).unwrap();
+    assert_eq!(found, vec![Some(key(12, b"s:2", b"k2")), None]);
+    assert_eq!(s.data_keys(&[11, 9999]).unwrap(), vec![key(11, b"s:1", b"k1")]);
+    // another writer's key for the same reference: the whole batch is refused
+    let r = s.append(&Batch {
+        new_keys: vec![key(13, b"s:3", b"k3"), key(14, b"s:1", b"other")],
+        ..batch_of(&[rec(2, &g, T0, None)])
+    });
+    assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}");
+    assert_eq!(all(&*s, "acme").len(), 1, "nothing of the refused batch is stored");
+    assert_eq!(s.data_keys_by_ref(&t, &[b"s:3".to_vec()]).unwrap(), vec![None]);
+    let other = TenantId::new("beta").unwrap();
+    assert_eq!(
+        s.data_keys_by_ref(&other, &[b"s:1".to_vec()]).unwrap(),
+        vec![None],
+        "keys never cross tenants"
+    );
+}
+
+/// The same policies get the same version; a change gets a new one.
+pub fn policy_snapshots_are_versioned_by_content(open: Open, dir: &Path) {
+    let s = open(dir);
+    let (a, new_a) = s.record_policy("{\"window\":\"30d\"}", 1).unwrap();
+    let (b, new_b) = s.record_policy("{\"window\":\"7d\"}", 2).unwrap();
+    assert!(new_a && new_b);
+    assert_ne!(a, b);
+    // until its ledger entry is noted as written, a version is still to be entered
+    assert_eq!(s.record_policy("{\"window\":\"30d\"}", 3).unwrap(), (a, true));
+    s.mark_policy_entered(a).unwrap();
+    assert_eq!(s.record_policy("{\"window\":\"30d\"}", 4).unwrap(), (a, false));
+    assert_eq!(s.policy(b).unwrap().as_deref(), Some("{\"window\":\"7d\"}"));
+    assert_eq!(s.policy(999).unwrap(), None);
+}
+
+/// Ledger entries chain onto the stored head and read back unchanged.
+pub fn the_ledger_appends_in_order_and_reads_back_exactly(open: Open, dir: &Path) {
+    use lethe_core::crypto::SecretKey;
+    use lethe_core::ledger::{verify, Draft};
+    let key = SecretKey::generate();
+    let mut written = Vec::new();
+    {
+        let s = open(dir);
+        for i in 0..5 {
+            let d = Draft {
+                ts_us: i,
+                actor: "test".into(),
+                kind: "k".into(),
+                tenant: None,
+                body: format!("{{\"i\":{i}}}"),
+            };
+            written.push(s.append_ledger(&mut |seq, prev| d.seal(&key, seq, prev)).unwrap());
+        }
+    }
+    let s = open(dir);
+    let got = s.ledger(1, 100).unwrap();
+    assert_eq!(got, written);
+    assert_eq!(verify(&key, &got).unwrap().0, 5);
+    assert_eq!(s.ledger(4, 1).unwrap(), written[3..4].to_vec());
+}
+
+/// Capture mode `none` is counted.
+pub fn capture_drops_are_counted(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "requests:1", "embeddings", Classification::Internal);
+    s.append(&Batch {
+        drops: vec![CaptureDrop {
+            key: g.clone(),
+            count: 3,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    s.append(&Batch {
+        drops: vec![CaptureDrop {
+            key: g.clone(),
+            count: 4,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.capture_drops().unwrap(), vec![CaptureDrop { key: g, count: 7 }]);
+    assert!(all(&*s, "acme").is_empty());
+}
+
+/// Closing and reopening changes nothing.
+pub fn everything_survives_reopening(open: Open, dir: &Path) {
+    let (recs, stats, key) = {
+        let s = open(dir);
+        random_store(&*s, 9, 800);
+        let t = TenantId::new("acme").unwrap();
+        s.put_tenant_key(&t, b"w", 1).unwrap();
+        s.record_run("cleanup", 1, 2, "success", "{}").unwrap();
+        (all(&*s, "acme"), s.stats(None).unwrap(), s.tenant_key(&t).unwrap())
+    };
+    let s = open(dir);
+    assert_eq!(all(&*s, "acme"), recs);
+    assert_eq!(s.stats(None).unwrap(), stats);
+    assert_eq!(s.tenant_key(&TenantId::new("acme").unwrap()).unwrap(), key);
+    assert_eq!(s.runs(10).unwrap().len(), 1);
+    let g = key_of(&recs[0]);
+    let r = append_to(&*s, &[rec(999_999, &g, T0, None)]).unwrap();
+    assert_eq!(r.inserted, 1);
+}

@@ -1,0 +1,192 @@
+//! Retention: exact plans, whole-partition drops and their disk space, anonymization, changed windows, stats.
+
+use std::path::Path;
+
+use lethe_core::policy::Action;
+use lethe_core::{Classification, TenantId};
+
+use super::*;
+use crate::RecordQuery;
+
+/// The plan is exactly what apply does, per group, on randomized data and policies.
+pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: &Path) {
+    for seed in 1..=4u64 {
+        let d = dir.join(format!("s{seed}"));
+        let s = open(&d);
+        let groups = random_store(&*s, seed, 3000);
+        let mut rng = Lcg(seed * 31);
+        let policies: Vec<(i64, Action)> = (0..groups.len())
+            .map(|_| {
+                (
+                    1 + rng.next(100) as i64,
+                    if rng.next(2) == 0 {
+                        Action::Delete
+                    } else {
+                        Action::Anonymize
+                    },
+                )
+            })
+            .collect();
+        let now = T0 + rng.next(DAY as u64) as i64;
+        let t = targets(&groups, &policies, now);
+        let before = all(&*s, "acme").len() + all(&*s, "beta").len();
+        let plan = s.plan_retention(&t).unwrap();
+        let done = s.apply_retention(&t, &no_progress).unwrap();
+        for (p, d) in plan.iter().zip(&done) {
+            assert_eq!(
+                (&p.target, p.records, p.partitions_dropped),
+                (&d.target, d.records, d.partitions_dropped),
+                "seed {seed}"
+            );
+        }
+        // and the counts are right against the records themselves
+        let after: Vec<_> = all(&*s, "acme").into_iter().chain(all(&*s, "beta")).collect();
+        let deleted: u64 = plan
+            .iter()
+            .filter(|p| p.target.action == Action::Delete)
+            .map(|p| p.records)
+            .sum();
+        assert_eq!(before - after.len(), deleted as usize, "seed {seed}");
+        for e in &plan {
+            let expired =
+                |r: &&crate::StoredRecord| r.record.group == e.target.key && r.record.ts_us < e.target.cutoff_us;
+            match e.target.action {
+                Action::Delete => assert_eq!(after.iter().filter(expired).count(), 0),
+                Action::Anonymize => assert!(after
+                    .iter()
+                    .filter(expired)
+                    .all(|r| r.anonymized && r.record.body.is_none())),
+            }
+        }
+    }
+}
+
+/// Nothing is left to do after a sweep.
+pub fn a_second_sweep_right_after_does_nothing(open: Open, dir: &Path) {
+    let s = open(dir);
+    let groups = random_store(&*s, 5, 2000);
+    let t = targets(&groups, &[(30, Action::Delete), (10, Action::Anonymize)], T0);
+    let first = s.apply_retention(&t, &no_progress).unwrap();
+    assert!(first.iter().map(|e| e.records).sum::<u64>() > 0);
+    assert!(s.plan_retention(&t).unwrap().iter().all(|e| e.records == 0));
+    assert!(s
+        .apply_retention(&t, &no_progress)
+        .unwrap()
+        .iter()
+        .all(|e| e.records == 0 && e.bytes_freed == 0));
+}
+
+/// Dropping whole partitions shrinks the store on disk without compaction.
+pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "requests:1", "chat", Classification::Internal);
+    let mut n = 0;
+    for day in 0..40 {
+        let recs: Vec<_> = (0..200)
+            .map(|i| {
+                n += 1;
+                rec(n, &g, T0 - day * DAY - i * 1000, Some((i % 7) as u8))
+            })
+            .collect();
+        append_to(&*s, &recs).unwrap();
+    }
+    let before = s.disk_bytes().unwrap();
+    let t = vec![RetentionTarget {
+        key: g.clone(),
+        rule: "r".into(),
+        action: Action::Delete,
+        cutoff_us: T0 - 10 * DAY + DAY / 2,
+    }];
+    let plan = s.plan_retention(&t).unwrap();
+    let done = s.apply_retention(&t, &no_progress).unwrap();
+    assert_eq!(plan[0].records, done[0].records);
+    assert!(done[0].partitions_dropped >= 29, "{}", done[0].partitions_dropped);
+    let after = s.disk_bytes().unwrap();
+    assert!(after * 2 < before, "store did not shrink: {before} -> {after}");
+    // what the sweep says it freed is what the disk got back (catalog growth aside)
+    let got_back = before - after;
+    assert!(
+        done[0].bytes_freed * 9 / 10 <= got_back && got_back <= done[0].bytes_freed + 1_000_000,
+        "{got_back} vs {}",
+        done[0].bytes_freed
+    );
+    let left = all(&*s, "acme");
+    assert!(left.iter().all(|r| r.record.ts_us >= T0 - 10 * DAY + DAY / 2));
+    assert_eq!(left.len() as u64 + done[0].records, 8000);
+}
+
+/// Anonymize keeps the event and its plain fields only.
+pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
+    append_to(&*s, &recs).unwrap();
+    let t = vec![RetentionTarget {
+        key: g,
+        rule: "a".into(),
+        action: Action::Anonymize,
+        cutoff_us: T0 - 9 * DAY - 1,
+    }];
+    assert_eq!(s.apply_retention(&t, &no_progress).unwrap()[0].records, 10);
+    let got = all(&*s, "acme");
+    assert_eq!(got.len(), 20);
+    for r in got {
+        let i = r
+            .record
+            .plain
+            .trim_start_matches("{\"n\":")
+            .trim_end_matches('}')
+            .parse::<i64>()
+            .unwrap();
+        assert_eq!(r.anonymized, i >= 10, "record {i}");
+        if r.anonymized {
+            assert_eq!((r.record.body, r.record.pseudonym, r.record.key_id), (None, None, None));
+        } else {
+            assert!(r.record.body.is_some());
+        }
+    }
+    let st = s.stats(None).unwrap();
+    assert_eq!((st[0].records, st[0].anonymized), (20, 10));
+    let mut q = RecordQuery::tenant(TenantId::new("acme").unwrap());
+    q.pseudonym = Some([9; 32]);
+    let mut n = 0;
+    s.query(&q, &mut |_| {
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, 10, "anonymized records are no longer found by subject");
+}
+
+/// Window changes apply to stored records; nothing comes back.
+pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects(open: Open, dir: &Path) {
+    let s = open(dir);
+    let groups = random_store(&*s, 3, 1500);
+    let count = || all(&*s, "acme").len() + all(&*s, "beta").len();
+    s.apply_retention(&targets(&groups, &[(60, Action::Delete)], T0), &no_progress)
+        .unwrap();
+    let at60 = count();
+    s.apply_retention(&targets(&groups, &[(20, Action::Delete)], T0), &no_progress)
+        .unwrap();
+    let at20 = count();
+    assert!(at20 < at60);
+    s.apply_retention(&targets(&groups, &[(90, Action::Delete)], T0), &no_progress)
+        .unwrap();
+    assert_eq!(count(), at20);
+}
+
+/// Stats count what is there.
+pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
+    let s = open(dir);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let recs: Vec<_> = (0..30).map(|i| rec(i, &g, T0 - i as i64 * DAY / 2, None)).collect();
+    append_to(&*s, &recs).unwrap();
+    let st = s.stats(None).unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].records, 30);
+    assert_eq!(st[0].oldest_us, Some(T0 - 29 * DAY / 2));
+    assert_eq!(st[0].newest_us, Some(T0));
+    assert_eq!(st[0].partitions, 16);
+    assert!(st[0].bytes > 30 * 300);
+    assert!(s.disk_bytes().unwrap() >= st[0].bytes);
+}
