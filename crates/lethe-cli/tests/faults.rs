@@ -37,6 +37,14 @@ fn input_at(dir: &Path, name: &str, n: u64, seed: u64, now: &str, days: u32) -> 
     p
 }
 
+/// Entries in the ledger of the store in `dir`.
+fn ledger_len(dir: &Path) -> usize {
+    json(&run(lethe(dir).args(["ledger", "--json", "--limit", "100000"])))["result"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 /// A tiny deterministic generator for kill times.
 struct Lcg(u64);
 impl Lcg {
@@ -218,12 +226,7 @@ fn a_wrong_master_key_or_a_missing_catalog_exits_4_and_changes_nothing() {
     config(d.path(), POLICY);
     let inp = input(d.path(), 300, 7);
     assert!(run(lethe(d.path()).arg("ingest").arg(&inp)).status.success());
-    let entries = || {
-        json(&run(lethe(d.path()).args(["ledger", "--json", "--limit", "100000"])))["result"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let entries = || ledger_len(d.path());
     let before = entries();
     let wrong = lethe_core::crypto::SecretKey::generate().to_hex();
     for args in [
@@ -289,12 +292,7 @@ fn a_real_cleanup_refuses_a_future_now_and_a_dry_run_writes_nothing_to_the_ledge
     assert_eq!(count(d.path()), records, "nothing was deleted");
     // Another policy in force: a dry run previews it without entering it.
     config(d.path(), "[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n");
-    let entries = || {
-        json(&run(lethe(d.path()).args(["ledger", "--json", "--limit", "100000"])))["result"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let entries = || ledger_len(d.path());
     let before = entries();
     let o = run(lethe(d.path()).args(["cleanup", "--dry-run", "--now", "2030-06-01T00:00:00Z"]));
     assert!(o.status.success());
@@ -450,19 +448,6 @@ fn a_store_put_back_to_an_older_copy_is_caught_by_verify_and_its_witness() {
             .any(|g| g["problem"].as_str().unwrap().contains("rolled back")),
         "{gaps:#}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -454,19 +454,6 @@ fn ledger_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
     })
 }
 
-/// A stored byte column as bytes, whatever type it holds (an edited row may
-/// hold text, even text that is not UTF-8): the reader then finds the value
-/// wrong, instead of every read of the table failing.
-fn bytes_of(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
-    use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-        ValueRef::Integer(i) => i.to_string().into_bytes(),
-        ValueRef::Real(f) => f.to_string().into_bytes(),
-        ValueRef::Null => Vec::new(),
-    }
-}
-
 /// A wrapped-key column: `None` once destroyed (NULL), else its bytes.
 fn wrapped_of(v: rusqlite::types::ValueRef<'_>) -> Option<Vec<u8>> {
     match v {

@@ -151,20 +151,8 @@ impl SqliteStore {
     /// the first write; reads never see it (they stop at committed heads).
     pub fn open(dir: &Path, span_secs: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-        let lock_path = dir.join("lock");
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
-        let jobs_path = dir.join("jobs.lock");
-        let jobs = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&jobs_path)
-            .map_err(|e| StoreError::io(format!("opening {}", jobs_path.display()), e))?;
+        let lock_file = flock_file(&dir.join("lock"))?;
+        let jobs = flock_file(&dir.join("jobs.lock"))?;
         let cat = schema::open_catalog(dir, span_secs)?;
         let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
         keys.execute_batch(
@@ -734,6 +722,29 @@ fn chrono_like(us: i64) -> (String, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     (format!("{y:04}-{m:02}-{d:02}"), hour)
+}
+
+/// Opens (creating) a file that is only ever `flock`ed.
+fn flock_file(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))
+}
+
+/// A stored byte column as bytes, whatever type it holds (an edited row may
+/// hold text, even text that is not UTF-8): the reader then finds the value
+/// wrong, instead of every read of the table failing.
+pub(crate) fn bytes_of(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+        ValueRef::Integer(i) => i.to_string().into_bytes(),
+        ValueRef::Real(f) => f.to_string().into_bytes(),
+        ValueRef::Null => Vec::new(),
+    }
 }
 
 /// Allocated bytes under a directory.

@@ -568,14 +568,7 @@ pub const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_id,plain
 /// that one damaged row never stops a read or `verify`.
 pub fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     use rusqlite::types::ValueRef;
-    let bytes = |i: usize| -> rusqlite::Result<Vec<u8>> {
-        Ok(match r.get_ref(i)? {
-            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-            ValueRef::Integer(n) => n.to_string().into_bytes(),
-            ValueRef::Real(f) => f.to_string().into_bytes(),
-            ValueRef::Null => Vec::new(),
-        })
-    };
+    let bytes = |i: usize| -> rusqlite::Result<Vec<u8>> { Ok(super::bytes_of(r.get_ref(i)?)) };
     let opt_bytes = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> {
         Ok(match r.get_ref(i)? {
             ValueRef::Null => None,
