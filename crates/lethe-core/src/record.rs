@@ -295,6 +295,11 @@ fn check_string(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
         u16::from_str_radix(s, 16).ok()
     };
     while i < b.len() {
+        // Most of a long text has neither: skip to the next quote or escape.
+        match memchr::memchr2(b'"', b'\\', &b[i..]) {
+            Some(k) => i += k,
+            None => return Ok(b.len()),
+        }
         match b[i] {
             b'"' => return Ok(i + 1),
             b'\\' => {

@@ -147,6 +147,10 @@ pub struct Batch {
     pub key_entries: Vec<lethe_core::ledger::Draft>,
     /// The key that seals `key_entries`.
     pub ledger_key: Option<SecretKey>,
+    /// The key epoch (see [`Store::key_epoch`]) the batch's existing keys
+    /// were read under: when no key was destroyed since, the store skips
+    /// checking each of them; `None` checks them all.
+    pub key_epoch: Option<u64>,
 }
 
 /// A data key as stored: wrapped, or gone once destroyed.

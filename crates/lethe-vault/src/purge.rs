@@ -459,7 +459,9 @@ impl Vault {
         // was to destroy reads back destroyed.
         let mut check = req.selection(plan.pseudonyms.clone());
         check.exhaustive = true;
+        let t = std::time::Instant::now();
         let again = self.store.select(&check, &plan.holds)?;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "purge: exhaustive verification");
         let left: u64 = again.groups.iter().map(|g| g.records).sum();
         let keys_left = self.keys_left(&intent.keys)?;
         report.verified = left == 0 && keys_left == 0;

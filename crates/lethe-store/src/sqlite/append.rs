@@ -95,7 +95,15 @@ impl SqliteStore {
             // under a destroyed key would be erased the moment it is
             // acknowledged. Checked under the write lock, which erasure
             // takes too.
-            {
+            let epoch: Option<u64> = tx
+                .query_row("SELECT value FROM meta WHERE key='keys.epoch'", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(db)?
+                .map(|v| v.parse().unwrap_or(u64::MAX))
+                .or(Some(0));
+            if b.key_epoch.is_none() || b.key_epoch != epoch {
                 let fresh: std::collections::HashSet<i64> = b.new_keys.iter().map(|k| k.id).collect();
                 let mut used: Vec<i64> = batch
                     .iter()

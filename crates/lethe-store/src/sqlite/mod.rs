@@ -107,13 +107,26 @@ struct Inner {
     idle: HashMap<i64, (Connection, u64)>,
     /// How many idle connections the open-files limit allows.
     idle_limit: usize,
+    /// How many lookup connections it allows besides.
+    lookup_limit: usize,
     tick: u64,
     /// Subject filters by partition with their version, as last read or
     /// written. Versions are random per write: a cached filter is used only
     /// while the catalog still holds its version (partition ids can be
     /// reused after a drop, and other processes write too).
     filters: HashMap<i64, (i64, SubjectFilter)>,
+    /// Read-only connections for exhaustive subject lookups (a purge's
+    /// verification looks in every partition in range), kept between
+    /// purges with their compiled statements, each with the file identity
+    /// (device, inode) it was opened on: a file dropped and made again is
+    /// opened anew.
+    lookups: HashMap<i64, (Connection, (u64, u64), u64)>,
 }
+
+/// Lookup connections kept at once (the least recently used goes first),
+/// ~50 KB each: a year of two streams of two tenants' daily partitions.
+/// More partitions in a purge's range than this are reopened per purge.
+const LOOKUP_CONNECTIONS: usize = 2048;
 
 #[derive(Debug, Clone)]
 struct Part {
@@ -169,8 +182,10 @@ impl SqliteStore {
                 parts: HashMap::new(),
                 idle: HashMap::new(),
                 idle_limit: idle_limit(),
+                lookup_limit: lookup_limit(),
                 tick: 0,
                 filters: HashMap::new(),
+                lookups: HashMap::new(),
             }),
             keys: Mutex::new(keys),
             loading: Mutex::new(HashMap::new()),
@@ -295,7 +310,48 @@ impl SqliteStore {
         }
     }
 
+    /// A read-only connection to a partition for an exhaustive lookup, kept
+    /// open between calls (see `Inner::lookups`); `None` for a partition a
+    /// write has only begun.
+    fn lookup_conn<'a>(&self, inner: &'a mut Inner, p: &Part) -> Result<Option<&'a Connection>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.part_path(&p.path);
+        let id = match std::fs::metadata(&path) {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(_) if p.state == DIRTY => return Ok(None),
+            Err(_) => {
+                return Err(StoreError::Lost(format!(
+                    "partition file {} ({}/{} from {}) is missing",
+                    p.path,
+                    p.tenant,
+                    p.stream,
+                    chrono_like(p.start).0
+                )))
+            }
+        };
+        inner.tick += 1;
+        let tick = inner.tick;
+        if inner.lookups.get(&p.id).is_none_or(|(_, have, _)| *have != id) {
+            if inner.lookups.len() >= inner.lookup_limit {
+                if let Some(old) = inner.lookups.iter().min_by_key(|(_, (_, _, t))| *t).map(|(k, _)| *k) {
+                    inner.lookups.remove(&old);
+                }
+            }
+            let c = partition::open_reader(&path)?;
+            // A lookup reads a few index pages: no page cache to speak of.
+            c.execute_batch("PRAGMA cache_size=-32").map_err(db)?;
+            if p.state == DIRTY && !partition::has_table(&c)? {
+                return Ok(None);
+            }
+            inner.lookups.insert(p.id, (c, id, tick));
+        }
+        let e = inner.lookups.get_mut(&p.id).expect("inserted above");
+        e.2 = tick;
+        Ok(Some(&e.0))
+    }
+
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
+        inner.lookups.remove(&p.id);
         for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)]
             .into_iter()
             .flatten()
@@ -417,6 +473,23 @@ fn idle_limit() -> usize {
     // Leave room for everything else the process opens.
     let files = (lim.rlim_cur as usize).saturating_sub(512) / 3;
     files.saturating_sub(OPEN_PARTITIONS).min(IDLE_PARTITIONS)
+}
+
+/// Lookup connections (see `Inner::lookups`) the open-files limit allows
+/// besides the writer's (three files each), at most [`LOOKUP_CONNECTIONS`].
+fn lookup_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return OPEN_PARTITIONS;
+    }
+    let files = (lim.rlim_cur as usize).saturating_sub(512) / 3;
+    files
+        .saturating_sub(OPEN_PARTITIONS + IDLE_PARTITIONS)
+        .clamp(OPEN_PARTITIONS, LOOKUP_CONNECTIONS)
 }
 
 /// A random number for file names (no RNG dependency in the store:

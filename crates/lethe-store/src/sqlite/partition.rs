@@ -55,19 +55,7 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let c = Connection::open_with_flags(path, flags).map_err(db)?;
-    // No lookaside allocator (~140 KB per connection): hundreds of partition
-    // connections stay open idle, and the allocator is fast without it.
-    // SAFETY: the handle is valid while `c` lives; a refusal (lookaside
-    // already in use) leaves the default, which is harmless.
-    unsafe {
-        rusqlite::ffi::sqlite3_db_config(
-            c.handle(),
-            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
-            std::ptr::null_mut::<std::ffi::c_void>(),
-            0 as std::ffi::c_int,
-            0 as std::ffi::c_int,
-        );
-    }
+    no_lookaside(&c);
     c.execute_batch(
         "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;",
     )
@@ -112,7 +100,27 @@ pub fn no_checkpoint_on_close(c: &Connection) {
 /// that is not among the open ones: closing it neither checkpoints nor
 /// writes, and it evicts no open writer connection.
 pub fn open_reader(path: &Path) -> Result<Connection> {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db)
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db)?;
+    no_lookaside(&c);
+    Ok(c)
+}
+
+/// Turns off a connection's lookaside allocator (~140 KB each): hundreds or
+/// thousands of partition connections stay open, and the allocator is fast
+/// without it.
+fn no_lookaside(c: &Connection) {
+    // SAFETY: the handle is valid while `c` lives; a refusal (lookaside
+    // already in use) leaves the default, which is harmless.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            c.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            0 as std::ffi::c_int,
+            0 as std::ffi::c_int,
+        );
+    }
 }
 
 /// Per-group deltas accumulated while inserting.

@@ -266,8 +266,17 @@ impl SqliteStore {
                 "tenant = ?1 AND state = 0 ORDER BY stream, start_us",
                 &[&tenant.as_str()],
             )?;
+            let mut heads: HashMap<String, u64> = HashMap::new();
             for p in parts {
-                let head = Self::head(&inner.cat, p.tenant.as_str(), &p.stream.to_string())?;
+                let stream = p.stream.to_string();
+                let head = match heads.get(&stream) {
+                    Some(h) => *h,
+                    None => {
+                        let h = Self::head(&inner.cat, p.tenant.as_str(), &stream)?;
+                        heads.insert(stream, h);
+                        h
+                    }
+                };
                 let groups = Self::groups_of(&inner.cat, p.id)?;
                 // Holds that may cover a record here: the partition then
                 // goes row by row, held records left out.

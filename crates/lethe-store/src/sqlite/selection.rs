@@ -61,18 +61,15 @@ impl SqliteStore {
                 max_seq,
                 anonymize: sel.action == Action::Anonymize,
             };
-            let Some(c) = self.read_conn(inner, p)? else {
-                continue;
-            };
-            let mut seqs = Vec::new();
-            // Many candidate subjects here: one pass over the subject index.
-            let rows: Vec<(Option<[u8; 32]>, partition::SelectedRow)> = if subjects.len() > MANY_SUBJECTS {
-                let set: std::collections::HashSet<[u8; 32]> = subjects.iter().flatten().copied().collect();
-                partition::select_rows_of(c, &set, &f)?
-                    .into_iter()
-                    .map(|r| (r.pseudonym, r))
-                    .collect()
-            } else {
+            let fetch = |c: &Connection| -> Result<Vec<(Option<[u8; 32]>, partition::SelectedRow)>> {
+                // Many candidate subjects here: one pass over the subject index.
+                if subjects.len() > MANY_SUBJECTS {
+                    let set: std::collections::HashSet<[u8; 32]> = subjects.iter().flatten().copied().collect();
+                    return Ok(partition::select_rows_of(c, &set, &f)?
+                        .into_iter()
+                        .map(|r| (r.pseudonym, r))
+                        .collect());
+                }
                 let mut all = Vec::new();
                 for subject in &subjects {
                     all.extend(
@@ -81,8 +78,23 @@ impl SqliteStore {
                             .map(|r| (*subject, r)),
                     );
                 }
-                all
+                Ok(all)
             };
+            // An exhaustive lookup (a purge's verification: every partition
+            // in range) goes through read-only connections kept between
+            // purges, so it costs an indexed lookup per partition — not an
+            // open and a statement compile per file, nor churning the
+            // writer's connection cache.
+            let c = if sel.exhaustive {
+                self.lookup_conn(inner, p)?
+            } else {
+                self.read_conn(inner, p)?
+            };
+            let Some(c) = c else {
+                continue;
+            };
+            let rows = fetch(c)?;
+            let mut seqs = Vec::new();
             {
                 for (subject, r) in rows {
                     let g = groups

@@ -140,8 +140,10 @@ impl Vault {
             .map(|h| ((h.tenant.clone(), h.stream.clone()), h))
             .collect();
         // The key table before the ledger, for the same reason.
+        let t0 = std::time::Instant::now();
         let table = self.store.all_data_keys(tenant.map(|t| t.as_str()))?;
         let mut ev = self.ledger_evidence(&mut report, u64::MAX)?;
+        let t1 = std::time::Instant::now();
         if !witness.is_empty() {
             // Witnessed checkpoints are recomputed like the ledger's (ledger
             // position 0 marks them); one beyond a chain's end is a rollback.
@@ -153,6 +155,11 @@ impl Vault {
         }
         let keys = self.check_keys(tenant, table, &ev, &mut report)?;
         self.check_holds(tenant, &ev, now_us, &mut report)?;
+        tracing::debug!(
+            ledger_ms = (t1 - t0).as_millis() as u64,
+            keys_ms = t1.elapsed().as_millis() as u64,
+            "verify: ledger and catalog checked"
+        );
         let mut names: Vec<(String, String)> = self
             .store
             .chains()?
