@@ -335,6 +335,20 @@ fn check_number(s: &str) -> Result<(), &'static str> {
         }
         return Err("an integer outside the 64-bit range: send it as a string to keep every digit");
     }
+    // Fast path: at most 15 significant digits and a moderate exponent
+    // always survive a 64-bit float exactly (15 = f64's decimal digits).
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(k) => (&s[..k], s[k + 1..].parse::<i32>().ok()),
+        None => (s, Some(0)),
+    };
+    let digits = mant
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|d| *d == b'0')
+        .count();
+    if digits <= 15 && exp.is_some_and(|e| e.abs() < 280) && mant.len() < 300 {
+        return Ok(());
+    }
     let f: f64 = s.parse().map_err(|_| "a malformed number")?;
     if !f.is_finite() {
         return Err("a number too large to store: send it as a string");
