@@ -141,6 +141,19 @@ struct Part {
     state: i64,
 }
 
+impl Part {
+    /// The error for this partition's file being gone.
+    fn lost(&self) -> StoreError {
+        StoreError::Lost(format!(
+            "partition file {} ({}/{} from {}) is missing",
+            self.path,
+            self.tenant,
+            self.stream,
+            chrono_like(self.start).0
+        ))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PartGroup {
     scope: String,
@@ -234,13 +247,7 @@ impl SqliteStore {
                 None => {
                     let path = self.part_path(&p.path);
                     if !create && !path.exists() {
-                        return Err(StoreError::Lost(format!(
-                            "partition file {} ({}/{} from {}) is missing",
-                            p.path,
-                            p.tenant,
-                            p.stream,
-                            chrono_like(p.start).0
-                        )));
+                        return Err(p.lost());
                     }
                     partition::open(&path, create)?
                 }
@@ -286,13 +293,7 @@ impl SqliteStore {
             if p.state == DIRTY {
                 return Ok(None);
             }
-            return Err(StoreError::Lost(format!(
-                "partition file {} ({}/{} from {}) is missing",
-                p.path,
-                p.tenant,
-                p.stream,
-                chrono_like(p.start).0
-            )));
+            return Err(p.lost());
         }
         let c = self.conn(inner, p, false)?;
         if p.state == DIRTY && !partition::has_table(c)? {
@@ -319,15 +320,7 @@ impl SqliteStore {
         let id = match std::fs::metadata(&path) {
             Ok(m) => (m.dev(), m.ino()),
             Err(_) if p.state == DIRTY => return Ok(None),
-            Err(_) => {
-                return Err(StoreError::Lost(format!(
-                    "partition file {} ({}/{} from {}) is missing",
-                    p.path,
-                    p.tenant,
-                    p.stream,
-                    chrono_like(p.start).0
-                )))
-            }
+            Err(_) => return Err(p.lost()),
         };
         inner.tick += 1;
         let tick = inner.tick;
