@@ -2,7 +2,12 @@
 //! 365 days, real-word prompt/response text), then times whole operations on a
 //! release build and prints one JSON object of figures.
 //!
-//! `cargo run --release -p lethe-bench -- --records N [--data-dir DIR]`
+//! `cargo run --release -p lethe-bench -- --records N [--tenants T] [--spread SPAN] [--data-dir DIR]`
+//!
+//! `--tenants T` spreads the records over T tenants of Zipf-like sizes (a
+//! platform with many customers) instead of the four demo tenants;
+//! `--spread SPAN` puts their event times in that span before now
+//! (`365d` by default; `30d`, `1h`…).
 //!
 //! `LETHE_BENCH_ARCHIVE=local` (or `s3`, with `LETHE_BENCH_S3_ENDPOINT` of an
 //! S3-compatible server) makes the cleanup `archive_then_delete`: every
@@ -36,6 +41,13 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Spread the records over this many tenants (`t0001`…, a few large,
+    /// most small) instead of the four demo tenants.
+    #[arg(long)]
+    tenants: Option<u32>,
+    /// Spread event times over this span before now (`365d`, `30d`, `1h`).
+    #[arg(long, default_value = "365d")]
+    spread: lethe_core::Window,
 }
 
 fn now_us() -> i64 {
@@ -79,15 +91,25 @@ fn files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 }
 
 /// Writes the input once per (records, seed) and reuses it.
-fn input_file(base: &Path, n: u64, seed: u64, now: i64) -> Result<(PathBuf, u64)> {
-    let path = base.join(format!("input-{n}-{seed}.ndjson"));
+fn input_file(base: &Path, args: &Args, now: i64) -> Result<(PathBuf, u64)> {
+    let (n, seed) = (args.records, args.seed);
+    let span_us = args.spread.micros().context("--spread must be finite")?;
+    let shape = match (args.tenants, args.spread.to_string().as_str()) {
+        (None, "365d") => String::new(),
+        (None, s) => format!("-{s}"),
+        (Some(t), s) => format!("-t{t}-{s}"),
+    };
+    let path = base.join(format!("input-{n}-{seed}{shape}.ndjson"));
     if let Ok(m) = std::fs::metadata(&path) {
         return Ok((path, m.len()));
     }
     eprintln!("generating {n} records into {} …", path.display());
     let tmp = path.with_extension("partial");
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-    let mut s = Synth::new(seed, n, now, 365);
+    let mut s = Synth::over(seed, n, now, span_us);
+    if let Some(t) = args.tenants {
+        s = s.with_tenants(t);
+    }
     let mut line = String::with_capacity(2048);
     while {
         line.clear();
@@ -102,6 +124,23 @@ fn input_file(base: &Path, n: u64, seed: u64, now: i64) -> Result<(PathBuf, u64)
     std::fs::rename(&tmp, &path)?;
     let len = std::fs::metadata(&path)?.len();
     Ok((path, len))
+}
+
+/// Files under a directory (partitions, catalog, logs: everything).
+fn files_under(dir: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 fn bench_config() -> Result<Config> {
@@ -201,7 +240,7 @@ fn reset_peak_rss() {
 
 /// Random subject ids of the synthetic data: a tenant by its share of the
 /// records, a subject id uniformly among the generator's subjects.
-fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
+fn random_subjects(n: usize, records: u64, seed: u64, tenants: &[(String, u32)]) -> Vec<(String, String)> {
     let subjects = (records / 100).clamp(1000, 100_000);
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
@@ -210,12 +249,12 @@ fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
         x ^= x << 17;
         x
     };
-    let total: u32 = lethe_vault::synth::TENANTS.iter().map(|t| t.1).sum();
+    let total: u32 = tenants.iter().map(|t| t.1).sum();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let mut r = (next() % total as u64) as u32;
-        let tenant = lethe_vault::synth::TENANTS
+        let tenant = &tenants
             .iter()
             .find(|(_, w)| {
                 let hit = r < *w;
@@ -225,8 +264,8 @@ fn random_subjects(n: usize, records: u64, seed: u64) -> Vec<(String, String)> {
             .expect("weights cover the range")
             .0;
         let subject = format!("user-{:06}", next() % subjects);
-        if seen.insert((tenant, subject.clone())) {
-            out.push((tenant.to_string(), subject));
+        if seen.insert((tenant.clone(), subject.clone())) {
+            out.push((tenant.clone(), subject));
         }
     }
     out
@@ -238,12 +277,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Erasure on the full store: 1,000 single-subject purges (each preview,
 /// execute, verify and receipt, timed whole), then one 10,000-subject batch.
-fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64) -> Result<()> {
+fn erasure(
+    vault: &Vault,
+    out: &mut Map<String, Value>,
+    records: u64,
+    seed: u64,
+    tenants: &[(String, u32)],
+) -> Result<()> {
+    // The batch request goes to the largest tenant (listed first).
+    let largest = tenants[0].0.as_str();
     use lethe_vault::purge::PurgeRequest;
     eprintln!("erasure: 1,000 subjects, then a batch …");
     out.insert("rss_before_erasure_bytes".into(), json!(current_rss_bytes()));
     reset_peak_rss();
-    let picks = random_subjects(11_000, records, seed ^ 0xE5A5E);
+    let picks = random_subjects(11_000, records, seed ^ 0xE5A5E, tenants);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
         subjects,
         ..PurgeRequest::new(
@@ -295,7 +342,7 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
     let taken: std::collections::HashSet<&String> = picks[..1000]
         .iter()
-        .filter(|(t, _)| t == "acme")
+        .filter(|(t, _)| t == largest)
         .map(|(_, s)| s)
         .collect();
     let mut batch: Vec<String> = (0..(records / 100).clamp(1000, 100_000))
@@ -312,7 +359,7 @@ fn erasure(vault: &Vault, out: &mut Map<String, Value>, records: u64, seed: u64)
     }
     batch.truncate(want);
     out.insert("erase_batch_subjects".into(), json!(batch.len()));
-    let req = request("acme", batch, "bench-batch".into());
+    let req = request(largest, batch, "bench-batch".into());
     let t = Instant::now();
     let plan = vault.plan_purge(&req, now_us())?;
     let r = vault.execute_purge(&req, plan, &now_us)?;
@@ -334,7 +381,7 @@ fn main() -> Result<()> {
     }
     // Anchor time at the start of the day so input files are reusable today.
     let now = now_us() / 86_400_000_000 * 86_400_000_000;
-    let (input, input_bytes) = input_file(&base, args.records, args.seed, now)?;
+    let (input, input_bytes) = input_file(&base, &args, now)?;
     let mut out = Map::new();
     out.insert("records".into(), json!(args.records));
     out.insert("input_bytes".into(), json!(input_bytes));
@@ -376,6 +423,13 @@ fn main() -> Result<()> {
     out.insert("rss_after_ingest_bytes".into(), json!(peak_rss_bytes()));
     let bytes_before = dir_bytes(&data)?;
     out.insert("bytes_before".into(), json!(bytes_before));
+    out.insert("tenants".into(), json!(args.tenants.unwrap_or(4)));
+    out.insert("spread".into(), json!(args.spread.to_string()));
+    out.insert(
+        "bytes_per_record".into(),
+        json!((bytes_before as f64 / args.records.max(1) as f64).round()),
+    );
+    out.insert("files".into(), json!(files_under(&data)));
 
     // Everything after ingest runs on a vault opened afresh, as a separate
     // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
@@ -389,7 +443,8 @@ fn main() -> Result<()> {
         },
     )?;
     if std::env::var_os("LETHE_BENCH_NO_ERASURE").is_none() {
-        erasure(&vault, &mut out, args.records, args.seed)?;
+        let tenants = lethe_vault::synth::tenant_weights(args.tenants);
+        erasure(&vault, &mut out, args.records, args.seed, &tenants)?;
     }
 
     // Dry run.

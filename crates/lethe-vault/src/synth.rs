@@ -197,6 +197,17 @@ const RESOURCES: &[&str] = &[
 /// The tenants of the synthetic data and their share of the records.
 pub const TENANTS: &[(&str, u32)] = &[("acme", 40), ("globex", 30), ("initech", 20), ("umbrella", 10)];
 
+/// The tenants of a synthetic shape with their weights: the four demo
+/// tenants ([`TENANTS`]), or `n` tenants `t0001`… of Zipf-like sizes.
+pub fn tenant_weights(n: Option<u32>) -> Vec<(String, u32)> {
+    match n {
+        None => TENANTS.iter().map(|(t, w)| (t.to_string(), *w)).collect(),
+        Some(n) => (1..=n.max(1))
+            .map(|k| (format!("t{k:04}"), (10_000 / k).max(1)))
+            .collect(),
+    }
+}
+
 /// Generates synthetic records as NDJSON lines.
 pub struct Synth {
     state: u64,
@@ -205,11 +216,19 @@ pub struct Synth {
     start_us: i64,
     span_us: i64,
     zipf: Vec<f64>,
+    /// Tenant names with weights (`TENANTS` unless [`Synth::with_tenants`]).
+    tenants: Vec<(String, u32)>,
 }
 
 impl Synth {
     /// `n` records spread evenly (in time order) over the `days` before `now_us`.
     pub fn new(seed: u64, n: u64, now_us: i64, days: u32) -> Self {
+        Self::over(seed, n, now_us, days as i64 * 86_400_000_000)
+    }
+
+    /// `n` records spread evenly (in time order) over the `span_us`
+    /// microseconds before `now_us` (e.g. the last hour).
+    pub fn over(seed: u64, n: u64, now_us: i64, span_us: i64) -> Self {
         let subjects = (n / 100).clamp(1000, 100_000) as usize;
         let mut zipf = Vec::with_capacity(subjects);
         let mut acc = 0.0;
@@ -220,7 +239,7 @@ impl Synth {
         for z in &mut zipf {
             *z /= acc;
         }
-        let span_us = days as i64 * 86_400_000_000;
+        let span_us = span_us.max(1);
         Synth {
             state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             n,
@@ -228,7 +247,16 @@ impl Synth {
             start_us: now_us - span_us,
             span_us,
             zipf,
+            tenants: tenant_weights(None),
         }
+    }
+
+    /// The same records spread over `n` tenants (`t0001`, `t0002`, …) of
+    /// Zipf-like sizes — a few large, most small — instead of the four
+    /// demo tenants: the shape of a platform with many customers.
+    pub fn with_tenants(mut self, n: u32) -> Self {
+        self.tenants = tenant_weights(Some(n));
+        self
     }
 
     fn next(&mut self) -> u64 {
@@ -287,7 +315,22 @@ impl Synth {
             + (self.span_us as i128 * self.i as i128 / self.n as i128) as i64
             + self.below(1_000_000) as i64;
         self.i += 1;
-        let tenant = self.weighted(TENANTS);
+        let tenants = std::mem::take(&mut self.tenants);
+        let tenant = {
+            let total: u64 = tenants.iter().map(|t| u64::from(t.1)).sum();
+            let mut r = self.below(total);
+            let mut pick = &tenants[0].0;
+            for (t, w) in &tenants {
+                if r < u64::from(*w) {
+                    pick = t;
+                    break;
+                }
+                r -= u64::from(*w);
+            }
+            pick.clone()
+        };
+        self.tenants = tenants;
+        let tenant = tenant.as_str();
         let subj = self.subject();
         let region = self.pick(REGIONS);
         let latency = 20 + self.below(3000);
