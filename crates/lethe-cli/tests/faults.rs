@@ -57,9 +57,8 @@ impl Lcg {
     }
 }
 
-/// Every command still opens the store; `verify` finds nothing but records
-/// an interrupted ingest did not seal yet.
-fn still_opens_and_verifies(w: &Path, what: &str) {
+/// Every command still opens the store and reads it.
+fn still_opens(w: &Path, what: &str) {
     let o = run(lethe(w).args(["stats", "--json"]));
     assert!(
         o.status.success(),
@@ -75,6 +74,12 @@ fn still_opens_and_verifies(w: &Path, what: &str) {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// Every command still opens the store; `verify` finds nothing but records
+/// an interrupted ingest did not seal yet.
+fn still_opens_and_verifies(w: &Path, what: &str) {
+    still_opens(w, what);
     let o = run(lethe(w).args(["verify", "--json"]));
     assert!(
         matches!(o.status.code(), Some(0 | 5)),
@@ -194,7 +199,10 @@ fn ingest_purge_cleanup_and_verify_at_once_killed_at_random_converge_and_verify(
             j.wait().unwrap();
         }
         let what = format!("round {round}");
-        still_opens_and_verifies(&w, &what);
+        // A killed purge or cleanup leaves its intent for the next run to
+        // finish (verify names it until then): here only opening is checked;
+        // everything is verified once the runs are finished below.
+        still_opens(&w, &what);
         // Finishing: the ingest, the purge and the cleanup run again.
         assert!(run(lethe(&w).arg("ingest").arg(&new)).status.success(), "{what}");
         let o = run(lethe(&w).args(purge));
