@@ -163,11 +163,11 @@ impl SqliteStore {
                         params![tenant, stream, start, start + self.span_us, path, DIRTY],
                     )
                     .map_err(db)?;
-                    let (id, path, bytes): (i64, String, i64) = tx
+                    let (id, path): (i64, String) = tx
                         .query_row(
-                            "SELECT id,path,bytes FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
+                            "SELECT id,path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
                             params![tenant, stream, start],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .map_err(db)?;
                     let p = Part {
@@ -177,7 +177,6 @@ impl SqliteStore {
                         start,
                         end: start + self.span_us,
                         path,
-                        bytes: bytes as u64,
                         state: DIRTY,
                     };
                     parts.push((p, Vec::new()));
@@ -193,16 +192,17 @@ impl SqliteStore {
         crashpoint::hit("append.after_intent");
 
         let mut report = AppendReport::default();
-        // Every partition written: its per-group deltas, bytes on disk and
+        // Every partition written: its per-group deltas and
         // the segment of the chain it received (if any record was new).
         struct Settled {
             part: Part,
             deltas: Vec<((String, u8), partition::GroupDelta)>,
-            bytes: u64,
             segment: Option<Segment>,
         }
         let mut settled: Vec<Settled> = Vec::new();
         let mut subjects: Vec<Vec<[u8; 32]>> = Vec::new();
+        // Whether the batch made a partition file (its directory entry must be synced too).
+        let mut created = false;
         for (p, recs) in parts {
             let mut ps: Vec<[u8; 32]> = recs.iter().filter_map(|(r, _)| r.pseudonym).collect();
             ps.sort_unstable();
@@ -212,6 +212,7 @@ impl SqliteStore {
             let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
             let mac = &macs[&p.tenant];
             let (first, prev) = (chain.seq + 1, chain.hash);
+            created |= !inner.parts.contains_key(&p.id) && !self.part_path(&p.path).exists();
             let c = self.conn(inner, &p, true)?;
             let tx = c.unchecked_transaction().map_err(db)?;
             let mut deltas = Vec::new();
@@ -220,7 +221,6 @@ impl SqliteStore {
             crashpoint::hit("append.after_partition");
             report.inserted += n;
             report.duplicates += recs.len() as u64 - n;
-            let bytes = self.file_bytes(&p);
             self.maybe_checkpoint(&p);
             let segment = (n > 0).then_some(Segment {
                 first,
@@ -231,10 +231,14 @@ impl SqliteStore {
             settled.push(Settled {
                 part: p,
                 deltas,
-                bytes,
                 segment,
             });
         }
+
+        // One sync makes every partition the batch wrote durable (their
+        // commits above did not sync), before the catalog commit relies on them.
+        self.sync_partitions(settled.iter().map(|st| &st.part), created)?;
+        crashpoint::hit("append.after_sync");
 
         // Subject filters of the partitions that received subjects, stored
         // with the commit (a filter may only ever claim too much).
@@ -317,8 +321,8 @@ impl SqliteStore {
                 .map_err(db)?;
             }
             tx.execute(
-                "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
-                params![p.id, LIVE, st.bytes as i64],
+                "UPDATE partitions SET state=?2 WHERE id=?1",
+                params![p.id, LIVE],
             )
             .map_err(db)?;
         }

@@ -66,6 +66,13 @@ const LIVE: i64 = 0;
 const DIRTY: i64 = 1;
 const DROPPING: i64 = 2;
 
+/// Partitions synced file by file (two `fsync`s each: log and file) at most;
+/// past this one `syncfs` is cheaper.
+const SYNC_FILES_AT_MOST: usize = 2;
+
+/// The files of one partition: the database and what SQLite keeps beside it.
+const PARTITION_FILES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
+
 /// A partition's WAL is checkpointed (in the background) past this size.
 const PARTITION_WAL_LIMIT: u64 = 16 << 20;
 
@@ -136,7 +143,6 @@ struct Part {
     start: i64,
     end: i64,
     path: String,
-    bytes: u64,
     /// [`LIVE`], [`DIRTY`] (a write is in flight, or a crash left one) or [`DROPPING`].
     state: i64,
 }
@@ -353,7 +359,7 @@ impl SqliteStore {
             partition::no_checkpoint_on_close(&c);
         }
         let base = self.part_path(&p.path);
-        for suffix in ["", "-wal", "-shm", "-journal"] {
+        for suffix in PARTITION_FILES {
             let f = PathBuf::from(format!("{}{suffix}", base.display()));
             match std::fs::remove_file(&f) {
                 Ok(()) => {}
@@ -364,17 +370,28 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// What a partition occupies on disk now — its file and every file
+    /// SQLite keeps beside it, all of which `remove_files` unlinks — so
+    /// that a plan's bytes to free, a cleanup's bytes freed and `stats`
+    /// agree with what the file system shows (the catalog's `bytes` column
+    /// is only a hint: a log checkpointed or removed since it was written
+    /// changes the figure).
     fn file_bytes(&self, p: &Part) -> u64 {
+        self.path_bytes(&p.path)
+    }
+
+    fn path_bytes(&self, path: &str) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        ["", "-wal"]
+        let base = self.part_path(path);
+        PARTITION_FILES
             .iter()
-            .filter_map(|s| std::fs::metadata(format!("{}{s}", self.part_path(&p.path).display())).ok())
+            .filter_map(|s| std::fs::metadata(format!("{}{s}", base.display())).ok())
             .map(|m| m.blocks() * 512)
             .sum()
     }
 
     fn parts_where(&self, cat: &Connection, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Part>> {
-        let sql = format!("SELECT id,tenant,stream,start_us,end_us,path,bytes,state FROM partitions WHERE {clause}");
+        let sql = format!("SELECT id,tenant,stream,start_us,end_us,path,state FROM partitions WHERE {clause}");
         let mut st = cat.prepare_cached(&sql).map_err(db)?;
         let rows = st
             .query_map(args, |r| {
@@ -386,13 +403,12 @@ impl SqliteStore {
                     r.get(4)?,
                     r.get(5)?,
                     r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, t, s, start, end, path, bytes, state) = row.map_err(db)?;
+            let (id, t, s, start, end, path, state) = row.map_err(db)?;
             out.push(Part {
                 id,
                 tenant: TenantId::new(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -402,7 +418,6 @@ impl SqliteStore {
                 start,
                 end,
                 path,
-                bytes: bytes as u64,
                 state,
             });
         }

@@ -84,7 +84,7 @@ impl SqliteStore {
         let mut st = inner
             .cat
             .prepare(
-                "SELECT p.id, p.tenant, p.stream, p.bytes, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
+                "SELECT p.id, p.tenant, p.stream, p.path, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
                         g.deleted
                  FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
                  WHERE (?1 IS NULL OR p.tenant = ?1) AND p.state != 2",
@@ -94,7 +94,7 @@ impl SqliteStore {
             i64,
             String,
             String,
-            i64,
+            String,
             String,
             u8,
             i64,
@@ -127,11 +127,15 @@ impl SqliteStore {
             *part_total.entry(r.0).or_default() += r.6 + r.10;
         }
         let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
-        for (pid, t, s, bytes, scope, class, n, anon, min, max, deleted) in rows {
+        // Bytes as the disk has them now, split over the partition's groups by record share.
+        let mut part_bytes: HashMap<i64, u64> = HashMap::new();
+        let mut given: HashMap<i64, (u64, GroupKey)> = HashMap::new();
+        for (pid, t, s, path, scope, class, n, anon, min, max, deleted) in rows {
+            let bytes = *part_bytes.entry(pid).or_insert_with(|| self.path_bytes(&path));
             let key = group_key(&t, &s, scope, class)?;
             let total = part_total[&pid].max(1);
             let e = out.entry(key.clone()).or_insert(GroupStats {
-                key,
+                key: key.clone(),
                 records: 0,
                 anonymized: 0,
                 oldest_us: None,
@@ -144,7 +148,13 @@ impl SqliteStore {
             e.tombstones += deleted as u64;
             e.anonymized += anon as u64;
             e.partitions += 1;
-            e.bytes += (bytes as u128 * (n + deleted) as u128 / total as u128) as u64;
+            let share = (bytes as u128 * (n + deleted) as u128 / total as u128) as u64;
+            e.bytes += share;
+            // The rounding remainder goes to the partition's last group, so
+            // the groups add up to exactly what the files occupy.
+            let given = given.entry(pid).or_insert((0, key.clone()));
+            given.0 += share;
+            given.1 = key;
             e.oldest_us = match (e.oldest_us, min) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -153,6 +163,11 @@ impl SqliteStore {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
+        }
+        for (pid, (sum, key)) in given {
+            if let Some(e) = out.get_mut(&key) {
+                e.bytes += part_bytes[&pid] - sum;
+            }
         }
         Ok(out.into_values().collect())
     }

@@ -28,7 +28,7 @@ impl SqliteStore {
         // One segments query per chain, not one per partition.
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
         for (p, items, groups) in &work.drops {
-            attribute_drop(&mut effects, items, p.bytes);
+            attribute_drop(&mut effects, items, self.file_bytes(p));
             let key = (p.tenant.to_string(), p.stream.to_string());
             if !segs.contains_key(&key) {
                 let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
@@ -192,10 +192,9 @@ impl SqliteStore {
                 let bounds = Self::group_bounds(&inner.cat, p.id)?;
                 let c = self.conn(inner, p, false)?;
                 // Durability comes from one sync of every touched file
-                // below, not a sync per partition commit: a process crash
+                // below (partition commits do not sync): a process crash
                 // loses nothing either way (the partition stays dirty until
                 // the catalog commit after the sync).
-                c.execute_batch("PRAGMA synchronous=OFF").map_err(db)?;
                 let tx = c.unchecked_transaction().map_err(db)?;
                 let mut changed = Vec::new();
                 for (anonymize, seqs) in jobs {
@@ -207,14 +206,13 @@ impl SqliteStore {
                     }
                 }
                 tx.commit().map_err(db)?;
-                c.execute_batch("PRAGMA synchronous=FULL").map_err(db)?;
                 crashpoint::hit("sweep.after_partition_rows");
                 let changes = group_changes(c, &changed, &bounds)?;
                 settled.push((p.clone(), changes));
                 done += 1;
                 progress(done, total_units);
             }
-            self.sync_partitions(settled.iter().map(|(p, _)| p))?;
+            self.sync_partitions(settled.iter().map(|(p, _)| p), false)?;
             let tx = inner
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -237,15 +235,15 @@ impl SqliteStore {
                     )
                     .map_err(db)?;
                 }
-                // Bytes on disk as `settle` (and ingest) record them.
                 tx.execute(
-                    "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
-                    params![p.id, LIVE, self.file_bytes(p) as i64],
+                    "UPDATE partitions SET state=?2 WHERE id=?1",
+                    params![p.id, LIVE],
                 )
                 .map_err(db)?;
             }
             tx.commit().map_err(db)?;
         }
+        schema::reclaim(&inner.cat)?;
         Ok(applied)
     }
 
@@ -420,10 +418,15 @@ impl SqliteStore {
     }
 
     /// Makes the partitions' committed writes durable: their files synced
-    /// one by one when few, else one `syncfs` of the store's file system.
-    pub(super) fn sync_partitions<'a>(&self, parts: impl Iterator<Item = &'a Part>) -> Result<()> {
+    /// one by one when few, else — or when `created` says some of them may
+    /// be new files, whose directory entries must be durable too — one
+    /// `syncfs` of the store's file system.
+    pub(super) fn sync_partitions<'a>(&self, parts: impl Iterator<Item = &'a Part>, created: bool) -> Result<()> {
         let parts: Vec<&Part> = parts.collect();
-        if parts.len() > 16 {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        if created || parts.len() > SYNC_FILES_AT_MOST {
             let dir = File::open(&self.dir).map_err(|e| StoreError::io("opening the data directory", e))?;
             // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
             let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };

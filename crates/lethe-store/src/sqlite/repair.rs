@@ -75,6 +75,8 @@ impl SqliteStore {
             // it gets its table (and then holds nothing to roll back).
             let c = self.conn(inner, p, true)?;
             partition::truncate_after(c, head as u64)?;
+            // The rollback is durable before the catalog forgets the mark.
+            self.sync_partitions(std::iter::once(p), true)?;
             self.settle(inner, p)?;
         }
         Ok(())
@@ -93,7 +95,6 @@ impl SqliteStore {
             self.remove_files(inner, p)?;
             return forget_partition(&inner.cat, p.id);
         }
-        let bytes = self.file_bytes(p);
         let tx = inner.cat.unchecked_transaction().map_err(db)?;
         tx.execute("DELETE FROM partition_groups WHERE partition_id=?1", [p.id])
             .map_err(db)?;
@@ -115,8 +116,8 @@ impl SqliteStore {
             .map_err(db)?;
         }
         tx.execute(
-            "UPDATE partitions SET state=?2, bytes=?3 WHERE id=?1",
-            params![p.id, LIVE, bytes as i64],
+            "UPDATE partitions SET state=?2 WHERE id=?1",
+            params![p.id, LIVE],
         )
         .map_err(db)?;
         tx.commit().map_err(db)

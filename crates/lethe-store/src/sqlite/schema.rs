@@ -61,8 +61,10 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
     let cat = Connection::open(&path).map_err(|e| unreadable(&path, e))?;
     // The busy timeout first: another process may be creating the catalog.
     cat.execute_batch("PRAGMA busy_timeout=30000;").map_err(db)?;
+    // `auto_vacuum` only takes on a catalog without tables (a new one);
+    // an existing catalog is converted by its first `reclaim`.
     cat.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
     )
     .map_err(|e| unreadable(&path, e))?;
     let mut cat = cat;
@@ -131,6 +133,35 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
         tx.commit().map_err(db)?;
     }
     Ok(cat)
+}
+
+/// Free catalog pages are given back to the file system past this many
+/// (and past a quarter of the file): a cleanup that drops most partitions
+/// frees their filters, segments and counts.
+const RECLAIM_FREE_PAGES: i64 = 256;
+
+/// Gives the catalog's free pages back to the file system after a removal
+/// freed many: incrementally on a catalog made with `auto_vacuum`, else by
+/// one `VACUUM` that converts it (once per catalog). The file shrinks when
+/// the log is checkpointed, which this does too.
+pub(super) fn reclaim(cat: &Connection) -> Result<()> {
+    let pragma = |name: &str| -> Result<i64> { cat.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).map_err(db) };
+    let (pages, free) = (pragma("page_count")?, pragma("freelist_count")?);
+    if free < RECLAIM_FREE_PAGES || free * 4 < pages {
+        return Ok(());
+    }
+    if pragma("auto_vacuum")? == 2 {
+        // One page per step (a row each): stepped to the end.
+        let mut st = cat.prepare("PRAGMA incremental_vacuum").map_err(db)?;
+        let mut rows = st.query([]).map_err(db)?;
+        while rows.next().map_err(db)?.is_some() {}
+    } else {
+        cat.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM").map_err(db)?;
+    }
+    // A reader holding an old snapshot can keep the log from being reset;
+    // the file then shrinks at a later checkpoint.
+    let _ = cat.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    Ok(())
 }
 
 /// A catalog SQLite cannot read names the file, not just the engine's words.
