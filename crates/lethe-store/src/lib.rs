@@ -26,9 +26,22 @@ pub use sqlite::SqliteStore;
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database engine reported an error.
-    #[error("storage backend: {0}")]
-    Backend(String),
+    /// The database engine reported an error; `retryable` says whether the
+    /// same call may succeed later (the engine was busy or locked by
+    /// another writer past the wait), as opposed to a fault that a retry
+    /// only repeats.
+    #[error("storage backend: {source}")]
+    Backend {
+        /// The engine's error, kept for `source()` chains.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// Whether trying again can help.
+        retryable: bool,
+    },
+    /// The caller broke the trait's contract (a batch without a key it
+    /// needs, a restoration this store is not loading): a bug above the
+    /// store, never retryable.
+    #[error("store misused: {0}")]
+    Misuse(String),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -59,7 +72,11 @@ pub enum StoreError {
 impl StoreError {
     /// Whether trying again (after preparing the batch again) can help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::KeyConflict | StoreError::KeyDestroyed)
+        match self {
+            StoreError::KeyConflict | StoreError::KeyDestroyed => true,
+            StoreError::Backend { retryable, .. } => *retryable,
+            _ => false,
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -1,12 +1,9 @@
 //! The Store conformance suite against the embedded SQLite backend.
 
+use lethe_store::testsuite::SqliteHarness;
 use lethe_store::{SqliteStore, Store};
 
-fn open(dir: &std::path::Path) -> Box<dyn Store> {
-    Box::new(SqliteStore::open(dir, 86_400).expect("open sqlite store"))
-}
-
-lethe_store::conformance!(open);
+lethe_store::conformance!(SqliteHarness::new());
 
 /// SQLite-specific: rows past the committed chain head (a batch in flight in
 /// another process, or left by a crash) are invisible to queries.

@@ -27,7 +27,7 @@ impl SqliteStore {
         };
         let macs: HashMap<&TenantId, RecordMac> = b.mac_keys.iter().map(|(t, k)| (t, RecordMac::new(k))).collect();
         if let Some(r) = batch.iter().find(|r| !macs.contains_key(&r.group.tenant)) {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Misuse(format!(
                 "no record MAC key for tenant `{}` in the batch",
                 r.group.tenant
             )));
@@ -84,7 +84,7 @@ impl SqliteStore {
                 let key = b
                     .ledger_key
                     .as_ref()
-                    .ok_or_else(|| StoreError::Backend("a batch with key entries carries no ledger key".into()))?;
+                    .ok_or_else(|| StoreError::Misuse("a batch with key entries carries no ledger key".into()))?;
                 for d in &b.key_entries {
                     catalog::append_ledger_in(&tx, &mut |seq, prev| d.seal(key, seq, prev))?;
                 }

@@ -43,6 +43,9 @@ impl Checkpointer {
                 loop {
                     match rx.recv_timeout(TICK) {
                         Ok(Job::Close(c)) => drop(c),
+                        Ok(Job::Settle(done)) => {
+                            let _ = done.send(());
+                        }
                         Ok(Job::Checkpoint(path)) => {
                             // A short-lived connection: opening is cheap next to copying the WAL.
                             if let Ok(c) = Connection::open(&path) {
@@ -76,6 +79,8 @@ pub enum Job {
     Close(Connection),
     /// Checkpoint the WAL of the database at this path.
     Checkpoint(PathBuf),
+    /// Answer once every job sent before this one is done.
+    Settle(Sender<()>),
 }
 
 impl Checkpointer {
@@ -95,6 +100,23 @@ impl Checkpointer {
     pub fn checkpoint(&self, path: PathBuf) {
         if let Some(tx) = &self.stop {
             let _ = tx.send(Job::Checkpoint(path));
+        }
+    }
+}
+
+impl Checkpointer {
+    /// Waits until every close and checkpoint asked for so far is done.
+    ///
+    /// A removal calls this first: a connection still waiting to be closed
+    /// would, when it closes, change the sizes of files the removal is
+    /// measuring — and, closing after its file was unlinked and made again
+    /// at the same path, delete the new file's log by name.
+    pub fn settle(&self) {
+        if let Some(tx) = &self.stop {
+            let (done, wait) = mpsc::channel();
+            if tx.send(Job::Settle(done)).is_ok() {
+                let _ = wait.recv();
+            }
         }
     }
 }

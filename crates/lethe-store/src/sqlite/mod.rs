@@ -59,7 +59,12 @@ use repair::forget_partition;
 const CACHED_FILTERS: usize = 4096;
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    let retryable = matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked));
+    StoreError::Backend {
+        source: Box::new(e),
+        retryable,
+    }
 }
 
 const LIVE: i64 = 0;
@@ -350,6 +355,10 @@ impl SqliteStore {
     }
 
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
+        // A connection to this file still waiting to close in the background
+        // would, closing after the unlink, remove by name the log of a new
+        // file made at the same path.
+        self.upkeep.settle();
         inner.lookups.remove(&p.id);
         for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)]
             .into_iter()

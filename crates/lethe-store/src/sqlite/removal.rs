@@ -19,6 +19,7 @@ impl SqliteStore {
     pub(super) fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        self.upkeep.settle();
         let work = self.work(inner, targets, holds)?;
         let mut effects = effects_from(targets);
         for (e, h) in effects.iter_mut().zip(&work.held) {
@@ -67,6 +68,8 @@ impl SqliteStore {
         let mut inner = self.lock();
         let inner = &mut *inner;
         self.repair(inner)?;
+        // No connection still waiting to close may touch what is removed below.
+        self.upkeep.settle();
         let mut applied = Applied::default();
 
         // Resolve the plan against the store as it is now: what is already

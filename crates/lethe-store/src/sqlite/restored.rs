@@ -81,7 +81,7 @@ pub fn insert(c: &Connection, tenant: &TenantId, records: &[StoredRecord]) -> Re
         for r in records {
             let g = &r.record.group;
             if g.tenant != *tenant {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Misuse(format!(
                     "record {} of tenant {} cannot join a restoration of tenant {tenant}",
                     r.seq, g.tenant
                 )));
@@ -392,7 +392,7 @@ impl SqliteStore {
         let loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         let (c, _, tenant) = loading
             .get(&id)
-            .ok_or_else(|| StoreError::Backend(format!("restoration {id} is not being loaded by this process")))?;
+            .ok_or_else(|| StoreError::Misuse(format!("restoration {id} is not being loaded by this process")))?;
         insert(c, tenant, records)
     }
 
@@ -402,7 +402,7 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id)
-            .ok_or_else(|| StoreError::Backend(format!("restoration {id} is not being loaded by this process")))?;
+            .ok_or_else(|| StoreError::Misuse(format!("restoration {id} is not being loaded by this process")))?;
         let n = finish(&c)?;
         drop(c);
         let inner = self.lock();

@@ -1,7 +1,5 @@
 //! Erasure: subject selections, their removal, key destruction and legal holds.
 
-use std::path::Path;
-
 use lethe_core::policy::Action;
 use lethe_core::{Classification, TenantId};
 
@@ -67,8 +65,8 @@ pub(super) fn hold(tenant: &str, subject: Option<u8>, scope: Option<&str>) -> le
 /// A subject selection lists exactly that subject's rows (what a full
 /// query filtered by pseudonym finds), across every partition, also after
 /// reopening; held rows are counted, not listed.
-pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(h: &dyn Harness) {
+    let s = h.open(0);
     random_store(&*s, 11, 3000);
     for subject in [0u8, 3, 7, 19] {
         let sel = s.select(&selection("acme", &[subject]), &[]).unwrap();
@@ -105,7 +103,7 @@ pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(
     assert!(held.groups.iter().filter(|g| g.scope == "chat").all(|g| g.records == 0));
     assert_eq!(held.held_subjects, vec![pseudo(5)]);
     drop(s);
-    let s = open(dir);
+    let s = h.open(0);
     assert_eq!(
         listed(&s.select(&selection("acme", &[7]), &[]).unwrap()),
         subject_rows(&*s, "acme", 7)
@@ -114,8 +112,8 @@ pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(
 
 /// Applying a selection tombstones exactly its rows: the subject is gone
 /// from queries, every other record stays, counts drop by exactly that.
-pub fn removing_a_selection_takes_exactly_those_rows_from_queries_and_counts(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn removing_a_selection_takes_exactly_those_rows_from_queries_and_counts(h: &dyn Harness) {
+    let s = h.open(0);
     random_store(&*s, 12, 2000);
     let t = TenantId::new("acme").unwrap();
     let before = all(&*s, "acme").len();
@@ -140,8 +138,8 @@ pub fn removing_a_selection_takes_exactly_those_rows_from_queries_and_counts(ope
 
 /// A destroyed key reads back without its wrapped bytes, its reference no
 /// longer finds it, and destroying it again does nothing.
-pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(h: &dyn Harness) {
+    let s = h.open(0);
     let t = TenantId::new("acme").unwrap();
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let k = |id: i64, r: &[u8]| StoredKey {
@@ -162,15 +160,15 @@ pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(open: O
     assert!(got.iter().find(|k| k.id == 22).unwrap().wrapped.is_some());
     assert_eq!(s.data_keys_by_ref(&t, &[b"s:a".to_vec()]).unwrap(), vec![None]);
     drop(s);
-    let s = open(dir);
+    let s = h.open(0);
     assert_eq!(s.data_keys(&[21]).unwrap()[0].wrapped, None, "destroyed for good");
 }
 
 /// A batch whose records are encrypted under a key destroyed since the
 /// batch was prepared is refused whole ([`StoreError::KeyDestroyed`]) and
 /// stores nothing: no record is ever acknowledged under a destroyed key.
-pub fn a_batch_under_a_destroyed_key_is_refused_whole(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn a_batch_under_a_destroyed_key_is_refused_whole(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     append_to(&*s, &[rec(1, &g, T0, Some(7))]).unwrap();
     let k = rec(1, &g, T0, Some(7)).record_key();
@@ -187,8 +185,8 @@ pub fn a_batch_under_a_destroyed_key_is_refused_whole(open: Open, dir: &Path) {
 }
 
 /// Holds are stored with what they cover, listed per tenant, released once.
-pub fn holds_are_stored_listed_and_released(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn holds_are_stored_listed_and_released(h: &dyn Harness) {
+    let s = h.open(0);
     let h = |tenant: &str, sub: Option<u8>| crate::HoldRecord {
         id: 0,
         scope: hold(tenant, sub, Some("chat")),
@@ -222,8 +220,8 @@ pub fn holds_are_stored_listed_and_released(open: Open, dir: &Path) {
 
 /// With a hold, retention plans count held records, list none of them,
 /// and drop no partition that holds one; applying keeps them.
-pub fn retention_plans_leave_held_records_and_never_drop_their_partition(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn retention_plans_leave_held_records_and_never_drop_their_partition(h: &dyn Harness) {
+    let s = h.open(0);
     let groups = random_store(&*s, 13, 2000);
     let t = targets(&groups, &[(30, Action::Delete)], T0);
     let holds = [hold("acme", None, Some("web")), hold("acme", Some(6), None)];

@@ -1,7 +1,5 @@
 //! Sealing: every record linked and MACed under the tree head; tombstones and dropped ranges keep what verification needs.
 
-use std::path::Path;
-
 use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, TenantId};
 
@@ -98,8 +96,8 @@ pub(super) fn walk_chain(s: &dyn Store, tenant: &str, stream: &str, holes: &[cra
 
 /// Every record carries its link and MAC; segments cover the chain; the
 /// tree head the store keeps is the RFC 6962 head over the leaves.
-pub fn appended_records_are_sealed_linked_and_under_the_tree_head(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn appended_records_are_sealed_linked_and_under_the_tree_head(h: &dyn Harness) {
+    let s = h.open(0);
     random_store(&*s, 9, 1500);
     let mut total = 0;
     for c in s.chains().unwrap() {
@@ -123,8 +121,8 @@ pub fn appended_records_are_sealed_linked_and_under_the_tree_head(open: Open, di
 
 /// Row-level deletion leaves a tombstone: gone from queries and stats, its
 /// header kept so the MAC and the links through it still check.
-pub fn deleting_rows_keeps_tombstones_whose_headers_still_verify(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn deleting_rows_keeps_tombstones_whose_headers_still_verify(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let a = key("acme", "audit:1", "admin", Classification::Internal);
     let recs: Vec<_> = (0..30)
@@ -174,8 +172,8 @@ pub fn deleting_rows_keeps_tombstones_whose_headers_still_verify(open: Open, dir
 /// Dropping whole partitions: the plan lists their segments with boundary
 /// chain hashes, and the store keeps the Merkle heads at the edges, so the
 /// chain and the tree over what remains still verify, hole and all.
-pub fn dropping_partitions_keeps_what_the_chain_and_tree_need(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn dropping_partitions_keeps_what_the_chain_and_tree_need(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "requests:1", "chat", Classification::Internal);
     let mut n = 0;
     // 20 days of 77 records (not a multiple of 256: ranges end mid-chunk)

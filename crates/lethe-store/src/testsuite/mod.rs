@@ -1,10 +1,11 @@
 //! The conformance suite every [`Store`] backend must pass.
 //!
-//! A backend's test file calls [`conformance!`](crate::conformance) with an
-//! expression that opens its store in a directory; each check below becomes
-//! one named test.
-
-use std::path::Path;
+//! A backend's test file implements [`Harness`] — how to make an empty store
+//! of that backend for one check, and how to open it again as a new process
+//! would — and calls [`conformance!`](crate::conformance) with an expression
+//! that builds a harness; each check below becomes one named test. The
+//! checks use only the [`Store`] trait: nothing in them knows where or how
+//! a backend keeps its data.
 
 use lethe_core::crypto::SecretKey;
 use lethe_core::policy::{Action, GroupKey};
@@ -77,14 +78,57 @@ pub fn append_to(s: &dyn Store, records: &[NewRecord]) -> crate::Result<crate::A
     })
 }
 
-/// Opens a store of the backend under test in a directory.
-pub type Open = fn(&Path) -> Box<dyn Store>;
+/// A backend under test, as the conformance suite sees it.
+///
+/// # Contract
+///
+/// - `open(n)` returns store number `n` of this check: empty the first time
+///   it is asked for, and isolated from every other `n` and every other
+///   check (a new directory, a new database or schema per harness).
+/// - Asking for the same `n` again opens *the same* store afresh, as a new
+///   process would (nothing cached in the returned value is shared): the
+///   suite uses it to check what survives reopening. Earlier instances may
+///   still be alive.
+/// - A harness lives for one check; what it made may be removed when it is
+///   dropped.
+pub trait Harness {
+    /// Opens store `n` of this check (see the contract).
+    fn open(&self, n: u32) -> Box<dyn Store>;
+}
 
-/// Expands to one `#[test]` per conformance check for a backend.
+/// The embedded backend's harness: store `n` lives in its own
+/// subdirectory of a temporary directory removed with the harness.
+pub struct SqliteHarness {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteHarness {
+    /// A harness over a new temporary directory.
+    pub fn new() -> Self {
+        SqliteHarness {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+}
+
+impl Default for SqliteHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness for SqliteHarness {
+    fn open(&self, n: u32) -> Box<dyn Store> {
+        Box::new(crate::SqliteStore::open(&self.dir.path().join(format!("s{n}")), 86_400).expect("open sqlite store"))
+    }
+}
+
+/// Expands to one `#[test]` per conformance check for a backend, given an
+/// expression that makes a fresh [`Harness`] (evaluated once per check).
 #[macro_export]
 macro_rules! conformance {
-    ($open:expr) => {
-        $crate::conformance!(@tests $open;
+    ($harness:expr) => {
+        $crate::conformance!(@tests $harness;
             append_then_query_returns_records_newest_first,
             appending_the_same_id_twice_stores_it_once,
             sequence_numbers_are_dense_per_tenant_and_stream,
@@ -114,11 +158,11 @@ macro_rules! conformance {
             a_restoration_cut_short_is_discarded_and_one_whose_ledger_entry_was_written_is_finished_on_reopen
         );
     };
-    (@tests $open:expr; $($name:ident),*) => {$(
+    (@tests $harness:expr; $($name:ident),*) => {$(
         #[test]
         fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            $crate::testsuite::$name($open, dir.path());
+            let harness = $harness;
+            $crate::testsuite::$name(&harness);
         }
     )*};
 }

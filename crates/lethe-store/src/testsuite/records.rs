@@ -1,15 +1,13 @@
 //! Appending and reading records: order, idempotence, sequence numbers, filters, tenant isolation.
 
-use std::path::Path;
-
 use lethe_core::{Classification, TenantId};
 
 use super::*;
 use crate::{NewRecord, RecordQuery};
 
 /// Newest first by default, oldest first when asked.
-pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn append_then_query_returns_records_newest_first(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..10)
         .map(|i| rec(i, &g, T0 - (i as i64) * DAY / 3, Some(1)))
@@ -32,8 +30,8 @@ pub fn append_then_query_returns_records_newest_first(open: Open, dir: &Path) {
 }
 
 /// Client retries never duplicate.
-pub fn appending_the_same_id_twice_stores_it_once(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn appending_the_same_id_twice_stores_it_once(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..5).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
     append_to(&*s, &recs).unwrap();
@@ -43,8 +41,8 @@ pub fn appending_the_same_id_twice_stores_it_once(open: Open, dir: &Path) {
 }
 
 /// Sequence numbers have no gaps, even around duplicates.
-pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn sequence_numbers_are_dense_per_tenant_and_stream(h: &dyn Harness) {
+    let s = h.open(0);
     let a = key("acme", "audit:1", "web", Classification::Internal);
     let b = key("acme", "requests:1", "chat", Classification::Internal);
     append_to(
@@ -73,8 +71,8 @@ pub fn sequence_numbers_are_dense_per_tenant_and_stream(open: Open, dir: &Path) 
 }
 
 /// Every filter narrows the result.
-pub fn query_filters_by_stream_scope_subject_time_and_limit(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn query_filters_by_stream_scope_subject_time_and_limit(h: &dyn Harness) {
+    let s = h.open(0);
     random_store(&*s, 7, 2000);
     let everything = all(&*s, "acme");
     let t = TenantId::new("acme").unwrap();
@@ -115,8 +113,8 @@ pub fn query_filters_by_stream_scope_subject_time_and_limit(open: Open, dir: &Pa
 }
 
 /// A query names one tenant and sees only that tenant.
-pub fn tenants_never_see_each_others_records(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn tenants_never_see_each_others_records(h: &dyn Harness) {
+    let s = h.open(0);
     random_store(&*s, 11, 1000);
     for (t, r) in [("acme", all(&*s, "acme")), ("beta", all(&*s, "beta"))] {
         assert!(!r.is_empty());

@@ -1,7 +1,5 @@
 //! Restorations: archived records brought back as copies outside every chain.
 
-use std::path::Path;
-
 use lethe_core::policy::Action;
 use lethe_core::{Classification, TenantId};
 
@@ -35,8 +33,8 @@ pub(super) fn as_stored(records: &[NewRecord], first_seq: u64) -> Vec<crate::Sto
 /// loading, then found by the restored query (filters as for live
 /// records) and by no live query, never planned by retention, erased by a
 /// purge selection except where held, and removed whole with their disk space.
-pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dropped_whole(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dropped_whole(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let g2 = key("acme", "audit:1", "admin", Classification::Internal);
     let acme = TenantId::new("acme").unwrap();
@@ -113,7 +111,7 @@ pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dro
     assert_eq!(anon, 10);
     assert_eq!(s.restorations(Some("acme")).unwrap()[0].records, 210);
     drop(s);
-    let s = open(dir);
+    let s = h.open(0);
     assert_eq!(restored_of(&*s, &q).len(), 210, "survives reopening");
     let before = s.disk_bytes().unwrap();
     let freed = s.drop_restoration(id).unwrap();
@@ -127,13 +125,12 @@ pub fn restorations_are_invisible_until_finished_then_queryable_erasable_and_dro
 /// A crash while loading leaves nothing; a crash after the ledger entry
 /// (its mark set) but before finishing finishes the restoration on reopen.
 pub fn a_restoration_cut_short_is_discarded_and_one_whose_ledger_entry_was_written_is_finished_on_reopen(
-    open: Open,
-    dir: &Path,
+    h: &dyn Harness,
 ) {
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let acme = TenantId::new("acme").unwrap();
     let stored = as_stored(&(0..50).map(|i| rec(i, &g, T0 + i as i64, None)).collect::<Vec<_>>(), 1);
-    let s = open(dir);
+    let s = h.open(0);
     let a = s.begin_restoration(&acme, T0, T0 + DAY, "{}").unwrap();
     s.add_restored(a, &stored).unwrap();
     let b = s.begin_restoration(&acme, T0, T0 + DAY, "{}").unwrap();
@@ -141,7 +138,7 @@ pub fn a_restoration_cut_short_is_discarded_and_one_whose_ledger_entry_was_writt
     s.set_meta(&format!("restoration.{b}"), Some("7")).unwrap();
     let used = s.disk_bytes().unwrap();
     drop(s);
-    let s = open(dir);
+    let s = h.open(0);
     let rs = s.restorations(None).unwrap();
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!((rs[0].id, rs[0].records, rs[0].ledger_seq), (b, 20, 7));

@@ -1,7 +1,5 @@
 //! Retention: exact plans, whole-partition drops and their disk space, anonymization, changed windows, stats.
 
-use std::path::Path;
-
 use lethe_core::policy::Action;
 use lethe_core::{Classification, TenantId};
 
@@ -9,10 +7,9 @@ use super::*;
 use crate::RecordQuery;
 
 /// The plan is exactly what apply does, per group, on randomized data and policies.
-pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: &Path) {
+pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(h: &dyn Harness) {
     for seed in 1..=4u64 {
-        let d = dir.join(format!("s{seed}"));
-        let s = open(&d);
+        let s = h.open(seed as u32);
         let groups = random_store(&*s, seed, 3000);
         let mut rng = Lcg(seed * 31);
         let policies: Vec<(i64, Action)> = (0..groups.len())
@@ -62,8 +59,8 @@ pub fn dry_run_plan_equals_what_apply_then_does_on_random_data(open: Open, dir: 
 }
 
 /// Nothing is left to do after a sweep.
-pub fn a_second_sweep_right_after_does_nothing(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn a_second_sweep_right_after_does_nothing(h: &dyn Harness) {
+    let s = h.open(0);
     let groups = random_store(&*s, 5, 2000);
     let t = targets(&groups, &[(30, Action::Delete), (10, Action::Anonymize)], T0);
     let first = s.apply_retention(&t, &no_progress).unwrap();
@@ -77,8 +74,8 @@ pub fn a_second_sweep_right_after_does_nothing(open: Open, dir: &Path) {
 }
 
 /// Dropping whole partitions shrinks the store on disk without compaction.
-pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn whole_expired_partitions_return_their_disk_space(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "requests:1", "chat", Classification::Internal);
     let mut n = 0;
     for day in 0..40 {
@@ -116,8 +113,8 @@ pub fn whole_expired_partitions_return_their_disk_space(open: Open, dir: &Path) 
 }
 
 /// Anonymize keeps the event and its plain fields only.
-pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..20).map(|i| rec(i, &g, T0 - i as i64 * DAY, Some(9))).collect();
     append_to(&*s, &recs).unwrap();
@@ -159,8 +156,8 @@ pub fn anonymize_keeps_plain_fields_and_drops_body_and_pseudonym(open: Open, dir
 }
 
 /// Window changes apply to stored records; nothing comes back.
-pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects(h: &dyn Harness) {
+    let s = h.open(0);
     let groups = random_store(&*s, 3, 1500);
     let count = || all(&*s, "acme").len() + all(&*s, "beta").len();
     s.apply_retention(&targets(&groups, &[(60, Action::Delete)], T0), &no_progress)
@@ -176,8 +173,8 @@ pub fn shortening_a_window_applies_to_stored_records_and_lengthening_never_resur
 }
 
 /// Stats count what is there.
-pub fn stats_report_records_ages_and_partitions(open: Open, dir: &Path) {
-    let s = open(dir);
+pub fn stats_report_records_ages_and_partitions(h: &dyn Harness) {
+    let s = h.open(0);
     let g = key("acme", "audit:1", "web", Classification::Internal);
     let recs: Vec<_> = (0..30).map(|i| rec(i, &g, T0 - i as i64 * DAY / 2, None)).collect();
     append_to(&*s, &recs).unwrap();
