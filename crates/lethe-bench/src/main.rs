@@ -421,19 +421,25 @@ fn main() -> Result<()> {
         json!((input_bytes as f64 / 1e6 / ingest_s * 10.0).round() / 10.0),
     );
     out.insert("rss_after_ingest_bytes".into(), json!(peak_rss_bytes()));
-    let bytes_before = dir_bytes(&data)?;
-    out.insert("bytes_before".into(), json!(bytes_before));
     out.insert("tenants".into(), json!(args.tenants.unwrap_or(4)));
     out.insert("spread".into(), json!(args.spread.to_string()));
+    // While the ingesting process still runs (write-ahead logs included) …
+    out.insert(
+        "bytes_per_record_open".into(),
+        json!((dir_bytes(&data)? as f64 / args.records.max(1) as f64).round()),
+    );
+
+    // Everything after ingest runs on a vault opened afresh, as a separate
+    // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
+    drop(vault);
+    // … and as `lethe ingest` leaves the data directory when it exits.
+    let bytes_before = dir_bytes(&data)?;
+    out.insert("bytes_before".into(), json!(bytes_before));
     out.insert(
         "bytes_per_record".into(),
         json!((bytes_before as f64 / args.records.max(1) as f64).round()),
     );
     out.insert("files".into(), json!(files_under(&data)));
-
-    // Everything after ingest runs on a vault opened afresh, as a separate
-    // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
-    drop(vault);
     let vault = Vault::open(
         &data,
         bench_config()?,

@@ -529,11 +529,19 @@ fn a_record_that_cannot_be_read_is_named_and_the_read_goes_on() {
     };
     let (_, n, _) = all(d.path());
     // One row's plain fields edited on disk.
-    let part = common_partition(&d.path().join("data/partitions/acme"));
-    let c = rusqlite::Connection::open(&part).unwrap();
+    let (part, path): (i64, String) = rusqlite::Connection::open(d.path().join("data/catalog.db"))
+        .unwrap()
+        .query_row(
+            "SELECT id, path FROM partitions WHERE tenant='acme' ORDER BY start_us DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let c = rusqlite::Connection::open(d.path().join("data").join(path)).unwrap();
     c.execute(
-        "UPDATE records SET plain='{\"action\":\"forged\"}' WHERE seq=(SELECT min(seq) FROM records WHERE state=0)",
-        [],
+        "UPDATE records SET plain='{\"action\":\"forged\"}'
+         WHERE seq=(SELECT min(seq) FROM records WHERE part=?1 AND state=0)",
+        [part],
     )
     .unwrap();
     drop(c);
@@ -542,24 +550,6 @@ fn a_record_that_cannot_be_read_is_named_and_the_read_goes_on() {
     assert_eq!(m, n - 1, "every other record is shown");
     assert!(err.contains("could not be read") && err.contains("seal"), "{err}");
     assert!(!err.contains("forged"), "the unreadable record's content is not echoed");
-}
-
-/// The first partition file under a tenant's directory.
-fn common_partition(dir: &Path) -> PathBuf {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut found = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "db") {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
-    found.pop().unwrap()
 }
 
 #[test]

@@ -215,6 +215,23 @@ impl PolicyBook {
         best.unwrap_or(&self.default)
     }
 
+    /// The expiry class of a group's records: the window and action of the
+    /// rule that governs it (`30d-delete`, `90d-anonymize`,
+    /// `30d-archive-365d`, `forever`, `off` for a disabled rule). Records
+    /// of one class expire together whatever their tenant, so the store
+    /// keeps them in the same partition files and can drop those whole.
+    pub fn expiry_class(&self, g: &GroupKey) -> String {
+        let r = self.retention_for(g);
+        if !r.enabled {
+            return "off".into();
+        }
+        match (&r.window, &r.archive) {
+            (crate::Window::Forever, _) => "forever".into(),
+            (w, Some(a)) => format!("{w}-archive-{}", a.window),
+            (w, None) => format!("{w}-{}", r.action.as_str()),
+        }
+    }
+
     /// What the sweep does to a group at `now_us`.
     pub fn decide(&self, g: &GroupKey, now_us: i64) -> Decision<'_> {
         let rule = self.retention_for(g);

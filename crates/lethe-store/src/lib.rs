@@ -164,6 +164,16 @@ pub struct Batch {
     pub key_entries: Vec<lethe_core::ledger::Draft>,
     /// The key that seals `key_entries`.
     pub ledger_key: Option<SecretKey>,
+    /// Which records expire together: the expiry class of each (tenant,
+    /// stream) in the batch — a short name such as the window and action of
+    /// the policy that will remove them (`[A-Za-z0-9_-]`, at most 48
+    /// characters; anything else is hashed into one). A backend keeps the
+    /// records of one stream, period and class together whatever their
+    /// tenant, so that they can be dropped whole when they expire; a
+    /// (tenant, stream) not listed is in the class `default`. Only a
+    /// placement hint: retention decides per record, wherever it is kept,
+    /// so a policy changed later is still applied exactly.
+    pub placement: Vec<(TenantId, StreamId, String)>,
     /// The key epoch (see [`Store::key_epoch`]) the batch's existing keys
     /// were read under: when no key was destroyed since, the store skips
     /// checking each of them; `None` checks them all.

@@ -23,16 +23,17 @@ fn rows_of_an_uncommitted_batch_are_never_visible() {
     };
     append_to(&s, &[rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)]).unwrap();
     // Another writer's batch, written to the partition but not yet committed in the catalog.
-    let part = std::fs::read_dir(dir.path().join("partitions/acme/audit-v1"))
+    let part = std::fs::read_dir(dir.path().join("partitions/audit-v1/default"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "db"))
         .unwrap();
     let c = rusqlite::Connection::open(&part).unwrap();
+    // Partition 1, sequence number 3.
     c.execute(
-        "INSERT INTO records(seq,id,ts,received,scope,class,plain,prev,mac)
-         VALUES(3, x'00112233445566778899aabbccddeeff', ?1, ?1, 'web', 1, '{}', zeroblob(32), zeroblob(32))",
-        [T0 + 2],
+        "INSERT INTO records(seq,part,id,ts,received,scope,class,plain,prev,mac)
+         VALUES(?2, 1, x'00112233445566778899aabbccddeeff', ?1, ?1, 'web', 1, '{}', zeroblob(32), zeroblob(32))",
+        [T0 + 2, (1 << 36) + 3],
     )
     .unwrap();
     let mut seen = Vec::new();
@@ -74,7 +75,7 @@ fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
     let seg = s.segments("acme", "audit:1").unwrap()[0].clone();
     let part = seg.partition;
     let dir_files = |d: &std::path::Path| {
-        std::fs::read_dir(d.join("partitions/acme/audit-v1"))
+        std::fs::read_dir(d.join("partitions/audit-v1/default"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -147,21 +148,26 @@ fn byte_figures_agree_with_the_disk_and_the_catalog_shrinks_after_a_cleanup() {
     const DAY: i64 = 86_400_000_000;
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), 86_400).unwrap();
-    let groups: Vec<GroupKey> = ["web", "api"]
-        .iter()
-        .map(|scope| GroupKey {
-            tenant: TenantId::new("acme").unwrap(),
+    // Twenty tenants sharing every day's file: 4,000 partitions.
+    let groups: Vec<GroupKey> = (0..20)
+        .map(|t| GroupKey {
+            tenant: TenantId::new(&format!("t{t:02}")).unwrap(),
             stream: "audit:1".parse().unwrap(),
-            scope: (*scope).into(),
+            scope: "web".into(),
             classification: Classification::Internal,
         })
         .collect();
     let mut n = 0;
     for day in 0..200 {
-        let recs: Vec<_> = (0..30)
+        let recs: Vec<_> = (0..60)
             .map(|i| {
                 n += 1;
-                rec(n, &groups[i % 2], T0 - day * DAY - i as i64 * 1000, Some((i % 250) as u8))
+                rec(
+                    n,
+                    &groups[i % 20],
+                    T0 - day * DAY - i as i64 * 1000,
+                    Some((i % 250) as u8),
+                )
             })
             .collect();
         append_to(&s, &recs).unwrap();
@@ -200,8 +206,15 @@ fn byte_figures_agree_with_the_disk_and_the_catalog_shrinks_after_a_cleanup() {
     assert_eq!(planned, done.bytes_freed, "the dry run's bytes are the cleanup's");
     // What the removed files held (kept files change size too: row-level
     // work, checkpoints — that is not space freed).
-    let gone: u64 = before.iter().filter(|(p, _)| !after.contains_key(*p)).map(|(_, b)| b).sum();
-    assert_eq!(gone, done.bytes_freed, "the cleanup's bytes are what the removed files held");
+    let gone: u64 = before
+        .iter()
+        .filter(|(p, _)| !after.contains_key(*p))
+        .map(|(_, b)| b)
+        .sum();
+    assert_eq!(
+        gone, done.bytes_freed,
+        "the cleanup's bytes are what the removed files held"
+    );
     assert_eq!(stats_bytes(&s), total(&after), "stats after the cleanup");
 
     let catalog_after = catalog_bytes();
@@ -213,5 +226,8 @@ fn byte_figures_agree_with_the_disk_and_the_catalog_shrinks_after_a_cleanup() {
     append_to(&s, &[rec(n + 1, &groups[0], T0, Some(1))]).unwrap();
     drop(s);
     let s = SqliteStore::open(dir.path(), 86_400).unwrap();
-    assert_eq!(s.stats(None).unwrap().iter().map(|g| g.records).sum::<u64>(), 10 * 30 + 1 - 15 + 15);
+    assert_eq!(
+        s.stats(None).unwrap().iter().map(|g| g.records).sum::<u64>(),
+        10 * 60 + 1
+    );
 }

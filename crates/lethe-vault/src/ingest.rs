@@ -236,6 +236,9 @@ impl Vault {
         let mut rejections = Vec::new();
         let mut drops: HashMap<GroupKey, u64> = HashMap::new();
         let mut modes: HashMap<GroupKey, CaptureMode> = HashMap::new();
+        // The expiry class of each (tenant, stream) in the batch (see
+        // `Batch::placement`), from the first of its records.
+        let mut placement: Vec<(TenantId, lethe_core::StreamId, String)> = Vec::new();
         let mut tenants: HashMap<TenantId, Arc<TenantKeys>> = HashMap::new();
         let mut pending: Vec<Pending<'_>> = Vec::with_capacity(lines.len());
         let allow = &self.config.tenants.allow;
@@ -298,6 +301,16 @@ impl Vault {
             if mode == CaptureMode::None {
                 *drops.entry(group).or_default() += 1;
                 continue;
+            }
+            if placement
+                .last()
+                .is_none_or(|(t, s, _)| *t != group.tenant || *s != group.stream)
+                && !placement
+                    .iter()
+                    .any(|(t, s, _)| *t == group.tenant && *s == group.stream)
+            {
+                let class = self.book.expiry_class(&group);
+                placement.push((group.tenant.clone(), group.stream.clone(), class));
             }
             let tk = match tenants.get(&group.tenant) {
                 Some(k) => k.clone(),
@@ -483,6 +496,7 @@ impl Vault {
                 ledger_key: (!key_entries.is_empty()).then(|| self.ledger_key.clone()),
                 key_entries,
                 key_epoch,
+                placement,
             },
             rejections,
             input,

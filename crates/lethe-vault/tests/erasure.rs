@@ -498,14 +498,15 @@ fn verify_fails_when_a_purged_subjects_rows_vanish_without_a_purge_or_under_a_ho
     // A row deleted behind Lethe's back is caught.
     let f = partition_files(dir.path()).into_iter().next().unwrap();
     let c = Connection::open(&f).unwrap();
-    let seq: i64 = c
+    // The row key holds its sequence number in the low bits.
+    let (key, seq): (i64, i64) = c
         .query_row(
-            "SELECT seq FROM records WHERE state = 0 ORDER BY seq LIMIT 1",
-            [],
-            |r| r.get(0),
+            "SELECT seq, seq & ?1 FROM records WHERE state = 0 ORDER BY seq LIMIT 1",
+            [lethe_store::sqlite::MAX_SEQ as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    c.execute("DELETE FROM records WHERE seq = ?1", [seq]).unwrap();
+    c.execute("DELETE FROM records WHERE seq = ?1", [key]).unwrap();
     drop(c);
     let r = v.verify(None, None, now(), &|_| {}).unwrap();
     assert!(!r.ok());

@@ -269,7 +269,7 @@ fn a_tampered_chain_head_makes_no_command_delete_a_record_and_writes_are_refused
 }
 
 #[test]
-fn a_partition_copied_in_from_another_tenant_is_never_shown_as_this_tenants() {
+fn rows_moved_in_from_another_tenants_partition_are_never_shown_as_this_tenants() {
     let d = tempfile::tempdir().unwrap();
     let v = open(d.path(), cfg(""));
     v.ingest_lines(
@@ -281,15 +281,27 @@ fn a_partition_copied_in_from_another_tenant_is_never_shown_as_this_tenants() {
     )
     .unwrap();
     drop(v);
-    // The whole file (and its write-ahead log) of the other tenant's day.
-    let part = |t: &str, suffix: &str| d.path().join(format!("partitions/{t}/audit-v1/2026-05-20.db{suffix}"));
-    for suffix in ["", "-wal"] {
-        let _ = std::fs::remove_file(part("acme", suffix));
-        if part("globex", suffix).exists() {
-            std::fs::copy(part("globex", suffix), part("acme", suffix)).unwrap();
-        }
-    }
-    let _ = std::fs::remove_file(part("acme", "-shm"));
+    // Both tenants' partitions of that day share one file: the other
+    // tenant's rows are moved into this tenant's partition in place of its own.
+    let cat = rusqlite::Connection::open(d.path().join("catalog.db")).unwrap();
+    let part_of = |t: &str| -> (i64, String) {
+        cat.query_row(
+            "SELECT id, path FROM partitions WHERE tenant=?1 AND stream='audit:1'",
+            [t],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let ((acme, path), (globex, other)) = (part_of("acme"), part_of("globex"));
+    assert_eq!(path, other, "tenants of one stream, day and policy share a file");
+    let bits = lethe_store::sqlite::SEQ_BITS;
+    rusqlite::Connection::open(d.path().join(&path))
+        .unwrap()
+        .execute_batch(&format!(
+            "DELETE FROM records WHERE part={acme};
+             UPDATE records SET part={acme}, seq=seq - ({globex} << {bits}) + ({acme} << {bits}) WHERE part={globex};"
+        ))
+        .unwrap();
     let v = open(d.path(), cfg(""));
     let q = lethe_vault::logs::LogQuery {
         tenant: TenantId::new("acme").unwrap(),
@@ -322,7 +334,16 @@ fn a_lost_partition_file_is_listed_by_verify_and_never_recreated_by_ingest() {
     v.ingest_lines(&lines.iter().map(String::as_str).collect::<Vec<_>>(), now())
         .unwrap();
     drop(v);
-    let lost = d.path().join("partitions/acme/audit-v1/2026-05-02.db");
+    let lost = d.path().join(
+        rusqlite::Connection::open(d.path().join("catalog.db"))
+            .unwrap()
+            .query_row(
+                "SELECT path FROM partitions WHERE tenant='acme' AND path LIKE '%2026-05-02.db'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap(),
+    );
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", lost.display()));
     }

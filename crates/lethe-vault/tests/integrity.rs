@@ -105,28 +105,44 @@ fn case() -> Case {
     Case { _tmp: tmp, dir }
 }
 
-/// A stored run of at least 16 live records: (partition file, tenant, stream, first seq, last seq).
-fn live_segment(dir: &Path, stream: &str) -> (PathBuf, String, String, u64, u64) {
+/// A partition within its (shared) file: rows are keyed `base + seq`.
+struct Part {
+    file: PathBuf,
+    id: i64,
+}
+
+impl Part {
+    /// The row key of sequence number `seq` of this partition.
+    fn key(&self, seq: u64) -> i64 {
+        (self.id << lethe_store::sqlite::SEQ_BITS) + seq as i64
+    }
+}
+
+/// A stored run of at least 16 live records: (partition, tenant, stream, first seq, last seq).
+fn live_segment(dir: &Path, stream: &str) -> (Part, String, String, u64, u64) {
     let c = Connection::open(dir.join("catalog.db")).unwrap();
-    let rows: Vec<(String, String, String, i64, i64)> = c
+    let rows: Vec<(String, i64, String, String, i64, i64)> = c
         .prepare(
-            "SELECT p.path, s.tenant, s.stream, s.first_seq, s.last_seq FROM segments s
+            "SELECT p.path, p.id, s.tenant, s.stream, s.first_seq, s.last_seq FROM segments s
              JOIN partitions p ON p.id = s.partition_id WHERE s.stream = ?1 ORDER BY p.start_us DESC",
         )
         .unwrap()
         .query_map([stream], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })
         .unwrap()
         .map(|r| r.unwrap())
         .collect();
-    for (path, t, s, a, b) in rows {
-        let part = dir.join(&path);
-        let live: i64 = Connection::open(&part)
+    for (path, id, t, s, a, b) in rows {
+        let part = Part {
+            file: dir.join(&path),
+            id,
+        };
+        let live: i64 = Connection::open(&part.file)
             .unwrap()
             .query_row(
                 "SELECT count(*) FROM records WHERE seq BETWEEN ?1 AND ?2 AND state = 0",
-                [a, b],
+                [part.key(a as u64), part.key(b as u64)],
                 |r| r.get(0),
             )
             .unwrap();
@@ -172,8 +188,8 @@ fn assert_caught(dir: &Path, expected: &[(&str, &str, u64)], what: &str) {
     }
 }
 
-fn part_conn(p: &Path) -> Connection {
-    Connection::open(p).unwrap()
+fn part_conn(p: &Part) -> Connection {
+    Connection::open(&p.file).unwrap()
 }
 
 #[test]
@@ -182,13 +198,13 @@ fn tamper_edit_one_byte_of_a_body_is_caught_at_that_record() {
     let (p, t, s, a, _) = live_segment(&c.dir, "requests:1");
     let db = part_conn(&p);
     let mut body: Vec<u8> = db
-        .query_row("SELECT body FROM records WHERE seq=?1", [a + 5], |r| r.get(0))
+        .query_row("SELECT body FROM records WHERE seq=?1", [p.key(a + 5)], |r| r.get(0))
         .unwrap();
     let n = body.len();
     body[n - 20] ^= 1;
     db.execute(
         "UPDATE records SET body=?2 WHERE seq=?1",
-        rusqlite::params![a + 5, body],
+        rusqlite::params![p.key(a + 5), body],
     )
     .unwrap();
     assert_caught(&c.dir, &[(&t, &s, a + 5)], "MAC");
@@ -201,7 +217,7 @@ fn tamper_edit_a_plain_field_is_caught_at_that_record() {
     part_conn(&p)
         .execute(
             "UPDATE records SET plain=replace(plain, '\"action\":\"', '\"action\":\"x') WHERE seq=?1",
-            [a + 3],
+            [p.key(a + 3)],
         )
         .unwrap();
     assert_caught(&c.dir, &[(&t, &s, a + 3)], "MAC");
@@ -212,7 +228,7 @@ fn tamper_delete_one_record_row_is_caught_as_missing() {
     let c = case();
     let (p, t, s, a, _) = live_segment(&c.dir, "audit:1");
     part_conn(&p)
-        .execute("DELETE FROM records WHERE seq=?1", [a + 7])
+        .execute("DELETE FROM records WHERE seq=?1", [p.key(a + 7)])
         .unwrap();
     assert_caught(&c.dir, &[(&t, &s, a + 7)], "missing");
 }
@@ -222,7 +238,10 @@ fn tamper_delete_a_range_without_a_receipt_is_caught_at_its_start() {
     let c = case();
     let (p, t, s, a, _) = live_segment(&c.dir, "requests:1");
     part_conn(&p)
-        .execute("DELETE FROM records WHERE seq BETWEEN ?1 AND ?2", [a + 2, a + 11])
+        .execute(
+            "DELETE FROM records WHERE seq BETWEEN ?1 AND ?2",
+            [p.key(a + 2), p.key(a + 11)],
+        )
         .unwrap();
     let got = gaps(&c.dir);
     assert_caught(&c.dir, &[(&t, &s, a + 2)], "missing");
@@ -236,10 +255,10 @@ fn tamper_insert_a_forged_record_is_caught() {
     let db = part_conn(&p);
     // a copy of a real row, new id, a sequence number no append gave out
     db.execute(
-        "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted)
-         SELECT 9999999, randomblob(16), ts, received, scope, class, pseudonym, key_id, plain, body, state, prev, mac, redacted
+        "INSERT INTO records(seq,part,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted)
+         SELECT ?2, part, randomblob(16), ts, received, scope, class, pseudonym, key_id, plain, body, state, prev, mac, redacted
          FROM records WHERE seq=?1",
-        [a],
+        [p.key(a), p.key(9_999_999)],
     )
     .unwrap();
     assert_caught(&c.dir, &[(&t, &s, 9_999_999)], "not part of the chain");
@@ -254,8 +273,8 @@ fn tamper_swap_two_records_is_caught_at_both() {
         "UPDATE records SET seq = -1 WHERE seq = {x};
          UPDATE records SET seq = {x} WHERE seq = {y};
          UPDATE records SET seq = {y} WHERE seq = -1;",
-        x = a + 4,
-        y = a + 9
+        x = p.key(a + 4),
+        y = p.key(a + 9)
     ))
     .unwrap();
     assert_caught(&c.dir, &[(&t, &s, a + 4), (&t, &s, a + 9)], "MAC");
@@ -272,19 +291,29 @@ fn tamper_truncate_the_newest_records_is_caught() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    let path: String = cat
+    let (path, id): (String, i64) = cat
         .query_row(
-            "SELECT p.path FROM segments s JOIN partitions p ON p.id = s.partition_id
+            "SELECT p.path, p.id FROM segments s JOIN partitions p ON p.id = s.partition_id
              WHERE s.tenant=?1 AND s.stream=?2 AND s.last_seq=?3",
             rusqlite::params![t, s, head],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    let db = part_conn(&c.dir.join(path));
+    let p = Part {
+        file: c.dir.join(path),
+        id,
+    };
+    let db = part_conn(&p);
     let new_head: Vec<u8> = db
-        .query_row("SELECT prev FROM records WHERE seq=?1", [head - 2], |r| r.get(0))
+        .query_row("SELECT prev FROM records WHERE seq=?1", [p.key(head as u64 - 2)], |r| {
+            r.get(0)
+        })
         .unwrap();
-    db.execute("DELETE FROM records WHERE seq > ?1", [head - 3]).unwrap();
+    db.execute(
+        "DELETE FROM records WHERE seq > ?1 AND seq <= ?2",
+        [p.key(head as u64 - 3), p.key(lethe_store::sqlite::MAX_SEQ)],
+    )
+    .unwrap();
     // and hide it in the catalog too (chain hashes are public computations):
     // only the signed checkpoint still tells
     cat.execute(
@@ -382,19 +411,19 @@ fn tamper_delete_a_ledger_entry_is_caught_at_that_entry() {
 /// Turns a live record into a tombstone the way a sweep would (the digests
 /// are public computations): its MAC still checks, so only the missing
 /// authorisation can give it away.
-fn tombstone(part: &Path, seq: u64) {
+fn tombstone(part: &Part, seq: u64) {
     let db = part_conn(part);
     let row = db
         .query_row(
             &format!("SELECT {} FROM records WHERE seq=?1", lethe_store::sqlite::ROW_COLUMNS),
-            [seq],
+            [part.key(seq)],
             lethe_store::sqlite::raw_row,
         )
         .unwrap();
     let d = row.digests().unwrap();
     db.execute(
         "UPDATE records SET plain='', body=NULL, pseudonym=NULL, key_id=NULL, state=2, redacted=?2 WHERE seq=?1",
-        rusqlite::params![seq, [d.plain, d.personal].concat()],
+        rusqlite::params![part.key(seq), [d.plain, d.personal].concat()],
     )
     .unwrap();
 }
@@ -467,7 +496,7 @@ fn tamper_forge_a_receipt_without_the_key_is_caught() {
 /// Someone with the ledger key (a buggy sweep, a rogue operator) records a
 /// proper-looking intent (under the policies of `config`, evaluated at
 /// `at`) and receipt deleting one record, and tombstones it.
-fn forge_delete(dir: &Path, config: &str, at: i64, part: &Path, tenant: &str, stream: &str, seq: u64) {
+fn forge_delete(dir: &Path, config: &str, at: i64, part: &Part, tenant: &str, stream: &str, seq: u64) {
     forge_delete_written(dir, config, at, at.max(now()), part, tenant, stream, seq)
 }
 
@@ -478,7 +507,7 @@ fn forge_delete_written(
     config: &str,
     at: i64,
     written: i64,
-    part: &Path,
+    part: &Part,
     tenant: &str,
     stream: &str,
     seq: u64,
@@ -726,10 +755,10 @@ fn used_keys(dir: &Path, stream: &str) -> Vec<(i64, String, String, Vec<u64>)> {
     let mut by: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
     let c = part_conn(&part);
     let mut st = c
-        .prepare("SELECT key_id, seq FROM records WHERE seq BETWEEN ?1 AND ?2 AND key_id IS NOT NULL")
+        .prepare("SELECT key_id, seq - ?3 FROM records WHERE seq BETWEEN ?1 AND ?2 AND key_id IS NOT NULL")
         .unwrap();
     for row in st
-        .query_map([a as i64, b as i64], |r| {
+        .query_map([part.key(a), part.key(b), part.key(0)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
         })
         .unwrap()
@@ -850,7 +879,7 @@ fn tamper_a_column_rewritten_with_another_type_is_reported_at_that_record_not_an
     part_conn(&p)
         .execute(
             "UPDATE records SET mac = CAST(X'FF00FF' AS TEXT), id = 'not an id' WHERE seq=?1",
-            [a as i64 + 4],
+            [p.key(a + 4)],
         )
         .unwrap();
     let got = gaps(&c.dir);

@@ -129,7 +129,15 @@ impl SqliteStore {
                     .is_none_or(|(p, _)| p.tenant != *tenant_id || p.stream != *stream_id || p.start != start)
                 {
                     let (tenant, stream) = (tenant_id.as_str(), stream_id.to_string());
-                    let path = partition_path(tenant, stream_id, start, self.span_us);
+                    // A new partition goes into its expiry class's file
+                    // for this stream and period; one the catalog already
+                    // has stays in the file it was made in.
+                    let class = b
+                        .placement
+                        .iter()
+                        .find(|(t, s, _)| t == tenant_id && s == stream_id)
+                        .map_or("default", |(_, _, c)| c.as_str());
+                    let path = partition_path(class, stream_id, start, self.span_us);
                     // A partition the catalog holds committed records of
                     // must still have its file: recreating it empty would
                     // hide the loss and count its records twice.
@@ -212,11 +220,11 @@ impl SqliteStore {
             let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
             let mac = &macs[&p.tenant];
             let (first, prev) = (chain.seq + 1, chain.hash);
-            created |= !inner.parts.contains_key(&p.id) && !self.part_path(&p.path).exists();
+            created |= !inner.parts.contains_key(&p.path) && !self.part_path(&p.path).exists();
             let c = self.conn(inner, &p, true)?;
             let tx = c.unchecked_transaction().map_err(db)?;
             let mut deltas = Vec::new();
-            let n = partition::insert(&tx, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
+            let n = partition::insert(&tx, p.id, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
             tx.commit().map_err(db)?;
             crashpoint::hit("append.after_partition");
             report.inserted += n;
@@ -320,11 +328,8 @@ impl SqliteStore {
                 )
                 .map_err(db)?;
             }
-            tx.execute(
-                "UPDATE partitions SET state=?2 WHERE id=?1",
-                params![p.id, LIVE],
-            )
-            .map_err(db)?;
+            tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
+                .map_err(db)?;
         }
         for (part, version, f) in &filters {
             tx.execute(
@@ -356,7 +361,7 @@ impl SqliteStore {
         }
         // A partition left empty (every record a duplicate of a new partition) is removed.
         for st in &settled {
-            if st.deltas.is_empty() && partition::is_empty(self.conn(inner, &st.part, false)?)? {
+            if st.deltas.is_empty() && partition::is_empty(self.conn(inner, &st.part, false)?, st.part.id)? {
                 self.settle(inner, &st.part)?;
             }
         }

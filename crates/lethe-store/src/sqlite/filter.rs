@@ -6,9 +6,12 @@
 /// Bit positions per pseudonym.
 const HASHES: usize = 4;
 
-/// Size of a new filter (bytes): ~8,000 distinct subjects at a 2.6% false
-/// positive rate before it grows.
-pub const INITIAL_BYTES: usize = 8 << 10;
+/// Size of a new filter (bytes): ~50 distinct subjects at a 2.6% false
+/// positive rate before it grows (4× each time, rebuilt from the
+/// partition's subject index). Small to start: with partitions shared by
+/// many tenants' files, most partitions hold few records, and a filter per
+/// partition is kept (and rewritten with each batch) in the catalog.
+pub const INITIAL_BYTES: usize = 64;
 
 /// A filter is rebuilt four times larger once this share of its bits is set.
 const CROWDED: f64 = 0.4;
@@ -97,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_filter_never_misses_what_was_added_and_rarely_claims_what_was_not() {
-        let mut f = SubjectFilter::new(INITIAL_BYTES);
+        let mut f = SubjectFilter::new(8 << 10);
         for i in 0..5000 {
             f.insert(&pseudo(i));
         }

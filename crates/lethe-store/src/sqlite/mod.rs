@@ -29,7 +29,7 @@ mod restored;
 mod schema;
 mod selection;
 
-pub use partition::{raw_row, COLUMNS as ROW_COLUMNS};
+pub use partition::{raw_row, COLUMNS as ROW_COLUMNS, MAX_SEQ, SEQ_BITS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -114,9 +114,11 @@ pub struct SqliteStore {
 
 struct Inner {
     cat: Connection,
-    parts: HashMap<i64, (Connection, u64)>,
+    /// Open partition files by path (one connection per file, however many
+    /// partitions it holds).
+    parts: HashMap<String, (Connection, u64)>,
     /// Evicted from `parts` but kept open, cache released (see [`IDLE_PARTITIONS`]).
-    idle: HashMap<i64, (Connection, u64)>,
+    idle: HashMap<String, (Connection, u64)>,
     /// How many idle connections the open-files limit allows.
     idle_limit: usize,
     /// How many lookup connections it allows besides.
@@ -132,7 +134,7 @@ struct Inner {
     /// purges with their compiled statements, each with the file identity
     /// (device, inode) it was opened on: a file dropped and made again is
     /// opened anew.
-    lookups: HashMap<i64, (Connection, (u64, u64), u64)>,
+    lookups: HashMap<String, (Connection, (u64, u64), u64)>,
 }
 
 /// Lookup connections kept at once (the least recently used goes first),
@@ -193,7 +195,8 @@ impl SqliteStore {
         let cat = schema::open_catalog(dir, span_secs)?;
         let keys = Connection::open(dir.join("catalog.db")).map_err(db)?;
         keys.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
+            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA wal_autocheckpoint=0;
+             PRAGMA journal_size_limit=4194304; PRAGMA secure_delete=ON;",
         )
         .map_err(db)?;
         let store = SqliteStore {
@@ -249,8 +252,8 @@ impl SqliteStore {
     fn conn<'a>(&self, inner: &'a mut Inner, p: &Part, create: bool) -> Result<&'a Connection> {
         inner.tick += 1;
         let tick = inner.tick;
-        if !inner.parts.contains_key(&p.id) {
-            let c = match inner.idle.remove(&p.id) {
+        if !inner.parts.contains_key(&p.path) {
+            let c = match inner.idle.remove(&p.path) {
                 Some((c, _)) => {
                     c.execute_batch(partition::FULL_CACHE).map_err(db)?;
                     c
@@ -264,7 +267,7 @@ impl SqliteStore {
                 }
             };
             if inner.parts.len() >= OPEN_PARTITIONS {
-                if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
                     if let Some((c, t)) = inner.parts.remove(&old) {
                         // Kept open but light; closed (in the background:
                         // a close checkpoints) once the idle set is full.
@@ -280,15 +283,15 @@ impl SqliteStore {
                 }
             }
             if inner.idle.len() > inner.idle_limit {
-                if let Some(old) = inner.idle.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                if let Some(old) = inner.idle.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
                     if let Some((c, _)) = inner.idle.remove(&old) {
                         self.upkeep.close(c);
                     }
                 }
             }
-            inner.parts.insert(p.id, (c, tick));
+            inner.parts.insert(p.path.clone(), (c, tick));
         }
-        let e = inner.parts.get_mut(&p.id).expect("inserted above");
+        let e = inner.parts.get_mut(&p.path).expect("inserted above");
         e.1 = tick;
         Ok(&e.0)
     }
@@ -300,7 +303,7 @@ impl SqliteStore {
     /// empty file.
     fn read_conn<'a>(&self, inner: &'a mut Inner, p: &Part) -> Result<Option<&'a Connection>> {
         let path = self.part_path(&p.path);
-        if !inner.parts.contains_key(&p.id) && !inner.idle.contains_key(&p.id) && !path.exists() {
+        if !inner.parts.contains_key(&p.path) && !inner.idle.contains_key(&p.path) && !path.exists() {
             if p.state == DIRTY {
                 return Ok(None);
             }
@@ -335,9 +338,14 @@ impl SqliteStore {
         };
         inner.tick += 1;
         let tick = inner.tick;
-        if inner.lookups.get(&p.id).is_none_or(|(_, have, _)| *have != id) {
+        if inner.lookups.get(&p.path).is_none_or(|(_, have, _)| *have != id) {
             if inner.lookups.len() >= inner.lookup_limit {
-                if let Some(old) = inner.lookups.iter().min_by_key(|(_, (_, _, t))| *t).map(|(k, _)| *k) {
+                if let Some(old) = inner
+                    .lookups
+                    .iter()
+                    .min_by_key(|(_, (_, _, t))| *t)
+                    .map(|(k, _)| k.clone())
+                {
                     inner.lookups.remove(&old);
                 }
             }
@@ -347,20 +355,51 @@ impl SqliteStore {
             if p.state == DIRTY && !partition::has_table(&c)? {
                 return Ok(None);
             }
-            inner.lookups.insert(p.id, (c, id, tick));
+            inner.lookups.insert(p.path.clone(), (c, id, tick));
         }
-        let e = inner.lookups.get_mut(&p.id).expect("inserted above");
+        let e = inner.lookups.get_mut(&p.path).expect("inserted above");
         e.2 = tick;
         Ok(Some(&e.0))
     }
 
+    /// Takes a partition the catalog marked `dropping` out of its file and
+    /// returns the disk bytes given back: the whole file goes — disk
+    /// returned at once — when no other partition lives in it any more,
+    /// else only the partition's rows are deleted (durably: a forgotten
+    /// partition's rows must not come back), their pages left for the
+    /// file's later writes. Idempotent, so crash repair can run it again.
+    fn release(&self, inner: &mut Inner, p: &Part) -> Result<u64> {
+        let others: i64 = inner
+            .cat
+            .query_row(
+                "SELECT count(*) FROM partitions WHERE path=?1 AND id!=?2 AND state!=?3",
+                params![p.path, p.id, DROPPING],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if others == 0 {
+            let bytes = self.file_bytes(p);
+            self.remove_files(inner, p)?;
+            return Ok(bytes);
+        }
+        if !self.part_path(&p.path).exists() {
+            return Ok(0);
+        }
+        let c = self.conn(inner, p, false)?;
+        if partition::has_table(c)? && partition::remove_part(c, p.id)? > 0 {
+            self.sync_partitions(std::iter::once(p), false)?;
+        }
+        Ok(0)
+    }
+
+    /// Unlinks a partition file and everything SQLite keeps beside it.
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
         // A connection to this file still waiting to close in the background
         // would, closing after the unlink, remove by name the log of a new
         // file made at the same path.
         self.upkeep.settle();
-        inner.lookups.remove(&p.id);
-        for (c, _) in [inner.parts.remove(&p.id), inner.idle.remove(&p.id)]
+        inner.lookups.remove(&p.path);
+        for (c, _) in [inner.parts.remove(&p.path), inner.idle.remove(&p.path)]
             .into_iter()
             .flatten()
         {
@@ -785,14 +824,39 @@ impl Store for SqliteStore {
     }
 }
 
-fn partition_path(tenant: &str, stream: &StreamId, start_us: i64, span_us: i64) -> String {
+fn partition_path(class: &str, stream: &StreamId, start_us: i64, span_us: i64) -> String {
     let d = chrono_like(start_us);
     let name = if span_us % 86_400_000_000 == 0 {
         d.0
     } else {
         format!("{}T{:02}", d.0, d.1)
     };
-    format!("partitions/{tenant}/{}-v{}/{name}.db", stream.name, stream.version)
+    format!(
+        "partitions/{}-v{}/{}/{name}.db",
+        stream.name,
+        stream.version,
+        class_dir(class)
+    )
+}
+
+/// An expiry class as a directory name: itself when it is a short name of
+/// `[A-Za-z0-9_-]`, else `h` and a hash of it.
+fn class_dir(class: &str) -> String {
+    let plain = !class.is_empty()
+        && class.len() <= 48
+        && class
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        return class.to_string();
+    }
+    // FNV-1a: stable across versions and platforms, no dependency.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in class.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("h{h:016x}")
 }
 
 /// (YYYY-MM-DD, hour) of a µs timestamp, without pulling a date library into the store.
@@ -873,13 +937,15 @@ mod tests {
         let s: StreamId = "audit:1".parse().unwrap();
         let t = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
         assert_eq!(
-            partition_path("acme", &s, t, 86_400_000_000),
-            "partitions/acme/audit-v1/2026-01-01.db"
+            partition_path("30d-delete", &s, t, 86_400_000_000),
+            "partitions/audit-v1/30d-delete/2026-01-01.db"
         );
         assert_eq!(
-            partition_path("acme", &s, t + 6 * 3_600_000_000, 3_600_000_000),
-            "partitions/acme/audit-v1/2026-01-01T06.db"
+            partition_path("default", &s, t + 6 * 3_600_000_000, 3_600_000_000),
+            "partitions/audit-v1/default/2026-01-01T06.db"
         );
+        assert_eq!(class_dir("../x"), class_dir("../x"));
+        assert!(class_dir("../x").starts_with('h') && !class_dir("../x").contains('/'));
         assert_eq!(chrono_like(951_782_400_000_000).0, "2000-02-29");
     }
 }

@@ -1,4 +1,13 @@
-//! One partition file: the records of one (tenant, stream, period).
+//! One partition file: the records of every (tenant, stream, period)
+//! partition the catalog places in it.
+//!
+//! A file holds many partitions — all of a stream's records of one period
+//! whatever their tenant — so the number of files, syncs and half-empty
+//! pages does not grow with the number of tenants. Each row carries its
+//! partition (`part`, the catalog's id) and is keyed by
+//! `part << SEQ_BITS | seq`, so one partition's rows are one contiguous
+//! range of the table and every function below works on one partition:
+//! a tenant's query, removal or scan never reads another partition's rows.
 
 use std::path::Path;
 
@@ -17,6 +26,7 @@ use super::db;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records(
   seq INTEGER PRIMARY KEY,
+  part INTEGER NOT NULL,
   id BLOB NOT NULL,
   ts INTEGER NOT NULL,
   received INTEGER NOT NULL,
@@ -31,10 +41,28 @@ CREATE TABLE IF NOT EXISTS records(
   mac BLOB NOT NULL,
   redacted BLOB
 );
-CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
-CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
-CREATE INDEX IF NOT EXISTS records_subject ON records(pseudonym) WHERE pseudonym IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(part, id);
+CREATE INDEX IF NOT EXISTS records_ts ON records(part, ts);
+CREATE INDEX IF NOT EXISTS records_subject ON records(part, pseudonym) WHERE pseudonym IS NOT NULL;
 ";
+
+/// Bits of a row key that hold the chain sequence number (68.7 billion
+/// records per chain); the bits above hold the partition (134 million
+/// partitions over a store's life).
+pub const SEQ_BITS: u32 = 36;
+
+/// The largest sequence number a row key can hold.
+pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+
+/// A partition's first row key: its rows are keyed `base + seq`.
+pub fn base(part: i64) -> i64 {
+    part << SEQ_BITS
+}
+
+/// The row key of `seq` in `part`, clamped into the partition's range.
+fn key(part: i64, seq: u64) -> i64 {
+    base(part) + seq.min(MAX_SEQ) as i64
+}
 
 /// The page cache of a partition connection in use (1 MB).
 pub const FULL_CACHE: &str = "PRAGMA cache_size=-1024";
@@ -62,7 +90,8 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
     let c = Connection::open_with_flags(path, flags).map_err(db)?;
     no_lookaside(&c);
     c.execute_batch(
-        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;",
+        "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-1024;
+         PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=4194304;",
     )
     .map_err(db)?;
     // Only a file without the table needs the schema (a new one, or one a
@@ -162,6 +191,7 @@ pub fn kept_level(level: u32) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub fn insert(
     c: &Connection,
+    part: i64,
     tenant: &str,
     stream: &str,
     recs: &[(&NewRecord, &Digests)],
@@ -171,14 +201,19 @@ pub fn insert(
 ) -> Result<u64> {
     let mut st = c
         .prepare_cached(
-            "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO records(seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac,part)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) ON CONFLICT(part,id) DO NOTHING",
         )
         .map_err(db)?;
     let mut n = 0;
     let mut buf = Vec::with_capacity(256);
     for (r, d) in recs {
         let seq = chain.seq + 1;
+        if seq > MAX_SEQ {
+            return Err(StoreError::Corrupt(format!(
+                "chain {tenant}/{stream} is full ({MAX_SEQ} records)"
+            )));
+        }
         let class = r.group.classification.code();
         let header = Header {
             tenant,
@@ -198,7 +233,7 @@ pub fn insert(
         let tag = mac.mac(&leaf);
         let changed = st
             .execute(params![
-                seq as i64,
+                key(part, seq),
                 &r.id[..],
                 r.ts_us,
                 r.received_us,
@@ -210,6 +245,7 @@ pub fn insert(
                 r.body,
                 &chain.hash[..],
                 &tag[..],
+                part,
             ])
             .map_err(db)?;
         if changed == 1 {
@@ -258,15 +294,15 @@ pub struct GroupRow {
 }
 
 /// Per-group statistics recomputed from the partition itself.
-pub fn group_stats(c: &Connection) -> Result<Vec<GroupRow>> {
+pub fn group_stats(c: &Connection, part: i64) -> Result<Vec<GroupRow>> {
     let mut st = c
         .prepare(
             "SELECT scope, class, sum(state<2), sum(state=1), sum(state=2), min(ts) FILTER (WHERE state<2),
-                    max(ts) FILTER (WHERE state<2) FROM records GROUP BY scope, class",
+                    max(ts) FILTER (WHERE state<2) FROM records WHERE part=?1 GROUP BY scope, class",
         )
         .map_err(db)?;
     let rows = st
-        .query_map([], |r| {
+        .query_map([part], |r| {
             Ok(GroupRow {
                 scope: r.get(0)?,
                 class: r.get(1)?,
@@ -295,9 +331,22 @@ pub fn has_table(c: &Connection) -> Result<bool> {
 }
 
 /// Removes rows left by a batch that never committed in the catalog.
-pub fn truncate_after(c: &Connection, head_seq: u64) -> Result<u64> {
-    Ok(c.execute("DELETE FROM records WHERE seq > ?1", [head_seq as i64])
-        .map_err(db)? as u64)
+pub fn truncate_after(c: &Connection, part: i64, head_seq: u64) -> Result<u64> {
+    Ok(c.execute(
+        "DELETE FROM records WHERE seq > ?1 AND seq <= ?2",
+        [key(part, head_seq), key(part, MAX_SEQ)],
+    )
+    .map_err(db)? as u64)
+}
+
+/// Removes every row of a partition (one dropped while other partitions
+/// still live in its file).
+pub fn remove_part(c: &Connection, part: i64) -> Result<u64> {
+    Ok(c.execute(
+        "DELETE FROM records WHERE seq BETWEEN ?1 AND ?2",
+        [key(part, 0), key(part, MAX_SEQ)],
+    )
+    .map_err(db)? as u64)
 }
 
 /// Appends `seq` to inclusive ranges kept in ascending order.
@@ -327,7 +376,7 @@ pub struct Expired<'a> {
 /// Sequence numbers of a group's records expired at the cutoff that the
 /// action still has to touch, as inclusive ranges in order, leaving out
 /// records one of `holds` covers; returns them and how many were held.
-pub fn expired_seqs(c: &Connection, e: &Expired<'_>, holds: &[&HoldScope]) -> Result<(Vec<[u64; 2]>, u64)> {
+pub fn expired_seqs(c: &Connection, part: i64, e: &Expired<'_>, holds: &[&HoldScope]) -> Result<(Vec<[u64; 2]>, u64)> {
     let Expired {
         tenant,
         scope,
@@ -339,9 +388,11 @@ pub fn expired_seqs(c: &Connection, e: &Expired<'_>, holds: &[&HoldScope]) -> Re
     // Committed rows only: rows past the chain head belong to a batch
     // still being written (or one a crash left behind).
     let sql = if anonymize {
-        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state=0 AND seq<=?4 ORDER BY seq"
+        "SELECT seq - ?5, pseudonym, ts FROM records
+         WHERE part=?6 AND scope=?1 AND class=?2 AND ts<?3 AND state=0 AND seq<=?4 ORDER BY seq"
     } else {
-        "SELECT seq, pseudonym, ts FROM records WHERE scope=?1 AND class=?2 AND ts<?3 AND state<2 AND seq<=?4 ORDER BY seq"
+        "SELECT seq - ?5, pseudonym, ts FROM records
+         WHERE part=?6 AND scope=?1 AND class=?2 AND ts<?3 AND state<2 AND seq<=?4 ORDER BY seq"
     };
     let mut st = c.prepare_cached(sql).map_err(db)?;
     let mut rows = st
@@ -349,7 +400,9 @@ pub fn expired_seqs(c: &Connection, e: &Expired<'_>, holds: &[&HoldScope]) -> Re
             scope,
             class.code(),
             cutoff,
-            max_seq.min(i64::MAX as u64) as i64
+            key(part, max_seq),
+            base(part),
+            part
         ])
         .map_err(db)?;
     let mut out: Vec<[u64; 2]> = Vec::new();
@@ -405,36 +458,46 @@ pub struct RowFilter<'a> {
 
 /// Rows a purge selects: those of `pseudonym` (through the subject index),
 /// or every row when `None`, that the filter matches, in sequence order.
-pub fn select_rows(c: &Connection, pseudonym: Option<&[u8; 32]>, f: &RowFilter<'_>) -> Result<Vec<SelectedRow>> {
+pub fn select_rows(
+    c: &Connection,
+    part: i64,
+    pseudonym: Option<&[u8; 32]>,
+    f: &RowFilter<'_>,
+) -> Result<Vec<SelectedRow>> {
     let sql = match pseudonym {
-        Some(_) => format!("SELECT {SELECTED} FROM records WHERE pseudonym = ?6 AND {MATCHES} ORDER BY seq"),
+        Some(_) => format!("SELECT {SELECTED} FROM records WHERE pseudonym = ?8 AND {MATCHES} ORDER BY seq"),
         None => format!("SELECT {SELECTED} FROM records WHERE {MATCHES} ORDER BY seq"),
     };
     let mut st = c.prepare_cached(&sql).map_err(db)?;
-    let [target, max] = f.bounds();
+    let [target, max] = f.bounds(part);
     let rows = match pseudonym {
         Some(p) => st.query_map(
-            params![target, max, f.scope, f.since_us, f.until_us, &p[..]],
+            params![target, max, f.scope, f.since_us, f.until_us, base(part), part, &p[..]],
             selected_row,
         ),
-        None => st.query_map(params![target, max, f.scope, f.since_us, f.until_us], selected_row),
+        None => st.query_map(
+            params![target, max, f.scope, f.since_us, f.until_us, base(part), part],
+            selected_row,
+        ),
     }
     .map_err(db)?;
     rows.collect::<std::result::Result<_, _>>().map_err(db)
 }
 
 /// The columns [`selected_row`] reads.
-const SELECTED: &str = "seq, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0)";
+const SELECTED: &str = "seq - ?6, scope, ts, pseudonym, length(plain) + ifnull(length(body), 0)";
 
 /// What a [`RowFilter`] matches, with `?1` the state the action leaves,
-/// `?2` the committed head, `?3` scope, `?4`/`?5` the time range.
-const MATCHES: &str = "state < ?1 AND seq <= ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5";
+/// `?2` the committed head's row key, `?3` scope, `?4`/`?5` the time
+/// range, `?6` the partition's base key and `?7` the partition.
+const MATCHES: &str =
+    "part = ?7 AND seq >= ?6 AND state < ?1 AND seq <= ?2 AND (?3 IS NULL OR scope = ?3) AND ts >= ?4 AND ts < ?5";
 
 impl RowFilter<'_> {
-    /// `[state the action leaves, committed head]` as SQL integers.
-    fn bounds(&self) -> [i64; 2] {
+    /// `[state the action leaves, committed head's row key]` as SQL integers.
+    fn bounds(&self, part: i64) -> [i64; 2] {
         let target = if self.anonymize { ANONYMIZED } else { DELETED };
-        [target, self.max_seq.min(i64::MAX as u64) as i64]
+        [target, key(part, self.max_seq)]
     }
 }
 
@@ -444,18 +507,22 @@ impl RowFilter<'_> {
 /// matching rows by sequence number.
 pub fn select_rows_of(
     c: &Connection,
+    part: i64,
     subjects: &std::collections::HashSet<[u8; 32]>,
     f: &RowFilter<'_>,
 ) -> Result<Vec<SelectedRow>> {
-    let [target, max] = f.bounds();
+    let [target, max] = f.bounds(part);
     let mut seqs = Vec::new();
     {
         let mut st = c
-            .prepare_cached(// The subject index holds every (pseudonym, seq): without the
-            // hint the planner may read the whole table by rowid instead.
-            "SELECT pseudonym, seq FROM records INDEXED BY records_subject WHERE pseudonym IS NOT NULL AND seq <= ?1")
+            .prepare_cached(
+                // The subject index holds every (pseudonym, seq): without the
+                // hint the planner may read the whole table by rowid instead.
+                "SELECT pseudonym, seq FROM records INDEXED BY records_subject
+             WHERE part = ?2 AND pseudonym IS NOT NULL AND seq <= ?1",
+            )
             .map_err(db)?;
-        let mut rows = st.query([max]).map_err(db)?;
+        let mut rows = st.query([max, part]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let p = r.get_ref(0).map_err(db)?.as_blob().map_err(|e| db(e.into()))?;
             if let Ok(p) = <&[u8; 32]>::try_from(p) {
@@ -467,12 +534,15 @@ pub fn select_rows_of(
     }
     seqs.sort_unstable();
     let mut st = c
-        .prepare_cached(&format!("SELECT {SELECTED} FROM records WHERE seq = ?6 AND {MATCHES}"))
+        .prepare_cached(&format!("SELECT {SELECTED} FROM records WHERE seq = ?8 AND {MATCHES}"))
         .map_err(db)?;
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let row = st
-            .query_row(params![target, max, f.scope, f.since_us, f.until_us, seq], selected_row)
+            .query_row(
+                params![target, max, f.scope, f.since_us, f.until_us, base(part), part, seq],
+                selected_row,
+            )
             .optional()
             .map_err(db)?;
         out.extend(row);
@@ -481,11 +551,11 @@ pub fn select_rows_of(
 }
 
 /// Every distinct pseudonym stored in the partition (live rows).
-pub fn pseudonyms(c: &Connection) -> Result<Vec<[u8; 32]>> {
+pub fn pseudonyms(c: &Connection, part: i64) -> Result<Vec<[u8; 32]>> {
     let mut st = c
-        .prepare_cached("SELECT DISTINCT pseudonym FROM records WHERE pseudonym IS NOT NULL")
+        .prepare_cached("SELECT DISTINCT pseudonym FROM records WHERE part=?1 AND pseudonym IS NOT NULL")
         .map_err(db)?;
-    let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(db)?;
+    let rows = st.query_map([part], |r| r.get::<_, Vec<u8>>(0)).map_err(db)?;
     let mut out = Vec::new();
     for v in rows {
         if let Ok(p) = v.map_err(db)?.try_into() {
@@ -497,13 +567,13 @@ pub fn pseudonyms(c: &Connection) -> Result<Vec<[u8; 32]>> {
 
 /// Oldest and newest event time of a group's live (not deleted) records,
 /// through the time index.
-pub fn live_bounds(c: &Connection, scope: &str, class: u8) -> Result<(Option<i64>, Option<i64>)> {
+pub fn live_bounds(c: &Connection, part: i64, scope: &str, class: u8) -> Result<(Option<i64>, Option<i64>)> {
     let one = |order: &str| -> Result<Option<i64>> {
         c.prepare_cached(&format!(
-            "SELECT ts FROM records WHERE scope=?1 AND class=?2 AND state<2 ORDER BY ts {order} LIMIT 1"
+            "SELECT ts FROM records WHERE part=?3 AND scope=?1 AND class=?2 AND state<2 ORDER BY part {order}, ts {order} LIMIT 1"
         ))
         .map_err(db)?
-        .query_row(params![scope, class], |r| r.get(0))
+        .query_row(params![scope, class, part], |r| r.get(0))
         .optional()
         .map_err(db)
     };
@@ -524,7 +594,13 @@ pub struct Changed {
 /// Tombstones (delete) or anonymizes the listed records that are not yet
 /// in that state, keeping the digests of what goes; returns how many
 /// changed. Runs inside the caller's transaction.
-pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut Vec<Changed>) -> Result<u64> {
+pub fn redact(
+    c: &Connection,
+    part: i64,
+    seqs: &[[u64; 2]],
+    anonymize: bool,
+    changed: &mut Vec<Changed>,
+) -> Result<u64> {
     let mut read = c
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 AND state < ?3 ORDER BY seq"
@@ -542,7 +618,7 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut 
     let mut n = 0;
     for r in seqs {
         let rows: Vec<RawRow> = read
-            .query_map(params![r[0] as i64, r[1] as i64, target], raw_row)
+            .query_map(params![key(part, r[0]), key(part, r[1]), target], raw_row)
             .map_err(db)?
             .collect::<std::result::Result<_, _>>()
             .map_err(db)?;
@@ -558,12 +634,12 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut 
                 deleted: !anonymize,
             });
             if anonymize {
-                anon.execute(params![row.seq as i64, &d.personal[..]]).map_err(db)?;
+                anon.execute(params![key(part, row.seq), &d.personal[..]]).map_err(db)?;
             } else {
                 let mut kept = Vec::with_capacity(64);
                 kept.extend_from_slice(&d.plain);
                 kept.extend_from_slice(&d.personal);
-                del.execute(params![row.seq as i64, kept]).map_err(db)?;
+                del.execute(params![key(part, row.seq), kept]).map_err(db)?;
             }
             n += 1;
         }
@@ -572,7 +648,9 @@ pub fn redact(c: &Connection, seqs: &[[u64; 2]], anonymize: bool, changed: &mut 
 }
 
 /// Every column of a partition row, in [`raw_row`] order.
-pub const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted";
+/// The first column is the row's sequence number within its partition.
+pub const COLUMNS: &str =
+    "seq & 68719476735,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted";
 
 /// Reads a partition row selected with [`COLUMNS`] (also for tools and
 /// tests that read partition files directly). Tolerant of what an edit on
@@ -618,14 +696,14 @@ pub fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 }
 
 /// Visits rows `first..=last` in sequence order.
-pub fn scan(c: &Connection, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+pub fn scan(c: &Connection, part: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
     let mut st = c
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq"
         ))
         .map_err(db)?;
     let rows = st
-        .query_map(params![first as i64, last.min(i64::MAX as u64) as i64], raw_row)
+        .query_map(params![key(part, first), key(part, last)], raw_row)
         .map_err(db)?;
     for r in rows {
         visit(r.map_err(db)?);
@@ -634,17 +712,14 @@ pub fn scan(c: &Connection, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)
 }
 
 /// Rows `first..=last` in sequence order, at most `limit` of them.
-pub fn scan_chunk(c: &Connection, first: u64, last: u64, limit: usize) -> Result<Vec<RawRow>> {
+pub fn scan_chunk(c: &Connection, part: i64, first: u64, last: u64, limit: usize) -> Result<Vec<RawRow>> {
     let mut st = c
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3"
         ))
         .map_err(db)?;
     let rows = st
-        .query_map(
-            params![first as i64, last.min(i64::MAX as u64) as i64, limit as i64],
-            raw_row,
-        )
+        .query_map(params![key(part, first), key(part, last), limit as i64], raw_row)
         .map_err(db)?;
     rows.map(|r| r.map_err(db)).collect()
 }
@@ -670,15 +745,23 @@ pub fn open_immutable(path: &Path) -> Result<Connection> {
 }
 
 /// Rows in the file, tombstones included.
-pub fn row_count(c: &Connection) -> Result<u64> {
-    Ok(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
-        .map_err(db)? as u64)
+pub fn row_count(c: &Connection, part: i64) -> Result<u64> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM records WHERE seq BETWEEN ?1 AND ?2",
+        [key(part, 0), key(part, MAX_SEQ)],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_err(db)? as u64)
 }
 
 /// Sequence numbers of rows outside the given inclusive ranges.
-pub fn strays(c: &Connection, ranges: &[(u64, u64)]) -> Result<Vec<u64>> {
-    let mut st = c.prepare("SELECT seq FROM records ORDER BY seq").map_err(db)?;
-    let rows = st.query_map([], |r| r.get::<_, i64>(0)).map_err(db)?;
+pub fn strays(c: &Connection, part: i64, ranges: &[(u64, u64)]) -> Result<Vec<u64>> {
+    let mut st = c
+        .prepare("SELECT seq - ?1 FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")
+        .map_err(db)?;
+    let rows = st
+        .query_map([key(part, 0), key(part, MAX_SEQ)], |r| r.get::<_, i64>(0))
+        .map_err(db)?;
     let mut out = Vec::new();
     for seq in rows {
         let seq = seq.map_err(db)? as u64;
@@ -690,11 +773,15 @@ pub fn strays(c: &Connection, ranges: &[(u64, u64)]) -> Result<Vec<u64>> {
 }
 
 /// Whether the partition holds no rows (tombstones count).
-pub fn is_empty(c: &Connection) -> Result<bool> {
-    Ok(c.query_row("SELECT 1 FROM records LIMIT 1", [], |_| Ok(()))
-        .optional()
-        .map_err(db)?
-        .is_none())
+pub fn is_empty(c: &Connection, part: i64) -> Result<bool> {
+    Ok(c.query_row(
+        "SELECT 1 FROM records WHERE seq BETWEEN ?1 AND ?2 LIMIT 1",
+        [key(part, 0), key(part, MAX_SEQ)],
+        |_| Ok(()),
+    )
+    .optional()
+    .map_err(db)?
+    .is_none())
 }
 
 /// Filters for [`select`].
@@ -739,18 +826,16 @@ pub fn push_filters(
 }
 
 /// Reads matching records of a partition in event-time order.
-pub fn select(c: &Connection, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
-    let mut sql = String::from(
-        "SELECT seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,state,prev,mac,redacted FROM records WHERE state<2",
-    );
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+pub fn select(c: &Connection, part: i64, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM records WHERE part=? AND state<2");
+    let mut args: Vec<rusqlite::types::Value> = vec![part.into()];
     push_filters(&mut sql, &mut args, f.scope, f.pseudonym, f.since_us, f.until_us);
     sql.push_str(" AND seq<=?");
-    args.push((f.max_seq.min(i64::MAX as u64) as i64).into());
+    args.push(key(part, f.max_seq).into());
     sql.push_str(if f.ascending {
-        " ORDER BY ts ASC, seq ASC"
+        " ORDER BY part ASC, ts ASC, seq ASC"
     } else {
-        " ORDER BY ts DESC, seq DESC"
+        " ORDER BY part DESC, ts DESC, seq DESC"
     });
     if let Some(l) = f.limit {
         sql.push_str(&format!(" LIMIT {l}"));

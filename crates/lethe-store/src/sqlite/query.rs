@@ -58,7 +58,7 @@ impl SqliteStore {
                     limit: q.limit.map(|_| remaining),
                     max_seq: heads[&p.stream.to_string()],
                 };
-                rows.extend(partition::select(c, &key, &f)?);
+                rows.extend(partition::select(c, p.id, &key, &f)?);
             }
             rows.sort_by(|a, b| {
                 let k = |r: &StoredRecord| (r.record.ts_us, r.record.group.stream.clone(), r.seq);
@@ -122,18 +122,37 @@ impl SqliteStore {
             .map_err(db)?
             .collect::<std::result::Result<_, _>>()
             .map_err(db)?;
-        let mut part_total: HashMap<i64, i64> = HashMap::new();
-        for r in &rows {
-            *part_total.entry(r.0).or_default() += r.6 + r.10;
+        // A file holds many partitions (of every tenant): its bytes are
+        // split over all the groups in it by record share (tombstones
+        // count: they take room too), whoever asks.
+        let mut path_total: HashMap<String, i64> = HashMap::new();
+        {
+            let mut st = inner
+                .cat
+                .prepare_cached(
+                    "SELECT p.path, sum(g.records + g.deleted) FROM partitions p
+                     JOIN partition_groups g ON g.partition_id = p.id WHERE p.state != 2 GROUP BY p.path",
+                )
+                .map_err(db)?;
+            let totals = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db)?;
+            for t in totals {
+                let (path, n) = t.map_err(db)?;
+                path_total.insert(path, n);
+            }
         }
         let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
         // Bytes as the disk has them now, split over the partition's groups by record share.
-        let mut part_bytes: HashMap<i64, u64> = HashMap::new();
-        let mut given: HashMap<i64, (u64, GroupKey)> = HashMap::new();
-        for (pid, t, s, path, scope, class, n, anon, min, max, deleted) in rows {
-            let bytes = *part_bytes.entry(pid).or_insert_with(|| self.path_bytes(&path));
+        let mut file_bytes: HashMap<String, u64> = HashMap::new();
+        let mut given: HashMap<String, (u64, GroupKey)> = HashMap::new();
+        for (_, t, s, path, scope, class, n, anon, min, max, deleted) in rows {
+            let bytes = match file_bytes.get(&path) {
+                Some(b) => *b,
+                None => *file_bytes.entry(path.clone()).or_insert(self.path_bytes(&path)),
+            };
             let key = group_key(&t, &s, scope, class)?;
-            let total = part_total[&pid].max(1);
+            let total = path_total.get(&path).copied().unwrap_or(0).max(1);
             let e = out.entry(key.clone()).or_insert(GroupStats {
                 key: key.clone(),
                 records: 0,
@@ -152,7 +171,7 @@ impl SqliteStore {
             e.bytes += share;
             // The rounding remainder goes to the partition's last group, so
             // the groups add up to exactly what the files occupy.
-            let given = given.entry(pid).or_insert((0, key.clone()));
+            let given = given.entry(path).or_insert((0, key.clone()));
             given.0 += share;
             given.1 = key;
             e.oldest_us = match (e.oldest_us, min) {
@@ -164,9 +183,13 @@ impl SqliteStore {
                 (a, b) => a.or(b),
             };
         }
-        for (pid, (sum, key)) in given {
+        // The rounding remainder of a file whose groups were all counted.
+        for (path, (sum, key)) in given {
+            let all = file_bytes[&path];
             if let Some(e) = out.get_mut(&key) {
-                e.bytes += part_bytes[&pid] - sum;
+                e.bytes += all
+                    .saturating_sub(sum)
+                    .min(all / path_total.get(&path).copied().unwrap_or(1).max(1) as u64 + 1);
             }
         }
         Ok(out.into_values().collect())
@@ -209,10 +232,15 @@ impl SqliteStore {
         let mut reader = Reader::new(self);
         for p in parts {
             reader.know(p.id, self.part_path(&p.path), p.state == DIRTY);
+            // This partition's row only: other partitions share the file.
             let seq: Option<i64> = reader.checked(p.id, None, &|c| {
-                c.query_row("SELECT seq FROM records WHERE id=?1", [&id[..]], |r| r.get(0))
-                    .optional()
-                    .map_err(db)
+                c.query_row(
+                    "SELECT seq - ?3 FROM records WHERE part=?2 AND id=?1",
+                    rusqlite::params![&id[..], p.id, partition::base(p.id)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)
             })?;
             if let Some(seq) = seq {
                 return Ok(Some((p.tenant.to_string(), p.stream.to_string(), seq as u64)));

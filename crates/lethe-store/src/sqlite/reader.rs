@@ -183,11 +183,11 @@ impl RowReader for Reader<'_> {
         while next <= last {
             match self.conn(partition)? {
                 None => return Ok(()),
-                Some(c) if c.stamp.is_none() => return partition::scan(&c.conn, next, last, visit),
+                Some(c) if c.stamp.is_none() => return partition::scan(&c.conn, partition, next, last, visit),
                 Some(_) => {}
             }
             let rows = self.checked(partition, Vec::new(), &|c| {
-                partition::scan_chunk(c, next, last, CHECKED_ROWS)
+                partition::scan_chunk(c, partition, next, last, CHECKED_ROWS)
             })?;
             let n = rows.len();
             let Some(end) = rows.last().map(|r| r.seq) else {
@@ -203,10 +203,10 @@ impl RowReader for Reader<'_> {
     }
 
     fn row_count(&mut self, partition: i64) -> Result<u64> {
-        self.checked(partition, 0, &partition::row_count)
+        self.checked(partition, 0, &|c| partition::row_count(c, partition))
     }
 
     fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
-        self.checked(partition, Vec::new(), &|c| partition::strays(c, segments))
+        self.checked(partition, Vec::new(), &|c| partition::strays(c, partition, segments))
     }
 }

@@ -28,8 +28,34 @@ impl SqliteStore {
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         // One segments query per chain, not one per partition.
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
+        // A file's bytes come back only when every partition in it goes:
+        // then they are counted once, on the first of them.
+        let mut dropped_in: HashMap<&str, usize> = HashMap::new();
+        for (p, _, _) in &work.drops {
+            *dropped_in.entry(p.path.as_str()).or_default() += 1;
+        }
         for (p, items, groups) in &work.drops {
-            attribute_drop(&mut effects, items, self.file_bytes(p));
+            let bytes = match dropped_in.get_mut(p.path.as_str()) {
+                Some(n) if *n > 0 => {
+                    let sharers: i64 = inner
+                        .cat
+                        .query_row(
+                            "SELECT count(*) FROM partitions WHERE path=?1 AND state!=?2",
+                            params![p.path, DROPPING],
+                            |r| r.get(0),
+                        )
+                        .map_err(db)?;
+                    let whole = sharers as usize == *n;
+                    *n = 0;
+                    if whole {
+                        self.file_bytes(p)
+                    } else {
+                        0
+                    }
+                }
+                _ => 0,
+            };
+            attribute_drop(&mut effects, items, bytes);
             let key = (p.tenant.to_string(), p.stream.to_string());
             if !segs.contains_key(&key) {
                 let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
@@ -159,10 +185,9 @@ impl SqliteStore {
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
             for (n, (p, live)) in drops.iter().enumerate() {
-                applied.bytes_freed += self.file_bytes(p);
+                applied.bytes_freed += self.release(inner, p)?;
                 applied.deleted += live;
                 applied.partitions_dropped += 1;
-                self.remove_files(inner, p)?;
                 done += 1;
                 progress(done, total_units);
                 if n == drops.len() / 2 {
@@ -201,7 +226,7 @@ impl SqliteStore {
                 let tx = c.unchecked_transaction().map_err(db)?;
                 let mut changed = Vec::new();
                 for (anonymize, seqs) in jobs {
-                    let n = partition::redact(&tx, seqs, *anonymize, &mut changed)?;
+                    let n = partition::redact(&tx, p.id, seqs, *anonymize, &mut changed)?;
                     if *anonymize {
                         applied.anonymized += n;
                     } else {
@@ -210,7 +235,7 @@ impl SqliteStore {
                 }
                 tx.commit().map_err(db)?;
                 crashpoint::hit("sweep.after_partition_rows");
-                let changes = group_changes(c, &changed, &bounds)?;
+                let changes = group_changes(c, p.id, &changed, &bounds)?;
                 settled.push((p.clone(), changes));
                 done += 1;
                 progress(done, total_units);
@@ -238,11 +263,8 @@ impl SqliteStore {
                     )
                     .map_err(db)?;
                 }
-                tx.execute(
-                    "UPDATE partitions SET state=?2 WHERE id=?1",
-                    params![p.id, LIVE],
-                )
-                .map_err(db)?;
+                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
+                    .map_err(db)?;
             }
             tx.commit().map_err(db)?;
         }
@@ -324,7 +346,7 @@ impl SqliteStore {
                                 anonymize,
                                 max_seq: head,
                             };
-                            (seqs, held) = partition::expired_seqs(c, &e, &held_by)?;
+                            (seqs, held) = partition::expired_seqs(c, p.id, &e, &held_by)?;
                             seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
                         } else {
                             0
@@ -354,7 +376,7 @@ impl SqliteStore {
                             anonymize,
                             max_seq: head,
                         };
-                        (i.seqs, i.held) = partition::expired_seqs(c, &e, &held_by)?;
+                        (i.seqs, i.held) = partition::expired_seqs(c, p.id, &e, &held_by)?;
                         i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
                     }
                 }
@@ -508,7 +530,12 @@ struct GroupChange {
 
 /// Sums the rows [`partition::redact`] changed per group; the time bounds
 /// are looked up again only where a removed record sat on one.
-fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupBounds) -> Result<Vec<GroupChange>> {
+fn group_changes(
+    c: &Connection,
+    part: i64,
+    changed: &[partition::Changed],
+    bounds: &GroupBounds,
+) -> Result<Vec<GroupChange>> {
     let mut by: BTreeMap<(String, u8), GroupChange> = BTreeMap::new();
     // Groups where a removed record sat on a time bound.
     let mut edge: std::collections::BTreeSet<(String, u8)> = std::collections::BTreeSet::new();
@@ -539,7 +566,7 @@ fn group_changes(c: &Connection, changed: &[partition::Changed], bounds: &GroupB
     }
     for (k, g) in by.iter_mut() {
         if edge.contains(k) {
-            (g.min_ts, g.max_ts) = partition::live_bounds(c, &g.scope, g.class)?;
+            (g.min_ts, g.max_ts) = partition::live_bounds(c, part, &g.scope, g.class)?;
         }
     }
     Ok(by.into_values().collect())

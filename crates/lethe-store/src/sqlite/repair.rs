@@ -18,7 +18,7 @@ impl SqliteStore {
     pub(super) fn repair(&self, inner: &mut Inner) -> Result<()> {
         let dropping = self.parts_where(&inner.cat, "state = ?1", &[&DROPPING])?;
         for p in &dropping {
-            self.remove_files(inner, p)?;
+            self.release(inner, p)?;
             forget_partition(&inner.cat, p.id)?;
         }
         let dirty = self.parts_where(&inner.cat, "state = ?1", &[&DIRTY])?;
@@ -74,7 +74,7 @@ impl SqliteStore {
             // Opened with `create`: a file a crash left right after creating
             // it gets its table (and then holds nothing to roll back).
             let c = self.conn(inner, p, true)?;
-            partition::truncate_after(c, head as u64)?;
+            partition::truncate_after(c, p.id, head as u64)?;
             // The rollback is durable before the catalog forgets the mark.
             self.sync_partitions(std::iter::once(p), true)?;
             self.settle(inner, p)?;
@@ -86,13 +86,13 @@ impl SqliteStore {
     /// removes it when it is empty.
     pub(super) fn settle(&self, inner: &mut Inner, p: &Part) -> Result<()> {
         let c = self.conn(inner, p, false)?;
-        let groups = partition::group_stats(c)?;
+        let groups = partition::group_stats(c, p.id)?;
         if groups.is_empty() {
             inner
                 .cat
                 .execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
                 .map_err(db)?;
-            self.remove_files(inner, p)?;
+            self.release(inner, p)?;
             return forget_partition(&inner.cat, p.id);
         }
         let tx = inner.cat.unchecked_transaction().map_err(db)?;
@@ -115,11 +115,8 @@ impl SqliteStore {
             )
             .map_err(db)?;
         }
-        tx.execute(
-            "UPDATE partitions SET state=?2 WHERE id=?1",
-            params![p.id, LIVE],
-        )
-        .map_err(db)?;
+        tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
+            .map_err(db)?;
         tx.commit().map_err(db)
     }
 }

@@ -19,10 +19,11 @@ CREATE TABLE IF NOT EXISTS segments(tenant TEXT NOT NULL, stream TEXT NOT NULL, 
 CREATE INDEX IF NOT EXISTS segments_partition ON segments(partition_id);
 CREATE TABLE IF NOT EXISTS merkle_nodes(tenant TEXT NOT NULL, stream TEXT NOT NULL, level INTEGER NOT NULL,
   idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY(tenant, stream, level, idx));
-CREATE TABLE IF NOT EXISTS partitions(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, stream TEXT NOT NULL,
-  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, path TEXT NOT NULL, state INTEGER NOT NULL,
-  bytes INTEGER NOT NULL DEFAULT 0, UNIQUE(tenant, stream, start_us));
+CREATE TABLE IF NOT EXISTS partitions(id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+  stream TEXT NOT NULL, start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, path TEXT NOT NULL,
+  state INTEGER NOT NULL, UNIQUE(tenant, stream, start_us));
 CREATE INDEX IF NOT EXISTS partitions_state ON partitions(state) WHERE state != 0;
+CREATE INDEX IF NOT EXISTS partitions_path ON partitions(path);
 CREATE TABLE IF NOT EXISTS partition_groups(partition_id INTEGER NOT NULL, scope TEXT NOT NULL,
   class INTEGER NOT NULL, records INTEGER NOT NULL, anonymized INTEGER NOT NULL,
   deleted INTEGER NOT NULL DEFAULT 0, min_ts INTEGER, max_ts INTEGER, PRIMARY KEY(partition_id, scope, class));
@@ -45,8 +46,10 @@ CREATE TABLE IF NOT EXISTS holds(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, s
   created_us INTEGER NOT NULL, expires_us INTEGER, released_us INTEGER, release_reason TEXT, ledger_seq INTEGER);
 ";
 
-/// The on-disk format this version reads and writes (2: sealed records).
-pub(super) const FORMAT: &str = "2";
+/// The on-disk format this version reads and writes (2: sealed records;
+/// 3: partition files shared by every tenant of a stream, period and
+/// expiry class, rows keyed by partition and sequence number).
+pub(super) const FORMAT: &str = "3";
 
 /// Opens the catalog of the store in `dir`, creating it when the directory
 /// holds no store yet.
@@ -64,7 +67,8 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
     // `auto_vacuum` only takes on a catalog without tables (a new one);
     // an existing catalog is converted by its first `reclaim`.
     cat.execute_batch(
-        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON;",
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0;
+         PRAGMA journal_size_limit=4194304; PRAGMA secure_delete=ON;",
     )
     .map_err(|e| unreadable(&path, e))?;
     let mut cat = cat;
@@ -117,6 +121,15 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
                                 .into(),
                         ))
                     }
+                    Some("2") => {
+                        return Err(StoreError::Corrupt(
+                            "this store was written by an earlier Lethe (format 2: one partition file per tenant, \
+                             stream and day); this version keeps the partitions of every tenant in shared files \
+                             (format 3) and does not convert stores in place: export with the earlier version's \
+                             `lethe logs --json` and ingest into a new data directory (see docs/architecture.md)"
+                                .into(),
+                        ))
+                    }
                     Some(f) => {
                         return Err(StoreError::Corrupt(format!(
                             "store format {f}; this version reads {FORMAT}"
@@ -138,7 +151,7 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
 /// Free catalog pages are given back to the file system past this many
 /// (and past a quarter of the file): a cleanup that drops most partitions
 /// frees their filters, segments and counts.
-const RECLAIM_FREE_PAGES: i64 = 256;
+const RECLAIM_FREE_PAGES: i64 = 64;
 
 /// Gives the catalog's free pages back to the file system after a removal
 /// freed many: incrementally on a catalog made with `auto_vacuum`, else by
@@ -156,7 +169,8 @@ pub(super) fn reclaim(cat: &Connection) -> Result<()> {
         let mut rows = st.query([]).map_err(db)?;
         while rows.next().map_err(db)?.is_some() {}
     } else {
-        cat.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM").map_err(db)?;
+        cat.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM")
+            .map_err(db)?;
     }
     // A reader holding an old snapshot can keep the log from being reset;
     // the file then shrinks at a later checkpoint.

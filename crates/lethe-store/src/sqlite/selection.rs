@@ -65,7 +65,7 @@ impl SqliteStore {
                 // Many candidate subjects here: one pass over the subject index.
                 if subjects.len() > MANY_SUBJECTS {
                     let set: std::collections::HashSet<[u8; 32]> = subjects.iter().flatten().copied().collect();
-                    return Ok(partition::select_rows_of(c, &set, &f)?
+                    return Ok(partition::select_rows_of(c, p.id, &set, &f)?
                         .into_iter()
                         .map(|r| (r.pseudonym, r))
                         .collect());
@@ -73,7 +73,7 @@ impl SqliteStore {
                 let mut all = Vec::new();
                 for subject in &subjects {
                     all.extend(
-                        partition::select_rows(c, subject.as_ref(), &f)?
+                        partition::select_rows(c, p.id, subject.as_ref(), &f)?
                             .into_iter()
                             .map(|r| (*subject, r)),
                     );
@@ -227,7 +227,7 @@ impl SqliteStore {
                 return Ok(f);
             }
         }
-        let all = partition::pseudonyms(self.conn(inner, p, false)?)?;
+        let all = partition::pseudonyms(self.conn(inner, p, false)?, p.id)?;
         let mut bytes = filter::INITIAL_BYTES;
         loop {
             let mut f = SubjectFilter::new(bytes);
