@@ -231,3 +231,94 @@ fn byte_figures_agree_with_the_disk_and_the_catalog_shrinks_after_a_cleanup() {
         10 * 60 + 1
     );
 }
+
+/// SQLite-specific: tenants of one stream, day and expiry class share a
+/// file. A partition whose tenant's window ended is dropped from it by
+/// deleting only its rows (the other tenant keeps every record, sealed and
+/// readable); when the last partition of the file goes, the file goes —
+/// disk returned at once, and the plan said so.
+#[test]
+fn a_partition_dropped_from_a_shared_file_takes_only_its_rows_and_the_file_goes_with_the_last() {
+    use lethe_core::policy::{Action, GroupKey};
+    use lethe_core::{Classification, TenantId};
+    use lethe_store::testsuite::{append_to, rec, T0};
+    use lethe_store::{RecordQuery, RetentionTarget};
+    const DAY: i64 = 86_400_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), 86_400).unwrap();
+    let g = |t: &str| GroupKey {
+        tenant: TenantId::new(t).unwrap(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    let (a, b) = (g("acme"), g("globex"));
+    let mut recs = Vec::new();
+    for i in 0..50u64 {
+        recs.push(rec(i, &a, T0 + i as i64, Some(1)));
+        recs.push(rec(100 + i, &b, T0 + i as i64, Some(2)));
+    }
+    append_to(&s, &recs).unwrap();
+    let files = || -> Vec<std::path::PathBuf> {
+        file_blocks(&dir.path().join("partitions"))
+            .into_keys()
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+            .collect()
+    };
+    assert_eq!(files().len(), 1, "both tenants' day in one file");
+    let file = files().remove(0);
+    let rows = || -> i64 {
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .unwrap()
+    };
+    let expire = |k: &GroupKey| RetentionTarget {
+        key: k.clone(),
+        rule: "r".into(),
+        action: Action::Delete,
+        cutoff_us: T0 + 2 * DAY,
+    };
+    let count = |t: &str| {
+        let mut n = 0;
+        s.query(&RecordQuery::tenant(TenantId::new(t).unwrap()), &mut |_| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        n
+    };
+
+    // acme's window ended; globex keeps its records.
+    let plan = s.plan_removal(&[expire(&a)], &[]).unwrap();
+    assert_eq!(plan.effects[0].records, 50);
+    assert_eq!(plan.effects[0].bytes_freed, 0, "the file stays: no disk comes back yet");
+    let done = s.apply_removal(&plan.chains, &|_, _| {}).unwrap();
+    assert_eq!((done.deleted, done.partitions_dropped, done.bytes_freed), (50, 1, 0));
+    assert_eq!(rows(), 50, "only acme's rows left the file");
+    assert_eq!((count("acme"), count("globex")), (0, 50));
+    let mut reader = s.row_reader().unwrap();
+    let seg = s.segments("globex", "audit:1").unwrap()[0].clone();
+    let mut sealed = 0;
+    reader
+        .scan(seg.partition, 1, 50, &mut |r| {
+            assert!(r.seq >= 1 && r.seq <= 50 && r.state == 0);
+            sealed += 1;
+        })
+        .unwrap();
+    assert_eq!(sealed, 50);
+    drop(reader);
+
+    // Then globex's: the file goes, and the plan said how much comes back.
+    let plan = s.plan_removal(&[expire(&b)], &[]).unwrap();
+    let on_disk: u64 = file_blocks(&dir.path().join("partitions")).values().sum();
+    assert!(plan.effects[0].bytes_freed > 0);
+    let done = s.apply_removal(&plan.chains, &|_, _| {}).unwrap();
+    assert_eq!(done.bytes_freed, plan.effects[0].bytes_freed);
+    assert_eq!(done.bytes_freed, on_disk);
+    assert!(files().is_empty(), "{:?}", files());
+    assert_eq!((count("acme"), count("globex")), (0, 0));
+    // A late record for that day makes the file again, for its tenant only.
+    append_to(&s, &[rec(999, &a, T0 + 5, Some(1))]).unwrap();
+    assert_eq!((count("acme"), count("globex")), (1, 0));
+}

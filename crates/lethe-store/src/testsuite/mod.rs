@@ -131,6 +131,7 @@ macro_rules! conformance {
         $crate::conformance!(@tests $harness;
             append_then_query_returns_records_newest_first,
             appending_the_same_id_twice_stores_it_once,
+            the_same_id_in_two_tenants_is_two_records,
             sequence_numbers_are_dense_per_tenant_and_stream,
             query_filters_by_stream_scope_subject_time_and_limit,
             tenants_never_see_each_others_records,
