@@ -211,36 +211,70 @@ impl SqliteStore {
         let mut subjects: Vec<Vec<[u8; 32]>> = Vec::new();
         // Whether the batch made a partition file (its directory entry must be synced too).
         let mut created = false;
-        for (p, recs) in parts {
-            let mut ps: Vec<[u8; 32]> = recs.iter().filter_map(|(r, _)| r.pseudonym).collect();
-            ps.sort_unstable();
-            ps.dedup();
-            subjects.push(ps);
-            let (tenant, stream) = (p.tenant.to_string(), p.stream.to_string());
-            let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
-            let mac = &macs[&p.tenant];
-            let (first, prev) = (chain.seq + 1, chain.hash);
-            created |= !inner.parts.contains_key(&p.path) && !self.part_path(&p.path).exists();
-            let c = self.conn(inner, &p, true)?;
-            let tx = c.unchecked_transaction().map_err(db)?;
-            let mut deltas = Vec::new();
-            let n = partition::insert(&tx, p.id, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
-            tx.commit().map_err(db)?;
+        // One transaction per file, however many partitions of the batch it
+        // holds: partitions of a file are written one after the other (by
+        // path, then partition — a chain's partitions stay in day order).
+        let mut parts = parts;
+        parts.sort_by(|(a, _), (b, _)| {
+            (&a.path, &a.tenant, &a.stream, a.start).cmp(&(&b.path, &b.tenant, &b.stream, b.start))
+        });
+        let mut open_file: Option<String> = None;
+        let commit = |inner: &mut Inner, path: &str| -> Result<()> {
+            let c = &inner.parts.get(path).expect("the file being written is open").0;
+            c.execute_batch("COMMIT").map_err(db)?;
             crashpoint::hit("append.after_partition");
-            report.inserted += n;
-            report.duplicates += recs.len() as u64 - n;
-            self.maybe_checkpoint(&p);
-            let segment = (n > 0).then_some(Segment {
-                first,
-                last: chain.seq,
-                prev,
-                chain: chain.hash,
-            });
-            settled.push(Settled {
-                part: p,
-                deltas,
-                segment,
-            });
+            Ok(())
+        };
+        let written = (|| -> Result<()> {
+            for (p, recs) in parts {
+                let mut ps: Vec<[u8; 32]> = recs.iter().filter_map(|(r, _)| r.pseudonym).collect();
+                ps.sort_unstable();
+                ps.dedup();
+                subjects.push(ps);
+                let (tenant, stream) = (p.tenant.to_string(), p.stream.to_string());
+                let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("head loaded");
+                let mac = &macs[&p.tenant];
+                let (first, prev) = (chain.seq + 1, chain.hash);
+                if open_file.as_deref() != Some(p.path.as_str()) {
+                    if let Some(prev) = open_file.take() {
+                        commit(inner, &prev)?;
+                    }
+                    created |= !inner.parts.contains_key(&p.path) && !self.part_path(&p.path).exists();
+                    self.maybe_checkpoint(&p);
+                    self.conn(inner, &p, true)?.execute_batch("BEGIN").map_err(db)?;
+                    open_file = Some(p.path.clone());
+                }
+                let c = &inner.parts.get(&p.path).expect("opened above").0;
+                let mut deltas = Vec::new();
+                let n = partition::insert(c, p.id, &tenant, &stream, &recs, chain, mac, &mut deltas)?;
+                report.inserted += n;
+                report.duplicates += recs.len() as u64 - n;
+                let segment = (n > 0).then_some(Segment {
+                    first,
+                    last: chain.seq,
+                    prev,
+                    chain: chain.hash,
+                });
+                settled.push(Settled {
+                    part: p,
+                    deltas,
+                    segment,
+                });
+            }
+            if let Some(last) = open_file.take() {
+                commit(inner, &last)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // The file left mid-transaction rolls back; its partitions stay
+            // dirty, and repair settles them before the next write.
+            if let Some(path) = &open_file {
+                if let Some((c, _)) = inner.parts.get(path) {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+            }
+            return Err(e);
         }
 
         // One sync makes every partition the batch wrote durable (their
