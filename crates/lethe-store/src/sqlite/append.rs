@@ -214,7 +214,6 @@ impl SqliteStore {
         // One transaction per file, however many partitions of the batch it
         // holds: partitions of a file are written one after the other (by
         // path, then partition — a chain's partitions stay in day order).
-        let mut parts = parts;
         parts.sort_by(|(a, _), (b, _)| {
             (&a.path, &a.tenant, &a.stream, a.start).cmp(&(&b.path, &b.tenant, &b.stream, b.start))
         });
