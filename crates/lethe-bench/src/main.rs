@@ -2,7 +2,7 @@
 //! 365 days, real-word prompt/response text), then times whole operations on a
 //! release build and prints one JSON object of figures.
 //!
-//! `cargo run --release -p lethe-bench -- --records N [--tenants T] [--spread SPAN] [--data-dir DIR]`
+//! `cargo run --release -p lethe-bench -- --records N [--tenants T] [--spread SPAN | --spread-days D] [--data-dir DIR]`
 //!
 //! `--tenants T` spreads the records over T tenants of Zipf-like sizes (a
 //! platform with many customers) instead of the four demo tenants;
@@ -48,6 +48,10 @@ struct Args {
     /// Spread event times over this span before now (`365d`, `30d`, `1h`).
     #[arg(long, default_value = "365d")]
     spread: lethe_core::Window,
+    /// The same in days (`--spread-days 30` is `--spread 30d`), as issue
+    /// #13 names it.
+    #[arg(long, conflicts_with = "spread")]
+    spread_days: Option<u32>,
 }
 
 fn now_us() -> i64 {
@@ -372,7 +376,10 @@ fn erasure(
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(d) = args.spread_days {
+        args.spread = lethe_core::Window::Span(u64::from(d) * 86_400);
+    }
     let base = PathBuf::from("target/lethe-bench");
     let data = args.data_dir.clone().unwrap_or_else(|| base.join("data"));
     std::fs::create_dir_all(&base)?;

@@ -166,6 +166,40 @@ fn a_cleanup_killed_at_any_step_loses_nothing_and_a_rerun_finishes_the_job() {
     }
 }
 
+/// A cleanup dies after writing its intent, before removing anything; a
+/// purge then removes some of the records that intent was going to remove;
+/// the cleanup's rerun finishes the intent. `verify` holds each receipt to
+/// what its removal did in the order the removals happened — the purge
+/// took those records, not the older intent finished after it.
+#[test]
+fn a_purge_between_a_killed_cleanup_and_its_rerun_is_credited_with_what_it_removed() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 4000, 4);
+    let w = workdir(d.path(), "w", Some(&inp));
+    let o = run(lethe(&w)
+        .args(["cleanup", "--now", NOW])
+        .env("LETHE_TEST_CRASH", "removal.before_apply"));
+    assert!(!o.status.success(), "the cleanup must have died");
+    let o = run(lethe(&w).args([
+        "purge",
+        "--tenant",
+        "acme",
+        "--subject",
+        "user-000001",
+        "--reason",
+        "GDPR Art. 17",
+        "--ticket",
+        "DSR-77",
+        "--yes",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
+    assert_eq!(again["status"], "ok");
+    verifies_with_one_receipt_per_intent(&w, "purge between a killed cleanup and its rerun");
+}
+
 #[test]
 fn a_cleanup_killed_with_sigkill_at_random_moments_converges_to_the_same_state() {
     let d = tempfile::tempdir().unwrap();

@@ -96,6 +96,8 @@ impl SqliteStore {
         self.repair(inner)?;
         // No connection still waiting to close may touch what is removed below.
         self.upkeep.settle();
+        // The intent is in the ledger; nothing is removed yet.
+        crashpoint::hit("removal.before_apply");
         let mut applied = Applied::default();
 
         // Resolve the plan against the store as it is now: what is already

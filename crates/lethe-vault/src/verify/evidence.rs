@@ -489,7 +489,7 @@ impl Vault {
 impl Evidence {
     /// Per receipted authorisation, how many removals it made first: its
     /// listed records not deleted (or, for an anonymization, not deleted or
-    /// anonymized) by an earlier receipted intent, in ledger order.
+    /// anonymized) by a removal finished earlier (receipt order).
     fn attributed(&self) -> HashMap<usize, u64> {
         let mut out: HashMap<usize, u64> = HashMap::new();
         for ce in self.chains.values() {
@@ -498,7 +498,11 @@ impl Evidence {
                 .iter()
                 .filter(|r| self.auths[r.auth].receipt.is_some())
                 .collect();
-            rows.sort_by_key(|r| (self.auths[r.auth].intent, r.first));
+            // In the order the removals were finished (their receipts), not
+            // the order they were intended: an intent killed before it
+            // removed anything is finished after whatever ran in between,
+            // and a purge that ran in between took those records first.
+            rows.sort_by_key(|r| (self.auths[r.auth].receipt, r.first));
             let mut deleted = Ranges::default();
             let mut anonymized = Ranges::default();
             for r in rows {
