@@ -404,7 +404,7 @@ impl Vault {
                     })
                 })
                 .collect();
-            let resolved = self.keys.data_keys(&tenant, tk, &refs, &mut new_keys)?;
+            let resolved = self.keys.data_keys(&tenant, tk, &refs, &mut new_keys, key_generation)?;
             for (i, w) in idx.into_iter().zip(which) {
                 keys[i] = Some(resolved[w].clone());
             }

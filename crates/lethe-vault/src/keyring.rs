@@ -88,12 +88,22 @@ impl Keyring {
     /// Data keys for `refs` of one tenant. Keys the store does not have are
     /// created here and appended to `new_keys`; the caller stores them with
     /// the batch that uses them, before its records. `None` for a destroyed key.
+    ///
+    /// `generation` is the [`Keyring::generation`] the caller's batch is
+    /// prepared under. The cache hands keys made for a batch in flight to
+    /// the next batch (which then does not store them again); so a batch
+    /// whose generation is already stale — the cache was forgotten while it
+    /// was being prepared, and it will be prepared again — must not leave
+    /// its new keys in the cache: the batch that would have stored them
+    /// never commits, and a batch that took one from the cache would be
+    /// acknowledged under a key that was never stored.
     pub fn data_keys(
         &self,
         tenant: &TenantId,
         tk: &TenantKeys,
         refs: &[Vec<u8>],
         new_keys: &mut Vec<StoredKey>,
+        generation: u64,
     ) -> Result<Vec<Resolved>> {
         let mut out: Vec<Option<Resolved>> = Vec::with_capacity(refs.len());
         let mut missing = Vec::new();
@@ -116,6 +126,9 @@ impl Keyring {
         let wanted: Vec<Vec<u8>> = missing.iter().map(|&i| refs[i].clone()).collect();
         let stored = self.store.data_keys_by_ref(tenant, &wanted)?;
         let mut c = self.cache();
+        // Read under the cache lock, which `forget_data_keys` holds while it
+        // moves the generation on.
+        let current = self.generation() == generation;
         if c.by_id.len() + missing.len() > CACHE_LIMIT {
             c.by_ref.clear();
             c.by_id.clear();
@@ -143,11 +156,13 @@ impl Keyring {
                     (id, Some(dk))
                 }
             };
-            c.by_ref
-                .entry(tenant.clone())
-                .or_default()
-                .insert(refs[i].clone(), resolved.clone());
-            c.by_id.insert(resolved.0, (tenant.clone(), resolved.1.clone()));
+            if current {
+                c.by_ref
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(refs[i].clone(), resolved.clone());
+                c.by_id.insert(resolved.0, (tenant.clone(), resolved.1.clone()));
+            }
             out[i] = Some(resolved);
         }
         Ok(out.into_iter().map(|o| o.expect("every slot filled")).collect())
@@ -285,5 +300,45 @@ impl KeyFound {
             KeyFound::Open(k) => Some(k),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ingest pipeline prepares the next batch while the store writes
+    /// the last; when that write meets a key conflict, the cache is
+    /// forgotten and the batch prepared again. A prepare that began before
+    /// (its batch will be prepared again too) must not leave its own new
+    /// keys — never to be stored — in the cache for the next prepare, which
+    /// would take one as already stored and never store it: records
+    /// acknowledged under a key missing from the key table.
+    #[test]
+    fn keys_made_by_a_stale_prepare_are_not_handed_to_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(lethe_store::SqliteStore::open(dir.path(), 86_400).unwrap());
+        let kr = Keyring::new(store, MasterKey::new(&SecretKey::generate()), SecretKey::generate());
+        let t = TenantId::new("acme").unwrap();
+        let tk = kr.tenant(&t, true, 0).unwrap().unwrap();
+        let stale = kr.generation();
+        // Meanwhile another batch met a conflict.
+        kr.forget_data_keys();
+        let refs = [b"s:subject".to_vec()];
+        let mut made_stale = Vec::new();
+        let a = kr.data_keys(&t, &tk, &refs, &mut made_stale, stale).unwrap();
+        assert_eq!(made_stale.len(), 1);
+        // The batch prepared next (under the current generation) makes the
+        // key itself, so that it stores it.
+        let mut made = Vec::new();
+        let b = kr.data_keys(&t, &tk, &refs, &mut made, kr.generation()).unwrap();
+        assert_eq!(made.len(), 1, "the next batch must store the key it encrypts under");
+        assert_eq!(made[0].id, b[0].0);
+        assert_ne!(a[0].0, b[0].0);
+        // A key made under the current generation is handed on as before.
+        let mut again = Vec::new();
+        let c = kr.data_keys(&t, &tk, &refs, &mut again, kr.generation()).unwrap();
+        assert!(again.is_empty());
+        assert_eq!(c[0].0, b[0].0);
     }
 }
