@@ -175,8 +175,9 @@ pub struct Batch {
     /// so a policy changed later is still applied exactly.
     pub placement: Vec<(TenantId, StreamId, String)>,
     /// The key epoch (see [`Store::key_epoch`]) the batch's existing keys
-    /// were read under: when no key was destroyed since, the store skips
-    /// checking each of them; `None` checks them all.
+    /// were read under. A hint a backend may use; the embedded store checks
+    /// every key the records use, whatever it says (a key must be stored
+    /// and live, or made by this batch).
     pub key_epoch: Option<u64>,
 }
 

@@ -140,3 +140,23 @@ pub fn everything_survives_reopening(h: &dyn Harness) {
     let r = append_to(&*s, &[rec(999_999, &g, T0, None)]).unwrap();
     assert_eq!(r.inserted, 1);
 }
+
+/// A record may only be stored under a key that is stored and live or that
+/// its own batch makes: a batch naming a key that is nowhere (made for
+/// another batch that never committed) is refused whole, and the refusal
+/// says to prepare it again.
+pub fn a_batch_under_a_key_that_was_never_stored_is_refused_whole(h: &dyn Harness) {
+    let s = h.open(0);
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    append_to(&*s, &[rec(1, &g, T0, Some(1))]).unwrap();
+    let mut orphan = rec(2, &g, T0 + 1, Some(2));
+    orphan.key_id = Some(987_654_321);
+    // Prepared under the current key epoch: no key was destroyed since.
+    let b = Batch {
+        key_epoch: Some(s.key_epoch().unwrap()),
+        ..batch_of(&[rec(3, &g, T0 + 2, Some(1)), orphan])
+    };
+    let e = s.append(&b).unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(all(&*s, "acme").len(), 1, "nothing of the batch is stored");
+}

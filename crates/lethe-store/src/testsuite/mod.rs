@@ -143,6 +143,7 @@ macro_rules! conformance {
             stats_report_records_ages_and_partitions,
             keys_are_first_writer_wins_and_stable,
             a_batch_under_a_destroyed_key_is_refused_whole,
+            a_batch_under_a_key_that_was_never_stored_is_refused_whole,
             capture_drops_are_counted,
             policy_snapshots_are_versioned_by_content,
             the_ledger_appends_in_order_and_reads_back_exactly,
