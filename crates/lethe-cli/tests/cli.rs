@@ -181,19 +181,9 @@ fn a_purge_between_a_killed_cleanup_and_its_rerun_is_credited_with_what_it_remov
         .args(["cleanup", "--now", NOW])
         .env("LETHE_TEST_CRASH", "removal.before_apply"));
     assert!(!o.status.success(), "the cleanup must have died");
-    let o = run(lethe(&w).args([
-        "purge",
-        "--tenant",
-        "acme",
-        "--subject",
-        "user-000001",
-        "--reason",
-        "GDPR Art. 17",
-        "--ticket",
-        "DSR-77",
-        "--yes",
-        "--json",
-    ]));
+    let mut purge = purge_args("acme", "user-000001", "DSR-77");
+    purge.extend(["--yes", "--json"]);
+    let o = run(lethe(&w).args(&purge));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let again = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
     assert_eq!(again["status"], "ok");
@@ -409,20 +399,6 @@ fn verify_passes_after_cleanup_and_proofs_check_with_the_public_key_alone() {
     assert_eq!((code, r["valid"].as_bool()), (Some(0), Some(true)), "{r}");
 }
 
-fn purge_args<'a>(subject: &'a str, ticket: &'a str) -> Vec<&'a str> {
-    vec![
-        "purge",
-        "--tenant",
-        "acme",
-        "--subject",
-        subject,
-        "--reason",
-        "GDPR Art. 17",
-        "--ticket",
-        ticket,
-    ]
-}
-
 fn subject_logs(w: &Path, subject: &str) -> usize {
     let o = run(lethe(w).args(["logs", "--tenant", "acme", "--subject", subject, "--json"]));
     assert!(o.status.success());
@@ -439,7 +415,7 @@ fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receip
     let theirs = subject_logs(&w, subject) as u64;
     assert!(theirs > 10);
 
-    let mut dry = purge_args(subject, "DSR-7");
+    let mut dry = purge_args("acme", subject, "DSR-7");
     dry.extend(["--dry-run", "--json"]);
     let p = json(&run(lethe(&w).args(&dry)));
     assert_eq!(
@@ -452,12 +428,14 @@ fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receip
     let o = run(lethe(&w).args(["purge", "--tenant", "acme", "--subject", subject, "--ticket", "X"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--reason"));
-    let o = run(lethe(&w).args(purge_args(subject, "DSR-7")).stdin(Stdio::null()));
+    let o = run(lethe(&w)
+        .args(purge_args("acme", subject, "DSR-7"))
+        .stdin(Stdio::null()));
     assert_eq!(o.status.code(), Some(2), "no terminal and no --yes: refused");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
     assert_eq!(subject_logs(&w, subject) as u64, theirs);
 
-    let mut real = purge_args(subject, "DSR-7");
+    let mut real = purge_args("acme", subject, "DSR-7");
     real.extend(["--yes", "--json"]);
     let o = run(lethe(&w).args(&real));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -495,7 +473,7 @@ fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receip
     let hold_id = json(&o)["result"]["hold"]["id"].as_i64().unwrap();
     let other = "user-000002";
     let before = subject_logs(&w, other);
-    let mut held = purge_args(other, "DSR-8");
+    let mut held = purge_args("acme", other, "DSR-8");
     held.extend(["--yes", "--json"]);
     let o = run(lethe(&w).args(&held));
     assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stdout));
@@ -540,7 +518,7 @@ fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_recei
         let total = count(&w);
         let theirs = subject_logs(&w, subject) as u64;
         assert!(theirs > 5);
-        let mut args = purge_args(subject, "DSR-9");
+        let mut args = purge_args("acme", subject, "DSR-9");
         args.extend(["--yes", "--json"]);
         let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", point));
         assert!(!o.status.success(), "{point}: the process must have died");

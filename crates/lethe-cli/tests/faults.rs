@@ -176,18 +176,8 @@ fn ingest_purge_cleanup_and_verify_at_once_killed_at_random_converge_and_verify(
     let old = input_at(d.path(), "old.ndjson", 3000, 5, NOW, 90);
     let new = input_at(d.path(), "new.ndjson", 6000, 6, "2026-07-01T00:00:00Z", 60);
     let subject = "user-000001";
-    let purge = [
-        "purge",
-        "--tenant",
-        "acme",
-        "--subject",
-        subject,
-        "--reason",
-        "GDPR Art. 17",
-        "--ticket",
-        "DSR-9",
-        "--yes",
-    ];
+    let mut purge = purge_args("acme", subject, "DSR-9");
+    purge.push("--yes");
     let mut rng = Lcg(99);
     for round in 0..3 {
         let w = workdir(d.path(), &format!("r{round}"), Some(&old));
@@ -213,7 +203,7 @@ fn ingest_purge_cleanup_and_verify_at_once_killed_at_random_converge_and_verify(
         still_opens(&w, &what);
         // Finishing: the ingest, the purge and the cleanup run again.
         assert!(run(lethe(&w).arg("ingest").arg(&new)).status.success(), "{what}");
-        let o = run(lethe(&w).args(purge));
+        let o = run(lethe(&w).args(&purge));
         assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
         assert!(
             run(lethe(&w).args(["cleanup", "--now", NOW])).status.success(),
@@ -280,22 +270,12 @@ fn a_hundred_tenants_killed_at_random_in_ingest_cleanup_and_purge_converge_to_th
     config(d.path(), &policy);
     let old = input_of(d.path(), "old.ndjson", 2000, 7, NOW, 60, Some(100));
     let new = input_of(d.path(), "new.ndjson", 6000, 8, "2026-07-01T00:00:00Z", 60, Some(100));
-    let purge = [
-        "purge",
-        "--tenant",
-        "t0001",
-        "--subject",
-        "user-000001",
-        "--reason",
-        "GDPR Art. 17",
-        "--ticket",
-        "DSR-100",
-        "--yes",
-    ];
+    let mut purge = purge_args("t0001", "user-000001", "DSR-100");
+    purge.push("--yes");
     let steps: [Vec<&str>; 3] = [
         vec!["ingest", new.to_str().unwrap()],
         vec!["cleanup", "--now", NOW],
-        purge.to_vec(),
+        purge,
     ];
     let hold = |w: &Path| {
         let o = run(lethe(w).args(["hold", "add", "--tenant", "t0005", "--reason", "matter 5"]));

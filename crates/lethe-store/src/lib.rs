@@ -174,11 +174,6 @@ pub struct Batch {
     /// placement hint: retention decides per record, wherever it is kept,
     /// so a policy changed later is still applied exactly.
     pub placement: Vec<(TenantId, StreamId, String)>,
-    /// The key epoch (see [`Store::key_epoch`]) the batch's existing keys
-    /// were read under. A hint a backend may use; the embedded store checks
-    /// every key the records use, whatever it says (a key must be stored
-    /// and live, or made by this batch).
-    pub key_epoch: Option<u64>,
 }
 
 /// A data key as stored: wrapped, or gone once destroyed.

@@ -230,7 +230,6 @@ impl Vault {
     pub fn prepare(&self, input: Vec<u8>, spans: Vec<(u64, usize, usize)>, now_us: i64) -> Result<Prepared> {
         // A key destroyed since the cache was filled must not encrypt this batch.
         self.keys.refresh()?;
-        let key_epoch = self.keys.epoch();
         let key_generation = self.keys.generation();
         let lines: Vec<(u64, &[u8])> = spans.iter().map(|&(n, a, b)| (n, &input[a..b])).collect();
         let mut rejections = Vec::new();
@@ -495,7 +494,6 @@ impl Vault {
                 drops,
                 ledger_key: (!key_entries.is_empty()).then(|| self.ledger_key.clone()),
                 key_entries,
-                key_epoch,
                 placement,
             },
             rejections,

@@ -185,12 +185,6 @@ impl Keyring {
         Ok(())
     }
 
-    /// The key epoch the cached data keys are valid under (read by the last
-    /// [`Keyring::refresh`]).
-    pub fn epoch(&self) -> Option<u64> {
-        self.cache().epoch
-    }
-
     /// Forgets every cached data key (after a batch's new keys conflicted
     /// with keys another writer stored first, or one of its keys was
     /// destroyed meanwhile).

@@ -130,3 +130,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `lethe purge` of one subject of `tenant` under a ticket, without
+/// confirmation flags (callers add `--yes`, `--json`…).
+pub fn purge_args<'a>(tenant: &'a str, subject: &'a str, ticket: &'a str) -> Vec<&'a str> {
+    vec![
+        "purge",
+        "--tenant",
+        tenant,
+        "--subject",
+        subject,
+        "--reason",
+        "GDPR Art. 17",
+        "--ticket",
+        ticket,
+    ]
+}

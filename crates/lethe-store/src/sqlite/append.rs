@@ -93,15 +93,12 @@ impl SqliteStore {
             // be live: an erasure may have destroyed one since the batch was
             // prepared (its writer cached the key), and a record stored
             // under a destroyed key would be erased the moment it is
-            // acknowledged. Checked under the write lock, which erasure
-            // takes too.
-            // And every key must exist: the ingest pipeline hands a key made
-            // for a batch still in flight to the next batch, and if that
-            // batch never commits, a record of the next one would be
-            // acknowledged under a key that is nowhere (seen at 100 tenants:
-            // records whose personal fields nobody can read). So every
-            // batch is checked, whatever the epoch says: one indexed
-            // lookup per distinct key.
+            // acknowledged. And every key must exist: the ingest pipeline
+            // hands a key made for a batch still in flight to the next
+            // batch, and if that batch never commits, a record of the next
+            // one would be acknowledged under a key that is nowhere (seen at
+            // 100 tenants). Checked under the write lock, which erasure takes
+            // too: one indexed lookup per distinct key.
             {
                 let fresh: std::collections::HashSet<i64> = b.new_keys.iter().map(|k| k.id).collect();
                 let mut used: Vec<i64> = batch

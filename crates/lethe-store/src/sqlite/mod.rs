@@ -125,9 +125,9 @@ struct Inner {
     lookup_limit: usize,
     tick: u64,
     /// Subject filters by partition with their version, as last read or
-    /// written. Versions are random per write: a cached filter is used only
-    /// while the catalog still holds its version (partition ids can be
-    /// reused after a drop, and other processes write too).
+    /// written. Versions are checksums of the bits: a cached filter is used
+    /// only while the catalog still holds its version (other processes
+    /// write too).
     filters: HashMap<i64, (i64, SubjectFilter)>,
     /// Read-only connections for exhaustive subject lookups (a purge's
     /// verification looks in every partition in range), kept between
@@ -167,6 +167,14 @@ impl Part {
     }
 }
 
+/// What [`SqliteStore::release`] did to a partition's file.
+struct Release {
+    /// Disk bytes given back (the file went).
+    bytes: u64,
+    /// Rows were deleted from a file other partitions still use: sync it.
+    rows: bool,
+}
+
 #[derive(Debug, Clone)]
 struct PartGroup {
     scope: String,
@@ -199,6 +207,7 @@ impl SqliteStore {
              PRAGMA journal_size_limit=4194304; PRAGMA secure_delete=ON;",
         )
         .map_err(db)?;
+        let room = connection_room();
         let store = SqliteStore {
             dir: dir.to_path_buf(),
             span_us: span_secs as i64 * 1_000_000,
@@ -208,8 +217,8 @@ impl SqliteStore {
                 cat,
                 parts: HashMap::new(),
                 idle: HashMap::new(),
-                idle_limit: idle_limit(),
-                lookup_limit: lookup_limit(),
+                idle_limit: idle_limit(room),
+                lookup_limit: lookup_limit(room),
                 tick: 0,
                 filters: HashMap::new(),
                 lookups: HashMap::new(),
@@ -267,7 +276,7 @@ impl SqliteStore {
                 }
             };
             if inner.parts.len() >= OPEN_PARTITIONS {
-                if let Some(old) = inner.parts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                if let Some(old) = least_recent(&inner.parts, |(_, t)| *t) {
                     if let Some((c, t)) = inner.parts.remove(&old) {
                         // Kept open but light; closed (in the background:
                         // a close checkpoints) once the idle set is full.
@@ -283,7 +292,7 @@ impl SqliteStore {
                 }
             }
             if inner.idle.len() > inner.idle_limit {
-                if let Some(old) = inner.idle.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                if let Some(old) = least_recent(&inner.idle, |(_, t)| *t) {
                     if let Some((c, _)) = inner.idle.remove(&old) {
                         self.upkeep.close(c);
                     }
@@ -340,12 +349,7 @@ impl SqliteStore {
         let tick = inner.tick;
         if inner.lookups.get(&p.path).is_none_or(|(_, have, _)| *have != id) {
             if inner.lookups.len() >= inner.lookup_limit {
-                if let Some(old) = inner
-                    .lookups
-                    .iter()
-                    .min_by_key(|(_, (_, _, t))| *t)
-                    .map(|(k, _)| k.clone())
-                {
+                if let Some(old) = least_recent(&inner.lookups, |(_, _, t)| *t) {
                     inner.lookups.remove(&old);
                 }
             }
@@ -362,42 +366,46 @@ impl SqliteStore {
         Ok(Some(&e.0))
     }
 
-    /// Takes a partition the catalog marked `dropping` out of its file and
-    /// returns the disk bytes given back: the whole file goes — disk
-    /// returned at once — when no other partition lives in it any more,
-    /// else only the partition's rows are deleted (durably: a forgotten
-    /// partition's rows must not come back), their pages left for the
-    /// file's later writes. Idempotent, so crash repair can run it again.
-    fn release(&self, inner: &mut Inner, p: &Part) -> Result<u64> {
-        let others: i64 = inner
-            .cat
-            .query_row(
-                "SELECT count(*) FROM partitions WHERE path=?1 AND id!=?2 AND state!=?3",
-                params![p.path, p.id, DROPPING],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        if others == 0 {
+    /// Partitions still living in the file at `path` (not being dropped).
+    fn sharers(cat: &Connection, path: &str) -> Result<usize> {
+        cat.query_row(
+            "SELECT count(*) FROM partitions WHERE path=?1 AND state!=?2",
+            params![path, DROPPING],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as usize)
+        .map_err(db)
+    }
+
+    /// Takes a partition the catalog marked `dropping` out of its file: the
+    /// whole file goes — disk returned at once — when no other partition
+    /// lives in it any more, else only the partition's rows are deleted,
+    /// their pages left for the file's later writes. Idempotent, so crash
+    /// repair can run it again. Rows deleted are not yet durable: the
+    /// caller syncs every partition that [`Release::rows`] names, once,
+    /// before the catalog forgets them (a forgotten partition's rows must
+    /// not come back).
+    fn release(&self, inner: &mut Inner, p: &Part) -> Result<Release> {
+        if Self::sharers(&inner.cat, &p.path)? == 0 {
+            // A connection to this file still waiting to close in the
+            // background would change the sizes measured here and — closing
+            // after the unlink — remove by name the log of a new file made
+            // at the same path.
+            self.upkeep.settle();
             let bytes = self.file_bytes(p);
             self.remove_files(inner, p)?;
-            return Ok(bytes);
+            return Ok(Release { bytes, rows: false });
         }
         if !self.part_path(&p.path).exists() {
-            return Ok(0);
+            return Ok(Release { bytes: 0, rows: false });
         }
         let c = self.conn(inner, p, false)?;
-        if partition::has_table(c)? && partition::remove_part(c, p.id)? > 0 {
-            self.sync_partitions(std::iter::once(p), false)?;
-        }
-        Ok(0)
+        let rows = partition::has_table(c)? && partition::remove_part(c, p.id)? > 0;
+        Ok(Release { bytes: 0, rows })
     }
 
     /// Unlinks a partition file and everything SQLite keeps beside it.
     fn remove_files(&self, inner: &mut Inner, p: &Part) -> Result<()> {
-        // A connection to this file still waiting to close in the background
-        // would, closing after the unlink, remove by name the log of a new
-        // file made at the same path.
-        self.upkeep.settle();
         inner.lookups.remove(&p.path);
         for (c, _) in [inner.parts.remove(&p.path), inner.idle.remove(&p.path)]
             .into_iter()
@@ -502,10 +510,11 @@ impl SqliteStore {
     }
 }
 
-/// Idle partition connections the open-files limit allows (three files
-/// each: database, WAL, shared memory), after raising the soft limit
-/// towards the hard one as servers commonly do.
-fn idle_limit() -> usize {
+/// Connections (three files each: database, WAL, shared memory) the
+/// open-files limit leaves room for, after raising the soft limit towards
+/// the hard one as servers commonly do and keeping 512 files for everything
+/// else the process opens; `None` when the limit cannot be read.
+fn connection_room() -> Option<usize> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -513,7 +522,7 @@ fn idle_limit() -> usize {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
+            return None;
         }
         let want = lim.rlim_max.min(65_536);
         if lim.rlim_cur < want {
@@ -526,26 +535,27 @@ fn idle_limit() -> usize {
             }
         }
     }
-    // Leave room for everything else the process opens.
-    let files = (lim.rlim_cur as usize).saturating_sub(512) / 3;
-    files.saturating_sub(OPEN_PARTITIONS).min(IDLE_PARTITIONS)
+    Some((lim.rlim_cur as usize).saturating_sub(512) / 3)
 }
 
-/// Lookup connections (see `Inner::lookups`) the open-files limit allows
-/// besides the writer's (three files each), at most [`LOOKUP_CONNECTIONS`].
-fn lookup_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return OPEN_PARTITIONS;
-    }
-    let files = (lim.rlim_cur as usize).saturating_sub(512) / 3;
-    files
-        .saturating_sub(OPEN_PARTITIONS + IDLE_PARTITIONS)
-        .clamp(OPEN_PARTITIONS, LOOKUP_CONNECTIONS)
+/// Idle partition connections the room allows besides the open ones.
+fn idle_limit(room: Option<usize>) -> usize {
+    room.map_or(0, |r| r.saturating_sub(OPEN_PARTITIONS).min(IDLE_PARTITIONS))
+}
+
+/// Lookup connections (see `Inner::lookups`) the room allows besides the
+/// writer's, at least [`OPEN_PARTITIONS`], at most [`LOOKUP_CONNECTIONS`].
+fn lookup_limit(room: Option<usize>) -> usize {
+    room.map_or(OPEN_PARTITIONS, |r| {
+        r.saturating_sub(OPEN_PARTITIONS + IDLE_PARTITIONS)
+            .clamp(OPEN_PARTITIONS, LOOKUP_CONNECTIONS)
+    })
+}
+
+/// The key of the least recently used entry of a connection cache (each
+/// entry carries the tick of its last use).
+fn least_recent<V>(m: &HashMap<String, V>, tick: impl Fn(&V) -> u64) -> Option<String> {
+    m.iter().min_by_key(|(_, v)| tick(v)).map(|(k, _)| k.clone())
 }
 
 /// A random number for file names (no RNG dependency in the store:

@@ -81,17 +81,20 @@ impl SqliteStore {
 
     pub(super) fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
         let inner = self.lock();
+        // Every tenant's groups are read, whoever asks: a file holds many
+        // partitions (of every tenant), and its bytes are split over all
+        // the groups in it by record share (tombstones count: they take
+        // room too). Only the asked-for tenant's groups are reported.
         let mut st = inner
             .cat
             .prepare(
-                "SELECT p.id, p.tenant, p.stream, p.path, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
+                "SELECT p.tenant, p.stream, p.path, g.scope, g.class, g.records, g.anonymized, g.min_ts, g.max_ts,
                         g.deleted
                  FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
-                 WHERE (?1 IS NULL OR p.tenant = ?1) AND p.state != 2",
+                 WHERE p.state != 2",
             )
             .map_err(db)?;
         type Row = (
-            i64,
             String,
             String,
             String,
@@ -104,7 +107,7 @@ impl SqliteStore {
             i64,
         );
         let rows: Vec<Row> = st
-            .query_map([tenant.map(|t| t.as_str())], |r| {
+            .query_map([], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -116,45 +119,37 @@ impl SqliteStore {
                     r.get(7)?,
                     r.get(8)?,
                     r.get(9)?,
-                    r.get(10)?,
                 ))
             })
             .map_err(db)?
             .collect::<std::result::Result<_, _>>()
             .map_err(db)?;
-        // A file holds many partitions (of every tenant): its bytes are
-        // split over all the groups in it by record share (tombstones
-        // count: they take room too), whoever asks.
-        let mut path_total: HashMap<String, i64> = HashMap::new();
-        {
-            let mut st = inner
-                .cat
-                .prepare_cached(
-                    "SELECT p.path, sum(g.records + g.deleted) FROM partitions p
-                     JOIN partition_groups g ON g.partition_id = p.id WHERE p.state != 2 GROUP BY p.path",
-                )
-                .map_err(db)?;
-            let totals = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db)?;
-            for t in totals {
-                let (path, n) = t.map_err(db)?;
-                path_total.insert(path, n);
-            }
+        // Per file: rows in it, and groups in it.
+        let mut files: HashMap<&str, (i64, usize)> = HashMap::new();
+        for r in &rows {
+            let f = files.entry(r.2.as_str()).or_default();
+            f.0 += r.5 + r.9;
+            f.1 += 1;
         }
         let mut out: BTreeMap<GroupKey, GroupStats> = BTreeMap::new();
-        // Bytes as the disk has them now, split over the partition's groups by record share.
-        let mut file_bytes: HashMap<String, u64> = HashMap::new();
-        let mut given: HashMap<String, (u64, GroupKey)> = HashMap::new();
-        for (_, t, s, path, scope, class, n, anon, min, max, deleted) in rows {
-            let bytes = match file_bytes.get(&path) {
-                Some(b) => *b,
-                None => *file_bytes.entry(path.clone()).or_insert(self.path_bytes(&path)),
-            };
-            let key = group_key(&t, &s, scope, class)?;
-            let total = path_total.get(&path).copied().unwrap_or(0).max(1);
+        // Per file: bytes on disk now, bytes given out, groups counted, and
+        // the group last counted (which gets the rounding remainder).
+        let mut given: HashMap<&str, (u64, u64, usize, GroupKey)> = HashMap::new();
+        for (t, s, path, scope, class, n, anon, min, max, deleted) in &rows {
+            if tenant.is_some_and(|want| want.as_str() != t) {
+                continue;
+            }
+            let key = group_key(t, s, scope.clone(), *class)?;
+            let g = given
+                .entry(path.as_str())
+                .or_insert_with(|| (self.path_bytes(path), 0, 0, key.clone()));
+            let total = files[path.as_str()].0.max(1);
+            let share = (g.0 as u128 * (n + deleted) as u128 / total as u128) as u64;
+            g.1 += share;
+            g.2 += 1;
+            g.3 = key.clone();
             let e = out.entry(key.clone()).or_insert(GroupStats {
-                key: key.clone(),
+                key,
                 records: 0,
                 anonymized: 0,
                 oldest_us: None,
@@ -163,33 +158,27 @@ impl SqliteStore {
                 partitions: 0,
                 bytes: 0,
             });
-            e.records += n as u64;
-            e.tombstones += deleted as u64;
-            e.anonymized += anon as u64;
+            e.records += *n as u64;
+            e.tombstones += *deleted as u64;
+            e.anonymized += *anon as u64;
             e.partitions += 1;
-            let share = (bytes as u128 * (n + deleted) as u128 / total as u128) as u64;
             e.bytes += share;
-            // The rounding remainder goes to the partition's last group, so
-            // the groups add up to exactly what the files occupy.
-            let given = given.entry(path).or_insert((0, key.clone()));
-            given.0 += share;
-            given.1 = key;
-            e.oldest_us = match (e.oldest_us, min) {
+            e.oldest_us = match (e.oldest_us, *min) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            e.newest_us = match (e.newest_us, max) {
+            e.newest_us = match (e.newest_us, *max) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
         }
-        // The rounding remainder of a file whose groups were all counted.
-        for (path, (sum, key)) in given {
-            let all = file_bytes[&path];
-            if let Some(e) = out.get_mut(&key) {
-                e.bytes += all
-                    .saturating_sub(sum)
-                    .min(all / path_total.get(&path).copied().unwrap_or(1).max(1) as u64 + 1);
+        // A file whose groups were all counted: the rounding remainder goes
+        // to its last group, so the groups add up to what the file occupies.
+        for (path, (bytes, sum, counted, last)) in given {
+            if counted == files[path].1 {
+                if let Some(e) = out.get_mut(&last) {
+                    e.bytes += bytes.saturating_sub(sum);
+                }
             }
         }
         Ok(out.into_values().collect())

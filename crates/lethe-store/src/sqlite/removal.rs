@@ -34,27 +34,14 @@ impl SqliteStore {
         for (p, _, _) in &work.drops {
             *dropped_in.entry(p.path.as_str()).or_default() += 1;
         }
+        let mut freed: HashMap<&str, u64> = HashMap::new();
+        for (path, n) in dropped_in {
+            if Self::sharers(&inner.cat, path)? == n {
+                freed.insert(path, self.path_bytes(path));
+            }
+        }
         for (p, items, groups) in &work.drops {
-            let bytes = match dropped_in.get_mut(p.path.as_str()) {
-                Some(n) if *n > 0 => {
-                    let sharers: i64 = inner
-                        .cat
-                        .query_row(
-                            "SELECT count(*) FROM partitions WHERE path=?1 AND state!=?2",
-                            params![p.path, DROPPING],
-                            |r| r.get(0),
-                        )
-                        .map_err(db)?;
-                    let whole = sharers as usize == *n;
-                    *n = 0;
-                    if whole {
-                        self.file_bytes(p)
-                    } else {
-                        0
-                    }
-                }
-                _ => 0,
-            };
+            let bytes = freed.remove(p.path.as_str()).unwrap_or(0);
             attribute_drop(&mut effects, items, bytes);
             let key = (p.tenant.to_string(), p.stream.to_string());
             if !segs.contains_key(&key) {
@@ -94,8 +81,6 @@ impl SqliteStore {
         let mut inner = self.lock();
         let inner = &mut *inner;
         self.repair(inner)?;
-        // No connection still waiting to close may touch what is removed below.
-        self.upkeep.settle();
         // The intent is in the ledger; nothing is removed yet.
         crashpoint::hit("removal.before_apply");
         let mut applied = Applied::default();
@@ -186,8 +171,13 @@ impl SqliteStore {
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
+            let mut emptied: Vec<&Part> = Vec::new();
             for (n, (p, live)) in drops.iter().enumerate() {
-                applied.bytes_freed += self.release(inner, p)?;
+                let r = self.release(inner, p)?;
+                applied.bytes_freed += r.bytes;
+                if r.rows {
+                    emptied.push(p);
+                }
                 applied.deleted += live;
                 applied.partitions_dropped += 1;
                 done += 1;
@@ -196,6 +186,8 @@ impl SqliteStore {
                     crashpoint::hit("sweep.mid_drop");
                 }
             }
+            // One sync for every shared file partitions were taken out of.
+            self.sync_partitions(emptied.into_iter(), false)?;
             let tx = inner
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -449,11 +441,14 @@ impl SqliteStore {
     /// be new files, whose directory entries must be durable too — one
     /// `syncfs` of the store's file system.
     pub(super) fn sync_partitions<'a>(&self, parts: impl Iterator<Item = &'a Part>, created: bool) -> Result<()> {
-        let parts: Vec<&Part> = parts.collect();
-        if parts.is_empty() {
+        // Partitions share files: each file once.
+        let mut files: Vec<&str> = parts.map(|p| p.path.as_str()).collect();
+        files.sort_unstable();
+        files.dedup();
+        if files.is_empty() {
             return Ok(());
         }
-        if created || parts.len() > SYNC_FILES_AT_MOST {
+        if created || files.len() > SYNC_FILES_AT_MOST {
             let dir = File::open(&self.dir).map_err(|e| StoreError::io("opening the data directory", e))?;
             // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
             let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
@@ -465,9 +460,9 @@ impl SqliteStore {
             }
             return Ok(());
         }
-        for p in parts {
+        for path in files {
             for suffix in ["-wal", ""] {
-                let f = PathBuf::from(format!("{}{suffix}", self.part_path(&p.path).display()));
+                let f = PathBuf::from(format!("{}{suffix}", self.part_path(path).display()));
                 match File::open(&f) {
                     Ok(file) => file
                         .sync_all()

@@ -17,8 +17,14 @@ impl SqliteStore {
     /// Then nothing is touched and the write is refused, naming the chain.
     pub(super) fn repair(&self, inner: &mut Inner) -> Result<()> {
         let dropping = self.parts_where(&inner.cat, "state = ?1", &[&DROPPING])?;
+        let mut emptied = Vec::new();
         for p in &dropping {
-            self.release(inner, p)?;
+            if self.release(inner, p)?.rows {
+                emptied.push(p);
+            }
+        }
+        self.sync_partitions(emptied.into_iter(), false)?;
+        for p in &dropping {
             forget_partition(&inner.cat, p.id)?;
         }
         let dirty = self.parts_where(&inner.cat, "state = ?1", &[&DIRTY])?;
@@ -92,7 +98,9 @@ impl SqliteStore {
                 .cat
                 .execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
                 .map_err(db)?;
-            self.release(inner, p)?;
+            if self.release(inner, p)?.rows {
+                self.sync_partitions(std::iter::once(p), false)?;
+            }
             return forget_partition(&inner.cat, p.id);
         }
         let tx = inner.cat.unchecked_transaction().map_err(db)?;
