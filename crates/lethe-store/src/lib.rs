@@ -607,7 +607,22 @@ pub trait Store: Send + Sync {
     /// records dropped by capture mode `none`. Fails with
     /// [`StoreError::KeyConflict`] (storing nothing) when a new key's
     /// reference already has a key — another writer created it first.
-    fn append(&self, batch: &Batch) -> Result<AppendReport>;
+    fn append(&self, batch: &Batch) -> Result<AppendReport> {
+        let mut r = self.append_group(&[batch])?;
+        r.pop()
+            .ok_or_else(|| StoreError::Misuse("append_group returned no report for one batch".into()))
+    }
+
+    /// Stores several batches as [`Store::append`] stores one, with one
+    /// durable write for all of them (group commit: many writers' small
+    /// batches cost one sync), and reports each batch's counts in order.
+    /// All or nothing: on any error no record of any batch is stored (a
+    /// conflicting or destroyed key is found before anything is written, so
+    /// then no key is stored either), and the caller can append each batch
+    /// again on its own to find which one failed. Records of different batches are independent: an
+    /// id in two batches of the group is stored once, counted a duplicate
+    /// in the later batch.
+    fn append_group(&self, batches: &[&Batch]) -> Result<Vec<AppendReport>>;
 
     /// Visits matching records in event-time order (newest first unless
     /// `ascending`); `visit` returns `false` to stop.

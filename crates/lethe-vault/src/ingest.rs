@@ -191,8 +191,10 @@ impl Vault {
         Ok(report)
     }
 
-    /// Writes a prepared batch; when its new keys conflict with keys another
-    /// writer stored first, prepares it again with those keys and retries.
+    /// Writes a prepared batch (with any other threads' batches submitted
+    /// meanwhile, in one durable write: see [`crate::commits`]); when its new
+    /// keys conflict with keys another writer stored first, prepares it
+    /// again with those keys and retries.
     pub fn commit(&self, mut p: Prepared) -> Result<(Prepared, AppendReport)> {
         let mut attempts = 0;
         loop {
@@ -201,8 +203,10 @@ impl Vault {
             if p.key_generation != self.keys.generation() {
                 p = self.prepare(p.input, p.spans, p.now_us)?;
             }
-            match self.store.append(&p.batch) {
+            // Shared with the batches other threads submit meanwhile.
+            match self.commits.append(&|g| self.store.append_group(g), &mut p.batch) {
                 Ok(a) => {
+                    self.keys.stored(&p.batch.new_keys);
                     tracing::debug!(
                         records = p.batch.records.len(),
                         inserted = a.inserted,

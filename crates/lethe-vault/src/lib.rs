@@ -4,6 +4,7 @@
 //! it; neither touches storage or keys directly.
 
 pub mod archive;
+pub mod commits;
 pub mod hold;
 pub mod ingest;
 pub mod keyring;
@@ -152,9 +153,14 @@ pub struct Vault {
     signer: lethe_core::checkpoint::SigningKey,
     data_dir: PathBuf,
     archives: std::sync::OnceLock<std::result::Result<archive::Targets, String>>,
+    /// Batches of concurrent writers waiting to share one store append.
+    commits: commits::CommitQueue,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
+
+/// A group commit carries up to this many full ingest batches' records.
+const GROUP_BATCHES: usize = 4;
 
 impl Vault {
     /// Opens the embedded store in `data_dir` with `config`.
@@ -189,6 +195,7 @@ impl Vault {
         let master = MasterKey::new(master);
         let schemas = config.schemas();
         let book = config.policy_book();
+        let commits = commits::CommitQueue::new(config.store.ingest_batch.saturating_mul(GROUP_BATCHES));
         let vault = Vault {
             keys: Keyring::new(store.clone(), master, ledger_key.clone()),
             ledger_key,
@@ -199,10 +206,17 @@ impl Vault {
             book,
             data_dir: data_dir.to_path_buf(),
             archives: std::sync::OnceLock::new(),
+            commits,
             created_master_key,
         };
         vault.record_key_inventory()?;
         Ok(vault)
+    }
+
+    /// How many store appends this vault made for how many ingest batches:
+    /// fewer appends than batches when concurrent writers shared them.
+    pub fn commit_counts(&self) -> commits::CommitCounts {
+        self.commits.counts()
     }
 
     /// The effective configuration.

@@ -135,6 +135,44 @@ struct Inner {
     /// (device, inode) it was opened on: a file dropped and made again is
     /// opened anew.
     lookups: HashMap<String, (Connection, (u64, u64), u64)>,
+    /// Data keys this process saw stored and live, valid while the
+    /// catalog's key epoch stays what it was when they were seen.
+    live_keys: LiveKeys,
+}
+
+/// Data keys known stored and live at one key epoch, so a batch's key check
+/// reads the key table only for keys this process has not seen.
+///
+/// Every destruction (by any process) moves the epoch in the same commit, so
+/// a key seen live at the current epoch is still live: the set is exact, not
+/// a hint. Bounded: past [`LiveKeys::LIMIT`] it starts again.
+#[derive(Default)]
+pub(super) struct LiveKeys {
+    epoch: u64,
+    ids: std::collections::HashSet<i64>,
+}
+
+impl LiveKeys {
+    /// Keys remembered at once (~16 MB at the limit).
+    const LIMIT: usize = 1 << 20;
+
+    /// Forgets everything unless `epoch` is the epoch the set was built at.
+    pub(super) fn at(&mut self, epoch: u64) {
+        if self.epoch != epoch || self.ids.len() >= Self::LIMIT {
+            self.ids.clear();
+            self.epoch = epoch;
+        }
+    }
+
+    /// Whether `id` was seen live at the current epoch.
+    pub(super) fn contains(&self, id: i64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Remembers keys seen live (or stored by a batch that committed).
+    pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = i64>) {
+        self.ids.extend(ids);
+    }
 }
 
 /// Lookup connections kept at once (the least recently used goes first),
@@ -222,6 +260,7 @@ impl SqliteStore {
                 tick: 0,
                 filters: HashMap::new(),
                 lookups: HashMap::new(),
+                live_keys: LiveKeys::default(),
             }),
             keys: Mutex::new(keys),
             loading: Mutex::new(HashMap::new()),
@@ -637,8 +676,8 @@ fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: 
 }
 
 impl Store for SqliteStore {
-    fn append(&self, b: &Batch) -> Result<AppendReport> {
-        SqliteStore::append(self, b)
+    fn append_group(&self, group: &[&Batch]) -> Result<Vec<AppendReport>> {
+        SqliteStore::append_group(self, group)
     }
 
     fn query(&self, q: &RecordQuery, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<()> {

@@ -187,17 +187,21 @@ pub fn kept_level(level: u32) -> bool {
 
 /// Inserts records, assigning each new id the next sequence number of
 /// `chain` and sealing it (previous chain hash, MAC of its leaf). Returns
-/// the number inserted; runs inside the caller's transaction.
+/// the number inserted and calls `duplicate` with the position in `recs` of
+/// each record whose id was already stored; runs inside the caller's
+/// transaction. (The third member of each record is the caller's and
+/// ignored.)
 #[allow(clippy::too_many_arguments)]
 pub fn insert(
     c: &Connection,
     part: i64,
     tenant: &str,
     stream: &str,
-    recs: &[(&NewRecord, &Digests)],
+    recs: &[(&NewRecord, &Digests, usize)],
     chain: &mut ChainState,
     mac: &RecordMac,
     deltas: &mut Vec<((String, u8), GroupDelta)>,
+    duplicate: &mut dyn FnMut(usize),
 ) -> Result<u64> {
     let mut st = c
         .prepare_cached(
@@ -207,7 +211,7 @@ pub fn insert(
         .map_err(db)?;
     let mut n = 0;
     let mut buf = Vec::with_capacity(256);
-    for (r, d) in recs {
+    for (at, (r, d, _)) in recs.iter().enumerate() {
         let seq = chain.seq + 1;
         if seq > MAX_SEQ {
             return Err(StoreError::Corrupt(format!(
@@ -277,6 +281,8 @@ pub fn insert(
             d.records += 1;
             d.min_ts = d.min_ts.min(r.ts_us);
             d.max_ts = d.max_ts.max(r.ts_us);
+        } else {
+            duplicate(at);
         }
     }
     Ok(n)

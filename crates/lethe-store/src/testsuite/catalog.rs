@@ -49,6 +49,46 @@ pub fn keys_are_first_writer_wins_and_stable(h: &dyn Harness) {
     );
 }
 
+/// A group is all or nothing: when one batch's new key conflicts with a
+/// stored one, no record and no key of any batch in the group is stored,
+/// and each batch appended alone afterwards finds the culprit.
+pub fn a_group_with_one_conflicting_batch_stores_nothing(h: &dyn Harness) {
+    let s = h.open(0);
+    let t = TenantId::new("acme").unwrap();
+    let key = |id: i64, r: &[u8]| StoredKey {
+        id,
+        tenant: t.clone(),
+        key_ref: r.to_vec(),
+        wrapped: Some(b"w".to_vec()),
+    };
+    let g = GroupKey {
+        tenant: t.clone(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    s.append(&Batch {
+        new_keys: vec![key(1, b"s:1")],
+        ..batch_of(&[rec(1, &g, T0, None)])
+    })
+    .unwrap();
+    let good = Batch {
+        new_keys: vec![key(2, b"s:2")],
+        ..batch_of(&[rec(2, &g, T0, None), rec(3, &g, T0, None)])
+    };
+    let bad = Batch {
+        new_keys: vec![key(3, b"s:1")],
+        ..batch_of(&[rec(4, &g, T0, None)])
+    };
+    let r = s.append_group(&[&good, &bad]);
+    assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}");
+    assert_eq!(all(&*s, "acme").len(), 1, "nothing of the group is stored");
+    assert_eq!(s.data_keys(&[2, 3]).unwrap(), vec![], "nor any of its keys");
+    assert_eq!(s.append(&good).unwrap().inserted, 2);
+    assert!(matches!(s.append(&bad), Err(StoreError::KeyConflict)));
+    assert_eq!(all(&*s, "acme").len(), 3);
+}
+
 /// The same policies get the same version; a change gets a new one.
 pub fn policy_snapshots_are_versioned_by_content(h: &dyn Harness) {
     let s = h.open(0);

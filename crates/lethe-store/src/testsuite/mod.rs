@@ -131,6 +131,8 @@ macro_rules! conformance {
         $crate::conformance!(@tests $harness;
             append_then_query_returns_records_newest_first,
             appending_the_same_id_twice_stores_it_once,
+            a_group_of_batches_is_stored_as_each_alone_with_its_own_counts,
+            a_group_with_one_conflicting_batch_stores_nothing,
             the_same_id_in_two_tenants_is_two_records,
             sequence_numbers_are_dense_per_tenant_and_stream,
             query_filters_by_stream_scope_subject_time_and_limit,
