@@ -52,6 +52,17 @@ struct Args {
     /// #13 names it.
     #[arg(long, conflicts_with = "spread")]
     spread_days: Option<u32>,
+    /// Ingest with this many concurrent writers, each submitting batches
+    /// of `--writer-batch` lines (a service's shape: many clients, small
+    /// batches) instead of one `lethe ingest` pipeline.
+    #[arg(long, default_value_t = 0)]
+    writers: usize,
+    /// Lines per batch of each concurrent writer.
+    #[arg(long, default_value_t = 100)]
+    writer_batch: usize,
+    /// `[store] group_commit_records` (0: every batch its own append).
+    #[arg(long)]
+    group_commit_records: Option<usize>,
 }
 
 fn now_us() -> i64 {
@@ -147,7 +158,7 @@ fn files_under(dir: &Path) -> u64 {
     n
 }
 
-fn bench_config() -> Result<Config> {
+fn bench_config(group_commit_records: Option<usize>) -> Result<Config> {
     // The demo streams, every record kept 30 days then deleted (or archived
     // first, kept there forever).
     let text = match std::env::var("LETHE_BENCH_ARCHIVE").as_deref() {
@@ -169,6 +180,10 @@ fn bench_config() -> Result<Config> {
     let text = match std::env::var("LETHE_BENCH_ZSTD_LEVEL") {
         Ok(l) => format!("{text}[archive]\nzstd_level = {l}\n"),
         Err(_) => text,
+    };
+    let text = match group_commit_records {
+        Some(n) => format!("{text}[store]\ngroup_commit_records = {n}\n"),
+        None => text,
     };
     Ok(config::load(
         Source {
@@ -273,6 +288,61 @@ fn random_subjects(n: usize, records: u64, seed: u64, tenants: &[(String, u32)])
         }
     }
     out
+}
+
+/// `writers` threads share one reader of the input; each takes the next
+/// `batch` lines and ingests them as one batch (`Vault::ingest_batch`, as a
+/// service's request handler would), so batches meet in the group commit.
+fn concurrent_ingest(
+    vault: &Vault,
+    input: &Path,
+    writers: usize,
+    batch: usize,
+) -> Result<lethe_vault::ingest::IngestReport> {
+    use std::io::BufRead;
+    vault.note_policy("system/ingest", now_us())?;
+    let reader = std::sync::Mutex::new((BufReader::with_capacity(1 << 20, std::fs::File::open(input)?), 1u64));
+    let reports = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                s.spawn(|| -> Result<lethe_vault::ingest::IngestReport> {
+                    let mut report = lethe_vault::ingest::IngestReport::default();
+                    let mut lines: Vec<String> = Vec::with_capacity(batch);
+                    loop {
+                        lines.clear();
+                        let first = {
+                            let mut g = reader.lock().expect("reader lock");
+                            let first = g.1;
+                            for _ in 0..batch {
+                                let mut l = String::new();
+                                if g.0.read_line(&mut l)? == 0 {
+                                    break;
+                                }
+                                lines.push(l.trim_end().to_string());
+                            }
+                            g.1 += lines.len() as u64;
+                            first
+                        };
+                        if lines.is_empty() {
+                            return Ok(report);
+                        }
+                        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+                        report.merge(vault.ingest_batch(&refs, first, now_us())?);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut total = lethe_vault::ingest::IngestReport::default();
+    for r in reports {
+        total.merge(r);
+    }
+    vault.seal("system/ingest", now_us(), true)?;
+    Ok(total)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -396,20 +466,30 @@ fn main() -> Result<()> {
 
     let vault = Vault::open(
         &data,
-        bench_config()?,
+        bench_config(args.group_commit_records)?,
         &MasterKeySource::File {
             path: data.join("master.key"),
             create: true,
         },
     )?;
 
-    // Ingest: the same pipeline as `lethe ingest FILE`.
+    // Ingest: the same pipeline as `lethe ingest FILE`, or many writers.
     let t = Instant::now();
-    let r = vault.ingest(
-        BufReader::with_capacity(1 << 20, std::fs::File::open(&input)?),
-        &now_us,
-        &|_, _| {},
-    )?;
+    let r = if args.writers > 0 {
+        let r = concurrent_ingest(&vault, &input, args.writers, args.writer_batch)?;
+        let c = vault.commit_counts();
+        out.insert("ingest_writers".into(), json!(args.writers));
+        out.insert("ingest_writer_batch".into(), json!(args.writer_batch));
+        out.insert("ingest_batches".into(), json!(c.batches));
+        out.insert("ingest_appends".into(), json!(c.appends));
+        r
+    } else {
+        vault.ingest(
+            BufReader::with_capacity(1 << 20, std::fs::File::open(&input)?),
+            &now_us,
+            &|_, _| {},
+        )?
+    };
     let ingest_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(
         r.stored == args.records,
@@ -449,7 +529,7 @@ fn main() -> Result<()> {
     out.insert("files".into(), json!(files_under(&data)));
     let vault = Vault::open(
         &data,
-        bench_config()?,
+        bench_config(args.group_commit_records)?,
         &MasterKeySource::File {
             path: data.join("master.key"),
             create: false,

@@ -60,6 +60,22 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// Adds another report's counts (the first rejections of both kept).
+    pub fn merge(&mut self, o: IngestReport) {
+        self.lines += o.lines;
+        self.stored += o.stored;
+        self.duplicates += o.duplicates;
+        self.not_captured += o.not_captured;
+        self.rejected += o.rejected;
+        self.keys_created += o.keys_created;
+        for (t, n) in o.keys_by_tenant {
+            *self.keys_by_tenant.entry(t).or_default() += n;
+        }
+        let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
+        self.errors.extend(o.errors.into_iter().take(room));
+        self.warnings.extend(o.warnings);
+    }
+
     fn absorb(&mut self, p: &Prepared, a: AppendReport) {
         self.lines += p.lines;
         self.stored += a.inserted;
@@ -171,23 +187,39 @@ impl Vault {
         Ok(report)
     }
 
-    /// Ingests lines given in memory, as one or more batches.
+    /// Ingests lines given in memory, as one or more batches, then seals
+    /// every chain they touched and publishes the witness (a command's
+    /// run: everything it stored is under a signed checkpoint when it ends).
     pub fn ingest_lines(&self, lines: &[&str], now_us: i64) -> Result<IngestReport> {
         self.note_policy("system/ingest", now_us)?;
         let mut report = IngestReport::default();
         for (i, chunk) in lines.chunks(self.config.store.ingest_batch).enumerate() {
-            let base = (i * self.config.store.ingest_batch) as u64;
-            let mut buf = Vec::with_capacity(chunk.iter().map(|l| l.len()).sum());
-            let mut spans = Vec::with_capacity(chunk.len());
-            for (j, l) in chunk.iter().enumerate() {
-                spans.push((base + j as u64 + 1, buf.len(), buf.len() + l.len()));
-                buf.extend_from_slice(l.as_bytes());
-            }
-            let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
-            report.absorb(&p, a);
+            let first = (i * self.config.store.ingest_batch) as u64 + 1;
+            let r = self.ingest_batch(chunk, first, now_us)?;
+            report.merge(r);
         }
         self.seal("system/ingest", now_us, true)?;
         self.publish_or_warn(now_us, &mut report.warnings);
+        Ok(report)
+    }
+
+    /// Ingests one batch of lines (numbered from `first_line` in rejections)
+    /// as one store commit — shared with the batches other threads submit
+    /// at the same time (group commit) — and seals chains only where a
+    /// checkpoint is due. The path of a service taking many small batches
+    /// at once; the caller notes the policies in force once
+    /// ([`Vault::note_policy`]) before its first batch.
+    pub fn ingest_batch(&self, lines: &[&str], first_line: u64, now_us: i64) -> Result<IngestReport> {
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len()).sum());
+        let mut spans = Vec::with_capacity(lines.len());
+        for (j, l) in lines.iter().enumerate() {
+            spans.push((first_line + j as u64, buf.len(), buf.len() + l.len()));
+            buf.extend_from_slice(l.as_bytes());
+        }
+        let mut report = IngestReport::default();
+        let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
+        report.absorb(&p, a);
+        self.seal("system/ingest", now_us, false)?;
         Ok(report)
     }
 

@@ -159,9 +159,6 @@ pub struct Vault {
     pub created_master_key: bool,
 }
 
-/// A group commit carries up to this many full ingest batches' records.
-const GROUP_BATCHES: usize = 4;
-
 impl Vault {
     /// Opens the embedded store in `data_dir` with `config`.
     pub fn open(data_dir: &Path, config: Config, master: &MasterKeySource) -> Result<Vault> {
@@ -195,7 +192,7 @@ impl Vault {
         let master = MasterKey::new(master);
         let schemas = config.schemas();
         let book = config.policy_book();
-        let commits = commits::CommitQueue::new(config.store.ingest_batch.saturating_mul(GROUP_BATCHES));
+        let commits = commits::CommitQueue::new(config.store.group_commit_records);
         let vault = Vault {
             keys: Keyring::new(store.clone(), master, ledger_key.clone()),
             ledger_key,

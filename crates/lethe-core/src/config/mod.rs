@@ -224,6 +224,11 @@ pub struct StoreConfig {
     /// Compress personal and subject field values (LZ4) before encrypting them.
     #[serde(default = "yes")]
     pub compress_personal: bool,
+    /// Group commit: batches that concurrent writers of one process submit
+    /// while an append is in progress are appended together, one durable
+    /// write for all, up to this many records (0: every batch alone).
+    #[serde(default = "default_group_commit_records")]
+    pub group_commit_records: usize,
 }
 
 /// `[keys]`.
@@ -393,6 +398,7 @@ impl Default for StoreConfig {
             partition: default_partition(),
             ingest_batch: default_batch(),
             compress_personal: true,
+            group_commit_records: default_group_commit_records(),
         }
     }
 }
@@ -428,6 +434,9 @@ pub(super) fn default_partition() -> Window {
 }
 pub(super) fn default_batch() -> usize {
     8192
+}
+pub(super) fn default_group_commit_records() -> usize {
+    32_768
 }
 pub(super) fn default_master_key_file() -> String {
     "master.key".into()

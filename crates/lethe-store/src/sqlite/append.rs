@@ -121,9 +121,9 @@ impl SqliteStore {
             // one indexed lookup per distinct key cost a third of ingest
             // with 100 tenants' subjects.
             let epoch: u64 = tx
-                .query_row("SELECT value FROM meta WHERE key='keys.epoch'", [], |r| {
-                    r.get::<_, String>(0)
-                })
+                .prepare_cached("SELECT value FROM meta WHERE key='keys.epoch'")
+                .map_err(db)?
+                .query_row([], |r| r.get::<_, String>(0))
                 .optional()
                 .map_err(db)?
                 .and_then(|v| v.parse().ok())
@@ -170,20 +170,16 @@ impl SqliteStore {
                     // must still have its file: recreating it empty would
                     // hide the loss and count its records twice.
                     let known: Option<(i64, String)> = tx
-                        .query_row(
-                            "SELECT id, path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
-                            params![tenant, stream, start],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
+                        .prepare_cached("SELECT id, path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3")
+                        .map_err(db)?
+                        .query_row(params![tenant, stream, start], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()
                         .map_err(db)?;
                     if let Some((id, known_path)) = &known {
                         let committed: bool = tx
-                            .query_row(
-                                "SELECT EXISTS(SELECT 1 FROM segments WHERE partition_id=?1)",
-                                [id],
-                                |r| r.get(0),
-                            )
+                            .prepare_cached("SELECT EXISTS(SELECT 1 FROM segments WHERE partition_id=?1)")
+                            .map_err(db)?
+                            .query_row([id], |r| r.get(0))
                             .map_err(db)?;
                         if committed && !self.part_path(known_path).exists() {
                             return Err(StoreError::Lost(format!(
@@ -193,18 +189,17 @@ impl SqliteStore {
                             )));
                         }
                     }
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO partitions(tenant,stream,start_us,end_us,path,state) VALUES(?1,?2,?3,?4,?5,?6)
                          ON CONFLICT(tenant,stream,start_us) DO UPDATE SET state=?6",
-                        params![tenant, stream, start, start + self.span_us, path, DIRTY],
                     )
+                    .map_err(db)?
+                    .execute(params![tenant, stream, start, start + self.span_us, path, DIRTY])
                     .map_err(db)?;
                     let (id, path): (i64, String) = tx
-                        .query_row(
-                            "SELECT id,path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3",
-                            params![tenant, stream, start],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
+                        .prepare_cached("SELECT id,path FROM partitions WHERE tenant=?1 AND stream=?2 AND start_us=?3")
+                        .map_err(db)?
+                        .query_row(params![tenant, stream, start], |r| Ok((r.get(0)?, r.get(1)?)))
                         .map_err(db)?;
                     let p = Part {
                         id,
@@ -320,8 +315,9 @@ impl SqliteStore {
         let mut filters: Vec<(i64, i64, SubjectFilter)> = Vec::new();
         for (st, recs) in settled.iter().zip(&subjects) {
             if !recs.is_empty() {
-                let f = self.extended_filter(inner, &st.part, recs)?;
-                filters.push((st.part.id, selection::filter_version(f.as_bytes()), f));
+                if let Some(f) = self.extended_filter(inner, &st.part, recs)? {
+                    filters.push((st.part.id, selection::filter_version(f.as_bytes()), f));
+                }
             }
         }
 
@@ -333,11 +329,12 @@ impl SqliteStore {
             .map_err(db)?;
         for ((tenant, stream), h) in &heads {
             let frontier: Vec<u8> = h.frontier.nodes().concat();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO chains(tenant,stream,head_seq,head_hash,frontier) VALUES(?1,?2,?3,?4,?5)
                  ON CONFLICT(tenant,stream) DO UPDATE SET head_seq=?3, head_hash=?4, frontier=?5",
-                params![tenant, stream, h.seq as i64, &h.hash[..], frontier],
             )
+            .map_err(db)?
+            .execute(params![tenant, stream, h.seq as i64, &h.hash[..], frontier])
             .map_err(db)?;
             let mut ins = tx
                 .prepare_cached(
@@ -369,62 +366,72 @@ impl SqliteStore {
                     )
                     .map_err(db)?;
                 if extended == 0 {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO segments(tenant,stream,first_seq,last_seq,partition_id,prev,chain)
                          VALUES(?1,?2,?3,?4,?5,?6,?7)",
-                        params![
-                            p.tenant.as_str(),
-                            p.stream.to_string(),
-                            seg.first as i64,
-                            seg.last as i64,
-                            p.id,
-                            &seg.prev[..],
-                            &seg.chain[..]
-                        ],
                     )
+                    .map_err(db)?
+                    .execute(params![
+                        p.tenant.as_str(),
+                        p.stream.to_string(),
+                        seg.first as i64,
+                        seg.last as i64,
+                        p.id,
+                        &seg.prev[..],
+                        &seg.chain[..]
+                    ])
                     .map_err(db)?;
                 }
             }
             for ((scope, class), d) in &st.deltas {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO partition_groups(partition_id,scope,class,records,anonymized,min_ts,max_ts)
                      VALUES(?1,?2,?3,?4,0,?5,?6)
                      ON CONFLICT(partition_id,scope,class) DO UPDATE SET records=records+?4,
                        min_ts=min(coalesce(min_ts,?5),?5), max_ts=max(coalesce(max_ts,?6),?6)",
-                    params![p.id, scope, class, d.records as i64, d.min_ts, d.max_ts],
                 )
+                .map_err(db)?
+                .execute(params![p.id, scope, class, d.records as i64, d.min_ts, d.max_ts])
                 .map_err(db)?;
             }
-            tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, LIVE])
+            tx.prepare_cached("UPDATE partitions SET state=?2 WHERE id=?1")
+                .map_err(db)?
+                .execute(params![p.id, LIVE])
                 .map_err(db)?;
         }
         for (part, version, f) in &filters {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO subject_filters(partition_id,version,bits) VALUES(?1,?2,?3)
                  ON CONFLICT(partition_id) DO UPDATE SET version=?2, bits=?3",
-                params![part, version, f.as_bytes()],
             )
+            .map_err(db)?
+            .execute(params![part, version, f.as_bytes()])
             .map_err(db)?;
         }
         for d in &drops {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES(?1,?2,?3,?4,?5)
                  ON CONFLICT(tenant,stream,scope,class) DO UPDATE SET count=count+?5",
-                params![
-                    d.key.tenant.as_str(),
-                    d.key.stream.to_string(),
-                    d.key.scope,
-                    d.key.classification.code(),
-                    d.count as i64
-                ],
             )
+            .map_err(db)?
+            .execute(params![
+                d.key.tenant.as_str(),
+                d.key.stream.to_string(),
+                d.key.scope,
+                d.key.classification.code(),
+                d.count as i64
+            ])
             .map_err(db)?;
         }
         tx.commit().map_err(db)?;
-        // Not cached: ingest touches every partition once in a while, and
-        // the next batch reads the few it needs; purges cache what they read.
-        for (part, _, _) in filters {
-            inner.filters.remove(&part);
+        // Kept for the next batch (which checks the version before using
+        // one: other processes write too), while the cache has room.
+        for (part, version, f) in filters {
+            if inner.filters.len() < CACHED_FILTERS || inner.filters.contains_key(&part) {
+                inner.filters.insert(part, (version, f));
+            } else {
+                inner.filters.remove(&part);
+            }
         }
         // A partition left empty (every record a duplicate of a new partition) is removed.
         for st in &settled {

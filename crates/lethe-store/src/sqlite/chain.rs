@@ -118,11 +118,9 @@ impl SqliteStore {
     /// A chain's committed state: head, chain hash and Merkle frontier.
     pub(super) fn chain_state(cat: &Connection, tenant: &str, stream: &str) -> Result<partition::ChainState> {
         let row: Option<(i64, Vec<u8>, Vec<u8>)> = cat
-            .query_row(
-                "SELECT head_seq, head_hash, frontier FROM chains WHERE tenant=?1 AND stream=?2",
-                [tenant, stream],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached("SELECT head_seq, head_hash, frontier FROM chains WHERE tenant=?1 AND stream=?2")
+            .map_err(db)?
+            .query_row([tenant, stream], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db)?;
         let bad = || StoreError::Corrupt(format!("chain state of {tenant}/{stream}"));

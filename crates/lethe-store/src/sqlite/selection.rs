@@ -216,15 +216,25 @@ impl SqliteStore {
 
     /// A partition's subject filter with `added` in it, ready to store: the
     /// stored one extended, or (when there is none, or it is crowded) one
-    /// built from every pseudonym in the partition file.
-    pub(super) fn extended_filter(&self, inner: &mut Inner, p: &Part, added: &[[u8; 32]]) -> Result<SubjectFilter> {
-        if let Some(f) = self.subject_filter(inner, p.id)? {
-            let mut f = f.clone();
+    /// built from every pseudonym in the partition file. `None` when the
+    /// stored filter already has every bit of `added` set — nothing to
+    /// write (most batches of a busy partition bring subjects it has).
+    pub(super) fn extended_filter(
+        &self,
+        inner: &mut Inner,
+        p: &Part,
+        added: &[[u8; 32]],
+    ) -> Result<Option<SubjectFilter>> {
+        if let Some(old) = self.subject_filter(inner, p.id)? {
+            let mut f = old.clone();
             for a in added {
                 f.insert(a);
             }
+            if f.as_bytes() == old.as_bytes() {
+                return Ok(None);
+            }
             if !f.crowded() {
-                return Ok(f);
+                return Ok(Some(f));
             }
         }
         let all = partition::pseudonyms(self.conn(inner, p, false)?, p.id)?;
@@ -235,7 +245,7 @@ impl SqliteStore {
                 f.insert(a);
             }
             if !f.crowded() {
-                return Ok(f);
+                return Ok(Some(f));
             }
             bytes *= 4;
         }
