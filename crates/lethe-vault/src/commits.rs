@@ -247,34 +247,40 @@ mod tests {
         }
     }
 
+    /// Submits the first batch, waits until its append has begun, then
+    /// submits the rest from threads of their own; returns, in order, each
+    /// batch's result with the length of the batch handed back.
+    fn submit_behind_a_leader(
+        q: &CommitQueue,
+        appender: Appender<'_>,
+        calls: &Mutex<Vec<usize>>,
+        mut all: Vec<Batch>,
+    ) -> Vec<(Result<AppendReport, StoreError>, usize)> {
+        let first = all.remove(0);
+        std::thread::scope(|s| {
+            let submit = move |mut b: Batch| {
+                let r = q.append(appender, &mut b);
+                (r, b.records.len())
+            };
+            let lead = s.spawn(move || submit(first));
+            // The leader is inside its append before the others submit.
+            while calls.lock().unwrap().is_empty() {
+                std::thread::yield_now();
+            }
+            let rest: Vec<_> = all.into_iter().map(|b| s.spawn(move || submit(b))).collect();
+            std::iter::once(lead).chain(rest).map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     #[test]
     fn batches_submitted_while_one_is_appended_share_the_next_append() {
         let q = CommitQueue::new(1_000);
         let calls = Mutex::new(Vec::new());
         let appender = gated(&q, 5, &calls, &|_| None);
-        let mut all = batches(6, 3);
-        let first = all.remove(0);
-        std::thread::scope(|s| {
-            let (q, appender) = (&q, &appender);
-            let lead = s.spawn(move || {
-                let mut b = first;
-                let r = q.append(appender, &mut b).unwrap();
-                (r, b.records.len())
-            });
-            // The leader is inside its append before the others submit.
-            while calls.lock().unwrap().is_empty() {
-                std::thread::yield_now();
-            }
-            let rest: Vec<_> = all
-                .into_iter()
-                .map(|mut b| s.spawn(move || (q.append(appender, &mut b).unwrap(), b.records.len())))
-                .collect();
-            for h in std::iter::once(lead).chain(rest) {
-                let (r, len) = h.join().unwrap();
-                // Each writer gets its own counts, and its batch back whole.
-                assert_eq!((r.inserted, len), (3, 3));
-            }
-        });
+        for (r, len) in submit_behind_a_leader(&q, &appender, &calls, batches(6, 3)) {
+            // Each writer gets its own counts, and its batch back whole.
+            assert_eq!((r.unwrap().inserted, len), (3, 3));
+        }
         assert_eq!(
             *calls.lock().unwrap(),
             vec![1, 5],
@@ -288,22 +294,9 @@ mod tests {
         let q = CommitQueue::new(7);
         let calls = Mutex::new(Vec::new());
         let appender = gated(&q, 4, &calls, &|_| None);
-        let mut all = batches(5, 3);
-        let first = all.remove(0);
-        std::thread::scope(|s| {
-            let (q, appender) = (&q, &appender);
-            let lead = s.spawn(move || q.append(appender, &mut { first }).unwrap());
-            while calls.lock().unwrap().is_empty() {
-                std::thread::yield_now();
-            }
-            let rest: Vec<_> = all
-                .into_iter()
-                .map(|b| s.spawn(move || q.append(appender, &mut { b }).unwrap()))
-                .collect();
-            for h in std::iter::once(lead).chain(rest) {
-                assert_eq!(h.join().unwrap().inserted, 3);
-            }
-        });
+        for (r, _) in submit_behind_a_leader(&q, &appender, &calls, batches(5, 3)) {
+            assert_eq!(r.unwrap().inserted, 3);
+        }
         // 3 + 3 ≤ 7 < 3 + 3 + 3: the four queued batches go two by two.
         assert_eq!(*calls.lock().unwrap(), vec![1, 2, 2]);
     }
@@ -321,7 +314,7 @@ mod tests {
         let appender = gated(&q, 3, &calls, &bad);
         let g = group("acme", "audit:1", "web");
         let sizes = [1usize, 3, 2, 3];
-        let mut all: Vec<Batch> = sizes
+        let all: Vec<Batch> = sizes
             .iter()
             .enumerate()
             .map(|(i, &n)| {
@@ -332,25 +325,12 @@ mod tests {
                 )
             })
             .collect();
-        let first = all.remove(0);
-        std::thread::scope(|s| {
-            let (q, appender) = (&q, &appender);
-            let lead = s.spawn(move || q.append(appender, &mut { first }));
-            while calls.lock().unwrap().is_empty() {
-                std::thread::yield_now();
+        for (r, n) in submit_behind_a_leader(&q, &appender, &calls, all) {
+            match n {
+                2 => assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}"),
+                n => assert_eq!(r.unwrap().inserted, n as u64),
             }
-            let rest: Vec<_> = all
-                .into_iter()
-                .map(|b| s.spawn(move || (b.records.len(), q.append(appender, &mut { b }))))
-                .collect();
-            assert_eq!(lead.join().unwrap().unwrap().inserted, 1);
-            for h in rest {
-                match h.join().unwrap() {
-                    (2, r) => assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}"),
-                    (n, r) => assert_eq!(r.unwrap().inserted, n as u64),
-                }
-            }
-        });
+        }
         // Alone; the group of three (fails); then each of the three alone.
         assert_eq!(*calls.lock().unwrap(), vec![1, 3, 1, 1, 1]);
         assert_eq!(q.counts(), CommitCounts { appends: 5, batches: 4 });

@@ -77,17 +77,21 @@ impl IngestReport {
     }
 
     fn absorb(&mut self, p: &Prepared, a: AppendReport) {
-        self.lines += p.lines;
-        self.stored += a.inserted;
-        self.duplicates += a.duplicates;
-        self.not_captured += p.batch.drops.iter().map(|d| d.count).sum::<u64>();
-        self.rejected += p.rejections.len() as u64;
+        let mut keys_by_tenant = std::collections::BTreeMap::new();
         for k in &p.batch.new_keys {
-            self.keys_created += 1;
-            *self.keys_by_tenant.entry(k.tenant.to_string()).or_default() += 1;
+            *keys_by_tenant.entry(k.tenant.to_string()).or_default() += 1;
         }
-        let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
-        self.errors.extend(p.rejections.iter().take(room).cloned());
+        self.merge(IngestReport {
+            lines: p.lines,
+            stored: a.inserted,
+            duplicates: a.duplicates,
+            not_captured: p.batch.drops.iter().map(|d| d.count).sum::<u64>(),
+            rejected: p.rejections.len() as u64,
+            errors: p.rejections.iter().take(KEPT_REJECTIONS).cloned().collect(),
+            keys_created: p.batch.new_keys.len() as u64,
+            keys_by_tenant,
+            warnings: Vec::new(),
+        });
     }
 }
 

@@ -120,15 +120,7 @@ impl SqliteStore {
             // epoch are not read again (every destruction moves the epoch):
             // one indexed lookup per distinct key cost a third of ingest
             // with 100 tenants' subjects.
-            let epoch: u64 = tx
-                .prepare_cached("SELECT value FROM meta WHERE key='keys.epoch'")
-                .map_err(db)?
-                .query_row([], |r| r.get::<_, String>(0))
-                .optional()
-                .map_err(db)?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            inner.live_keys.at(epoch);
+            inner.live_keys.at(catalog::key_epoch_in(&tx)?);
             {
                 let mut used: Vec<i64> = batch
                     .iter()

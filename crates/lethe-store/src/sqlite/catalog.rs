@@ -153,12 +153,7 @@ impl SqliteStore {
     }
 
     pub(super) fn key_epoch(&self) -> Result<u64> {
-        let cat = self.key_conn();
-        let v: Option<String> = cat
-            .query_row("SELECT value FROM meta WHERE key='keys.epoch'", [], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        key_epoch_in(&self.key_conn())
     }
 
     pub(super) fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>> {
@@ -460,4 +455,16 @@ fn wrapped_of(v: rusqlite::types::ValueRef<'_>) -> Option<Vec<u8>> {
         rusqlite::types::ValueRef::Null => None,
         other => Some(bytes_of(other)),
     }
+}
+
+/// The catalog's key epoch as `cat` sees it (in its transaction, if any):
+/// moved by every key destruction, in the same commit.
+pub(super) fn key_epoch_in(cat: &Connection) -> Result<u64> {
+    let v: Option<String> = cat
+        .prepare_cached("SELECT value FROM meta WHERE key='keys.epoch'")
+        .map_err(db)?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
