@@ -104,6 +104,20 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// The entry recording data keys stored for one tenant
+    /// (`key.data_created`, listing their ids): written in the commit that
+    /// stores the keys, so a key never exists without the entry that lets
+    /// `verify` notice it disappearing.
+    pub fn keys_created(ts_us: i64, actor: &str, tenant: &str, ids: &[i64]) -> Draft {
+        Draft {
+            ts_us,
+            actor: actor.into(),
+            kind: "key.data_created".into(),
+            tenant: Some(tenant.into()),
+            body: serde_json::json!({"count": ids.len(), "ids": ids}).to_string(),
+        }
+    }
+
     /// Places the draft after `(prev_seq, prev)` and signs it.
     pub fn seal(&self, key: &SecretKey, prev_seq: u64, prev: Hash) -> Entry {
         let seq = prev_seq + 1;

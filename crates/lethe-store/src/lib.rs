@@ -146,7 +146,13 @@ pub struct RowSeal {
 /// What one [`Store::append`] writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
-    /// Data keys created for this batch (stored before the records).
+    /// Data keys the records use that may not be stored yet (stored before
+    /// the records). A key already stored with the same id, tenant and
+    /// reference is left as it is: two batches in flight may both carry
+    /// the key one writer made, and whichever commits first stores it. A
+    /// different key for a reference that has one is a
+    /// [`StoreError::KeyConflict`]; a carried key since destroyed is
+    /// [`StoreError::KeyDestroyed`].
     pub new_keys: Vec<StoredKey>,
     /// The records.
     pub records: Vec<NewRecord>,
@@ -158,12 +164,12 @@ pub struct Batch {
     pub mac_keys: Vec<(TenantId, SecretKey)>,
     /// Records counted but not stored (capture mode `none`).
     pub drops: Vec<CaptureDrop>,
-    /// Ledger entries recording `new_keys` (`key.data_created`), appended
-    /// in the same catalog commit that stores the keys, so a key never
-    /// exists without its entry.
-    pub key_entries: Vec<lethe_core::ledger::Draft>,
-    /// The key that seals `key_entries`.
-    pub ledger_key: Option<SecretKey>,
+    /// How to record the keys of `new_keys` this append actually stores:
+    /// one `key.data_created` entry per tenant (see
+    /// `lethe_core::ledger::Draft::keys_created`), in the same catalog
+    /// commit, so a key never exists without its entry and none is listed
+    /// twice. Required when `new_keys` is not empty.
+    pub key_ledger: Option<KeyLedger>,
     /// Which records expire together: the expiry class of each (tenant,
     /// stream) in the batch — a short name such as the window and action of
     /// the policy that will remove them (`[A-Za-z0-9_-]`, at most 48
@@ -174,6 +180,18 @@ pub struct Batch {
     /// placement hint: retention decides per record, wherever it is kept,
     /// so a policy changed later is still applied exactly.
     pub placement: Vec<(TenantId, StreamId, String)>,
+}
+
+/// Who records a batch's new data keys in the ledger, when, and the key
+/// that seals the entries (see [`Batch::key_ledger`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLedger {
+    /// The ledger's sealing key.
+    pub key: SecretKey,
+    /// The actor named in the entries.
+    pub actor: String,
+    /// Their time (µs).
+    pub ts_us: i64,
 }
 
 /// A data key as stored: wrapped, or gone once destroyed.

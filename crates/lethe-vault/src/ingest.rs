@@ -257,6 +257,7 @@ impl Vault {
                 Err(e) if e.is_retryable() && attempts < KEY_CONFLICT_RETRIES => {
                     tracing::info!("batch prepared again: {e}");
                     attempts += 1;
+                    self.prepared_again.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.keys.forget_data_keys();
                     p = self.prepare(p.input, p.spans, p.now_us)?;
                 }
@@ -508,32 +509,21 @@ impl Vault {
             .collect();
         let n = lines.len() as u64;
         drop(lines);
-        // One ledger entry per tenant for the keys this batch creates,
-        // stored with them in one commit.
-        let mut created: std::collections::BTreeMap<&str, Vec<lethe_store::KeyId>> = Default::default();
-        for k in &new_keys {
-            created.entry(k.tenant.as_str()).or_default().push(k.id);
-        }
-        let key_entries: Vec<lethe_core::ledger::Draft> = created
-            .into_iter()
-            .map(|(tenant, ids)| lethe_core::ledger::Draft {
-                ts_us: now_us,
-                actor: "system/ingest".into(),
-                kind: "key.data_created".into(),
-                tenant: Some(tenant.to_string()),
-                body: serde_json::json!({"count": ids.len(), "ids": ids}).to_string(),
-            })
-            .collect();
         Ok(Prepared {
             lines: n,
             batch: Batch {
-                new_keys,
                 records,
                 digests,
                 mac_keys: tenants.iter().map(|(t, k)| (t.clone(), k.mac_key().clone())).collect(),
                 drops,
-                ledger_key: (!key_entries.is_empty()).then(|| self.ledger_key.clone()),
-                key_entries,
+                // The store records the keys it actually stores, one
+                // ledger entry per tenant, in the commit that stores them.
+                key_ledger: (!new_keys.is_empty()).then(|| lethe_store::KeyLedger {
+                    key: self.ledger_key.clone(),
+                    actor: "system/ingest".into(),
+                    ts_us: now_us,
+                }),
+                new_keys,
                 placement,
             },
             rejections,

@@ -39,12 +39,24 @@ struct Cache {
     /// by another process, and the data keys are read again.
     epoch: Option<u64>,
     /// Keys this keyring made for batches not yet known to be stored, by
-    /// (tenant, reference). Kept when the cache is cut back for size: the
-    /// batch prepared next must reuse a key still in flight rather than
-    /// make a second one for the same reference, which the store refuses
-    /// (a key conflict, and every batch in the pipeline prepared again —
-    /// with 100 tenants' subjects, 51 of 122 batches were).
-    in_flight: HashMap<(TenantId, Vec<u8>), Resolved>,
+    /// id. Every batch that uses one carries it (the store keeps the first
+    /// copy), so a batch never depends on another's committing first. Kept
+    /// when the cache is cut back for size: the batch prepared next must
+    /// reuse a key still in flight rather than make a second one for the
+    /// same reference, which the store refuses (a key conflict, and every
+    /// batch in the pipeline prepared again — with 100 tenants' subjects,
+    /// 51 of 122 batches were).
+    in_flight: HashMap<KeyId, (StoredKey, DataKey)>,
+}
+
+impl Cache {
+    /// Appends key `id` to a batch's `new_keys` when it is still in flight
+    /// (made for a batch not known to be stored).
+    fn carry(&self, id: KeyId, new_keys: &mut Vec<StoredKey>) {
+        if let Some((k, _)) = self.in_flight.get(&id) {
+            new_keys.push(k.clone());
+        }
+    }
 }
 
 impl Keyring {
@@ -95,18 +107,23 @@ impl Keyring {
         Ok(Some(keys))
     }
 
-    /// Data keys for `refs` of one tenant. Keys the store does not have are
-    /// created here and appended to `new_keys`; the caller stores them with
-    /// the batch that uses them, before its records. `None` for a destroyed key.
+    /// Data keys for `refs` of one tenant. Keys the store does not have
+    /// are created here; every key the batch uses that is not known to be
+    /// stored — made now, or made for another batch still in flight — is
+    /// appended to `new_keys`, and the caller stores them with the batch,
+    /// before its records (the store keeps the first copy of a key two
+    /// batches carry). `None` for a destroyed key.
+    ///
+    /// Concurrent writers share keys: a writer that finds no key for a
+    /// reference in the cache or the store looks in the cache again before
+    /// making one, since another writer may have made it meanwhile — two
+    /// keys for one reference are a conflict, and every batch in flight is
+    /// prepared again.
     ///
     /// `generation` is the [`Keyring::generation`] the caller's batch is
-    /// prepared under. The cache hands keys made for a batch in flight to
-    /// the next batch (which then does not store them again); so a batch
-    /// whose generation is already stale — the cache was forgotten while it
-    /// was being prepared, and it will be prepared again — must not leave
-    /// its new keys in the cache: the batch that would have stored them
-    /// never commits, and a batch that took one from the cache would be
-    /// acknowledged under a key that was never stored.
+    /// prepared under. A batch whose generation is already stale (the
+    /// cache was forgotten while it was prepared, and it will be prepared
+    /// again) leaves none of its new keys in the cache.
     pub fn data_keys(
         &self,
         tenant: &TenantId,
@@ -122,7 +139,10 @@ impl Keyring {
             let known = c.by_ref.get(tenant);
             for (i, r) in refs.iter().enumerate() {
                 match known.and_then(|m| m.get(r.as_slice())) {
-                    Some(v) => out.push(Some(v.clone())),
+                    Some(v) => {
+                        c.carry(v.0, new_keys);
+                        out.push(Some(v.clone()));
+                    }
                     None => {
                         out.push(None);
                         missing.push(i);
@@ -148,9 +168,12 @@ impl Keyring {
                 in_flight,
                 ..
             } = &mut *c;
-            for ((t, r), k) in in_flight.iter() {
-                by_ref.entry(t.clone()).or_default().insert(r.clone(), k.clone());
-                by_id.insert(k.0, (t.clone(), k.1.clone()));
+            for (id, (k, dk)) in in_flight.iter() {
+                by_ref
+                    .entry(k.tenant.clone())
+                    .or_default()
+                    .insert(k.key_ref.clone(), (*id, Some(dk.clone())));
+                by_id.insert(*id, (k.tenant.clone(), Some(dk.clone())));
             }
         }
         for (&i, found) in missing.iter().zip(stored) {
@@ -163,20 +186,27 @@ impl Keyring {
                     (k.id, dk)
                 }
                 None => {
+                    // Made by another writer since this one looked?
+                    let made = c.by_ref.get(tenant).and_then(|m| m.get(refs[i].as_slice())).cloned();
+                    if let Some(v) = made {
+                        c.carry(v.0, new_keys);
+                        out[i] = Some(v);
+                        continue;
+                    }
                     let (dk, wrapped) = tk.new_data_key(tenant.as_str(), &refs[i]);
                     // Ids are random so that they need no round trip to the
                     // store; a collision is caught by the store as a conflict.
                     let id = (rand::random::<u64>() >> 1) as KeyId;
-                    new_keys.push(StoredKey {
+                    let key = StoredKey {
                         id,
                         tenant: tenant.clone(),
                         key_ref: refs[i].clone(),
                         wrapped: Some(wrapped),
-                    });
+                    };
                     if current {
-                        c.in_flight
-                            .insert((tenant.clone(), refs[i].clone()), (id, Some(dk.clone())));
+                        c.in_flight.insert(id, (key.clone(), dk.clone()));
                     }
+                    new_keys.push(key);
                     (id, Some(dk))
                 }
             };
@@ -228,7 +258,7 @@ impl Keyring {
             return;
         }
         for k in keys {
-            c.in_flight.remove(&(k.tenant.clone(), k.key_ref.clone()));
+            c.in_flight.remove(&k.id);
         }
     }
 
@@ -366,10 +396,11 @@ mod tests {
         assert_eq!(made.len(), 1, "the next batch must store the key it encrypts under");
         assert_eq!(made[0].id, b[0].0);
         assert_ne!(a[0].0, b[0].0);
-        // A key made under the current generation is handed on as before.
+        // A key made under the current generation is handed on, and
+        // carried while its batch is not stored.
         let mut again = Vec::new();
         let c = kr.data_keys(&t, &tk, &refs, &mut again, kr.generation()).unwrap();
-        assert!(again.is_empty());
+        assert_eq!(again, made);
         assert_eq!(c[0].0, b[0].0);
     }
 
@@ -395,12 +426,16 @@ mod tests {
         kr.data_keys(&t, &tk, &others, &mut Vec::new(), g).unwrap();
         let mut made = Vec::new();
         let again = kr.data_keys(&t, &tk, &a, &mut made, g).unwrap();
-        assert!(made.is_empty(), "no second key for a subject whose key is in flight");
+        assert_eq!(made, made_a, "the key in flight is carried, not made a second time");
         assert_eq!(again[0].0, first[0].0);
-        // Once its batch is stored, the key is an ordinary cache entry.
+        // Once its batch is stored, the key is an ordinary cache entry,
+        // which the next batch no longer carries.
         kr.stored(&made_a);
+        let mut carried = Vec::new();
+        kr.data_keys(&t, &tk, &a, &mut carried, g).unwrap();
+        assert!(carried.is_empty(), "{carried:?}");
         let c = kr.cache();
-        assert!(!c.in_flight.contains_key(&(t.clone(), a[0].clone())));
+        assert!(!c.in_flight.contains_key(&first[0].0));
         assert_eq!(c.in_flight.len(), 3, "the other batch's keys are still in flight");
     }
 }

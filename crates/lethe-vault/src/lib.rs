@@ -155,6 +155,9 @@ pub struct Vault {
     archives: std::sync::OnceLock<std::result::Result<archive::Targets, String>>,
     /// Batches of concurrent writers waiting to share one store append.
     commits: commits::CommitQueue,
+    /// Batches prepared again because a key they used conflicted with
+    /// another writer's or was destroyed meanwhile (for tests and figures).
+    prepared_again: std::sync::atomic::AtomicU64,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -204,6 +207,7 @@ impl Vault {
             data_dir: data_dir.to_path_buf(),
             archives: std::sync::OnceLock::new(),
             commits,
+            prepared_again: Default::default(),
             created_master_key,
         };
         vault.record_key_inventory()?;
@@ -214,6 +218,13 @@ impl Vault {
     /// fewer appends than batches when concurrent writers shared them.
     pub fn commit_counts(&self) -> commits::CommitCounts {
         self.commits.counts()
+    }
+
+    /// How many batches were prepared again after a key conflict or a key
+    /// destroyed while they were in flight: none, within one process,
+    /// unless an erasure ran meanwhile or another process shares the store.
+    pub fn batches_prepared_again(&self) -> u64 {
+        self.prepared_again.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The effective configuration.

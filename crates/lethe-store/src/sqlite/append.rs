@@ -36,8 +36,7 @@ impl SqliteStore {
             }
         }
         let new_keys: Vec<&StoredKey> = group.iter().flat_map(|b| &b.new_keys).collect();
-        let key_entries: Vec<&lethe_core::ledger::Draft> = group.iter().flat_map(|b| &b.key_entries).collect();
-        let ledger_key = group.iter().find_map(|b| b.ledger_key.as_ref());
+        let key_ledger = group.iter().find_map(|b| b.key_ledger.as_ref());
         let placement: Vec<&(TenantId, StreamId, String)> = group.iter().flat_map(|b| &b.placement).collect();
         let drops: Vec<&CaptureDrop> = group.iter().flat_map(|b| &b.drops).collect();
         let macs: HashMap<&TenantId, RecordMac> = group
@@ -72,7 +71,9 @@ impl SqliteStore {
         type Recs<'a> = Vec<(&'a NewRecord, &'a Digests, usize)>;
         let mut parts: Vec<(Part, Recs<'_>)> = Vec::new();
         let mut heads: BTreeMap<(String, String), partition::ChainState> = BTreeMap::new();
-        let fresh: std::collections::HashSet<i64> = new_keys.iter().map(|k| k.id).collect();
+        // Keys known to exist and be live: stored by this append, or
+        // carried and found stored and live.
+        let mut fresh: std::collections::HashSet<i64> = std::collections::HashSet::new();
         {
             let tx = inner
                 .cat
@@ -85,26 +86,50 @@ impl SqliteStore {
                          ON CONFLICT DO NOTHING",
                     )
                     .map_err(db)?;
+                let mut existing = tx
+                    .prepare_cached("SELECT tenant, ref, wrapped IS NOT NULL FROM data_keys WHERE id=?1")
+                    .map_err(db)?;
                 let now = batch.first().map(|r| r.received_us).unwrap_or(0);
+                let mut created: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
                 for k in &new_keys {
                     if ins
                         .execute(params![k.id, k.tenant.as_str(), k.key_ref, k.wrapped, now])
                         .map_err(db)?
-                        != 1
+                        == 1
                     {
-                        // Dropping the transaction rolls it back: nothing of this batch is stored.
-                        return Err(StoreError::KeyConflict);
+                        fresh.insert(k.id);
+                        created.entry(k.tenant.as_str()).or_default().push(k.id);
+                        continue;
+                    }
+                    // Carried by two batches of this group or stored by an
+                    // earlier batch: the same key, nothing to do. Anything
+                    // else under that id or reference is another writer's
+                    // key. Dropping the transaction rolls it back: nothing
+                    // of this group is stored.
+                    let found: Option<(String, Vec<u8>, bool)> = existing
+                        .query_row([k.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                        .map_err(db)?;
+                    match found {
+                        // Destroyed since the batch was prepared (its
+                        // reference is gone with it).
+                        Some((t, _, false)) if t == k.tenant.as_str() => return Err(StoreError::KeyDestroyed),
+                        Some((t, r, true)) if t == k.tenant.as_str() && r == k.key_ref => {
+                            fresh.insert(k.id);
+                        }
+                        _ => return Err(StoreError::KeyConflict),
                     }
                 }
-            }
-            // The new keys are recorded in the ledger in the same commit:
-            // a key never exists without the entry that lets `verify`
-            // notice it disappearing.
-            if !key_entries.is_empty() {
-                let key = ledger_key
-                    .ok_or_else(|| StoreError::Misuse("a batch with key entries carries no ledger key".into()))?;
-                for d in &key_entries {
-                    catalog::append_ledger_in(&tx, &mut |seq, prev| d.seal(key, seq, prev))?;
+                // The keys stored are recorded in the ledger in the same
+                // commit: a key never exists without the entry that lets
+                // `verify` notice it disappearing.
+                if !created.is_empty() {
+                    let kl = key_ledger
+                        .ok_or_else(|| StoreError::Misuse("a batch with new keys carries no key ledger".into()))?;
+                    for (tenant, ids) in &created {
+                        let d = lethe_core::ledger::Draft::keys_created(kl.ts_us, &kl.actor, tenant, ids);
+                        catalog::append_ledger_in(&tx, &mut |seq, prev| d.seal(&kl.key, seq, prev))?;
+                    }
                 }
             }
             // Every existing key the records are encrypted under must still

@@ -89,6 +89,71 @@ pub fn a_group_with_one_conflicting_batch_stores_nothing(h: &dyn Harness) {
     assert_eq!(all(&*s, "acme").len(), 3);
 }
 
+/// A key carried by several batches (made by one writer, used by others
+/// before its batch was stored) is stored by whichever commits first and
+/// left alone by the rest, and listed once in the ledger; a key under the
+/// same id with another reference is a conflict, and a carried key since
+/// destroyed refuses its batch.
+pub fn a_key_carried_by_several_batches_is_stored_once_and_entered_once(h: &dyn Harness) {
+    let s = h.open(0);
+    let t = TenantId::new("acme").unwrap();
+    let key = |id: i64, r: &[u8]| StoredKey {
+        id,
+        tenant: t.clone(),
+        key_ref: r.to_vec(),
+        wrapped: Some(b"w".to_vec()),
+    };
+    let g = GroupKey {
+        tenant: t.clone(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    let with_key = |k: StoredKey, ids: &[u64]| {
+        let recs: Vec<NewRecord> = ids
+            .iter()
+            .map(|&i| NewRecord {
+                key_id: Some(k.id),
+                ..rec(i, &g, T0, None)
+            })
+            .collect();
+        Batch {
+            new_keys: vec![k],
+            ..batch_of(&recs)
+        }
+    };
+    // The later batch commits first, then the maker; then two carriers in one group.
+    assert_eq!(s.append(&with_key(key(5, b"s:1"), &[2])).unwrap().inserted, 1);
+    assert_eq!(s.append(&with_key(key(5, b"s:1"), &[1])).unwrap().inserted, 1);
+    let (a, b) = (with_key(key(6, b"s:2"), &[3]), with_key(key(6, b"s:2"), &[4]));
+    let r = s.append_group(&[&a, &b]).unwrap();
+    assert_eq!((r[0].inserted, r[1].inserted), (1, 1));
+    assert_eq!(s.data_keys(&[5, 6]).unwrap(), vec![key(5, b"s:1"), key(6, b"s:2")]);
+    let listed: Vec<serde_json::Value> = s
+        .ledger_of_kinds(&["key.data_created"])
+        .unwrap()
+        .iter()
+        .flat_map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["ids"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![serde_json::json!(5), serde_json::json!(6)],
+        "each key entered once"
+    );
+    // Id 5 under another reference: another writer's key.
+    let r = s.append(&with_key(key(5, b"s:9"), &[7]));
+    assert!(matches!(r, Err(StoreError::KeyConflict)), "{r:?}");
+    s.destroy_keys(&[5], T0).unwrap();
+    let r = s.append(&with_key(key(5, b"s:1"), &[8]));
+    assert!(matches!(r, Err(StoreError::KeyDestroyed)), "{r:?}");
+    assert_eq!(all(&*s, "acme").len(), 4, "nothing of the refused batches is stored");
+}
+
 /// The same policies get the same version; a change gets a new one.
 pub fn policy_snapshots_are_versioned_by_content(h: &dyn Harness) {
     let s = h.open(0);

@@ -44,6 +44,11 @@ pub fn batch_of(records: &[NewRecord]) -> Batch {
     Batch {
         records: records.to_vec(),
         mac_keys: tenants.into_iter().map(|t| (t.clone(), mac_key(&t))).collect(),
+        key_ledger: Some(crate::KeyLedger {
+            key: SecretKey::from_bytes([7; 32]),
+            actor: "test/suite".into(),
+            ts_us: T0,
+        }),
         ..Default::default()
     }
 }
@@ -144,6 +149,7 @@ macro_rules! conformance {
             shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects,
             stats_report_records_ages_and_partitions,
             keys_are_first_writer_wins_and_stable,
+            a_key_carried_by_several_batches_is_stored_once_and_entered_once,
             a_batch_under_a_destroyed_key_is_refused_whole,
             a_batch_under_a_key_that_was_never_stored_is_refused_whole,
             capture_drops_are_counted,
