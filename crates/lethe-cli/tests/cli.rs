@@ -543,6 +543,51 @@ fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_recei
     }
 }
 
+/// A purge killed after its intent leaves its subject's key live until the
+/// purge is finished; records of that subject ingested meanwhile are under
+/// that key but not in the intent. Finishing the purge must not certify
+/// them away: its recovery receipt says what is left, and the same purge
+/// run again removes them, so no live record is left under a destroyed key.
+#[test]
+fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finished() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 6);
+    let subject = "user-000003";
+    let w = workdir(d.path(), "w", Some(&inp));
+    let mut args = purge_args("acme", subject, "DSR-9");
+    args.extend(["--yes", "--json"]);
+    let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", "purge.after_intent"));
+    assert!(!o.status.success(), "the process must have died");
+    let late = d.path().join("late.ndjson");
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"tenant":"acme","stream":"audit:1","scope":"api","ts":"2026-06-01T10:0{i}:00Z","subject":"{subject}","fields":{{"action":"login"}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&late, lines.join("\n") + "\n").unwrap();
+    assert!(run(lethe(&w).arg("ingest").arg(&late)).status.success());
+    let o = run(lethe(&w).args(&args));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&o);
+    assert_eq!(r["verified"], true, "{r:#}");
+    assert_eq!(subject_logs(&w, subject), 0, "the late records went too");
+    let receipts = json(&run(lethe(&w).args(["receipts", "--json"])));
+    let recovered: Vec<&Value> = receipts["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "system/recovery")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{receipts:#}");
+    let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["verified"], false, "the recovery found the late records: {body:#}");
+    let v = run(lethe(&w).args(["verify", "--json"]));
+    assert_eq!(v.status.code(), Some(0), "{:#}", json(&v)["unexplained_gaps"]);
+}
+
 #[test]
 fn a_purge_killed_with_sigkill_at_random_moments_is_finished_by_rerunning_it() {
     let d = tempfile::tempdir().unwrap();

@@ -322,3 +322,75 @@ fn a_partition_dropped_from_a_shared_file_takes_only_its_rows_and_the_file_goes_
     append_to(&s, &[rec(999, &a, T0 + 5, Some(1))]).unwrap();
     assert_eq!((count("acme"), count("globex")), (1, 0));
 }
+
+/// SQLite-specific: a store of format 3 (subject index by partition and
+/// pseudonym) is converted in place when opened: every partition file
+/// gets the block-keyed subject index and loses the old one, the catalog
+/// says format 4, and a subject's rows are still found exactly.
+#[test]
+fn a_format_3_store_is_converted_on_open_and_finds_its_subjects() {
+    use lethe_core::policy::GroupKey;
+    use lethe_core::{Classification, TenantId};
+    use lethe_store::testsuite::{append_to, rec, T0};
+    use lethe_store::RecordQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let g = GroupKey {
+        tenant: TenantId::new("acme").unwrap(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    {
+        let s = SqliteStore::open(dir.path(), 86_400).unwrap();
+        let recs: Vec<_> = (0..3_000)
+            .map(|i| rec(i, &g, T0 + i as i64, Some((i % 5) as u8)))
+            .collect();
+        append_to(&s, &recs).unwrap();
+    }
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("partitions/audit-v1/default"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    let indexes = |p: &std::path::Path| -> Vec<String> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut st = c
+            .prepare("SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'records_subject%'")
+            .unwrap();
+        let v = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        v
+    };
+    // Back to format 3, as an earlier version wrote it.
+    for f in &files {
+        let c = rusqlite::Connection::open(f).unwrap();
+        c.execute_batch(
+            "DROP INDEX records_subject_blocks;
+             CREATE INDEX records_subject ON records(part, pseudonym) WHERE pseudonym IS NOT NULL;",
+        )
+        .unwrap();
+        assert_eq!(indexes(f), ["records_subject"]);
+    }
+    let cat = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
+    cat.execute("UPDATE meta SET value='3' WHERE key='format'", []).unwrap();
+    drop(cat);
+
+    let s = SqliteStore::open(dir.path(), 86_400).unwrap();
+    for f in &files {
+        assert_eq!(indexes(f), ["records_subject_blocks"], "{}", f.display());
+    }
+    let cat = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
+    let format: String = cat
+        .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(format, "4");
+    let mut q = RecordQuery::tenant(TenantId::new("acme").unwrap());
+    q.pseudonym = Some([2; 32]);
+    let mut n = 0;
+    s.query(&q, &mut |r| {
+        assert_eq!(r.record.pseudonym, Some([2; 32]));
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, 600);
+}

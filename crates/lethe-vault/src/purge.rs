@@ -34,6 +34,25 @@ const DONE: &str = "purge.done.";
 /// without the subject filters.
 const FAILED: &str = "purge.failed.";
 
+/// Catalog key holding, while a subject purge's intent awaits its receipt,
+/// the selection to check once its keys are destroyed ([`PendingCheck`]):
+/// records of the subjects stored by a concurrent ingest after the
+/// intent's selection, under keys it is about to destroy, are found by
+/// the recovery too, never certified away.
+const PENDING_CHECK: &str = "purge.pending_check";
+
+/// What a recovery needs to verify a subject purge as the run would have:
+/// its selection (pseudonyms in hex). Kept in the catalog only while the
+/// purge is pending; never in the ledger.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingCheck {
+    stream: Option<String>,
+    scope: Option<String>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    pseudonyms: Vec<String>,
+}
+
 /// An erasure request.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -431,6 +450,19 @@ impl Vault {
             keys: plan.keys.clone(),
             chains: plan.selected.chains.clone(),
         };
+        // Always written (cleared for a purge without subjects), so that a
+        // recovery never checks another purge's selection.
+        let check = (!plan.pseudonyms.is_empty()).then(|| {
+            let check = PendingCheck {
+                stream: req.stream.as_ref().map(|s| s.to_string()),
+                scope: req.scope.clone(),
+                since_us: req.since_us,
+                until_us: req.until_us,
+                pseudonyms: plan.pseudonyms.iter().map(hex::encode).collect(),
+            };
+            serde_json::to_string(&check).expect("check serializes")
+        });
+        self.store.set_meta(PENDING_CHECK, check.as_deref())?;
         let e = self.record_intent(
             started,
             &req.actor,
@@ -488,10 +520,7 @@ impl Vault {
             self.purge_done(&plan.fingerprint, r.seq)?;
             self.store.set_meta(&format!("{FAILED}{}", plan.fingerprint), None)?;
         } else {
-            // Not done: running it again plans it again, exhaustively.
-            self.store
-                .set_meta(&format!("{FAILED}{}", plan.fingerprint), Some(&r.seq.to_string()))?;
-            self.store.set_meta(PENDING_INTENT, None)?;
+            self.purge_failed(&plan.fingerprint, r.seq)?;
         }
         report.receipt_id = Some(r.seq);
         report.subject_salt = salt;
@@ -504,7 +533,53 @@ impl Vault {
     fn purge_done(&self, fingerprint: &str, receipt: u64) -> Result<()> {
         self.store
             .set_meta(&format!("{DONE}{fingerprint}"), Some(&receipt.to_string()))?;
+        self.store.set_meta(PENDING_CHECK, None)?;
         Ok(self.store.set_meta(PENDING_INTENT, None)?)
+    }
+
+    /// Notes that a purge's verification found records left: running it
+    /// again plans it again, exhaustively.
+    fn purge_failed(&self, fingerprint: &str, receipt: u64) -> Result<()> {
+        self.store
+            .set_meta(&format!("{FAILED}{fingerprint}"), Some(&receipt.to_string()))?;
+        self.store.set_meta(PENDING_CHECK, None)?;
+        Ok(self.store.set_meta(PENDING_INTENT, None)?)
+    }
+
+    /// Records of a pending subject purge's subjects still to remove, found
+    /// without the subject filters (see [`PENDING_CHECK`]); 0 for a purge
+    /// without subjects.
+    fn left_after_recovery(&self, tenant: &str, action: Action, now_us: i64) -> Result<u64> {
+        let Some(text) = self.store.meta(PENDING_CHECK)? else {
+            return Ok(0);
+        };
+        let c: PendingCheck =
+            serde_json::from_str(&text).map_err(|e| VaultError::Invalid(format!("{PENDING_CHECK}: {e}")))?;
+        let mut pseudonyms = Vec::with_capacity(c.pseudonyms.len());
+        for p in &c.pseudonyms {
+            let b: [u8; 32] = hex::decode(p)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| VaultError::Invalid(format!("{PENDING_CHECK}: not a pseudonym")))?;
+            pseudonyms.push(b);
+        }
+        let sel = Selection {
+            tenant: TenantId::new(tenant).map_err(|e| VaultError::Invalid(format!("purge intent tenant: {e}")))?,
+            pseudonyms,
+            stream: c
+                .stream
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| VaultError::Invalid(format!("{PENDING_CHECK}: stream: {e}")))?,
+            scope: c.scope,
+            since_us: c.since_us,
+            until_us: c.until_us,
+            action,
+            exhaustive: true,
+        };
+        let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
+        let again = self.store.select(&sel, &holds)?;
+        Ok(again.groups.iter().map(|g| g.records).sum())
     }
 
     /// How many of these keys are not destroyed.
@@ -630,8 +705,12 @@ impl Vault {
         self.destroy_keys(&intent.keys, intent.now_us)?;
         let again = self.store.apply_removal(&intent.chains, &|_, _| {})?;
         let keys_left = self.keys_left(&intent.keys)?;
-        let verified = again.deleted + again.anonymized == 0 && keys_left == 0;
         let now = clock();
+        // Records of the subjects a concurrent ingest stored after the
+        // intent was written, under keys only this recovery destroyed: the
+        // intent does not list them; the purge run again removes them.
+        let left = self.left_after_recovery(&intent.tenant, intent.action, now)?;
+        let verified = again.deleted + again.anonymized == 0 && keys_left == 0 && left == 0;
         let body = serde_json::json!({
             "intent": seq,
             "recovered": true,
@@ -645,13 +724,18 @@ impl Vault {
             "keys_destroyed": intent.keys.len(),
             "verified": verified,
             "verification": format!(
-                "the intent's removal carried out again changes nothing; {keys_left} of {} key(s) still readable",
-                intent.keys.len()
+                "the intent's removal carried out again changes nothing; {keys_left} of {} key(s) still readable; the selection planned again, every partition in range searched, finds {left} record(s) left to remove{}",
+                intent.keys.len(),
+                if left > 0 { " (stored while the purge was interrupted): run the same purge again" } else { "" }
             ),
             "stores": self.stores_statement(intent.action, !intent.keys.is_empty(), if intent.keys.is_empty() { "kept" } else { "destroyed" }),
         });
         let e = self.record(now, "system/recovery", "receipt.purge", Some(&intent.tenant), &body)?;
-        self.purge_done(&intent.fingerprint, e.seq)?;
+        if verified {
+            self.purge_done(&intent.fingerprint, e.seq)?;
+        } else {
+            self.purge_failed(&intent.fingerprint, e.seq)?;
+        }
         Ok(Some(e.seq))
     }
 }

@@ -23,7 +23,7 @@ use lethe_core::policy::GroupKey;
 
 use super::db;
 
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records(
   seq INTEGER PRIMARY KEY,
   part INTEGER NOT NULL,
@@ -43,8 +43,38 @@ CREATE TABLE IF NOT EXISTS records(
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(part, id);
 CREATE INDEX IF NOT EXISTS records_ts ON records(part, ts);
-CREATE INDEX IF NOT EXISTS records_subject ON records(part, pseudonym) WHERE pseudonym IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_subject_blocks ON records((seq >> 10), pseudonym) WHERE pseudonym IS NOT NULL;
 ";
+
+/// The subject index is keyed by block of [`SUBJECT_BLOCK`] row keys, then
+/// pseudonym: a batch's new entries land in the newest block of each
+/// partition instead of all over the partition's index, so a commit
+/// rewrites a few index pages per partition, not nearly all of them (a
+/// random pseudonym per record touched one index page per record: 10 GB
+/// written to ingest 1M records of 50 tenants, 6.6 GB with blocks). A
+/// subject's rows are found with one seek per block (see
+/// [`SUBJECT_BLOCKS_IN`]). Keep in step with the `>> 10` in the schema.
+pub const SUBJECT_BLOCK: i64 = 1 << 10;
+
+/// The index definitions of an earlier format this version replaces on
+/// open (see `schema::convert`).
+pub const SUPERSEDED_INDEXES: &str = "DROP INDEX IF EXISTS records_subject;";
+
+/// `(seq >> 10) IN` every subject-index block from `?lo` to `?hi`: one
+/// index seek per block for a pseudonym (`{lo}`/`{hi}` are replaced by the
+/// statement's parameter numbers).
+const SUBJECT_BLOCKS_IN: &str =
+    "(seq >> 10) IN (WITH RECURSIVE b(x) AS (SELECT {lo} UNION ALL SELECT x + 1 FROM b WHERE x < {hi}) SELECT x FROM b)";
+
+/// [`SUBJECT_BLOCKS_IN`] with parameters `lo` and `hi`.
+fn subject_blocks_in(lo: &str, hi: &str) -> String {
+    SUBJECT_BLOCKS_IN.replace("{lo}", lo).replace("{hi}", hi)
+}
+
+/// The first and last subject-index block of `part` up to row key `max`.
+fn blocks(part: i64, max: i64) -> [i64; 2] {
+    [base(part) / SUBJECT_BLOCK, max.max(base(part)) / SUBJECT_BLOCK]
+}
 
 /// Bits of a row key that hold the chain sequence number (68.7 billion
 /// records per chain); the bits above hold the partition (134 million
@@ -471,16 +501,34 @@ pub fn select_rows(
     f: &RowFilter<'_>,
 ) -> Result<Vec<SelectedRow>> {
     let sql = match pseudonym {
-        Some(_) => format!("SELECT {SELECTED} FROM records WHERE pseudonym = ?8 AND {MATCHES} ORDER BY seq"),
+        Some(_) => format!(
+            "SELECT {SELECTED} FROM records INDEXED BY records_subject_blocks
+             WHERE pseudonym = ?8 AND {} AND {MATCHES} ORDER BY seq",
+            subject_blocks_in("?9", "?10")
+        ),
         None => format!("SELECT {SELECTED} FROM records WHERE {MATCHES} ORDER BY seq"),
     };
     let mut st = c.prepare_cached(&sql).map_err(db)?;
     let [target, max] = f.bounds(part);
     let rows = match pseudonym {
-        Some(p) => st.query_map(
-            params![target, max, f.scope, f.since_us, f.until_us, base(part), part, &p[..]],
-            selected_row,
-        ),
+        Some(p) => {
+            let [lo, hi] = blocks(part, max);
+            st.query_map(
+                params![
+                    target,
+                    max,
+                    f.scope,
+                    f.since_us,
+                    f.until_us,
+                    base(part),
+                    part,
+                    &p[..],
+                    lo,
+                    hi
+                ],
+                selected_row,
+            )
+        }
         None => st.query_map(
             params![target, max, f.scope, f.since_us, f.until_us, base(part), part],
             selected_row,
@@ -524,11 +572,12 @@ pub fn select_rows_of(
             .prepare_cached(
                 // The subject index holds every (pseudonym, seq): without the
                 // hint the planner may read the whole table by rowid instead.
-                "SELECT pseudonym, seq FROM records INDEXED BY records_subject
-             WHERE part = ?2 AND pseudonym IS NOT NULL AND seq <= ?1",
+                "SELECT pseudonym, seq FROM records INDEXED BY records_subject_blocks
+             WHERE (seq >> 10) BETWEEN ?3 AND ?4 AND part = ?2 AND pseudonym IS NOT NULL AND seq <= ?1",
             )
             .map_err(db)?;
-        let mut rows = st.query([max, part]).map_err(db)?;
+        let [lo, hi] = blocks(part, max);
+        let mut rows = st.query([max, part, lo, hi]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let p = r.get_ref(0).map_err(db)?.as_blob().map_err(|e| db(e.into()))?;
             if let Ok(p) = <&[u8; 32]>::try_from(p) {
@@ -559,9 +608,13 @@ pub fn select_rows_of(
 /// Every distinct pseudonym stored in the partition (live rows).
 pub fn pseudonyms(c: &Connection, part: i64) -> Result<Vec<[u8; 32]>> {
     let mut st = c
-        .prepare_cached("SELECT DISTINCT pseudonym FROM records WHERE part=?1 AND pseudonym IS NOT NULL")
+        .prepare_cached(
+            "SELECT DISTINCT pseudonym FROM records INDEXED BY records_subject_blocks
+             WHERE (seq >> 10) BETWEEN ?2 AND ?3 AND part=?1 AND pseudonym IS NOT NULL",
+        )
         .map_err(db)?;
-    let rows = st.query_map([part], |r| r.get::<_, Vec<u8>>(0)).map_err(db)?;
+    let [lo, hi] = blocks(part, key(part, MAX_SEQ));
+    let rows = st.query_map([part, lo, hi], |r| r.get::<_, Vec<u8>>(0)).map_err(db)?;
     let mut out = Vec::new();
     for v in rows {
         if let Ok(p) = v.map_err(db)?.try_into() {
@@ -835,6 +888,14 @@ pub fn push_filters(
 pub fn select(c: &Connection, part: i64, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
     let mut sql = format!("SELECT {COLUMNS} FROM records WHERE part=? AND state<2");
     let mut args: Vec<rusqlite::types::Value> = vec![part.into()];
+    if f.pseudonym.is_some() {
+        // A subject's rows through the subject index, block by block.
+        sql = format!("SELECT {COLUMNS} FROM records INDEXED BY records_subject_blocks WHERE part=? AND state<2");
+        sql.push_str(" AND ");
+        sql.push_str(&subject_blocks_in("?", "?"));
+        let [lo, hi] = blocks(part, key(part, f.max_seq));
+        args.extend([lo.into(), hi.into()]);
+    }
     push_filters(&mut sql, &mut args, f.scope, f.pseudonym, f.since_us, f.until_us);
     sql.push_str(" AND seq<=?");
     args.push(key(part, f.max_seq).into());

@@ -48,8 +48,11 @@ CREATE TABLE IF NOT EXISTS holds(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, s
 
 /// The on-disk format this version reads and writes (2: sealed records;
 /// 3: partition files shared by every tenant of a stream, period and
-/// expiry class, rows keyed by partition and sequence number).
-pub(super) const FORMAT: &str = "3";
+/// expiry class, rows keyed by partition and sequence number; 4: the
+/// subject index keyed by block of rows, see
+/// [`super::partition::SUBJECT_BLOCK`]). Format 3 is converted in place
+/// when a store is opened ([`convert`]).
+pub(super) const FORMAT: &str = "4";
 
 /// Opens the catalog of the store in `dir`, creating it when the directory
 /// holds no store yet.
@@ -114,6 +117,11 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
                     .map_err(db)?;
                 match format.as_deref() {
                     Some(FORMAT) => {}
+                    Some("3") => {
+                        convert(dir, &tx)?;
+                        tx.execute("UPDATE meta SET value=?1 WHERE key='format'", [FORMAT])
+                            .map_err(db)?;
+                    }
                     None => {
                         return Err(StoreError::Corrupt(
                             "this store was written by an earlier Lethe (format 1, records without integrity \
@@ -146,6 +154,35 @@ pub(super) fn open_catalog(dir: &Path, span_secs: u64) -> Result<Connection> {
         tx.commit().map_err(db)?;
     }
     Ok(cat)
+}
+
+/// Converts a format-3 store to format 4: every partition file the
+/// catalog lists gets the block-keyed subject index and loses the one it
+/// replaces, each file in one transaction. Runs inside the catalog's
+/// opening transaction (no other process can open the store meanwhile); a
+/// crash part way leaves the format at 3 and the next open converts the
+/// files left (each step is idempotent).
+fn convert(dir: &Path, tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let paths: Vec<String> = {
+        let mut st = tx.prepare("SELECT DISTINCT path FROM partitions").map_err(db)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(db)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db)?
+    };
+    for rel in &paths {
+        let path = dir.join(rel);
+        if !path.exists() {
+            // Dropped whole, or lost: repair deals with it as before.
+            continue;
+        }
+        let c = super::partition::open(&path, false)?;
+        c.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} {} COMMIT;",
+            super::partition::SCHEMA,
+            super::partition::SUPERSEDED_INDEXES
+        ))
+        .map_err(db)?;
+    }
+    Ok(())
 }
 
 /// Free catalog pages are given back to the file system past this many

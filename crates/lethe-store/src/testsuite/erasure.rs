@@ -110,6 +110,78 @@ pub fn a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones(
     );
 }
 
+/// In a period holding thousands of one tenant's records (a busy day), a
+/// subject's rows are found exactly — by a selection, by a query naming
+/// the subject, with a limit — and erased exactly, whatever order they
+/// arrived in; other tenants' rows in the same period are never listed.
+pub fn a_subjects_rows_are_found_exactly_among_thousands_in_one_period(h: &dyn Harness) {
+    let s = h.open(0);
+    let g = |tenant: &str| GroupKey {
+        tenant: TenantId::new(tenant).unwrap(),
+        stream: "audit:1".parse().unwrap(),
+        scope: "web".into(),
+        classification: Classification::Internal,
+    };
+    let (acme, beta) = (g("acme"), g("beta"));
+    // 5,000 records of acme and 1,000 of beta on one day, in batches of 500.
+    let mut recs: Vec<NewRecord> = (0..5_000u64)
+        .map(|i| {
+            rec(
+                i,
+                &acme,
+                T0 + (i as i64 * 7_919 % 5_000) * 1_000_000,
+                Some((i % 13) as u8),
+            )
+        })
+        .collect();
+    recs.extend((0..1_000u64).map(|i| rec(10_000 + i, &beta, T0 + i as i64, Some(3))));
+    for chunk in recs.chunks(500) {
+        append_to(&*s, chunk).unwrap();
+    }
+    let truth = |s: &dyn Store, tenant: &str, subject: u8| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = all(s, tenant)
+            .into_iter()
+            .filter(|r| r.record.pseudonym == Some(pseudo(subject)))
+            .map(|r| (r.record.group.stream.to_string(), r.seq))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = truth(&*s, "acme", 3);
+    assert_eq!(want.len(), 385, "5,000 records over 13 subjects");
+    assert_eq!(listed(&s.select(&selection("acme", &[3]), &[]).unwrap()), want);
+    assert_eq!(subject_rows(&*s, "acme", 3), want);
+    let mut q = RecordQuery::tenant(TenantId::new("acme").unwrap());
+    q.pseudonym = Some(pseudo(3));
+    q.limit = Some(10);
+    let mut newest = Vec::new();
+    s.query(&q, &mut |r| {
+        newest.push(r.record.ts_us);
+        true
+    })
+    .unwrap();
+    let mut ts: Vec<i64> = all(&*s, "acme")
+        .iter()
+        .filter(|r| r.record.pseudonym == Some(pseudo(3)))
+        .map(|r| r.record.ts_us)
+        .collect();
+    ts.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(newest, ts[..10], "the ten newest of the subject's records");
+    let many = s.select(&selection("acme", &[1, 3, 12]), &[]).unwrap();
+    let mut union: Vec<(String, u64)> = [1, 3, 12].iter().flat_map(|&x| truth(&*s, "acme", x)).collect();
+    union.sort();
+    assert_eq!(listed(&many), union);
+    let sel = s.select(&selection("acme", &[3]), &[]).unwrap();
+    s.apply_removal(&sel.chains, &no_progress).unwrap();
+    assert!(subject_rows(&*s, "acme", 3).is_empty());
+    assert_eq!(all(&*s, "acme").len(), 5_000 - 385);
+    assert_eq!(
+        truth(&*s, "beta", 3).len(),
+        1_000,
+        "the other tenant's rows of the same day stay"
+    );
+}
+
 /// Applying a selection tombstones exactly its rows: the subject is gone
 /// from queries, every other record stays, counts drop by exactly that.
 pub fn removing_a_selection_takes_exactly_those_rows_from_queries_and_counts(h: &dyn Harness) {

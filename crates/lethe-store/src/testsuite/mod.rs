@@ -160,6 +160,7 @@ macro_rules! conformance {
             deleting_rows_keeps_tombstones_whose_headers_still_verify,
             dropping_partitions_keeps_what_the_chain_and_tree_need,
             a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones,
+            a_subjects_rows_are_found_exactly_among_thousands_in_one_period,
             removing_a_selection_takes_exactly_those_rows_from_queries_and_counts,
             destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject,
             holds_are_stored_listed_and_released,
