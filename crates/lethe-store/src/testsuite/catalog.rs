@@ -55,18 +55,8 @@ pub fn keys_are_first_writer_wins_and_stable(h: &dyn Harness) {
 pub fn a_group_with_one_conflicting_batch_stores_nothing(h: &dyn Harness) {
     let s = h.open(0);
     let t = TenantId::new("acme").unwrap();
-    let key = |id: i64, r: &[u8]| StoredKey {
-        id,
-        tenant: t.clone(),
-        key_ref: r.to_vec(),
-        wrapped: Some(b"w".to_vec()),
-    };
-    let g = GroupKey {
-        tenant: t.clone(),
-        stream: "audit:1".parse().unwrap(),
-        scope: "web".into(),
-        classification: Classification::Internal,
-    };
+    let g = super::key("acme", "audit:1", "web", Classification::Internal);
+    let key = |id: i64, r: &[u8]| wrapped_key(&t, id, r);
     s.append(&Batch {
         new_keys: vec![key(1, b"s:1")],
         ..batch_of(&[rec(1, &g, T0, None)])
@@ -97,18 +87,8 @@ pub fn a_group_with_one_conflicting_batch_stores_nothing(h: &dyn Harness) {
 pub fn a_key_carried_by_several_batches_is_stored_once_and_entered_once(h: &dyn Harness) {
     let s = h.open(0);
     let t = TenantId::new("acme").unwrap();
-    let key = |id: i64, r: &[u8]| StoredKey {
-        id,
-        tenant: t.clone(),
-        key_ref: r.to_vec(),
-        wrapped: Some(b"w".to_vec()),
-    };
-    let g = GroupKey {
-        tenant: t.clone(),
-        stream: "audit:1".parse().unwrap(),
-        scope: "web".into(),
-        classification: Classification::Internal,
-    };
+    let g = super::key("acme", "audit:1", "web", Classification::Internal);
+    let key = |id: i64, r: &[u8]| wrapped_key(&t, id, r);
     let with_key = |k: StoredKey, ids: &[u64]| {
         let recs: Vec<NewRecord> = ids
             .iter()
@@ -152,6 +132,16 @@ pub fn a_key_carried_by_several_batches_is_stored_once_and_entered_once(h: &dyn 
     let r = s.append(&with_key(key(5, b"s:1"), &[8]));
     assert!(matches!(r, Err(StoreError::KeyDestroyed)), "{r:?}");
     assert_eq!(all(&*s, "acme").len(), 4, "nothing of the refused batches is stored");
+}
+
+/// A live data key of `tenant` as the suite stores it.
+fn wrapped_key(tenant: &TenantId, id: i64, key_ref: &[u8]) -> StoredKey {
+    StoredKey {
+        id,
+        tenant: tenant.clone(),
+        key_ref: key_ref.to_vec(),
+        wrapped: Some(b"w".to_vec()),
+    }
 }
 
 /// The same policies get the same version; a change gets a new one.
