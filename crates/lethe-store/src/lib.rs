@@ -214,6 +214,9 @@ pub struct AppendReport {
     pub inserted: u64,
     /// Records whose id was already stored (no-ops).
     pub duplicates: u64,
+    /// Keys of `new_keys` this append stored (a key carried by several
+    /// batches counts for the one whose copy was stored).
+    pub keys_stored: u64,
 }
 
 /// Which records [`Store::query`] visits.

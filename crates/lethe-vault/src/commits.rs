@@ -241,7 +241,7 @@ mod tests {
             Ok(g.iter()
                 .map(|b| AppendReport {
                     inserted: b.records.len() as u64,
-                    duplicates: 0,
+                    ..Default::default()
                 })
                 .collect())
         }

@@ -47,12 +47,10 @@ pub struct IngestReport {
     pub rejected: u64,
     /// The first rejections, with line and field.
     pub errors: Vec<Rejection>,
-    /// Data keys created (first records of new subjects or months).
+    /// Data keys created (first records of new subjects or months): those
+    /// the store stored with these batches, each counted once however many
+    /// batches carried it.
     pub keys_created: u64,
-    /// Data keys created per tenant (each batch's are entered in the
-    /// ledger with the batch).
-    #[serde(skip)]
-    pub keys_by_tenant: std::collections::BTreeMap<String, u64>,
     /// Things that went wrong without failing the run (a witness that could
     /// not be reached).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -68,19 +66,12 @@ impl IngestReport {
         self.not_captured += o.not_captured;
         self.rejected += o.rejected;
         self.keys_created += o.keys_created;
-        for (t, n) in o.keys_by_tenant {
-            *self.keys_by_tenant.entry(t).or_default() += n;
-        }
         let room = KEPT_REJECTIONS.saturating_sub(self.errors.len());
         self.errors.extend(o.errors.into_iter().take(room));
         self.warnings.extend(o.warnings);
     }
 
     fn absorb(&mut self, p: &Prepared, a: AppendReport) {
-        let mut keys_by_tenant = std::collections::BTreeMap::new();
-        for k in &p.batch.new_keys {
-            *keys_by_tenant.entry(k.tenant.to_string()).or_default() += 1;
-        }
         self.merge(IngestReport {
             lines: p.lines,
             stored: a.inserted,
@@ -88,8 +79,7 @@ impl IngestReport {
             not_captured: p.batch.drops.iter().map(|d| d.count).sum::<u64>(),
             rejected: p.rejections.len() as u64,
             errors: p.rejections.iter().take(KEPT_REJECTIONS).cloned().collect(),
-            keys_created: p.batch.new_keys.len() as u64,
-            keys_by_tenant,
+            keys_created: a.keys_stored,
             warnings: Vec::new(),
         });
     }

@@ -53,6 +53,48 @@ struct PendingCheck {
     pseudonyms: Vec<String>,
 }
 
+impl PendingCheck {
+    /// The check of a purge's selection.
+    fn of(sel: &Selection) -> Self {
+        PendingCheck {
+            stream: sel.stream.as_ref().map(|s| s.to_string()),
+            scope: sel.scope.clone(),
+            since_us: sel.since_us,
+            until_us: sel.until_us,
+            pseudonyms: sel.pseudonyms.iter().map(hex::encode).collect(),
+        }
+    }
+
+    /// The selection again, for the intent's tenant and action.
+    fn selection(self, tenant: &str, action: Action) -> Result<Selection> {
+        let bad = |what: String| VaultError::Invalid(format!("{PENDING_CHECK}: {what}"));
+        let pseudonyms = self
+            .pseudonyms
+            .iter()
+            .map(|p| {
+                hex::decode(p)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| bad("not a pseudonym".into()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Selection {
+            tenant: TenantId::new(tenant).map_err(|e| bad(format!("tenant: {e}")))?,
+            pseudonyms,
+            stream: self
+                .stream
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| bad(format!("stream: {e}")))?,
+            scope: self.scope,
+            since_us: self.since_us,
+            until_us: self.until_us,
+            action,
+            exhaustive: false,
+        })
+    }
+}
+
 /// An erasure request.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -453,13 +495,7 @@ impl Vault {
         // Always written (cleared for a purge without subjects), so that a
         // recovery never checks another purge's selection.
         let check = (!plan.pseudonyms.is_empty()).then(|| {
-            let check = PendingCheck {
-                stream: req.stream.as_ref().map(|s| s.to_string()),
-                scope: req.scope.clone(),
-                since_us: req.since_us,
-                until_us: req.until_us,
-                pseudonyms: plan.pseudonyms.iter().map(hex::encode).collect(),
-            };
+            let check = PendingCheck::of(&req.selection(plan.pseudonyms.clone()));
             serde_json::to_string(&check).expect("check serializes")
         });
         self.store.set_meta(PENDING_CHECK, check.as_deref())?;
@@ -489,12 +525,7 @@ impl Vault {
         // found the rows, so it does not rely on the index it checks — the
         // selection finds nothing left to remove, and every key the purge
         // was to destroy reads back destroyed.
-        let mut check = req.selection(plan.pseudonyms.clone());
-        check.exhaustive = true;
-        let t = std::time::Instant::now();
-        let again = self.store.select(&check, &plan.holds)?;
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "purge: exhaustive verification");
-        let left: u64 = again.groups.iter().map(|g| g.records).sum();
+        let left = self.records_left(req.selection(plan.pseudonyms.clone()), &plan.holds)?;
         let keys_left = self.keys_left(&intent.keys)?;
         report.verified = left == 0 && keys_left == 0;
         report.verification = format!(
@@ -546,40 +577,27 @@ impl Vault {
         Ok(self.store.set_meta(PENDING_INTENT, None)?)
     }
 
-    /// Records of a pending subject purge's subjects still to remove, found
-    /// without the subject filters (see [`PENDING_CHECK`]); 0 for a purge
-    /// without subjects.
+    /// Records `sel` still finds, every partition in range searched
+    /// (without the subject filters that found the rows, so a check does
+    /// not rely on the index it checks).
+    fn records_left(&self, mut sel: Selection, holds: &[HoldScope]) -> Result<u64> {
+        sel.exhaustive = true;
+        let t = std::time::Instant::now();
+        let again = self.store.select(&sel, holds)?;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "purge: exhaustive verification");
+        Ok(again.groups.iter().map(|g| g.records).sum())
+    }
+
+    /// Records of a pending subject purge's subjects still to remove (see
+    /// [`PENDING_CHECK`]); 0 for a purge without subjects.
     fn left_after_recovery(&self, tenant: &str, action: Action, now_us: i64) -> Result<u64> {
         let Some(text) = self.store.meta(PENDING_CHECK)? else {
             return Ok(0);
         };
-        let c: PendingCheck =
+        let check: PendingCheck =
             serde_json::from_str(&text).map_err(|e| VaultError::Invalid(format!("{PENDING_CHECK}: {e}")))?;
-        let mut pseudonyms = Vec::with_capacity(c.pseudonyms.len());
-        for p in &c.pseudonyms {
-            let b: [u8; 32] = hex::decode(p)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| VaultError::Invalid(format!("{PENDING_CHECK}: not a pseudonym")))?;
-            pseudonyms.push(b);
-        }
-        let sel = Selection {
-            tenant: TenantId::new(tenant).map_err(|e| VaultError::Invalid(format!("purge intent tenant: {e}")))?,
-            pseudonyms,
-            stream: c
-                .stream
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| VaultError::Invalid(format!("{PENDING_CHECK}: stream: {e}")))?,
-            scope: c.scope,
-            since_us: c.since_us,
-            until_us: c.until_us,
-            action,
-            exhaustive: true,
-        };
         let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
-        let again = self.store.select(&sel, &holds)?;
-        Ok(again.groups.iter().map(|g| g.records).sum())
+        self.records_left(check.selection(tenant, action)?, &holds)
     }
 
     /// How many of these keys are not destroyed.

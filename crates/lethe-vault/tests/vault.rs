@@ -561,9 +561,10 @@ fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_confli
     v.note_policy("test", now()).unwrap();
     let (writers, rounds, per) = (8usize, 6usize, 40usize);
     let barrier = std::sync::Barrier::new(writers);
+    let keys_created = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for w in 0..writers {
-            let (v, barrier) = (&v, &barrier);
+            let (v, barrier, keys_created) = (&v, &barrier, &keys_created);
             s.spawn(move || {
                 for r in 0..rounds {
                     // Every writer's batch of this round names the same 10
@@ -581,6 +582,7 @@ fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_confli
                     barrier.wait();
                     let rep = v.ingest_batch(&refs, 1, now()).unwrap();
                     assert_eq!(rep.stored, per as u64);
+                    keys_created.fetch_add(rep.keys_created, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         }
@@ -613,6 +615,11 @@ fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_confli
     assert_eq!(listed, ids.len(), "each key entered once");
     // One key per (tenant, subject): subjects 0..10 of a round split over two tenants.
     assert_eq!(ids.len(), rounds * 10);
+    assert_eq!(
+        keys_created.into_inner(),
+        ids.len() as u64,
+        "the reports count each key once, though several batches carried it"
+    );
     v.seal("test", now(), true).unwrap();
     let r = v.verify(None, None, now(), &|_| {}).unwrap();
     assert!(r.ok(), "verify: {:?}", r.unexplained_gaps);

@@ -35,7 +35,12 @@ impl SqliteStore {
                 digests.extend(b.records.iter().map(row::digests_of));
             }
         }
-        let new_keys: Vec<&StoredKey> = group.iter().flat_map(|b| &b.new_keys).collect();
+        // Each new key with the batch that carries it.
+        let new_keys: Vec<(&StoredKey, usize)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.new_keys.iter().map(move |k| (k, i)))
+            .collect();
         let key_ledger = group.iter().find_map(|b| b.key_ledger.as_ref());
         let placement: Vec<&(TenantId, StreamId, String)> = group.iter().flat_map(|b| &b.placement).collect();
         let drops: Vec<&CaptureDrop> = group.iter().flat_map(|b| &b.drops).collect();
@@ -73,7 +78,8 @@ impl SqliteStore {
         let mut heads: BTreeMap<(String, String), partition::ChainState> = BTreeMap::new();
         // Keys known to exist and be live: stored by this append, or
         // carried and found stored and live.
-        let mut fresh: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let mut known_live: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let mut keys_stored = vec![0u64; group.len()];
         {
             let tx = inner
                 .cat
@@ -91,13 +97,14 @@ impl SqliteStore {
                     .map_err(db)?;
                 let now = batch.first().map(|r| r.received_us).unwrap_or(0);
                 let mut created: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-                for k in &new_keys {
+                for &(k, owner) in &new_keys {
                     if ins
                         .execute(params![k.id, k.tenant.as_str(), k.key_ref, k.wrapped, now])
                         .map_err(db)?
                         == 1
                     {
-                        fresh.insert(k.id);
+                        known_live.insert(k.id);
+                        keys_stored[owner] += 1;
                         created.entry(k.tenant.as_str()).or_default().push(k.id);
                         continue;
                     }
@@ -115,7 +122,7 @@ impl SqliteStore {
                         // reference is gone with it).
                         Some((t, _, false)) if t == k.tenant.as_str() => return Err(StoreError::KeyDestroyed),
                         Some((t, r, true)) if t == k.tenant.as_str() && r == k.key_ref => {
-                            fresh.insert(k.id);
+                            known_live.insert(k.id);
                         }
                         _ => return Err(StoreError::KeyConflict),
                     }
@@ -150,7 +157,7 @@ impl SqliteStore {
                 let mut used: Vec<i64> = batch
                     .iter()
                     .filter_map(|r| r.key_id)
-                    .filter(|k| !fresh.contains(k) && !inner.live_keys.contains(*k))
+                    .filter(|k| !known_live.contains(k) && !inner.live_keys.contains(*k))
                     .collect();
                 used.sort_unstable();
                 used.dedup();
@@ -236,11 +243,17 @@ impl SqliteStore {
                 parts.last_mut().expect("pushed above").1.push((r, &digests[i], i));
             }
             tx.commit().map_err(db)?;
-            inner.live_keys.extend(fresh);
+            inner.live_keys.extend(known_live);
         }
         crashpoint::hit("append.after_intent");
 
-        let mut report = vec![AppendReport::default(); group.len()];
+        let mut report: Vec<AppendReport> = keys_stored
+            .into_iter()
+            .map(|keys_stored| AppendReport {
+                keys_stored,
+                ..Default::default()
+            })
+            .collect();
         for &o in &owner {
             report[o].inserted += 1;
         }

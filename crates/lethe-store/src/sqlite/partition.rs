@@ -886,11 +886,15 @@ pub fn push_filters(
 
 /// Reads matching records of a partition in event-time order.
 pub fn select(c: &Connection, part: i64, group: &GroupKey, f: &Filter<'_>) -> Result<Vec<StoredRecord>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM records WHERE part=? AND state<2");
+    // A subject's rows through the subject index, block by block.
+    let index = if f.pseudonym.is_some() {
+        " INDEXED BY records_subject_blocks"
+    } else {
+        ""
+    };
+    let mut sql = format!("SELECT {COLUMNS} FROM records{index} WHERE part=? AND state<2");
     let mut args: Vec<rusqlite::types::Value> = vec![part.into()];
     if f.pseudonym.is_some() {
-        // A subject's rows through the subject index, block by block.
-        sql = format!("SELECT {COLUMNS} FROM records INDEXED BY records_subject_blocks WHERE part=? AND state<2");
         sql.push_str(" AND ");
         sql.push_str(&subject_blocks_in("?", "?"));
         let [lo, hi] = blocks(part, key(part, f.max_seq));

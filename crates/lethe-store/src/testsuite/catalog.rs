@@ -103,11 +103,18 @@ pub fn a_key_carried_by_several_batches_is_stored_once_and_entered_once(h: &dyn 
         }
     };
     // The later batch commits first, then the maker; then two carriers in one group.
-    assert_eq!(s.append(&with_key(key(5, b"s:1"), &[2])).unwrap().inserted, 1);
-    assert_eq!(s.append(&with_key(key(5, b"s:1"), &[1])).unwrap().inserted, 1);
+    let first = s.append(&with_key(key(5, b"s:1"), &[2])).unwrap();
+    assert_eq!((first.inserted, first.keys_stored), (1, 1));
+    let maker = s.append(&with_key(key(5, b"s:1"), &[1])).unwrap();
+    assert_eq!((maker.inserted, maker.keys_stored), (1, 0), "already stored");
     let (a, b) = (with_key(key(6, b"s:2"), &[3]), with_key(key(6, b"s:2"), &[4]));
     let r = s.append_group(&[&a, &b]).unwrap();
     assert_eq!((r[0].inserted, r[1].inserted), (1, 1));
+    assert_eq!(
+        (r[0].keys_stored, r[1].keys_stored),
+        (1, 0),
+        "counted for the copy stored"
+    );
     assert_eq!(s.data_keys(&[5, 6]).unwrap(), vec![key(5, b"s:1"), key(6, b"s:2")]);
     let listed: Vec<serde_json::Value> = s
         .ledger_of_kinds(&["key.data_created"])
