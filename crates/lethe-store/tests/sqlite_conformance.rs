@@ -5,29 +5,33 @@ use lethe_store::{SqliteStore, Store};
 
 lethe_store::conformance!(SqliteHarness::new());
 
+/// acme's `audit:1` records in scope `web`.
+fn acme_audit() -> lethe_core::policy::GroupKey {
+    lethe_store::testsuite::key("acme", "audit:1", "web", lethe_core::Classification::Internal)
+}
+
+/// The partition files of `audit:1` in the default expiry class.
+fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("partitions/audit-v1/default"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect()
+}
+
 /// SQLite-specific: rows past the committed chain head (a batch in flight in
 /// another process, or left by a crash) are invisible to queries.
 #[test]
 fn rows_of_an_uncommitted_batch_are_never_visible() {
-    use lethe_core::policy::GroupKey;
-    use lethe_core::{Classification, TenantId};
+    use lethe_core::TenantId;
     use lethe_store::testsuite::{append_to, rec, T0};
     use lethe_store::RecordQuery;
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), 86_400).unwrap();
-    let g = GroupKey {
-        tenant: TenantId::new("acme").unwrap(),
-        stream: "audit:1".parse().unwrap(),
-        scope: "web".into(),
-        classification: Classification::Internal,
-    };
+    let g = acme_audit();
     append_to(&s, &[rec(1, &g, T0, None), rec(2, &g, T0 + 1, None)]).unwrap();
     // Another writer's batch, written to the partition but not yet committed in the catalog.
-    let part = std::fs::read_dir(dir.path().join("partitions/audit-v1/default"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "db"))
-        .unwrap();
+    let part = audit_files(dir.path()).remove(0);
     let c = rusqlite::Connection::open(&part).unwrap();
     // Partition 1, sequence number 3.
     c.execute(
@@ -51,18 +55,12 @@ fn rows_of_an_uncommitted_batch_are_never_visible() {
 /// before their chunk was checked come back as changed.
 #[test]
 fn a_partition_written_while_the_reader_scans_it_is_read_again_consistently() {
-    use lethe_core::policy::{Action, GroupKey};
-    use lethe_core::{Classification, TenantId};
+    use lethe_core::policy::Action;
     use lethe_store::row::DELETED;
     use lethe_store::testsuite::{append_to, rec, T0};
     use lethe_store::{ChainRemoval, RowRemoval};
     let dir = tempfile::tempdir().unwrap();
-    let g = GroupKey {
-        tenant: TenantId::new("acme").unwrap(),
-        stream: "audit:1".parse().unwrap(),
-        scope: "web".into(),
-        classification: Classification::Internal,
-    };
+    let g = acme_audit();
     {
         let s = SqliteStore::open(dir.path(), 86_400).unwrap();
         let recs: Vec<_> = (0..10_000).map(|i| rec(i, &g, T0 + i as i64, None)).collect();
@@ -329,17 +327,11 @@ fn a_partition_dropped_from_a_shared_file_takes_only_its_rows_and_the_file_goes_
 /// says format 4, and a subject's rows are still found exactly.
 #[test]
 fn a_format_3_store_is_converted_on_open_and_finds_its_subjects() {
-    use lethe_core::policy::GroupKey;
-    use lethe_core::{Classification, TenantId};
+    use lethe_core::TenantId;
     use lethe_store::testsuite::{append_to, rec, T0};
     use lethe_store::RecordQuery;
     let dir = tempfile::tempdir().unwrap();
-    let g = GroupKey {
-        tenant: TenantId::new("acme").unwrap(),
-        stream: "audit:1".parse().unwrap(),
-        scope: "web".into(),
-        classification: Classification::Internal,
-    };
+    let g = acme_audit();
     {
         let s = SqliteStore::open(dir.path(), 86_400).unwrap();
         let recs: Vec<_> = (0..3_000)
@@ -347,11 +339,7 @@ fn a_format_3_store_is_converted_on_open_and_finds_its_subjects() {
             .collect();
         append_to(&s, &recs).unwrap();
     }
-    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("partitions/audit-v1/default"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "db"))
-        .collect();
+    let files = audit_files(dir.path());
     let indexes = |p: &std::path::Path| -> Vec<String> {
         let c = rusqlite::Connection::open(p).unwrap();
         let mut st = c

@@ -182,7 +182,8 @@ pub(super) const DAY: i64 = 86_400_000_000;
 /// 2026-01-01T00:00:00Z.
 pub const T0: i64 = 1_767_225_600_000_000;
 
-pub(super) fn key(tenant: &str, stream: &str, scope: &str, c: Classification) -> GroupKey {
+/// The group of `tenant`'s records of `stream` in `scope` with classification `c`.
+pub fn key(tenant: &str, stream: &str, scope: &str, c: Classification) -> GroupKey {
     GroupKey {
         tenant: TenantId::new(tenant).unwrap(),
         stream: stream.parse().unwrap(),
