@@ -292,6 +292,42 @@ pub fn master_check(master: &SecretKey) -> String {
     hex::encode(out)
 }
 
+/// Hashes API key secrets for storage: HMAC-SHA256 under a key derived
+/// from the master key (HKDF, info `api-key-hash`). A random 256-bit
+/// secret needs no slow password hash; the key means a copy of the catalog
+/// alone cannot even test a guess.
+pub struct SecretHasher(SecretKey);
+
+impl SecretHasher {
+    /// Derives the hashing key from the master key.
+    pub fn derive(master: &SecretKey) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"lethe/v1"), master.expose());
+        let mut out = [0u8; 32];
+        hk.expand(b"api-key-hash", &mut out)
+            .expect("32 bytes is a valid HKDF length");
+        SecretHasher(SecretKey::from_bytes(out))
+    }
+
+    fn mac(&self, id: &str, secret: &[u8]) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose()).expect("HMAC takes any key length");
+        // The id is bound in: a stored hash cannot be moved to another key.
+        m.update(&(id.len() as u32).to_be_bytes());
+        m.update(id.as_bytes());
+        m.update(secret);
+        m
+    }
+
+    /// The stored form of key `id`'s secret.
+    pub fn hash(&self, id: &str, secret: &[u8]) -> Vec<u8> {
+        self.mac(id, secret).finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `secret` is key `id`'s, compared in constant time.
+    pub fn matches(&self, id: &str, secret: &[u8], stored: &[u8]) -> bool {
+        self.mac(id, secret).verify_slice(stored).is_ok()
+    }
+}
+
 /// A keyed tag (hex HMAC-SHA256 under `key`) of `label` and `parts`, each
 /// length-prefixed: binds catalog rows to ledger entries (e.g. a hold's
 /// subject) without putting what it binds in the ledger.

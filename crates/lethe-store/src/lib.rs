@@ -857,4 +857,46 @@ pub trait Store: Send + Sync {
 
     /// The most recent runs, newest first.
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Stores a new API key. Fails with [`StoreError::Misuse`] if its id
+    /// is taken (ids are random: a collision is a caller's bug).
+    fn put_access_key(&self, key: &AccessKey) -> Result<()>;
+
+    /// Every API key ever made, revoked ones included, oldest first.
+    fn access_keys(&self) -> Result<Vec<AccessKey>>;
+
+    /// Marks a key revoked at `now_us`; `false` if it does not exist or
+    /// was already revoked (the first revocation time is kept).
+    fn revoke_access_key(&self, id: &str, now_us: i64) -> Result<bool>;
+
+    /// Records that a key was used at `now_us` (callers throttle this: it
+    /// is a write).
+    fn touch_access_key(&self, id: &str, now_us: i64) -> Result<()>;
+}
+
+/// An API key as the catalog keeps it: its secret is never stored, only a
+/// keyed hash of it, so a copy of the catalog lets nobody call the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessKey {
+    /// Public part of the token (`lethe_<id>_<secret>`), unique.
+    pub id: String,
+    /// A name for people (what the key is for).
+    pub name: String,
+    /// Role name (`ingest`, `auditor`, `admin`, `super_admin`).
+    pub role: String,
+    /// Tenants the key may act on; `["*"]` for all.
+    pub tenants: Vec<String>,
+    /// Keyed hash of the secret (32 bytes).
+    #[serde(skip)]
+    pub secret_hash: Vec<u8>,
+    /// Who made it.
+    pub creator: String,
+    /// When it was made (µs).
+    pub created_us: i64,
+    /// When it stops working by itself (µs), if ever.
+    pub expires_us: Option<i64>,
+    /// When it was last used (µs), to within the caller's throttle.
+    pub last_used_us: Option<i64>,
+    /// When it was revoked (µs).
+    pub revoked_us: Option<i64>,
 }

@@ -94,6 +94,8 @@ pub struct Prepared {
     input: Vec<u8>,
     spans: Vec<(u64, usize, usize)>,
     now_us: i64,
+    /// The only tenant the batch may write to (the service's URL tenant).
+    only: Option<TenantId>,
     /// Key-cache generation the batch was encrypted under.
     key_generation: u64,
 }
@@ -210,8 +212,32 @@ impl Vault {
             spans.push((first_line + j as u64, buf.len(), buf.len() + l.len()));
             buf.extend_from_slice(l.as_bytes());
         }
+        self.ingest_spans(None, buf, spans, now_us)
+    }
+
+    /// Ingests one batch for `tenant` only, as the service does for
+    /// `POST /v1/tenants/{t}/records`: the lines of `input` at `spans`
+    /// (line number, start, end); a record of any other tenant is rejected
+    /// (field `tenant`). Otherwise as [`Vault::ingest_batch`].
+    pub fn ingest_for(
+        &self,
+        tenant: &TenantId,
+        input: Vec<u8>,
+        spans: Vec<(u64, usize, usize)>,
+        now_us: i64,
+    ) -> Result<IngestReport> {
+        self.ingest_spans(Some(tenant), input, spans, now_us)
+    }
+
+    fn ingest_spans(
+        &self,
+        only: Option<&TenantId>,
+        input: Vec<u8>,
+        spans: Vec<(u64, usize, usize)>,
+        now_us: i64,
+    ) -> Result<IngestReport> {
         let mut report = IngestReport::default();
-        let (p, a) = self.commit(self.prepare(buf, spans, now_us)?)?;
+        let (p, a) = self.commit(self.prepare_for(only, input, spans, now_us)?)?;
         report.absorb(&p, a);
         self.seal("system/ingest", now_us, false)?;
         Ok(report)
@@ -227,7 +253,7 @@ impl Vault {
             // Prepared ahead of a key conflict in an earlier batch: it may
             // use a key that batch created and never stored. Prepare it again.
             if p.key_generation != self.keys.generation() {
-                p = self.prepare(p.input, p.spans, p.now_us)?;
+                p = self.prepare_for(p.only.as_ref(), p.input, p.spans, p.now_us)?;
             }
             // Shared with the batches other threads submit meanwhile.
             match self.commits.append(&|g| self.store.append_group(g), &mut p.batch) {
@@ -249,7 +275,7 @@ impl Vault {
                     attempts += 1;
                     self.prepared_again.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.keys.forget_data_keys();
-                    p = self.prepare(p.input, p.spans, p.now_us)?;
+                    p = self.prepare_for(p.only.as_ref(), p.input, p.spans, p.now_us)?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -259,6 +285,17 @@ impl Vault {
     /// Parses, validates, applies capture modes and encrypts one batch: the
     /// lines of `input` at `spans` (line number, start, end).
     pub fn prepare(&self, input: Vec<u8>, spans: Vec<(u64, usize, usize)>, now_us: i64) -> Result<Prepared> {
+        self.prepare_for(None, input, spans, now_us)
+    }
+
+    /// [`Vault::prepare`], rejecting records of any tenant but `only`.
+    fn prepare_for(
+        &self,
+        only: Option<&TenantId>,
+        input: Vec<u8>,
+        spans: Vec<(u64, usize, usize)>,
+        now_us: i64,
+    ) -> Result<Prepared> {
         // A key destroyed since the cache was filled must not encrypt this batch.
         self.keys.refresh()?;
         let key_generation = self.keys.generation();
@@ -297,6 +334,14 @@ impl Vault {
                     continue;
                 }
             };
+            if only.is_some_and(|t| *t != inc.tenant) {
+                rejections.push(Rejection {
+                    line,
+                    field: "tenant".into(),
+                    message: "not the tenant this request writes to".into(),
+                });
+                continue;
+            }
             if !allow.is_empty() && !allow.contains(&inc.tenant) {
                 rejections.push(Rejection {
                     line,
@@ -520,6 +565,7 @@ impl Vault {
             input,
             spans,
             now_us,
+            only: only.cloned(),
             key_generation,
         })
     }

@@ -3,6 +3,7 @@
 //! retention sweep and reports stats. The CLI and the bench harness both drive
 //! it; neither touches storage or keys directly.
 
+pub mod access;
 pub mod archive;
 pub mod commits;
 pub mod hold;
@@ -158,6 +159,8 @@ pub struct Vault {
     /// Batches prepared again because a key they used conflicted with
     /// another writer's or was destroyed meanwhile (for tests and figures).
     prepared_again: std::sync::atomic::AtomicU64,
+    /// API keys' hashing key and cache.
+    access: access::AccessKeys,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -191,6 +194,7 @@ impl Vault {
     ) -> Result<Vault> {
         check_master(&*store, master)?;
         let ledger_key = lethe_core::ledger::ledger_key(master);
+        let access = access::AccessKeys::new(master);
         let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
         let schemas = config.schemas();
@@ -208,6 +212,7 @@ impl Vault {
             archives: std::sync::OnceLock::new(),
             commits,
             prepared_again: Default::default(),
+            access,
             created_master_key,
         };
         vault.record_key_inventory()?;

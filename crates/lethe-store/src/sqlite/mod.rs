@@ -14,6 +14,7 @@
 //! whole are marked `dropping` first, and a dropping partition is always
 //! finished off.
 
+mod access;
 mod append;
 mod catalog;
 mod chain;
@@ -870,6 +871,22 @@ impl Store for SqliteStore {
 
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
         SqliteStore::runs(self, limit)
+    }
+
+    fn put_access_key(&self, key: &crate::AccessKey) -> Result<()> {
+        self.access_put(key)
+    }
+
+    fn access_keys(&self) -> Result<Vec<crate::AccessKey>> {
+        self.access_list()
+    }
+
+    fn revoke_access_key(&self, id: &str, now_us: i64) -> Result<bool> {
+        self.access_revoke(id, now_us)
+    }
+
+    fn touch_access_key(&self, id: &str, now_us: i64) -> Result<()> {
+        self.access_touch(id, now_us)
     }
 }
 

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS subject_filters(partition_id INTEGER PRIMARY KEY, ver
 CREATE TABLE IF NOT EXISTS holds(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, subject INTEGER NOT NULL,
   pseudonym BLOB, scope TEXT, since_us INTEGER, until_us INTEGER, reason TEXT NOT NULL, actor TEXT NOT NULL,
   created_us INTEGER NOT NULL, expires_us INTEGER, released_us INTEGER, release_reason TEXT, ledger_seq INTEGER);
+CREATE TABLE IF NOT EXISTS access_keys(id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+  tenants TEXT NOT NULL, secret_hash BLOB NOT NULL, creator TEXT NOT NULL, created_us INTEGER NOT NULL,
+  expires_us INTEGER, last_used_us INTEGER, revoked_us INTEGER);
 ";
 
 /// The on-disk format this version reads and writes (2: sealed records;
