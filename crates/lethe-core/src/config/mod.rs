@@ -11,10 +11,12 @@ use crate::policy::{Action, ArchiveRule, CaptureRule, PolicyBook, RetentionRule,
 
 mod archive;
 mod load;
+mod server;
 mod validate;
 
 use archive::*;
 pub use archive::{ArchiveConfig, ArchiveTargetConfig, TargetKind};
+pub use server::ServerConfig;
 pub use load::*;
 
 /// Why a configuration was refused.
@@ -85,6 +87,9 @@ pub struct Config {
     /// `lethe verify --witness` can tell a rolled-back vault.
     #[serde(default)]
     pub witness: WitnessConfig,
+    /// How `lethe serve` listens.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 /// `[witness]`: places the vault publishes its signed ledger head (and the

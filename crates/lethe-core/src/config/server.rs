@@ -1,0 +1,49 @@
+//! `[server]`: how `lethe serve` listens and how much it takes at once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Window;
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted, in bytes (larger: `413`).
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+    /// A request not answered within this time is answered `503`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Window,
+    /// Ingest requests being prepared or waiting for their commit at once;
+    /// more are answered `503` with `Retry-After` (bounded memory: at most
+    /// this many request bodies are held).
+    #[serde(default = "default_ingest_queue")]
+    pub ingest_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            body_limit: default_body_limit(),
+            request_timeout: default_request_timeout(),
+            ingest_queue: default_ingest_queue(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_body_limit() -> usize {
+    16 << 20
+}
+fn default_request_timeout() -> Window {
+    Window::Span(60)
+}
+fn default_ingest_queue() -> usize {
+    64
+}

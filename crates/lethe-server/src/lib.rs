@@ -1,0 +1,127 @@
+//! `lethe serve`: the vault as a multi-tenant HTTP service — API keys with
+//! roles and tenant scope, ingest merged into shared store commits with
+//! backpressure, reads, retention, holds, evidence, Prometheus metrics and
+//! an OpenAPI document generated from the handlers.
+//!
+//! The binary builds an [`App`] over an open vault and calls [`serve`];
+//! tests do the same on an ephemeral port.
+
+pub mod auth;
+pub mod metrics;
+pub mod problem;
+mod routes;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use lethe_core::config::ServerConfig;
+use lethe_vault::Vault;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use routes::openapi;
+
+/// The service's state, shared by every request.
+pub struct App {
+    /// The vault every request acts on.
+    pub vault: Arc<Vault>,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// `[server]` settings.
+    pub config: ServerConfig,
+    /// Ingest requests admitted at once (see `ServerConfig::ingest_queue`).
+    ingest_slots: Semaphore,
+    /// Whether start-up recovery finished (`/readyz`).
+    ready: AtomicBool,
+}
+
+impl App {
+    /// State over an open vault. Not ready until [`App::recover`] ran.
+    pub fn new(vault: Arc<Vault>, config: ServerConfig) -> Arc<App> {
+        Arc::new(App {
+            ingest_slots: Semaphore::new(config.ingest_queue.max(1)),
+            vault,
+            metrics: Default::default(),
+            config,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Start-up work before the service is ready: finishes a sweep or
+    /// purge a crash interrupted (one receipt each) and notes the policies
+    /// in force in the ledger, as every CLI command that writes does.
+    pub fn recover(&self) -> lethe_vault::Result<()> {
+        let clock = || chrono::Utc::now().timestamp_micros();
+        self.vault.recover_sweep(&clock)?;
+        self.vault.recover_purge(&clock)?;
+        self.vault.note_policy("system/serve", clock())?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether start-up recovery finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Every route, with metrics and the request timeout around them.
+pub fn router(app: Arc<App>) -> Router {
+    let timeout = Duration::from_secs(match app.config.request_timeout {
+        lethe_core::Window::Span(s) => s,
+        lethe_core::Window::Forever => u64::MAX / 4,
+    });
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .with_state(app)
+}
+
+/// Counts each request by route template and status, with its latency.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics
+        .request(&route, &method, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops
+/// accepting and finishes the requests in flight.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,53 @@
+//! Operations routes: liveness, readiness, metrics, the OpenAPI document.
+//! These need no key (put them behind the network's own controls).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+
+use super::{blocking, now_us};
+use crate::problem::ApiError;
+use crate::App;
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+    responses((status = 200, description = "alive", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready: the store is open and start-up recovery finished.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses((status = 200, description = "ready", body = String),
+              (status = 503, description = "recovering", body = crate::problem::Problem)))]
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
+    if app.is_ready() {
+        Ok("ready")
+    } else {
+        Err(ApiError::busy("recovering interrupted work", 1))
+    }
+}
+
+/// Prometheus text exposition of the service's counters and what the store holds.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
+    let a = app.clone();
+    let stats = blocking(move || Ok(a.vault.stats(None)?)).await?;
+    let body = app.metrics.render(&stats, now_us());
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    ))
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(),
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
+pub(crate) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(super::openapi())
+}
