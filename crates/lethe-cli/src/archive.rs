@@ -7,7 +7,7 @@ use lethe_vault::archive::inventory::ArchiveFilter;
 use lethe_vault::Vault;
 
 use crate::args::{ArchiveCommand, ArchiveSelect};
-use crate::commands::{default_actor, now_us, tenant_arg, time_arg, vault_error, UsageProblem};
+use crate::commands::{now_us, tenant_arg, time_arg, vault_error, UsageProblem};
 use crate::exit;
 use crate::output::{self, bytes, Table};
 
@@ -217,7 +217,7 @@ fn restore_into(
                 .map_err(|e| UsageProblem(format!("--window: {e}")))?,
         ),
     };
-    let actor = actor.unwrap_or_else(default_actor);
+    let actor = crate::commands::actor_arg(&actor)?;
     let set = vault
         .archive_restore_into(f, window, &actor, reason, now_us())
         .map_err(|e| vault_error(e, "restoring from the archive into the store"))?;

@@ -64,6 +64,66 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the vault as an HTTP service (API, metrics) until SIGTERM/SIGINT.
+    Serve(ServeArgs),
+    /// API keys for `lethe serve`: create (prints the token once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `lethe serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: `server.listen`, 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// If no working super_admin key exists, make one named `bootstrap`
+    /// and print its token once on standard output.
+    #[arg(long)]
+    pub bootstrap_key: bool,
+}
+
+/// `lethe keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make an API key and print its token (shown this once, stored nowhere).
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// `ingest`, `auditor`, `admin` or `super_admin`.
+        #[arg(long)]
+        role: String,
+        /// A tenant the key may act on (repeatable), or `*` for all.
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// Lifetime (`90d`); without it the key works until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Who makes it (recorded in the ledger) [default: cli:$USER].
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List API keys (never their secrets).
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key at once.
+    Revoke {
+        /// Key id (the middle part of its token).
+        id: String,
+        /// Who revokes it (recorded in the ledger) [default: cli:$USER].
+        #[arg(long)]
+        actor: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `lethe config …`.

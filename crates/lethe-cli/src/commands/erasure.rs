@@ -35,7 +35,7 @@ pub(super) fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
         )?
         .into(),
         ticket: required("--ticket", &a.ticket, "the request's ticket or case reference")?.into(),
-        actor: a.actor.clone().unwrap_or_else(default_actor),
+        actor: actor_arg(&a.actor)?,
     };
     let plan = vault
         .plan_purge(&req, now_us())

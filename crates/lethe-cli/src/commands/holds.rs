@@ -55,7 +55,7 @@ pub(super) fn hold(vault: &Vault, h: &HoldCommand) -> Result<u8> {
             json,
         } => {
             let reason = required("--reason", reason, "why the hold ends, kept in the ledger")?;
-            let actor = actor.clone().unwrap_or_else(default_actor);
+            let actor = actor_arg(actor)?;
             let v = vault
                 .release_hold(*id, reason, &actor, now_us())
                 .map_err(|e| vault_error(e, "releasing the hold"))?;
@@ -112,7 +112,7 @@ pub(super) fn hold_add(vault: &Vault, a: &HoldAddArgs) -> Result<u8> {
         until_us: time_arg("--until", &a.until)?,
         reason: required("--reason", &a.reason, "why the records must be kept (e.g. the matter)")?.into(),
         expires_us,
-        actor: a.actor.clone().unwrap_or_else(default_actor),
+        actor: actor_arg(&a.actor)?,
     };
     let set = vault
         .add_hold(&req, now)

@@ -7,12 +7,14 @@ mod evidence;
 mod holds;
 mod records;
 mod retention;
+mod service;
 
 use erasure::*;
 use evidence::*;
 use holds::*;
 use records::*;
 use retention::*;
+use service::*;
 
 use std::fmt;
 use std::io::BufReader;
@@ -31,7 +33,8 @@ use lethe_vault::{MasterKeySource, Vault};
 
 use crate::args::{
     ArchiveCommand, CleanupArgs, Cli, Command, ConfigCommand, DemoArgs, HoldAddArgs, HoldCommand, IngestArgs,
-    LedgerArgs, LogsArgs, ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, StatsArgs, VerifyArgs,
+    KeysCommand, LedgerArgs, LogsArgs, ProofCommand, PurgeArgs, ReceiptsArgs, ReceiptsCommand, ServeArgs, StatsArgs,
+    VerifyArgs,
 };
 use crate::exit;
 use crate::output::{self, bytes, Table};
@@ -105,6 +108,10 @@ impl Cli {
             Command::Proof(ProofCommand::Check { json, .. }) => *json,
             Command::Proof(_) => true,
             Command::Config(_) => false,
+            Command::Serve(_) => false,
+            Command::Keys(KeysCommand::Create { json, .. }) => *json,
+            Command::Keys(KeysCommand::Ls { json }) => *json,
+            Command::Keys(KeysCommand::Revoke { json, .. }) => *json,
         }
     }
 }
@@ -137,6 +144,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Purge(a) => purge(&open(&cli, config)?, a),
         Command::Hold(h) => hold(&open(&cli, config)?, h),
         Command::Archive(c) => crate::archive::run(&open(&cli, config)?, c),
+        Command::Serve(a) => serve(open(&cli, config)?, a),
+        Command::Keys(k) => keys(&open(&cli, config)?, k),
     }
 }
 
@@ -223,6 +232,24 @@ pub(crate) fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<i64>> {
             ))
             .into()
         }),
+    }
+}
+
+/// The actor of an act made from the command line: `--actor` as given, or
+/// `cli:$USER`. The CLI is the local super-user (whoever can run it can
+/// read the data directory), so its actor is a label, not an identity —
+/// but it may not pose as an API key: `key:…` is refused.
+pub(crate) fn actor_arg(actor: &Option<String>) -> Result<String> {
+    match actor {
+        None => Ok(default_actor()),
+        Some(a) if a.trim_start().starts_with("key:") => Err(UsageProblem(
+            "--actor: `key:…` names an API key; acts through the API are recorded under their key, \
+             and the CLI cannot sign as one"
+                .into(),
+        )
+        .into()),
+        Some(a) if a.trim().is_empty() => Err(UsageProblem("--actor: must not be empty".into()).into()),
+        Some(a) => Ok(a.clone()),
     }
 }
 

@@ -10,7 +10,7 @@ pub(super) fn cleanup(vault: &Vault, a: &CleanupArgs) -> Result<u8> {
         pb.set_length(total);
         pb.set_position(done);
     };
-    let actor = a.actor.clone().unwrap_or_else(default_actor);
+    let actor = actor_arg(&a.actor)?;
     let report = vault
         .sweep_by(&actor, now, tenant.as_ref(), a.dry_run, &now_us, &tick)
         .map_err(|e| vault_error(e, "cleanup failed"))?;
