@@ -145,6 +145,16 @@ fn explain(line: &str) -> RecordError {
         ),
         _ => {
             let msg = strip_position(&inner.to_string());
+            // A required field that is absent is named as that field.
+            if let Some(rest) = msg.strip_prefix("missing field `") {
+                let name = rest.split('`').next().unwrap_or("");
+                let field = if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+                return RecordError::new(field, "required, and missing");
+            }
             if path == "." {
                 match msg.strip_prefix("unknown field `") {
                     Some(rest) => RecordError::new(rest.split('`').next().unwrap_or(""), "unknown top-level field"),
@@ -525,6 +535,15 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_required_field_is_named_as_that_field() {
+        let e = parse(r#"{"tenant":"acme","fields":{}}"#, &schemas()).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("stream", "required, and missing")
+        );
+    }
+
+    #[test]
     fn a_full_record_parses_with_defaults_applied() {
         let line = r#"{"tenant":"acme","stream":"requests","subject":"u1","ts":"2026-01-02T03:04:05Z","fields":{"model":"m","prompt":"hi","user_email":"a@b"}}"#;
         let r = parse(line, &schemas()).unwrap();
@@ -576,7 +595,7 @@ mod tests {
                 r#"{"tenant":"acme","stream":"audit:1","extra":1,"fields":{"action":"x"}}"#,
                 "extra",
             ),
-            (r#"{"stream":"audit:1","fields":{"action":"x"}}"#, "(line)"),
+            (r#"{"stream":"audit:1","fields":{"action":"x"}}"#, "tenant"),
             (
                 r#"{"tenant":"acme","stream":"audit:1","fields":{"action":"x"}} trailing"#,
                 "(line)",

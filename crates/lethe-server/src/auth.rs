@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use lethe_core::TenantId;
 use lethe_vault::access::{ApiKey, Role};
 

@@ -103,7 +103,11 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops
 /// accepting and finishes the requests in flight.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await

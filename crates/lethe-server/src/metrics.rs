@@ -91,7 +91,12 @@ impl Metrics {
     pub fn render(&self, stats: &StatsReport, now_us: i64) -> String {
         let mut out = String::with_capacity(8192);
         let m = self.lock();
-        header(&mut out, "lethe_http_requests_total", "counter", "HTTP requests by route template, method and status.");
+        header(
+            &mut out,
+            "lethe_http_requests_total",
+            "counter",
+            "HTTP requests by route template, method and status.",
+        );
         for ((route, method, status), n) in &m.requests {
             let _ = writeln!(
                 out,
@@ -99,7 +104,12 @@ impl Metrics {
                 esc(route)
             );
         }
-        header(&mut out, "lethe_http_request_duration_seconds", "histogram", "HTTP request latency by route template.");
+        header(
+            &mut out,
+            "lethe_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by route template.",
+        );
         for (route, h) in &m.latency {
             let route = esc(route);
             for (i, b) in BUCKETS.iter().enumerate() {
@@ -109,15 +119,43 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(out, "lethe_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "lethe_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "lethe_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "lethe_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "lethe_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "lethe_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
         for (name, help, get) in [
-            ("lethe_records_ingested_total", "Records stored through the API, by tenant.", (|c: &IngestCounts| c.stored) as fn(&IngestCounts) -> u64),
-            ("lethe_records_duplicate_total", "Records sent again (id already stored), by tenant.", |c| c.duplicates),
-            ("lethe_records_not_captured_total", "Records counted but not stored (capture none), by tenant.", |c| c.not_captured),
-            ("lethe_records_rejected_total", "Lines rejected as invalid, by tenant.", |c| c.rejected),
+            (
+                "lethe_records_ingested_total",
+                "Records stored through the API, by tenant.",
+                (|c: &IngestCounts| c.stored) as fn(&IngestCounts) -> u64,
+            ),
+            (
+                "lethe_records_duplicate_total",
+                "Records sent again (id already stored), by tenant.",
+                |c| c.duplicates,
+            ),
+            (
+                "lethe_records_not_captured_total",
+                "Records counted but not stored (capture none), by tenant.",
+                |c| c.not_captured,
+            ),
+            (
+                "lethe_records_rejected_total",
+                "Lines rejected as invalid, by tenant.",
+                |c| c.rejected,
+            ),
         ] {
             header(&mut out, name, "counter", help);
             for (t, c) in &m.ingest {
@@ -144,13 +182,35 @@ impl Metrics {
                 (a, b) => a.or(b),
             };
         }
-        header(&mut out, "lethe_store_records", "gauge", "Records stored, by tenant and stream.");
+        header(
+            &mut out,
+            "lethe_store_records",
+            "gauge",
+            "Records stored, by tenant and stream.",
+        );
         for ((t, s), g) in &groups {
-            let _ = writeln!(out, "lethe_store_records{{tenant=\"{}\",stream=\"{}\"}} {}", esc(t), esc(s), g.0);
+            let _ = writeln!(
+                out,
+                "lethe_store_records{{tenant=\"{}\",stream=\"{}\"}} {}",
+                esc(t),
+                esc(s),
+                g.0
+            );
         }
-        header(&mut out, "lethe_store_bytes", "gauge", "Bytes on disk attributed to stored records, by tenant and stream.");
+        header(
+            &mut out,
+            "lethe_store_bytes",
+            "gauge",
+            "Bytes on disk attributed to stored records, by tenant and stream.",
+        );
         for ((t, s), g) in &groups {
-            let _ = writeln!(out, "lethe_store_bytes{{tenant=\"{}\",stream=\"{}\"}} {}", esc(t), esc(s), g.1);
+            let _ = writeln!(
+                out,
+                "lethe_store_bytes{{tenant=\"{}\",stream=\"{}\"}} {}",
+                esc(t),
+                esc(s),
+                g.1
+            );
         }
         header(
             &mut out,
@@ -161,10 +221,20 @@ impl Metrics {
         for ((t, s), g) in &groups {
             if let Some(ts) = g.2 {
                 let age = (now_us - ts).max(0) as f64 / 1e6;
-                let _ = writeln!(out, "lethe_oldest_record_age_seconds{{tenant=\"{}\",stream=\"{}\"}} {age}", esc(t), esc(s));
+                let _ = writeln!(
+                    out,
+                    "lethe_oldest_record_age_seconds{{tenant=\"{}\",stream=\"{}\"}} {age}",
+                    esc(t),
+                    esc(s)
+                );
             }
         }
-        header(&mut out, "lethe_store_disk_bytes", "gauge", "The data directory's size on disk.");
+        header(
+            &mut out,
+            "lethe_store_disk_bytes",
+            "gauge",
+            "The data directory's size on disk.",
+        );
         let _ = writeln!(out, "lethe_store_disk_bytes {}", stats.totals.bytes);
         out
     }

@@ -34,12 +34,12 @@ pub struct Problem {
 
 /// An error a handler returns: turned into a problem response.
 #[derive(Debug)]
-pub struct ApiError(pub Problem);
+pub struct ApiError(pub Box<Problem>);
 
 impl ApiError {
     /// A problem with `status` and `detail`.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError(Problem {
+        ApiError(Box::new(Problem {
             kind: "about:blank",
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
@@ -47,7 +47,7 @@ impl ApiError {
             field: None,
             retry_after: None,
             extra: None,
-        })
+        }))
     }
 
     /// `400`, naming the field at fault.

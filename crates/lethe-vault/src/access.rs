@@ -233,7 +233,9 @@ impl Vault {
             ));
         }
         if tenants.is_empty() {
-            return Err(VaultError::Invalid("tenant: name at least one tenant, or `*` for all".into()));
+            return Err(VaultError::Invalid(
+                "tenant: name at least one tenant, or `*` for all".into(),
+            ));
         }
         for t in tenants.iter().filter(|t| *t != "*") {
             lethe_core::TenantId::new(t).map_err(|e| VaultError::Invalid(format!("tenant: {e}")))?;
@@ -322,7 +324,10 @@ impl Vault {
     /// updated at most once a minute.
     pub fn authenticate(&self, token: &str, now_us: i64) -> std::result::Result<ApiKey, Denied> {
         let (id, secret) = split_token(token).ok_or(Denied::Malformed)?;
-        let stored = self.cached_key(id).map_err(|_| Denied::Unknown)?.ok_or(Denied::Unknown)?;
+        let stored = self
+            .cached_key(id)
+            .map_err(|_| Denied::Unknown)?
+            .ok_or(Denied::Unknown)?;
         if !self.access.hasher.matches(id, secret.as_bytes(), &stored.secret_hash) {
             return Err(Denied::Unknown);
         }

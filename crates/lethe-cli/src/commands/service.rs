@@ -55,9 +55,19 @@ fn bootstrap_key(vault: &Vault) -> Result<()> {
         return Ok(());
     }
     let made = vault
-        .create_api_key("bootstrap", Role::SuperAdmin, &["*".into()], None, "cli:serve --bootstrap-key", now)
+        .create_api_key(
+            "bootstrap",
+            Role::SuperAdmin,
+            &["*".into()],
+            None,
+            "cli:serve --bootstrap-key",
+            now,
+        )
         .map_err(|e| vault_error(e, "making the bootstrap key"))?;
-    eprintln!("lethe serve: bootstrap super_admin key {} (shown once; revoke it once you made your own):", made.key.id);
+    eprintln!(
+        "lethe serve: bootstrap super_admin key {} (shown once; revoke it once you made your own):",
+        made.key.id
+    );
     outln!("{}", made.token);
     Ok(())
 }
@@ -106,7 +116,17 @@ pub(super) fn keys(vault: &Vault, k: &KeysCommand) -> Result<u8> {
             }
             let now = now_us();
             let when = |t: Option<i64>| t.map(lethe_core::record::format_ts).unwrap_or_default();
-            let mut t = Table::new(&["id", "name", "role", "tenants", "status", "created", "by", "expires", "last used"]);
+            let mut t = Table::new(&[
+                "id",
+                "name",
+                "role",
+                "tenants",
+                "status",
+                "created",
+                "by",
+                "expires",
+                "last used",
+            ]);
             for k in &all {
                 let status = if k.revoked_us.is_some() {
                     "revoked"

@@ -16,8 +16,8 @@ mod validate;
 
 use archive::*;
 pub use archive::{ArchiveConfig, ArchiveTargetConfig, TargetKind};
-pub use server::ServerConfig;
 pub use load::*;
+pub use server::ServerConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

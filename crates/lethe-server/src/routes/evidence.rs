@@ -89,7 +89,10 @@ pub(crate) async fn receipt(
     let e = blocking(move || Ok(a.vault.receipt(id)?)).await?;
     match e {
         Some(e) if e.tenant.as_deref() == Some(tenant.as_str()) => Ok(Json(e.into())),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no receipt with this id for this tenant")),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no receipt with this id for this tenant",
+        )),
     }
 }
 

@@ -28,7 +28,9 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<HoldView>>, ApiError> {
     let tenant = caller.allow(Need::Read, &tenant)?;
     let a = app.clone();
-    Ok(Json(blocking(move || Ok(a.vault.holds(Some(&tenant), now_us())?)).await?))
+    Ok(Json(
+        blocking(move || Ok(a.vault.holds(Some(&tenant), now_us())?)).await?,
+    ))
 }
 
 /// A hold to set.
@@ -65,11 +67,16 @@ pub(crate) async fn create(
     let tenant = caller.allow(Need::Administer, &tenant)?;
     let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
-            .map(|s| parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp"))))
+            .map(|s| {
+                parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp")))
+            })
             .transpose()
     };
     if h.reason.trim().is_empty() {
-        return Err(ApiError::field("reason", "reason is required: the authority for keeping the data"));
+        return Err(ApiError::field(
+            "reason",
+            "reason is required: the authority for keeping the data",
+        ));
     }
     let req = HoldRequest {
         tenant,
@@ -117,7 +124,10 @@ pub(crate) async fn release(
         let now = now_us();
         // A hold of another tenant is "not found" for this one.
         if !a.vault.holds(Some(&tenant), now)?.iter().any(|h| h.id == id) {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "no hold with this id for this tenant"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no hold with this id for this tenant",
+            ));
         }
         Ok(a.vault.release_hold(id, &r.reason, &actor, now)?)
     })

@@ -65,12 +65,21 @@ pub(crate) async fn create(
         None => None,
         Some(s) => match s.parse::<lethe_core::Window>() {
             Ok(w @ lethe_core::Window::Span(_)) => w.micros().map(|m| now + m),
-            _ => return Err(ApiError::field("expires_in", "expires_in must be a duration such as `90d`")),
+            _ => {
+                return Err(ApiError::field(
+                    "expires_in",
+                    "expires_in must be a duration such as `90d`",
+                ))
+            }
         },
     };
     let actor = caller.actor();
     let a = app.clone();
-    let made = blocking(move || Ok(a.vault.create_api_key(&k.name, role, &k.tenants, expires_us, &actor, now)?)).await?;
+    let made = blocking(move || {
+        Ok(a.vault
+            .create_api_key(&k.name, role, &k.tenants, expires_us, &actor, now)?)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -94,5 +103,7 @@ pub(crate) async fn revoke(
     caller.allow_all(Need::Everything)?;
     let actor = caller.actor();
     let a = app.clone();
-    Ok(Json(blocking(move || Ok(a.vault.revoke_api_key(&id, &actor, now_us())?)).await?))
+    Ok(Json(
+        blocking(move || Ok(a.vault.revoke_api_key(&id, &actor, now_us())?)).await?,
+    ))
 }

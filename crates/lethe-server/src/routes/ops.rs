@@ -1,5 +1,7 @@
 //! Operations routes: liveness, readiness, metrics, the OpenAPI document.
-//! These need no key (put them behind the network's own controls).
+//! Liveness, readiness and the document need no key; metrics name every
+//! tenant, so they need a reading key that spans all tenants (Prometheus
+//! sends it with `authorization` in its scrape configuration).
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::{blocking, now_us};
+use crate::auth::{Caller, Need};
 use crate::problem::ApiError;
 use crate::App;
 
@@ -31,10 +34,13 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, 
     }
 }
 
-/// Prometheus text exposition of the service's counters and what the store holds.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
+/// Prometheus text exposition of the service's counters and what the store
+/// holds (an `auditor` key or above that spans every tenant).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+              (status = 403, description = "key not allowed", body = crate::problem::Problem)))]
+pub(crate) async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    caller.allow_all(Need::Read)?;
     let a = app.clone();
     let stats = blocking(move || Ok(a.vault.stats(None)?)).await?;
     let body = app.metrics.render(&stats, now_us());

@@ -170,9 +170,12 @@ fn content_kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
     }
 }
 
+/// A body's bytes and its records' spans in them: (line number, start, end).
+type Lines = (Vec<u8>, Vec<(u64, usize, usize)>);
+
 /// Non-empty lines of an NDJSON body as (line number, start, end); a
 /// trailing `\r` is not part of the line.
-fn ndjson_spans(input: Vec<u8>) -> (Vec<u8>, Vec<(u64, usize, usize)>) {
+fn ndjson_spans(input: Vec<u8>) -> Lines {
     let mut spans = Vec::new();
     let mut start = 0;
     for (n, line) in input.split(|&b| b == b'\n').enumerate() {
@@ -187,7 +190,7 @@ fn ndjson_spans(input: Vec<u8>) -> (Vec<u8>, Vec<(u64, usize, usize)>) {
 }
 
 /// Elements of a JSON array body, each as one line numbered from 1.
-fn array_spans(body: &[u8]) -> Result<(Vec<u8>, Vec<(u64, usize, usize)>), ApiError> {
+fn array_spans(body: &[u8]) -> Result<Lines, ApiError> {
     let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).map_err(|e| {
         ApiError::field(
             "(body)",
@@ -282,7 +285,9 @@ pub(crate) async fn read(
     };
     let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
-            .map(|s| parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp"))))
+            .map(|s| {
+                parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp")))
+            })
             .transpose()
     };
     let mut since_us = time("since", &p.since)?;
@@ -309,7 +314,10 @@ pub(crate) async fn read(
     let stream = p
         .stream
         .as_deref()
-        .map(|s| s.parse::<lethe_core::StreamId>().map_err(|e| ApiError::field("stream", e.to_string())))
+        .map(|s| {
+            s.parse::<lethe_core::StreamId>()
+                .map_err(|e| ApiError::field("stream", e.to_string()))
+        })
         .transpose()?;
     let skip = cursor.as_ref().map_or(0, |c| c.skip);
     let q = LogQuery {
@@ -335,7 +343,11 @@ pub(crate) async fn read(
     .await?;
     let ts_of = |v: &serde_json::Value| v.get("ts").and_then(|t| t.as_str()).and_then(parse_ts);
     if let Some(c) = &cursor {
-        let skipped = records.iter().take(c.skip).take_while(|r| ts_of(r) == Some(c.ts)).count();
+        let skipped = records
+            .iter()
+            .take(c.skip)
+            .take_while(|r| ts_of(r) == Some(c.ts))
+            .count();
         records.drain(..skipped);
     }
     let more = records.len() > limit;

@@ -12,7 +12,16 @@ impl SqliteStore {
         match cat.execute(
             "INSERT INTO access_keys(id,name,role,tenants,secret_hash,creator,created_us,expires_us)
              VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
-            params![k.id, k.name, k.role, tenants, k.secret_hash, k.creator, k.created_us, k.expires_us],
+            params![
+                k.id,
+                k.name,
+                k.role,
+                tenants,
+                k.secret_hash,
+                k.creator,
+                k.created_us,
+                k.expires_us
+            ],
         ) {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {

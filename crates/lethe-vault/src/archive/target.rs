@@ -81,9 +81,31 @@ pub struct Target {
     prefix: Option<ObjectPath>,
 }
 
+/// The archive's own runtime, shut down without waiting when dropped:
+/// the vault may be dropped on a thread of another runtime (the server's),
+/// where a blocking shutdown panics. Every operation on it has finished
+/// by then (each is `block_on`), so nothing is cut short.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Runtime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Every configured target, with the runtime their I/O runs on.
 pub struct Targets {
-    rt: tokio::runtime::Runtime,
+    rt: Runtime,
     /// Objects up to this many (compressed) bytes go up in one PUT; larger
     /// ones as a multipart upload to a staging name, renamed once complete
     /// (the name carries the last sequence number, known only at the end).
@@ -134,7 +156,7 @@ impl Targets {
             targets.insert(name.clone(), Target::build(&name, &t, data_dir)?);
         }
         Ok(Targets {
-            rt,
+            rt: Runtime(Some(rt)),
             single_put_max: (cfg.multipart_above_kb as usize).saturating_mul(1024),
             targets,
         })

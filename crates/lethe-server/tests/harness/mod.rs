@@ -1,0 +1,131 @@
+//! A real server on a loopback port over a real store in a temporary
+//! directory, and the keys the tests call it with.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lethe_core::config::{self, Config, Source};
+use lethe_core::crypto::SecretKey;
+use lethe_vault::access::Role;
+use lethe_vault::Vault;
+
+/// Retention is on for `acme` (30 days, delete) and off for everyone else.
+pub const CONFIG: &str = r#"
+[retention.default]
+enabled = false
+window = "30d"
+action = "delete"
+
+[[retention.policy]]
+name = "acme-30d"
+tenant = "acme"
+window = "30d"
+action = "delete"
+
+[server]
+body_limit = 65536
+"#;
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub vault: Arc<Vault>,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn config(text: &str) -> Config {
+    config::load(Source { name: "test", text }, None, &[]).expect("test configuration")
+}
+
+impl Server {
+    /// Starts a server over a new store with [`CONFIG`].
+    pub async fn start() -> Server {
+        Self::start_with(CONFIG).await
+    }
+
+    pub async fn start_with(text: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(text);
+        let store: Arc<dyn lethe_store::Store> =
+            Arc::new(lethe_store::SqliteStore::open(dir.path(), 86_400).expect("store opens"));
+        let vault = Arc::new(
+            Vault::with_store(store, cfg.clone(), &SecretKey::from_bytes([9; 32]), false, dir.path()).unwrap(),
+        );
+        let app = lethe_server::App::new(vault.clone(), cfg.server.clone());
+        app.recover().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(lethe_server::serve(app, listener, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            dir,
+            vault,
+            addr,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Makes a key and returns its token.
+    pub fn key(&self, name: &str, role: Role, tenants: &[&str]) -> String {
+        let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+        self.vault
+            .create_api_key(name, role, &tenants, None, "test", now())
+            .unwrap()
+            .token
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// An audit record of `tenant`, `days_ago` days old, for `subject`, with
+/// an id of its own made from its arguments (so that sending it again is a
+/// retry, not a new record).
+pub fn record(tenant: &str, days_ago: i64, subject: &str, n: usize) -> String {
+    let ts = lethe_core::record::format_ts(now() - days_ago * 86_400_000_000 - n as i64);
+    let h = tenant
+        .bytes()
+        .chain(subject.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-8000-{:012x}",
+        h >> 32,
+        h & 0xffff,
+        days_ago & 0xfff,
+        n
+    );
+    format!(
+        r#"{{"id":"{id}","tenant":"{tenant}","stream":"audit:1","ts":"{ts}","subject":"{subject}","fields":{{"action":"login"}}}}"#
+    )
+}
+
+/// NDJSON of `n` records of `tenant`, `days_ago` days old.
+pub fn ndjson(tenant: &str, days_ago: i64, n: usize) -> String {
+    (0..n)
+        .map(|i| record(tenant, days_ago, &format!("user-{}", i % 7), i) + "\n")
+        .collect()
+}
