@@ -22,6 +22,8 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod http;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use lethe_core::config::{self, Config, Source};
@@ -63,6 +65,13 @@ struct Args {
     /// `[store] group_commit_records` (0: every batch its own append).
     #[arg(long)]
     group_commit_records: Option<usize>,
+    /// HTTP mode: start `lethe serve` and post the records from this many
+    /// concurrent clients, `--writer-batch` lines of one tenant per request.
+    #[arg(long, default_value_t = 0)]
+    http_clients: usize,
+    /// The `lethe` binary the HTTP mode starts.
+    #[arg(long, default_value = "target/release/lethe")]
+    lethe: PathBuf,
 }
 
 fn now_us() -> i64 {
@@ -463,6 +472,11 @@ fn main() -> Result<()> {
     out.insert("records".into(), json!(args.records));
     out.insert("input_bytes".into(), json!(input_bytes));
     out.insert("avg_record_bytes".into(), json!(input_bytes / args.records.max(1)));
+    if args.http_clients > 0 {
+        http::run(&args, &input, &data, &mut out)?;
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+        return Ok(());
+    }
 
     let vault = Vault::open(
         &data,
