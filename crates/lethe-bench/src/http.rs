@@ -201,8 +201,14 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
     out.insert("http_ingest_s".into(), json!(secs));
     out.insert("http_records_per_s".into(), json!((records as f64 / secs).round()));
     if !lat.is_empty() {
-        out.insert("http_p50_ms".into(), json!((percentile(&lat, 0.50) * 1e4).round() / 10.0));
-        out.insert("http_p99_ms".into(), json!((percentile(&lat, 0.99) * 1e4).round() / 10.0));
+        out.insert(
+            "http_p50_ms".into(),
+            json!((percentile(&lat, 0.50) * 1e4).round() / 10.0),
+        );
+        out.insert(
+            "http_p99_ms".into(),
+            json!((percentile(&lat, 0.99) * 1e4).round() / 10.0),
+        );
         out.insert("http_max_ms".into(), json!((lat[lat.len() - 1] * 1e4).round() / 10.0));
     }
     out.insert("http_errors".into(), json!(errors.load(Ordering::Relaxed)));

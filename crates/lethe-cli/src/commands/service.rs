@@ -20,6 +20,7 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let stop = lethe_server::shutdown_signal().context("installing signal handlers")?;
         let listener = tokio::net::TcpListener::bind(&server.listen)
             .await
             .map_err(|e| ConfigProblem(format!("server.listen: cannot listen on {}: {e}", server.listen)))?;
@@ -30,7 +31,7 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
         let recovering = app.clone();
         let recovery = tokio::task::spawn_blocking(move || recovering.recover());
         eprintln!("lethe serve: listening on http://{addr}");
-        let serving = tokio::spawn(lethe_server::serve(app, listener, lethe_server::shutdown_signal()));
+        let serving = tokio::spawn(lethe_server::serve(app, listener, stop));
         recovery
             .await
             .context("start-up recovery")?
