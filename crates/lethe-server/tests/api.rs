@@ -267,16 +267,7 @@ async fn ingest_stores_the_valid_lines_names_the_others_and_counts_retries_as_du
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["stored"], 3);
     // What was acknowledged reads back.
-    let page: Value = s
-        .http
-        .get(s.url("/v1/tenants/acme/records?limit=1000"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = s.get_json("/v1/tenants/acme/records?limit=1000", &admin).await;
     assert_eq!(page["records"].as_array().unwrap().len(), 8);
 
     // A body where no line is valid: 400 naming the field and line.
@@ -301,16 +292,7 @@ async fn ingest_stores_the_valid_lines_names_the_others_and_counts_retries_as_du
     let (status, r) = post_ndjson(&s, &t, "acme", ndjson("acme", 3, 1000)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{r}");
     // Nothing of the refused requests was stored.
-    let stats: Value = s
-        .http
-        .get(s.url("/v1/tenants/acme/stats"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = s.get_json("/v1/tenants/acme/stats", &admin).await;
     assert_eq!(stats["records"], 8, "{stats}");
     s.stop().await;
 }
@@ -339,16 +321,7 @@ async fn pages_of_records_with_equal_times_show_each_record_exactly_once() {
             if let Some(c) = &cursor {
                 url += &format!("&cursor={c}");
             }
-            let page: Value = s
-                .http
-                .get(s.url(&url))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page: Value = s.get_json(&url, &admin).await;
             for r in page["records"].as_array().unwrap() {
                 seen.push(r["fields"]["action"].as_str().unwrap().to_string());
             }
@@ -383,16 +356,7 @@ async fn a_sweep_through_the_api_removes_what_its_preview_showed_under_the_key_t
     s.vault.ingest_lines(&refs, harness::now()).unwrap();
     let admin = s.key("ops", Role::Admin, &["acme", "globex"]);
     let auditor = s.key("audit", Role::Auditor, &["acme"]);
-    let retention: Value = s
-        .http
-        .get(s.url("/v1/tenants/acme/retention"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retention: Value = s.get_json("/v1/tenants/acme/retention", &auditor).await;
     assert_eq!(retention["enabled"], true);
     assert_eq!(retention["retention_days"], 30.0);
     assert_eq!(retention["purged_total"], 0);
@@ -418,15 +382,8 @@ async fn a_sweep_through_the_api_removes_what_its_preview_showed_under_the_key_t
     assert_eq!(run["verified"], true);
     let receipt_id = run["receipt"].as_u64().unwrap();
     let receipt: Value = s
-        .http
-        .get(s.url(&format!("/v1/tenants/acme/receipts/{receipt_id}")))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/tenants/acme/receipts/{receipt_id}"), &auditor)
+        .await;
     let key_id = s
         .vault
         .api_keys()
@@ -437,29 +394,11 @@ async fn a_sweep_through_the_api_removes_what_its_preview_showed_under_the_key_t
         .id;
     assert_eq!(receipt["actor"], format!("key:{key_id} (ops)"));
     assert_eq!(receipt["kind"], "receipt.sweep");
-    let retention: Value = s
-        .http
-        .get(s.url("/v1/tenants/acme/retention"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retention: Value = s.get_json("/v1/tenants/acme/retention", &auditor).await;
     assert_eq!(retention["purged_total"], 12);
     assert!(retention["last_purge_at"].is_string());
     // What is left: the 4 recent records.
-    let stats: Value = s
-        .http
-        .get(s.url("/v1/tenants/acme/stats"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = s.get_json("/v1/tenants/acme/stats", &auditor).await;
     assert_eq!(stats["records"], 4);
     // Retention is off for globex: 400, nothing done.
     let r = s
@@ -534,16 +473,7 @@ async fn keys_made_through_the_api_work_at_once_and_stop_when_revoked() {
         .find(|k| k.name == "root")
         .unwrap()
         .id;
-    let ledger: Value = s
-        .http
-        .get(s.url("/v1/ledger?limit=1000"))
-        .bearer_auth(&root)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger: Value = s.get_json("/v1/ledger?limit=1000", &root).await;
     let acts: Vec<(String, String)> = ledger["entries"]
         .as_array()
         .unwrap()

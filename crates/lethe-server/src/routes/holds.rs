@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use lethe_core::record::parse_ts;
 use lethe_vault::hold::{HoldRequest, HoldSet, HoldView};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -65,13 +64,6 @@ pub(crate) async fn create(
     Json(h): Json<NewHold>,
 ) -> Result<(StatusCode, Json<HoldSet>), ApiError> {
     let tenant = caller.allow(Need::Administer, &tenant)?;
-    let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|s| {
-                parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp")))
-            })
-            .transpose()
-    };
     if h.reason.trim().is_empty() {
         return Err(ApiError::field(
             "reason",
@@ -82,10 +74,10 @@ pub(crate) async fn create(
         tenant,
         subject: h.subject,
         scope: h.scope,
-        since_us: time("since", &h.since)?,
-        until_us: time("until", &h.until)?,
+        since_us: super::time_param("since", &h.since)?,
+        until_us: super::time_param("until", &h.until)?,
         reason: h.reason,
-        expires_us: time("expires", &h.expires)?,
+        expires_us: super::time_param("expires", &h.expires)?,
         actor: caller.actor(),
     };
     let a = app.clone();

@@ -92,3 +92,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// An optional RFC 3339 time parameter or body field, in µs; `400` naming
+/// `field` when it is not one.
+pub(crate) fn time_param(field: &str, v: &Option<String>) -> Result<Option<i64>, crate::problem::ApiError> {
+    v.as_deref()
+        .map(|s| {
+            lethe_core::record::parse_ts(s)
+                .ok_or_else(|| crate::problem::ApiError::field(field, format!("{field} must be an RFC 3339 timestamp")))
+        })
+        .transpose()
+}

@@ -283,15 +283,8 @@ pub(crate) async fn read(
         Some("asc") => true,
         Some(_) => return Err(ApiError::field("order", "order must be `asc` or `desc`")),
     };
-    let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|s| {
-                parse_ts(s).ok_or_else(|| ApiError::field(field, format!("{field} must be an RFC 3339 timestamp")))
-            })
-            .transpose()
-    };
-    let mut since_us = time("since", &p.since)?;
-    let mut until_us = time("until", &p.until)?;
+    let mut since_us = super::time_param("since", &p.since)?;
+    let mut until_us = super::time_param("until", &p.until)?;
     let cursor = match &p.cursor {
         None => None,
         Some(c) => Some(

@@ -86,6 +86,19 @@ impl Server {
             .token
     }
 
+    /// `GET path` with `token`; the JSON answer.
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
