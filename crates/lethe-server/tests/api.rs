@@ -245,6 +245,28 @@ async fn ingest_stores_the_valid_lines_names_the_others_and_counts_retries_as_du
         ]
     );
     assert!(!r.to_string().contains("44"), "a rejected value is not echoed: {r}");
+    // The data keys this request made are entered under the key that sent it.
+    let writer_id = s
+        .vault
+        .api_keys()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "writer")
+        .unwrap()
+        .id;
+    let created: Vec<String> = s
+        .vault
+        .ledger(1, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "key.data_created")
+        .map(|e| e.actor)
+        .collect();
+    assert!(!created.is_empty());
+    assert!(
+        created.iter().all(|a| *a == format!("key:{writer_id} (writer)")),
+        "{created:?}"
+    );
     // The client retries the whole request: nothing is stored twice.
     let (status, r) = post_ndjson(&s, &t, "acme", body).await;
     assert_eq!(status, StatusCode::OK);

@@ -94,10 +94,21 @@ pub struct Prepared {
     input: Vec<u8>,
     spans: Vec<(u64, usize, usize)>,
     now_us: i64,
-    /// The only tenant the batch may write to (the service's URL tenant).
-    only: Option<TenantId>,
+    /// Who sent the batch, for the service (`None`: the CLI or bench).
+    only: Option<Sender>,
     /// Key-cache generation the batch was encrypted under.
     key_generation: u64,
+}
+
+/// Who sent a batch through the service: the URL's tenant (the only one
+/// it may write to) and the API key's actor (entered as the creator of the
+/// data keys the batch makes).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// The only tenant the batch may write to.
+    pub tenant: TenantId,
+    /// The actor of the ledger entries the batch causes.
+    pub actor: String,
 }
 
 /// Times a batch is prepared again after a key conflict before giving up.
@@ -215,23 +226,24 @@ impl Vault {
         self.ingest_spans(None, buf, spans, now_us)
     }
 
-    /// Ingests one batch for `tenant` only, as the service does for
+    /// Ingests one batch for `sender.tenant` only, as the service does for
     /// `POST /v1/tenants/{t}/records`: the lines of `input` at `spans`
     /// (line number, start, end); a record of any other tenant is rejected
-    /// (field `tenant`). Otherwise as [`Vault::ingest_batch`].
+    /// (field `tenant`), and the data keys it makes are entered under
+    /// `sender.actor`. Otherwise as [`Vault::ingest_batch`].
     pub fn ingest_for(
         &self,
-        tenant: &TenantId,
+        sender: &Sender,
         input: Vec<u8>,
         spans: Vec<(u64, usize, usize)>,
         now_us: i64,
     ) -> Result<IngestReport> {
-        self.ingest_spans(Some(tenant), input, spans, now_us)
+        self.ingest_spans(Some(sender), input, spans, now_us)
     }
 
     fn ingest_spans(
         &self,
-        only: Option<&TenantId>,
+        only: Option<&Sender>,
         input: Vec<u8>,
         spans: Vec<(u64, usize, usize)>,
         now_us: i64,
@@ -291,7 +303,7 @@ impl Vault {
     /// [`Vault::prepare`], rejecting records of any tenant but `only`.
     fn prepare_for(
         &self,
-        only: Option<&TenantId>,
+        only: Option<&Sender>,
         input: Vec<u8>,
         spans: Vec<(u64, usize, usize)>,
         now_us: i64,
@@ -334,7 +346,7 @@ impl Vault {
                     continue;
                 }
             };
-            if only.is_some_and(|t| *t != inc.tenant) {
+            if only.is_some_and(|s| s.tenant != inc.tenant) {
                 rejections.push(Rejection {
                     line,
                     field: "tenant".into(),
@@ -555,7 +567,7 @@ impl Vault {
                 // ledger entry per tenant, in the commit that stores them.
                 key_ledger: (!new_keys.is_empty()).then(|| lethe_store::KeyLedger {
                     key: self.ledger_key.clone(),
-                    actor: "system/ingest".into(),
+                    actor: only.map_or_else(|| "system/ingest".to_string(), |s| s.actor.clone()),
                     ts_us: now_us,
                 }),
                 new_keys,

@@ -120,8 +120,11 @@ pub(crate) async fn ingest(
         return Err(ApiError::field("(body)", "the body holds no records"));
     }
     let a = app.clone();
-    let t = tenant.clone();
-    let report = blocking(move || Ok(a.vault.ingest_for(&t, input, spans, now_us())?)).await?;
+    let sender = lethe_vault::ingest::Sender {
+        tenant: tenant.clone(),
+        actor: caller.actor(),
+    };
+    let report = blocking(move || Ok(a.vault.ingest_for(&sender, input, spans, now_us())?)).await?;
     app.metrics.ingested(tenant.as_str(), &report);
     let all_rejected = report.rejected > 0 && report.rejected == report.lines;
     let result = IngestResult::from(report);
