@@ -131,6 +131,12 @@ impl Vault {
         Ok(out)
     }
 
+    /// Ledger entries of the given kinds, oldest first, found through the
+    /// store's index by kind (no scan of the whole ledger).
+    pub fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<Entry>> {
+        Ok(self.store.ledger_of_kinds(kinds)?)
+    }
+
     /// One receipt by id (its ledger sequence number), read directly.
     pub fn receipt(&self, id: u64) -> Result<Option<Entry>> {
         Ok(self

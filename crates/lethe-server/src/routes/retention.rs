@@ -122,10 +122,7 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
     let enabled = retention_enabled(vault, tenant);
     let mut last = None;
     let mut purged = 0u64;
-    for e in vault.receipts()? {
-        if e.kind != "receipt.sweep" {
-            continue;
-        }
+    for e in vault.entries_of_kinds(&["receipt.sweep"])? {
         let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
         let covers = match body.get("tenant") {
             Some(serde_json::Value::String(t)) => t == tenant.as_str(),
