@@ -11,8 +11,10 @@ use serde_json::Value;
 /// Every route, with a body that is valid for it (so that an allowed
 /// caller gets past validation), and the least role it needs.
 /// `{t}` is the tenant under test.
-fn routes() -> Vec<(&'static str, &'static str, Option<&'static str>, Option<Role>, bool)> {
-    // (method, path, body, least role (None: no key needed), tenant route)
+/// (method, path, body, least role (None: no key needed), tenant route)
+type Route = (&'static str, &'static str, Option<&'static str>, Option<Role>, bool);
+
+fn routes() -> Vec<Route> {
     vec![
         ("GET", "/healthz", None, None, false),
         ("GET", "/readyz", None, None, false),
@@ -123,7 +125,7 @@ async fn every_route_answers_each_role_and_tenant_exactly_as_documented() {
             harness::now(),
         )
         .unwrap();
-    let keys = vec![
+    let keys = [
         ("super", Role::SuperAdmin, vec!["*"]),
         ("admin-acme", Role::Admin, vec!["acme"]),
         ("auditor-acme", Role::Auditor, vec!["acme"]),
