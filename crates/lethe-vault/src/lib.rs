@@ -237,6 +237,11 @@ impl Vault {
         &self.config
     }
 
+    /// The retention and capture rules in force, built once at open.
+    pub fn policy_book(&self) -> &PolicyBook {
+        &self.book
+    }
+
     /// Once per store: a `key.inventory` ledger entry per tenant listing
     /// the data keys that exist (a store from before every new key was
     /// entered in the ledger). A new store has none to list.

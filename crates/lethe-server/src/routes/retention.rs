@@ -101,7 +101,7 @@ fn effective(rule: &RetentionRule, name: &str) -> EffectivePolicy {
 /// The tenant's settings from the configuration, and its sweep history
 /// from the ledger's receipts.
 fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> {
-    let book = vault.config().policy_book();
+    let book = vault.policy_book();
     let mut policies = vec![effective(&book.default, "default")];
     let mut rules: Vec<&RetentionRule> = book.retention.iter().filter(|r| applies_to(r, tenant)).collect();
     rules.sort_by_key(|r| r.selector.specificity());
@@ -154,7 +154,7 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
 /// Whether any rule that applies to the tenant (the default included)
 /// removes records.
 fn retention_enabled(vault: &Vault, tenant: &TenantId) -> bool {
-    let book = vault.config().policy_book();
+    let book = vault.policy_book();
     std::iter::once(&book.default)
         .chain(book.retention.iter().filter(|r| applies_to(r, tenant)))
         .any(|r| r.enabled && r.window != lethe_core::Window::Forever)
