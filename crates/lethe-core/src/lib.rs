@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cron;
 pub mod crypto;
 pub mod duration;
 pub mod hold;

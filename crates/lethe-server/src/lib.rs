@@ -10,6 +10,7 @@ pub mod auth;
 pub mod metrics;
 pub mod problem;
 mod routes;
+pub mod scheduler;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

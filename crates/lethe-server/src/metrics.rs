@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lethe_vault::ingest::IngestReport;
+use lethe_vault::schedule::JobStatus;
 use lethe_vault::stats::StatsReport;
 
 /// Distinct tenants that get their own series; the rest share `_other`.
@@ -88,7 +89,7 @@ impl Metrics {
 
     /// The Prometheus text exposition: the counters, and `stats` (what
     /// the store holds) at `now_us`.
-    pub fn render(&self, stats: &StatsReport, now_us: i64) -> String {
+    pub fn render(&self, stats: &StatsReport, schedule: &[JobStatus], now_us: i64) -> String {
         let mut out = String::with_capacity(8192);
         let m = self.lock();
         header(
@@ -236,7 +237,85 @@ impl Metrics {
             "The data directory's size on disk.",
         );
         let _ = writeln!(out, "lethe_store_disk_bytes {}", stats.totals.bytes);
+        render_schedule(&mut out, schedule);
         out
+    }
+}
+
+/// The scheduled jobs' last outcomes: what an alert on a sweep or
+/// verification that stopped succeeding watches.
+fn render_schedule(out: &mut String, schedule: &[JobStatus]) {
+    let secs = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(lethe_core::record::parse_ts)
+            .map(|us| us as f64 / 1e6)
+    };
+    header(
+        out,
+        "lethe_job_last_success_timestamp_seconds",
+        "gauge",
+        "When a scheduled job (sweep, verify) last succeeded, Unix seconds.",
+    );
+    for j in schedule {
+        if let Some(t) = secs(&j.last_success_at) {
+            let _ = writeln!(out, "lethe_job_last_success_timestamp_seconds{{job=\"{}\"}} {t}", j.job);
+        }
+    }
+    header(
+        out,
+        "lethe_job_last_duration_seconds",
+        "gauge",
+        "How long a scheduled job's last run took.",
+    );
+    for j in schedule {
+        if let Some(l) = &j.last {
+            let _ = writeln!(
+                out,
+                "lethe_job_last_duration_seconds{{job=\"{}\"}} {}",
+                j.job,
+                l.duration_ms as f64 / 1000.0
+            );
+        }
+    }
+    header(
+        out,
+        "lethe_job_last_result",
+        "gauge",
+        "1 for the result of a scheduled job's last run (success, partial, gaps, failed).",
+    );
+    for j in schedule {
+        if let Some(l) = &j.last {
+            let _ = writeln!(
+                out,
+                "lethe_job_last_result{{job=\"{}\",result=\"{}\"}} 1",
+                j.job,
+                esc(&l.result)
+            );
+        }
+    }
+    header(
+        out,
+        "lethe_job_next_run_timestamp_seconds",
+        "gauge",
+        "When a scheduled job runs next, Unix seconds (in the past: due now).",
+    );
+    for j in schedule {
+        if let Some(t) = secs(&j.next_at) {
+            let _ = writeln!(out, "lethe_job_next_run_timestamp_seconds{{job=\"{}\"}} {t}", j.job);
+        }
+    }
+    header(
+        out,
+        "lethe_verify_unexplained_gaps",
+        "gauge",
+        "Unexplained gaps the last scheduled verification found (0: everything verified).",
+    );
+    if let Some(g) = schedule
+        .iter()
+        .filter(|j| j.job == "verify")
+        .find_map(|j| j.last.as_ref().and_then(|l| l.gaps))
+    {
+        let _ = writeln!(out, "lethe_verify_unexplained_gaps {g}");
     }
 }
 

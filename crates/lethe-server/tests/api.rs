@@ -20,6 +20,7 @@ fn routes() -> Vec<Route> {
         ("GET", "/readyz", None, None, false),
         ("GET", "/metrics", None, Some(Role::Auditor), false),
         ("GET", "/openapi.json", None, None, false),
+        ("GET", "/v1/schedule", None, Some(Role::Auditor), false),
         (
             "POST",
             "/v1/tenants/{t}/records",

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod logs;
 pub mod proof;
 pub mod purge;
+pub mod schedule;
 pub mod seal;
 pub mod stats;
 pub mod sweep;

@@ -126,12 +126,34 @@ pub(super) fn print_sweep(r: &SweepReport) {
 pub(super) fn stats(vault: &Vault, a: &StatsArgs) -> Result<u8> {
     let tenant = a.tenant.as_deref().map(tenant_arg).transpose()?;
     let report = vault.stats(tenant.as_ref()).context("reading stats")?;
+    // What `lethe serve`'s scheduler did and will do (whole store).
+    let schedule = vault.schedule_status(now_us()).context("reading the schedule")?;
     if a.json {
-        output::print_ok(&report);
+        let mut v = serde_json::to_value(&report).expect("stats serialize");
+        v["schedule"] = serde_json::to_value(&schedule).expect("schedule serializes");
+        output::print_ok(&v);
     } else {
         print_stats(&report);
+        print_schedule(&schedule);
     }
     Ok(exit::OK)
+}
+
+fn print_schedule(jobs: &[lethe_vault::schedule::JobStatus]) {
+    for j in jobs {
+        let last = match &j.last {
+            Some(l) => format!(
+                "last run {} ({}{}): {}",
+                l.finished_at,
+                l.result,
+                l.receipt.map(|r| format!(", ledger entry {r}")).unwrap_or_default(),
+                l.detail
+            ),
+            None => "not run yet".into(),
+        };
+        let next = j.next_at.as_deref().unwrap_or("never");
+        outln!("scheduled {} ({}): {last}; next {next}", j.job, j.schedule);
+    }
 }
 
 pub(super) fn print_stats(r: &StatsReport) {

@@ -19,7 +19,7 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let stopped = runtime.block_on(async move {
         let stop = lethe_server::shutdown_signal().context("installing signal handlers")?;
         let listener = tokio::net::TcpListener::bind(&server.listen)
             .await
@@ -29,6 +29,7 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
         // Listening first, so /healthz answers and /readyz says 503 while
         // interrupted work is finished.
         let recovering = app.clone();
+        let app_for_schedule = app.clone();
         let recovery = tokio::task::spawn_blocking(move || recovering.recover());
         eprintln!("lethe serve: listening on http://{addr}");
         let serving = tokio::spawn(lethe_server::serve(app, listener, stop));
@@ -36,9 +37,17 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
             .await
             .context("start-up recovery")?
             .map_err(|e| vault_error(e, "finishing interrupted work at start-up"))?;
-        serving.await.context("the server task")?.context("serving HTTP")?;
+        // After recovery: the catch-up run of a missed occurrence first.
+        let scheduler = tokio::spawn(lethe_server::scheduler::run(app_for_schedule));
+        let served = serving.await.context("the server task");
+        scheduler.abort();
+        served?.context("serving HTTP")?;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // A scheduled sweep still running is left where it is: it is crash
+    // safe, and the next start finishes it from its intent.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    stopped?;
     Ok(exit::OK)
 }
 

@@ -11,12 +11,14 @@ use crate::policy::{Action, ArchiveRule, CaptureRule, PolicyBook, RetentionRule,
 
 mod archive;
 mod load;
+mod schedule;
 mod server;
 mod validate;
 
 use archive::*;
 pub use archive::{ArchiveConfig, ArchiveTargetConfig, TargetKind};
 pub use load::*;
+pub use schedule::{parse_entry as parse_schedule_entry, ScheduleConfig};
 pub use server::ServerConfig;
 
 /// Why a configuration was refused.
@@ -90,6 +92,9 @@ pub struct Config {
     /// How `lethe serve` listens.
     #[serde(default)]
     pub server: ServerConfig,
+    /// When `lethe serve` sweeps and verifies by itself.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
 }
 
 /// `[witness]`: places the vault publishes its signed ledger head (and the

@@ -19,6 +19,9 @@ impl Config {
                 ))
             }
         }
+        for (name, text) in [("sweep", &self.schedule.sweep), ("verify", &self.schedule.verify)] {
+            super::parse_schedule_entry(text).map_err(|e| (format!("schedule.{name}"), e.to_string()))?;
+        }
         if self.store.ingest_batch == 0 {
             return Err(("store.ingest_batch".into(), "must be positive".into()));
         }

@@ -48,6 +48,7 @@ fn parts() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json))
+        .routes(routes!(ops::schedule))
         .routes(routes!(records::ingest, records::read))
         .routes(routes!(records::stats))
         .routes(routes!(retention::get_retention))

@@ -42,8 +42,9 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, 
 pub(crate) async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     caller.allow_all(Need::Read)?;
     let a = app.clone();
-    let stats = blocking(move || Ok(a.vault.stats(None)?)).await?;
-    let body = app.metrics.render(&stats, now_us());
+    let now = now_us();
+    let (stats, schedule) = blocking(move || Ok((a.vault.stats(None)?, a.vault.schedule_status(now)?))).await?;
+    let body = app.metrics.render(&stats, &schedule, now);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -56,4 +57,44 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Resu
     responses((status = 200, description = "the OpenAPI document", body = Object)))]
 pub(crate) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(super::openapi())
+}
+
+/// A scheduled job's last run and next run.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ScheduledJob {
+    /// `sweep` or `verify`.
+    job: String,
+    /// Cron expression (UTC) or `off`.
+    schedule: String,
+    /// The last run: `scheduled_for`, `started_at`, `finished_at`,
+    /// `duration_ms`, `result` (success, partial, gaps, failed), `receipt`
+    /// (ledger sequence number of its receipt or result entry), `detail`.
+    #[schema(value_type = Object)]
+    last: Option<serde_json::Value>,
+    /// When a run last succeeded.
+    last_success_at: Option<String>,
+    /// When it runs next (in the past: due now; the next server start runs it).
+    next_at: Option<String>,
+}
+
+/// The scheduled sweep and verification: last run (time, result, receipt)
+/// and next run. Needs a reading key that spans every tenant (a run covers them all).
+#[utoipa::path(get, path = "/v1/schedule", tag = "operations",
+    responses((status = 200, description = "every scheduled job", body = Vec<ScheduledJob>),
+              (status = 403, description = "key not allowed", body = crate::problem::Problem)))]
+pub(crate) async fn schedule(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<ScheduledJob>>, ApiError> {
+    caller.allow_all(Need::Read)?;
+    let a = app.clone();
+    let jobs = blocking(move || Ok(a.vault.schedule_status(now_us())?)).await?;
+    Ok(Json(
+        jobs.into_iter()
+            .map(|j| ScheduledJob {
+                job: j.job.to_string(),
+                schedule: j.schedule,
+                last: j.last.map(|l| serde_json::to_value(l).expect("serializes")),
+                last_success_at: j.last_success_at,
+                next_at: j.next_at,
+            })
+            .collect(),
+    ))
 }

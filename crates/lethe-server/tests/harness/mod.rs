@@ -48,18 +48,24 @@ impl Server {
     }
 
     pub async fn start_with(text: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), text, false).await
+    }
+
+    /// Starts a server over the store in `dir` (new or not), with the
+    /// scheduler when `schedule` is set.
+    pub async fn start_in(dir: tempfile::TempDir, text: &str, schedule: bool) -> Server {
         let cfg = config(text);
         let store: Arc<dyn lethe_store::Store> =
             Arc::new(lethe_store::SqliteStore::open(dir.path(), 86_400).expect("store opens"));
-        let vault = Arc::new(
-            Vault::with_store(store, cfg.clone(), &SecretKey::from_bytes([9; 32]), false, dir.path()).unwrap(),
-        );
+        let vault = Arc::new(Vault::with_store(store, cfg.clone(), &master(), false, dir.path()).unwrap());
         let app = lethe_server::App::new(vault.clone(), cfg.server.clone());
         app.recover().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        if schedule {
+            tokio::spawn(lethe_server::scheduler::run(app.clone()));
+        }
         let task = tokio::spawn(lethe_server::serve(app, listener, async move {
             let _ = rx.await;
         }));
@@ -107,6 +113,18 @@ impl Server {
             t.await.unwrap().unwrap();
         }
     }
+}
+
+/// The master key of every test store.
+pub fn master() -> SecretKey {
+    SecretKey::from_bytes([9; 32])
+}
+
+/// A vault over the store in `dir`, opened by the test (as another process would).
+pub fn open_vault(dir: &std::path::Path, text: &str) -> Vault {
+    let store: Arc<dyn lethe_store::Store> =
+        Arc::new(lethe_store::SqliteStore::open(dir, 86_400).expect("store opens"));
+    Vault::with_store(store, config(text), &master(), false, dir).unwrap()
 }
 
 pub fn now() -> i64 {
