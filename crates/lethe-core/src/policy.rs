@@ -166,6 +166,10 @@ pub struct PolicyBook {
     pub default: RetentionRule,
     /// Selector rules.
     pub retention: Vec<RetentionRule>,
+    /// Per-tenant settings made through the API: a tenant's override
+    /// governs all of its records, before any selector rule (the
+    /// configuration file's rules apply to tenants without one).
+    pub overrides: Vec<RetentionRule>,
     /// Capture rules (default `full`).
     pub capture: Vec<CaptureRule>,
 }
@@ -179,6 +183,9 @@ pub struct RetentionSnapshot {
     pub default: RetentionRule,
     /// Selector rules.
     pub policies: Vec<RetentionRule>,
+    /// Tenant settings made through the API (absent in older snapshots).
+    #[serde(default)]
+    pub overrides: Vec<RetentionRule>,
 }
 
 impl RetentionSnapshot {
@@ -187,6 +194,7 @@ impl RetentionSnapshot {
         PolicyBook {
             default: self.default,
             retention: self.policies,
+            overrides: self.overrides,
             capture: Vec::new(),
         }
     }
@@ -203,9 +211,13 @@ pub struct Decision<'a> {
 }
 
 impl PolicyBook {
-    /// The retention rule that governs a group: the matching rule with the
-    /// highest specificity; ties go to the rule declared first.
+    /// The retention rule that governs a group: the tenant's override if
+    /// it has one, else the matching rule with the highest specificity;
+    /// ties go to the rule declared first.
     pub fn retention_for(&self, g: &GroupKey) -> &RetentionRule {
+        if let Some(o) = self.overrides.iter().find(|r| r.selector.matches(g)) {
+            return o;
+        }
         let mut best: Option<&RetentionRule> = None;
         for r in self.retention.iter().filter(|r| r.selector.matches(g)) {
             if best.is_none_or(|b| r.selector.specificity() > b.selector.specificity()) {
@@ -279,6 +291,7 @@ mod tests {
         PolicyBook {
             default: rule("default", Selector::default(), 180, Action::Anonymize),
             retention: rules,
+            overrides: vec![],
             capture: vec![],
         }
     }
@@ -361,6 +374,37 @@ mod tests {
             1_000_000_000_000_000,
         );
         assert_eq!((d.rule.name.as_str(), d.cutoff_us), ("off", None));
+    }
+
+    #[test]
+    fn a_tenant_override_governs_every_record_of_its_tenant_only() {
+        let per_stream = rule(
+            "acme-requests",
+            Selector {
+                tenant: Some(TenantId::new("acme").unwrap()),
+                stream: Some("requests".into()),
+                ..Default::default()
+            },
+            7,
+            Action::Delete,
+        );
+        let mut b = book(vec![per_stream]);
+        b.overrides.push(rule(
+            "api:acme",
+            Selector {
+                tenant: Some(TenantId::new("acme").unwrap()),
+                ..Default::default()
+            },
+            90,
+            Action::Delete,
+        ));
+        let acme = g("acme", "requests:1", "chat", Classification::Restricted);
+        assert_eq!(b.retention_for(&acme).name, "api:acme");
+        assert_eq!(
+            b.retention_for(&g("beta", "requests:1", "chat", Classification::Public))
+                .name,
+            "default"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! tests do the same on an ephemeral port.
 
 pub mod auth;
+pub mod body;
 pub mod metrics;
 pub mod problem;
 mod routes;

@@ -32,6 +32,21 @@ fn routes() -> Vec<Route> {
         ("GET", "/v1/tenants/{t}/stats", None, Some(Role::Auditor), true),
         ("GET", "/v1/tenants/{t}/retention", None, Some(Role::Auditor), true),
         (
+            "PUT",
+            "/v1/tenants/{t}/retention",
+            Some(r#"{"enabled":true,"retention_days":90}"#),
+            Some(Role::Admin),
+            true,
+        ),
+        ("DELETE", "/v1/tenants/{t}/retention", None, Some(Role::Admin), true),
+        (
+            "POST",
+            "/v1/tenants/{t}/retention/preview",
+            Some(r#"{"enabled":true,"retention_days":7}"#),
+            Some(Role::Admin),
+            true,
+        ),
+        (
             "POST",
             "/v1/tenants/{t}/sweep?dry_run=true",
             Some("{}"),
@@ -97,6 +112,8 @@ async fn call(
     let url = s.url(&path.replace("{t}", tenant));
     let mut req = match method {
         "GET" => s.http.get(url),
+        "PUT" => s.http.put(url),
+        "DELETE" => s.http.delete(url),
         _ => s.http.post(url),
     };
     if let Some(t) = token {

@@ -321,6 +321,7 @@ impl Vault {
         let mut tenants: HashMap<TenantId, Arc<TenantKeys>> = HashMap::new();
         let mut pending: Vec<Pending<'_>> = Vec::with_capacity(lines.len());
         let allow = &self.config.tenants.allow;
+        let book = self.policy_book();
 
         for &(line, bytes) in &lines {
             let reject = |e: RecordError| Rejection {
@@ -380,7 +381,7 @@ impl Vault {
             let mode = match modes.get(&group) {
                 Some(m) => *m,
                 None => {
-                    let m = self.book.capture_for(&group);
+                    let m = book.capture_for(&group);
                     modes.insert(group.clone(), m);
                     m
                 }
@@ -396,7 +397,7 @@ impl Vault {
                     .iter()
                     .any(|(t, s, _)| *t == group.tenant && *s == group.stream)
             {
-                let class = self.book.expiry_class(&group);
+                let class = book.expiry_class(&group);
                 placement.push((group.tenant.clone(), group.stream.clone(), class));
             }
             let tk = match tenants.get(&group.tenant) {

@@ -15,6 +15,7 @@ pub mod proof;
 pub mod purge;
 pub mod schedule;
 pub mod seal;
+pub mod settings;
 pub mod stats;
 pub mod sweep;
 pub mod synth;
@@ -149,7 +150,10 @@ pub struct Vault {
     store: Arc<dyn Store>,
     config: Config,
     schemas: Vec<StreamSchema>,
-    book: PolicyBook,
+    /// The policies in force: the configuration's, with the tenant
+    /// settings made through the API (see [`settings`]). Replaced only
+    /// under the job lock, at the start of a sweep.
+    book: std::sync::RwLock<Arc<PolicyBook>>,
     keys: Keyring,
     ledger_key: SecretKey,
     signer: lethe_core::checkpoint::SigningKey,
@@ -162,6 +166,8 @@ pub struct Vault {
     prepared_again: std::sync::atomic::AtomicU64,
     /// API keys' hashing key and cache.
     access: access::AccessKeys,
+    /// One tenant-settings change at a time.
+    settings_lock: settings::SettingsLock,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -199,7 +205,7 @@ impl Vault {
         let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
         let schemas = config.schemas();
-        let book = config.policy_book();
+        let book = settings::book_with(&config, &settings::read(&*store)?);
         let commits = commits::CommitQueue::new(config.store.group_commit_records);
         let vault = Vault {
             keys: Keyring::new(store.clone(), master, ledger_key.clone()),
@@ -208,12 +214,13 @@ impl Vault {
             store,
             config,
             schemas,
-            book,
+            book: std::sync::RwLock::new(Arc::new(book)),
             data_dir: data_dir.to_path_buf(),
             archives: std::sync::OnceLock::new(),
             commits,
             prepared_again: Default::default(),
             access,
+            settings_lock: Default::default(),
             created_master_key,
         };
         vault.record_key_inventory()?;
@@ -238,9 +245,10 @@ impl Vault {
         &self.config
     }
 
-    /// The retention and capture rules in force, built once at open.
-    pub fn policy_book(&self) -> &PolicyBook {
-        &self.book
+    /// The retention and capture rules in force: built at open, and again
+    /// at the start of each sweep when the API's tenant settings changed.
+    pub fn policy_book(&self) -> Arc<PolicyBook> {
+        self.book.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Once per store: a `key.inventory` ledger entry per tenant listing

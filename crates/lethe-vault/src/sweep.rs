@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use lethe_core::hold::HoldScope;
-use lethe_core::policy::Action;
+use std::sync::Arc;
+
+use lethe_core::policy::{Action, PolicyBook};
 use lethe_core::record::format_ts;
 use lethe_core::TenantId;
 use lethe_store::{merge_ranges, ChainRemoval, Progress, RetentionEffect, RetentionTarget};
@@ -188,9 +190,19 @@ impl Vault {
     /// The retention targets at `now_us`: every stored group whose policy is
     /// enabled and finite.
     pub fn retention_targets(&self, now_us: i64, tenant: Option<&TenantId>) -> Result<Vec<RetentionTarget>> {
+        self.retention_targets_in(&self.policy_book(), now_us, tenant)
+    }
+
+    /// [`Vault::retention_targets`] under `book` (e.g. a proposed setting's).
+    pub fn retention_targets_in(
+        &self,
+        book: &PolicyBook,
+        now_us: i64,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<RetentionTarget>> {
         let mut out = Vec::new();
         for g in self.store.stats(tenant)? {
-            let d = self.book.decide(&g.key, now_us);
+            let d = book.decide(&g.key, now_us);
             if let Some(cutoff_us) = d.cutoff_us {
                 out.push(RetentionTarget {
                     key: g.key,
@@ -242,11 +254,19 @@ impl Vault {
         // One sweep or purge at a time per store, across processes: a second
         // cleanup waits, then finds nothing left to do.
         let _jobs = if dry_run { None } else { Some(self.store.lock_jobs()?) };
+        // The policies: a real run puts the tenant settings made since the
+        // last sweep (by any process) in force, under the job lock; a dry
+        // run shows what the next real run would apply.
+        let book = if dry_run {
+            Arc::new(self.current_book()?)
+        } else {
+            self.refresh_book()?
+        };
         // A dry run changes nothing: the policy snapshot is noted in the
         // catalog (so the version it reports is the one a real run uses)
         // but entered in the ledger only by a real run.
         let policy_version = if dry_run {
-            self.store.record_policy(&self.policy_snapshot(), started)?.0
+            self.store.record_policy(&policy_snapshot(&book), started)?.0
         } else {
             self.note_policy(actor, started)?
         };
@@ -265,7 +285,7 @@ impl Vault {
             }
             self.seal(actor, started, true)?;
         }
-        let targets = self.retention_targets(now_us, tenant)?;
+        let targets = self.retention_targets_in(&book, now_us, tenant)?;
         // Legal holds in force at the evaluation instant: held records stay.
         let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
         let mut plan = self.store.plan_removal(&targets, &holds)?;
@@ -294,7 +314,7 @@ impl Vault {
             // is in the ledger before the first destructive step.
             let body = serde_json::json!({
                 "policy_version": policy_version,
-                "policy_sha256": policy_digest(&self.policy_snapshot()),
+                "policy_sha256": policy_digest(&policy_snapshot(&book)),
                 "now_us": now_us,
                 "tenant": tenant.map(|t| t.to_string()),
                 "chains": plan.chains,
@@ -314,7 +334,7 @@ impl Vault {
             applied = Some(self.store.apply_removal(&plan.chains, progress)?);
         }
         let finished = clock();
-        let mut report = self.summarize(&plan.effects, dry_run, policy_version, now_us, started, finished);
+        let mut report = summarize(&book, &plan.effects, dry_run, policy_version, now_us, started, finished);
         if let Some(a) = applied {
             // The receipt counts what this run removed, not what it planned.
             report.bytes_freed = a.bytes_freed;
@@ -460,11 +480,7 @@ impl Vault {
 
     /// The capture and retention policies in force, as canonical JSON.
     pub fn policy_snapshot(&self) -> String {
-        serde_json::to_string(&serde_json::json!({
-            "retention": {"default": self.book.default, "policies": self.book.retention},
-            "capture": self.book.capture,
-        }))
-        .expect("policies serialize")
+        policy_snapshot(&self.policy_book())
     }
 
     /// Stores the policy snapshot in force and returns its version; the
@@ -489,72 +505,88 @@ impl Vault {
         }
         Ok(version)
     }
+}
 
-    fn summarize(
-        &self,
-        effects: &[RetentionEffect],
-        dry_run: bool,
-        policy_version: i64,
-        now: i64,
-        started: i64,
-        finished: i64,
-    ) -> SweepReport {
-        let mut r = SweepReport {
-            status: if dry_run { "dry_run" } else { "success" }.into(),
-            deleted: 0,
-            anonymized: 0,
-            held: 0,
-            bytes_freed: 0,
-            per_stream: BTreeMap::new(),
-            groups: Vec::new(),
-            policy_version,
-            receipt: None,
-            verified: None,
-            ledger_trimmed: 0,
-            warnings: Vec::new(),
-            archived: None,
-            failing: Vec::new(),
-            archive_expiry: None,
-            restorations_expired: Vec::new(),
-            now: format_ts(now),
-            started_at: format_ts(started),
-            finished_at: format_ts(finished),
-        };
-        for e in effects
-            .iter()
-            .filter(|e| e.records > 0 || e.bytes_freed > 0 || e.held > 0)
-        {
-            r.held += e.held;
-            let k = &e.target.key;
-            let s = r.per_stream.entry(format!("{}/{}", k.tenant, k.stream)).or_default();
-            match e.target.action {
-                Action::Delete => {
-                    s.deleted += e.records;
-                    r.deleted += e.records;
-                }
-                Action::Anonymize => {
-                    s.anonymized += e.records;
-                    r.anonymized += e.records;
-                }
-            }
-            s.bytes_freed += e.bytes_freed;
-            r.bytes_freed += e.bytes_freed;
-            let rule = self.book.retention_for(k);
-            r.groups.push(GroupLine {
-                tenant: k.tenant.to_string(),
-                stream: k.stream.to_string(),
-                scope: k.scope.clone(),
-                classification: k.classification.to_string(),
-                rule: e.target.rule.clone(),
-                action: rule.action_name().to_string(),
-                window: rule.window.to_string(),
-                cutoff: format_ts(e.target.cutoff_us),
-                records: e.records,
-                held: e.held,
-                partitions_dropped: e.partitions_dropped,
-                bytes_freed: e.bytes_freed,
-            });
-        }
-        r
+/// A book's capture and retention policies as canonical JSON (what
+/// `policy.version` entries hold). Tenant settings appear only when there
+/// are some, so a store without any keeps its snapshots' digests.
+pub fn policy_snapshot(book: &PolicyBook) -> String {
+    let mut retention = serde_json::json!({"default": book.default, "policies": book.retention});
+    if !book.overrides.is_empty() {
+        retention["overrides"] = serde_json::to_value(&book.overrides).expect("rules serialize");
     }
+    serde_json::to_string(&serde_json::json!({
+        "retention": retention,
+        "capture": book.capture,
+    }))
+    .expect("policies serialize")
+}
+
+/// A plan's effects as a report: totals, per stream, per group.
+pub fn summarize(
+    book: &PolicyBook,
+    effects: &[RetentionEffect],
+    dry_run: bool,
+    policy_version: i64,
+    now: i64,
+    started: i64,
+    finished: i64,
+) -> SweepReport {
+    let mut r = SweepReport {
+        status: if dry_run { "dry_run" } else { "success" }.into(),
+        deleted: 0,
+        anonymized: 0,
+        held: 0,
+        bytes_freed: 0,
+        per_stream: BTreeMap::new(),
+        groups: Vec::new(),
+        policy_version,
+        receipt: None,
+        verified: None,
+        ledger_trimmed: 0,
+        warnings: Vec::new(),
+        archived: None,
+        failing: Vec::new(),
+        archive_expiry: None,
+        restorations_expired: Vec::new(),
+        now: format_ts(now),
+        started_at: format_ts(started),
+        finished_at: format_ts(finished),
+    };
+    for e in effects
+        .iter()
+        .filter(|e| e.records > 0 || e.bytes_freed > 0 || e.held > 0)
+    {
+        r.held += e.held;
+        let k = &e.target.key;
+        let s = r.per_stream.entry(format!("{}/{}", k.tenant, k.stream)).or_default();
+        match e.target.action {
+            Action::Delete => {
+                s.deleted += e.records;
+                r.deleted += e.records;
+            }
+            Action::Anonymize => {
+                s.anonymized += e.records;
+                r.anonymized += e.records;
+            }
+        }
+        s.bytes_freed += e.bytes_freed;
+        r.bytes_freed += e.bytes_freed;
+        let rule = book.retention_for(k);
+        r.groups.push(GroupLine {
+            tenant: k.tenant.to_string(),
+            stream: k.stream.to_string(),
+            scope: k.scope.clone(),
+            classification: k.classification.to_string(),
+            rule: e.target.rule.clone(),
+            action: rule.action_name().to_string(),
+            window: rule.window.to_string(),
+            cutoff: format_ts(e.target.cutoff_us),
+            records: e.records,
+            held: e.held,
+            partitions_dropped: e.partitions_dropped,
+            bytes_freed: e.bytes_freed,
+        });
+    }
+    r
 }

@@ -148,7 +148,7 @@ pub(super) fn default_retries() -> usize {
 
 /// A policy's archive settings in evaluation form, or why they are wrong
 /// (field name, message).
-pub(super) fn archive_rule(
+pub fn archive_rule(
     action: PolicyAction,
     window: Window,
     archive: &Option<String>,

@@ -15,8 +15,7 @@ mod schedule;
 mod server;
 mod validate;
 
-use archive::*;
-pub use archive::{ArchiveConfig, ArchiveTargetConfig, TargetKind};
+pub use archive::{archive_rule, ArchiveConfig, ArchiveTargetConfig, TargetKind};
 pub use load::*;
 pub use schedule::{parse_entry as parse_schedule_entry, ScheduleConfig};
 pub use server::ServerConfig;
@@ -598,6 +597,7 @@ impl Config {
                         .flatten(),
                 })
                 .collect(),
+            overrides: Vec::new(),
             capture: self
                 .capture
                 .iter()

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::{blocking, now_us};
 use crate::auth::{Caller, Need};
+use crate::body::JsonBody;
 use crate::problem::ApiError;
 use crate::App;
 
@@ -61,7 +62,7 @@ pub(crate) async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(tenant): Path<String>,
-    Json(h): Json<NewHold>,
+    JsonBody(h): JsonBody<NewHold>,
 ) -> Result<(StatusCode, Json<HoldSet>), ApiError> {
     let tenant = caller.allow(Need::Administer, &tenant)?;
     if h.reason.trim().is_empty() {
@@ -104,7 +105,7 @@ pub(crate) async fn release(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((tenant, id)): Path<(String, i64)>,
-    Json(r): Json<Release>,
+    JsonBody(r): JsonBody<Release>,
 ) -> Result<Json<HoldView>, ApiError> {
     let tenant = caller.allow(Need::Administer, &tenant)?;
     if r.reason.trim().is_empty() {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::{blocking, now_us};
 use crate::auth::{Caller, Need};
+use crate::body::JsonBody;
 use crate::problem::ApiError;
 use crate::App;
 
@@ -56,7 +57,7 @@ pub struct Created {
 pub(crate) async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Json(k): Json<NewKey>,
+    JsonBody(k): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     caller.allow_all(Need::Everything)?;
     let role = Role::parse(&k.role).map_err(|e| ApiError::field("role", e))?;

@@ -7,6 +7,7 @@ mod keys;
 mod ops;
 mod records;
 mod retention;
+mod settings;
 
 use std::sync::{Arc, OnceLock};
 
@@ -51,7 +52,12 @@ fn parts() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::schedule))
         .routes(routes!(records::ingest, records::read))
         .routes(routes!(records::stats))
-        .routes(routes!(retention::get_retention))
+        .routes(routes!(
+            retention::get_retention,
+            settings::put_retention,
+            settings::delete_retention
+        ))
+        .routes(routes!(settings::preview))
         .routes(routes!(retention::sweep))
         .routes(routes!(holds::list, holds::create))
         .routes(routes!(holds::release))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use lethe_core::policy::RetentionRule;
+use lethe_core::policy::{PolicyBook, RetentionRule};
 use lethe_core::record::format_ts;
 use lethe_core::TenantId;
 use lethe_vault::Vault;
@@ -20,7 +20,7 @@ use crate::App;
 /// A retention rule that applies to (some of) the tenant's records.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EffectivePolicy {
-    /// Rule name (`default` for the default).
+    /// Rule name (`default` for the default, `api:<tenant>` for the API setting).
     pub name: String,
     /// What it selects besides the tenant (`stream`, `scope`, `classification`); empty: everything.
     #[schema(value_type = Object)]
@@ -33,8 +33,12 @@ pub struct EffectivePolicy {
     pub window_days: Option<f64>,
     /// `delete`, `anonymize` or `archive_then_delete`.
     pub action: String,
-    /// Where the rule comes from: `lethe.toml` (the configuration file).
+    /// Where the rule comes from: `api` (a setting made through this API)
+    /// or `lethe.toml` (the configuration file).
     pub source: String,
+    /// Whether it governs any of the tenant's records: a `lethe.toml` rule
+    /// does not while the tenant has an API setting.
+    pub in_force: bool,
 }
 
 /// A tenant's retention settings and history.
@@ -52,20 +56,16 @@ pub struct RetentionView {
     pub last_purge_at: Option<String>,
     /// Records of this tenant removed (deleted or anonymized) by sweeps, in all.
     pub purged_total: u64,
+    /// The tenant's API setting, if it has one: `enabled`, `window`,
+    /// `action`, archive fields, `version`, `set_by`, `set_at`, `ledger_seq`.
+    #[schema(value_type = Object)]
+    pub setting: Option<serde_json::Value>,
     /// Every rule that applies to some of the tenant's records, most general first.
     pub policies: Vec<EffectivePolicy>,
 }
 
-fn applies_to(rule: &RetentionRule, tenant: &TenantId) -> bool {
+pub(super) fn applies_to(rule: &RetentionRule, tenant: &TenantId) -> bool {
     rule.selector.tenant.as_ref().is_none_or(|t| t == tenant)
-}
-
-fn action_name(rule: &RetentionRule) -> String {
-    if rule.archive.is_some() {
-        "archive_then_delete".into()
-    } else {
-        rule.action.as_str().to_string()
-    }
 }
 
 fn days(w: lethe_core::Window) -> Option<f64> {
@@ -75,7 +75,7 @@ fn days(w: lethe_core::Window) -> Option<f64> {
     }
 }
 
-fn effective(rule: &RetentionRule, name: &str) -> EffectivePolicy {
+fn effective(rule: &RetentionRule, name: &str, source: &str, in_force: bool) -> EffectivePolicy {
     let s = &rule.selector;
     let mut selects = serde_json::Map::new();
     if let Some(v) = &s.stream {
@@ -93,33 +93,47 @@ fn effective(rule: &RetentionRule, name: &str) -> EffectivePolicy {
         enabled: rule.enabled,
         window: rule.window.to_string(),
         window_days: days(rule.window),
-        action: action_name(rule),
-        source: "lethe.toml".into(),
+        action: rule.action_name().to_string(),
+        source: source.into(),
+        in_force,
     }
 }
 
-/// The tenant's settings from the configuration, and its sweep history
+/// The tenant's settings as the next sweep applies them (the
+/// configuration, and the API setting over it), and its sweep history
 /// from the ledger's receipts.
 fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> {
-    let book = vault.policy_book();
-    let mut policies = vec![effective(&book.default, "default")];
+    let book = vault.current_book()?;
+    let setting = vault.retention_settings()?.tenants.remove(tenant.as_str());
+    let over = book.overrides.iter().find(|r| applies_to(r, tenant));
+    let mut policies = Vec::new();
+    if let Some(o) = over {
+        policies.push(effective(o, &o.name, "api", true));
+    }
+    policies.push(effective(&book.default, "default", "lethe.toml", over.is_none()));
     let mut rules: Vec<&RetentionRule> = book.retention.iter().filter(|r| applies_to(r, tenant)).collect();
     rules.sort_by_key(|r| r.selector.specificity());
-    policies.extend(rules.iter().map(|r| effective(r, &r.name)));
-    // The rule for the tenant as a whole: one that selects nothing but
-    // (possibly) the tenant; the most specific wins, as in the sweep.
-    let whole = book
-        .retention
-        .iter()
-        .filter(|r| {
-            applies_to(r, tenant)
-                && r.selector.stream.is_none()
-                && r.selector.scope.is_none()
-                && r.selector.classification.is_none()
-        })
-        .max_by_key(|r| r.selector.specificity())
-        .unwrap_or(&book.default);
-    let enabled = retention_enabled(vault, tenant);
+    policies.extend(
+        rules
+            .iter()
+            .map(|r| effective(r, &r.name, "lethe.toml", over.is_none())),
+    );
+    // The rule for the tenant as a whole: its API setting, or one that
+    // selects nothing but (possibly) the tenant; the most specific wins,
+    // as in the sweep.
+    let whole = over.unwrap_or_else(|| {
+        book.retention
+            .iter()
+            .filter(|r| {
+                applies_to(r, tenant)
+                    && r.selector.stream.is_none()
+                    && r.selector.scope.is_none()
+                    && r.selector.classification.is_none()
+            })
+            .max_by_key(|r| r.selector.specificity())
+            .unwrap_or(&book.default)
+    });
+    let enabled = retention_enabled(&book, tenant);
     let mut last = None;
     let mut purged = 0u64;
     for e in vault.entries_of_kinds(&["receipt.sweep"])? {
@@ -144,20 +158,24 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
         tenant: tenant.to_string(),
         enabled,
         retention_days: if whole.enabled { days(whole.window) } else { None },
-        action: action_name(whole),
+        action: whole.action_name().to_string(),
         last_purge_at: last.map(format_ts),
         purged_total: purged,
+        setting: setting.map(|s| serde_json::to_value(s).expect("settings serialize")),
         policies,
     })
 }
 
-/// Whether any rule that applies to the tenant (the default included)
-/// removes records.
-fn retention_enabled(vault: &Vault, tenant: &TenantId) -> bool {
-    let book = vault.policy_book();
+/// Whether any rule of `book` that governs some of the tenant's records
+/// removes them.
+pub(super) fn retention_enabled(book: &PolicyBook, tenant: &TenantId) -> bool {
+    let removes = |r: &RetentionRule| r.enabled && r.window != lethe_core::Window::Forever;
+    if let Some(o) = book.overrides.iter().find(|r| applies_to(r, tenant)) {
+        return removes(o);
+    }
     std::iter::once(&book.default)
         .chain(book.retention.iter().filter(|r| applies_to(r, tenant)))
-        .any(|r| r.enabled && r.window != lethe_core::Window::Forever)
+        .any(removes)
 }
 
 /// The tenant's retention settings, where each comes from, and what sweeps removed.
@@ -173,6 +191,11 @@ pub(crate) async fn get_retention(
     let tenant = caller.allow(Need::Read, &tenant)?;
     let a = app.clone();
     Ok(Json(blocking(move || Ok(view(&a.vault, &tenant)?)).await?))
+}
+
+/// [`view`] for the settings routes.
+pub(super) fn view_of(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> {
+    view(vault, tenant)
 }
 
 /// Options of a sweep run now.
@@ -201,7 +224,7 @@ pub(crate) async fn sweep(
     let actor = caller.actor();
     let a = app.clone();
     let report = blocking(move || {
-        if !retention_enabled(&a.vault, &tenant) {
+        if !retention_enabled(&a.vault.current_book()?, &tenant) {
             return Err(ApiError::field(
                 "tenant",
                 "retention is not enabled for this tenant: no rule that applies to it removes records",

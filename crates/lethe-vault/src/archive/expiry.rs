@@ -66,7 +66,8 @@ impl Vault {
                 classification: g.classification.parse::<Classification>().ok()?,
             })
         })();
-        key.and_then(|k| self.book.retention_for(&k).archive.as_ref().map(|a| a.window))
+        let book = self.policy_book();
+        key.and_then(|k| book.retention_for(&k).archive.as_ref().map(|a| a.window))
             .unwrap_or(g.archive_window)
     }
 

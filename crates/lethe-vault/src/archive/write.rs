@@ -109,6 +109,7 @@ impl Vault {
         clock: &dyn Fn() -> i64,
     ) -> Result<Archived> {
         let mut failing: Vec<FailingPolicy> = Vec::new();
+        let book = self.policy_book();
         let mut pieces = self.pieces(&plan.chains, &targets)?;
         if pieces.is_empty() {
             return Ok(Archived {
@@ -173,7 +174,7 @@ impl Vault {
             // records that arrived meanwhile, which get archived on the
             // next pass of this loop).
             for t in &targets {
-                let rule = self.book.retention_for(&t.key);
+                let rule = book.retention_for(&t.key);
                 if let Some(a) = rule.archive.as_ref().filter(|a| failed.contains_key(&a.target)) {
                     if !failing.iter().any(|f| f.rule == rule.name) {
                         failing.push(FailingPolicy {
@@ -185,8 +186,7 @@ impl Vault {
                 }
             }
             targets.retain(|t| {
-                self.book
-                    .retention_for(&t.key)
+                book.retention_for(&t.key)
                     .archive
                     .as_ref()
                     .is_none_or(|a| !failed.contains_key(&a.target))
@@ -327,8 +327,9 @@ impl Vault {
         // Per chain: archive-bound groups → (target, rule, window).
         type Groups = BTreeMap<(String, u8), (String, String, Window)>;
         let mut bound: HashMap<(String, String), Groups> = HashMap::new();
+        let book = self.policy_book();
         for t in targets {
-            let rule = self.book.retention_for(&t.key);
+            let rule = book.retention_for(&t.key);
             if let Some(a) = &rule.archive {
                 bound
                     .entry((t.key.tenant.to_string(), t.key.stream.to_string()))
