@@ -328,6 +328,43 @@ impl SecretHasher {
     }
 }
 
+/// Seals small catalog values that hold personal data while work is
+/// pending (an erasure job's subjects, until the job ends): AES-256-GCM
+/// under a key HKDF-derived from the master key (info `catalog-seal`),
+/// bound to a label so a value cannot be moved to another row.
+pub struct CatalogSealer(Aes256Gcm);
+
+impl fmt::Debug for CatalogSealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CatalogSealer([redacted])")
+    }
+}
+
+impl CatalogSealer {
+    /// Derives the sealing key from the master key.
+    pub fn derive(master: &SecretKey) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"lethe/v1"), master.expose());
+        let mut out = [0u8; 32];
+        hk.expand(b"catalog-seal", &mut out)
+            .expect("32 bytes is a valid HKDF length");
+        let cipher = Aes256Gcm::new_from_slice(&out).expect("32-byte key");
+        out.zeroize();
+        CatalogSealer(cipher)
+    }
+
+    /// `plaintext` sealed under `label`.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + NONCE + 16);
+        seal(&self.0, plaintext, label.as_bytes(), &mut out);
+        out
+    }
+
+    /// Opens what [`CatalogSealer::seal`] sealed under the same label.
+    pub fn open(&self, label: &str, blob: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.0, blob, label.as_bytes(), "sealed catalog value")
+    }
+}
+
 /// A keyed tag (hex HMAC-SHA256 under `key`) of `label` and `parts`, each
 /// length-prefixed: binds catalog rows to ledger entries (e.g. a hold's
 /// subject) without putting what it binds in the ledger.

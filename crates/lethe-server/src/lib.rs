@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod jobs;
 pub mod metrics;
 pub mod problem;
 mod routes;
@@ -41,6 +42,8 @@ pub struct App {
     ingest_slots: Semaphore,
     /// Whether start-up recovery finished (`/readyz`).
     ready: AtomicBool,
+    /// Erasure previews waiting to be confirmed.
+    previews: routes::erasures::Previews,
 }
 
 impl App {
@@ -52,6 +55,7 @@ impl App {
             metrics: Default::default(),
             config,
             ready: AtomicBool::new(false),
+            previews: Default::default(),
         })
     }
 

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod archive;
 pub mod commits;
+pub mod erasure;
 pub mod hold;
 pub mod ingest;
 pub mod keyring;
@@ -168,6 +169,10 @@ pub struct Vault {
     access: access::AccessKeys,
     /// One tenant-settings change at a time.
     settings_lock: settings::SettingsLock,
+    /// One change to the open erasure jobs at a time.
+    jobs_lock: erasure::JobsLock,
+    /// Seals erasure requests (they name subjects) while their job is open.
+    sealer: lethe_core::crypto::CatalogSealer,
     /// Whether opening created a new master key file.
     pub created_master_key: bool,
 }
@@ -202,6 +207,7 @@ impl Vault {
         check_master(&*store, master)?;
         let ledger_key = lethe_core::ledger::ledger_key(master);
         let access = access::AccessKeys::new(master);
+        let sealer = lethe_core::crypto::CatalogSealer::derive(master);
         let signer = lethe_core::checkpoint::SigningKey::derive(master);
         let master = MasterKey::new(master);
         let schemas = config.schemas();
@@ -221,6 +227,8 @@ impl Vault {
             prepared_again: Default::default(),
             access,
             settings_lock: Default::default(),
+            jobs_lock: Default::default(),
+            sealer,
             created_master_key,
         };
         vault.record_key_inventory()?;

@@ -1,6 +1,7 @@
 //! The routes: one module per concern, gathered into one router whose
 //! OpenAPI document is generated from the handlers' own annotations and types.
 
+pub(crate) mod erasures;
 mod evidence;
 mod holds;
 mod keys;
@@ -59,6 +60,9 @@ fn parts() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(settings::preview))
         .routes(routes!(retention::sweep))
+        .routes(routes!(erasures::preview))
+        .routes(routes!(erasures::create))
+        .routes(routes!(erasures::get))
         .routes(routes!(holds::list, holds::create))
         .routes(routes!(holds::release))
         .routes(routes!(evidence::tenant_receipts))

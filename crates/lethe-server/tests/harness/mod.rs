@@ -63,6 +63,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(lethe_server::jobs::resume(app.clone()));
         if schedule {
             tokio::spawn(lethe_server::scheduler::run(app.clone()));
         }
@@ -145,6 +146,25 @@ pub fn open_vault(dir: &std::path::Path, text: &str) -> Vault {
     let store: Arc<dyn lethe_store::Store> =
         Arc::new(lethe_store::SqliteStore::open(dir, 86_400).expect("store opens"));
     Vault::with_store(store, config(text), &master(), false, dir).unwrap()
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+pub fn files_with(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
 }
 
 pub fn now() -> i64 {

@@ -1,0 +1,41 @@
+//! Erasure jobs in the background: each accepted job runs on the blocking
+//! pool (the purge itself waits for the store's job lock), and a starting
+//! server runs the jobs a stop or a crash left open.
+
+use std::sync::Arc;
+
+use crate::App;
+
+/// Runs job `id` in the background.
+pub fn start(app: &Arc<App>, id: String) {
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || run(&a, &id));
+}
+
+fn run(app: &App, id: &str) {
+    let clock = || chrono::Utc::now().timestamp_micros();
+    match app.vault.run_erasure_job(id, &clock) {
+        Ok(job) => tracing::info!(job = id, state = ?job.state, receipt = ?job.receipt, "erasure job ended"),
+        // Storage trouble: the job stays open; the next start runs it.
+        Err(e) => tracing::error!(job = id, "erasure job: {e}; it runs again at the next start"),
+    }
+}
+
+/// Runs, one after the other, the jobs left open (after start-up recovery,
+/// which finished any purge a crash interrupted).
+pub async fn resume(app: Arc<App>) {
+    let a = app.clone();
+    let open = match tokio::task::spawn_blocking(move || a.vault.open_erasure_jobs()).await {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => {
+            tracing::error!("reading open erasure jobs: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    for id in open {
+        tracing::info!(job = %id, "finishing an erasure job left open");
+        let a = app.clone();
+        let _ = tokio::task::spawn_blocking(move || run(&a, &id)).await;
+    }
+}
