@@ -44,6 +44,8 @@ pub struct App {
     ready: AtomicBool,
     /// Erasure previews waiting to be confirmed.
     previews: routes::erasures::Previews,
+    /// Verification jobs started through the API.
+    verifications: routes::verification::Verifications,
 }
 
 impl App {
@@ -56,6 +58,7 @@ impl App {
             config,
             ready: AtomicBool::new(false),
             previews: Default::default(),
+            verifications: Default::default(),
         })
     }
 

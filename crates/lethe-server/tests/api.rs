@@ -67,6 +67,43 @@ fn routes() -> Vec<Route> {
             Some(Role::Admin),
             true,
         ),
+        ("POST", "/v1/verify", Some("{}"), Some(Role::Auditor), false),
+        (
+            "GET",
+            "/v1/tenants/{t}/proofs/inclusion?record=00000000-0000-4000-8000-000000000000",
+            None,
+            Some(Role::Auditor),
+            true,
+        ),
+        (
+            "GET",
+            "/v1/tenants/{t}/proofs/consistency?stream=audit:1&from=1&to=2",
+            None,
+            Some(Role::Auditor),
+            true,
+        ),
+        (
+            "GET",
+            "/v1/tenants/{t}/checkpoints?stream=audit:1",
+            None,
+            Some(Role::Auditor),
+            true,
+        ),
+        ("GET", "/v1/tenants/{t}/archive", None, Some(Role::Auditor), true),
+        (
+            "POST",
+            "/v1/tenants/{t}/archive/verify",
+            Some("{}"),
+            Some(Role::Auditor),
+            true,
+        ),
+        (
+            "POST",
+            "/v1/tenants/{t}/archive/restore",
+            Some(r#"{"reason":"audit request"}"#),
+            Some(Role::Admin),
+            true,
+        ),
         ("GET", "/v1/tenants/{t}/holds", None, Some(Role::Auditor), true),
         (
             "POST",
@@ -678,7 +715,7 @@ async fn the_openapi_document_lists_every_route_and_only_routes_that_exist() {
     // Routes whose access is tested elsewhere: a job is found by its id,
     // and one outside the key's tenants is `404` like an unknown one
     // (tests/erasure.rs).
-    let elsewhere = [("get", "/v1/erasures/{id}")];
+    let elsewhere = [("get", "/v1/erasures/{id}"), ("get", "/v1/verifications/{id}")];
     for (method, path) in elsewhere {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
     }

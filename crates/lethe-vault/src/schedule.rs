@@ -170,25 +170,15 @@ impl Vault {
                     run.detail = e.to_string();
                 }
             },
-            Job::Verify => match self.verify(None, None, started, &|_| {}) {
-                Ok(r) => {
+            Job::Verify => match self.verify_recorded("system/schedule", None, started, clock) {
+                Ok((r, seq)) => {
                     run.result = if r.ok() { "success" } else { "gaps" }.into();
                     run.detail = format!(
                         "{} records checked, {} removed records explained, {} unexplained gaps",
                         r.records_checked, r.removed_explained, r.gaps_total
                     );
-                    let body = serde_json::json!({
-                        "ok": r.ok(),
-                        "records_checked": r.records_checked,
-                        "removed_explained": r.removed_explained,
-                        "chains": r.chains,
-                        "ledger_entries": r.ledger_entries,
-                        "gaps_total": r.gaps_total,
-                        "gaps": r.unexplained_gaps.iter().take(100).collect::<Vec<_>>(),
-                    });
-                    // The result is evidence too: entered in the ledger.
-                    match self.record(clock(), "system/schedule", "verify.result", None, &body) {
-                        Ok(e) => run.receipt = Some(e.seq),
+                    match seq {
+                        Ok(seq) => run.receipt = Some(seq),
                         Err(e) => run
                             .detail
                             .push_str(&format!("; the result could not be entered in the ledger: {e}")),
@@ -251,5 +241,41 @@ impl Vault {
             });
         }
         Ok(out)
+    }
+}
+
+impl Vault {
+    /// Verifies the store (one tenant's chains, or all) at `now_us` and
+    /// enters the outcome in the ledger as `verify.result` on `actor`'s
+    /// authority: a verification is evidence too. Returns the report and
+    /// the entry's sequence number (or why it could not be written).
+    pub fn verify_recorded(
+        &self,
+        actor: &str,
+        tenant: Option<&lethe_core::TenantId>,
+        now_us: i64,
+        clock: &dyn Fn() -> i64,
+    ) -> Result<(crate::verify::VerifyReport, Result<u64>)> {
+        let r = self.verify(tenant, None, now_us, &|_| {})?;
+        let body = serde_json::json!({
+            "ok": r.ok(),
+            "tenant": tenant.map(|t| t.to_string()),
+            "records_checked": r.records_checked,
+            "removed_explained": r.removed_explained,
+            "chains": r.chains,
+            "checkpoints_checked": r.checkpoints_checked,
+            "ledger_entries": r.ledger_entries,
+            "gaps_total": r.gaps_total,
+            "gaps": r
+                .unexplained_gaps
+                .iter()
+                .filter(|g| tenant.is_none_or(|t| g.tenant.is_empty() || g.tenant == t.as_str()))
+                .take(100)
+                .collect::<Vec<_>>(),
+        });
+        let seq = self
+            .record(clock(), actor, "verify.result", tenant.map(|t| t.as_str()), &body)
+            .map(|e| e.seq);
+        Ok((r, seq))
     }
 }

@@ -1,14 +1,17 @@
 //! The routes: one module per concern, gathered into one router whose
 //! OpenAPI document is generated from the handlers' own annotations and types.
 
+mod archive;
 pub(crate) mod erasures;
 mod evidence;
 mod holds;
 mod keys;
 mod ops;
+mod proofs;
 mod records;
 mod retention;
 mod settings;
+pub(crate) mod verification;
 
 use std::sync::{Arc, OnceLock};
 
@@ -70,6 +73,14 @@ fn parts() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(evidence::tenant_ledger))
         .routes(routes!(evidence::ledger))
         .routes(routes!(evidence::public_key))
+        .routes(routes!(verification::start))
+        .routes(routes!(verification::get))
+        .routes(routes!(proofs::inclusion))
+        .routes(routes!(proofs::consistency))
+        .routes(routes!(proofs::checkpoints))
+        .routes(routes!(archive::list))
+        .routes(routes!(archive::verify))
+        .routes(routes!(archive::restore))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::revoke))
         .split_for_parts()
