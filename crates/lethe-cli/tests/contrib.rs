@@ -18,15 +18,27 @@ fn contrib(rel: &str) -> String {
 fn parse(text: &str, unit: bool) -> (Vec<(String, String)>, Vec<String>) {
     let mut env = Vec::new();
     let mut args = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let setting = if unit { line.strip_prefix("Environment=") } else { Some(line) };
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let setting = if unit {
+            line.strip_prefix("Environment=")
+        } else {
+            Some(line)
+        };
         if let Some((k, v)) = setting.and_then(|s| s.split_once('=')) {
             if k.starts_with("LETHE_") {
                 env.push((k.to_string(), v.to_string()));
                 continue;
             }
         }
-        let command = if unit { line.strip_prefix("ExecStart=") } else { Some(line) };
+        let command = if unit {
+            line.strip_prefix("ExecStart=")
+        } else {
+            Some(line)
+        };
         if let Some(c) = command {
             if let Some(at) = c.find("/usr/local/bin/lethe ") {
                 args = c[at + "/usr/local/bin/lethe ".len()..]
@@ -60,7 +72,11 @@ fn run_as(root: &Path, env: &[(String, String)], args: &[String]) -> std::proces
 fn prepare(root: &Path) {
     std::fs::create_dir_all(root.join("etc/lethe")).unwrap();
     std::fs::create_dir_all(root.join("var/lib/lethe")).unwrap();
-    std::fs::write(root.join("etc/lethe/lethe.toml"), "[retention.default]\nwindow = \"30d\"\n").unwrap();
+    std::fs::write(
+        root.join("etc/lethe/lethe.toml"),
+        "[retention.default]\nwindow = \"30d\"\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/lethe/master.key"), format!("{:064x}\n", 7)).unwrap();
 }
 
@@ -76,7 +92,10 @@ fn the_cleanup_timer_unit_and_crontab_run_a_sweep_with_their_settings() {
         assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(report["result"]["receipt"].is_u64(), "{file}: {report}");
-        assert!(d.path().join("var/lib/lethe/catalog.db").exists(), "{file}: the data directory is used");
+        assert!(
+            d.path().join("var/lib/lethe/catalog.db").exists(),
+            "{file}: the data directory is used"
+        );
     }
 }
 

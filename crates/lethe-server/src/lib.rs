@@ -122,6 +122,53 @@ pub async fn serve(
         .await
 }
 
+/// The TLS settings of `[server] tls_cert` and `tls_key`: the certificate
+/// chain and private key (PEM), HTTP/1.1, the ring provider. The error
+/// names the setting at fault.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<axum_server::tls_rustls::RustlsConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("server.tls_cert: {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("server.tls_cert: {}: no certificate in it", cert.display()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("server.tls_key: {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("server.tls_cert: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| format!("server.tls_key: does not fit the certificate: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
+}
+
+/// [`serve`] over TLS.
+pub async fn serve_tls(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Stop accepting; wait for the requests in flight, as `serve` does.
+        stopper.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls)
+        .handle(handle)
+        .serve(router(app).into_make_service())
+        .await
+}
+
 /// A future that completes on SIGTERM or SIGINT. The handlers are
 /// installed when this is called (inside the runtime), not when the future
 /// is first polled: a signal that arrives while the server starts is

@@ -25,14 +25,22 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
             .await
             .map_err(|e| ConfigProblem(format!("server.listen: cannot listen on {}: {e}", server.listen)))?;
         let addr = listener.local_addr().context("reading the listening address")?;
+        let tls = match (&server.tls_cert, &server.tls_key) {
+            (Some(c), Some(k)) => Some(lethe_server::tls_config(c.as_ref(), k.as_ref()).map_err(ConfigProblem)?),
+            _ => None,
+        };
         let app = lethe_server::App::new(Arc::new(vault), server);
         // Listening first, so /healthz answers and /readyz says 503 while
         // interrupted work is finished.
         let recovering = app.clone();
         let app_for_schedule = app.clone();
         let recovery = tokio::task::spawn_blocking(move || recovering.recover());
-        eprintln!("lethe serve: listening on http://{addr}");
-        let serving = tokio::spawn(lethe_server::serve(app, listener, stop));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("lethe serve: listening on {scheme}://{addr}");
+        let serving = match tls {
+            Some(tls) => tokio::spawn(lethe_server::serve_tls(app, listener, tls, stop)),
+            None => tokio::spawn(lethe_server::serve(app, listener, stop)),
+        };
         recovery
             .await
             .context("start-up recovery")?

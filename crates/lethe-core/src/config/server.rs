@@ -22,6 +22,12 @@ pub struct ServerConfig {
     /// this many request bodies are held).
     #[serde(default = "default_ingest_queue")]
     pub ingest_queue: usize,
+    /// PEM file of the TLS certificate chain (with `tls_key`: serve HTTPS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +37,8 @@ impl Default for ServerConfig {
             body_limit: default_body_limit(),
             request_timeout: default_request_timeout(),
             ingest_queue: default_ingest_queue(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

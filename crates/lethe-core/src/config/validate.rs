@@ -19,6 +19,11 @@ impl Config {
                 ))
             }
         }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => return Err(("server.tls_key".into(), "is required with server.tls_cert".into())),
+            (None, Some(_)) => return Err(("server.tls_cert".into(), "is required with server.tls_key".into())),
+            _ => {}
+        }
         for (name, text) in [("sweep", &self.schedule.sweep), ("verify", &self.schedule.verify)] {
             super::parse_schedule_entry(text).map_err(|e| (format!("schedule.{name}"), e.to_string()))?;
         }

@@ -54,6 +54,16 @@ impl Server {
     /// Starts a server over the store in `dir` (new or not), with the
     /// scheduler when `schedule` is set.
     pub async fn start_in(dir: tempfile::TempDir, text: &str, schedule: bool) -> Server {
+        Self::start_full(dir, text, schedule, None).await
+    }
+
+    /// [`Server::start_in`], over TLS when `tls` is given.
+    pub async fn start_full(
+        dir: tempfile::TempDir,
+        text: &str,
+        schedule: bool,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    ) -> Server {
         let cfg = config(text);
         let store: Arc<dyn lethe_store::Store> =
             Arc::new(lethe_store::SqliteStore::open(dir.path(), 86_400).expect("store opens"));
@@ -67,9 +77,13 @@ impl Server {
         if schedule {
             tokio::spawn(lethe_server::scheduler::run(app.clone()));
         }
-        let task = tokio::spawn(lethe_server::serve(app, listener, async move {
+        let stop = async move {
             let _ = rx.await;
-        }));
+        };
+        let task = match tls {
+            Some(tls) => tokio::spawn(lethe_server::serve_tls(app, listener, tls, stop)),
+            None => tokio::spawn(lethe_server::serve(app, listener, stop)),
+        };
         Server {
             dir,
             vault,
