@@ -2,11 +2,7 @@
 //! and command lines, pointed at a temporary directory, are accepted by
 //! the real binary.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-
-use common::*;
 
 fn contrib(rel: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib").join(rel);
