@@ -42,6 +42,24 @@ struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
     ingest: BTreeMap<String, IngestCounts>,
+    /// Erasure jobs ended, by (tenant, state).
+    erasures: BTreeMap<(String, String), u64>,
+    /// Records erasure jobs removed, by tenant.
+    erased: BTreeMap<String, u64>,
+    /// Sweeps run by this process (scheduled or through the API).
+    sweeps: u64,
+    swept_records: u64,
+    archived_bytes: u64,
+    archive_failures: u64,
+}
+
+/// Keeps per-tenant maps within [`MAX_TENANT_SERIES`] tenants.
+fn tenant_key<V>(m: &BTreeMap<String, V>, tenant: &str) -> String {
+    if m.contains_key(tenant) || m.len() < MAX_TENANT_SERIES {
+        tenant.to_string()
+    } else {
+        "_other".to_string()
+    }
 }
 
 /// The service's counters.
@@ -85,6 +103,24 @@ impl Metrics {
         c.duplicates += r.duplicates;
         c.not_captured += r.not_captured;
         c.rejected += r.rejected;
+    }
+
+    /// Counts an erasure job that ended.
+    pub fn erasure(&self, tenant: &str, state: &str, removed: u64) {
+        let mut m = self.lock();
+        let t = tenant_key(&m.erased, tenant);
+        *m.erasures.entry((t.clone(), state.to_string())).or_default() += 1;
+        *m.erased.entry(t).or_default() += removed;
+    }
+
+    /// Counts a sweep this process ran: records removed, bytes archived,
+    /// rules whose archive target failed.
+    pub fn sweep(&self, removed: u64, archived_bytes: u64, archive_failures: u64) {
+        let mut m = self.lock();
+        m.sweeps += 1;
+        m.swept_records += removed;
+        m.archived_bytes += archived_bytes;
+        m.archive_failures += archive_failures;
     }
 
     /// The Prometheus text exposition: the counters, and `stats` (what
@@ -162,6 +198,53 @@ impl Metrics {
             for (t, c) in &m.ingest {
                 let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", esc(t), get(c));
             }
+        }
+        header(
+            &mut out,
+            "lethe_erasures_total",
+            "counter",
+            "Erasure jobs ended, by tenant and state (done, failed).",
+        );
+        for ((t, state), n) in &m.erasures {
+            let _ = writeln!(
+                out,
+                "lethe_erasures_total{{tenant=\"{}\",state=\"{state}\"}} {n}",
+                esc(t)
+            );
+        }
+        header(
+            &mut out,
+            "lethe_erasure_records_total",
+            "counter",
+            "Records removed by erasure jobs, by tenant.",
+        );
+        for (t, n) in &m.erased {
+            let _ = writeln!(out, "lethe_erasure_records_total{{tenant=\"{}\"}} {n}", esc(t));
+        }
+        for (name, help, v) in [
+            (
+                "lethe_sweeps_total",
+                "Sweeps run by this process (scheduled or through the API).",
+                m.sweeps,
+            ),
+            (
+                "lethe_sweep_records_removed_total",
+                "Records deleted or anonymized by those sweeps.",
+                m.swept_records,
+            ),
+            (
+                "lethe_archive_bytes_total",
+                "Bytes those sweeps wrote to archive targets.",
+                m.archived_bytes,
+            ),
+            (
+                "lethe_archive_failures_total",
+                "Retention rules whose archive target failed in those sweeps (their records stay).",
+                m.archive_failures,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
         }
         drop(m);
         // What the store holds, per (tenant, stream): scopes summed.

@@ -41,7 +41,13 @@ pub async fn run(app: Arc<App>) {
             let clock = || chrono::Utc::now().timestamp_micros();
             let outcome = tokio::task::spawn_blocking(move || a.vault.run_scheduled(j, &c, &clock)).await;
             match outcome {
-                Ok(Ok(Some(run))) => log_run(*job, &run),
+                Ok(Ok(Some(run))) => {
+                    if *job == Job::Sweep {
+                        app.metrics
+                            .sweep(run.records_removed, run.archived_bytes, run.archive_failures);
+                    }
+                    log_run(*job, &run)
+                }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::error!(job = job.name(), "scheduler: {e}"),
                 Err(e) => tracing::error!(job = job.name(), "scheduler task failed: {e}"),

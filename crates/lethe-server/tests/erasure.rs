@@ -83,6 +83,22 @@ async fn an_erasure_job_runs_from_its_preview_to_one_receipt_under_the_key() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let auditor = s.key("acme-auditor", Role::Auditor, &["acme"]);
     assert_eq!(s.get_json(&location, &auditor).await["state"], "done");
+    let prometheus = s.key("prometheus", Role::Auditor, &["*"]);
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&prometheus)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lethe_erasures_total{tenant=\"acme\",state=\"done\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lethe_erasure_records_total{tenant=\"acme\"} 3"));
     // The subjects left the catalog with the job's end.
     assert!(s.vault.open_erasure_jobs().unwrap().is_empty());
     assert!(harness::files_with(s.dir.path(), b"alice").is_empty());

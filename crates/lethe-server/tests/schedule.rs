@@ -64,6 +64,8 @@ async fn a_sweep_due_while_the_server_was_down_runs_at_start_up() {
         "{metrics}"
     );
     assert!(metrics.contains("lethe_job_last_success_timestamp_seconds{job=\"sweep\"}"));
+    assert!(metrics.contains("lethe_sweeps_total 1"), "{metrics}");
+    assert!(metrics.contains("lethe_sweep_records_removed_total 1"));
     s.stop().await;
 }
 

@@ -63,6 +63,15 @@ pub struct LastRun {
     /// Verification: unexplained gaps found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gaps: Option<u64>,
+    /// Sweep: records deleted or anonymized.
+    #[serde(default)]
+    pub records_removed: u64,
+    /// Sweep: bytes written to archive targets.
+    #[serde(default)]
+    pub archived_bytes: u64,
+    /// Sweep: rules whose archive target failed (their records stay).
+    #[serde(default)]
+    pub archive_failures: u64,
 }
 
 /// A job's scheduling state as kept in the catalog.
@@ -146,11 +155,17 @@ impl Vault {
             receipt: None,
             detail: String::new(),
             gaps: None,
+            records_removed: 0,
+            archived_bytes: 0,
+            archive_failures: 0,
         };
         match job {
             Job::Sweep => match self.sweep_by("system/schedule", started, None, false, clock, &|_, _| {}) {
                 Ok(r) => {
                     run.receipt = r.receipt;
+                    run.records_removed = r.deleted + r.anonymized;
+                    run.archived_bytes = r.archived.as_ref().map_or(0, |a| a.bytes);
+                    run.archive_failures = r.failing.len() as u64;
                     run.result = if r.status == "partial" { "partial" } else { "success" }.into();
                     run.detail = format!(
                         "{} deleted, {} anonymized, {} held, {} bytes freed{}",

@@ -231,8 +231,17 @@ pub(crate) async fn sweep(
             ));
         }
         let now = now_us();
-        Ok(a.vault
-            .sweep_by(&actor, now, Some(&tenant), p.dry_run, &now_us, &|_, _| {})?)
+        let r = a
+            .vault
+            .sweep_by(&actor, now, Some(&tenant), p.dry_run, &now_us, &|_, _| {})?;
+        if !p.dry_run {
+            a.metrics.sweep(
+                r.deleted + r.anonymized,
+                r.archived.as_ref().map_or(0, |x| x.bytes),
+                r.failing.len() as u64,
+            );
+        }
+        Ok(r)
     })
     .await?;
     Ok(Json(report))
