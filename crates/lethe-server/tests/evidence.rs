@@ -42,8 +42,8 @@ async fn a_records_inclusion_proof_checks_offline_and_stays_within_its_tenant() 
     assert_eq!(status, StatusCode::OK, "{proof}");
     let (_, key) = s.send_json("GET", "/v1/public-key", &auditor, None).await;
     let proof: lethe_vault::proof::Proof = serde_json::from_value(proof).unwrap();
-    let check = lethe_vault::proof::check(&proof, key["public_key"].as_str()).unwrap();
-    assert!(check.valid, "{check:?}");
+    let check = lethe_vault::proof::check(&proof, key["ed25519"].as_str()).unwrap();
+    assert!(check.valid && check.key_pinned, "{check:?}");
     let (status, cps) = s
         .send_json("GET", "/v1/tenants/acme/checkpoints?stream=audit:1", &auditor, None)
         .await;
