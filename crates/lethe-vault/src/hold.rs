@@ -95,7 +95,7 @@ impl Vault {
         let pseudonym = match &req.subject {
             Some(s) => Some(
                 self.keys
-                    .tenant(&req.tenant, true, now_us)?
+                    .tenant(&req.tenant, Some(&req.actor), now_us)?
                     .expect("created on demand")
                     .pseudonym(s),
             ),

@@ -405,7 +405,11 @@ impl Vault {
                 None => {
                     let k = self
                         .keys
-                        .tenant(&group.tenant, true, now_us)?
+                        .tenant(
+                            &group.tenant,
+                            Some(only.map_or("system/ingest", |s| s.actor.as_str())),
+                            now_us,
+                        )?
                         .expect("created on demand");
                     tenants.insert(group.tenant.clone(), k.clone());
                     k

@@ -76,21 +76,23 @@ impl Keyring {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The tenant's keys, creating the tenant root when `create` and absent.
-    pub fn tenant(&self, tenant: &TenantId, create: bool, now_us: i64) -> Result<Option<Arc<TenantKeys>>> {
+    /// The tenant's keys; when absent and `create` names an actor, the
+    /// tenant root is created on that actor's authority (its
+    /// `key.tenant_created` ledger entry is theirs).
+    pub fn tenant(&self, tenant: &TenantId, create: Option<&str>, now_us: i64) -> Result<Option<Arc<TenantKeys>>> {
         if let Some(k) = self.cache().tenants.get(tenant) {
             return Ok(Some(k.clone()));
         }
         let keys = match self.store.tenant_key(tenant)? {
             Some(w) => self.master.open_tenant(tenant.as_str(), &w)?,
-            None if create => {
+            None if create.is_some() => {
                 let (_, wrapped) = self.master.new_tenant(tenant.as_str());
                 let stored = self.store.put_tenant_key(tenant, &wrapped, now_us)?;
                 if stored == wrapped {
                     // This writer created the tenant's root key: a key event for the ledger.
                     let d = Draft {
                         ts_us: now_us,
-                        actor: "system/ingest".into(),
+                        actor: create.unwrap_or("system/ingest").into(),
                         kind: "key.tenant_created".into(),
                         tenant: Some(tenant.to_string()),
                         body: "{}".into(),
@@ -314,7 +316,7 @@ impl Keyring {
                 let found = match k.wrapped {
                     Some(w) => {
                         let tk = self
-                            .tenant(&owner, false, now_us)?
+                            .tenant(&owner, None, now_us)?
                             .expect("a tenant with data keys has a root");
                         match tk.open_data_key(owner.as_str(), &key_ref, &w) {
                             Ok(dk) => {
@@ -381,7 +383,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(lethe_store::SqliteStore::open(dir.path(), 86_400).unwrap());
         let kr = Keyring::new(store, MasterKey::new(&SecretKey::generate()), SecretKey::generate());
         let t = TenantId::new("acme").unwrap();
-        let tk = kr.tenant(&t, true, 0).unwrap().unwrap();
+        let tk = kr.tenant(&t, Some("test"), 0).unwrap().unwrap();
         let stale = kr.generation();
         // Meanwhile another batch met a conflict.
         kr.forget_data_keys();
@@ -416,7 +418,7 @@ mod tests {
         let mut kr = Keyring::new(store, MasterKey::new(&SecretKey::generate()), SecretKey::generate());
         kr.limit = 3;
         let t = TenantId::new("acme").unwrap();
-        let tk = kr.tenant(&t, true, 0).unwrap().unwrap();
+        let tk = kr.tenant(&t, Some("test"), 0).unwrap().unwrap();
         let g = kr.generation();
         let a = [b"s:a".to_vec()];
         let mut made_a = Vec::new();

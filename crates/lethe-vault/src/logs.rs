@@ -86,7 +86,7 @@ impl Vault {
     pub fn logs(&self, q: &LogQuery, now_us: i64, visit: &mut dyn FnMut(Value) -> bool) -> Result<ReadReport> {
         let mut report = ReadReport::default();
         self.keys.refresh()?;
-        let Some(tk) = self.keys.tenant(&q.tenant, false, now_us)? else {
+        let Some(tk) = self.keys.tenant(&q.tenant, None, now_us)? else {
             // A tenant that never stored anything has nothing to show.
             return Ok(report);
         };

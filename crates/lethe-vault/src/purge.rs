@@ -322,7 +322,7 @@ impl Vault {
     /// scope, the keys to destroy. Changes nothing.
     pub fn plan_purge(&self, req: &PurgeRequest, now_us: i64) -> Result<PurgePlan> {
         req.check()?;
-        let Some(tk) = self.keys.tenant(&req.tenant, false, now_us)? else {
+        let Some(tk) = self.keys.tenant(&req.tenant, None, now_us)? else {
             return Err(VaultError::Invalid(format!(
                 "tenant: no tenant `{}` in this vault (it never stored a record)",
                 req.tenant

@@ -272,7 +272,7 @@ impl Vault {
                 "no archived records of tenant {tenant_s} match the selection; nothing was restored"
             )));
         }
-        let tk = self.keys.tenant(&tenant, false, now_us)?;
+        let tk = self.keys.tenant(&tenant, None, now_us)?;
         let id = self.store.begin_restoration(&tenant, now_us, expires_us, &note)?;
         let mut r = RestoreReport::default();
         self.each_archived(f, listed, now_us, &mut r, &mut |batch, r| {

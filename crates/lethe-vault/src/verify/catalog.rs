@@ -99,7 +99,7 @@ impl Vault {
             let state = match &k.wrapped {
                 Some(w) => {
                     if !tenant_keys.contains_key(&t) {
-                        tenant_keys.insert(t.clone(), self.keys.tenant(&k.tenant, false, 0)?);
+                        tenant_keys.insert(t.clone(), self.keys.tenant(&k.tenant, None, 0)?);
                     }
                     let opens = tenant_keys[&t]
                         .as_ref()

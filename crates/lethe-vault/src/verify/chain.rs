@@ -105,7 +105,7 @@ impl Vault {
         let head_size = head.map_or(0, |h| h.size);
         let mac = match TenantId::new(tenant)
             .ok()
-            .map(|t| self.keys.tenant(&t, false, 0))
+            .map(|t| self.keys.tenant(&t, None, 0))
             .transpose()?
         {
             Some(Some(k)) => Some(RecordMac::new(k.mac_key())),
