@@ -83,6 +83,20 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
         text += &format!("[store]\ngroup_commit_records = {n}\n");
     }
     std::fs::write(&config, text)?;
+    let mut jobs_out = Map::new();
+    if args.http_under_jobs > 0 {
+        let now = chrono::Utc::now().timestamp_micros() / 86_400_000_000 * 86_400_000_000;
+        let base = data.parent().unwrap_or(Path::new("."));
+        let history = crate::http_jobs::history_file(base, args, args.http_under_jobs, now)?;
+        crate::http_jobs::preload(args, data, &config, &history, &mut jobs_out)?;
+    }
+    let jobs_out = Mutex::new(jobs_out);
+    let largest = by_tenant
+        .iter()
+        .max_by_key(|(_, l)| l.len())
+        .map(|(t, _)| t.clone())
+        .unwrap_or_default();
+    let jobs_window: Mutex<Option<(f64, f64)>> = Mutex::new(None);
     let port = free_port()?;
     let mut child = Command::new(&args.lethe)
         .arg("--data-dir")
@@ -125,7 +139,27 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
     let busy = AtomicU64::new(0);
     let latencies = Mutex::new(Vec::with_capacity(requests.len()));
     let t = Instant::now();
+    let jobs_result: Mutex<Option<Result<()>>> = Mutex::new(None);
     std::thread::scope(|s| {
+        if args.http_under_jobs > 0 {
+            s.spawn(|| {
+                let r = crate::http_jobs::run_beside_load(
+                    args,
+                    data,
+                    &config,
+                    &client,
+                    &base,
+                    &token,
+                    &largest,
+                    &next,
+                    requests.len(),
+                    &jobs_out,
+                    &jobs_window,
+                    t,
+                );
+                *jobs_result.lock().unwrap() = Some(r);
+            });
+        }
         for _ in 0..args.http_clients {
             s.spawn(|| {
                 let mut mine = Vec::new();
@@ -146,7 +180,7 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
                         let took = t0.elapsed().as_secs_f64();
                         match r {
                             Ok(r) if r.status().is_success() => {
-                                mine.push(took);
+                                mine.push(((t0 - t).as_secs_f64(), took));
                                 let mut text = String::new();
                                 let _ = r.take(1 << 20).read_to_string(&mut text);
                                 let v: Value = serde_json::from_str(&text).unwrap_or_default();
@@ -161,7 +195,7 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
                             Ok(r) => {
                                 eprintln!("request failed: {}", r.status());
                                 errors.fetch_add(1, Ordering::Relaxed);
-                                mine.push(took);
+                                mine.push(((t0 - t).as_secs_f64(), took));
                                 break;
                             }
                             Err(e) => {
@@ -190,7 +224,33 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
         stored += v["records"].as_u64().unwrap_or(0);
     }
     drop(server);
-    let mut lat = latencies.into_inner().unwrap();
+    if let Some(r) = jobs_result.into_inner().unwrap() {
+        r?;
+    }
+    let timed = latencies.into_inner().unwrap();
+    if let Some((from, to)) = *jobs_window.lock().unwrap() {
+        // Requests sent while the sweep or the erasure ran.
+        let mut during: Vec<f64> = timed
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, l)| *l)
+            .collect();
+        during.sort_by(|a, b| a.total_cmp(b));
+        out.insert("jobs_window_s".into(), json!(to - from));
+        out.insert("http_requests_during_jobs".into(), json!(during.len()));
+        if !during.is_empty() {
+            out.insert(
+                "http_p99_during_jobs_ms".into(),
+                json!((percentile(&during, 0.99) * 1e4).round() / 10.0),
+            );
+            out.insert(
+                "http_max_during_jobs_ms".into(),
+                json!((during[during.len() - 1] * 1e4).round() / 10.0),
+            );
+        }
+    }
+    out.extend(jobs_out.into_inner().unwrap());
+    let mut lat: Vec<f64> = timed.into_iter().map(|(_, l)| l).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     let records = args.records;
     out.insert("http_clients".into(), json!(args.http_clients));

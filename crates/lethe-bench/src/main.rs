@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod http;
+mod http_jobs;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -69,6 +70,11 @@ struct Args {
     /// concurrent clients, `--writer-batch` lines of one tenant per request.
     #[arg(long, default_value_t = 0)]
     http_clients: usize,
+    /// HTTP mode: first load this many records of history (the last 90
+    /// days), then run a whole-store sweep and a 1,000-subject erasure job
+    /// while the load runs.
+    #[arg(long, default_value_t = 0)]
+    http_under_jobs: u64,
     /// The `lethe` binary the HTTP mode starts.
     #[arg(long, default_value = "target/release/lethe")]
     lethe: PathBuf,
