@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -98,13 +98,8 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
         .unwrap_or_default();
     let jobs_window: Mutex<Option<(f64, f64)>> = Mutex::new(None);
     let port = free_port()?;
-    let mut child = Command::new(&args.lethe)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--config")
-        .arg(&config)
+    let mut child = crate::http_jobs::lethe(args, data, &config)
         .args(["serve", "--bootstrap-key", "--listen", &format!("127.0.0.1:{port}")])
-        .env("LETHE_MASTER_KEY", format!("{:064x}", 7))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

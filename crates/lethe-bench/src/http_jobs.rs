@@ -6,7 +6,6 @@
 //! 1,000-subject erasure job through the API. Reports the sweep's and the
 //! erasure's figures and whether the sweep's dry run equalled its run.
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,23 +26,11 @@ pub(crate) fn history_file(base: &Path, args: &Args, n: u64, now: i64) -> Result
     if path.exists() {
         return Ok(path);
     }
-    let tmp = path.with_extension("partial");
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
     let mut s = lethe_vault::synth::Synth::over(args.seed ^ 0x5eed, n, now, 90 * 86_400_000_000);
     if let Some(t) = args.tenants {
         s = s.with_tenants(t);
     }
-    let mut line = String::with_capacity(2048);
-    while {
-        line.clear();
-        s.next_line(&mut line)
-    } {
-        w.write_all(line.as_bytes())?;
-        w.write_all(b"\n")?;
-    }
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&tmp, &path)?;
+    crate::write_synth(&path, s)?;
     Ok(path)
 }
 
@@ -69,7 +56,8 @@ pub(crate) fn preload(
     Ok(())
 }
 
-fn lethe(args: &Args, data: &Path, config: &Path) -> Command {
+/// The `lethe` binary on the bench's store, configuration and master key.
+pub(crate) fn lethe(args: &Args, data: &Path, config: &Path) -> Command {
     let mut c = Command::new(&args.lethe);
     c.arg("--data-dir")
         .arg(data)

@@ -120,6 +120,26 @@ fn files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
+/// Writes every line of `s` to `path` (through a `.partial` file renamed
+/// when complete, so an interrupted run leaves no half input to reuse).
+fn write_synth(path: &Path, mut s: Synth) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    let mut line = String::with_capacity(2048);
+    while {
+        line.clear();
+        s.next_line(&mut line)
+    } {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    w.get_ref().sync_all()?;
+    drop(w);
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Writes the input once per (records, seed) and reuses it.
 fn input_file(base: &Path, args: &Args, now: i64) -> Result<(PathBuf, u64)> {
     let (n, seed) = (args.records, args.seed);
@@ -134,24 +154,11 @@ fn input_file(base: &Path, args: &Args, now: i64) -> Result<(PathBuf, u64)> {
         return Ok((path, m.len()));
     }
     eprintln!("generating {n} records into {} …", path.display());
-    let tmp = path.with_extension("partial");
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
     let mut s = Synth::over(seed, n, now, span_us);
     if let Some(t) = args.tenants {
         s = s.with_tenants(t);
     }
-    let mut line = String::with_capacity(2048);
-    while {
-        line.clear();
-        s.next_line(&mut line)
-    } {
-        w.write_all(line.as_bytes())?;
-        w.write_all(b"\n")?;
-    }
-    w.flush()?;
-    w.get_ref().sync_all()?;
-    drop(w);
-    std::fs::rename(&tmp, &path)?;
+    write_synth(&path, s)?;
     let len = std::fs::metadata(&path)?.len();
     Ok((path, len))
 }

@@ -18,9 +18,7 @@ fn run(app: &App, id: &str) {
         Ok(job) => {
             tracing::info!(job = id, state = ?job.state, receipt = ?job.receipt, "erasure job ended");
             let removed = job.report.as_ref().and_then(|r| r["removed"].as_u64()).unwrap_or(0);
-            let state = serde_json::to_value(job.state).expect("state serializes");
-            app.metrics
-                .erasure(&job.tenant, state.as_str().unwrap_or("unknown"), removed);
+            app.metrics.erasure(&job.tenant, job.state.as_str(), removed);
         }
         // Storage trouble: the job stays open; the next start runs it.
         Err(e) => tracing::error!(job = id, "erasure job: {e}; it runs again at the next start"),

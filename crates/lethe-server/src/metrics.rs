@@ -93,11 +93,7 @@ impl Metrics {
     /// Counts what one ingest request did for `tenant`.
     pub fn ingested(&self, tenant: &str, r: &IngestReport) {
         let mut m = self.lock();
-        let key = if m.ingest.contains_key(tenant) || m.ingest.len() < MAX_TENANT_SERIES {
-            tenant.to_string()
-        } else {
-            "_other".to_string()
-        };
+        let key = tenant_key(&m.ingest, tenant);
         let c = m.ingest.entry(key).or_default();
         c.stored += r.stored;
         c.duplicates += r.duplicates;

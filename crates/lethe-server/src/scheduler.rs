@@ -21,9 +21,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(300);
 /// The jobs `[schedule]` turns on, with their expressions.
 pub fn jobs(app: &App) -> Vec<(Job, Cron)> {
     let s = &app.vault.config().schedule;
-    [(Job::Sweep, s.sweep_cron()), (Job::Verify, s.verify_cron())]
+    Job::ALL
         .into_iter()
-        .filter_map(|(j, c)| c.map(|c| (j, c)))
+        .filter_map(|j| j.schedule_of(s).1.map(|c| (j, c)))
         .collect()
 }
 

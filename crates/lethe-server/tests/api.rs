@@ -618,16 +618,7 @@ async fn metrics_parse_as_prometheus_text_and_move_when_records_are_ingested() {
     let t = s.key("writer", Role::Ingest, &["acme"]);
     let prometheus = s.key("prometheus", Role::Auditor, &["*"]);
     let value = |text: &str, series: &str| samples(text).into_iter().find(|(k, _)| k == series).map(|(_, v)| v);
-    let before = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&prometheus)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = s.metrics(&prometheus).await;
     assert_eq!(value(&before, "lethe_records_ingested_total{tenant=\"acme\"}"), None);
     post_ndjson(&s, &t, "acme", ndjson("acme", 1, 7)).await;
     let r = s

@@ -8,17 +8,6 @@ use lethe_vault::access::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn follow(s: &Server, location: &str, token: &str) -> Value {
-    for _ in 0..400 {
-        let job = s.get_json(location, token).await;
-        if job["state"] == "done" || job["state"] == "failed" {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the job did not end");
-}
-
 async fn seed(s: &Server) {
     let lines = [
         record("acme", 1, "alice", 0),
@@ -62,7 +51,7 @@ async fn an_erasure_job_runs_from_its_preview_to_one_receipt_under_the_key() {
     assert!(location.starts_with("/v1/erasures/"), "{location}");
     let accepted: Value = r.json().await.unwrap();
     assert!(["pending", "running", "done"].contains(&accepted["state"].as_str().unwrap()));
-    let job = follow(&s, &location, &admin).await;
+    let job = s.follow(&location, &admin).await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["report"]["removed"], 3);
     assert_eq!(job["report"]["verified"], true);
@@ -84,16 +73,7 @@ async fn an_erasure_job_runs_from_its_preview_to_one_receipt_under_the_key() {
     let auditor = s.key("acme-auditor", Role::Auditor, &["acme"]);
     assert_eq!(s.get_json(&location, &auditor).await["state"], "done");
     let prometheus = s.key("prometheus", Role::Auditor, &["*"]);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&prometheus)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(&prometheus).await;
     assert!(
         metrics.contains("lethe_erasures_total{tenant=\"acme\",state=\"done\"} 1"),
         "{metrics}"
@@ -161,7 +141,7 @@ async fn held_records_answer_409_with_the_holds_unless_the_order_skips_them() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    let job = follow(&s, &location, &admin).await;
+    let job = s.follow(&location, &admin).await;
     assert_eq!(job["report"]["held"], 3, "{job}");
     assert_eq!(job["report"]["removed"], 0);
     let stats = s.get_json("/v1/tenants/acme/stats", &admin).await;

@@ -9,18 +9,6 @@ use lethe_vault::access::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn follow(s: &Server, location: &str, token: &str) -> Value {
-    for _ in 0..400 {
-        let (status, job) = s.send_json("GET", location, token, None).await;
-        assert_eq!(status, StatusCode::OK, "{job}");
-        if job["state"] != "running" {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the verification did not end");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_inclusion_proof_checks_offline_and_stays_within_its_tenant() {
     let s = Server::start().await;
@@ -82,7 +70,7 @@ async fn a_verification_job_reports_its_result_and_enters_it_in_the_ledger_under
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    let job = follow(&s, &location, &all).await;
+    let job = s.follow(&location, &all).await;
     assert_eq!(
         (job["state"].as_str(), job["ok"].as_bool()),
         (Some("done"), Some(true)),
@@ -104,12 +92,9 @@ async fn a_verification_job_reports_its_result_and_enters_it_in_the_ledger_under
         .send_json("POST", "/v1/verify", &scoped, Some(json!({"tenant": "acme"})))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let job = follow(
-        &s,
-        &format!("/v1/verifications/{}", mine["id"].as_str().unwrap()),
-        &scoped,
-    )
-    .await;
+    let job = s
+        .follow(&format!("/v1/verifications/{}", mine["id"].as_str().unwrap()), &scoped)
+        .await;
     assert_eq!(job["ok"], true, "{job}");
     let (status, _) = s.send_json("GET", &location, &scoped, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

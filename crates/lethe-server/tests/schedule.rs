@@ -49,16 +49,7 @@ async fn a_sweep_due_while_the_server_was_down_runs_at_start_up() {
     assert_eq!(entry.actor, "system/schedule");
     let stats = s.get_json("/v1/tenants/acme/stats", &auditor).await;
     assert_eq!(stats["records"], 1, "the 40-day-old record went: {stats}");
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(&auditor).await;
     assert!(
         metrics.contains("lethe_job_last_result{job=\"sweep\",result=\"success\"} 1"),
         "{metrics}"

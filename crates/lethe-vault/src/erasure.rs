@@ -41,6 +41,18 @@ pub enum JobState {
     Failed,
 }
 
+impl JobState {
+    /// The state's name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
 /// An erasure job as the API shows it: no subject id, only counts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErasureJob {

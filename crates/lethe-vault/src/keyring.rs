@@ -83,16 +83,16 @@ impl Keyring {
         if let Some(k) = self.cache().tenants.get(tenant) {
             return Ok(Some(k.clone()));
         }
-        let keys = match self.store.tenant_key(tenant)? {
-            Some(w) => self.master.open_tenant(tenant.as_str(), &w)?,
-            None if create.is_some() => {
+        let keys = match (self.store.tenant_key(tenant)?, create) {
+            (Some(w), _) => self.master.open_tenant(tenant.as_str(), &w)?,
+            (None, Some(actor)) => {
                 let (_, wrapped) = self.master.new_tenant(tenant.as_str());
                 let stored = self.store.put_tenant_key(tenant, &wrapped, now_us)?;
                 if stored == wrapped {
                     // This writer created the tenant's root key: a key event for the ledger.
                     let d = Draft {
                         ts_us: now_us,
-                        actor: create.unwrap_or("system/ingest").into(),
+                        actor: actor.into(),
                         kind: "key.tenant_created".into(),
                         tenant: Some(tenant.to_string()),
                         body: "{}".into(),
@@ -102,7 +102,7 @@ impl Keyring {
                 }
                 self.master.open_tenant(tenant.as_str(), &stored)?
             }
-            None => return Ok(None),
+            (None, None) => return Ok(None),
         };
         let keys = Arc::new(keys);
         self.cache().tenants.insert(tenant.clone(), keys.clone());

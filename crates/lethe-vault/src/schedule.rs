@@ -39,6 +39,30 @@ impl Job {
 
     /// Every job, in the order the scheduler considers them.
     pub const ALL: [Job; 2] = [Job::Sweep, Job::Verify];
+
+    /// The job's entry in `[schedule]` as written, and its expression
+    /// (`None`: off).
+    pub fn schedule_of(self, s: &lethe_core::config::ScheduleConfig) -> (&str, Option<Cron>) {
+        match self {
+            Job::Sweep => (&s.sweep, s.sweep_cron()),
+            Job::Verify => (&s.verify, s.verify_cron()),
+        }
+    }
+}
+
+/// The last occurrence run, or when scheduling started.
+fn last_of(state: Option<&State>) -> Option<i64> {
+    state.map(|s| s.last_slot_us.unwrap_or(s.since_us))
+}
+
+/// When the job runs next: the due occurrence if one is, the next one
+/// otherwise (also when scheduling has not started).
+fn next_of(cron: &Cron, state: Option<&State>, now_us: i64) -> Option<i64> {
+    match due(cron, last_of(state), now_us) {
+        Due::Start => cron.next_after(now_us),
+        Due::Run(slot) => Some(slot),
+        Due::Wait(next) => next,
+    }
 }
 
 /// How one run of a scheduled job ended.
@@ -131,8 +155,7 @@ impl Vault {
         let _jobs = self.store.lock_jobs()?;
         let now = clock();
         let state = self.schedule_state(job)?;
-        let last = state.as_ref().map(|s| s.last_slot_us.unwrap_or(s.since_us));
-        let slot = match due(cron, last, now) {
+        let slot = match due(cron, last_of(state.as_ref()), now) {
             Due::Start => {
                 let fresh = State {
                     since_us: now,
@@ -222,27 +245,19 @@ impl Vault {
     /// When `job` runs next at `now_us` if nothing is due, or the due
     /// occurrence; and when scheduling has not started, the next occurrence.
     pub fn next_scheduled(&self, job: Job, cron: &Cron, now_us: i64) -> Result<Option<i64>> {
-        let last = self.schedule_state(job)?.map(|s| s.last_slot_us.unwrap_or(s.since_us));
-        Ok(match due(cron, last, now_us) {
-            Due::Start => cron.next_after(now_us),
-            Due::Run(slot) => Some(slot),
-            Due::Wait(next) => next,
-        })
+        Ok(next_of(cron, self.schedule_state(job)?.as_ref(), now_us))
     }
 
     /// Every scheduled job's status at `now_us` under this configuration.
     pub fn schedule_status(&self, now_us: i64) -> Result<Vec<JobStatus>> {
         let mut out = Vec::new();
         for job in Job::ALL {
-            let (text, cron) = match job {
-                Job::Sweep => (&self.config.schedule.sweep, self.config.schedule.sweep_cron()),
-                Job::Verify => (&self.config.schedule.verify, self.config.schedule.verify_cron()),
-            };
+            let (text, cron) = job.schedule_of(&self.config.schedule);
             let state = self.schedule_state(job)?;
-            let next_at = match &cron {
-                Some(c) => self.next_scheduled(job, c, now_us)?.map(format_ts),
-                None => None,
-            };
+            let next_at = cron
+                .as_ref()
+                .and_then(|c| next_of(c, state.as_ref(), now_us))
+                .map(format_ts);
             out.push(JobStatus {
                 job: job.name(),
                 schedule: if cron.is_some() {
@@ -256,41 +271,5 @@ impl Vault {
             });
         }
         Ok(out)
-    }
-}
-
-impl Vault {
-    /// Verifies the store (one tenant's chains, or all) at `now_us` and
-    /// enters the outcome in the ledger as `verify.result` on `actor`'s
-    /// authority: a verification is evidence too. Returns the report and
-    /// the entry's sequence number (or why it could not be written).
-    pub fn verify_recorded(
-        &self,
-        actor: &str,
-        tenant: Option<&lethe_core::TenantId>,
-        now_us: i64,
-        clock: &dyn Fn() -> i64,
-    ) -> Result<(crate::verify::VerifyReport, Result<u64>)> {
-        let r = self.verify(tenant, None, now_us, &|_| {})?;
-        let body = serde_json::json!({
-            "ok": r.ok(),
-            "tenant": tenant.map(|t| t.to_string()),
-            "records_checked": r.records_checked,
-            "removed_explained": r.removed_explained,
-            "chains": r.chains,
-            "checkpoints_checked": r.checkpoints_checked,
-            "ledger_entries": r.ledger_entries,
-            "gaps_total": r.gaps_total,
-            "gaps": r
-                .unexplained_gaps
-                .iter()
-                .filter(|g| tenant.is_none_or(|t| g.tenant.is_empty() || g.tenant == t.as_str()))
-                .take(100)
-                .collect::<Vec<_>>(),
-        });
-        let seq = self
-            .record(clock(), actor, "verify.result", tenant.map(|t| t.as_str()), &body)
-            .map(|e| e.seq);
-        Ok((r, seq))
     }
 }

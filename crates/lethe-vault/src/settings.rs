@@ -136,15 +136,26 @@ impl Vault {
     /// with the stored settings as they are now (another process may have
     /// changed them since this one's sweep).
     pub fn current_book(&self) -> Result<PolicyBook> {
-        Ok(book_with(&self.config, &self.retention_settings()?))
+        Ok(self.book_for(&self.retention_settings()?))
     }
 
-    /// [`Vault::current_book`] with `tenant`'s setting replaced by
+    /// The configuration's policies with `settings` over them (settings
+    /// read once by a caller that also shows them).
+    pub fn book_for(&self, settings: &Settings) -> PolicyBook {
+        book_with(&self.config, settings)
+    }
+
+    /// The book of `settings` with `tenant`'s setting replaced by
     /// `proposed` (`None`: removed): what a settings change would apply.
-    pub fn book_with_setting(&self, tenant: &TenantId, proposed: Option<&TenantSetting>) -> Result<PolicyBook> {
-        let mut settings = self.retention_settings()?;
-        settings.tenants.remove(tenant.as_str());
-        let mut book = book_with(&self.config, &settings);
+    pub fn book_with_setting(
+        &self,
+        settings: &Settings,
+        tenant: &TenantId,
+        proposed: Option<&TenantSetting>,
+    ) -> Result<PolicyBook> {
+        let mut others = settings.clone();
+        others.tenants.remove(tenant.as_str());
+        let mut book = book_with(&self.config, &others);
         if let Some(p) = proposed {
             book.overrides.push(p.rule(&self.config, tenant)?);
         }

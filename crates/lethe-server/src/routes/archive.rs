@@ -7,14 +7,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use lethe_core::Window;
 use lethe_vault::archive::format::ObjectKey;
 use lethe_vault::archive::inventory::{ArchiveCheck, ArchiveFilter, Listed};
 use lethe_vault::archive::restore::RestoredSet;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{blocking, now_us, time_param};
+use super::{blocking, now_us, time_param, window_param};
 use crate::auth::{Caller, Need};
 use crate::body::JsonBody;
 use crate::problem::ApiError;
@@ -119,14 +118,7 @@ pub(crate) async fn restore(
     if r.reason.trim().is_empty() {
         return Err(ApiError::field("reason", "reason is required"));
     }
-    let window = r
-        .window
-        .as_deref()
-        .map(|w| {
-            w.parse::<Window>()
-                .map_err(|e| ApiError::field("window", format!("window: {e}")))
-        })
-        .transpose()?;
+    let window = window_param("window", &r.window)?;
     let f = ArchiveFilter {
         tenant: Some(tenant.to_string()),
         stream: r.stream,

@@ -115,6 +115,20 @@ pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// An optional duration parameter or body field (`36h`, `90d`,
+/// `forever`); `400` naming `field` when it is not one.
+pub(crate) fn window_param(
+    field: &str,
+    v: &Option<String>,
+) -> Result<Option<lethe_core::Window>, crate::problem::ApiError> {
+    v.as_deref()
+        .map(|w| {
+            w.parse::<lethe_core::Window>()
+                .map_err(|e| crate::problem::ApiError::field(field, format!("{field}: {e}")))
+        })
+        .transpose()
+}
+
 /// An optional RFC 3339 time parameter or body field, in µs; `400` naming
 /// `field` when it is not one.
 pub(crate) fn time_param(field: &str, v: &Option<String>) -> Result<Option<i64>, crate::problem::ApiError> {

@@ -103,8 +103,9 @@ fn effective(rule: &RetentionRule, name: &str, source: &str, in_force: bool) -> 
 /// configuration, and the API setting over it), and its sweep history
 /// from the ledger's receipts.
 fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> {
-    let book = vault.current_book()?;
-    let setting = vault.retention_settings()?.tenants.remove(tenant.as_str());
+    let mut settings = vault.retention_settings()?;
+    let book = vault.book_for(&settings);
+    let setting = settings.tenants.remove(tenant.as_str());
     let over = book.overrides.iter().find(|r| applies_to(r, tenant));
     let mut policies = Vec::new();
     if let Some(o) = over {

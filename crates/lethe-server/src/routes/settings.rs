@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::retention::{retention_enabled, view_of, RetentionView};
-use super::{blocking, now_us, time_param};
+use super::{blocking, now_us, time_param, window_param};
 use crate::auth::{Caller, Need};
 use crate::body::JsonBody;
 use crate::problem::ApiError;
@@ -62,9 +62,7 @@ impl SettingBody {
                 }
                 Window::Span(d * 86_400)
             }
-            (None, Some(w)) => w
-                .parse::<Window>()
-                .map_err(|e| ApiError::field("window", format!("window: {e}")))?,
+            (None, Some(_)) => window_param("window", &self.window)?.expect("window is given"),
             (None, None) => {
                 return Err(ApiError::field(
                     "retention_days",
@@ -83,14 +81,7 @@ impl SettingBody {
                 ))
             }
         };
-        let archive_window = self
-            .archive_window
-            .as_deref()
-            .map(|w| {
-                w.parse::<Window>()
-                    .map_err(|e| ApiError::field("archive_window", format!("archive_window: {e}")))
-            })
-            .transpose()?;
+        let archive_window = window_param("archive_window", &self.archive_window)?;
         Ok(TenantSetting {
             enabled: self.enabled,
             window,
@@ -215,8 +206,9 @@ pub(crate) async fn preview(
     Ok(Json(
         blocking(move || {
             let v = &a.vault;
-            let proposed_book = v.book_with_setting(&tenant, Some(&setting))?;
-            let current_book = v.current_book()?;
+            let settings = v.retention_settings()?;
+            let proposed_book = v.book_with_setting(&settings, &tenant, Some(&setting))?;
+            let current_book = v.book_for(&settings);
             let proposed = v.preview_under(&proposed_book, &tenant, at)?;
             let current = v.preview_under(&current_book, &tenant, at)?;
             Ok(Preview {

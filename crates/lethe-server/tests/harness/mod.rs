@@ -140,6 +140,32 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET /metrics` with `token`: the exposition text.
+    pub async fn metrics(&self, token: &str) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Polls a job at `location` until it is neither pending nor running.
+    pub async fn follow(&self, location: &str, token: &str) -> serde_json::Value {
+        for _ in 0..400 {
+            let (status, job) = self.send_json("GET", location, token, None).await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{job}");
+            if job["state"] != "pending" && job["state"] != "running" {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the job at {location} did not end");
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
