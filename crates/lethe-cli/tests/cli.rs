@@ -546,8 +546,9 @@ fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_recei
 /// A purge killed after its intent leaves its subject's key live until the
 /// purge is finished; records of that subject ingested meanwhile are under
 /// that key but not in the intent. Finishing the purge must not certify
-/// them away: its recovery receipt says what is left, and the same purge
-/// run again removes them, so no live record is left under a destroyed key.
+/// them away nor leave them under a destroyed key: the recovery removes
+/// them under a continuation intent — and a crash right after that intent
+/// is finished too — with one receipt completing both intents.
 #[test]
 fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finished() {
     let d = tempfile::tempdir().unwrap();
@@ -569,6 +570,9 @@ fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finishe
         .collect();
     std::fs::write(&late, lines.join("\n") + "\n").unwrap();
     assert!(run(lethe(&w).arg("ingest").arg(&late)).status.success());
+    // The recovery that removes them dies right after its continuation intent.
+    let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", "purge.after_continuation_intent"));
+    assert!(!o.status.success(), "the recovery must have died");
     let o = run(lethe(&w).args(&args));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let r = json(&o);
@@ -583,7 +587,10 @@ fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finishe
         .collect();
     assert_eq!(recovered.len(), 1, "{receipts:#}");
     let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["verified"], false, "the recovery found the late records: {body:#}");
+    assert_eq!(body["verified"], true, "the recovery removed the late records: {body:#}");
+    assert_eq!(body["stored_while_running"], 5, "{body:#}");
+    assert!(body["continuation"].as_u64().is_some(), "{body:#}");
+    one_receipt_per_purge_intent(&w, "interrupted, then interrupted again after the continuation");
     let v = run(lethe(&w).args(["verify", "--json"]));
     assert_eq!(v.status.code(), Some(0), "{:#}", json(&v)["unexplained_gaps"]);
 }

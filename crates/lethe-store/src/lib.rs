@@ -425,6 +425,12 @@ pub struct Selection {
     /// verification uses, so that it does not rely on the index that found
     /// the rows.
     pub exhaustive: bool,
+    /// Only records stored up to these chain heads (stream `name:version`
+    /// → last sequence number; a stream not named had none): what a
+    /// purge's check uses, so that records a concurrent ingest stores
+    /// after the purge began are reported as later, not as left behind.
+    /// `None`: everything stored now.
+    pub stored_up_to: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// What a purge selects in one (stream, scope).
@@ -457,6 +463,13 @@ pub struct Selected {
     pub found: Vec<[u8; 32]>,
     /// Subjects with at least one held record.
     pub held_subjects: Vec<[u8; 32]>,
+    /// The chain head of every stream with a partition in range when the
+    /// selection was made: the bound ([`Selection::stored_up_to`]) that
+    /// checks this selection later.
+    pub heads: std::collections::BTreeMap<String, u64>,
+    /// Records the selection matched that were stored after
+    /// [`Selection::stored_up_to`] (not counted in `groups`, not listed).
+    pub later: u64,
 }
 
 /// A legal hold as the catalog keeps it.

@@ -111,7 +111,7 @@ impl Vault {
         };
         let mut receipt = None;
         self.each_entry(seq + 1, &mut |e| {
-            if e.kind == receipt_kind && crate::sweep::receipt_intent(&e) == Some(seq) {
+            if e.kind == receipt_kind && crate::sweep::receipt_intents(&e).contains(&seq) {
                 receipt = Some(e.seq);
             }
             Ok(receipt.is_none())

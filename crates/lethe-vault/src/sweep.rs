@@ -46,12 +46,16 @@ pub fn policy_digest(snapshot: &str) -> String {
     hex::encode(Sha256::digest(snapshot.as_bytes()))
 }
 
-/// The intent a `receipt.sweep` entry completes, if any.
-pub fn receipt_intent(e: &lethe_core::ledger::Entry) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(&e.body)
-        .ok()?
-        .get("intent")?
-        .as_u64()
+/// The intents a receipt completes: its `intent`, and for a purge that
+/// removed records stored while it ran, its `continuation` intent too.
+pub fn receipt_intents(e: &lethe_core::ledger::Entry) -> Vec<u64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.body) else {
+        return Vec::new();
+    };
+    ["intent", "continuation"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(|i| i.as_u64()))
+        .collect()
 }
 
 /// Per chain, the sequence ranges a removal takes, for receipts: dropped

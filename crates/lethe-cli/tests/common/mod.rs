@@ -66,7 +66,8 @@ pub fn count(dir: &Path) -> u64 {
 }
 
 /// The ledger's intents of one kind and, sorted, the intents its receipts
-/// of the matching kind name.
+/// of the matching kind complete (a purge's receipt names its first intent
+/// and, when it removed records stored while it ran, its continuation).
 pub fn intents_and_receipts(w: &Path, intent_kind: &str, receipt_kind: &str) -> (Vec<u64>, Vec<u64>) {
     let ledger = json(&run(lethe(w).args(["ledger", "--json", "--limit", "100000"])));
     let entries = ledger["result"].as_array().unwrap();
@@ -78,7 +79,11 @@ pub fn intents_and_receipts(w: &Path, intent_kind: &str, receipt_kind: &str) -> 
     let mut completed: Vec<u64> = entries
         .iter()
         .filter(|e| e["kind"] == receipt_kind)
-        .filter_map(|e| serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["intent"].as_u64())
+        .flat_map(|e| {
+            let body: Value = serde_json::from_str(e["body"].as_str().unwrap()).unwrap();
+            [body["intent"].as_u64(), body["continuation"].as_u64()]
+        })
+        .flatten()
         .collect();
     completed.sort();
     (intents, completed)

@@ -31,6 +31,7 @@ impl SqliteStore {
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         let mut found = std::collections::BTreeSet::new();
         let mut held_subjects = std::collections::BTreeSet::new();
+        let mut later = 0u64;
         for p in &parts {
             let subjects: Vec<Option<[u8; 32]>> = if sel.pseudonyms.is_empty() {
                 vec![None]
@@ -42,9 +43,9 @@ impl SqliteStore {
                     .map(Some)
                     .collect()
             };
-            if subjects.is_empty() {
-                continue;
-            }
+            // Every stream in range gets its head, searched or not: the
+            // bound a later check of this selection uses must not leave a
+            // stream out (its records would all count as later).
             let stream = p.stream.to_string();
             let max_seq = match heads.get(&stream) {
                 Some(h) => *h,
@@ -53,6 +54,13 @@ impl SqliteStore {
                     heads.insert(stream.clone(), h);
                     h
                 }
+            };
+            if subjects.is_empty() {
+                continue;
+            }
+            let bound = match &sel.stored_up_to {
+                Some(b) => b.get(&stream).copied().unwrap_or(0),
+                None => u64::MAX,
             };
             let f = partition::RowFilter {
                 scope: sel.scope.as_deref(),
@@ -97,6 +105,10 @@ impl SqliteStore {
             let mut seqs = Vec::new();
             {
                 for (subject, r) in rows {
+                    if r.seq > bound {
+                        later += 1;
+                        continue;
+                    }
                     let g = groups
                         .entry((stream.clone(), r.scope.clone()))
                         .or_insert_with(|| SelectedGroup {
@@ -137,6 +149,8 @@ impl SqliteStore {
             chains: chains.into_values().collect(),
             found: found.into_iter().collect(),
             held_subjects: held_subjects.into_iter().collect(),
+            heads: heads.into_iter().collect(),
+            later,
         })
     }
 

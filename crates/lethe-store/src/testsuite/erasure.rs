@@ -20,6 +20,7 @@ pub(super) fn selection(tenant: &str, subjects: &[u8]) -> crate::Selection {
         until_us: None,
         action: Action::Delete,
         exhaustive: false,
+        stored_up_to: None,
     }
 }
 

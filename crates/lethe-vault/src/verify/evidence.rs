@@ -12,7 +12,7 @@ use lethe_store::{KeyId, PartGroupRef, Segment};
 use crate::hold::{released_id, LedgerHold};
 use crate::purge::PurgeIntent;
 use crate::seal::CheckpointBody;
-use crate::sweep::{receipt_intent, IntentBody};
+use crate::sweep::{receipt_intents, IntentBody};
 use crate::{Result, Vault};
 
 use super::*;
@@ -228,8 +228,8 @@ impl Vault {
         let mut intents: HashMap<u64, usize> = HashMap::new();
         // (intent seq, written µs, body, purge?, keys it destroys)
         let mut pending: Vec<(u64, i64, IntentBody, bool, Vec<KeyId>)> = Vec::new();
-        // (intent, receipt seq, purge?, records the receipt claims removed)
-        let mut receipts: Vec<(u64, u64, bool, Option<u64>)> = Vec::new();
+        // (intents it completes, receipt seq, purge?, records it claims removed)
+        let mut receipts: Vec<(Vec<u64>, u64, bool, Option<u64>)> = Vec::new();
         let anchor = self.anchor(report)?;
         if let Some((at, a)) = &anchor {
             self.anchor_evidence(*at, a, &public, &mut ev, report);
@@ -319,8 +319,9 @@ impl Vault {
                     Err(err) => report.gap(&t, "(ledger)", e.seq, format!("purge intent does not parse: {err}")),
                 },
                 "receipt.sweep" | "receipt.purge" => {
-                    if let Some(i) = receipt_intent(&e) {
-                        receipts.push((i, e.seq, e.kind == "receipt.purge", claimed(&e.body)));
+                    let completes = receipt_intents(&e);
+                    if !completes.is_empty() {
+                        receipts.push((completes, e.seq, e.kind == "receipt.purge", claimed(&e.body)));
                     }
                 }
                 "key.data_created" | "key.inventory" => {
@@ -432,8 +433,15 @@ impl Vault {
             }
         }
         let mut claims = Vec::new();
-        for (intent, receipt, purge, claim) in receipts {
-            if let Some(&i) = intents.get(&intent) {
+        for (completes, receipt, purge, claim) in receipts {
+            // A purge that removed records stored while it ran completes
+            // its first intent and the continuation with one receipt; its
+            // claim covers both.
+            let mut auths = Vec::new();
+            for intent in completes {
+                let Some(&i) = intents.get(&intent) else {
+                    continue;
+                };
                 // A receipt completes an intent of its own kind only, and an
                 // intent has one receipt.
                 if ev.auths[i].purge != purge {
@@ -449,9 +457,10 @@ impl Vault {
                     continue;
                 }
                 ev.auths[i].receipt = Some(receipt);
-                if let Some(c) = claim {
-                    claims.push((i, receipt, c));
-                }
+                auths.push(i);
+            }
+            if let (Some(c), false) = (claim, auths.is_empty()) {
+                claims.push((auths, receipt, c));
             }
         }
         for a in ev.auths.iter().filter(|a| a.receipt.is_some()) {
@@ -468,16 +477,17 @@ impl Vault {
         // A receipt may claim no more removals than its intent made: the
         // records it lists that no earlier receipted removal took already.
         let removed = ev.attributed();
-        for (auth, receipt, claim) in claims {
-            let did = removed.get(&auth).copied().unwrap_or(0);
+        for (auths, receipt, claim) in claims {
+            let did: u64 = auths.iter().map(|a| removed.get(a).copied().unwrap_or(0)).sum();
             if claim > did {
+                let named: Vec<String> = auths.iter().map(|&a| ev.auths[a].intent.to_string()).collect();
                 report.gap(
                     "",
                     "(ledger)",
                     receipt,
                     format!(
                         "receipt claims {claim} records removed, but its intent {} removed {did} that no earlier receipted removal had",
-                        ev.auths[auth].intent
+                        named.join(" with its continuation ")
                     ),
                 );
             }

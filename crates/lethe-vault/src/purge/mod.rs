@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use lethe_core::hold::{subject_commitment, HoldScope};
+use lethe_core::hold::HoldScope;
 use lethe_core::policy::Action;
 use lethe_core::record::format_ts;
 use lethe_core::{StreamId, TenantId};
@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{Result, Vault, VaultError};
+
+mod continuation;
+mod receipt;
+mod recovery;
+
+use continuation::PendingCheck;
 
 /// Catalog key holding the ledger sequence number of a purge intent whose
 /// receipt is not written yet.
@@ -34,66 +40,7 @@ const DONE: &str = "purge.done.";
 /// without the subject filters.
 const FAILED: &str = "purge.failed.";
 
-/// Catalog key holding, while a subject purge's intent awaits its receipt,
-/// the selection to check once its keys are destroyed ([`PendingCheck`]):
-/// records of the subjects stored by a concurrent ingest after the
-/// intent's selection, under keys it is about to destroy, are found by
-/// the recovery too, never certified away.
-const PENDING_CHECK: &str = "purge.pending_check";
 
-/// What a recovery needs to verify a subject purge as the run would have:
-/// its selection (pseudonyms in hex). Kept in the catalog only while the
-/// purge is pending; never in the ledger.
-#[derive(Debug, Serialize, Deserialize)]
-struct PendingCheck {
-    stream: Option<String>,
-    scope: Option<String>,
-    since_us: Option<i64>,
-    until_us: Option<i64>,
-    pseudonyms: Vec<String>,
-}
-
-impl PendingCheck {
-    /// The check of a purge's selection.
-    fn of(sel: &Selection) -> Self {
-        PendingCheck {
-            stream: sel.stream.as_ref().map(|s| s.to_string()),
-            scope: sel.scope.clone(),
-            since_us: sel.since_us,
-            until_us: sel.until_us,
-            pseudonyms: sel.pseudonyms.iter().map(hex::encode).collect(),
-        }
-    }
-
-    /// The selection again, for the intent's tenant and action.
-    fn selection(self, tenant: &str, action: Action) -> Result<Selection> {
-        let bad = |what: String| VaultError::Invalid(format!("{PENDING_CHECK}: {what}"));
-        let pseudonyms = self
-            .pseudonyms
-            .iter()
-            .map(|p| {
-                hex::decode(p)
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| bad("not a pseudonym".into()))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Selection {
-            tenant: TenantId::new(tenant).map_err(|e| bad(format!("tenant: {e}")))?,
-            pseudonyms,
-            stream: self
-                .stream
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| bad(format!("stream: {e}")))?,
-            scope: self.scope,
-            since_us: self.since_us,
-            until_us: self.until_us,
-            action,
-            exhaustive: false,
-        })
-    }
-}
 
 /// An erasure request.
 #[derive(Debug, Clone)]
@@ -161,6 +108,7 @@ impl PurgeRequest {
             until_us: self.until_us,
             action: self.action(),
             exhaustive: false,
+            stored_up_to: None,
         }
     }
 
@@ -272,6 +220,13 @@ pub struct PurgeReport {
     pub preview: PurgePreview,
     /// Records removed (tombstoned or anonymized) now.
     pub removed: u64,
+    /// Of those, records of the subjects a concurrent ingest stored while
+    /// the purge ran, under the keys it destroyed (removed by its
+    /// continuation intent).
+    pub stored_while_running: u64,
+    /// Records matching the selection stored after the purge's bound: new
+    /// data, not part of this purge (run it again to remove them).
+    pub stored_later: u64,
     /// Data keys destroyed now.
     pub keys_destroyed: u64,
     /// Whether the check afterwards found nothing readable left.
@@ -315,6 +270,10 @@ pub struct PurgeIntent {
     pub keys: Vec<KeyId>,
     /// Exactly the rows that go.
     pub chains: Vec<ChainRemoval>,
+    /// For a continuation (records of the subjects stored while the purge
+    /// ran, under the keys it destroyed): the purge's first intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<u64>,
 }
 
 impl Vault {
@@ -422,6 +381,8 @@ impl Vault {
             status: "success".into(),
             preview: plan.preview.clone(),
             removed: 0,
+            stored_while_running: 0,
+            stored_later: 0,
             keys_destroyed: 0,
             verified: false,
             verification: String::new(),
@@ -491,14 +452,13 @@ impl Vault {
             now_us: started,
             keys: plan.keys.clone(),
             chains: plan.selected.chains.clone(),
+            continues: None,
         };
         // Always written (cleared for a purge without subjects), so that a
         // recovery never checks another purge's selection.
-        let check = (!plan.pseudonyms.is_empty()).then(|| {
-            let check = PendingCheck::of(&req.selection(plan.pseudonyms.clone()));
-            serde_json::to_string(&check).expect("check serializes")
-        });
-        self.store.set_meta(PENDING_CHECK, check.as_deref())?;
+        let check = (!plan.pseudonyms.is_empty())
+            .then(|| PendingCheck::of(&req.selection(plan.pseudonyms.clone()), &plan.selected.heads));
+        self.set_pending_check(check.as_ref())?;
         let e = self.record_intent(
             started,
             &req.actor,
@@ -520,25 +480,75 @@ impl Vault {
                 .erase_restored(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
         }
         report.keys_destroyed = self.destroy_keys(&intent.keys, started)?;
+        lethe_store::crashpoint::hit("purge.after_destroy");
+
+        // Records of the subjects a concurrent ingest stored since the plan,
+        // under the keys just destroyed, go too (a continuation intent);
+        // the check is then held to the chain heads the continuation saw —
+        // or, for a purge that keeps keys, to the plan's.
+        let mut bound = plan.selected.heads.clone();
+        let mut continuation = None;
+        let mut chains = intent.chains.clone();
+        if !intent.keys.is_empty() {
+            let c = self.continue_purge(
+                &intent,
+                e.seq,
+                req.selection(plan.pseudonyms.clone()),
+                &plan.holds,
+                &req.actor,
+                clock(),
+            )?;
+            continuation = c.intent;
+            report.removed += c.removed;
+            report.stored_while_running = c.removed;
+            bound = c.heads;
+            chains.extend(c.chains);
+        }
 
         // Verification: planned again — without the subject filters that
         // found the rows, so it does not rely on the index it checks — the
-        // selection finds nothing left to remove, and every key the purge
-        // was to destroy reads back destroyed.
-        let left = self.records_left(req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+        // selection finds nothing it was to remove left, and every key the
+        // purge was to destroy reads back destroyed.
+        let mut sel = req.selection(plan.pseudonyms.clone());
+        sel.stored_up_to = Some(bound);
+        let check = self.check_purge(sel, &plan.holds)?;
         let keys_left = self.keys_left(&intent.keys)?;
-        report.verified = left == 0 && keys_left == 0;
+        report.stored_later = check.later;
+        report.verified = check.left == 0 && keys_left == 0;
         report.verification = format!(
-            "the selection planned again, every partition in range searched, finds {left} record(s) left to remove; {keys_left} of {} key(s) still readable",
+            "the selection planned again, every partition in range searched, finds {} record(s) left to remove; {keys_left} of {} key(s) still readable",
+            check.left,
             intent.keys.len()
         );
-        if left > 0 {
+        if report.stored_while_running > 0 {
+            report.verification.push_str(&format!(
+                "; {} record(s) of the subjects stored while it ran, under the keys it destroyed, removed by its continuation",
+                report.stored_while_running
+            ));
+        }
+        if check.later > 0 {
+            report.verification.push_str(&format!(
+                "; {} matching record(s) stored since are new data, not part of this purge",
+                check.later
+            ));
+        }
+        if check.left > 0 {
             report.verification.push_str(
                 "; the subject filters missed records (damaged?): run the same purge again — it searches every partition",
             );
         }
         let salt = (!req.subjects.is_empty()).then(crate::hold::commitment_salt);
-        let receipt = self.purge_receipt(req, &plan.preview, &intent, e.seq, &report, salt.as_deref(), clock());
+        let summary = PurgeIntent { chains, ..intent };
+        let receipt = self.purge_receipt(
+            req,
+            &plan.preview,
+            &summary,
+            e.seq,
+            continuation,
+            &report,
+            salt.as_deref(),
+            clock(),
+        );
         let r = self.record(
             clock(),
             &req.actor,
@@ -559,46 +569,9 @@ impl Vault {
         Ok(report)
     }
 
-    /// Notes a purge's receipt under its fingerprint (so running it again
-    /// reports that receipt) and clears the pending mark.
-    fn purge_done(&self, fingerprint: &str, receipt: u64) -> Result<()> {
-        self.store
-            .set_meta(&format!("{DONE}{fingerprint}"), Some(&receipt.to_string()))?;
-        self.store.set_meta(PENDING_CHECK, None)?;
-        Ok(self.store.set_meta(PENDING_INTENT, None)?)
-    }
 
-    /// Notes that a purge's verification found records left: running it
-    /// again plans it again, exhaustively.
-    fn purge_failed(&self, fingerprint: &str, receipt: u64) -> Result<()> {
-        self.store
-            .set_meta(&format!("{FAILED}{fingerprint}"), Some(&receipt.to_string()))?;
-        self.store.set_meta(PENDING_CHECK, None)?;
-        Ok(self.store.set_meta(PENDING_INTENT, None)?)
-    }
 
-    /// Records `sel` still finds, every partition in range searched
-    /// (without the subject filters that found the rows, so a check does
-    /// not rely on the index it checks).
-    fn records_left(&self, mut sel: Selection, holds: &[HoldScope]) -> Result<u64> {
-        sel.exhaustive = true;
-        let t = std::time::Instant::now();
-        let again = self.store.select(&sel, holds)?;
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "purge: exhaustive verification");
-        Ok(again.groups.iter().map(|g| g.records).sum())
-    }
 
-    /// Records of a pending subject purge's subjects still to remove (see
-    /// [`PENDING_CHECK`]); 0 for a purge without subjects.
-    fn left_after_recovery(&self, tenant: &str, action: Action, now_us: i64) -> Result<u64> {
-        let Some(text) = self.store.meta(PENDING_CHECK)? else {
-            return Ok(0);
-        };
-        let check: PendingCheck =
-            serde_json::from_str(&text).map_err(|e| VaultError::Invalid(format!("{PENDING_CHECK}: {e}")))?;
-        let holds: Vec<HoldScope> = self.active_holds(now_us)?.into_iter().map(|(_, h)| h).collect();
-        self.records_left(check.selection(tenant, action)?, &holds)
-    }
 
     /// How many of these keys are not destroyed.
     fn keys_left(&self, ids: &[KeyId]) -> Result<usize> {
@@ -620,142 +593,8 @@ impl Vault {
         Ok(n)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn purge_receipt(
-        &self,
-        req: &PurgeRequest,
-        preview: &PurgePreview,
-        intent: &PurgeIntent,
-        intent_seq: u64,
-        report: &PurgeReport,
-        salt: Option<&str>,
-        now_us: i64,
-    ) -> serde_json::Value {
-        let commitment = salt.map(|s| subject_commitment(s, req.tenant.as_str(), &req.subjects));
-        serde_json::json!({
-            "intent": intent_seq,
-            "ticket": req.ticket,
-            "reason": req.reason,
-            "actor": req.actor,
-            "at": format_ts(now_us),
-            "selection": {
-                "tenant": req.tenant.as_str(),
-                "subjects": preview.subjects,
-                "subject_commitment": commitment,
-                "stream": req.stream.as_ref().map(|s| s.to_string()),
-                "scope": req.scope,
-                "since": req.since_us.map(format_ts),
-                "until": req.until_us.map(format_ts),
-                "action": intent.action,
-            },
-            "selected": preview.selected,
-            "removed": report.removed,
-            "held": preview.held,
-            "held_by": preview.held_by,
-            "bytes": preview.bytes,
-            "oldest": preview.oldest,
-            "newest": preview.newest,
-            "groups": preview.groups,
-            "chains": chains_summary(&intent.chains),
-            "keys_destroyed": intent.keys.len(),
-            "restored_removed": report.restored_removed,
-            "verified": report.verified,
-            "verification": report.verification,
-            "stores": self.stores_statement(intent.action, !intent.keys.is_empty(), &preview.keys),
-        })
-    }
 
-    /// What the purge did per store, for the receipt.
-    fn stores_statement(&self, action: Action, keys_destroyed: bool, key_note: &str) -> serde_json::Value {
-        let active = match action {
-            Action::Delete => "deleted: bodies, personal fields and subject pseudonyms removed; headers kept as tombstones so the chain verifies",
-            Action::Anonymize => "anonymized: subject linkage and personal fields removed; plain fields and the events kept",
-        };
-        let archive = if keys_destroyed {
-            "unreadable by key destruction: any archived copy holds the personal fields only as ciphertext under the destroyed keys"
-        } else {
-            "not reached: no subject key was destroyed, so archived copies (if any) stay readable until their archive window ends"
-        };
-        let exports: Vec<serde_json::Value> = self
-            .config
-            .exports
-            .iter()
-            .map(|x| {
-                serde_json::json!({
-                    "name": x.name,
-                    "destination": x.destination,
-                    "retention": x.retention,
-                    "status": if x.personal_in_clear || !keys_destroyed {
-                        "outside Lethe's reach: erase there under its own process and retention"
-                    } else {
-                        "outside Lethe's reach; its copies of personal fields are ciphertext under the destroyed keys (unreadable)"
-                    },
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "active": active,
-            "restored": "restored copies (archive restore --into-store) of the selected records: removed or anonymized with them, except held ones; copies of destroyed keys' subjects are unreadable in any case",
-            "keys": key_note,
-            "archive": archive,
-            "exports": exports,
-            "backups": "backups of the data directory taken before this purge still hold the destroyed keys in wrapped form; they are unreadable without the master key, and are erased by rotating them out",
-        })
-    }
 
-    /// Finishes a purge whose intent is in the ledger but whose receipt is
-    /// not: removes exactly the intent's rows again (idempotent), destroys
-    /// its keys and writes its receipt. Returns the receipt, if there was
-    /// anything to finish.
-    pub fn recover_purge(&self, clock: &dyn Fn() -> i64) -> Result<Option<u64>> {
-        let _jobs = self.store.lock_jobs()?;
-        let Some((entry, receipt)) = self.pending_intent(PENDING_INTENT, "purge.intent", "receipt.purge")? else {
-            return Ok(None);
-        };
-        let seq = entry.seq;
-        let intent: PurgeIntent =
-            serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("purge intent {seq}: {e}")))?;
-        if let Some(r) = receipt {
-            self.purge_done(&intent.fingerprint, r)?;
-            return Ok(None);
-        }
-        let applied = self.store.apply_removal(&intent.chains, &|_, _| {})?;
-        self.destroy_keys(&intent.keys, intent.now_us)?;
-        let again = self.store.apply_removal(&intent.chains, &|_, _| {})?;
-        let keys_left = self.keys_left(&intent.keys)?;
-        let now = clock();
-        // Records of the subjects a concurrent ingest stored after the
-        // intent was written, under keys only this recovery destroyed: the
-        // intent does not list them; the purge run again removes them.
-        let left = self.left_after_recovery(&intent.tenant, intent.action, now)?;
-        let verified = again.deleted + again.anonymized == 0 && keys_left == 0 && left == 0;
-        let body = serde_json::json!({
-            "intent": seq,
-            "recovered": true,
-            "ticket": intent.ticket,
-            "reason": intent.reason,
-            "at": format_ts(now),
-            "selection": {"tenant": intent.tenant, "action": intent.action},
-            "removed": applied.deleted + applied.anonymized,
-            "completed_after_interruption": applied,
-            "chains": chains_summary(&intent.chains),
-            "keys_destroyed": intent.keys.len(),
-            "verified": verified,
-            "verification": format!(
-                "the intent's removal carried out again changes nothing; {keys_left} of {} key(s) still readable; the selection planned again, every partition in range searched, finds {left} record(s) left to remove{}",
-                intent.keys.len(),
-                if left > 0 { " (stored while the purge was interrupted): run the same purge again" } else { "" }
-            ),
-            "stores": self.stores_statement(intent.action, !intent.keys.is_empty(), if intent.keys.is_empty() { "kept" } else { "destroyed" }),
-        });
-        let e = self.record(now, "system/recovery", "receipt.purge", Some(&intent.tenant), &body)?;
-        if verified {
-            self.purge_done(&intent.fingerprint, e.seq)?;
-        } else {
-            self.purge_failed(&intent.fingerprint, e.seq)?;
-        }
-        Ok(Some(e.seq))
-    }
 }
 
 /// Identifies a request: same ticket, selection and subjects → same fingerprint.
@@ -779,28 +618,6 @@ fn fingerprint(req: &PurgeRequest, action: Action, pseudonyms: &[[u8; 32]]) -> S
     hex::encode(fp.finalize())
 }
 
-/// Per chain, what a purge removed, for its receipt: the number of records
-/// and the sequence span (the exact ranges are in the intent the receipt
-/// names — a batch purge lists up to millions).
-fn chains_summary(chains: &[ChainRemoval]) -> serde_json::Value {
-    serde_json::Value::Array(
-        chains
-            .iter()
-            .map(|c| {
-                let ranges = c.rows.iter().flat_map(|r| r.seqs.iter());
-                let records: u64 = ranges.clone().map(|r| r[1] + 1 - r[0]).sum();
-                serde_json::json!({
-                    "tenant": c.tenant,
-                    "stream": c.stream,
-                    "records": records,
-                    "ranges": ranges.clone().count(),
-                    "first_seq": ranges.clone().map(|r| r[0]).min(),
-                    "last_seq": ranges.map(|r| r[1]).max(),
-                })
-            })
-            .collect(),
-    )
-}
 
 fn preview(
     req: &PurgeRequest,
