@@ -1,5 +1,6 @@
-//! Who is calling: the bearer token checked against the vault's API keys,
-//! and what the key may do for which tenant.
+//! Who is calling: the bearer token (or the dashboard session presenting
+//! one) checked against the vault's API keys, and what the key may do for
+//! which tenant.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::http::request::Parts;
 use lethe_core::TenantId;
 use lethe_vault::access::{ApiKey, Role};
 
+use crate::dashboard::session;
 use crate::problem::ApiError;
 use crate::App;
 
@@ -73,14 +75,37 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let token = parts
+        let now = chrono::Utc::now().timestamp_micros();
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        let now = chrono::Utc::now().timestamp_micros();
+            .map(str::trim);
+        // A bearer token wins; without one, the dashboard's session cookie
+        // presents its key — for a change, only with the session's CSRF
+        // token (a forged cross-site form carries the cookie, never that).
+        let presented;
+        let token = match bearer {
+            Some(t) => t,
+            None => {
+                let cookie = session::cookie_of(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+                match app.sessions.present(&cookie, &parts.method, &parts.headers, now) {
+                    Ok(p) => {
+                        presented = p;
+                        presented.token.as_str()
+                    }
+                    Err(session::Refusal::Unknown) => return Err(ApiError::unauthorized()),
+                    Err(session::Refusal::Csrf) => {
+                        tracing::info!("request refused: 403 (session without its CSRF token)");
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::FORBIDDEN,
+                            "a change made with the dashboard's session needs its CSRF token (header X-CSRF-Token)",
+                        ));
+                    }
+                }
+            }
+        };
         match app.vault.authenticate(token, now) {
             Ok(key) => Ok(Caller { key }),
             Err(why) => {

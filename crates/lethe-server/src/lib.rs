@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod jobs;
 pub mod metrics;
 pub mod problem;
@@ -46,6 +47,8 @@ pub struct App {
     previews: routes::erasures::Previews,
     /// Verification jobs started through the API.
     verifications: routes::verification::Verifications,
+    /// Dashboard sessions (in memory).
+    pub sessions: dashboard::session::Sessions,
 }
 
 impl App {
@@ -59,6 +62,7 @@ impl App {
             ready: AtomicBool::new(false),
             previews: Default::default(),
             verifications: Default::default(),
+            sessions: Default::default(),
         })
     }
 
@@ -87,6 +91,7 @@ pub fn router(app: Arc<App>) -> Router {
         lethe_core::Window::Forever => u64::MAX / 4,
     });
     routes::router()
+        .merge(dashboard::router())
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

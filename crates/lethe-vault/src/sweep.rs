@@ -361,8 +361,19 @@ impl Vault {
                 .map(|e| e.records)
                 .sum();
             report.verified = Some(left == 0);
+            // What each tenant the sweep covered holds after it: the points
+            // of the dashboard's "store size over time" (sweep history).
+            let mut stored_after: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+            for row in self.stats(tenant)?.rows {
+                let e = stored_after
+                    .entry(row.tenant)
+                    .or_insert_with(|| serde_json::json!({"records": 0u64, "bytes": 0u64}));
+                e["records"] = (e["records"].as_u64().unwrap_or(0) + row.records).into();
+                e["bytes"] = (e["bytes"].as_u64().unwrap_or(0) + row.bytes).into();
+            }
             let body = serde_json::json!({
                 "intent": intent,
+                "stored_after": stored_after,
                 "policy_version": policy_version,
                 "now": report.now,
                 "tenant": tenant.map(|t| t.to_string()),

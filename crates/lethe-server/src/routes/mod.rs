@@ -7,6 +7,7 @@ mod evidence;
 mod holds;
 mod keys;
 mod ops;
+mod overview;
 mod proofs;
 mod records;
 mod retention;
@@ -56,6 +57,8 @@ fn parts() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::schedule))
         .routes(routes!(records::ingest, records::read))
         .routes(routes!(records::stats))
+        .routes(routes!(overview::tenants))
+        .routes(routes!(overview::overview))
         .routes(routes!(
             retention::get_retention,
             settings::put_retention,

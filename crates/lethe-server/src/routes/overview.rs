@@ -1,0 +1,303 @@
+//! The tenants a key sees, and one tenant's overview: what is stored per
+//! stream and scope, how old it is, how much is already past its window,
+//! what is held, the sweeps' history and the next sweep — what the
+//! dashboard's first page draws, in one request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use lethe_core::config::PolicyAction;
+use lethe_core::record::format_ts;
+use lethe_core::{TenantId, Window};
+use lethe_vault::access::TenantScope;
+use lethe_vault::settings::TenantSetting;
+use lethe_vault::Vault;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{blocking, now_us};
+use crate::auth::{Caller, Need};
+use crate::problem::ApiError;
+use crate::App;
+
+/// A tenant the key may read, with what it stores.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantLine {
+    /// Tenant.
+    pub tenant: String,
+    /// Records stored (live).
+    pub records: u64,
+    /// Bytes of their stored fields.
+    pub bytes: u64,
+}
+
+/// Lists the tenants the calling key may read (every tenant with records
+/// for a key whose scope is `*`; its own tenants otherwise, stored or not).
+#[utoipa::path(get, path = "/v1/tenants", tag = "records",
+    responses((status = 200, description = "tenants in the key's scope", body = [TenantLine]),
+              (status = 403, description = "key not allowed", body = crate::problem::Problem)))]
+pub(crate) async fn tenants(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<TenantLine>>, ApiError> {
+    if !caller.key.role.can_read() {
+        return Err(ApiError::forbidden());
+    }
+    let scope = caller.key.tenants.clone();
+    let a = app.clone();
+    Ok(Json(
+        blocking(move || {
+            let mut lines: BTreeMap<String, TenantLine> = BTreeMap::new();
+            if let TenantScope::Only(ts) = &scope {
+                for t in ts {
+                    lines.insert(t.clone(), line(t));
+                }
+            }
+            for row in a.vault.stats(None)?.rows {
+                if !scope.covers(&row.tenant) {
+                    continue;
+                }
+                let l = lines.entry(row.tenant.clone()).or_insert_with(|| line(&row.tenant));
+                l.records += row.records;
+                l.bytes += row.bytes;
+            }
+            Ok(lines.into_values().collect())
+        })
+        .await?,
+    ))
+}
+
+fn line(t: &str) -> TenantLine {
+    TenantLine {
+        tenant: t.to_string(),
+        records: 0,
+        bytes: 0,
+    }
+}
+
+/// One stream and scope of a tenant.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct StreamLine {
+    /// Stream as `name:version`.
+    pub stream: String,
+    /// Scope.
+    pub scope: String,
+    /// Records stored.
+    pub records: u64,
+    /// Bytes of their stored fields.
+    pub bytes: u64,
+    /// Oldest event time.
+    pub oldest: Option<String>,
+    /// Newest event time.
+    pub newest: Option<String>,
+    /// The window in force (`30d`, `forever`).
+    pub window: Option<String>,
+    /// The action in force.
+    pub action: Option<String>,
+    /// The rule in force.
+    pub rule: Option<String>,
+    /// Records already past their window: what the next sweep removes.
+    pub past_window: u64,
+    /// Their bytes.
+    pub past_window_bytes: u64,
+    /// Records past their window that a legal hold keeps.
+    pub held: u64,
+}
+
+/// How much of the tenant's store is older than a window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgeBucket {
+    /// The bucket (`0–7 d`, …, `> 365 d`).
+    pub bucket: String,
+    /// Lower bound in days.
+    pub from_days: u64,
+    /// Records in it.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The tenant's size after a sweep that covered it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SizePoint {
+    /// When the sweep finished.
+    pub at: String,
+    /// Records stored after it.
+    pub records: u64,
+    /// Bytes stored after it.
+    pub bytes: u64,
+    /// The sweep's receipt.
+    pub receipt: u64,
+}
+
+/// One tenant at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    /// Tenant.
+    pub tenant: String,
+    /// When this was computed.
+    pub evaluated_at: String,
+    /// Records stored.
+    pub records: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Records past their window (the next sweep removes them).
+    pub past_window: u64,
+    /// Records past their window kept by a hold.
+    pub held: u64,
+    /// Per stream and scope.
+    pub streams: Vec<StreamLine>,
+    /// The store by age of the records.
+    pub ages: Vec<AgeBucket>,
+    /// The tenant's size after each sweep (oldest first, the last 60).
+    pub history: Vec<SizePoint>,
+    /// The retention settings in force.
+    #[schema(value_type = Object)]
+    pub retention: serde_json::Value,
+    /// The scheduled sweep: last run (time, result, receipt) and next run.
+    #[schema(value_type = Object)]
+    pub sweep: serde_json::Value,
+}
+
+/// What one tenant stores, how old it is, how much is past its window,
+/// what is held, the sweeps' history and the next sweep.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/overview", tag = "records",
+    params(("tenant" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "the tenant at a glance", body = Overview),
+              (status = 403, description = "key not allowed", body = crate::problem::Problem)))]
+pub(crate) async fn overview(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Json<Overview>, ApiError> {
+    let tenant = caller.allow(Need::Read, &tenant)?;
+    let a = app.clone();
+    Ok(Json(blocking(move || Ok(overview_of(&a.vault, &tenant, now_us())?)).await?))
+}
+
+/// Windows (days) that bound the age buckets.
+const AGES: [u64; 5] = [7, 30, 90, 180, 365];
+
+fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Overview> {
+    let mut streams: BTreeMap<(String, String), StreamLine> = BTreeMap::new();
+    for row in v.stats(Some(tenant))?.rows {
+        let l = streams.entry((row.stream.clone(), row.scope.clone())).or_default();
+        l.stream = row.stream;
+        l.scope = row.scope;
+        l.records += row.records;
+        l.bytes += row.bytes;
+        l.oldest = min_opt(l.oldest.take(), row.oldest);
+        l.newest = max_opt(l.newest.take(), row.newest);
+    }
+    let settings = v.retention_settings()?;
+    let current = v.preview_under(&v.book_for(&settings), tenant, now)?;
+    for g in &current.groups {
+        let l = streams.entry((g.stream.clone(), g.scope.clone())).or_default();
+        l.stream.clone_from(&g.stream);
+        l.scope.clone_from(&g.scope);
+        l.past_window += g.records;
+        l.past_window_bytes += g.bytes_freed;
+        l.held += g.held;
+        l.window = Some(g.window.clone());
+        l.action = Some(g.action.clone());
+        l.rule = Some(g.rule.clone());
+    }
+    // Age buckets: what a window of each length would remove, differenced.
+    let mut older: Vec<(u64, u64)> = Vec::with_capacity(AGES.len());
+    for days in AGES {
+        let setting = TenantSetting {
+            enabled: true,
+            window: Window::Span(days * 86_400),
+            action: PolicyAction::Delete,
+            archive_target: None,
+            archive_window: None,
+        };
+        let book = v.book_with_setting(&settings, tenant, Some(&setting))?;
+        let r = v.preview_under(&book, tenant, now)?;
+        // Held records count by number; their bytes are not planned.
+        older.push((r.deleted + r.held, r.bytes_freed));
+    }
+    let records: u64 = streams.values().map(|l| l.records).sum();
+    let bytes: u64 = streams.values().map(|l| l.bytes).sum();
+    let mut ages = Vec::new();
+    let mut upper = (records, bytes);
+    let mut from = 0;
+    for (i, days) in AGES.iter().enumerate() {
+        let (r, b) = older[i];
+        ages.push(AgeBucket {
+            bucket: format!("{from}–{days} d"),
+            from_days: from,
+            records: upper.0.saturating_sub(r),
+            bytes: upper.1.saturating_sub(b),
+        });
+        upper = (r, b);
+        from = *days;
+    }
+    ages.push(AgeBucket {
+        bucket: format!("> {from} d"),
+        from_days: from,
+        records: upper.0,
+        bytes: upper.1,
+    });
+    let mut history = Vec::new();
+    for e in v.entries_of_kinds(&["receipt.sweep"])? {
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&e.body) else {
+            continue;
+        };
+        if let Some(s) = body["stored_after"].get(tenant.as_str()) {
+            history.push(SizePoint {
+                at: format_ts(e.ts_us),
+                records: s["records"].as_u64().unwrap_or(0),
+                bytes: s["bytes"].as_u64().unwrap_or(0),
+                receipt: e.seq,
+            });
+        }
+    }
+    let skip = history.len().saturating_sub(60);
+    history.drain(..skip);
+    let sweep = v
+        .schedule_status(now)?
+        .into_iter()
+        .find(|j| j.job == "sweep")
+        .map(|j| serde_json::to_value(j).expect("status serializes"))
+        .unwrap_or(serde_json::Value::Null);
+    let view = super::retention::view_of(v, tenant)?;
+    // Streams with nothing past their window show the tenant's rule as a
+    // whole (a stream-specific rule shows once it has expired records).
+    let (window, action) = match (view.enabled, view.retention_days) {
+        (false, _) => ("off".to_string(), view.action.clone()),
+        (true, Some(d)) => (format!("{d}d"), view.action.clone()),
+        (true, None) => ("forever".to_string(), view.action.clone()),
+    };
+    for l in streams.values_mut().filter(|l| l.rule.is_none()) {
+        l.window = Some(window.clone());
+        l.action = Some(action.clone());
+    }
+    let retention = serde_json::to_value(view).expect("view serializes");
+    Ok(Overview {
+        tenant: tenant.to_string(),
+        evaluated_at: format_ts(now),
+        records,
+        bytes,
+        past_window: current.deleted + current.anonymized,
+        held: current.held,
+        streams: streams.into_values().collect(),
+        ages,
+        history,
+        retention,
+        sweep,
+    })
+}
+
+fn min_opt(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
