@@ -103,6 +103,9 @@ pub(crate) struct LedgerParams {
     from: Option<u64>,
     /// Entries per page (default 100, at most 1,000).
     limit: Option<usize>,
+    /// Only entries of this kind (`receipt.purge`), or of kinds starting
+    /// with it when it ends in `.` (`receipt.`). Tenant ledger only.
+    kind: Option<String>,
 }
 
 /// A page of the ledger.
@@ -153,18 +156,26 @@ pub(crate) async fn tenant_ledger(
     let (from, limit) = page_params(&p)?;
     let a = app.clone();
     let t = tenant.to_string();
+    let kind = p.kind.clone().filter(|k| !k.is_empty());
     let entries = blocking(move || {
         let mut out = Vec::new();
         let mut next = None;
+        let wanted = |e: &Entry| {
+            e.tenant.as_deref() == Some(t.as_str())
+                && kind.as_deref().is_none_or(|k| match k.strip_suffix('.') {
+                    Some(prefix) => e.kind.starts_with(prefix) && e.kind[prefix.len()..].starts_with('.'),
+                    None => e.kind == k,
+                })
+        };
         a.vault.each_entry(from, &mut |e| {
             if out.len() == limit {
-                if e.tenant.as_deref() == Some(t.as_str()) {
+                if wanted(&e) {
                     next = Some(e.seq);
                     return Ok(false);
                 }
                 return Ok(true);
             }
-            if e.tenant.as_deref() == Some(t.as_str()) {
+            if wanted(&e) {
                 out.push(e);
             }
             Ok(true)
