@@ -119,16 +119,10 @@ impl Vault {
         Ok(Some((entry, receipt)))
     }
 
-    /// Receipts (ledger entries of kind `receipt.*`), oldest first.
+    /// Receipts (ledger entries of kind `receipt.*`), oldest first, found
+    /// through the store's index by kind (no scan of the whole ledger).
     pub fn receipts(&self) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        self.each_entry(1, &mut |e| {
-            if e.kind.starts_with("receipt.") {
-                out.push(e);
-            }
-            Ok(true)
-        })?;
-        Ok(out)
+        Ok(self.store.ledger_of_kinds(RECEIPT_KINDS)?)
     }
 
     /// Ledger entries of the given kinds, oldest first, found through the
@@ -188,6 +182,9 @@ impl Vault {
         })
     }
 }
+
+/// Every kind of receipt the vault writes.
+pub const RECEIPT_KINDS: &[&str] = &["receipt.sweep", "receipt.purge", "receipt.archive_expiry"];
 
 /// An entry to seal. Bodies are JSON text: large ones (intents listing
 /// millions of ranges) serialize straight to text, never through a `Value`.

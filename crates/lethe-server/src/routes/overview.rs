@@ -97,8 +97,6 @@ pub struct StreamLine {
     pub rule: Option<String>,
     /// Records already past their window: what the next sweep removes.
     pub past_window: u64,
-    /// Their bytes.
-    pub past_window_bytes: u64,
     /// Records past their window that a legal hold keeps.
     pub held: u64,
 }
@@ -110,10 +108,9 @@ pub struct AgeBucket {
     pub bucket: String,
     /// Lower bound in days.
     pub from_days: u64,
-    /// Records in it.
+    /// Records in it (by number: a plan does not weigh records that stay
+    /// in partitions it does not drop whole).
     pub records: u64,
-    /// Their bytes.
-    pub bytes: u64,
 }
 
 /// The tenant's size after a sweep that covered it.
@@ -195,14 +192,13 @@ fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Ov
         l.stream.clone_from(&g.stream);
         l.scope.clone_from(&g.scope);
         l.past_window += g.records;
-        l.past_window_bytes += g.bytes_freed;
         l.held += g.held;
         l.window = Some(g.window.clone());
         l.action = Some(g.action.clone());
         l.rule = Some(g.rule.clone());
     }
     // Age buckets: what a window of each length would remove, differenced.
-    let mut older: Vec<(u64, u64)> = Vec::with_capacity(AGES.len());
+    let mut older: Vec<u64> = Vec::with_capacity(AGES.len());
     for days in AGES {
         let setting = TenantSetting {
             enabled: true,
@@ -213,30 +209,26 @@ fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Ov
         };
         let book = v.book_with_setting(&settings, tenant, Some(&setting))?;
         let r = v.preview_under(&book, tenant, now)?;
-        // Held records count by number; their bytes are not planned.
-        older.push((r.deleted + r.held, r.bytes_freed));
+        older.push(r.deleted + r.anonymized + r.held);
     }
     let records: u64 = streams.values().map(|l| l.records).sum();
     let bytes: u64 = streams.values().map(|l| l.bytes).sum();
     let mut ages = Vec::new();
-    let mut upper = (records, bytes);
+    let mut upper = records;
     let mut from = 0;
-    for (i, days) in AGES.iter().enumerate() {
-        let (r, b) = older[i];
+    for (days, older) in AGES.iter().zip(older) {
         ages.push(AgeBucket {
             bucket: format!("{from}–{days} d"),
             from_days: from,
-            records: upper.0.saturating_sub(r),
-            bytes: upper.1.saturating_sub(b),
+            records: upper.saturating_sub(older),
         });
-        upper = (r, b);
+        upper = older;
         from = *days;
     }
     ages.push(AgeBucket {
         bucket: format!("> {from} d"),
         from_days: from,
-        records: upper.0,
-        bytes: upper.1,
+        records: upper,
     });
     let mut history = Vec::new();
     for e in v.entries_of_kinds(&["receipt.sweep"])? {
