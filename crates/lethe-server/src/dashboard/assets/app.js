@@ -4,7 +4,7 @@
 // from data), so nothing stored can script the page.
 'use strict';
 
-const S = { me: null, tenants: [], tenant: null, page: 'overview' };
+const S = { me: null, tenants: [], tenant: null, page: 'overview', gen: 0 };
 
 // ---------- HTTP ----------
 
@@ -17,7 +17,15 @@ class ApiError extends Error {
   }
 }
 
+// A page load the user navigated away from: its answers are dropped, so
+// a slow page never paints over the page that replaced it.
+class Superseded extends Error {}
+
+// Turns a failed load into `fallback`, except when the page is superseded.
+const soft = (fallback) => (e) => { if (e instanceof Superseded) throw e; return typeof fallback === 'function' ? fallback(e) : fallback; };
+
 async function api(method, path, body) {
+  const gen = S.gen;
   const headers = {};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && S.me) headers['X-CSRF-Token'] = S.me.csrf;
@@ -26,6 +34,7 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await r.text();
+  if (method === 'GET' && gen !== S.gen) throw new Superseded();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
   if (r.status === 401 && path !== '/ui/session') {
@@ -322,7 +331,7 @@ function purgeNow(r) {
         confirm.disabled = true;
         try {
           const s = (await api('POST', `/v1/tenants/${T()}/sweep`)).data;
-          const rc = s.receipt ? await get(`/v1/tenants/${T()}/receipts/${s.receipt}`).catch(() => null) : null;
+          const rc = s.receipt ? await get(`/v1/tenants/${T()}/receipts/${s.receipt}`).catch(soft(null)) : null;
           out.replaceChildren(note('good', `Swept: ${count(s.deleted)} deleted, ${count(s.anonymized)} anonymized, ${bytes(s.bytes_freed)} freed; verified: ${s.verified}.`),
             s.receipt ? receiptView(rc || { seq: s.receipt, body: s }) : el('p', { text: 'Nothing was removed; no receipt was written.' }));
         } catch (e) { out.replaceChildren(errorNote(e)); }
@@ -519,11 +528,11 @@ async function evidencePage(params) {
   const ov = await get(`/v1/tenants/${T()}/overview`);
   const streams = [...new Set(ov.streams.map((s) => s.stream))];
   const [receipts, pub, ...perStream] = await Promise.all([get(`/v1/tenants/${T()}/receipts`), get('/v1/public-key'),
-    ...streams.map((st) => get(`/v1/tenants/${T()}/checkpoints?stream=${encodeURIComponent(st)}`).catch(() => []))]);
+    ...streams.map((st) => get(`/v1/tenants/${T()}/checkpoints?stream=${encodeURIComponent(st)}`).catch(soft([])))]);
   // The newest signed checkpoint of each chain.
   const cps = perStream.map((l) => l[l.length - 1]).filter(Boolean).map((c) => c.checkpoint);
   // Verification status: the tenant's last verify.result entry.
-  const verifies = await get(`/v1/tenants/${T()}/ledger?kind=verify.result&limit=1000`).catch(() => ({ entries: [] }));
+  const verifies = await get(`/v1/tenants/${T()}/ledger?kind=verify.result&limit=1000`).catch(soft({ entries: [] }));
   const lastVerify = verifies.entries[verifies.entries.length - 1];
   const runOut = el('div', { id: 'verify-out' });
   const run = el('button', { type: 'button', id: 'run-verify', text: 'Run verify now' });
@@ -568,7 +577,7 @@ async function evidencePage(params) {
   };
   renderList();
   if (params.get('receipt')) {
-    const rc = await get(`/v1/tenants/${T()}/receipts/${encodeURIComponent(params.get('receipt'))}`).catch((e) => ({ error: e }));
+    const rc = await get(`/v1/tenants/${T()}/receipts/${encodeURIComponent(params.get('receipt'))}`).catch(soft((e) => ({ error: e })));
     detail.replaceChildren(rc.error ? errorNote(rc.error) : receiptView(rc));
   }
   parts.push(el('h2', { text: 'Receipts' }), detail, list);
@@ -695,6 +704,7 @@ async function start() {
 }
 
 async function route() {
+  S.gen += 1;
   if (!S.me) {
     try { S.me = await get('/ui/session'); } catch (_) { return signinPage(); }
     return start();
@@ -710,7 +720,12 @@ async function route() {
   if (!S.tenant) return show(el('h1', { text: 'No tenant' }), note('', 'This key sees no tenant yet.'));
   const pages = { overview: overviewPage, retention: retentionPage, erasure: erasurePage, records: recordsPage, holds: holdsPage, evidence: evidencePage, archive: archivePage, keys: keysPage };
   show(el('p', { role: 'status', text: 'Loading…' }));
-  try { await pages[S.page](new URLSearchParams(query || '')); } catch (e) { show(el('h1', { text: PAGES.find((p) => p[0] === S.page)[1] }), errorNote(e)); }
+  try {
+    await pages[S.page](new URLSearchParams(query || ''));
+  } catch (e) {
+    if (e instanceof Superseded) return;
+    show(el('h1', { text: PAGES.find((p) => p[0] === S.page)[1] }), errorNote(e));
+  }
   document.title = `Lethe — ${PAGES.find((p) => p[0] === S.page)[1]} — ${S.tenant}`;
 }
 
