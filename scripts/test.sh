@@ -25,6 +25,19 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# A real browser for the dashboard tests: Debian's chromium and
+# chromium-driver (no test tool downloads its own browser). The tests fail,
+# never skip, without them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if need apt-get; then
+    echo "installing chromium and chromium-driver (dashboard tests)…"
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+  else
+    echo "error: the dashboard tests need /usr/bin/chromium and /usr/bin/chromedriver (Debian: apt-get install chromium chromium-driver)" >&2
+    exit 1
+  fi
+fi
+
 # An S3-compatible server for the archive tests: moto (PyPI) in server
 # mode, in a virtualenv under target/, on a free loopback port. The tests
 # read LETHE_TEST_S3_ENDPOINT and fail (never skip) without it.

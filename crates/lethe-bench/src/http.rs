@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::{percentile, Args};
 
 /// The server process, killed if the bench fails half-way.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

@@ -22,6 +22,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod dashboard;
 mod http;
 mod http_jobs;
 
@@ -70,6 +71,10 @@ struct Args {
     /// concurrent clients, `--writer-batch` lines of one tenant per request.
     #[arg(long, default_value_t = 0)]
     http_clients: usize,
+    /// Load the records with `lethe ingest`, start `lethe serve` on them
+    /// and time each dashboard page's requests (median of 9 rounds).
+    #[arg(long)]
+    dashboard_timings: bool,
     /// HTTP mode: first load this many records of history (the last 90
     /// days), then run a whole-store sweep and a 1,000-subject erasure job
     /// while the load runs.
@@ -485,6 +490,11 @@ fn main() -> Result<()> {
     out.insert("records".into(), json!(args.records));
     out.insert("input_bytes".into(), json!(input_bytes));
     out.insert("avg_record_bytes".into(), json!(input_bytes / args.records.max(1)));
+    if args.dashboard_timings {
+        dashboard::run(&args, &input, &data, &mut out)?;
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+        return Ok(());
+    }
     if args.http_clients > 0 {
         http::run(&args, &input, &data, &mut out)?;
         println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);

@@ -571,7 +571,9 @@ fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finishe
     std::fs::write(&late, lines.join("\n") + "\n").unwrap();
     assert!(run(lethe(&w).arg("ingest").arg(&late)).status.success());
     // The recovery that removes them dies right after its continuation intent.
-    let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", "purge.after_continuation_intent"));
+    let o = run(lethe(&w)
+        .args(&args)
+        .env("LETHE_TEST_CRASH", "purge.after_continuation_intent"));
     assert!(!o.status.success(), "the recovery must have died");
     let o = run(lethe(&w).args(&args));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -587,7 +589,10 @@ fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finishe
         .collect();
     assert_eq!(recovered.len(), 1, "{receipts:#}");
     let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["verified"], true, "the recovery removed the late records: {body:#}");
+    assert_eq!(
+        body["verified"], true,
+        "the recovery removed the late records: {body:#}"
+    );
     assert_eq!(body["stored_while_running"], 5, "{body:#}");
     assert!(body["continuation"].as_u64().is_some(), "{body:#}");
     one_receipt_per_purge_intent(&w, "interrupted, then interrupted again after the continuation");

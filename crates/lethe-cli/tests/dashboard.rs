@@ -30,7 +30,11 @@ impl Dash {
     fn start() -> Dash {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lethe.toml"), d.join("lethe.toml")).unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../lethe.toml"),
+            d.join("lethe.toml"),
+        )
+        .unwrap();
         seed(d);
         let port = free_port();
         let mut c = lethe(d);
@@ -140,7 +144,9 @@ fn an_admin_changes_a_window_sees_the_preview_saves_purges_now_and_sees_the_rece
     assert_eq!(r["setting"]["window"], "45d", "{r}");
     assert_eq!(r["setting"]["action"], "delete");
 
-    let before = dash.api("GET", "/v1/tenants/acme/stats", &root).1["records"].as_u64().unwrap();
+    let before = dash.api("GET", "/v1/tenants/acme/stats", &root).1["records"]
+        .as_u64()
+        .unwrap();
     b.click(&b.find("#purge-now"));
     b.click(&b.wait_for("#purge-confirm", "Confirm"));
     let receipt = b.wait_for(".receipt h3", "Receipt #");
@@ -151,7 +157,9 @@ fn an_admin_changes_a_window_sees_the_preview_saves_purges_now_and_sees_the_rece
         .unwrap()
         .parse()
         .unwrap();
-    let after = dash.api("GET", "/v1/tenants/acme/stats", &root).1["records"].as_u64().unwrap();
+    let after = dash.api("GET", "/v1/tenants/acme/stats", &root).1["records"]
+        .as_u64()
+        .unwrap();
     assert!(after < before, "the purge removed records: {before} → {after}");
     let (status, rc) = dash.api("GET", &format!("/v1/tenants/acme/receipts/{seq}"), &root);
     assert_eq!(status, 200, "{rc}");
@@ -182,7 +190,11 @@ fn an_erasure_through_the_wizard_is_receipted_in_the_ledger_and_the_subjects_rec
     b.fill(&b.find("#f-subject"), "user-007");
     b.click(&b.find("#records-search"));
     let n = b.wait_for("#records-count", "record(s) on this page");
-    assert!(!b.text(&n).starts_with("0 "), "user-007 has records before: {}", b.text(&n));
+    assert!(
+        !b.text(&n).starts_with("0 "),
+        "user-007 has records before: {}",
+        b.text(&n)
+    );
 
     b.open(&dash.url("#/erasure/acme"));
     b.fill(&b.find("#f-subjects"), "user-007");
@@ -251,7 +263,10 @@ fn an_auditor_is_offered_no_change_and_a_forged_post_is_refused() {
     let auditor = dash.key("audit", "auditor", "acme");
     let b = dash.browser(&auditor);
     let nav = b.text(&b.find("#nav"));
-    assert!(!nav.contains("Erasure") && !nav.contains("API keys") && !nav.contains("Records"), "{nav}");
+    assert!(
+        !nav.contains("Erasure") && !nav.contains("API keys") && !nav.contains("Records"),
+        "{nav}"
+    );
     for (page, ready) in [
         ("overview", "figcaption"),
         ("retention", "table"),
@@ -261,7 +276,15 @@ fn an_auditor_is_offered_no_change_and_a_forged_post_is_refused() {
     ] {
         b.open(&dash.url(&format!("#/{page}/acme")));
         b.find(ready);
-        for form in ["#retention-form", "#purge-now", "#hold-form", "#erasure-form", "#restore-form", "#key-form", "form.release"] {
+        for form in [
+            "#retention-form",
+            "#purge-now",
+            "#hold-form",
+            "#erasure-form",
+            "#restore-form",
+            "#key-form",
+            "form.release",
+        ] {
             assert!(b.all(form).is_empty(), "{page} offers {form} to an auditor");
         }
         // Buttons an auditor may press: reading and checking only.

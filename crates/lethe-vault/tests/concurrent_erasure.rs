@@ -94,7 +94,8 @@ fn records_of_a_subject_stored_while_its_erasure_runs_are_removed_by_the_continu
     assert_eq!(receipts[0]["stored_while_running"], 3);
     assert!(gaps(&v).is_empty(), "{:?}", gaps(&v));
     // A record of alice stored after the erasure is new data, under a new key.
-    v.ingest_lines(&[&line("alice", "audit:1", 24, "after")], now()).unwrap();
+    v.ingest_lines(&[&line("alice", "audit:1", 24, "after")], now())
+        .unwrap();
     let after = logs(&v, "acme", Some("alice"));
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["fields"]["details"], "after");
@@ -121,7 +122,11 @@ fn records_stored_after_a_purge_that_keeps_keys_began_are_new_data_not_a_failed_
     assert_eq!(r.removed, 10);
     assert_eq!(r.stored_while_running, 0);
     assert_eq!(r.stored_later, 2, "{r:?}");
-    assert!(r.verification.contains("2 matching record(s) stored since"), "{}", r.verification);
+    assert!(
+        r.verification.contains("2 matching record(s) stored since"),
+        "{}",
+        r.verification
+    );
     let left: Vec<String> = logs(&v, "acme", Some("alice"))
         .iter()
         .map(|l| l["fields"]["details"].as_str().unwrap().to_string())

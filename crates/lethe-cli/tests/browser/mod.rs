@@ -66,7 +66,13 @@ impl Browser {
                          "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display())],
             },
         }}});
-        let r: Value = http.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let id = r["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {r}"))
@@ -108,7 +114,14 @@ impl Browser {
             .as_array()
             .unwrap_or_else(|| panic!("elements `{css}`: {found}"))
             .iter()
-            .map(|e| Element(e[ELEMENT].as_str().unwrap_or_else(|| panic!("element: {e}")).to_string()))
+            .map(|e| {
+                Element(
+                    e[ELEMENT]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("element: {e}"))
+                        .to_string(),
+                )
+            })
             .collect()
     }
 

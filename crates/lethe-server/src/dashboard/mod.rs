@@ -112,8 +112,11 @@ async fn sign_in(State(app): State<Arc<App>>, JsonBody(body): JsonBody<SignIn>) 
     let mut r = Json(describe(&caller, &opened.csrf, opened.expires_us)).into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::set_cookie(Some((&opened.cookie, max_age)), app.config.tls_cert.is_some()))
-            .expect("cookie is ASCII"),
+        HeaderValue::from_str(&session::set_cookie(
+            Some((&opened.cookie, max_age)),
+            app.config.tls_cert.is_some(),
+        ))
+        .expect("cookie is ASCII"),
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -112,7 +112,13 @@ impl Sessions {
     /// The session of a cookie value, checked for a request with `method`
     /// and `headers` at `now_us`: a change (anything but GET and HEAD)
     /// must carry the session's CSRF token.
-    pub fn present(&self, cookie: &str, method: &Method, headers: &HeaderMap, now_us: i64) -> Result<Presented, Refusal> {
+    pub fn present(
+        &self,
+        cookie: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        now_us: i64,
+    ) -> Result<Presented, Refusal> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let s = map.get(&digest(cookie)).ok_or(Refusal::Unknown)?;
         if s.expires_us <= now_us {
@@ -137,7 +143,10 @@ impl Sessions {
 
     /// Ends a session (sign-out).
     pub fn close(&self, cookie: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest(cookie));
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&digest(cookie));
     }
 }
 
@@ -199,7 +208,10 @@ mod tests {
         let s = Sessions::default();
         let o = s.open("t", 0);
         let h = HeaderMap::new();
-        assert_eq!(s.present(&o.cookie, &Method::GET, &h, TTL_US).err(), Some(Refusal::Unknown));
+        assert_eq!(
+            s.present(&o.cookie, &Method::GET, &h, TTL_US).err(),
+            Some(Refusal::Unknown)
+        );
         let o = s.open("t", 0);
         s.close(&o.cookie);
         assert_eq!(s.present(&o.cookie, &Method::GET, &h, 1).err(), Some(Refusal::Unknown));

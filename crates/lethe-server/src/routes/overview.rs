@@ -168,7 +168,9 @@ pub(crate) async fn overview(
 ) -> Result<Json<Overview>, ApiError> {
     let tenant = caller.allow(Need::Read, &tenant)?;
     let a = app.clone();
-    Ok(Json(blocking(move || Ok(overview_of(&a.vault, &tenant, now_us())?)).await?))
+    Ok(Json(
+        blocking(move || Ok(overview_of(&a.vault, &tenant, now_us())?)).await?,
+    ))
 }
 
 /// Windows (days) that bound the age buckets.

@@ -40,8 +40,6 @@ const DONE: &str = "purge.done.";
 /// without the subject filters.
 const FAILED: &str = "purge.failed.";
 
-
-
 /// An erasure request.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -569,10 +567,6 @@ impl Vault {
         Ok(report)
     }
 
-
-
-
-
     /// How many of these keys are not destroyed.
     fn keys_left(&self, ids: &[KeyId]) -> Result<usize> {
         Ok(self
@@ -592,9 +586,6 @@ impl Vault {
         self.keys.forget_data_keys();
         Ok(n)
     }
-
-
-
 }
 
 /// Identifies a request: same ticket, selection and subjects → same fingerprint.
@@ -617,7 +608,6 @@ fn fingerprint(req: &PurgeRequest, action: Action, pseudonyms: &[[u8; 32]]) -> S
     }
     hex::encode(fp.finalize())
 }
-
 
 fn preview(
     req: &PurgeRequest,

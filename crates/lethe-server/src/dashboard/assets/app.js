@@ -291,8 +291,8 @@ async function retentionPage() {
       const p = (await api('POST', `/v1/tenants/${T()}/retention/preview`, body())).data;
       const rows = p.proposed.groups.map((g) => [g.stream, g.scope, g.classification, g.window + ' · ' + g.action, count(g.records), count(g.held), bytes(g.bytes_freed)]);
       previewOut.replaceChildren(el('h3', { text: 'What the next sweep removes under the proposed setting' }),
-        note('warn', `Proposed: ${count(p.proposed.deleted)} deleted, ${count(p.proposed.anonymized)} anonymized, ${count(p.proposed.held)} held, ${bytes(p.proposed.bytes_freed)} freed. `,
-          `Under the current settings: ${count(p.current.deleted + p.current.anonymized)} records, ${bytes(p.current.bytes_freed)}.`),
+        note('warn', `Proposed: ${count(p.proposed.deleted)} deleted, ${count(p.proposed.anonymized)} anonymized, ${count(p.proposed.held)} held${freed(p.proposed)}. `,
+          `Under the current settings: ${count(p.current.deleted + p.current.anonymized)} records${freed(p.current)}.`),
         rows.length ? table(['Stream', 'Scope', 'Class', 'Window · action', 'Records', 'Held', 'Bytes'], rows, [4, 5, 6]) : el('p', { class: 'muted', text: 'Nothing is past the proposed window.' }));
       save.disabled = false;
     } catch (e) { fieldError(form, e, general, names); }
@@ -309,6 +309,10 @@ async function retentionPage() {
   show(parts);
 }
 
+// Bytes a plan frees are known for whole partitions dropped only; say
+// nothing rather than "0 B" when only single records go.
+function freed(plan) { return plan.bytes_freed > 0 ? `, ${bytes(plan.bytes_freed)} freed in whole partitions` : ''; }
+
 function purgeNow(r) {
   const out = el('div', { id: 'purge-result' });
   const panel = el('section', { class: 'panel', 'aria-labelledby': 'purge-h' }, el('h2', { id: 'purge-h', text: 'Purge now' }));
@@ -324,7 +328,7 @@ function purgeNow(r) {
       const dry = (await api('POST', `/v1/tenants/${T()}/sweep?dry_run=true`)).data;
       const confirm = el('button', { type: 'button', class: 'danger', id: 'purge-confirm', text: `Confirm: remove ${count(dry.deleted + dry.anonymized)} records` });
       const cancel = el('button', { type: 'button', class: 'secondary', text: 'Cancel', onclick: () => out.replaceChildren() });
-      out.replaceChildren(note('warn', `A sweep now deletes ${count(dry.deleted)} and anonymizes ${count(dry.anonymized)} records (${bytes(dry.bytes_freed)}); ${count(dry.held)} held records stay. This cannot be undone.`),
+      out.replaceChildren(note('warn', `A sweep now deletes ${count(dry.deleted)} and anonymizes ${count(dry.anonymized)} records${freed(dry)}; ${count(dry.held)} held records stay. This cannot be undone.`),
         el('div', { class: 'actions' }, confirm, cancel));
       confirm.focus();
       confirm.addEventListener('click', async () => {
@@ -332,7 +336,7 @@ function purgeNow(r) {
         try {
           const s = (await api('POST', `/v1/tenants/${T()}/sweep`)).data;
           const rc = s.receipt ? await get(`/v1/tenants/${T()}/receipts/${s.receipt}`).catch(soft(null)) : null;
-          out.replaceChildren(note('good', `Swept: ${count(s.deleted)} deleted, ${count(s.anonymized)} anonymized, ${bytes(s.bytes_freed)} freed; verified: ${s.verified}.`),
+          out.replaceChildren(note('good', `Swept: ${count(s.deleted)} deleted, ${count(s.anonymized)} anonymized${freed(s)}; verified: ${s.verified}.`),
             s.receipt ? receiptView(rc || { seq: s.receipt, body: s }) : el('p', { text: 'Nothing was removed; no receipt was written.' }));
         } catch (e) { out.replaceChildren(errorNote(e)); }
       });
