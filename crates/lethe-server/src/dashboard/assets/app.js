@@ -74,9 +74,14 @@ function svg(tag, attrs, ...kids) {
 
 const view = () => document.getElementById('view');
 
+// Replaces a node's children, leaving out absent parts (null, false).
+function put(node, ...kids) {
+  node.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+}
+
 function show(...nodes) {
   const v = view();
-  v.replaceChildren(...nodes.flat().filter(Boolean));
+  put(v, ...nodes.flat().filter(Boolean));
 }
 
 function note(kind, ...text) { return el('div', { class: 'note ' + kind, role: kind === 'bad' ? 'alert' : 'status' }, ...text); }
@@ -105,7 +110,7 @@ function fieldError(form, e, general, names) {
   const name = e.field && (map[e.field] || e.field);
   const slot = name && form.querySelector('#err-' + CSS.escape(name));
   if (slot) { slot.textContent = e.message; return; }
-  general.replaceChildren(errorNote(e));
+  put(general, errorNote(e));
 }
 
 // ---------- formatting ----------
@@ -285,12 +290,12 @@ async function retentionPage() {
   };
   const names = { window: 'window', retention_days: 'retention_days' };
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren(); save.disabled = true;
+    ev.preventDefault(); clearErrors(form); put(general, ); save.disabled = true;
     if (win.value === 'custom' && !custom.value) { form.querySelector('#err-retention_days').textContent = 'Give the number of days.'; return; }
     try {
       const p = (await api('POST', `/v1/tenants/${T()}/retention/preview`, body())).data;
       const rows = p.proposed.groups.map((g) => [g.stream, g.scope, g.classification, g.window + ' · ' + g.action, count(g.records), count(g.held), bytes(g.bytes_freed)]);
-      previewOut.replaceChildren(el('h3', { text: 'What the next sweep removes under the proposed setting' }),
+      put(previewOut, el('h3', { text: 'What the next sweep removes under the proposed setting' }),
         note('warn', `Proposed: ${count(p.proposed.deleted)} deleted, ${count(p.proposed.anonymized)} anonymized, ${count(p.proposed.held)} held${freed(p.proposed)}. `,
           `Under the current settings: ${count(p.current.deleted + p.current.anonymized)} records${freed(p.current)}.`),
         rows.length ? table(['Stream', 'Scope', 'Class', 'Window · action', 'Records', 'Held', 'Bytes'], rows, [4, 5, 6]) : el('p', { class: 'muted', text: 'Nothing is past the proposed window.' }));
@@ -301,7 +306,7 @@ async function retentionPage() {
     clearErrors(form);
     try {
       const c = (await api('PUT', `/v1/tenants/${T()}/retention`, body())).data;
-      general.replaceChildren(note('good', `Saved as version ${c.version} (ledger entry ${c.ledger_seq}); in force from ${c.in_force_from}.`));
+      put(general, note('good', `Saved as version ${c.version} (ledger entry ${c.ledger_seq}); in force from ${c.in_force_from}.`));
       save.disabled = true;
     } catch (e) { fieldError(form, e, general, names); }
   });
@@ -323,12 +328,12 @@ function purgeNow(r) {
   }
   const start = el('button', { type: 'button', id: 'purge-now', class: 'danger', text: 'Purge now' });
   start.addEventListener('click', async () => {
-    out.replaceChildren(el('p', { text: 'Working out what a sweep would remove now…' }));
+    put(out, el('p', { text: 'Working out what a sweep would remove now…' }));
     try {
       const dry = (await api('POST', `/v1/tenants/${T()}/sweep?dry_run=true`)).data;
       const confirm = el('button', { type: 'button', class: 'danger', id: 'purge-confirm', text: `Confirm: remove ${count(dry.deleted + dry.anonymized)} records` });
-      const cancel = el('button', { type: 'button', class: 'secondary', text: 'Cancel', onclick: () => out.replaceChildren() });
-      out.replaceChildren(note('warn', `A sweep now deletes ${count(dry.deleted)} and anonymizes ${count(dry.anonymized)} records${freed(dry)}; ${count(dry.held)} held records stay. This cannot be undone.`),
+      const cancel = el('button', { type: 'button', class: 'secondary', text: 'Cancel', onclick: () => put(out, ) });
+      put(out, note('warn', `A sweep now deletes ${count(dry.deleted)} and anonymizes ${count(dry.anonymized)} records${freed(dry)}; ${count(dry.held)} held records stay. This cannot be undone.`),
         el('div', { class: 'actions' }, confirm, cancel));
       confirm.focus();
       confirm.addEventListener('click', async () => {
@@ -336,11 +341,11 @@ function purgeNow(r) {
         try {
           const s = (await api('POST', `/v1/tenants/${T()}/sweep`)).data;
           const rc = s.receipt ? await get(`/v1/tenants/${T()}/receipts/${s.receipt}`).catch(soft(null)) : null;
-          out.replaceChildren(note('good', `Swept: ${count(s.deleted)} deleted, ${count(s.anonymized)} anonymized${freed(s)}; verified: ${s.verified}.`),
+          put(out, note('good', `Swept: ${count(s.deleted)} deleted, ${count(s.anonymized)} anonymized${freed(s)}; verified: ${s.verified}.`),
             s.receipt ? receiptView(rc || { seq: s.receipt, body: s }) : el('p', { text: 'Nothing was removed; no receipt was written.' }));
-        } catch (e) { out.replaceChildren(errorNote(e)); }
+        } catch (e) { put(out, errorNote(e)); }
       });
-    } catch (e) { out.replaceChildren(errorNote(e)); }
+    } catch (e) { put(out, errorNote(e)); }
   });
   panel.append(el('p', { class: 'muted', text: 'Runs this tenant\'s retention now, as the scheduled sweep would, under your key. You confirm after seeing what it removes.' }), start, out);
   return panel;
@@ -374,7 +379,7 @@ async function erasurePage() {
     el('div', { class: 'actions' }, el('button', { type: 'submit', id: 'erasure-preview', text: 'Preview' })), general);
   show(el('h1', { text: 'Erase data — ' + S.tenant }), steps(0), form);
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren();
+    ev.preventDefault(); clearErrors(form); put(general, );
     const sel = {
       subjects: subjects.value.split('\n').map((s) => s.trim()).filter(Boolean),
       since: since.value.trim() || null, until: until.value.trim() || null,
@@ -409,7 +414,7 @@ function erasurePreview(p, steps) {
     rows.length ? table(['Stream', 'Scope', 'Records', 'Held', 'Bytes', 'Oldest', 'Newest'], rows, [2, 3, 4]) : el('p', { class: 'muted', text: 'Nothing matches.' }),
     el('h2', { text: 'Confirm' }), form);
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren();
+    ev.preventDefault(); clearErrors(form); put(general, );
     if (typed.value.trim() !== S.tenant) { form.querySelector('#err-confirm').textContent = `Type ${S.tenant} exactly to confirm.`; typed.focus(); return; }
     go.disabled = true;
     try {
@@ -419,7 +424,7 @@ function erasurePreview(p, steps) {
       go.disabled = false;
       if (e.status === 409) {
         const holds = (e.data.extra && e.data.extra.holds) || [];
-        general.replaceChildren(note('bad', e.message, holds.length ? ` (hold ${holds.map((h) => '#' + h).join(', ')})` : ''));
+        put(general, note('bad', e.message, holds.length ? ` (hold ${holds.map((h) => '#' + h).join(', ')})` : ''));
       } else fieldError(form, e, general);
     }
   });
@@ -463,11 +468,11 @@ async function recordsPage() {
       cursor = r.next_cursor || null;
       const rows = r.records.map((x) => [when(x.ts), x.stream, x.scope || '', x.subject || '', el('span', { class: 'mono', text: JSON.stringify(x.fields) })]);
       const next = cursor ? el('button', { type: 'button', class: 'secondary', text: 'Next page', onclick: () => load(true) }) : null;
-      out.replaceChildren(el('p', { id: 'records-count', text: `${r.records.length} record(s) on this page` }),
+      put(out, el('p', { id: 'records-count', text: `${r.records.length} record(s) on this page` }),
         rows.length ? table(['Time', 'Stream', 'Scope', 'Subject', 'Fields'], rows) : el('p', { class: 'muted', text: 'No records.' }), next);
     } catch (e) { fieldError(form, e, general); }
   };
-  form.addEventListener('submit', (ev) => { ev.preventDefault(); clearErrors(form); general.replaceChildren(); load(false); });
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); clearErrors(form); put(general, ); load(false); });
   show(el('h1', { text: 'Records — ' + S.tenant }), form, out);
   load(false);
 }
@@ -481,7 +486,7 @@ async function holdsPage() {
     const slice = holds.slice().reverse().slice(page * pageSize, (page + 1) * pageSize);
     const rows = slice.map((h) => [String(h.id), h.status, h.subject ? 'one subject' : 'all', h.scope || 'all', (h.since || '…') + ' – ' + (h.until || '…'), h.reason, h.actor, when(h.created), h.expires ? when(h.expires) : 'never',
       h.status === 'active' && canAdmin() ? releaseForm(h) : (h.release_reason ? 'released: ' + h.release_reason : '')]);
-    list.replaceChildren(rows.length ? table(['#', 'Status', 'Subject', 'Scope', 'Event time', 'Reason', 'Set by', 'Set', 'Expires', ''], rows) : el('p', { class: 'muted', text: 'No holds.' }),
+    put(list, rows.length ? table(['#', 'Status', 'Subject', 'Scope', 'Event time', 'Reason', 'Set by', 'Set', 'Expires', ''], rows) : el('p', { class: 'muted', text: 'No holds.' }),
       pager(page, Math.ceil(holds.length / pageSize), (p) => { page = p; render(); }));
   };
   render();
@@ -518,7 +523,7 @@ function newHoldForm() {
     field('Event time since (optional)', 'since', inputs.since), field('Event time until (optional)', 'until', inputs.until), field('Expires (optional)', 'expires', inputs.expires),
     el('div', { class: 'actions' }, el('button', { type: 'submit', id: 'hold-create', text: 'Set hold' })), general);
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren();
+    ev.preventDefault(); clearErrors(form); put(general, );
     const b = {};
     for (const [k, i] of Object.entries(inputs)) if (i.value.trim()) b[k] = i.value.trim();
     if (!b.reason) { form.querySelector('#err-reason').textContent = 'A hold needs a reason.'; return; }
@@ -541,21 +546,21 @@ async function evidencePage(params) {
   const runOut = el('div', { id: 'verify-out' });
   const run = el('button', { type: 'button', id: 'run-verify', text: 'Run verify now' });
   run.addEventListener('click', async () => {
-    run.disabled = true; runOut.replaceChildren(el('p', { role: 'status', text: 'Verifying…' }));
+    run.disabled = true; put(runOut, el('p', { role: 'status', text: 'Verifying…' }));
     try {
       const r = await api('POST', '/v1/verify', { tenant: S.tenant });
       const loc = r.headers.get('Location');
       for (;;) {
         const j = await get(loc);
         if (j.state !== 'running' && j.state !== 'pending') {
-          runOut.replaceChildren(note(j.ok ? 'good' : 'bad', j.ok ? `Verified: ${count(j.report.records_checked)} records, ${j.report.gaps_total} gaps; ledger entry ${j.ledger_seq}.`
+          put(runOut, note(j.ok ? 'good' : 'bad', j.ok ? `Verified: ${count(j.report.records_checked)} records, ${j.report.gaps_total} gaps; ledger entry ${j.ledger_seq}.`
             : `Verification found problems: ${j.report ? j.report.gaps_total : '?'} gap(s). ${j.error || ''}`),
           j.report && j.report.unexplained_gaps.length ? table(['Stream', 'Seq', 'Problem'], j.report.unexplained_gaps.slice(0, 50).map((g) => [g.stream, String(g.seq), g.problem])) : null);
           break;
         }
         await new Promise((res) => setTimeout(res, 400));
       }
-    } catch (e) { runOut.replaceChildren(errorNote(e)); }
+    } catch (e) { put(runOut, errorNote(e)); }
     run.disabled = false;
   });
   const copy = el('button', { type: 'button', class: 'secondary', text: 'Copy', onclick: () => navigator.clipboard && navigator.clipboard.writeText(pub.ed25519) });
@@ -576,13 +581,13 @@ async function evidencePage(params) {
       el('a', { href: `#/evidence/${T()}?receipt=${e.seq}`, text: '#' + e.seq }), e.kind, when(e.ts), e.actor,
       String(e.body.removed !== undefined ? e.body.removed : (e.body.deleted || 0) + (e.body.anonymized || 0)),
       el('span', { class: 'badge ' + (e.body.verified ? 'ok' : 'bad'), text: e.body.verified ? 'verified' : 'not verified' })]);
-    list.replaceChildren(rows.length ? table(['Receipt', 'Kind', 'When', 'Who', 'Removed', 'Check'], rows, [4]) : el('p', { class: 'muted', text: 'No receipts for this tenant.' }),
+    put(list, rows.length ? table(['Receipt', 'Kind', 'When', 'Who', 'Removed', 'Check'], rows, [4]) : el('p', { class: 'muted', text: 'No receipts for this tenant.' }),
       pager(page, Math.ceil(newest.length / size), (p) => { page = p; renderList(); }));
   };
   renderList();
   if (params.get('receipt')) {
     const rc = await get(`/v1/tenants/${T()}/receipts/${encodeURIComponent(params.get('receipt'))}`).catch(soft((e) => ({ error: e })));
-    detail.replaceChildren(rc.error ? errorNote(rc.error) : receiptView(rc));
+    put(detail, rc.error ? errorNote(rc.error) : receiptView(rc));
   }
   parts.push(el('h2', { text: 'Receipts' }), detail, list);
   parts.push(await ledgerSection(params));
@@ -610,7 +615,7 @@ async function archivePage() {
   const rows = objects.map((o) => [o.target || '', o.stream || '', o.date || o.day || (o.first_ts || '').slice(0, 10), count(o.records), bytes(o.bytes), el('span', { class: 'mono', text: o.key || o.path || '' })]);
   const size = 25; let page = 0;
   const list = el('div', { id: 'archive-objects' });
-  const render = () => list.replaceChildren(
+  const render = () => put(list, 
     rows.length ? table(['Target', 'Stream', 'Date', 'Records', 'Bytes', 'Object'], rows.slice(page * size, (page + 1) * size), [3, 4]) : el('p', { class: 'muted', text: 'Nothing of this tenant is archived yet (archive_then_delete rules archive at the sweep).' }),
     pager(page, Math.ceil(rows.length / size), (p) => { page = p; render(); }));
   render();
@@ -618,8 +623,8 @@ async function archivePage() {
   const out = el('div', { id: 'archive-verify' });
   const verify = el('button', { type: 'button', id: 'archive-verify-btn', text: 'Verify the archive now' });
   verify.addEventListener('click', async () => {
-    out.replaceChildren(el('p', { role: 'status', text: 'Reading back every object…' }));
-    try { const r = (await api('POST', `/v1/tenants/${T()}/archive/verify`)).data; out.replaceChildren(note(r.ok === false ? 'bad' : 'good', JSON.stringify(r).slice(0, 400))); } catch (e) { out.replaceChildren(errorNote(e)); }
+    put(out, el('p', { role: 'status', text: 'Reading back every object…' }));
+    try { const r = (await api('POST', `/v1/tenants/${T()}/archive/verify`)).data; put(out, note(r.ok === false ? 'bad' : 'good', JSON.stringify(r).slice(0, 400))); } catch (e) { put(out, errorNote(e)); }
   });
   parts.push(el('div', { class: 'actions' }, verify), out);
   if (canAdmin()) {
@@ -629,10 +634,10 @@ async function archivePage() {
       field('Reason', 'reason', inputs.reason), field('Stream', 'stream', inputs.stream), field('Since', 'since', inputs.since), field('Until', 'until', inputs.until),
       field('Keep restored copies for', 'window', inputs.window), el('div', { class: 'actions' }, el('button', { type: 'submit', text: 'Restore' })), general);
     form.addEventListener('submit', async (ev) => {
-      ev.preventDefault(); clearErrors(form); general.replaceChildren();
+      ev.preventDefault(); clearErrors(form); put(general, );
       const b = {};
       for (const [k, i] of Object.entries(inputs)) if (i.value.trim()) b[k] = i.value.trim();
-      try { const r = (await api('POST', `/v1/tenants/${T()}/archive/restore`, b)).data; general.replaceChildren(note('good', 'Restored: ' + JSON.stringify(r).slice(0, 300))); } catch (e) { fieldError(form, e, general); }
+      try { const r = (await api('POST', `/v1/tenants/${T()}/archive/restore`, b)).data; put(general, note('good', 'Restored: ' + JSON.stringify(r).slice(0, 300))); } catch (e) { fieldError(form, e, general); }
     });
     parts.push(form);
   }
@@ -655,12 +660,12 @@ async function keysPage() {
     field('Name', 'name', name), field('Role', 'role', role), field('Tenants', 'tenants', tenants), field('Expires in', 'expires_in', expires),
     el('div', { class: 'actions' }, el('button', { type: 'submit', text: 'Create key' })), general);
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren();
+    ev.preventDefault(); clearErrors(form); put(general, );
     const b = { name: name.value, role: role.value, tenants: (tenants.value || S.tenant).split(',').map((s) => s.trim()).filter(Boolean) };
     if (expires.value.trim()) b.expires_in = expires.value.trim();
     try {
       const r = (await api('POST', '/v1/keys', b)).data;
-      general.replaceChildren(note('warn', 'The token is shown this once — copy it now: ', el('span', { class: 'mono', id: 'new-token', text: r.token })));
+      put(general, note('warn', 'The token is shown this once — copy it now: ', el('span', { class: 'mono', id: 'new-token', text: r.token })));
     } catch (e) { fieldError(form, e, general); }
   });
   show(el('h1', { text: 'API keys' }), table(['Id', 'Name', 'Role', 'Tenants', 'Created by', 'Created', 'Last used', ''], rows), form);
@@ -676,7 +681,7 @@ function signinPage() {
     field('API key', 'key', key, 'An auditor, admin or super_admin key (lethe_…). Ingest keys cannot sign in.'),
     el('div', { class: 'actions' }, el('button', { type: 'submit', id: 'signin', text: 'Sign in' })), general);
   form.addEventListener('submit', async (ev) => {
-    ev.preventDefault(); clearErrors(form); general.replaceChildren();
+    ev.preventDefault(); clearErrors(form); put(general, );
     try {
       S.me = (await api('POST', '/ui/session', { key: key.value })).data;
       key.value = '';
@@ -691,14 +696,14 @@ function signinPage() {
 
 function nav() {
   const n = document.getElementById('nav');
-  n.replaceChildren(...PAGES.filter((p) => p[2]()).map(([id, label]) => el('a', { href: `#/${id}/${T()}`, 'aria-current': S.page === id ? 'page' : null, text: label })));
+  put(n, ...PAGES.filter((p) => p[2]()).map(([id, label]) => el('a', { href: `#/${id}/${T()}`, 'aria-current': S.page === id ? 'page' : null, text: label })));
 }
 
 async function start() {
   S.tenants = await get('/v1/tenants');
   const pick = document.getElementById('tenant');
   const names = S.tenants.map((t) => t.tenant);
-  pick.replaceChildren(...names.map((t) => el('option', { value: t, text: t })));
+  put(pick, ...names.map((t) => el('option', { value: t, text: t })));
   if (!S.tenant || !names.includes(S.tenant)) S.tenant = names[0] || null;
   document.getElementById('who').textContent = `${S.me.name} · ${S.me.role}`;
   document.getElementById('top').hidden = false;
