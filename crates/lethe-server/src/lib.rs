@@ -47,6 +47,8 @@ pub struct App {
     previews: routes::erasures::Previews,
     /// Verification jobs started through the API.
     verifications: routes::verification::Verifications,
+    /// Age buckets of the tenants' overviews, reused for a few minutes.
+    ages: routes::overview::AgeCache,
     /// Dashboard sessions (in memory).
     pub sessions: dashboard::session::Sessions,
 }
@@ -62,6 +64,7 @@ impl App {
             ready: AtomicBool::new(false),
             previews: Default::default(),
             verifications: Default::default(),
+            ages: Default::default(),
             sessions: Default::default(),
         })
     }

@@ -7,7 +7,7 @@ mod evidence;
 mod holds;
 mod keys;
 mod ops;
-mod overview;
+pub(crate) mod overview;
 mod proofs;
 mod records;
 mod retention;

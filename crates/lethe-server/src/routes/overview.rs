@@ -102,7 +102,7 @@ pub struct StreamLine {
 }
 
 /// How much of the tenant's store is older than a window.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgeBucket {
     /// The bucket (`0–7 d`, …, `> 365 d`).
     pub bucket: String,
@@ -145,6 +145,8 @@ pub struct Overview {
     pub streams: Vec<StreamLine>,
     /// The store by age of the records.
     pub ages: Vec<AgeBucket>,
+    /// When the age buckets were computed (they are reused for 5 minutes).
+    pub ages_at: String,
     /// The tenant's size after each sweep (oldest first, the last 60).
     pub history: Vec<SizePoint>,
     /// The retention settings in force.
@@ -169,14 +171,39 @@ pub(crate) async fn overview(
     let tenant = caller.allow(Need::Read, &tenant)?;
     let a = app.clone();
     Ok(Json(
-        blocking(move || Ok(overview_of(&a.vault, &tenant, now_us())?)).await?,
+        blocking(move || Ok(overview_of(&a.vault, &a.ages, &tenant, now_us())?)).await?,
     ))
+}
+
+/// How long a tenant's age buckets are reused (µs): they cost a plan per
+/// window on a large tenant and move by a day's worth of records a day.
+const AGES_FOR_US: i64 = 5 * 60 * 1_000_000;
+
+/// Age buckets per tenant, with when they were computed.
+#[derive(Default)]
+pub(crate) struct AgeCache(std::sync::Mutex<BTreeMap<String, (i64, Vec<AgeBucket>)>>);
+
+impl AgeCache {
+    fn get(&self, tenant: &str, now: i64) -> Option<(i64, Vec<AgeBucket>)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(tenant)
+            .filter(|(at, _)| now - at < AGES_FOR_US && *at <= now)
+            .cloned()
+    }
+
+    fn put(&self, tenant: &str, at: i64, ages: &[AgeBucket]) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(tenant.to_string(), (at, ages.to_vec()));
+    }
 }
 
 /// Windows (days) that bound the age buckets.
 const AGES: [u64; 5] = [7, 30, 90, 180, 365];
 
-fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Overview> {
+fn overview_of(v: &Vault, cache: &AgeCache, tenant: &TenantId, now: i64) -> lethe_vault::Result<Overview> {
     let mut streams: BTreeMap<(String, String), StreamLine> = BTreeMap::new();
     for row in v.stats(Some(tenant))?.rows {
         let l = streams.entry((row.stream.clone(), row.scope.clone())).or_default();
@@ -199,39 +226,16 @@ fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Ov
         l.action = Some(g.action.clone());
         l.rule = Some(g.rule.clone());
     }
-    // Age buckets: what a window of each length would remove, differenced.
-    let mut older: Vec<u64> = Vec::with_capacity(AGES.len());
-    for days in AGES {
-        let setting = TenantSetting {
-            enabled: true,
-            window: Window::Span(days * 86_400),
-            action: PolicyAction::Delete,
-            archive_target: None,
-            archive_window: None,
-        };
-        let book = v.book_with_setting(&settings, tenant, Some(&setting))?;
-        let r = v.preview_under(&book, tenant, now)?;
-        older.push(r.deleted + r.anonymized + r.held);
-    }
     let records: u64 = streams.values().map(|l| l.records).sum();
     let bytes: u64 = streams.values().map(|l| l.bytes).sum();
-    let mut ages = Vec::new();
-    let mut upper = records;
-    let mut from = 0;
-    for (days, older) in AGES.iter().zip(older) {
-        ages.push(AgeBucket {
-            bucket: format!("{from}–{days} d"),
-            from_days: from,
-            records: upper.saturating_sub(older),
-        });
-        upper = older;
-        from = *days;
-    }
-    ages.push(AgeBucket {
-        bucket: format!("> {from} d"),
-        from_days: from,
-        records: upper,
-    });
+    let (ages_at, ages) = match cache.get(tenant.as_str(), now) {
+        Some(hit) => hit,
+        None => {
+            let ages = age_buckets(v, &settings, tenant, records, now)?;
+            cache.put(tenant.as_str(), now, &ages);
+            (now, ages)
+        }
+    };
     let mut history = Vec::new();
     for e in v.entries_of_kinds(&["receipt.sweep"])? {
         let Ok(body) = serde_json::from_str::<serde_json::Value>(&e.body) else {
@@ -276,10 +280,53 @@ fn overview_of(v: &Vault, tenant: &TenantId, now: i64) -> lethe_vault::Result<Ov
         held: current.held,
         streams: streams.into_values().collect(),
         ages,
+        ages_at: format_ts(ages_at),
         history,
         retention,
         sweep,
     })
+}
+
+/// The tenant's records by age: what a window of each length would remove
+/// (one plan per window), differenced.
+fn age_buckets(
+    v: &Vault,
+    settings: &lethe_vault::settings::Settings,
+    tenant: &TenantId,
+    records: u64,
+    now: i64,
+) -> lethe_vault::Result<Vec<AgeBucket>> {
+    let mut older: Vec<u64> = Vec::with_capacity(AGES.len());
+    for days in AGES {
+        let setting = TenantSetting {
+            enabled: true,
+            window: Window::Span(days * 86_400),
+            action: PolicyAction::Delete,
+            archive_target: None,
+            archive_window: None,
+        };
+        let book = v.book_with_setting(settings, tenant, Some(&setting))?;
+        let r = v.preview_under(&book, tenant, now)?;
+        older.push(r.deleted + r.anonymized + r.held);
+    }
+    let mut ages = Vec::new();
+    let mut upper = records;
+    let mut from = 0;
+    for (days, older) in AGES.iter().zip(older) {
+        ages.push(AgeBucket {
+            bucket: format!("{from}–{days} d"),
+            from_days: from,
+            records: upper.saturating_sub(older),
+        });
+        upper = older;
+        from = *days;
+    }
+    ages.push(AgeBucket {
+        bucket: format!("> {from} d"),
+        from_days: from,
+        records: upper,
+    });
+    Ok(ages)
 }
 
 fn min_opt(a: Option<String>, b: Option<String>) -> Option<String> {

@@ -236,7 +236,7 @@ async function overviewPage() {
     rows.length ? table(['Stream', 'Scope', 'Records', 'Bytes', 'Oldest', 'Newest', 'Window · action', 'Past window', 'Held'], rows, [2, 3, 7, 8])
       : el('p', { class: 'muted', text: 'This tenant stores no records.' }),
     el('div', { class: 'charts' },
-      barChart('Records by age (days since their event time)', ages),
+      barChart('Records by age (days since their event time; as of ' + o.ages_at.slice(11, 16) + ' UTC)', ages),
       lineChart('Records stored after each sweep', hist, 'No sweep has covered this tenant yet.')));
 }
 
@@ -534,8 +534,8 @@ function newHoldForm() {
 
 async function evidencePage(params) {
   const parts = [el('h1', { text: 'Evidence — ' + S.tenant })];
-  const ov = await get(`/v1/tenants/${T()}/overview`);
-  const streams = [...new Set(ov.streams.map((s) => s.stream))];
+  const stats = await get(`/v1/tenants/${T()}/stats`);
+  const streams = [...new Set(stats.rows.map((s) => s.stream))];
   const [receipts, pub, ...perStream] = await Promise.all([get(`/v1/tenants/${T()}/receipts`), get('/v1/public-key'),
     ...streams.map((st) => get(`/v1/tenants/${T()}/checkpoints?stream=${encodeURIComponent(st)}`).catch(soft([])))]);
   // The newest signed checkpoint of each chain.
