@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{cfg, logs, now, open};
+use common::{cfg, gaps, logs, now, open};
 use lethe_core::TenantId;
 use lethe_vault::purge::{PurgeReport, PurgeRequest};
 use lethe_vault::Vault;
@@ -23,14 +23,6 @@ fn line(who: &str, stream: &str, day: u32, details: &str) -> String {
 fn purge(v: &Vault, req: &PurgeRequest) -> PurgeReport {
     let plan = v.plan_purge(req, now()).unwrap();
     v.execute_purge(req, plan, &now).unwrap()
-}
-
-fn gaps(v: &Vault) -> Vec<String> {
-    let r = v.verify(None, None, now(), &|_| {}).unwrap();
-    r.unexplained_gaps
-        .iter()
-        .map(|g| format!("{}/{} {}: {}", g.tenant, g.stream, g.seq, g.problem))
-        .collect()
 }
 
 /// A second writer (another vault over the same directory, as another

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cfg, logs, now, open};
+use common::{cfg, gaps, logs, now, open};
 use lethe_core::TenantId;
 use lethe_vault::hold::HoldRequest;
 use lethe_vault::purge::{PurgeReport, PurgeRequest};
@@ -32,14 +32,6 @@ fn request(tenant: &str, subjects: &[&str], ticket: &str) -> PurgeRequest {
 fn purge(v: &Vault, req: &PurgeRequest) -> Result<PurgeReport, VaultError> {
     let plan = v.plan_purge(req, now())?;
     v.execute_purge(req, plan, &now)
-}
-
-fn gaps(v: &Vault) -> Vec<String> {
-    let r = v.verify(None, None, now(), &|_| {}).unwrap();
-    r.unexplained_gaps
-        .iter()
-        .map(|g| format!("{}/{} {}: {}", g.tenant, g.stream, g.seq, g.problem))
-        .collect()
 }
 
 fn catalog(dir: &Path) -> Connection {
