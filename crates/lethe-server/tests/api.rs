@@ -30,6 +30,9 @@ fn routes() -> Vec<Route> {
         ),
         ("GET", "/v1/tenants/{t}/records", None, Some(Role::Admin), true),
         ("GET", "/v1/tenants/{t}/stats", None, Some(Role::Auditor), true),
+        ("GET", "/v1/tenants/{t}/overview", None, Some(Role::Auditor), true),
+        // Any reading key, of any scope: it lists the tenants in the scope.
+        ("GET", "/v1/tenants", None, Some(Role::Auditor), false),
         ("GET", "/v1/tenants/{t}/retention", None, Some(Role::Auditor), true),
         (
             "PUT",
@@ -230,6 +233,8 @@ async fn every_route_answers_each_role_and_tenant_exactly_as_documented() {
                 // The public key is public: any working key reads it.
                 let allowed = if path == "/v1/public-key" {
                     true
+                } else if path == "/v1/tenants" {
+                    grants(*role, least)
                 } else {
                     grants(*role, least) && in_scope && (tenant_route || spans_all)
                 };

@@ -612,21 +612,32 @@ async function archivePage() {
   const a = await get(`/v1/tenants/${T()}/archive`);
   const objects = Array.isArray(a) ? a : (a.objects || []);
   const parts = [el('h1', { text: 'Archive — ' + S.tenant })];
-  const rows = objects.map((o) => [o.target || '', o.stream || '', o.date || o.day || (o.first_ts || '').slice(0, 10), count(o.records), bytes(o.bytes), el('span', { class: 'mono', text: o.key || o.path || '' })]);
+  const rows = objects.map((o) => [o.target || '', o.stream || '', o.date, count(o.records), bytes(o.bytes), el('span', { class: 'mono', text: o.object })]);
   const size = 25; let page = 0;
   const list = el('div', { id: 'archive-objects' });
   const render = () => put(list, 
     rows.length ? table(['Target', 'Stream', 'Date', 'Records', 'Bytes', 'Object'], rows.slice(page * size, (page + 1) * size), [3, 4]) : el('p', { class: 'muted', text: 'Nothing of this tenant is archived yet (archive_then_delete rules archive at the sweep).' }),
     pager(page, Math.ceil(rows.length / size), (p) => { page = p; render(); }));
   render();
-  parts.push(list);
+  const checks = await get(`/v1/tenants/${T()}/ledger?kind=archive.verify_result&limit=1000`).catch(soft({ entries: [] }));
+  const lastCheck = checks.entries[checks.entries.length - 1];
+  parts.push(lastCheck
+    ? el('p', { id: 'archive-last-check' }, 'Last archive verification: ', when(lastCheck.ts), ' by ', lastCheck.actor, ' — ',
+      el('span', { class: 'badge ' + (lastCheck.body.ok ? 'ok' : 'bad'), text: lastCheck.body.ok ? 'passed' : `${lastCheck.body.problems_total} problem(s)` }),
+      ` (${count(lastCheck.body.objects_checked)} objects, ${count(lastCheck.body.records_checked)} records read back)`)
+    : el('p', { class: 'muted', id: 'archive-last-check', text: 'The archive of this tenant has not been verified through the API yet.' }));
   const out = el('div', { id: 'archive-verify' });
   const verify = el('button', { type: 'button', id: 'archive-verify-btn', text: 'Verify the archive now' });
   verify.addEventListener('click', async () => {
     put(out, el('p', { role: 'status', text: 'Reading back every object…' }));
-    try { const r = (await api('POST', `/v1/tenants/${T()}/archive/verify`)).data; put(out, note(r.ok === false ? 'bad' : 'good', JSON.stringify(r).slice(0, 400))); } catch (e) { put(out, errorNote(e)); }
+    try {
+      const r = (await api('POST', `/v1/tenants/${T()}/archive/verify`)).data;
+      put(out, note(r.problems.length ? 'bad' : 'good', `${count(r.objects_checked)} objects and ${count(r.records_checked)} records read back (${bytes(r.bytes_read)}): `,
+        r.problems.length ? `${r.problems.length} problem(s).` : 'every object matches its manifest and the ledger.'),
+      r.problems.length ? table(['Target', 'Object', 'Problem'], r.problems.slice(0, 50).map((p) => [p.target, el('span', { class: 'mono', text: p.object }), p.problem])) : null);
+    } catch (e) { put(out, errorNote(e)); }
   });
-  parts.push(el('div', { class: 'actions' }, verify), out);
+  parts.push(el('div', { class: 'actions' }, verify), out, el('h2', { text: 'Archived objects' }), list);
   if (canAdmin()) {
     const inputs = { reason: el('input', { type: 'text' }), stream: el('input', { type: 'text', placeholder: 'requests:1' }), since: el('input', { type: 'text', placeholder: 'RFC 3339' }), until: el('input', { type: 'text', placeholder: 'RFC 3339' }), window: el('input', { type: 'text', placeholder: '7d' }) };
     const general = el('div');
