@@ -101,7 +101,7 @@ impl From<VaultError> for ApiError {
                 let field = m
                     .split_once(": ")
                     .map(|(f, _)| f)
-                    .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+                    .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || "_.-[]".contains(c)));
                 let mut err = ApiError::new(StatusCode::BAD_REQUEST, m.clone());
                 err.0.field = field.map(str::to_string);
                 err

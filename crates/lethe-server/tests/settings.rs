@@ -168,3 +168,93 @@ async fn bad_settings_name_the_field_and_change_nothing() {
     assert!(s.vault.retention_settings().unwrap().tenants.is_empty());
     s.stop().await;
 }
+
+/// A `requests` record of `tenant`, `days_ago` days old.
+fn request_record(tenant: &str, days_ago: i64, n: usize) -> String {
+    let ts = lethe_core::record::format_ts(harness::now() - days_ago * 86_400_000_000 - n as i64);
+    format!(r#"{{"tenant":"{tenant}","stream":"requests:1","ts":"{ts}","subject":"carol","fields":{{"model":"m-1"}}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_stream_override_keeps_one_stream_shorter_and_the_ledger_explains_it() {
+    let s = Server::start().await;
+    let lines = [
+        record("globex", 10, "alice", 0),
+        record("globex", 40, "alice", 1),
+        request_record("globex", 3, 0),
+        request_record("globex", 10, 1),
+        request_record("globex", 40, 2),
+    ];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let r = s.vault.ingest_lines(&lines, harness::now()).unwrap();
+    assert_eq!(r.stored, 5, "{r:?}");
+    let admin = s.key("globex-admin", Role::Admin, &["globex"]);
+    // Bad overrides are refused naming the override and its field.
+    for (body, field) in [
+        (
+            json!({"enabled": true, "retention_days": 365, "overrides": [{"retention_days": 7}]}),
+            "overrides[0].stream",
+        ),
+        (
+            json!({"enabled": true, "retention_days": 365, "overrides": [{"stream": "requests", "retention_days": 7, "classification": "secret"}]}),
+            "overrides[0].classification",
+        ),
+        (
+            json!({"enabled": true, "retention_days": 365, "overrides": [{"stream": "requests", "retention_days": 0}]}),
+            "overrides[0].retention_days",
+        ),
+        (
+            json!({"enabled": true, "retention_days": 365, "overrides": [{"stream": "nosuch", "retention_days": 7}]}),
+            "overrides[0].stream",
+        ),
+    ] {
+        let (status, p) = s
+            .send_json("PUT", "/v1/tenants/globex/retention", &admin, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+        assert_eq!(p["field"], field, "{p}");
+    }
+    // A year for the tenant, a week for its requests.
+    let body = json!({"enabled": true, "retention_days": 365,
+                      "overrides": [{"stream": "requests", "retention_days": 7}]});
+    let (status, preview) = s
+        .send_json(
+            "POST",
+            "/v1/tenants/globex/retention/preview",
+            &admin,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(
+        preview["proposed"]["deleted"], 2,
+        "the requests of 10 and 40 days: {preview}"
+    );
+    let (status, changed) = s
+        .send_json("PUT", "/v1/tenants/globex/retention", &admin, Some(body))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let view = s.get_json("/v1/tenants/globex/retention", &admin).await;
+    let api: Vec<&serde_json::Value> = view["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "api")
+        .collect();
+    assert_eq!(api.len(), 2, "{view}");
+    assert_eq!(api[0]["window"], "365d", "the tenant-wide rule first: {view}");
+    assert_eq!(api[1]["selects"]["stream"], "requests", "{view}");
+    assert_eq!(api[1]["window_days"], 7.0);
+    assert_eq!(view["retention_days"], 365.0);
+    let (status, sweep) = s.send_json("POST", "/v1/tenants/globex/sweep", &admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{sweep}");
+    assert_eq!(sweep["deleted"], 2, "{sweep}");
+    let stats = s.get_json("/v1/tenants/globex/stats", &admin).await;
+    assert_eq!(
+        stats["records"], 3,
+        "both audit records and the 3-day request stay: {stats}"
+    );
+    let v = s.vault.verify(None, None, harness::now(), &|_| {}).unwrap();
+    assert!(v.ok(), "{:?}", v.unexplained_gaps);
+    s.stop().await;
+}

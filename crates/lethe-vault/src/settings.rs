@@ -39,6 +39,38 @@ pub struct TenantSetting {
     /// With `archive_then_delete`: how long the archived copy is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_window: Option<Window>,
+    /// Narrower rules within the tenant: records of one stream, scope or
+    /// classification (or a combination) kept differently. The most
+    /// specific that matches a record governs it, as in `lethe.toml`; the
+    /// tenant-wide setting governs the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<SettingOverride>,
+}
+
+/// A rule within a tenant's setting for some of its records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingOverride {
+    /// Only this stream (`name` for every version, or `name:version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Only this scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Only this classification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<lethe_core::Classification>,
+    /// Whether the sweep removes these records.
+    pub enabled: bool,
+    /// How long they are kept.
+    pub window: Window,
+    /// What happens after the window.
+    pub action: PolicyAction,
+    /// With `archive_then_delete`: the archive target (default `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_target: Option<String>,
+    /// With `archive_then_delete`: how long the archived copy is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_window: Option<Window>,
 }
 
 /// A setting as stored: who made it, when, under which version.
@@ -75,33 +107,117 @@ pub(crate) fn read(store: &dyn Store) -> Result<Settings> {
 }
 
 impl TenantSetting {
-    /// The setting as a rule, or why it is not valid (`field: message`).
-    pub fn rule(&self, config: &Config, tenant: &TenantId) -> Result<RetentionRule> {
-        if self.window == Window::Span(0) {
-            return Err(VaultError::Invalid("window: must be longer than zero".into()));
-        }
-        let archive = archive_rule(self.action, self.window, &self.archive_target, &self.archive_window)
-            .map_err(|(field, m)| VaultError::Invalid(format!("{field}: {m}")))?;
-        if let Some(a) = &archive {
-            if !config.archive.effective_targets().contains_key(&a.target) {
+    /// The setting as rules — its overrides, most specific first, then the
+    /// tenant-wide rule — or why it is not valid (`field: message`, the
+    /// field naming the override: `overrides[1].window`).
+    pub fn rules(&self, config: &Config, tenant: &TenantId) -> Result<Vec<RetentionRule>> {
+        let whole = Selector {
+            tenant: Some(tenant.clone()),
+            ..Default::default()
+        };
+        let mut rules = Vec::with_capacity(self.overrides.len() + 1);
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, o) in self.overrides.iter().enumerate() {
+            let field = |f: &str| format!("overrides[{i}].{f}");
+            if o.stream.is_none() && o.scope.is_none() && o.classification.is_none() {
                 return Err(VaultError::Invalid(format!(
-                    "archive_target: no archive target `{}` is configured",
-                    a.target
+                    "{}: an override names a stream, a scope or a classification (the tenant-wide setting covers the rest)",
+                    field("stream")
                 )));
             }
+            if let Some(st) = &o.stream {
+                let name = st.split_once(':').map_or(st.as_str(), |(n, _)| n);
+                if !config.streams.iter().any(|c| c.name == name) {
+                    return Err(VaultError::Invalid(format!(
+                        "{}: no stream `{name}` is configured",
+                        field("stream")
+                    )));
+                }
+            }
+            if !seen.insert((o.stream.clone(), o.scope.clone(), o.classification)) {
+                return Err(VaultError::Invalid(format!(
+                    "{}: two overrides select the same records",
+                    field("stream")
+                )));
+            }
+            let selector = Selector {
+                stream: o.stream.clone(),
+                scope: o.scope.clone(),
+                classification: o.classification,
+                ..whole.clone()
+            };
+            let name = format!(
+                "api:{tenant}:{}/{}/{}",
+                o.stream.as_deref().unwrap_or("*"),
+                o.scope.as_deref().unwrap_or("*"),
+                o.classification.map_or("*", |c| c.as_str())
+            );
+            rules.push(
+                rule(
+                    config,
+                    name,
+                    selector,
+                    o.enabled,
+                    o.window,
+                    o.action,
+                    &o.archive_target,
+                    &o.archive_window,
+                )
+                .map_err(|e| match e {
+                    VaultError::Invalid(m) => VaultError::Invalid(format!("overrides[{i}].{m}")),
+                    other => other,
+                })?,
+            );
         }
-        Ok(RetentionRule {
-            name: format!("api:{tenant}"),
-            selector: Selector {
-                tenant: Some(tenant.clone()),
-                ..Default::default()
-            },
-            enabled: self.enabled,
-            window: self.window,
-            action: self.action.action(),
-            archive,
-        })
+        // The sweep takes the first override that matches: most specific first.
+        rules.sort_by_key(|r| std::cmp::Reverse(r.selector.specificity()));
+        rules.push(rule(
+            config,
+            format!("api:{tenant}"),
+            whole,
+            self.enabled,
+            self.window,
+            self.action,
+            &self.archive_target,
+            &self.archive_window,
+        )?);
+        Ok(rules)
     }
+}
+
+/// One rule of a setting, validated (`field: message` errors).
+#[allow(clippy::too_many_arguments)]
+fn rule(
+    config: &Config,
+    name: String,
+    selector: Selector,
+    enabled: bool,
+    window: Window,
+    action: PolicyAction,
+    archive_target: &Option<String>,
+    archive_window: &Option<Window>,
+) -> Result<RetentionRule> {
+    if window == Window::Span(0) {
+        return Err(VaultError::Invalid("window: must be longer than zero".into()));
+    }
+    let archive = archive_rule(action, window, archive_target, archive_window)
+        .map_err(|(field, m)| VaultError::Invalid(format!("{field}: {m}")))?;
+    if let Some(a) = &archive {
+        if !config.archive.effective_targets().contains_key(&a.target) {
+            return Err(VaultError::Invalid(format!(
+                "archive_target: no archive target `{}` is configured",
+                a.target
+            )));
+        }
+    }
+    Ok(RetentionRule {
+        name,
+        selector,
+        enabled,
+        window,
+        action: action.action(),
+        archive,
+    })
 }
 
 /// The configuration's policies with the stored tenant settings over them.
@@ -111,8 +227,8 @@ pub(crate) fn book_with(config: &Config, settings: &Settings) -> PolicyBook {
         // Settings were validated when made; one the configuration no
         // longer allows (its archive target was removed) is skipped, and
         // the tenant is governed by the file again.
-        match TenantId::new(tenant).map(|t| s.setting.rule(config, &t)) {
-            Ok(Ok(rule)) => book.overrides.push(rule),
+        match TenantId::new(tenant).map(|t| s.setting.rules(config, &t)) {
+            Ok(Ok(rules)) => book.overrides.extend(rules),
             _ => tracing::warn!(
                 tenant,
                 "the tenant's retention setting no longer fits the configuration; lethe.toml applies"
@@ -157,7 +273,7 @@ impl Vault {
         others.tenants.remove(tenant.as_str());
         let mut book = book_with(&self.config, &others);
         if let Some(p) = proposed {
-            book.overrides.push(p.rule(&self.config, tenant)?);
+            book.overrides.extend(p.rules(&self.config, tenant)?);
         }
         Ok(book)
     }
@@ -174,7 +290,7 @@ impl Vault {
         now_us: i64,
     ) -> Result<Settings> {
         if let Some(s) = &setting {
-            s.rule(&self.config, tenant)?;
+            s.rules(&self.config, tenant)?;
         }
         let _one = self.settings_lock.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut settings = self.retention_settings()?;

@@ -304,6 +304,7 @@ fn age_buckets(
             action: PolicyAction::Delete,
             archive_target: None,
             archive_window: None,
+            overrides: Vec::new(),
         };
         let book = v.book_with_setting(settings, tenant, Some(&setting))?;
         let r = v.preview_under(&book, tenant, now)?;

@@ -106,11 +106,15 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
     let mut settings = vault.retention_settings()?;
     let book = vault.book_for(&settings);
     let setting = settings.tenants.remove(tenant.as_str());
-    let over = book.overrides.iter().find(|r| applies_to(r, tenant));
+    // The tenant's API rules: its overrides (most specific first) and, last,
+    // its tenant-wide rule.
+    let api: Vec<&RetentionRule> = book.overrides.iter().filter(|r| applies_to(r, tenant)).collect();
+    let over = api.last().copied();
     let mut policies = Vec::new();
     if let Some(o) = over {
         policies.push(effective(o, &o.name, "api", true));
     }
+    policies.extend(api.iter().rev().skip(1).map(|r| effective(r, &r.name, "api", true)));
     policies.push(effective(&book.default, "default", "lethe.toml", over.is_none()));
     let mut rules: Vec<&RetentionRule> = book.retention.iter().filter(|r| applies_to(r, tenant)).collect();
     rules.sort_by_key(|r| r.selector.specificity());
@@ -171,8 +175,9 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
 /// removes them.
 pub(super) fn retention_enabled(book: &PolicyBook, tenant: &TenantId) -> bool {
     let removes = |r: &RetentionRule| r.enabled && r.window != lethe_core::Window::Forever;
-    if let Some(o) = book.overrides.iter().find(|r| applies_to(r, tenant)) {
-        return removes(o);
+    let mut api = book.overrides.iter().filter(|r| applies_to(r, tenant)).peekable();
+    if api.peek().is_some() {
+        return api.any(removes);
     }
     std::iter::once(&book.default)
         .chain(book.retention.iter().filter(|r| applies_to(r, tenant)))

@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use lethe_core::config::PolicyAction;
 use lethe_core::record::format_ts;
-use lethe_core::{TenantId, Window};
-use lethe_vault::settings::TenantSetting;
+use lethe_core::{Classification, TenantId, Window};
+use lethe_vault::settings::{SettingOverride, TenantSetting};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -42,52 +42,121 @@ pub struct SettingBody {
     pub archive_target: Option<String>,
     /// With `archive_then_delete`: how long the archived copy is kept (`365d`, `forever`).
     pub archive_window: Option<String>,
+    /// Narrower rules for some of the tenant's records (a stream, scope or
+    /// classification); the most specific that matches governs a record.
+    #[serde(default)]
+    pub overrides: Vec<OverrideBody>,
+}
+
+/// A rule within the tenant's setting for some of its records.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    /// Only this stream (`requests`, or `requests:1`).
+    pub stream: Option<String>,
+    /// Only this scope.
+    pub scope: Option<String>,
+    /// Only this classification (`public`, `internal`, `confidential`, `restricted`).
+    pub classification: Option<String>,
+    /// Whether the sweep removes these records (default true).
+    pub enabled: Option<bool>,
+    /// Window in whole days.
+    pub retention_days: Option<u64>,
+    /// Window as a duration (`12h`, `90d`, `forever`).
+    pub window: Option<String>,
+    /// `delete` (default), `anonymize` or `archive_then_delete`.
+    pub action: Option<String>,
+    /// With `archive_then_delete`: the archive target (default `local`).
+    pub archive_target: Option<String>,
+    /// With `archive_then_delete`: how long the archived copy is kept.
+    pub archive_window: Option<String>,
+}
+
+/// The window of a body: `retention_days` or `window`, exactly one;
+/// errors name `prefix` + the field.
+fn window_of(prefix: &str, days: Option<u64>, window: &Option<String>) -> Result<Window, ApiError> {
+    let f = |name: &str| format!("{prefix}{name}");
+    match (days, window) {
+        (Some(_), Some(_)) => Err(ApiError::field(
+            &f("window"),
+            "give either retention_days or window, not both",
+        )),
+        (Some(d), None) => {
+            if d == 0 || d > MAX_DAYS {
+                return Err(ApiError::field(
+                    &f("retention_days"),
+                    format!(
+                        "retention_days must be between 1 and {MAX_DAYS} (window = \"forever\" keeps records for ever)"
+                    ),
+                ));
+            }
+            Ok(Window::Span(d * 86_400))
+        }
+        (None, Some(_)) => Ok(window_param(&f("window"), window)?.expect("window is given")),
+        (None, None) => Err(ApiError::field(
+            &f("retention_days"),
+            "retention_days (or window) is required",
+        )),
+    }
+}
+
+/// The action of a body (default delete); errors name `prefix` + `action`.
+fn action_of(prefix: &str, action: Option<&str>) -> Result<PolicyAction, ApiError> {
+    match action.unwrap_or("delete") {
+        "delete" => Ok(PolicyAction::Delete),
+        "anonymize" => Ok(PolicyAction::Anonymize),
+        "archive_then_delete" => Ok(PolicyAction::ArchiveThenDelete),
+        _ => Err(ApiError::field(
+            &format!("{prefix}action"),
+            "action must be delete, anonymize or archive_then_delete",
+        )),
+    }
+}
+
+impl OverrideBody {
+    fn setting(self, i: usize) -> Result<SettingOverride, ApiError> {
+        let prefix = format!("overrides[{i}].");
+        let classification = match self.classification.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(c.parse::<Classification>().map_err(|_| {
+                ApiError::field(
+                    &format!("{prefix}classification"),
+                    "classification must be public, internal, confidential or restricted",
+                )
+            })?),
+        };
+        let nonempty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        Ok(SettingOverride {
+            stream: nonempty(self.stream),
+            scope: nonempty(self.scope),
+            classification,
+            enabled: self.enabled.unwrap_or(true),
+            window: window_of(&prefix, self.retention_days, &self.window)?,
+            action: action_of(&prefix, self.action.as_deref())?,
+            archive_target: self.archive_target,
+            archive_window: window_param(&format!("{prefix}archive_window"), &self.archive_window)?,
+        })
+    }
 }
 
 impl SettingBody {
     fn setting(self) -> Result<TenantSetting, ApiError> {
-        let window = match (self.retention_days, &self.window) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::field(
-                    "window",
-                    "give either retention_days or window, not both",
-                ))
-            }
-            (Some(d), None) => {
-                if d == 0 || d > MAX_DAYS {
-                    return Err(ApiError::field(
-                        "retention_days",
-                        format!("retention_days must be between 1 and {MAX_DAYS} (window = \"forever\" keeps records for ever)"),
-                    ));
-                }
-                Window::Span(d * 86_400)
-            }
-            (None, Some(_)) => window_param("window", &self.window)?.expect("window is given"),
-            (None, None) => {
-                return Err(ApiError::field(
-                    "retention_days",
-                    "retention_days (or window) is required",
-                ))
-            }
-        };
-        let action = match self.action.as_deref().unwrap_or("delete") {
-            "delete" => PolicyAction::Delete,
-            "anonymize" => PolicyAction::Anonymize,
-            "archive_then_delete" => PolicyAction::ArchiveThenDelete,
-            _ => {
-                return Err(ApiError::field(
-                    "action",
-                    "action must be delete, anonymize or archive_then_delete",
-                ))
-            }
-        };
+        let window = window_of("", self.retention_days, &self.window)?;
+        let action = action_of("", self.action.as_deref())?;
         let archive_window = window_param("archive_window", &self.archive_window)?;
+        let overrides = self
+            .overrides
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| o.setting(i))
+            .collect::<Result<_, _>>()?;
         Ok(TenantSetting {
             enabled: self.enabled,
             window,
             action,
             archive_target: self.archive_target,
             archive_window,
+            overrides,
         })
     }
 }
