@@ -133,6 +133,10 @@ fn an_admin_changes_a_window_sees_the_preview_saves_purges_now_and_sees_the_rece
     b.select("#f-window", "custom");
     b.fill(&b.find("#f-retention_days"), "45");
     b.select("#f-action", "delete");
+    // …and a week for the requests stream.
+    b.click(&b.find("#add-override"));
+    b.fill(&b.find("tr.override .o-stream"), "requests");
+    b.fill(&b.find("tr.override .o-window"), "7d");
     b.click(&b.find("#preview-btn"));
     let preview = b.wait_for("#preview", "What the next sweep removes");
     assert!(b.text(&preview).contains("Proposed:"), "{}", b.text(&preview));
@@ -143,6 +147,7 @@ fn an_admin_changes_a_window_sees_the_preview_saves_purges_now_and_sees_the_rece
     assert_eq!(status, 200);
     assert_eq!(r["setting"]["window"], "45d", "{r}");
     assert_eq!(r["setting"]["action"], "delete");
+    assert_eq!(r["setting"]["overrides"][0]["stream"], "requests", "{r}");
 
     let before = dash.api("GET", "/v1/tenants/acme/stats", &root).1["records"]
         .as_u64()

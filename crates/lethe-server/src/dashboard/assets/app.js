@@ -267,6 +267,29 @@ async function retentionPage() {
   action.value = cur.action || r.action || 'delete';
   const archiveWindow = el('input', { type: 'text', placeholder: '365d' });
   if (cur.archive_window) archiveWindow.value = cur.archive_window;
+  // Per stream/scope/classification overrides within the tenant's setting.
+  const overrides = el('tbody', { id: 'overrides' });
+  let nth = 0;
+  const addOverride = (o) => {
+    nth += 1;
+    const i = nth;
+    const cls = el('select', { 'aria-label': `Override ${i}: classification` }, ['', 'public', 'internal', 'confidential', 'restricted'].map((c) => el('option', { value: c, text: c || 'any' })));
+    cls.value = (o && o.classification) || '';
+    const act = el('select', { 'aria-label': `Override ${i}: action` }, ['delete', 'anonymize', 'archive_then_delete'].map((a) => el('option', { value: a, text: a.replace(/_/g, ' ') })));
+    act.value = (o && o.action) || 'delete';
+    const cells = {
+      stream: el('input', { type: 'text', class: 'o-stream', 'aria-label': `Override ${i}: stream`, placeholder: 'requests', value: (o && o.stream) || '' }),
+      scope: el('input', { type: 'text', class: 'o-scope', 'aria-label': `Override ${i}: scope`, placeholder: 'any', value: (o && o.scope) || '' }),
+      window: el('input', { type: 'text', class: 'o-window', 'aria-label': `Override ${i}: window`, placeholder: '7d', value: (o && o.window) || '' }),
+    };
+    const row = el('tr', { class: 'override' }, el('td', {}, cells.stream), el('td', {}, cells.scope), el('td', {}, cls), el('td', {}, cells.window), el('td', {}, act),
+      el('td', {}, el('button', { type: 'button', class: 'secondary', text: 'Remove', 'aria-label': `Remove override ${i}`, onclick: () => row.remove() })));
+    row.read = () => ({ stream: cells.stream.value.trim() || null, scope: cells.scope.value.trim() || null, classification: cls.value || null,
+      window: cells.window.value.trim() || null, action: act.value });
+    overrides.append(row);
+    cells.stream.focus();
+  };
+  (cur.overrides || []).forEach(addOverride);
   const general = el('div');
   const previewOut = el('div', { id: 'preview' });
   const save = el('button', { type: 'button', id: 'save', disabled: true, text: 'Save setting' });
@@ -277,6 +300,10 @@ async function retentionPage() {
     field('Custom window (days)', 'retention_days', custom, 'Used when the window is "custom…" (1–36,500).'),
     field('Action after the window', 'action', action),
     field('Archive window', 'archive_window', archiveWindow, 'With archive then delete: how long the archived copy is kept (365d, forever).'),
+    el('fieldset', { class: 'overrides' }, el('legend', { text: 'Overrides for some streams, scopes or classifications (the most specific that matches a record governs it)' }),
+      el('table', {}, el('thead', {}, el('tr', {}, ['Stream', 'Scope', 'Classification', 'Window (7d, 90d, forever)', 'Action', ''].map((h) => el('th', { scope: 'col', text: h })))), overrides),
+      el('p', { class: 'err', id: 'err-overrides', 'aria-live': 'polite' }),
+      el('button', { type: 'button', class: 'secondary', id: 'add-override', text: 'Add override', onclick: () => addOverride(null) })),
     el('div', { class: 'actions' }, el('button', { type: 'submit', id: 'preview-btn', text: 'Preview the change' }), save),
     general, previewOut);
   enabled.id = 'f-enabled';
@@ -286,9 +313,12 @@ async function retentionPage() {
     else if (win.value === 'custom') b.retention_days = Number(custom.value || 0);
     else b.retention_days = Number(win.value);
     if (action.value === 'archive_then_delete') b.archive_window = archiveWindow.value || null;
+    b.overrides = [...overrides.querySelectorAll('tr.override')].map((r) => r.read());
     return b;
   };
-  const names = { window: 'window', retention_days: 'retention_days' };
+  const names = new Proxy({ window: 'window', retention_days: 'retention_days' }, {
+    get: (t, k) => (typeof k === 'string' && k.startsWith('overrides[') ? 'overrides' : t[k]),
+  });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault(); clearErrors(form); put(general, ); save.disabled = true;
     if (win.value === 'custom' && !custom.value) { form.querySelector('#err-retention_days').textContent = 'Give the number of days.'; return; }
