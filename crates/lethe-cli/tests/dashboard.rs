@@ -342,7 +342,42 @@ fn an_auditor_is_offered_no_change_and_a_forged_post_is_refused() {
 fn a_tenant_scoped_key_is_refused_another_tenants_pages() {
     let dash = Dash::start();
     let admin = dash.key("acme-admin", "admin", "acme");
-    let b = dash.browser(&admin);
+    // Signed in with the keyboard alone: the key field has the focus, Enter
+    // submits; Tab then reaches the pages' links.
+    let b = Browser::start(free_port());
+    b.open(&dash.url(""));
+    b.find("#f-key");
+    assert_eq!(
+        b.attr(&b.active(), "id").as_deref(),
+        Some("f-key"),
+        "the key field has the focus"
+    );
+    b.keys(&format!("{admin}\u{E007}"));
+    b.wait_for("h1", "Overview — acme");
+    b.open(&dash.url("#/holds/acme"));
+    b.find("#hold-form");
+    // Tab from the top of the page reaches the navigation, the tenant
+    // picker, sign-out and every field and button of the hold form.
+    let mut reached = Vec::new();
+    for _ in 0..40 {
+        b.press('\u{E004}');
+        let e = b.active();
+        reached.push(b.attr(&e, "id").unwrap_or_else(|| b.text(&e)));
+    }
+    for want in [
+        "Legal holds",
+        "tenant",
+        "signout",
+        "f-reason",
+        "f-subject",
+        "f-expires",
+        "hold-create",
+    ] {
+        assert!(
+            reached.iter().any(|r| r == want),
+            "Tab never reached `{want}`: {reached:?}"
+        );
+    }
     let tenants: Vec<String> = b.all("#tenant option").iter().map(|o| b.text(o)).collect();
     assert_eq!(tenants, ["acme"], "only its own tenant is offered");
     for page in ["overview", "retention", "holds", "evidence"] {

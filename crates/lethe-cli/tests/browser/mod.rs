@@ -160,6 +160,42 @@ impl Browser {
         self.cmd("POST", &format!("/element/{}/value", e.0), json!({ "text": text }));
     }
 
+    /// The element that has the keyboard focus.
+    pub fn active(&self) -> Element {
+        let e = self.cmd("GET", "/element/active", json!({}));
+        Element(
+            e[ELEMENT]
+                .as_str()
+                .unwrap_or_else(|| panic!("no focused element: {e}"))
+                .to_string(),
+        )
+    }
+
+    /// Types into the focused element, as keys (`\u{E004}` is Tab,
+    /// `\u{E007}` Enter).
+    pub fn keys(&self, text: &str) {
+        let e = self.active();
+        self.cmd("POST", &format!("/element/{}/value", e.0), json!({ "text": text }));
+    }
+
+    /// Presses one key wherever the focus is (WebDriver actions).
+    pub fn press(&self, key: char) {
+        let k = key.to_string();
+        self.cmd(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": k}, {"type": "keyUp", "value": k}]}]}),
+        );
+    }
+
+    /// An attribute of an element.
+    pub fn attr(&self, e: &Element, name: &str) -> Option<String> {
+        self.cmd("GET", &format!("/element/{}/attribute/{name}", e.0), json!({}))
+            .as_str()
+            .map(String::from)
+    }
+
     /// Chooses an option of a `<select>` by its value.
     pub fn select(&self, css: &str, value: &str) {
         self.click(&self.find(&format!("{css} option[value=\"{value}\"]")));
