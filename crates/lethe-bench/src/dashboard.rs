@@ -15,6 +15,9 @@ use serde_json::{json, Map, Value};
 
 use crate::Args;
 
+/// A request a page makes: method, path, JSON body.
+type Request = (&'static str, String, Option<Value>);
+
 /// Times each page's requests `rounds` times.
 pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, Value>) -> Result<()> {
     let config = data.with_extension("toml");
@@ -102,7 +105,7 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
     let mut streams_unique = streams.clone();
     streams_unique.dedup();
     let t = &tenant;
-    let mut pages: Vec<(&str, Vec<(&str, String, Option<Value>)>)> = vec![
+    let mut pages: Vec<(&str, Vec<Request>)> = vec![
         (
             "overview",
             vec![
