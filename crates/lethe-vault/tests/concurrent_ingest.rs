@@ -1,7 +1,8 @@
-//! Erasure while applications keep writing: records of the subjects stored
-//! at a chosen step of a purge (a crash-point hook, not a race) are removed
-//! with it when they landed under the keys it destroys, and are reported as
-//! new data — never as a failed check — when they are not the purge's.
+//! Erasures and sweeps while applications keep writing: records stored at a
+//! chosen step (a crash-point hook, not a race) are removed with a purge
+//! when they landed under the keys it destroys, and are reported as new
+//! data — never as a failed check — when they are not the purge's or the
+//! sweep's.
 
 mod common;
 
@@ -124,5 +125,47 @@ fn records_stored_after_a_purge_that_keeps_keys_began_are_new_data_not_a_failed_
         .map(|l| l["fields"]["details"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(left, ["during", "during"]);
+    assert!(gaps(&v).is_empty(), "{:?}", gaps(&v));
+}
+
+#[test]
+fn expired_records_backfilled_while_a_sweep_runs_are_the_next_sweeps_not_a_failed_check() {
+    let d = tempfile::tempdir().unwrap();
+    let v = open(
+        d.path(),
+        cfg("[retention.default]\nwindow = \"30d\"\naction = \"delete\"\n"),
+    );
+    // April records: past the 30-day window at NOW (June 1st).
+    let old: Vec<String> = (1..=10)
+        .map(|n| line("alice", "audit:1", n, "april").replace("2026-05-", "2026-04-"))
+        .collect();
+    let refs: Vec<&str> = old.iter().map(|l| l.as_str()).collect();
+    v.ingest_lines(&refs, now()).unwrap();
+    // While the sweep applies its plan, an import of March records lands:
+    // expired too, but stored after the sweep planned.
+    let backfill = (1..=3)
+        .map(|n| line("bob", "audit:1", n, "march").replace("2026-05-", "2026-03-"))
+        .collect();
+    write_at("sweep.after_apply", open(d.path(), cfg("")), backfill);
+    let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    lethe_store::crashpoint::clear();
+    assert_eq!(r.deleted, 10, "{r:?}");
+    assert_eq!(r.verified, Some(true), "the sweep removed everything it planned: {r:?}");
+    assert_eq!(r.stored_during, 3, "{r:?}");
+    let rc = v
+        .receipts()
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.kind == "receipt.sweep")
+        .unwrap();
+    let body: Value = serde_json::from_str(&rc.body).unwrap();
+    assert_eq!(body["stored_during"], 3, "{body:#}");
+    assert!(gaps(&v).is_empty(), "{:?}", gaps(&v));
+    // The next sweep takes them.
+    let again = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    assert_eq!(again.deleted, 3, "{again:?}");
+    assert_eq!(again.verified, Some(true));
+    assert_eq!(again.stored_during, 0);
+    assert!(logs(&v, "acme", None).is_empty());
     assert!(gaps(&v).is_empty(), "{:?}", gaps(&v));
 }
