@@ -94,7 +94,8 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
         "dashboard_overview_first_ms".into(),
         json!((first_overview_ms * 10.0).round() / 10.0),
     );
-    let streams: Vec<String> = ov["streams"]
+    // Rows come sorted by (stream, scope): one chain per stream.
+    let mut streams: Vec<String> = ov["streams"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -102,8 +103,7 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
                 .collect()
         })
         .unwrap_or_default();
-    let mut streams_unique = streams.clone();
-    streams_unique.dedup();
+    streams.dedup();
     let t = &tenant;
     let mut pages: Vec<(&str, Vec<Request>)> = vec![
         (
@@ -149,7 +149,7 @@ pub(crate) fn run(args: &Args, input: &Path, data: &Path, out: &mut Map<String, 
         ),
         ("GET", format!("/v1/tenants/{t}/ledger?from=1&limit=50"), None),
     ];
-    for s in &streams_unique {
+    for s in &streams {
         evidence.push(("GET", format!("/v1/tenants/{t}/checkpoints?stream={s}"), None));
     }
     pages.push(("evidence", evidence));

@@ -11,14 +11,19 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Signs in; the cookie (`name=value`) and the session's JSON.
-async fn sign_in(s: &Server, token: &str) -> (String, Value) {
-    let r = reqwest::Client::new()
+/// `POST /ui/session` with a key.
+async fn post_key(s: &Server, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
         .post(s.url("/ui/session"))
-        .json(&json!({ "key": token }))
+        .json(&json!({ "key": key }))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Signs in; the cookie (`name=value`) and the session's JSON.
+async fn sign_in(s: &Server, token: &str) -> (String, Value) {
+    let r = post_key(s, token).await;
     assert_eq!(r.status(), StatusCode::OK);
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
@@ -119,20 +124,10 @@ async fn a_session_reads_like_its_key_and_changes_only_with_its_csrf_token() {
 async fn an_ingest_key_cannot_sign_in_and_a_revoked_key_ends_its_session() {
     let s = Server::start().await;
     let ingest = s.key("app", Role::Ingest, &["acme"]);
-    let r = reqwest::Client::new()
-        .post(s.url("/ui/session"))
-        .json(&json!({ "key": ingest }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_key(&s, &ingest).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.headers().get(SET_COOKIE).is_none());
-    let r = reqwest::Client::new()
-        .post(s.url("/ui/session"))
-        .json(&json!({ "key": "lethe_0000000000000000_nonsense" }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_key(&s, "lethe_0000000000000000_nonsense").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let body = r.text().await.unwrap();
     assert!(!body.contains("nonsense"), "the key is not echoed: {body}");

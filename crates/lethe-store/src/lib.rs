@@ -392,6 +392,18 @@ pub struct ChainRemoval {
     pub rows: Vec<RowRemoval>,
 }
 
+impl ChainRemoval {
+    /// Records its row-level work lists (tombstoned or anonymized), by
+    /// sequence number; partitions dropped whole not included.
+    pub fn rows_listed(&self) -> u64 {
+        self.rows
+            .iter()
+            .flat_map(|r| r.seqs.iter())
+            .map(|r| r[1] + 1 - r[0])
+            .sum()
+    }
+}
+
 /// An exact removal plan: the effect per target and, per chain, exactly
 /// which partitions and sequence numbers go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

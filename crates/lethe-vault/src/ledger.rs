@@ -99,12 +99,7 @@ impl Vault {
         let seq: u64 = seq
             .parse()
             .map_err(|_| VaultError::Invalid(format!("bad pending {kind} `{seq}`")))?;
-        let Some(entry) = self
-            .store
-            .ledger(seq, 1)?
-            .into_iter()
-            .find(|e| e.seq == seq && e.kind == kind)
-        else {
+        let Some(entry) = self.entry_at(seq)?.filter(|e| e.kind == kind) else {
             return Err(VaultError::Invalid(format!(
                 "pending {kind} {seq} is not in the ledger"
             )));
@@ -133,11 +128,13 @@ impl Vault {
 
     /// One receipt by id (its ledger sequence number), read directly.
     pub fn receipt(&self, id: u64) -> Result<Option<Entry>> {
-        Ok(self
-            .store
-            .ledger(id, 1)?
-            .into_iter()
-            .find(|e| e.seq == id && e.kind.starts_with("receipt.")))
+        Ok(self.entry_at(id)?.filter(|e| e.kind.starts_with("receipt.")))
+    }
+
+    /// The entry at sequence number `seq`, read directly (none if trimmed
+    /// or not written yet).
+    pub(crate) fn entry_at(&self, seq: u64) -> Result<Option<Entry>> {
+        Ok(self.store.ledger(seq, 1)?.into_iter().find(|e| e.seq == seq))
     }
 
     /// Verifies every entry's hash, link and MAC, streaming — from the

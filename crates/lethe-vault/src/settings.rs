@@ -24,10 +24,11 @@ use crate::{Result, Vault, VaultError};
 /// Catalog key of the settings document.
 const SETTINGS: &str = "retention.settings";
 
-/// One tenant's retention, as set through the API.
+/// How long records are kept and what happens then: the part a tenant's
+/// setting and each of its overrides have in common.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantSetting {
-    /// Whether the sweep removes anything of this tenant's.
+pub struct Keep {
+    /// Whether the sweep removes these records.
     pub enabled: bool,
     /// How long records are kept, counted from their event time.
     pub window: Window,
@@ -39,6 +40,14 @@ pub struct TenantSetting {
     /// With `archive_then_delete`: how long the archived copy is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_window: Option<Window>,
+}
+
+/// One tenant's retention, as set through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSetting {
+    /// The tenant-wide rule.
+    #[serde(flatten)]
+    pub keep: Keep,
     /// Narrower rules within the tenant: records of one stream, scope or
     /// classification (or a combination) kept differently. The most
     /// specific that matches a record governs it, as in `lethe.toml`; the
@@ -59,18 +68,9 @@ pub struct SettingOverride {
     /// Only this classification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<lethe_core::Classification>,
-    /// Whether the sweep removes these records.
-    pub enabled: bool,
-    /// How long they are kept.
-    pub window: Window,
-    /// What happens after the window.
-    pub action: PolicyAction,
-    /// With `archive_then_delete`: the archive target (default `local`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive_target: Option<String>,
-    /// With `archive_then_delete`: how long the archived copy is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive_window: Option<Window>,
+    /// How long they are kept and what happens then.
+    #[serde(flatten)]
+    pub keep: Keep,
 }
 
 /// A setting as stored: who made it, when, under which version.
@@ -152,51 +152,28 @@ impl TenantSetting {
                 o.scope.as_deref().unwrap_or("*"),
                 o.classification.map_or("*", |c| c.as_str())
             );
-            rules.push(
-                rule(
-                    config,
-                    name,
-                    selector,
-                    o.enabled,
-                    o.window,
-                    o.action,
-                    &o.archive_target,
-                    &o.archive_window,
-                )
-                .map_err(|e| match e {
-                    VaultError::Invalid(m) => VaultError::Invalid(format!("overrides[{i}].{m}")),
-                    other => other,
-                })?,
-            );
+            rules.push(rule(config, name, selector, &o.keep).map_err(|e| match e {
+                VaultError::Invalid(m) => VaultError::Invalid(format!("overrides[{i}].{m}")),
+                other => other,
+            })?);
         }
         // The sweep takes the first override that matches: most specific first.
         rules.sort_by_key(|r| std::cmp::Reverse(r.selector.specificity()));
-        rules.push(rule(
-            config,
-            format!("api:{tenant}"),
-            whole,
-            self.enabled,
-            self.window,
-            self.action,
-            &self.archive_target,
-            &self.archive_window,
-        )?);
+        rules.push(rule(config, format!("api:{tenant}"), whole, &self.keep)?);
         Ok(rules)
     }
 }
 
 /// One rule of a setting, validated (`field: message` errors).
-#[allow(clippy::too_many_arguments)]
-fn rule(
-    config: &Config,
-    name: String,
-    selector: Selector,
-    enabled: bool,
-    window: Window,
-    action: PolicyAction,
-    archive_target: &Option<String>,
-    archive_window: &Option<Window>,
-) -> Result<RetentionRule> {
+fn rule(config: &Config, name: String, selector: Selector, keep: &Keep) -> Result<RetentionRule> {
+    let Keep {
+        enabled,
+        window,
+        action,
+        archive_target,
+        archive_window,
+    } = keep;
+    let (enabled, window, action) = (*enabled, *window, *action);
     if window == Window::Span(0) {
         return Err(VaultError::Invalid("window: must be longer than zero".into()));
     }

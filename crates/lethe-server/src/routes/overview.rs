@@ -12,7 +12,7 @@ use lethe_core::config::PolicyAction;
 use lethe_core::record::format_ts;
 use lethe_core::{TenantId, Window};
 use lethe_vault::access::TenantScope;
-use lethe_vault::settings::TenantSetting;
+use lethe_vault::settings::{Keep, TenantSetting};
 use lethe_vault::Vault;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -211,8 +211,8 @@ fn overview_of(v: &Vault, cache: &AgeCache, tenant: &TenantId, now: i64) -> leth
         l.scope = row.scope;
         l.records += row.records;
         l.bytes += row.bytes;
-        l.oldest = min_opt(l.oldest.take(), row.oldest);
-        l.newest = max_opt(l.newest.take(), row.newest);
+        l.oldest = l.oldest.take().into_iter().chain(row.oldest).min();
+        l.newest = l.newest.take().into_iter().chain(row.newest).max();
     }
     let settings = v.retention_settings()?;
     let current = v.preview_under(&v.book_for(&settings), tenant, now)?;
@@ -236,8 +236,10 @@ fn overview_of(v: &Vault, cache: &AgeCache, tenant: &TenantId, now: i64) -> leth
             (now, ages)
         }
     };
+    // Sweep receipts, read once: the size history and the retention view.
+    let sweeps = v.entries_of_kinds(&["receipt.sweep"])?;
     let mut history = Vec::new();
-    for e in v.entries_of_kinds(&["receipt.sweep"])? {
+    for e in &sweeps {
         let Ok(body) = serde_json::from_str::<serde_json::Value>(&e.body) else {
             continue;
         };
@@ -258,14 +260,15 @@ fn overview_of(v: &Vault, cache: &AgeCache, tenant: &TenantId, now: i64) -> leth
         .find(|j| j.job == "sweep")
         .map(|j| serde_json::to_value(j).expect("status serializes"))
         .unwrap_or(serde_json::Value::Null);
-    let view = super::retention::view_of(v, tenant)?;
+    let view = super::retention::view_with(v, tenant, settings, &sweeps);
     // Streams with nothing past their window show the tenant's rule as a
     // whole (a stream-specific rule shows once it has expired records).
-    let (window, action) = match (view.enabled, view.retention_days) {
-        (false, _) => ("off".to_string(), view.action.clone()),
-        (true, Some(d)) => (format!("{d}d"), view.action.clone()),
-        (true, None) => ("forever".to_string(), view.action.clone()),
+    let window = match (view.enabled, view.retention_days) {
+        (false, _) => "off".to_string(),
+        (true, Some(d)) => format!("{d}d"),
+        (true, None) => "forever".to_string(),
     };
+    let action = view.action.clone();
     for l in streams.values_mut().filter(|l| l.rule.is_none()) {
         l.window = Some(window.clone());
         l.action = Some(action.clone());
@@ -299,11 +302,13 @@ fn age_buckets(
     let mut older: Vec<u64> = Vec::with_capacity(AGES.len());
     for days in AGES {
         let setting = TenantSetting {
-            enabled: true,
-            window: Window::Span(days * 86_400),
-            action: PolicyAction::Delete,
-            archive_target: None,
-            archive_window: None,
+            keep: Keep {
+                enabled: true,
+                window: Window::Span(days * 86_400),
+                action: PolicyAction::Delete,
+                archive_target: None,
+                archive_window: None,
+            },
             overrides: Vec::new(),
         };
         let book = v.book_with_setting(settings, tenant, Some(&setting))?;
@@ -328,18 +333,4 @@ fn age_buckets(
         records: upper,
     });
     Ok(ages)
-}
-
-fn min_opt(a: Option<String>, b: Option<String>) -> Option<String> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn max_opt(a: Option<String>, b: Option<String>) -> Option<String> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
 }

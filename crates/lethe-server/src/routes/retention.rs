@@ -103,7 +103,17 @@ fn effective(rule: &RetentionRule, name: &str, source: &str, in_force: bool) -> 
 /// configuration, and the API setting over it), and its sweep history
 /// from the ledger's receipts.
 fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> {
-    let mut settings = vault.retention_settings()?;
+    let sweeps = vault.entries_of_kinds(&["receipt.sweep"])?;
+    Ok(view_with(vault, tenant, vault.retention_settings()?, &sweeps))
+}
+
+/// [`view`] over settings and sweep receipts the caller read already.
+pub(super) fn view_with(
+    vault: &Vault,
+    tenant: &TenantId,
+    mut settings: lethe_vault::settings::Settings,
+    sweeps: &[lethe_core::ledger::Entry],
+) -> RetentionView {
     let book = vault.book_for(&settings);
     let setting = settings.tenants.remove(tenant.as_str());
     // The tenant's API rules: its overrides (most specific first) and, last,
@@ -141,7 +151,7 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
     let enabled = retention_enabled(&book, tenant);
     let mut last = None;
     let mut purged = 0u64;
-    for e in vault.entries_of_kinds(&["receipt.sweep"])? {
+    for e in sweeps {
         let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
         let covers = match body.get("tenant") {
             Some(serde_json::Value::String(t)) => t == tenant.as_str(),
@@ -159,7 +169,7 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
                 .sum::<u64>();
         }
     }
-    Ok(RetentionView {
+    RetentionView {
         tenant: tenant.to_string(),
         enabled,
         retention_days: if whole.enabled { days(whole.window) } else { None },
@@ -168,7 +178,7 @@ fn view(vault: &Vault, tenant: &TenantId) -> lethe_vault::Result<RetentionView> 
         purged_total: purged,
         setting: setting.map(|s| serde_json::to_value(s).expect("settings serialize")),
         policies,
-    })
+    }
 }
 
 /// Whether any rule of `book` that governs some of the tenant's records

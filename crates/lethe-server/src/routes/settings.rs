@@ -9,7 +9,7 @@ use axum::Json;
 use lethe_core::config::PolicyAction;
 use lethe_core::record::format_ts;
 use lethe_core::{Classification, TenantId, Window};
-use lethe_vault::settings::{SettingOverride, TenantSetting};
+use lethe_vault::settings::{Keep, SettingOverride, TenantSetting};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -130,11 +130,13 @@ impl OverrideBody {
             stream: nonempty(self.stream),
             scope: nonempty(self.scope),
             classification,
-            enabled: self.enabled.unwrap_or(true),
-            window: window_of(&prefix, self.retention_days, &self.window)?,
-            action: action_of(&prefix, self.action.as_deref())?,
-            archive_target: self.archive_target,
-            archive_window: window_param(&format!("{prefix}archive_window"), &self.archive_window)?,
+            keep: Keep {
+                enabled: self.enabled.unwrap_or(true),
+                window: window_of(&prefix, self.retention_days, &self.window)?,
+                action: action_of(&prefix, self.action.as_deref())?,
+                archive_target: self.archive_target,
+                archive_window: window_param(&format!("{prefix}archive_window"), &self.archive_window)?,
+            },
         })
     }
 }
@@ -151,11 +153,13 @@ impl SettingBody {
             .map(|(i, o)| o.setting(i))
             .collect::<Result<_, _>>()?;
         Ok(TenantSetting {
-            enabled: self.enabled,
-            window,
-            action,
-            archive_target: self.archive_target,
-            archive_window,
+            keep: Keep {
+                enabled: self.enabled,
+                window,
+                action,
+                archive_target: self.archive_target,
+                archive_window,
+            },
             overrides,
         })
     }

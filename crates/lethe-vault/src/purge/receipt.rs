@@ -106,11 +106,10 @@ pub(super) fn chains_summary(chains: &[ChainRemoval]) -> serde_json::Value {
             .iter()
             .map(|c| {
                 let ranges = c.rows.iter().flat_map(|r| r.seqs.iter());
-                let records: u64 = ranges.clone().map(|r| r[1] + 1 - r[0]).sum();
                 serde_json::json!({
                     "tenant": c.tenant,
                     "stream": c.stream,
-                    "records": records,
+                    "records": c.rows_listed(),
                     "ranges": ranges.clone().count(),
                     "first_seq": ranges.clone().map(|r| r[0]).min(),
                     "last_seq": ranges.map(|r| r[1]).max(),

@@ -28,10 +28,8 @@ impl Vault {
     /// A purge intent from the ledger.
     fn purge_intent(&self, seq: u64) -> Result<PurgeIntent> {
         let entry = self
-            .store
-            .ledger(seq, 1)?
-            .into_iter()
-            .find(|e| e.seq == seq && e.kind == "purge.intent")
+            .entry_at(seq)?
+            .filter(|e| e.kind == "purge.intent")
             .ok_or_else(|| VaultError::Invalid(format!("purge intent {seq} is not in the ledger")))?;
         serde_json::from_str(&entry.body).map_err(|e| VaultError::Invalid(format!("purge intent {seq}: {e}")))
     }
@@ -69,12 +67,7 @@ impl Vault {
         // A pending continuation lists exactly the records stored while the
         // purge ran (removed before the crash, or just now).
         let mut stored_while_running: u64 = if pending.continues.is_some() {
-            pending
-                .chains
-                .iter()
-                .flat_map(|c| c.rows.iter().flat_map(|r| r.seqs.iter()))
-                .map(|r| r[1] + 1 - r[0])
-                .sum()
+            pending.chains.iter().map(|c| c.rows_listed()).sum()
         } else {
             0
         };
@@ -87,19 +80,17 @@ impl Vault {
         let check = match self.pending_check()? {
             None => None,
             Some(pc) => {
-                let sel = pc.selection(&first.tenant, first.action)?;
+                let mut sel = pc.selection(&first.tenant, first.action)?;
+                // The run died before its continuation: write it now.
                 if continuation.is_none() && !first.keys.is_empty() {
                     let c = self.continue_purge(&first, first_seq, sel.clone(), &holds, "system/recovery", now)?;
                     continuation = c.intent;
                     removed += c.removed;
                     stored_while_running = c.removed;
                     chains.extend(c.chains);
-                    let mut bounded = sel;
-                    bounded.stored_up_to = Some(c.heads);
-                    Some(self.check_purge(bounded, &holds)?)
-                } else {
-                    Some(self.check_purge(sel, &holds)?)
+                    sel.stored_up_to = Some(c.heads);
                 }
+                Some(self.check_purge(sel, &holds)?)
             }
         };
         let (left, later) = check.map_or((0, 0), |c| (c.left, c.later));
