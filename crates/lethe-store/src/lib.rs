@@ -4,7 +4,9 @@
 //! Nothing above this crate sees a table, a file or a SQL statement: callers
 //! speak in records, groups, retention targets and wrapped keys.
 
+pub mod chain;
 pub mod crashpoint;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -123,27 +123,9 @@ impl SqliteStore {
             .query_row([tenant, stream], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db)?;
-        let bad = || StoreError::Corrupt(format!("chain state of {tenant}/{stream}"));
         Ok(match row {
-            None => partition::ChainState {
-                seq: 0,
-                hash: integrity::genesis(tenant, stream),
-                frontier: Frontier::new(),
-                nodes: Vec::new(),
-            },
-            Some((seq, hash, frontier)) => partition::ChainState {
-                seq: seq as u64,
-                hash: hash.try_into().map_err(|_| bad())?,
-                frontier: Frontier::from_parts(
-                    seq as u64,
-                    frontier
-                        .chunks(32)
-                        .map(|c| c.try_into().map_err(|_| bad()))
-                        .collect::<Result<_>>()?,
-                )
-                .ok_or_else(bad)?,
-                nodes: Vec::new(),
-            },
+            None => partition::ChainState::genesis(tenant, stream),
+            Some((seq, hash, frontier)) => partition::ChainState::from_stored(tenant, stream, seq, &hash, &frontier)?,
         })
     }
 

@@ -45,8 +45,7 @@ use lethe_core::policy::GroupKey;
 use lethe_core::{Classification, StreamId, TenantId};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use lethe_core::integrity::{self};
-use lethe_core::merkle::{Frontier, Hash};
+use lethe_core::merkle::Hash;
 
 use crate::{
     AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, HoldRecord,

@@ -11,8 +11,7 @@
 
 use std::path::Path;
 
-use lethe_core::integrity::{self, Digests, Header, RecordMac};
-use lethe_core::merkle::{self, Frontier, Hash};
+use lethe_core::integrity::{Digests, RecordMac};
 use lethe_core::Classification;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -195,25 +194,7 @@ pub struct GroupDelta {
     pub max_ts: i64,
 }
 
-/// A chain's running state while a batch is appended to it.
-#[derive(Debug, Clone)]
-pub struct ChainState {
-    /// Last sequence number assigned.
-    pub seq: u64,
-    /// Chain hash after it.
-    pub hash: Hash,
-    /// Merkle compact range over all leaves so far.
-    pub frontier: Frontier,
-    /// Subtree heads completed by this batch that are kept: `(level, index, head)`.
-    pub nodes: Vec<(u32, u64, Hash)>,
-}
-
-/// Whether a completed Merkle subtree at `level` is kept in the catalog:
-/// 256-leaf chunks and every 16× larger subtree, so that any subtree head a
-/// proof needs is at most 16 stored heads (or 256 leaves) away.
-pub fn kept_level(level: u32) -> bool {
-    level >= 8 && level.is_multiple_of(4)
-}
+pub use crate::chain::ChainState;
 
 /// Inserts records, assigning each new id the next sequence number of
 /// `chain` and sealing it (previous chain hash, MAC of its leaf). Returns
@@ -242,32 +223,11 @@ pub fn insert(
     let mut n = 0;
     let mut buf = Vec::with_capacity(256);
     for (at, (r, d, _)) in recs.iter().enumerate() {
-        let seq = chain.seq + 1;
-        if seq > MAX_SEQ {
-            return Err(StoreError::Corrupt(format!(
-                "chain {tenant}/{stream} is full ({MAX_SEQ} records)"
-            )));
-        }
+        let sealed = chain.seal(tenant, stream, r, d, mac, MAX_SEQ, &mut buf)?;
         let class = r.group.classification.code();
-        let header = Header {
-            tenant,
-            stream,
-            seq,
-            id: r.id,
-            ts_us: r.ts_us,
-            received_us: r.received_us,
-            scope: &r.group.scope,
-            classification: class,
-            digests: **d,
-            prev: chain.hash,
-        };
-        buf.clear();
-        header.encode_into(&mut buf);
-        let leaf = merkle::leaf_hash(&buf);
-        let tag = mac.mac(&leaf);
         let changed = st
             .execute(params![
-                key(part, seq),
+                key(part, sealed.seq),
                 &r.id[..],
                 r.ts_us,
                 r.received_us,
@@ -277,20 +237,13 @@ pub fn insert(
                 r.key_id,
                 r.plain,
                 r.body,
-                &chain.hash[..],
-                &tag[..],
+                &sealed.prev[..],
+                &sealed.mac[..],
                 part,
             ])
             .map_err(db)?;
         if changed == 1 {
-            chain.seq = seq;
-            chain.hash = integrity::chain(&chain.hash, &leaf);
-            let nodes = &mut chain.nodes;
-            chain.frontier.push_leaf(leaf, &mut |lvl, idx, h| {
-                if kept_level(lvl) {
-                    nodes.push((lvl, idx, *h));
-                }
-            });
+            chain.advance(&sealed);
             n += 1;
             // Few groups per partition: a linear search beats hashing, and
             // the scope is only cloned for a new group.

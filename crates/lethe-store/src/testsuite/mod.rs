@@ -128,6 +128,85 @@ impl Harness for SqliteHarness {
     }
 }
 
+/// The PostgreSQL server the PostgreSQL suites run against: the
+/// connection string in `LETHE_TEST_PG_URL`, else the local service
+/// (`postgres@127.0.0.1:5432`, database `test`). A server that cannot be
+/// reached fails the test that needs it, loudly: it never skips.
+pub fn test_pg_url() -> String {
+    std::env::var("LETHE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The PostgreSQL backend's harness: store `n` is a schema of its own in
+/// the test database, named after the harness and dropped with it.
+pub struct PgHarness {
+    url: String,
+    base: String,
+}
+
+impl PgHarness {
+    /// A harness with a fresh schema prefix.
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        PgHarness {
+            url: test_pg_url(),
+            base: format!(
+                "lethe_t{}_{}_{nanos:x}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    /// The options that open store `n`.
+    pub fn options(&self, n: u32) -> crate::postgres::PgOptions {
+        crate::postgres::PgOptions {
+            url: self.url.clone(),
+            schema: format!("{}_{n}", self.base),
+            pool_size: 4,
+        }
+    }
+}
+
+impl Default for PgHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness for PgHarness {
+    fn open(&self, n: u32) -> Box<dyn Store> {
+        let opts = self.options(n);
+        Box::new(crate::postgres::PgStore::open(&opts, 86_400).unwrap_or_else(|e| {
+            panic!(
+                "cannot open a PostgreSQL store at {} (set LETHE_TEST_PG_URL, or run ./scripts/test.sh, which \
+                 starts a server): {e}",
+                opts.url
+            )
+        }))
+    }
+}
+
+impl Drop for PgHarness {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let schemas: Vec<String> = c
+                .query(
+                    "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+                    &[&format!("{}_", self.base)],
+                )
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .unwrap_or_default();
+            for s in schemas {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
+            }
+        }
+    }
+}
+
 /// Expands to one `#[test]` per conformance check for a backend, given an
 /// expression that makes a fresh [`Harness`] (evaluated once per check).
 #[macro_export]

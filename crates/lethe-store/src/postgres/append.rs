@@ -1,0 +1,507 @@
+//! Appending on PostgreSQL: buckets made on demand in their own
+//! transaction, then one transaction that stores keys, ledger entries, rows
+//! (by binary `COPY`), chain heads, segments, Merkle nodes and counts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use lethe_core::integrity::{Digests, RecordMac};
+use lethe_core::{StreamId, TenantId};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+
+use super::{bucket_table, catalog, db, PgStore};
+use crate::chain::ChainState;
+use crate::row;
+use crate::{AppendReport, Batch, CaptureDrop, NewRecord, Result, StoreError, StoredKey};
+
+/// Sequence numbers a chain may reach (as in the embedded store).
+const MAX_SEQ: u64 = (1 << 36) - 1;
+
+/// Why one attempt stopped short of storing anything, besides an error.
+enum Attempt {
+    Done(Vec<AppendReport>),
+    /// A bucket the attempt planned for began to be dropped meanwhile: plan again.
+    BucketGone,
+}
+
+impl PgStore {
+    pub(super) fn append_group(&self, group: &[&Batch]) -> Result<Vec<AppendReport>> {
+        let tenants: HashSet<&TenantId> = group.iter().flat_map(|b| &b.mac_keys).map(|(t, _)| t).collect();
+        if let Some(r) = group
+            .iter()
+            .flat_map(|b| &b.records)
+            .find(|r| !tenants.contains(&r.group.tenant))
+        {
+            return Err(StoreError::Misuse(format!(
+                "no record MAC key for tenant `{}` in the batch",
+                r.group.tenant
+            )));
+        }
+        for _ in 0..8 {
+            if let Attempt::Done(r) = self.try_append(group)? {
+                return Ok(r);
+            }
+        }
+        Err(StoreError::Backend {
+            source: "buckets kept being dropped under this append".into(),
+            retryable: true,
+        })
+    }
+
+    fn try_append(&self, group: &[&Batch]) -> Result<Attempt> {
+        let batch: Vec<&NewRecord> = group.iter().flat_map(|b| &b.records).collect();
+        let owner: Vec<usize> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| std::iter::repeat_n(i, b.records.len()))
+            .collect();
+        let mut digests: Vec<Digests> = Vec::with_capacity(batch.len());
+        for b in group {
+            if b.digests.len() == b.records.len() {
+                digests.extend_from_slice(&b.digests);
+            } else {
+                digests.extend(b.records.iter().map(row::digests_of));
+            }
+        }
+        let new_keys: Vec<(&StoredKey, usize)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.new_keys.iter().map(move |k| (k, i)))
+            .collect();
+        let key_ledger = group.iter().find_map(|b| b.key_ledger.as_ref());
+        let placement: Vec<&(TenantId, StreamId, String)> = group.iter().flat_map(|b| &b.placement).collect();
+        let drops: Vec<&CaptureDrop> = group.iter().flat_map(|b| &b.drops).collect();
+        let macs: HashMap<&TenantId, RecordMac> = group
+            .iter()
+            .flat_map(|b| &b.mac_keys)
+            .map(|(t, k)| (t, RecordMac::new(k)))
+            .collect();
+
+        // Records by partition (tenant, stream, period), input order kept within each.
+        let mut order: Vec<(&TenantId, &StreamId, i64, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let start = r.ts_us.div_euclid(self.span_us) * self.span_us;
+                (&r.group.tenant, &r.group.stream, start, i)
+            })
+            .collect();
+        order.sort();
+        let mut keys: Vec<(&TenantId, &StreamId, i64)> = order.iter().map(|&(t, s, p, _)| (t, s, p)).collect();
+        keys.dedup();
+
+        let mut c = self.conn()?;
+        // The bucket each partition goes to: the one it is in, or its
+        // expiry class's bucket for the period, made now in its own
+        // transaction when missing.
+        let mut bucket_of: HashMap<(&TenantId, &StreamId, i64), i64> = HashMap::new();
+        for &(t, s, start) in &keys {
+            let stream = s.to_string();
+            let known = c
+                .query_opt(
+                    "SELECT bucket FROM partitions WHERE tenant=$1 AND stream=$2 AND start_us=$3",
+                    &[&t.as_str(), &stream, &start],
+                )
+                .map_err(db)?;
+            let b = match known {
+                Some(r) => r.get(0),
+                None => {
+                    let class = placement
+                        .iter()
+                        .find(|(pt, ps, _)| pt == t && ps == s)
+                        .map_or("default", |(_, _, c)| c.as_str());
+                    self.ensure_bucket(&mut c, &bucket_name(class, &stream, start))?
+                }
+            };
+            bucket_of.insert((t, s, start), b);
+        }
+
+        let mut tx = c.transaction().map_err(db)?;
+        let mut keys_stored = vec![0u64; group.len()];
+        let mut known_live: HashSet<i64> = HashSet::new();
+        // New keys first, recorded in the ledger in the same commit.
+        {
+            let now = batch.first().map(|r| r.received_us).unwrap_or(0);
+            let mut created: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+            for &(k, o) in &new_keys {
+                let n = tx
+                    .execute(
+                        "INSERT INTO data_keys(id,tenant,ref,wrapped,created_us) VALUES($1,$2,$3,$4,$5)
+                         ON CONFLICT DO NOTHING",
+                        &[&k.id, &k.tenant.as_str(), &k.key_ref, &k.wrapped, &now],
+                    )
+                    .map_err(db)?;
+                if n == 1 {
+                    known_live.insert(k.id);
+                    keys_stored[o] += 1;
+                    created.entry(k.tenant.as_str()).or_default().push(k.id);
+                    continue;
+                }
+                let found = tx
+                    .query_opt(
+                        "SELECT tenant, ref, wrapped IS NOT NULL FROM data_keys WHERE id=$1",
+                        &[&k.id],
+                    )
+                    .map_err(db)?;
+                match found.map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1), r.get::<_, bool>(2))) {
+                    Some((t, _, false)) if t == k.tenant.as_str() => return Err(StoreError::KeyDestroyed),
+                    Some((t, r, true)) if t == k.tenant.as_str() && r == k.key_ref => {
+                        known_live.insert(k.id);
+                    }
+                    _ => return Err(StoreError::KeyConflict),
+                }
+            }
+            if !created.is_empty() {
+                let kl =
+                    key_ledger.ok_or_else(|| StoreError::Misuse("a batch with new keys carries no key ledger".into()))?;
+                for (tenant, ids) in &created {
+                    let d = lethe_core::ledger::Draft::keys_created(kl.ts_us, &kl.actor, tenant, ids);
+                    catalog::append_ledger_in(&mut tx, &self.schema, &mut |seq, prev| d.seal(&kl.key, seq, prev))?;
+                }
+            }
+        }
+        // Every key the records use must exist and be live; the rows are
+        // share-locked so an erasure destroying one waits for this commit
+        // (and its continuation then finds these records).
+        {
+            let mut used: Vec<i64> = batch
+                .iter()
+                .filter_map(|r| r.key_id)
+                .filter(|k| !known_live.contains(k))
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            if !used.is_empty() {
+                let rows = tx
+                    .query(
+                        "SELECT id, wrapped IS NOT NULL FROM data_keys WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                        &[&used],
+                    )
+                    .map_err(db)?;
+                if rows.iter().any(|r| !r.get::<_, bool>(1)) {
+                    return Err(StoreError::KeyDestroyed);
+                }
+                if rows.len() != used.len() {
+                    return Err(StoreError::KeyConflict);
+                }
+            }
+        }
+        // Lock the chains written, in one order on every node.
+        let mut chain_keys: Vec<(String, String)> = keys.iter().map(|(t, s, _)| (t.to_string(), s.to_string())).collect();
+        chain_keys.dedup();
+        let mut heads: BTreeMap<(String, String), ChainState> = BTreeMap::new();
+        for (t, s) in &chain_keys {
+            let g = ChainState::genesis(t, s);
+            tx.execute(
+                "INSERT INTO chains(tenant,stream,head_seq,head_hash,frontier) VALUES($1,$2,0,$3,'')
+                 ON CONFLICT DO NOTHING",
+                &[t, s, &&g.hash[..]],
+            )
+            .map_err(db)?;
+        }
+        {
+            let (ts, ss): (Vec<&str>, Vec<&str>) = chain_keys.iter().map(|(t, s)| (t.as_str(), s.as_str())).unzip();
+            let rows = tx
+                .query(
+                    "SELECT tenant, stream, head_seq, head_hash, frontier FROM chains
+                     WHERE (tenant, stream) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                     ORDER BY tenant, stream FOR UPDATE",
+                    &[&ts, &ss],
+                )
+                .map_err(db)?;
+            for r in rows {
+                let (t, s): (String, String) = (r.get(0), r.get(1));
+                let st = ChainState::from_stored(&t, &s, r.get(2), r.get(3), r.get(4))?;
+                heads.insert((t, s), st);
+            }
+        }
+
+        let mut report: Vec<AppendReport> = keys_stored
+            .into_iter()
+            .map(|keys_stored| AppendReport {
+                keys_stored,
+                ..Default::default()
+            })
+            .collect();
+        let types = [
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT2,
+            Type::BYTEA,
+            Type::INT8,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::BYTEA,
+        ];
+        struct Row<'a> {
+            bucket: i64,
+            part: i64,
+            seq: i64,
+            r: &'a NewRecord,
+            prev: [u8; 32],
+            mac: [u8; 32],
+        }
+        let mut rows: Vec<Row<'_>> = Vec::with_capacity(batch.len());
+        // Per partition: its id, the segment it received, its group deltas, whether it is new.
+        struct Settled {
+            part: i64,
+            tenant: String,
+            stream: String,
+            created: bool,
+            segment: Option<(u64, u64, [u8; 32], [u8; 32])>,
+            deltas: Vec<((String, i16), (i64, i64, i64))>,
+        }
+        let mut settled: Vec<Settled> = Vec::new();
+        let mut buf = Vec::with_capacity(256);
+        let mut i = 0;
+        while i < order.len() {
+            let (t, s, start, _) = order[i];
+            let j = order[i..]
+                .iter()
+                .position(|&(t2, s2, p2, _)| (t2, s2, p2) != (t, s, start))
+                .map_or(order.len(), |k| i + k);
+            let (tenant, stream) = (t.to_string(), s.to_string());
+            let bucket = bucket_of[&(t, s, start)];
+            let inserted = tx
+                .query_opt(
+                    "INSERT INTO partitions(tenant,stream,start_us,end_us,bucket) VALUES($1,$2,$3,$4,$5)
+                     ON CONFLICT (tenant,stream,start_us) DO NOTHING RETURNING id",
+                    &[&tenant, &stream, &start, &(start + self.span_us), &bucket],
+                )
+                .map_err(db)?;
+            let (part, bucket, created) = match inserted {
+                Some(r) => (r.get::<_, i64>(0), bucket, true),
+                None => {
+                    let r = tx
+                        .query_one(
+                            "SELECT id, bucket FROM partitions WHERE tenant=$1 AND stream=$2 AND start_us=$3",
+                            &[&tenant, &stream, &start],
+                        )
+                        .map_err(db)?;
+                    (r.get(0), r.get(1), false)
+                }
+            };
+            // The bucket must still be live (not being dropped): hold it so.
+            let live = tx
+                .query_opt("SELECT 1 FROM buckets WHERE id=$1 AND state=0 FOR SHARE", &[&bucket])
+                .map_err(db)?
+                .is_some();
+            if !live {
+                return Ok(Attempt::BucketGone);
+            }
+            let ids: Vec<&[u8]> = order[i..j].iter().map(|&(_, _, _, k)| &batch[k].id[..]).collect();
+            let mut seen: HashSet<[u8; 16]> = tx
+                .query(
+                    "SELECT id FROM records WHERE bucket=$1 AND part=$2 AND id = ANY($3)",
+                    &[&bucket, &part, &ids],
+                )
+                .map_err(db)?
+                .iter()
+                .filter_map(|r| r.get::<_, &[u8]>(0).try_into().ok())
+                .collect();
+            let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("locked above");
+            let mac = &macs[t];
+            let (first, prev0) = (chain.seq + 1, chain.hash);
+            let mut deltas: Vec<((String, i16), (i64, i64, i64))> = Vec::new();
+            for &(_, _, _, k) in &order[i..j] {
+                let r = batch[k];
+                if !seen.insert(r.id) {
+                    let o = owner[k];
+                    report[o].duplicates += 1;
+                    continue;
+                }
+                report[owner[k]].inserted += 1;
+                let sealed = chain.seal(&tenant, &stream, r, &digests[k], mac, MAX_SEQ, &mut buf)?;
+                chain.advance(&sealed);
+                rows.push(Row {
+                    bucket,
+                    part,
+                    seq: sealed.seq as i64,
+                    r,
+                    prev: sealed.prev,
+                    mac: sealed.mac,
+                });
+                let class = r.group.classification.code() as i16;
+                match deltas.iter_mut().find(|((sc, c), _)| *c == class && *sc == r.group.scope) {
+                    Some((_, d)) => {
+                        d.0 += 1;
+                        d.1 = d.1.min(r.ts_us);
+                        d.2 = d.2.max(r.ts_us);
+                    }
+                    None => deltas.push(((r.group.scope.clone(), class), (1, r.ts_us, r.ts_us))),
+                }
+            }
+            let segment = (chain.seq >= first).then_some((first, chain.seq, prev0, chain.hash));
+            settled.push(Settled {
+                part,
+                tenant,
+                stream,
+                created,
+                segment,
+                deltas,
+            });
+            i = j;
+        }
+        if !rows.is_empty() {
+            let sink = tx
+                .copy_in(
+                    "COPY records(bucket,part,seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac)
+                     FROM STDIN (FORMAT binary)",
+                )
+                .map_err(db)?;
+            let mut w = BinaryCopyInWriter::new(sink, &types);
+            for x in &rows {
+                let r = x.r;
+                let class = r.group.classification.code() as i16;
+                let pseudonym = r.pseudonym.as_ref().map(|p| &p[..]);
+                let vals: [&(dyn ToSql + Sync); 14] = [
+                    &x.bucket,
+                    &x.part,
+                    &x.seq,
+                    &&r.id[..],
+                    &r.ts_us,
+                    &r.received_us,
+                    &r.group.scope,
+                    &class,
+                    &pseudonym,
+                    &r.key_id,
+                    &r.plain,
+                    &r.body,
+                    &&x.prev[..],
+                    &&x.mac[..],
+                ];
+                w.write(&vals).map_err(db)?;
+            }
+            w.finish().map_err(db)?;
+        }
+        for ((tenant, stream), h) in &heads {
+            tx.execute(
+                "UPDATE chains SET head_seq=$3, head_hash=$4, frontier=$5 WHERE tenant=$1 AND stream=$2",
+                &[tenant, stream, &(h.seq as i64), &&h.hash[..], &h.frontier_bytes()],
+            )
+            .map_err(db)?;
+            for (level, idx, hash) in &h.nodes {
+                tx.execute(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES($1,$2,$3,$4,$5)
+                     ON CONFLICT (tenant,stream,level,idx) DO UPDATE SET hash=EXCLUDED.hash",
+                    &[tenant, stream, &(*level as i32), &(*idx as i64), &&hash[..]],
+                )
+                .map_err(db)?;
+            }
+        }
+        for st in &settled {
+            match &st.segment {
+                Some((first, last, prev, chain)) => {
+                    let extended = tx
+                        .execute(
+                            "UPDATE segments SET last_seq=$4, chain=$5
+                             WHERE tenant=$1 AND stream=$2 AND partition_id=$3 AND last_seq=$6",
+                            &[
+                                &st.tenant,
+                                &st.stream,
+                                &st.part,
+                                &(*last as i64),
+                                &&chain[..],
+                                &(*first as i64 - 1),
+                            ],
+                        )
+                        .map_err(db)?;
+                    if extended == 0 {
+                        tx.execute(
+                            "INSERT INTO segments(tenant,stream,first_seq,last_seq,partition_id,prev,chain)
+                             VALUES($1,$2,$3,$4,$5,$6,$7)",
+                            &[
+                                &st.tenant,
+                                &st.stream,
+                                &(*first as i64),
+                                &(*last as i64),
+                                &st.part,
+                                &&prev[..],
+                                &&chain[..],
+                            ],
+                        )
+                        .map_err(db)?;
+                    }
+                }
+                // Every record a duplicate: a partition made for them is not kept.
+                None if st.created => {
+                    tx.execute("DELETE FROM partitions WHERE id=$1", &[&st.part]).map_err(db)?;
+                }
+                None => {}
+            }
+            for ((scope, class), (n, min, max)) in &st.deltas {
+                tx.execute(
+                    "INSERT INTO partition_groups(partition_id,scope,class,records,min_ts,max_ts)
+                     VALUES($1,$2,$3,$4,$5,$6)
+                     ON CONFLICT (partition_id,scope,class) DO UPDATE SET records=partition_groups.records+$4,
+                       min_ts=least(coalesce(partition_groups.min_ts,$5),$5),
+                       max_ts=greatest(coalesce(partition_groups.max_ts,$6),$6)",
+                    &[&st.part, scope, class, n, min, max],
+                )
+                .map_err(db)?;
+            }
+        }
+        for d in &drops {
+            tx.execute(
+                "INSERT INTO capture_drops(tenant,stream,scope,class,count) VALUES($1,$2,$3,$4,$5)
+                 ON CONFLICT (tenant,stream,scope,class) DO UPDATE SET count=capture_drops.count+$5",
+                &[
+                    &d.key.tenant.as_str(),
+                    &d.key.stream.to_string(),
+                    &d.key.scope,
+                    &(d.key.classification.code() as i16),
+                    &(d.count as i64),
+                ],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(Attempt::Done(report))
+    }
+
+    /// The live bucket named `name`, made (table and all, attached to the
+    /// record table) in a transaction of its own when there is none.
+    pub(super) fn ensure_bucket(&self, c: &mut postgres::Client, name: &str) -> Result<i64> {
+        loop {
+            if let Some(r) = c
+                .query_opt("SELECT id FROM buckets WHERE name=$1 AND state=0", &[&name])
+                .map_err(db)?
+            {
+                return Ok(r.get(0));
+            }
+            let mut tx = c.transaction().map_err(db)?;
+            let made = tx
+                .query_opt(
+                    "INSERT INTO buckets(name) VALUES($1) ON CONFLICT (name) WHERE state=0 DO NOTHING RETURNING id",
+                    &[&name],
+                )
+                .map_err(db)?;
+            let Some(r) = made else {
+                // Another node made it first.
+                continue;
+            };
+            let id: i64 = r.get(0);
+            let table = bucket_table(id);
+            // CREATE … LIKE then ATTACH: attaching needs only a SHARE UPDATE
+            // EXCLUSIVE lock on the parent, so appends and reads go on.
+            tx.batch_execute(&format!(
+                "CREATE TABLE {table} (LIKE records INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+                 ALTER TABLE records ATTACH PARTITION {table} FOR VALUES IN ({id});"
+            ))
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            return Ok(id);
+        }
+    }
+}
+
+/// A bucket's name: expiry class, stream and period start.
+fn bucket_name(class: &str, stream: &str, start_us: i64) -> String {
+    format!("{class}/{stream}/{start_us}")
+}

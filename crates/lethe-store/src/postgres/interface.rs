@@ -1,0 +1,228 @@
+//! The `Store` trait over `PgStore`: each method hands over to the
+//! module of its concept (append, query, removal, catalog, restored…).
+
+use lethe_core::hold::HoldScope;
+use lethe_core::merkle::Hash;
+use lethe_core::TenantId;
+
+use super::reader::Reader;
+use super::PgStore;
+use crate::{
+    AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, GroupStats, HoldRecord, KeyId, LedgerEntry,
+    Progress, RecordQuery, Removal, Result, RetentionTarget, RowReader, RunRecord, SegmentAt, Selected, Selection,
+    Store, StoredKey, StoredRecord,
+};
+
+impl Store for PgStore {
+    fn append_group(&self, group: &[&Batch]) -> Result<Vec<AppendReport>> {
+        PgStore::append_group(self, group)
+    }
+
+    fn query(&self, q: &RecordQuery, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<()> {
+        PgStore::query(self, q, visit)
+    }
+
+    fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
+        PgStore::stats(self, tenant)
+    }
+
+    fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
+        PgStore::capture_drops(self)
+    }
+
+    fn disk_bytes(&self) -> Result<u64> {
+        PgStore::disk_bytes(self)
+    }
+
+    fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
+        PgStore::plan_removal(self, targets, holds)
+    }
+
+    fn apply_removal(&self, chains: &[ChainRemoval], progress: Progress<'_>) -> Result<Applied> {
+        PgStore::apply_removal(self, chains, progress)
+    }
+
+    fn chains(&self) -> Result<Vec<ChainHead>> {
+        PgStore::chains(self)
+    }
+
+    fn mark_sealed(&self, tenant: &str, stream: &str, size: u64, ts_us: i64) -> Result<()> {
+        PgStore::mark_sealed(self, tenant, stream, size, ts_us)
+    }
+
+    fn segments(&self, tenant: &str, stream: &str) -> Result<Vec<SegmentAt>> {
+        PgStore::segments(self, tenant, stream)
+    }
+
+    fn row_reader(&self) -> Result<Box<dyn RowReader + '_>> {
+        Ok(Box::new(Reader::new(self)))
+    }
+
+    fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>> {
+        PgStore::partitions(self, tenant, stream)
+    }
+
+    fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
+        PgStore::merkle_node(self, tenant, stream, level, index)
+    }
+
+    fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
+        PgStore::leaves(self, tenant, stream, first, last)
+    }
+
+    fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>> {
+        PgStore::locate(self, id)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        PgStore::meta(self, key)
+    }
+
+    fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()> {
+        PgStore::set_meta(self, key, value)
+    }
+
+    fn put_meta_once(&self, key: &str, value: &str) -> Result<String> {
+        PgStore::put_meta_once(self, key, value)
+    }
+
+    fn key_epoch(&self) -> Result<u64> {
+        PgStore::key_epoch(self)
+    }
+
+    fn lock_jobs(&self) -> Result<crate::JobGuard<'_>> {
+        Ok(Box::new(self.jobs.lock()?))
+    }
+
+    fn ledger_of_kinds(&self, kinds: &[&str]) -> Result<Vec<LedgerEntry>> {
+        PgStore::ledger_of_kinds(self, kinds)
+    }
+
+    fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>> {
+        PgStore::all_data_keys(self, tenant)
+    }
+
+    fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {
+        PgStore::tenant_key(self, tenant)
+    }
+
+    fn put_tenant_key(&self, tenant: &TenantId, wrapped: &[u8], now_us: i64) -> Result<Vec<u8>> {
+        PgStore::put_tenant_key(self, tenant, wrapped, now_us)
+    }
+
+    fn data_keys_by_ref(&self, tenant: &TenantId, refs: &[Vec<u8>]) -> Result<Vec<Option<StoredKey>>> {
+        PgStore::data_keys_by_ref(self, tenant, refs)
+    }
+
+    fn data_keys(&self, ids: &[KeyId]) -> Result<Vec<StoredKey>> {
+        PgStore::data_keys(self, ids)
+    }
+
+    fn record_policy(&self, body: &str, now_us: i64) -> Result<(i64, bool)> {
+        PgStore::record_policy(self, body, now_us)
+    }
+
+    fn mark_policy_entered(&self, version: i64) -> Result<()> {
+        PgStore::mark_policy_entered(self, version)
+    }
+
+    fn append_ledger(&self, seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry) -> Result<LedgerEntry> {
+        self.append_entry(seal, None)
+    }
+
+    fn append_ledger_marked(
+        &self,
+        seal: &mut dyn FnMut(u64, [u8; 32]) -> LedgerEntry,
+        mark: &str,
+    ) -> Result<LedgerEntry> {
+        self.append_entry(seal, Some(mark))
+    }
+
+    fn trim_ledger(&self, through: u64) -> Result<u64> {
+        PgStore::trim_ledger(self, through)
+    }
+
+    fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
+        PgStore::ledger(self, from, limit)
+    }
+
+    fn policy(&self, version: i64) -> Result<Option<String>> {
+        PgStore::policy(self, version)
+    }
+
+    fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected> {
+        PgStore::select(self, sel, holds)
+    }
+
+    fn destroy_keys(&self, ids: &[KeyId], now_us: i64) -> Result<u64> {
+        PgStore::destroy_keys(self, ids, now_us)
+    }
+
+    fn add_hold(&self, h: &HoldRecord) -> Result<i64> {
+        PgStore::add_hold(self, h)
+    }
+
+    fn set_hold_entry(&self, id: i64, ledger_seq: u64) -> Result<()> {
+        PgStore::set_hold_entry(self, id, ledger_seq)
+    }
+
+    fn release_hold(&self, id: i64, now_us: i64, reason: &str) -> Result<bool> {
+        PgStore::release_hold(self, id, now_us, reason)
+    }
+
+    fn holds(&self, tenant: Option<&str>) -> Result<Vec<HoldRecord>> {
+        PgStore::holds(self, tenant)
+    }
+
+    fn begin_restoration(&self, tenant: &TenantId, created_us: i64, expires_us: i64, note: &str) -> Result<i64> {
+        self.restoration_begin(tenant, created_us, expires_us, note)
+    }
+
+    fn add_restored(&self, id: i64, records: &[StoredRecord]) -> Result<u64> {
+        self.restoration_add(id, records)
+    }
+
+    fn finish_restoration(&self, id: i64, ledger_seq: u64) -> Result<crate::Restoration> {
+        self.restoration_finish(id, ledger_seq)
+    }
+
+    fn restorations(&self, tenant: Option<&str>) -> Result<Vec<crate::Restoration>> {
+        self.restoration_list(tenant)
+    }
+
+    fn query_restored(&self, q: &RecordQuery, visit: &mut dyn FnMut(i64, StoredRecord) -> bool) -> Result<()> {
+        self.restoration_query(q, visit)
+    }
+
+    fn drop_restoration(&self, id: i64) -> Result<u64> {
+        self.restoration_drop(id)
+    }
+
+    fn erase_restored(&self, sel: &Selection, holds: &[HoldScope]) -> Result<u64> {
+        self.restoration_erase(sel, holds)
+    }
+
+    fn record_run(&self, kind: &str, started_us: i64, finished_us: i64, status: &str, summary: &str) -> Result<i64> {
+        PgStore::record_run(self, kind, started_us, finished_us, status, summary)
+    }
+
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        PgStore::runs(self, limit)
+    }
+
+    fn put_access_key(&self, key: &crate::AccessKey) -> Result<()> {
+        self.access_put(key)
+    }
+
+    fn access_keys(&self) -> Result<Vec<crate::AccessKey>> {
+        self.access_list()
+    }
+
+    fn revoke_access_key(&self, id: &str, now_us: i64) -> Result<bool> {
+        self.access_revoke(id, now_us)
+    }
+
+    fn touch_access_key(&self, id: &str, now_us: i64) -> Result<()> {
+        self.access_touch(id, now_us)
+    }
+}

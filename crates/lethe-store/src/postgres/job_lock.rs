@@ -1,0 +1,92 @@
+//! The job lock on PostgreSQL: one sweep, purge or restoration at a time
+//! per store across every node — a session-level advisory lock held on a
+//! connection of its own for as long as a guard lives — and reentrant on
+//! one thread, as the embedded store's is.
+
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
+
+use postgres::Client;
+
+use super::{db, pool};
+use crate::Result;
+
+/// The lock and who holds it in this process.
+pub(super) struct JobLock {
+    config: (postgres::Config, String),
+    key: i64,
+    /// The holding thread, how many guards it has, and the connection the
+    /// advisory lock is held on.
+    holder: Mutex<Option<(ThreadId, usize, Option<Client>)>>,
+    released: Condvar,
+}
+
+/// Releases one hold on drop; the last one releases the lock.
+pub(super) struct JobGuard<'a>(&'a JobLock);
+
+impl JobLock {
+    pub(super) fn new(config: (postgres::Config, String), key: i64) -> Self {
+        JobLock {
+            config,
+            key,
+            holder: Mutex::new(None),
+            released: Condvar::new(),
+        }
+    }
+
+    /// Waits for the lock: first for other threads of this process, then
+    /// for other nodes. A node that dies releases it with its connection.
+    pub(super) fn lock(&self) -> Result<JobGuard<'_>> {
+        let me = std::thread::current().id();
+        {
+            let mut h = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match &mut *h {
+                    None => break,
+                    Some((t, depth, _)) if *t == me => {
+                        *depth += 1;
+                        return Ok(JobGuard(self));
+                    }
+                    Some(_) => h = self.released.wait(h).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+            *h = Some((me, 1, None));
+        }
+        let locked = (|| -> Result<Client> {
+            let mut c = pool::connect(&self.config.0, &self.config.1)?;
+            c.execute("SELECT pg_advisory_lock($1)", &[&self.key]).map_err(db)?;
+            Ok(c)
+        })();
+        let mut h = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+        match locked {
+            Ok(c) => {
+                if let Some((_, _, slot)) = &mut *h {
+                    *slot = Some(c);
+                }
+                Ok(JobGuard(self))
+            }
+            Err(e) => {
+                *h = None;
+                self.released.notify_all();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        let mut h = self.0.holder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, depth, conn)) = &mut *h {
+            *depth -= 1;
+            if *depth == 0 {
+                // Closing the connection ends its session and so the lock.
+                if let Some(mut c) = conn.take() {
+                    let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&self.0.key]);
+                }
+                *h = None;
+                self.0.released.notify_all();
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The PostgreSQL backend: the same vault on a shared database, so that
+//! several `lethe serve` nodes can work on one store.
+//!
+//! Records live in one table partitioned by list on a *bucket*: the records
+//! of one stream, period and expiry class, whatever their tenant — the same
+//! "what expires together lives together" layout as the embedded store's
+//! shared files. A bucket is a child table of its own, created on demand in
+//! its own transaction (there is no DEFAULT partition, so a row whose bucket
+//! does not exist fails, and detaching concurrently stays possible); when
+//! every (tenant, stream, period) partition in it expires it is detached
+//! concurrently and dropped, and its disk comes back at once without a
+//! `VACUUM`.
+//!
+//! Everything an append writes — keys, ledger entries, rows, chain heads,
+//! segments, Merkle nodes and counts — commits in one transaction, so there
+//! are no dirty marks to repair after a crash: PostgreSQL's own log is the
+//! intent. Writers of one (tenant, stream) chain are serialised by a row
+//! lock on its `chains` row, taken in a fixed order, on every node alike.
+
+mod append;
+mod catalog;
+mod chain;
+mod interface;
+mod job_lock;
+mod pool;
+mod query;
+mod reader;
+mod removal;
+mod restored;
+mod schema;
+mod selection;
+
+pub use schema::VERSION as SCHEMA_VERSION;
+
+use lethe_core::policy::GroupKey;
+use lethe_core::{Classification, StreamId, TenantId};
+use postgres::GenericClient;
+
+use crate::{Result, StoreError};
+use pool::Pool;
+
+/// A storage error from the database: retryable when PostgreSQL says a
+/// retry can succeed (serialization failure, deadlock, a lock not
+/// available, a connection lost or the server shutting down).
+pub(crate) fn db(e: postgres::Error) -> StoreError {
+    let retryable = e.is_closed()
+        || e.code().is_some_and(|c| {
+            let c = c.code();
+            c == "40001" || c == "40P01" || c == "55P03" || c.starts_with("08") || c == "57P01" || c == "57P03"
+        })
+        || e.code().is_none();
+    StoreError::Backend {
+        source: Box::new(e),
+        retryable,
+    }
+}
+
+/// An SQL identifier quoted for use in a statement.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// An advisory-lock key for `purpose` within one schema: advisory locks
+/// are database-wide, and several stores (schemas) may share a database.
+pub(crate) fn lock_key(schema: &str, purpose: &str) -> i64 {
+    let h = lethe_core::merkle::leaf_hash(format!("lethe-lock\0{schema}\0{purpose}").as_bytes());
+    i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Where a [`PgStore`] keeps its data and how it connects.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connection URL or key=value string (`postgres://user@host:5432/db`).
+    pub url: String,
+    /// Schema holding the store's tables (created when missing).
+    pub schema: String,
+    /// Connections this process opens at most (the job lock's and the
+    /// leader's dedicated connections come on top).
+    pub pool_size: usize,
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    schema: String,
+    span_us: i64,
+    jobs: job_lock::JobLock,
+    /// Restorations this process is loading.
+    loading: restored::Loading,
+}
+
+/// One (tenant, stream, period) partition as the catalog keeps it.
+#[derive(Debug, Clone)]
+struct Part {
+    id: i64,
+    tenant: TenantId,
+    stream: StreamId,
+    start: i64,
+    end: i64,
+    bucket: i64,
+}
+
+/// The columns [`Part::from_row`] reads, in order.
+const PART_COLUMNS: &str = "id, tenant, stream, start_us, end_us, bucket";
+
+impl Part {
+    fn from_row(r: &postgres::Row) -> Result<Part> {
+        let tenant: String = r.get(1);
+        let stream: String = r.get(2);
+        Ok(Part {
+            id: r.get(0),
+            tenant: TenantId::new(&tenant).map_err(|e| StoreError::Corrupt(format!("partition tenant: {e}")))?,
+            stream: stream
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("partition stream `{stream}`: {e}")))?,
+            start: r.get(3),
+            end: r.get(4),
+            bucket: r.get(5),
+        })
+    }
+}
+
+/// One group's counts in a partition.
+#[derive(Debug, Clone)]
+struct PartGroup {
+    scope: String,
+    class: Classification,
+    records: u64,
+    deleted: u64,
+}
+
+impl PgStore {
+    /// Connects to the database named in `opts`, creating or migrating the
+    /// schema, and finishes whatever a crashed node left half done (a
+    /// bucket being dropped, a restoration being loaded by a node that is
+    /// gone).
+    pub fn open(opts: &PgOptions, span_secs: u64) -> Result<PgStore> {
+        let config: postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e| StoreError::Misuse(format!("store.url is not a PostgreSQL connection string: {e}")))?;
+        let pool = Pool::new(config, opts.schema.clone(), opts.pool_size.max(2));
+        {
+            let mut c = pool.connect_raw()?;
+            schema::migrate(&mut c, &opts.schema, span_secs)?;
+        }
+        let store = PgStore {
+            jobs: job_lock::JobLock::new(pool.clone_config(), lock_key(&opts.schema, "jobs")),
+            pool,
+            loading: Default::default(),
+            schema: opts.schema.clone(),
+            span_us: span_secs as i64 * 1_000_000,
+        };
+        store.finish_dropping()?;
+        store.discard_abandoned_restorations()?;
+        Ok(store)
+    }
+
+    /// The schema this store lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A connection of the pool (waits when every one is in use).
+    fn conn(&self) -> Result<pool::Conn<'_>> {
+        self.pool.get()
+    }
+
+    /// Partitions matching an SQL condition on the `partitions` table.
+    fn parts_where(
+        c: &mut impl GenericClient,
+        clause: &str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Part>> {
+        let rows = c
+            .query(&format!("SELECT {PART_COLUMNS} FROM partitions WHERE {clause}"), args)
+            .map_err(db)?;
+        rows.iter().map(Part::from_row).collect()
+    }
+
+    /// A partition's groups with their counts.
+    fn groups_of(c: &mut impl GenericClient, part: i64) -> Result<Vec<PartGroup>> {
+        let rows = c
+            .query(
+                "SELECT scope, class, records, deleted FROM partition_groups WHERE partition_id=$1 ORDER BY scope, class",
+                &[&part],
+            )
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let class: i16 = r.get(1);
+                Ok(PartGroup {
+                    scope: r.get(0),
+                    class: Classification::from_code(class as u8)
+                        .ok_or_else(|| StoreError::Corrupt(format!("classification code {class}")))?,
+                    records: r.get::<_, i64>(2) as u64,
+                    deleted: r.get::<_, i64>(3) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// A chain's committed head (0 when it has none).
+    fn head(c: &mut impl GenericClient, tenant: &str, stream: &str) -> Result<u64> {
+        Ok(c.query_opt(
+            "SELECT head_seq FROM chains WHERE tenant=$1 AND stream=$2",
+            &[&tenant, &stream],
+        )
+        .map_err(db)?
+        .map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    /// Bytes a bucket's table occupies (with its indexes and TOAST).
+    fn bucket_bytes(c: &mut impl GenericClient, bucket: i64) -> Result<u64> {
+        let r = c
+            .query_one(
+                "SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)",
+                &[&bucket_table(bucket)],
+            )
+            .map_err(db)?;
+        Ok(r.get::<_, i64>(0) as u64)
+    }
+}
+
+/// The table of a bucket (unqualified: every connection's search path is
+/// the store's schema).
+fn bucket_table(bucket: i64) -> String {
+    format!("records_b{bucket}")
+}
+
+fn group_key(tenant: &str, stream: &str, scope: String, class: i16) -> Result<GroupKey> {
+    Ok(GroupKey {
+        tenant: TenantId::new(tenant).map_err(|e| StoreError::Corrupt(format!("tenant `{tenant}`: {e}")))?,
+        stream: stream
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("stream `{stream}`: {e}")))?,
+        scope,
+        classification: Classification::from_code(class as u8)
+            .ok_or_else(|| StoreError::Corrupt(format!("classification code {class}")))?,
+    })
+}
+
+/// A 32-byte hash column, or an error naming it.
+fn hash32(v: &[u8], what: &str) -> Result<lethe_core::merkle::Hash> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}

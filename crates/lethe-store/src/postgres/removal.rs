@@ -1,0 +1,563 @@
+//! Retention removal on PostgreSQL: planning per partition (whole drops or
+//! row-level work), and carrying out exactly a plan — buckets whose every
+//! partition goes are detached concurrently and dropped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lethe_core::hold::HoldScope;
+use lethe_core::merkle::{self, Hash};
+use lethe_core::policy::{Action, GroupKey};
+use lethe_core::{Classification, TenantId};
+use postgres::GenericClient;
+
+use super::chain::{leaves_in, raw_row, segments_of, COLUMNS};
+use super::{bucket_table, db, PgStore, Part};
+use crate::row::{ANONYMIZED, DELETED};
+use crate::{
+    Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionEffect, RetentionTarget,
+    RowRemoval, Segment, StoreError,
+};
+
+/// A bucket being dropped.
+const DROPPING: i16 = 1;
+
+#[derive(Default)]
+struct Work {
+    drops: Vec<(Part, Vec<Item>, Vec<PartGroupRef>)>,
+    rows: Vec<(Part, Vec<Item>)>,
+    held: Vec<u64>,
+}
+
+struct Item {
+    target: usize,
+    scope: String,
+    class: Classification,
+    records: u64,
+    held: u64,
+    share: u64,
+    seqs: Vec<[u64; 2]>,
+}
+
+impl PgStore {
+    pub(super) fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
+        let mut c = self.conn()?;
+        let work = self.work(&mut *c, targets, holds)?;
+        let mut effects: Vec<RetentionEffect> = targets
+            .iter()
+            .map(|t| RetentionEffect {
+                target: t.clone(),
+                records: 0,
+                held: 0,
+                bytes_freed: 0,
+                partitions_dropped: 0,
+            })
+            .collect();
+        for (e, h) in effects.iter_mut().zip(&work.held) {
+            e.held = *h;
+        }
+        // A bucket's bytes come back only when every partition in it goes.
+        let mut dropped_in: HashMap<i64, usize> = HashMap::new();
+        for (p, _, _) in &work.drops {
+            *dropped_in.entry(p.bucket).or_default() += 1;
+        }
+        let mut freed: HashMap<i64, u64> = HashMap::new();
+        for (bucket, n) in dropped_in {
+            let sharers: i64 = c
+                .query_one("SELECT count(*) FROM partitions WHERE bucket=$1", &[&bucket])
+                .map_err(db)?
+                .get(0);
+            if sharers as usize == n {
+                freed.insert(bucket, Self::bucket_bytes(&mut *c, bucket)?);
+            }
+        }
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
+        let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
+        for (p, items, groups) in &work.drops {
+            let bytes = freed.remove(&p.bucket).unwrap_or(0);
+            attribute_drop(&mut effects, items, bytes);
+            let key = (p.tenant.to_string(), p.stream.to_string());
+            if !segs.contains_key(&key) {
+                let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
+                for sa in segments_of(&mut *c, &key.0, &key.1, None)? {
+                    by_part.entry(sa.partition).or_default().push(sa.segment);
+                }
+                segs.insert(key.clone(), by_part);
+            }
+            let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
+            chain_entry(&mut chains, p).dropped.push(DroppedPartition {
+                start_us: p.start,
+                end_us: p.end,
+                groups: groups.clone(),
+                segments,
+            });
+        }
+        for (p, items) in &work.rows {
+            let ch = chain_entry(&mut chains, p);
+            for i in items {
+                effects[i.target].records += i.records;
+                ch.rows.push(RowRemoval {
+                    partition_start_us: p.start,
+                    action: targets[i.target].action,
+                    seqs: i.seqs.clone(),
+                });
+            }
+        }
+        Ok(Removal {
+            effects,
+            chains: chains.into_values().collect(),
+        })
+    }
+
+    pub(super) fn apply_removal(&self, chains: &[ChainRemoval], progress: Progress<'_>) -> Result<Applied> {
+        self.finish_dropping()?;
+        crate::crashpoint::hit("removal.before_apply");
+        let mut c = self.conn()?;
+        let mut applied = Applied::default();
+        let mut drops: Vec<Part> = Vec::new();
+        let mut edges: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
+        let mut rows: Vec<(Part, RowJobs)> = Vec::new();
+        for ch in chains {
+            let mut parts: HashMap<i64, Part> = Self::parts_where(
+                &mut *c,
+                "tenant=$1 AND stream=$2",
+                &[&ch.tenant.as_str(), &ch.stream.as_str()],
+            )?
+            .into_iter()
+            .map(|p| (p.start, p))
+            .collect();
+            let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+            if !ch.dropped.is_empty() {
+                for sa in segments_of(&mut *c, &ch.tenant, &ch.stream, None)? {
+                    stored
+                        .entry(sa.partition)
+                        .or_default()
+                        .push((sa.segment.first, sa.segment.last));
+                }
+            }
+            for dp in &ch.dropped {
+                let Some(p) = parts.remove(&dp.start_us) else {
+                    continue;
+                };
+                let now = stored.remove(&p.id).unwrap_or_default();
+                let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
+                if now == planned {
+                    edges
+                        .entry((ch.tenant.clone(), ch.stream.clone()))
+                        .or_default()
+                        .extend(planned);
+                    drops.push(p);
+                } else {
+                    // Written to since the plan: only the planned records go.
+                    rows.push((p, vec![(false, planned.iter().map(|&(a, b)| [a, b]).collect())]));
+                }
+            }
+            for rr in &ch.rows {
+                let Some(p) = parts.get(&rr.partition_start_us).cloned() else {
+                    continue;
+                };
+                let anonymize = rr.action == Action::Anonymize;
+                match rows.iter_mut().find(|(q, _)| q.id == p.id) {
+                    Some((_, jobs)) => jobs.push((anonymize, rr.seqs.clone())),
+                    None => rows.push((p, vec![(anonymize, rr.seqs.clone())])),
+                }
+            }
+        }
+        let total = (drops.len() + rows.len()) as u64;
+        let mut done = 0;
+        progress(0, total);
+        if !drops.is_empty() {
+            let mut nodes = Vec::new();
+            for ((tenant, stream), segs) in edges.iter_mut() {
+                for n in edge_nodes(&mut *c, tenant, stream, segs)? {
+                    nodes.push((tenant.clone(), stream.clone(), n));
+                }
+            }
+            let mut tx = c.transaction().map_err(db)?;
+            lock_chains(&mut tx, drops.iter())?;
+            for (tenant, stream, (level, idx, hash)) in &nodes {
+                tx.execute(
+                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES($1,$2,$3,$4,$5)
+                     ON CONFLICT (tenant,stream,level,idx) DO UPDATE SET hash=EXCLUDED.hash",
+                    &[tenant, stream, &(*level as i32), &(*idx as i64), &&hash[..]],
+                )
+                .map_err(db)?;
+            }
+            let mut buckets: Vec<i64> = Vec::new();
+            for p in &drops {
+                let live: i64 = tx
+                    .query_one(
+                        "SELECT coalesce(sum(records), 0)::bigint FROM partition_groups WHERE partition_id=$1",
+                        &[&p.id],
+                    )
+                    .map_err(db)?
+                    .get(0);
+                applied.deleted += live as u64;
+                applied.partitions_dropped += 1;
+                tx.execute("DELETE FROM segments WHERE partition_id=$1", &[&p.id]).map_err(db)?;
+                tx.execute("DELETE FROM partition_groups WHERE partition_id=$1", &[&p.id])
+                    .map_err(db)?;
+                tx.execute("DELETE FROM partitions WHERE id=$1", &[&p.id]).map_err(db)?;
+                if !buckets.contains(&p.bucket) {
+                    buckets.push(p.bucket);
+                }
+            }
+            buckets.sort_unstable();
+            for b in &buckets {
+                // Held against appends making a partition in it meanwhile.
+                tx.execute("SELECT 1 FROM buckets WHERE id=$1 FOR UPDATE", &[b]).map_err(db)?;
+                let sharers: i64 = tx
+                    .query_one("SELECT count(*) FROM partitions WHERE bucket=$1", &[b])
+                    .map_err(db)?
+                    .get(0);
+                if sharers == 0 {
+                    tx.execute("UPDATE buckets SET state=$2 WHERE id=$1", &[b, &DROPPING])
+                        .map_err(db)?;
+                } else {
+                    // Shared with partitions that stay: their rows go row by
+                    // row (the space is reused by later rows after vacuum).
+                    for p in drops.iter().filter(|p| p.bucket == *b) {
+                        tx.execute("DELETE FROM records WHERE bucket=$1 AND part=$2", &[b, &p.id])
+                            .map_err(db)?;
+                    }
+                }
+            }
+            tx.commit().map_err(db)?;
+            crate::crashpoint::hit("sweep.after_mark_dropping");
+            drop(c);
+            applied.bytes_freed += self.finish_dropping()?;
+            c = self.conn()?;
+            done += drops.len() as u64;
+            progress(done, total);
+        }
+        for (p, jobs) in &rows {
+            let mut tx = c.transaction().map_err(db)?;
+            lock_chains(&mut tx, std::iter::once(p))?;
+            for (anonymize, seqs) in jobs {
+                let n = redact(&mut tx, p, seqs, *anonymize)?;
+                if *anonymize {
+                    applied.anonymized += n;
+                } else {
+                    applied.deleted += n;
+                }
+            }
+            recount(&mut tx, p)?;
+            tx.commit().map_err(db)?;
+            crate::crashpoint::hit("sweep.after_partition_rows");
+            done += 1;
+            progress(done, total);
+        }
+        Ok(applied)
+    }
+
+    /// Detaches (concurrently) and drops every bucket marked as being
+    /// dropped — this node's or one a crashed node left — and returns the
+    /// bytes they occupied. Idempotent.
+    pub(super) fn finish_dropping(&self) -> Result<u64> {
+        let mut c = self.conn()?;
+        let ids: Vec<i64> = c
+            .query("SELECT id FROM buckets WHERE state=$1 ORDER BY id", &[&DROPPING])
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut freed = 0;
+        for id in ids {
+            let table = bucket_table(id);
+            freed += Self::bucket_bytes(&mut *c, id)?;
+            let attached = c
+                .query_opt(
+                    "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)",
+                    &[&table],
+                )
+                .map_err(db)?;
+            match attached.map(|r| r.get::<_, bool>(0)) {
+                // Interrupted part way (a node died): finish it.
+                Some(true) => c
+                    .batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} FINALIZE"))
+                    .map_err(db)?,
+                // Concurrently: readers and writers of other buckets go on.
+                Some(false) => c
+                    .batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} CONCURRENTLY"))
+                    .map_err(db)?,
+                None => {}
+            }
+            crate::crashpoint::hit("sweep.mid_drop");
+            c.batch_execute(&format!("DROP TABLE IF EXISTS {table}")).map_err(db)?;
+            c.execute("DELETE FROM buckets WHERE id=$1", &[&id]).map_err(db)?;
+        }
+        Ok(freed)
+    }
+
+    /// Works out, per partition, what the targets do to it.
+    fn work(&self, c: &mut impl GenericClient, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work> {
+        let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
+        let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
+        tenants.sort();
+        tenants.dedup();
+        let mut work = Work {
+            held: vec![0; targets.len()],
+            ..Work::default()
+        };
+        for tenant in tenants {
+            let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
+            let parts = Self::parts_where(c, "tenant=$1 ORDER BY stream, start_us", &[&tenant.as_str()])?;
+            for p in parts {
+                let groups = Self::groups_of(c, p.id)?;
+                let held_by: Vec<&HoldScope> = holds
+                    .iter()
+                    .copied()
+                    .filter(|h| {
+                        h.may_cover(
+                            tenant.as_str(),
+                            &mut groups.iter().map(|g| g.scope.as_str()),
+                            p.start,
+                            p.end,
+                        )
+                    })
+                    .collect();
+                let mut whole = !groups.is_empty() && held_by.is_empty();
+                let mut items = Vec::new();
+                for g in &groups {
+                    let key = GroupKey {
+                        tenant: p.tenant.clone(),
+                        stream: p.stream.clone(),
+                        scope: g.scope.clone(),
+                        classification: g.class,
+                    };
+                    let Some(&ti) = by_key.get(&key) else {
+                        whole = false;
+                        continue;
+                    };
+                    let t = &targets[ti];
+                    let anonymize = t.action == Action::Anonymize;
+                    let (mut seqs, mut held) = (Vec::new(), 0);
+                    let n = if p.end <= t.cutoff_us && !anonymize && held_by.is_empty() {
+                        g.records
+                    } else {
+                        whole = false;
+                        if p.start < t.cutoff_us && g.records > 0 {
+                            (seqs, held) = expired_seqs(c, &p, &g.scope, g.class, t.cutoff_us, anonymize, &held_by)?;
+                            seqs.iter().map(|r| r[1] + 1 - r[0]).sum()
+                        } else {
+                            0
+                        }
+                    };
+                    items.push(Item {
+                        target: ti,
+                        scope: g.scope.clone(),
+                        class: g.class,
+                        records: n,
+                        held,
+                        share: g.records + g.deleted,
+                        seqs,
+                    });
+                }
+                if !whole {
+                    for i in items.iter_mut().filter(|i| i.records > 0 && i.seqs.is_empty()) {
+                        let t = &targets[i.target];
+                        let anonymize = t.action == Action::Anonymize;
+                        (i.seqs, i.held) = expired_seqs(c, &p, &i.scope, i.class, t.cutoff_us, anonymize, &held_by)?;
+                        i.records = i.seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
+                    }
+                }
+                if whole {
+                    let refs = groups
+                        .iter()
+                        .map(|g| PartGroupRef {
+                            scope: g.scope.clone(),
+                            class: g.class.code(),
+                        })
+                        .collect();
+                    work.drops.push((p, items, refs));
+                } else {
+                    for i in &items {
+                        work.held[i.target] += i.held;
+                    }
+                    if items.iter().any(|i| i.records > 0) {
+                        items.retain(|i| i.records > 0);
+                        work.rows.push((p, items));
+                    }
+                }
+            }
+        }
+        Ok(work)
+    }
+}
+
+/// Locks the chains of `parts` (in one order on every node), so that
+/// appends to them wait for this removal's commit.
+fn lock_chains<'a>(tx: &mut postgres::Transaction<'_>, parts: impl Iterator<Item = &'a Part>) -> Result<()> {
+    let mut keys: Vec<(String, String)> = parts.map(|p| (p.tenant.to_string(), p.stream.to_string())).collect();
+    keys.sort();
+    keys.dedup();
+    let (ts, ss): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    tx.query(
+        "SELECT 1 FROM chains WHERE (tenant, stream) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY tenant, stream FOR UPDATE",
+        &[&ts, &ss],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Sequence numbers of a group's records expired at `cutoff` that the
+/// action still has to touch, as inclusive ranges, leaving out held ones;
+/// returns them and how many were held.
+fn expired_seqs(
+    c: &mut impl GenericClient,
+    p: &Part,
+    scope: &str,
+    class: Classification,
+    cutoff: i64,
+    anonymize: bool,
+    holds: &[&HoldScope],
+) -> Result<(Vec<[u64; 2]>, u64)> {
+    let below: i16 = if anonymize { ANONYMIZED as i16 } else { DELETED as i16 };
+    let rows = c
+        .query(
+            "SELECT seq, pseudonym, ts FROM records WHERE bucket=$1 AND part=$2 AND scope=$3 AND class=$4 AND ts<$5
+               AND state<$6 ORDER BY seq",
+            &[&p.bucket, &p.id, &scope, &(class.code() as i16), &cutoff, &below],
+        )
+        .map_err(db)?;
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    let mut held = 0;
+    for r in &rows {
+        let seq = r.get::<_, i64>(0) as u64;
+        if !holds.is_empty() {
+            let ps: Option<[u8; 32]> = r.get::<_, Option<Vec<u8>>>(1).and_then(|v| v.try_into().ok());
+            if holds.iter().any(|h| h.covers(p.tenant.as_str(), ps.as_ref(), scope, r.get(2))) {
+                held += 1;
+                continue;
+            }
+        }
+        match out.last_mut() {
+            Some(l) if l[1] + 1 == seq => l[1] = seq,
+            _ => out.push([seq, seq]),
+        }
+    }
+    Ok((out, held))
+}
+
+/// Tombstones (delete) or anonymizes the listed records not yet in that
+/// state, keeping the digests of what goes; returns how many changed.
+fn redact(tx: &mut postgres::Transaction<'_>, p: &Part, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64> {
+    let target: i16 = if anonymize { ANONYMIZED as i16 } else { DELETED as i16 };
+    let mut n = 0;
+    for r in seqs {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM records WHERE bucket=$1 AND part=$2 AND seq BETWEEN $3 AND $4 AND state < $5
+                     ORDER BY seq"
+                ),
+                &[&p.bucket, &p.id, &(r[0] as i64), &(r[1] as i64), &target],
+            )
+            .map_err(db)?;
+        let mut list: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+        for row in rows.iter().map(raw_row) {
+            let d = row
+                .digests()
+                .map_err(|e| StoreError::Corrupt(format!("record {}: {e}", row.seq)))?;
+            list.push(row.seq as i64);
+            kept.push(if anonymize {
+                d.personal.to_vec()
+            } else {
+                [d.plain, d.personal].concat()
+            });
+        }
+        if list.is_empty() {
+            continue;
+        }
+        let sql = if anonymize {
+            "UPDATE records r SET pseudonym=NULL, key_id=NULL, body=NULL, state=1, redacted=u.kept
+             FROM unnest($3::bigint[], $4::bytea[]) AS u(seq, kept) WHERE r.bucket=$1 AND r.part=$2 AND r.seq=u.seq"
+        } else {
+            "UPDATE records r SET pseudonym=NULL, key_id=NULL, body=NULL, plain='', state=2, redacted=u.kept
+             FROM unnest($3::bigint[], $4::bytea[]) AS u(seq, kept) WHERE r.bucket=$1 AND r.part=$2 AND r.seq=u.seq"
+        };
+        n += tx.execute(sql, &[&p.bucket, &p.id, &list, &kept]).map_err(db)?;
+    }
+    Ok(n)
+}
+
+/// Recomputes a partition's group counts and time bounds from its rows.
+pub(super) fn recount(tx: &mut postgres::Transaction<'_>, p: &Part) -> Result<()> {
+    tx.execute(
+        "UPDATE partition_groups g SET records=s.live, anonymized=s.anon, deleted=s.dead, min_ts=s.lo, max_ts=s.hi
+         FROM (SELECT scope, class, count(*) FILTER (WHERE state < 2) AS live, count(*) FILTER (WHERE state = 1) AS anon,
+                      count(*) FILTER (WHERE state = 2) AS dead, min(ts) FILTER (WHERE state < 2) AS lo,
+                      max(ts) FILTER (WHERE state < 2) AS hi
+               FROM records WHERE bucket=$1 AND part=$2 GROUP BY scope, class) s
+         WHERE g.partition_id=$2 AND g.scope=s.scope AND g.class=s.class",
+        &[&p.bucket, &p.id],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The Merkle subtree heads below the 256-leaf level at the edges of the
+/// ranges about to be dropped, computed from their rows (still present).
+fn edge_nodes(
+    c: &mut impl GenericClient,
+    tenant: &str,
+    stream: &str,
+    segs: &mut [(u64, u64)],
+) -> Result<Vec<(u32, u64, Hash)>> {
+    segs.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(a, b) in segs.iter() {
+        match merged.last_mut() {
+            Some(m) if m.1 + 1 == a => m.1 = b,
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut out = Vec::new();
+    for (a, b) in merged {
+        for (level, idx) in merkle::perfect_cover(a - 1, b) {
+            if level >= 8 {
+                continue;
+            }
+            let lo = idx << level;
+            let hi = lo + (1u64 << level);
+            let leaves = leaves_in(c, tenant, stream, lo + 1, hi)?;
+            if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
+                out.push((level, idx, merkle::root(&ls)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: &Part) -> &'a mut ChainRemoval {
+    chains
+        .entry((p.tenant.to_string(), p.stream.to_string()))
+        .or_insert_with(|| ChainRemoval {
+            tenant: p.tenant.to_string(),
+            stream: p.stream.to_string(),
+            dropped: Vec::new(),
+            rows: Vec::new(),
+        })
+}
+
+/// Splits a dropped partition's bytes over its groups by record share.
+fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
+    let total: u64 = items.iter().map(|i| i.share).sum();
+    let mut given = 0;
+    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
+    for (n, i) in items.iter().enumerate() {
+        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
+        given += b;
+        let e = &mut effects[i.target];
+        e.bytes_freed += b;
+        e.records += i.records;
+        if Some(n) == largest {
+            e.partitions_dropped += 1;
+        }
+    }
+    if let Some(n) = largest {
+        effects[items[n].target].bytes_freed += bytes - given;
+    }
+}

@@ -1,0 +1,118 @@
+//! Purge selections on PostgreSQL: the exact rows a subject's, a time
+//! range's or a scope's erasure selects, through the subject index of each
+//! partition's bucket.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use lethe_core::hold::HoldScope;
+use lethe_core::policy::Action;
+
+use super::{db, PgStore};
+use crate::row::{ANONYMIZED, DELETED};
+use crate::{ChainRemoval, Result, RowRemoval, Selected, SelectedGroup, Selection};
+
+impl PgStore {
+    pub(super) fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected> {
+        let mut c = self.conn()?;
+        let tenant = sel.tenant.as_str();
+        let stream = sel.stream.as_ref().map(|s| s.to_string());
+        let since = sel.since_us.unwrap_or(i64::MIN);
+        let until = sel.until_us.unwrap_or(i64::MAX);
+        let parts = Self::parts_where(
+            &mut *c,
+            "tenant=$1 AND ($2::text IS NULL OR stream=$2) AND end_us>$3 AND start_us<$4 ORDER BY stream, start_us",
+            &[&tenant, &stream, &since, &until],
+        )?;
+        let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant).collect();
+        let target: i16 = if sel.action == Action::Anonymize {
+            ANONYMIZED as i16
+        } else {
+            DELETED as i16
+        };
+        let pseudonyms: Vec<Vec<u8>> = sel.pseudonyms.iter().map(|p| p.to_vec()).collect();
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut groups: BTreeMap<(String, String), SelectedGroup> = BTreeMap::new();
+        let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
+        let mut found = BTreeSet::new();
+        let mut held_subjects = BTreeSet::new();
+        let mut later = 0u64;
+        for p in &parts {
+            let stream = p.stream.to_string();
+            if !heads.contains_key(&stream) {
+                let h = Self::head(&mut *c, tenant, &stream)?;
+                heads.insert(stream.clone(), h);
+            }
+            let bound = match &sel.stored_up_to {
+                Some(b) => b.get(&stream).copied().unwrap_or(0),
+                None => u64::MAX,
+            };
+            let rows = c
+                .query(
+                    "SELECT seq, scope, ts, pseudonym, length(plain) + coalesce(octet_length(body), 0)
+                     FROM records WHERE bucket=$1 AND part=$2 AND state < $3 AND ($4::text IS NULL OR scope=$4)
+                       AND ts >= $5 AND ts < $6 AND (cardinality($7::bytea[]) = 0 OR pseudonym = ANY($7))
+                     ORDER BY seq",
+                    &[&p.bucket, &p.id, &target, &sel.scope, &since, &until, &pseudonyms],
+                )
+                .map_err(db)?;
+            let mut seqs = Vec::new();
+            for r in &rows {
+                let seq = r.get::<_, i64>(0) as u64;
+                if seq > bound {
+                    later += 1;
+                    continue;
+                }
+                let scope: String = r.get(1);
+                let ts: i64 = r.get(2);
+                let ps: Option<[u8; 32]> = r.get::<_, Option<Vec<u8>>>(3).and_then(|v| v.try_into().ok());
+                let g = groups
+                    .entry((stream.clone(), scope.clone()))
+                    .or_insert_with(|| SelectedGroup {
+                        stream: stream.clone(),
+                        scope: scope.clone(),
+                        ..SelectedGroup::default()
+                    });
+                let by_subject = !sel.pseudonyms.is_empty();
+                if let (Some(x), true) = (ps, by_subject) {
+                    found.insert(x);
+                }
+                if holds.iter().any(|h| h.covers(tenant, ps.as_ref(), &scope, ts)) {
+                    g.held += 1;
+                    if let (Some(x), true) = (ps, by_subject) {
+                        held_subjects.insert(x);
+                    }
+                    continue;
+                }
+                g.records += 1;
+                g.bytes += r.get::<_, i32>(4) as u64;
+                g.oldest_us = Some(g.oldest_us.map_or(ts, |o| o.min(ts)));
+                g.newest_us = Some(g.newest_us.map_or(ts, |o| o.max(ts)));
+                seqs.push([seq, seq]);
+            }
+            if !seqs.is_empty() {
+                chains
+                    .entry((p.tenant.to_string(), stream.clone()))
+                    .or_insert_with(|| ChainRemoval {
+                        tenant: p.tenant.to_string(),
+                        stream: stream.clone(),
+                        dropped: Vec::new(),
+                        rows: Vec::new(),
+                    })
+                    .rows
+                    .push(RowRemoval {
+                        partition_start_us: p.start,
+                        action: sel.action,
+                        seqs: crate::merge_ranges(seqs),
+                    });
+            }
+        }
+        Ok(Selected {
+            groups: groups.into_values().collect(),
+            chains: chains.into_values().collect(),
+            found: found.into_iter().collect(),
+            held_subjects: held_subjects.into_iter().collect(),
+            heads: heads.into_iter().collect(),
+            later,
+        })
+    }
+}
