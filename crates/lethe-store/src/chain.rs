@@ -8,6 +8,10 @@ use lethe_core::merkle::{self, Frontier, Hash};
 
 use crate::{NewRecord, Result, StoreError};
 
+/// The largest sequence number a chain may reach (68.7 billion records):
+/// the embedded store keys rows by partition and sequence number in 64 bits.
+pub const MAX_SEQ: u64 = (1 << 36) - 1;
+
 /// A chain's running state while a batch is appended to it.
 #[derive(Debug, Clone)]
 pub struct ChainState {
@@ -86,13 +90,12 @@ impl ChainState {
         r: &NewRecord,
         d: &Digests,
         mac: &RecordMac,
-        max_seq: u64,
         buf: &mut Vec<u8>,
     ) -> Result<Sealed> {
         let seq = self.seq + 1;
-        if seq > max_seq {
+        if seq > MAX_SEQ {
             return Err(StoreError::Corrupt(format!(
-                "chain {tenant}/{stream} is full ({max_seq} records)"
+                "chain {tenant}/{stream} is full ({MAX_SEQ} records)"
             )));
         }
         let header = Header {

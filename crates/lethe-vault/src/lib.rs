@@ -178,15 +178,30 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// Opens the embedded store in `data_dir` with `config`.
+    /// Opens the store `config` names — the embedded one in `data_dir`, or
+    /// the PostgreSQL one at `store.url` (then `data_dir` holds only the
+    /// master key file and a local archive, if configured).
     pub fn open(data_dir: &Path, config: Config, master: &MasterKeySource) -> Result<Vault> {
         let span = match config.store.partition {
             lethe_core::Window::Span(s) => s,
             lethe_core::Window::Forever => return Err(VaultError::Invalid("store.partition cannot be forever".into())),
         };
         let (key, created) = master.load()?;
-        tracing::debug!(dir = %data_dir.display(), "opening the embedded store");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir, span)?);
+        let store: Arc<dyn Store> = match (config.store.backend.as_str(), &config.store.url) {
+            ("postgres", Some(url)) => {
+                tracing::debug!(schema = %config.store.schema, "opening the PostgreSQL store");
+                let opts = lethe_store::postgres::PgOptions {
+                    url: url.clone(),
+                    schema: config.store.schema.clone(),
+                    pool_size: config.store.pool_size,
+                };
+                Arc::new(lethe_store::postgres::PgStore::open(&opts, span)?)
+            }
+            _ => {
+                tracing::debug!(dir = %data_dir.display(), "opening the embedded store");
+                Arc::new(SqliteStore::open(data_dir, span)?)
+            }
+        };
         Self::with_store(store, config, &key, created, data_dir)
     }
 

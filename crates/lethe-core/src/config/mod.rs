@@ -221,9 +221,22 @@ pub(super) fn default_checkpoint_interval() -> Window {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Backend: `sqlite` (embedded, the default).
+    /// Backend: `sqlite` (embedded, the default) or `postgres` (a shared
+    /// database several `lethe serve` nodes can work on).
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// PostgreSQL connection string (`postgres://user@host:5432/db`, or
+    /// `key=value` pairs); required with `backend = "postgres"`. Usually set
+    /// through `LETHE_STORE__URL` so a password stays out of the file.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL schema holding the store's tables (created when missing).
+    #[serde(default = "default_pg_schema")]
+    pub schema: String,
+    /// PostgreSQL connections each process opens at most for its work (the
+    /// job lock and the leader election hold one more each).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// Time span of one partition (a multiple of an hour dividing a day, or whole days).
     #[serde(default = "default_partition")]
     pub partition: Window,
@@ -404,6 +417,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             backend: default_backend(),
+            url: None,
+            schema: default_pg_schema(),
+            pool_size: default_pool_size(),
             partition: default_partition(),
             ingest_batch: default_batch(),
             compress_personal: true,
@@ -437,6 +453,12 @@ pub(super) fn yes() -> bool {
 }
 pub(super) fn default_backend() -> String {
     "sqlite".into()
+}
+pub(super) fn default_pg_schema() -> String {
+    "lethe".into()
+}
+pub(super) fn default_pool_size() -> usize {
+    16
 }
 pub(super) fn default_partition() -> Window {
     Window::Span(86_400)

@@ -4,11 +4,38 @@ use super::*;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        if self.store.backend != "sqlite" {
-            return Err((
-                "store.backend".into(),
-                format!("unknown backend `{}` (available: sqlite)", self.store.backend),
-            ));
+        match self.store.backend.as_str() {
+            "sqlite" => {}
+            "postgres" => {
+                if self.store.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                    return Err((
+                        "store.url".into(),
+                        "is required with store.backend = \"postgres\" (or set LETHE_STORE__URL)".into(),
+                    ));
+                }
+                if self.store.schema.is_empty()
+                    || self.store.schema.len() > 48
+                    || !self
+                        .store
+                        .schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err((
+                        "store.schema".into(),
+                        "must be 1–48 characters of a-z, 0-9 and _".into(),
+                    ));
+                }
+                if self.store.pool_size < 2 {
+                    return Err(("store.pool_size".into(), "must be at least 2".into()));
+                }
+            }
+            other => {
+                return Err((
+                    "store.backend".into(),
+                    format!("unknown backend `{other}` (available: sqlite, postgres)"),
+                ))
+            }
         }
         match self.store.partition {
             Window::Span(s) if (s % 86_400 == 0) || (s % 3600 == 0 && 86_400 % s == 0) => {}

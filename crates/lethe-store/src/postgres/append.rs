@@ -14,8 +14,8 @@ use crate::chain::ChainState;
 use crate::row;
 use crate::{AppendReport, Batch, CaptureDrop, NewRecord, Result, StoreError, StoredKey};
 
-/// Sequence numbers a chain may reach (as in the embedded store).
-const MAX_SEQ: u64 = (1 << 36) - 1;
+/// Per (scope, class) of a partition: records added, oldest and newest event time.
+type GroupDeltas = Vec<((String, i16), (i64, i64, i64))>;
 
 /// Why one attempt stopped short of storing anything, besides an error.
 enum Attempt {
@@ -152,8 +152,8 @@ impl PgStore {
                 }
             }
             if !created.is_empty() {
-                let kl =
-                    key_ledger.ok_or_else(|| StoreError::Misuse("a batch with new keys carries no key ledger".into()))?;
+                let kl = key_ledger
+                    .ok_or_else(|| StoreError::Misuse("a batch with new keys carries no key ledger".into()))?;
                 for (tenant, ids) in &created {
                     let d = lethe_core::ledger::Draft::keys_created(kl.ts_us, &kl.actor, tenant, ids);
                     catalog::append_ledger_in(&mut tx, &self.schema, &mut |seq, prev| d.seal(&kl.key, seq, prev))?;
@@ -187,7 +187,8 @@ impl PgStore {
             }
         }
         // Lock the chains written, in one order on every node.
-        let mut chain_keys: Vec<(String, String)> = keys.iter().map(|(t, s, _)| (t.to_string(), s.to_string())).collect();
+        let mut chain_keys: Vec<(String, String)> =
+            keys.iter().map(|(t, s, _)| (t.to_string(), s.to_string())).collect();
         chain_keys.dedup();
         let mut heads: BTreeMap<(String, String), ChainState> = BTreeMap::new();
         for (t, s) in &chain_keys {
@@ -255,7 +256,7 @@ impl PgStore {
             stream: String,
             created: bool,
             segment: Option<(u64, u64, [u8; 32], [u8; 32])>,
-            deltas: Vec<((String, i16), (i64, i64, i64))>,
+            deltas: GroupDeltas,
         }
         let mut settled: Vec<Settled> = Vec::new();
         let mut buf = Vec::with_capacity(256);
@@ -308,7 +309,7 @@ impl PgStore {
             let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("locked above");
             let mac = &macs[t];
             let (first, prev0) = (chain.seq + 1, chain.hash);
-            let mut deltas: Vec<((String, i16), (i64, i64, i64))> = Vec::new();
+            let mut deltas: GroupDeltas = Vec::new();
             for &(_, _, _, k) in &order[i..j] {
                 let r = batch[k];
                 if !seen.insert(r.id) {
@@ -317,7 +318,7 @@ impl PgStore {
                     continue;
                 }
                 report[owner[k]].inserted += 1;
-                let sealed = chain.seal(&tenant, &stream, r, &digests[k], mac, MAX_SEQ, &mut buf)?;
+                let sealed = chain.seal(&tenant, &stream, r, &digests[k], mac, &mut buf)?;
                 chain.advance(&sealed);
                 rows.push(Row {
                     bucket,
@@ -328,7 +329,10 @@ impl PgStore {
                     mac: sealed.mac,
                 });
                 let class = r.group.classification.code() as i16;
-                match deltas.iter_mut().find(|((sc, c), _)| *c == class && *sc == r.group.scope) {
+                match deltas
+                    .iter_mut()
+                    .find(|((sc, c), _)| *c == class && *sc == r.group.scope)
+                {
                     Some((_, d)) => {
                         d.0 += 1;
                         d.1 = d.1.min(r.ts_us);
@@ -431,7 +435,8 @@ impl PgStore {
                 }
                 // Every record a duplicate: a partition made for them is not kept.
                 None if st.created => {
-                    tx.execute("DELETE FROM partitions WHERE id=$1", &[&st.part]).map_err(db)?;
+                    tx.execute("DELETE FROM partitions WHERE id=$1", &[&st.part])
+                        .map_err(db)?;
                 }
                 None => {}
             }

@@ -46,9 +46,11 @@ impl PgStore {
 
     pub(super) fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {
         let mut c = self.conn()?;
-        Ok(c.query_opt("SELECT wrapped FROM tenant_keys WHERE tenant=$1", &[&tenant.as_str()])
-            .map_err(db)?
-            .map(|r| r.get(0)))
+        Ok(
+            c.query_opt("SELECT wrapped FROM tenant_keys WHERE tenant=$1", &[&tenant.as_str()])
+                .map_err(db)?
+                .map(|r| r.get(0)),
+        )
     }
 
     pub(super) fn put_tenant_key(&self, tenant: &TenantId, wrapped: &[u8], now_us: i64) -> Result<Vec<u8>> {
@@ -58,9 +60,11 @@ impl PgStore {
             &[&tenant.as_str(), &wrapped, &now_us],
         )
         .map_err(db)?;
-        Ok(c.query_one("SELECT wrapped FROM tenant_keys WHERE tenant=$1", &[&tenant.as_str()])
-            .map_err(db)?
-            .get(0))
+        Ok(
+            c.query_one("SELECT wrapped FROM tenant_keys WHERE tenant=$1", &[&tenant.as_str()])
+                .map_err(db)?
+                .get(0),
+        )
     }
 
     pub(super) fn data_keys_by_ref(&self, tenant: &TenantId, refs: &[Vec<u8>]) -> Result<Vec<Option<StoredKey>>> {
@@ -221,7 +225,10 @@ impl PgStore {
         let rows = c
             .query(
                 &format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2"),
-                &[&(from.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+                &[
+                    &(from.min(i64::MAX as u64) as i64),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
             )
             .map_err(db)?;
         Ok(rows.iter().map(ledger_entry).collect())
@@ -264,8 +271,11 @@ impl PgStore {
 
     pub(super) fn set_hold_entry(&self, id: i64, ledger_seq: u64) -> Result<()> {
         let mut c = self.conn()?;
-        c.execute("UPDATE holds SET ledger_seq=$2 WHERE id=$1", &[&id, &(ledger_seq as i64)])
-            .map_err(db)?;
+        c.execute(
+            "UPDATE holds SET ledger_seq=$2 WHERE id=$1",
+            &[&id, &(ledger_seq as i64)],
+        )
+        .map_err(db)?;
         Ok(())
     }
 

@@ -14,7 +14,11 @@ pub(super) const COLUMNS: &str = "seq,id,ts,received,scope,class,pseudonym,key_i
 
 /// [`COLUMNS`] of the table aliased `alias`.
 pub(super) fn columns_of(alias: &str) -> String {
-    COLUMNS.split(',').map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(",")
+    COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A record row selected with [`COLUMNS`].

@@ -206,7 +206,11 @@ impl PgStore {
                 )
                 .map_err(db)?;
             if let Some(r) = r {
-                return Ok(Some((p.tenant.to_string(), p.stream.to_string(), r.get::<_, i64>(0) as u64)));
+                return Ok(Some((
+                    p.tenant.to_string(),
+                    p.stream.to_string(),
+                    r.get::<_, i64>(0) as u64,
+                )));
             }
         }
         Ok(None)

@@ -11,7 +11,7 @@ use lethe_core::{Classification, TenantId};
 use postgres::GenericClient;
 
 use super::chain::{leaves_in, raw_row, segments_of, COLUMNS};
-use super::{bucket_table, db, PgStore, Part};
+use super::{bucket_table, db, Part, PgStore};
 use crate::row::{ANONYMIZED, DELETED};
 use crate::{
     Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionEffect, RetentionTarget,
@@ -194,7 +194,8 @@ impl PgStore {
                     .get(0);
                 applied.deleted += live as u64;
                 applied.partitions_dropped += 1;
-                tx.execute("DELETE FROM segments WHERE partition_id=$1", &[&p.id]).map_err(db)?;
+                tx.execute("DELETE FROM segments WHERE partition_id=$1", &[&p.id])
+                    .map_err(db)?;
                 tx.execute("DELETE FROM partition_groups WHERE partition_id=$1", &[&p.id])
                     .map_err(db)?;
                 tx.execute("DELETE FROM partitions WHERE id=$1", &[&p.id]).map_err(db)?;
@@ -205,7 +206,8 @@ impl PgStore {
             buckets.sort_unstable();
             for b in &buckets {
                 // Held against appends making a partition in it meanwhile.
-                tx.execute("SELECT 1 FROM buckets WHERE id=$1 FOR UPDATE", &[b]).map_err(db)?;
+                tx.execute("SELECT 1 FROM buckets WHERE id=$1 FOR UPDATE", &[b])
+                    .map_err(db)?;
                 let sharers: i64 = tx
                     .query_one("SELECT count(*) FROM partitions WHERE bucket=$1", &[b])
                     .map_err(db)?
@@ -427,7 +429,10 @@ fn expired_seqs(
         let seq = r.get::<_, i64>(0) as u64;
         if !holds.is_empty() {
             let ps: Option<[u8; 32]> = r.get::<_, Option<Vec<u8>>>(1).and_then(|v| v.try_into().ok());
-            if holds.iter().any(|h| h.covers(p.tenant.as_str(), ps.as_ref(), scope, r.get(2))) {
+            if holds
+                .iter()
+                .any(|h| h.covers(p.tenant.as_str(), ps.as_ref(), scope, r.get(2)))
+            {
                 held += 1;
                 continue;
             }

@@ -239,7 +239,7 @@ impl PgStore {
                 &format!("SELECT {COLUMNS} FROM {} WHERE true", table(r.id)),
                 q.stream.as_ref(),
                 q.scope.as_deref(),
-                q.pseudonym.as_ref().map(std::slice::from_ref).unwrap_or_default(),
+                q.pseudonym.as_slice(),
                 q.since_us,
                 q.until_us,
             );
@@ -278,7 +278,10 @@ impl PgStore {
         let mut n = 0;
         for r in sets {
             let (sql, args) = filtered(
-                &format!("SELECT stream, seq, pseudonym, scope, ts FROM {} WHERE NOT anonymized", table(r.id)),
+                &format!(
+                    "SELECT stream, seq, pseudonym, scope, ts FROM {} WHERE NOT anonymized",
+                    table(r.id)
+                ),
                 sel.stream.as_ref(),
                 sel.scope.as_deref(),
                 &sel.pseudonyms,
@@ -290,7 +293,10 @@ impl PgStore {
             let mut seqs = Vec::new();
             for row in c.query(&sql, &refs).map_err(db)? {
                 let p: Option<[u8; 32]> = row.get::<_, Option<Vec<u8>>>(2).and_then(|v| v.try_into().ok());
-                if !holds.iter().any(|h| h.covers(tenant, p.as_ref(), row.get(3), row.get(4))) {
+                if !holds
+                    .iter()
+                    .any(|h| h.covers(tenant, p.as_ref(), row.get(3), row.get(4)))
+                {
                     streams.push(row.get::<_, String>(0));
                     seqs.push(row.get::<_, i64>(1));
                 }

@@ -82,6 +82,10 @@ pub const SEQ_BITS: u32 = 36;
 
 /// The largest sequence number a row key can hold.
 pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+const _: () = assert!(
+    MAX_SEQ == crate::chain::MAX_SEQ,
+    "row keys hold every sequence number a chain reaches"
+);
 
 /// A partition's first row key: its rows are keyed `base + seq`.
 pub fn base(part: i64) -> i64 {
@@ -223,7 +227,7 @@ pub fn insert(
     let mut n = 0;
     let mut buf = Vec::with_capacity(256);
     for (at, (r, d, _)) in recs.iter().enumerate() {
-        let sealed = chain.seal(tenant, stream, r, d, mac, MAX_SEQ, &mut buf)?;
+        let sealed = chain.seal(tenant, stream, r, d, mac, &mut buf)?;
         let class = r.group.classification.code();
         let changed = st
             .execute(params![
