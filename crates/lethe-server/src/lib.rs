@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod problem;
 mod routes;
@@ -51,6 +52,8 @@ pub struct App {
     ages: routes::overview::AgeCache,
     /// Dashboard sessions (in memory).
     pub sessions: dashboard::session::Sessions,
+    /// Whether this node leads (runs the schedule and the jobs; see [`leader`]).
+    leading: AtomicBool,
 }
 
 impl App {
@@ -66,6 +69,7 @@ impl App {
             verifications: Default::default(),
             ages: Default::default(),
             sessions: Default::default(),
+            leading: AtomicBool::new(false),
         })
     }
 
@@ -84,6 +88,11 @@ impl App {
     /// Whether start-up recovery finished.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether this node leads: runs the schedule and the erasure jobs.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
     }
 }
 

@@ -605,6 +605,29 @@ pub trait RowReader: Send {
     fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>>;
 }
 
+/// Leadership among the nodes working on one store (see
+/// [`Store::try_lead`]): held until dropped.
+///
+/// # Contract
+///
+/// While `held` answers `true` no other holder of a lease on the same store
+/// exists; once it answers `false` it never answers `true` again, and the
+/// node must stop its leader work.
+pub trait Lease: Send {
+    /// Whether the lease is still held (checked by a round trip for a
+    /// shared database: a lost connection has lost it).
+    fn held(&mut self) -> bool;
+}
+
+/// The lease of a store only one node can use (the embedded one): always held.
+pub struct SoleLease;
+
+impl Lease for SoleLease {
+    fn held(&mut self) -> bool {
+        true
+    }
+}
+
 /// Holds the store's job lock (see [`Store::lock_jobs`]) until dropped.
 pub type JobGuard<'a> = Box<dyn Send + 'a>;
 
@@ -779,6 +802,15 @@ pub trait Store: Send + Sync {
     /// A counter that changes whenever [`Store::destroy_keys`] destroys a
     /// key (in any process): key caches compare it to drop destroyed keys.
     fn key_epoch(&self) -> Result<u64>;
+
+    /// Tries to become the leader of the nodes working on this store — the
+    /// one that runs scheduled sweeps and erasure and verification jobs —
+    /// without waiting: `None` while another node leads. The embedded store
+    /// has one node, so it always leads (its job lock still keeps a second
+    /// process from sweeping at the same time).
+    fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {
+        Ok(Some(Box::new(SoleLease)))
+    }
 
     /// Takes the store's job lock, waiting for it: one sweep, purge or
     /// restoration at a time per store, across processes (and, for a

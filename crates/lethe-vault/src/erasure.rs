@@ -218,6 +218,11 @@ impl Vault {
     /// records of the subjects stored since the preview go too. A job that
     /// ended is returned as it is.
     pub fn run_erasure_job(&self, id: &str, clock: &dyn Fn() -> i64) -> Result<ErasureJob> {
+        // The state is read under the job lock: a second run of the same job
+        // (another thread, or a new leader while the old one finishes it)
+        // waits, then finds it done instead of erasing again under a second
+        // receipt.
+        let _jobs = self.store.lock_jobs()?;
         let mut job = self
             .erasure_job(id)?
             .ok_or_else(|| VaultError::Invalid(format!("id: no erasure job {id}")))?;

@@ -263,6 +263,13 @@ impl Vault {
         self.prepared_again.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Tries, without waiting, to become the leader of the nodes working
+    /// on this vault's store (see `Store::try_lead`): `None` while another
+    /// node leads.
+    pub fn try_lead(&self) -> Result<Option<Box<dyn lethe_store::Lease>>> {
+        Ok(self.store.try_lead()?)
+    }
+
     /// The effective configuration.
     pub fn config(&self) -> &Config {
         &self.config

@@ -45,10 +45,10 @@ pub(super) fn serve(vault: Vault, a: &ServeArgs) -> Result<u8> {
             .await
             .context("start-up recovery")?
             .map_err(|e| vault_error(e, "finishing interrupted work at start-up"))?;
-        // After recovery: erasure jobs left open, and the catch-up run of
-        // a missed occurrence.
-        tokio::spawn(lethe_server::jobs::resume(app_for_schedule.clone()));
-        let scheduler = tokio::spawn(lethe_server::scheduler::run(app_for_schedule));
+        // After recovery: the leader election. The leading node runs the
+        // erasure jobs left open, the catch-up run of a missed occurrence
+        // and the schedule (on the embedded store this node always leads).
+        let scheduler = tokio::spawn(lethe_server::leader::run(app_for_schedule));
         let served = serving.await.context("the server task");
         scheduler.abort();
         served?.context("serving HTTP")?;

@@ -28,6 +28,11 @@ pub struct ServerConfig {
     /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<String>,
+    /// How often a node checks its leadership, and a follower tries to take
+    /// it over: a new leader is at work within about this long after the
+    /// old one dies (several nodes on one PostgreSQL store).
+    #[serde(default = "default_leader_check")]
+    pub leader_check: Window,
 }
 
 impl Default for ServerConfig {
@@ -39,10 +44,14 @@ impl Default for ServerConfig {
             ingest_queue: default_ingest_queue(),
             tls_cert: None,
             tls_key: None,
+            leader_check: default_leader_check(),
         }
     }
 }
 
+fn default_leader_check() -> Window {
+    Window::Span(5)
+}
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }

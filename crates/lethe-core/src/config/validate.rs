@@ -46,6 +46,15 @@ impl Config {
                 ))
             }
         }
+        match self.server.leader_check {
+            Window::Span(s) if (1..=300).contains(&s) => {}
+            _ => {
+                return Err((
+                    "server.leader_check".into(),
+                    "must be between 1s and 5m (a new leader takes over within about this long)".into(),
+                ))
+            }
+        }
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), None) => return Err(("server.tls_key".into(), "is required with server.tls_cert".into())),
             (None, Some(_)) => return Err(("server.tls_cert".into(), "is required with server.tls_key".into())),

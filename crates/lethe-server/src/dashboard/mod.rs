@@ -92,7 +92,11 @@ fn describe(caller: &Caller, csrf: &str, expires_us: i64) -> serde_json::Value {
 /// (it reads nothing, so there is nothing to show it).
 async fn sign_in(State(app): State<Arc<App>>, JsonBody(body): JsonBody<SignIn>) -> Result<Response, ApiError> {
     let now = chrono::Utc::now().timestamp_micros();
-    let key = match app.vault.authenticate(body.key.trim(), now) {
+    let (vault, token) = (app.vault.clone(), body.key.trim().to_string());
+    let checked = tokio::task::spawn_blocking(move || vault.authenticate(&token, now))
+        .await
+        .map_err(|_| ApiError::unauthorized())?;
+    let key = match checked {
         Ok(k) => k,
         Err(why) => {
             tracing::info!(reason = %why, "dashboard sign-in refused: 401");

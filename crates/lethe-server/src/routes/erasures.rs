@@ -205,7 +205,11 @@ pub(crate) async fn create(
     let a = app.clone();
     let previewed = pending.preview;
     let job = blocking(move || Ok(a.vault.create_erasure_job(&req, &previewed, now_us())?)).await?;
-    crate::jobs::start(&app, job.id.clone());
+    // The leading node runs it (at once when this node leads; otherwise
+    // the leader finds it open within `server.leader_check`).
+    if app.is_leading() {
+        crate::jobs::start(&app, job.id.clone());
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         header::LOCATION,

@@ -44,7 +44,13 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Resu
     let a = app.clone();
     let now = now_us();
     let (stats, schedule) = blocking(move || Ok((a.vault.stats(None)?, a.vault.schedule_status(now)?))).await?;
-    let body = app.metrics.render(&stats, &schedule, now);
+    let mut body = app.metrics.render(&stats, &schedule, now);
+    // Which node of a cluster on one store runs the schedule and the jobs.
+    body.push_str(&format!(
+        "# HELP lethe_leader Whether this node leads (runs the schedule and the erasure jobs).\n\
+         # TYPE lethe_leader gauge\nlethe_leader {}\n",
+        u8::from(app.is_leading())
+    ));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -90,6 +90,12 @@ impl Store for PgStore {
         PgStore::key_epoch(self)
     }
 
+    fn try_lead(&self) -> Result<Option<Box<dyn crate::Lease>>> {
+        let lease =
+            super::job_lock::PgLease::try_take(&self.pool.clone_config(), super::lock_key(&self.schema, "leader"))?;
+        Ok(lease.map(|l| Box::new(l) as Box<dyn crate::Lease>))
+    }
+
     fn lock_jobs(&self) -> Result<crate::JobGuard<'_>> {
         Ok(Box::new(self.jobs.lock()?))
     }

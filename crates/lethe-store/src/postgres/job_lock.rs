@@ -1,7 +1,8 @@
 //! The job lock on PostgreSQL: one sweep, purge or restoration at a time
 //! per store across every node — a session-level advisory lock held on a
 //! connection of its own for as long as a guard lives — and reentrant on
-//! one thread, as the embedded store's is.
+//! one thread, as the embedded store's is — and the leader's lease, an
+//! advisory lock of its own held the same way.
 
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
@@ -88,5 +89,34 @@ impl Drop for JobGuard<'_> {
                 self.0.released.notify_all();
             }
         }
+    }
+}
+
+/// The leader's lease: a session-level advisory lock on a connection of
+/// its own. A node that dies, or whose connection drops, loses it at once
+/// (the server ends the session), and another node's next try takes it.
+pub(super) struct PgLease {
+    client: Client,
+}
+
+impl PgLease {
+    /// Takes the lease `key` if no other session holds it.
+    pub(super) fn try_take(config: &(postgres::Config, String), key: i64) -> Result<Option<PgLease>> {
+        let mut c = pool::connect(&config.0, &config.1)?;
+        // A peer that vanishes without closing its connection (a network
+        // partition) is noticed by the server within ~25 s.
+        c.batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
+            .map_err(db)?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .map_err(db)?
+            .get(0);
+        Ok(got.then_some(PgLease { client: c }))
+    }
+}
+
+impl crate::Lease for PgLease {
+    fn held(&mut self) -> bool {
+        !self.client.is_closed() && self.client.simple_query("SELECT 1").is_ok()
     }
 }
