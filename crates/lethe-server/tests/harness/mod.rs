@@ -70,6 +70,7 @@ impl Server {
         let vault = Arc::new(Vault::with_store(store, cfg.clone(), &master(), false, dir.path()).unwrap());
         let app = lethe_server::App::new(vault.clone(), cfg.server.clone());
         app.recover().unwrap();
+        app.assume_leading();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
