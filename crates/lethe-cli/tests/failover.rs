@@ -74,10 +74,7 @@ fn pg_config(schema: &str) -> String {
 }
 
 fn drop_schema(schema: &str) {
-    let mut c = postgres::Client::connect(&lethe_store::testsuite::test_pg_url(), postgres::NoTls)
-        .expect("PostgreSQL answers (LETHE_TEST_PG_URL)");
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .unwrap();
+    lethe_store::testsuite::drop_pg_schemas(schema);
 }
 
 #[test]
@@ -140,7 +137,8 @@ fn a_leader_killed_mid_sweep_is_replaced_within_the_check_interval_and_its_inten
     while !b.leads(&token) {
         assert!(
             died.elapsed() < Duration::from_secs(30),
-            "no node took over within 30 s"
+            "no node took over within 30 s; A said: {:?}",
+            a.log.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -181,6 +179,5 @@ fn a_leader_killed_mid_sweep_is_replaced_within_the_check_interval_and_its_inten
     }
     b.child.kill().unwrap();
     b.child.wait().unwrap();
-    let _ = (&a.log, &b.log);
     drop_schema(&schema);
 }

@@ -109,10 +109,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         // Off the async threads: a database-backed store blocks (and a
         // synchronous PostgreSQL client may not run on a runtime's worker).
         let (vault, token) = (app.vault.clone(), token.to_string());
-        let checked = tokio::task::spawn_blocking(move || vault.authenticate(&token, now))
-            .await
-            .map_err(|_| ApiError::unauthorized())?;
-        match checked {
+        match crate::routes::blocking(move || Ok(vault.authenticate(&token, now))).await? {
             Ok(key) => Ok(Caller { key }),
             Err(why) => {
                 // Which of the reasons is for the log only (never the token).

@@ -45,7 +45,7 @@ async fn lead(app: &Arc<App>, lease: Box<dyn Lease>, every: Duration) {
     // What a leader that died left: its recorded intents are finished, one
     // receipt each (under the job lock, so never twice).
     let a = app.clone();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.recover()).await {
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.finish_interrupted()).await {
         tracing::error!("leader: finishing the previous leader's work: {e}");
     }
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));

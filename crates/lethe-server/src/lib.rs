@@ -77,11 +77,20 @@ impl App {
     /// purge a crash interrupted (one receipt each) and notes the policies
     /// in force in the ledger, as every CLI command that writes does.
     pub fn recover(&self) -> lethe_vault::Result<()> {
+        self.finish_interrupted()?;
+        self.vault
+            .note_policy("system/serve", chrono::Utc::now().timestamp_micros())?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Finishes a sweep or purge whose intent is recorded and whose receipt
+    /// is not (this process's crash, or a leader that died): one receipt
+    /// each, under the job lock, so never twice.
+    pub fn finish_interrupted(&self) -> lethe_vault::Result<()> {
         let clock = || chrono::Utc::now().timestamp_micros();
         self.vault.recover_sweep(&clock)?;
         self.vault.recover_purge(&clock)?;
-        self.vault.note_policy("system/serve", clock())?;
-        self.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod crashpoint;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testsuite")]

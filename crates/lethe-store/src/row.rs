@@ -5,6 +5,9 @@ use lethe_core::integrity::{personal_digest, plain_digest, Digests, Header};
 use lethe_core::merkle::Hash;
 use lethe_core::record::body;
 
+use lethe_core::policy::GroupKey;
+use lethe_core::{Classification, StreamId, TenantId};
+
 use crate::{NewRecord, StoredRecord};
 
 /// A record as appended.
@@ -129,6 +132,42 @@ impl RawRow {
     /// The row's leaf hash.
     pub fn leaf(&self, tenant: &str, stream: &str) -> Result<Hash, String> {
         Ok(self.header(tenant, stream)?.leaf())
+    }
+}
+
+impl RawRow {
+    /// The row as a [`StoredRecord`] of `tenant`'s `stream`, with its seal.
+    /// A damaged row (an id that is not 16 bytes, an unknown classification
+    /// or pseudonym length) is handed on as it can be read: its seal no
+    /// longer checks, and the reader names it instead of aborting the read.
+    pub fn into_stored(self, tenant: &TenantId, stream: &StreamId) -> StoredRecord {
+        let mut id = [0u8; 16];
+        let n = self.id.len().min(16);
+        id[..n].copy_from_slice(&self.id[..n]);
+        StoredRecord {
+            seq: self.seq,
+            record: NewRecord {
+                id,
+                group: GroupKey {
+                    tenant: tenant.clone(),
+                    stream: stream.clone(),
+                    scope: self.scope,
+                    classification: Classification::from_code(self.class).unwrap_or(Classification::Restricted),
+                },
+                ts_us: self.ts_us,
+                received_us: self.received_us,
+                pseudonym: self.pseudonym.and_then(|p| p.try_into().ok()),
+                key_id: self.key_id,
+                plain: self.plain,
+                body: self.body,
+            },
+            anonymized: self.state == ANONYMIZED,
+            seal: Some(crate::RowSeal {
+                prev: self.prev,
+                mac: self.mac,
+                redacted: self.redacted,
+            }),
+        }
     }
 }
 

@@ -26,10 +26,7 @@ impl Schema {
     }
 
     fn drop_it(&self) {
-        let mut c = postgres::Client::connect(&test_pg_url(), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} does not answer: {e}", test_pg_url()));
-        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
-            .unwrap();
+        lethe_store::testsuite::drop_pg_schemas(&self.0);
     }
 
     /// A client whose search path is the schema (for tampering and checks).

@@ -93,10 +93,7 @@ fn describe(caller: &Caller, csrf: &str, expires_us: i64) -> serde_json::Value {
 async fn sign_in(State(app): State<Arc<App>>, JsonBody(body): JsonBody<SignIn>) -> Result<Response, ApiError> {
     let now = chrono::Utc::now().timestamp_micros();
     let (vault, token) = (app.vault.clone(), body.key.trim().to_string());
-    let checked = tokio::task::spawn_blocking(move || vault.authenticate(&token, now))
-        .await
-        .map_err(|_| ApiError::unauthorized())?;
-    let key = match checked {
+    let key = match crate::routes::blocking(move || Ok(vault.authenticate(&token, now))).await? {
         Ok(k) => k,
         Err(why) => {
             tracing::info!(reason = %why, "dashboard sign-in refused: 401");

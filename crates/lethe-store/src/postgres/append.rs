@@ -94,17 +94,27 @@ impl PgStore {
         // The bucket each partition goes to: the one it is in, or its
         // expiry class's bucket for the period, made now in its own
         // transaction when missing.
+        // One round trip for the partitions that exist, not one per partition.
+        let known: HashMap<(String, String, i64), i64> = {
+            let ts: Vec<&str> = keys.iter().map(|(t, _, _)| t.as_str()).collect();
+            let ss: Vec<String> = keys.iter().map(|(_, s, _)| s.to_string()).collect();
+            let ps: Vec<i64> = keys.iter().map(|(_, _, p)| *p).collect();
+            c.query(
+                "SELECT p.tenant, p.stream, p.start_us, p.bucket FROM partitions p
+                 JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant, stream, start_us)
+                   USING (tenant, stream, start_us)",
+                &[&ts, &ss, &ps],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+            .collect()
+        };
         let mut bucket_of: HashMap<(&TenantId, &StreamId, i64), i64> = HashMap::new();
         for &(t, s, start) in &keys {
             let stream = s.to_string();
-            let known = c
-                .query_opt(
-                    "SELECT bucket FROM partitions WHERE tenant=$1 AND stream=$2 AND start_us=$3",
-                    &[&t.as_str(), &stream, &start],
-                )
-                .map_err(db)?;
-            let b = match known {
-                Some(r) => r.get(0),
+            let b = match known.get(&(t.to_string(), stream.clone(), start)) {
+                Some(b) => *b,
                 None => {
                     let class = placement
                         .iter()

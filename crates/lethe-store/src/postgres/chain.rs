@@ -23,21 +23,27 @@ pub(super) fn columns_of(alias: &str) -> String {
 
 /// A record row selected with [`COLUMNS`].
 pub(super) fn raw_row(r: &postgres::Row) -> RawRow {
+    raw_row_at(r, 0)
+}
+
+/// A record row whose [`COLUMNS`] start at column `at` (after columns of
+/// a join).
+pub(super) fn raw_row_at(r: &postgres::Row, at: usize) -> RawRow {
     RawRow {
-        seq: r.get::<_, i64>(0) as u64,
-        id: r.get(1),
-        ts_us: r.get(2),
-        received_us: r.get(3),
-        scope: r.get(4),
-        class: u8::try_from(r.get::<_, i16>(5)).unwrap_or(u8::MAX),
-        pseudonym: r.get(6),
-        key_id: r.get(7),
-        plain: r.get(8),
-        body: r.get(9),
-        state: r.get::<_, i16>(10) as i64,
-        prev: r.get(11),
-        mac: r.get(12),
-        redacted: r.get(13),
+        seq: r.get::<_, i64>(at) as u64,
+        id: r.get(at + 1),
+        ts_us: r.get(at + 2),
+        received_us: r.get(at + 3),
+        scope: r.get(at + 4),
+        class: u8::try_from(r.get::<_, i16>(at + 5)).unwrap_or(u8::MAX),
+        pseudonym: r.get(at + 6),
+        key_id: r.get(at + 7),
+        plain: r.get(at + 8),
+        body: r.get(at + 9),
+        state: r.get::<_, i16>(at + 10) as i64,
+        prev: r.get(at + 11),
+        mac: r.get(at + 12),
+        redacted: r.get(at + 13),
     }
 }
 

@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lethe_core::policy::GroupKey;
-use lethe_core::{Classification, TenantId};
+use lethe_core::TenantId;
 use postgres::types::ToSql;
 
-use super::chain::{columns_of, raw_row};
-use super::{db, group_key, PgStore, PART_COLUMNS};
-use crate::row::ANONYMIZED;
-use crate::{CaptureDrop, GroupStats, NewRecord, RecordQuery, Result, RowSeal, StoredRecord};
+use super::chain::{columns_of, raw_row_at};
+use super::{db, group_key, PgStore};
+use crate::{CaptureDrop, GroupStats, RecordQuery, Result, StoredRecord};
 
 impl PgStore {
     pub(super) fn query(&self, q: &RecordQuery, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<()> {
@@ -72,7 +71,7 @@ impl PgStore {
                     .expect("a row of a partition read");
                 let raw = raw_row_at(r, 1);
                 remaining -= 1;
-                if !visit(stored(&p.tenant, &p.stream, raw)) {
+                if !visit(raw.into_stored(&p.tenant, &p.stream)) {
                     return Ok(());
                 }
                 if remaining == 0 {
@@ -197,7 +196,6 @@ impl PgStore {
     pub(super) fn locate(&self, id: &[u8; 16]) -> Result<Option<(String, String, u64)>> {
         let mut c = self.conn()?;
         let parts = Self::parts_where(&mut *c, "true ORDER BY start_us DESC", &[])?;
-        let _ = PART_COLUMNS;
         for p in parts {
             let r = c
                 .query_opt(
@@ -214,60 +212,5 @@ impl PgStore {
             }
         }
         Ok(None)
-    }
-}
-
-/// A record row whose [`COLUMNS`] start at column `at`.
-pub(super) fn raw_row_at(r: &postgres::Row, at: usize) -> crate::row::RawRow {
-    if at == 0 {
-        return raw_row(r);
-    }
-    crate::row::RawRow {
-        seq: r.get::<_, i64>(at) as u64,
-        id: r.get(at + 1),
-        ts_us: r.get(at + 2),
-        received_us: r.get(at + 3),
-        scope: r.get(at + 4),
-        class: u8::try_from(r.get::<_, i16>(at + 5)).unwrap_or(u8::MAX),
-        pseudonym: r.get(at + 6),
-        key_id: r.get(at + 7),
-        plain: r.get(at + 8),
-        body: r.get(at + 9),
-        state: r.get::<_, i16>(at + 10) as i64,
-        prev: r.get(at + 11),
-        mac: r.get(at + 12),
-        redacted: r.get(at + 13),
-    }
-}
-
-/// A row as a [`StoredRecord`] with its seal (a damaged row is handed on
-/// as it can be read: its seal then fails).
-pub(super) fn stored(tenant: &TenantId, stream: &lethe_core::StreamId, r: crate::row::RawRow) -> StoredRecord {
-    let mut id = [0u8; 16];
-    let n = r.id.len().min(16);
-    id[..n].copy_from_slice(&r.id[..n]);
-    StoredRecord {
-        seq: r.seq,
-        record: NewRecord {
-            id,
-            group: GroupKey {
-                tenant: tenant.clone(),
-                stream: stream.clone(),
-                scope: r.scope,
-                classification: Classification::from_code(r.class).unwrap_or(Classification::Restricted),
-            },
-            ts_us: r.ts_us,
-            received_us: r.received_us,
-            pseudonym: r.pseudonym.and_then(|p| p.try_into().ok()),
-            key_id: r.key_id,
-            plain: r.plain,
-            body: r.body,
-        },
-        anonymized: r.state == ANONYMIZED,
-        seal: Some(RowSeal {
-            prev: r.prev,
-            mac: r.mac,
-            redacted: r.redacted,
-        }),
     }
 }

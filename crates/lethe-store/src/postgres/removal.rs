@@ -5,53 +5,27 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lethe_core::hold::HoldScope;
-use lethe_core::merkle::{self, Hash};
 use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, TenantId};
 use postgres::GenericClient;
 
 use super::chain::{leaves_in, raw_row, segments_of, COLUMNS};
 use super::{bucket_table, db, Part, PgStore};
+use crate::plan::{attribute_drop, chain_entry, edge_nodes, effects_from, Item, Work};
 use crate::row::{ANONYMIZED, DELETED};
 use crate::{
-    Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionEffect, RetentionTarget,
-    RowRemoval, Segment, StoreError,
+    Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionTarget, RowRemoval,
+    Segment, StoreError,
 };
 
 /// A bucket being dropped.
 const DROPPING: i16 = 1;
 
-#[derive(Default)]
-struct Work {
-    drops: Vec<(Part, Vec<Item>, Vec<PartGroupRef>)>,
-    rows: Vec<(Part, Vec<Item>)>,
-    held: Vec<u64>,
-}
-
-struct Item {
-    target: usize,
-    scope: String,
-    class: Classification,
-    records: u64,
-    held: u64,
-    share: u64,
-    seqs: Vec<[u64; 2]>,
-}
-
 impl PgStore {
     pub(super) fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
         let mut c = self.conn()?;
         let work = self.work(&mut *c, targets, holds)?;
-        let mut effects: Vec<RetentionEffect> = targets
-            .iter()
-            .map(|t| RetentionEffect {
-                target: t.clone(),
-                records: 0,
-                held: 0,
-                bytes_freed: 0,
-                partitions_dropped: 0,
-            })
-            .collect();
+        let mut effects = effects_from(targets);
         for (e, h) in effects.iter_mut().zip(&work.held) {
             e.held = *h;
         }
@@ -84,15 +58,17 @@ impl PgStore {
                 segs.insert(key.clone(), by_part);
             }
             let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
-            chain_entry(&mut chains, p).dropped.push(DroppedPartition {
-                start_us: p.start,
-                end_us: p.end,
-                groups: groups.clone(),
-                segments,
-            });
+            chain_entry(&mut chains, p.tenant.as_str(), &p.stream.to_string())
+                .dropped
+                .push(DroppedPartition {
+                    start_us: p.start,
+                    end_us: p.end,
+                    groups: groups.clone(),
+                    segments,
+                });
         }
         for (p, items) in &work.rows {
-            let ch = chain_entry(&mut chains, p);
+            let ch = chain_entry(&mut chains, p.tenant.as_str(), &p.stream.to_string());
             for i in items {
                 effects[i.target].records += i.records;
                 ch.rows.push(RowRemoval {
@@ -169,7 +145,7 @@ impl PgStore {
         if !drops.is_empty() {
             let mut nodes = Vec::new();
             for ((tenant, stream), segs) in edges.iter_mut() {
-                for n in edge_nodes(&mut *c, tenant, stream, segs)? {
+                for n in edge_nodes(segs, &mut |lo, hi| leaves_in(&mut *c, tenant, stream, lo, hi))? {
                     nodes.push((tenant.clone(), stream.clone(), n));
                 }
             }
@@ -292,15 +268,12 @@ impl PgStore {
     }
 
     /// Works out, per partition, what the targets do to it.
-    fn work(&self, c: &mut impl GenericClient, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work> {
+    fn work(&self, c: &mut impl GenericClient, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work<Part>> {
         let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
         let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
         tenants.sort();
         tenants.dedup();
-        let mut work = Work {
-            held: vec![0; targets.len()],
-            ..Work::default()
-        };
+        let mut work = Work::new(targets.len());
         for tenant in tenants {
             let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
             let parts = Self::parts_where(c, "tenant=$1 ORDER BY stream, start_us", &[&tenant.as_str()])?;
@@ -501,68 +474,4 @@ pub(super) fn recount(tx: &mut postgres::Transaction<'_>, p: &Part) -> Result<()
     )
     .map_err(db)?;
     Ok(())
-}
-
-/// The Merkle subtree heads below the 256-leaf level at the edges of the
-/// ranges about to be dropped, computed from their rows (still present).
-fn edge_nodes(
-    c: &mut impl GenericClient,
-    tenant: &str,
-    stream: &str,
-    segs: &mut [(u64, u64)],
-) -> Result<Vec<(u32, u64, Hash)>> {
-    segs.sort();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for &(a, b) in segs.iter() {
-        match merged.last_mut() {
-            Some(m) if m.1 + 1 == a => m.1 = b,
-            _ => merged.push((a, b)),
-        }
-    }
-    let mut out = Vec::new();
-    for (a, b) in merged {
-        for (level, idx) in merkle::perfect_cover(a - 1, b) {
-            if level >= 8 {
-                continue;
-            }
-            let lo = idx << level;
-            let hi = lo + (1u64 << level);
-            let leaves = leaves_in(c, tenant, stream, lo + 1, hi)?;
-            if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
-                out.push((level, idx, merkle::root(&ls)));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: &Part) -> &'a mut ChainRemoval {
-    chains
-        .entry((p.tenant.to_string(), p.stream.to_string()))
-        .or_insert_with(|| ChainRemoval {
-            tenant: p.tenant.to_string(),
-            stream: p.stream.to_string(),
-            dropped: Vec::new(),
-            rows: Vec::new(),
-        })
-}
-
-/// Splits a dropped partition's bytes over its groups by record share.
-fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
-    let total: u64 = items.iter().map(|i| i.share).sum();
-    let mut given = 0;
-    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
-    for (n, i) in items.iter().enumerate() {
-        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
-        given += b;
-        let e = &mut effects[i.target];
-        e.bytes_freed += b;
-        e.records += i.records;
-        if Some(n) == largest {
-            e.partitions_dropped += 1;
-        }
-    }
-    if let Some(n) = largest {
-        effects[items[n].target].bytes_freed += bytes - given;
-    }
 }

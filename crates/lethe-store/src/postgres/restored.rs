@@ -312,15 +312,15 @@ impl PgStore {
                     table(r.id)
                 ),
             };
-            let (using, cond) = match sel.action {
-                Action::Delete => ("USING", ""),
-                Action::Anonymize => ("FROM", ""),
+            let using = match sel.action {
+                Action::Delete => "USING",
+                Action::Anonymize => "FROM",
             };
             let changed = tx
                 .execute(
                     &format!(
                         "{what} {using} unnest($1::text[], $2::bigint[]) AS u(stream, seq)
-                         WHERE r.stream=u.stream AND r.seq=u.seq{cond}"
+                         WHERE r.stream=u.stream AND r.seq=u.seq"
                     ),
                     &[&streams, &seqs],
                 )

@@ -36,6 +36,7 @@ impl PgStore {
         let mut found = BTreeSet::new();
         let mut held_subjects = BTreeSet::new();
         let mut later = 0u64;
+        let by_subject = !sel.pseudonyms.is_empty();
         for p in &parts {
             let stream = p.stream.to_string();
             if !heads.contains_key(&stream) {
@@ -72,7 +73,6 @@ impl PgStore {
                         scope: scope.clone(),
                         ..SelectedGroup::default()
                     });
-                let by_subject = !sel.pseudonyms.is_empty();
                 if let (Some(x), true) = (ps, by_subject) {
                     found.insert(x);
                 }

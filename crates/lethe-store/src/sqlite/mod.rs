@@ -35,7 +35,7 @@ mod selection;
 
 pub use partition::{raw_row, COLUMNS as ROW_COLUMNS, MAX_SEQ, SEQ_BITS};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -49,9 +49,9 @@ use lethe_core::merkle::Hash;
 
 use crate::{
     AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, HoldRecord,
-    KeyId, LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionEffect,
-    RetentionTarget, RowReader, RowRemoval, RunRecord, Segment, SegmentAt, Selected, SelectedGroup, Selection, Store,
-    StoreError, StoredKey, StoredRecord,
+    KeyId, LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionTarget, RowReader,
+    RowRemoval, RunRecord, Segment, SegmentAt, Selected, SelectedGroup, Selection, Store, StoreError, StoredKey,
+    StoredRecord,
 };
 use connections::{connection_room, idle_limit, lookup_limit};
 use filter::SubjectFilter;
@@ -510,17 +510,6 @@ fn segments_of(cat: &Connection, tenant: &str, stream: &str, within: Option<(u64
         });
     }
     Ok(out)
-}
-
-/// The removal entry of a partition's chain, created on first use.
-fn chain_entry<'a>(chains: &'a mut BTreeMap<(String, String), ChainRemoval>, p: &Part) -> &'a mut ChainRemoval {
-    let k = (p.tenant.to_string(), p.stream.to_string());
-    chains.entry(k.clone()).or_insert_with(|| ChainRemoval {
-        tenant: k.0,
-        stream: k.1,
-        dropped: Vec::new(),
-        rows: Vec::new(),
-    })
 }
 
 /// A stored byte column as bytes, whatever type it holds (an edited row may

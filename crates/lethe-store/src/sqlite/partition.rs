@@ -872,41 +872,7 @@ pub fn select(c: &Connection, part: i64, group: &GroupKey, f: &Filter<'_>) -> Re
     let rows = st.query_map(rusqlite::params_from_iter(args), raw_row).map_err(db)?;
     let mut out = Vec::new();
     for row in rows {
-        out.push(stored(group, row.map_err(db)?));
+        out.push(row.map_err(db)?.into_stored(&group.tenant, &group.stream));
     }
     Ok(out)
-}
-
-/// A row as a [`StoredRecord`] with its seal. A damaged row (an id that
-/// is not 16 bytes, an unknown classification or pseudonym length) is
-/// handed on as it can be read: its seal no longer checks, and the reader
-/// names it instead of aborting the whole read.
-fn stored(group: &GroupKey, r: RawRow) -> StoredRecord {
-    let mut id = [0u8; 16];
-    let n = r.id.len().min(16);
-    id[..n].copy_from_slice(&r.id[..n]);
-    StoredRecord {
-        seq: r.seq,
-        record: NewRecord {
-            id,
-            group: GroupKey {
-                tenant: group.tenant.clone(),
-                stream: group.stream.clone(),
-                scope: r.scope,
-                classification: Classification::from_code(r.class).unwrap_or(Classification::Restricted),
-            },
-            ts_us: r.ts_us,
-            received_us: r.received_us,
-            pseudonym: r.pseudonym.and_then(|p| p.try_into().ok()),
-            key_id: r.key_id,
-            plain: r.plain,
-            body: r.body,
-        },
-        anonymized: r.state == ANONYMIZED,
-        seal: Some(crate::RowSeal {
-            prev: r.prev,
-            mac: r.mac,
-            redacted: r.redacted,
-        }),
-    }
 }

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use lethe_core::hold::HoldScope;
 use lethe_core::policy::{Action, GroupKey};
-use lethe_core::{Classification, TenantId};
+use lethe_core::TenantId;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use lethe_core::merkle::{self, Hash};
+use lethe_core::merkle::Hash;
 
 use super::*;
 use crate::crashpoint;
+use crate::plan::{self, attribute_drop, chain_entry, effects_from, Item, Work};
 use crate::row::{self};
 
 impl SqliteStore {
@@ -52,15 +53,17 @@ impl SqliteStore {
                 segs.insert(key.clone(), by_part);
             }
             let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
-            chain_entry(&mut chains, p).dropped.push(DroppedPartition {
-                start_us: p.start,
-                end_us: p.end,
-                groups: groups.clone(),
-                segments,
-            });
+            chain_entry(&mut chains, p.tenant.as_str(), &p.stream.to_string())
+                .dropped
+                .push(DroppedPartition {
+                    start_us: p.start,
+                    end_us: p.end,
+                    groups: groups.clone(),
+                    segments,
+                });
         }
         for (p, items) in &work.rows {
-            let c = chain_entry(&mut chains, p);
+            let c = chain_entry(&mut chains, p.tenant.as_str(), &p.stream.to_string());
             for i in items {
                 effects[i.target].records += i.records;
                 c.rows.push(RowRemoval {
@@ -267,15 +270,12 @@ impl SqliteStore {
     }
 
     /// Works out, per partition, what the targets do to it.
-    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work> {
+    fn work(&self, inner: &mut Inner, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Work<Part>> {
         let by_key: HashMap<&GroupKey, usize> = targets.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
         let mut tenants: Vec<&TenantId> = targets.iter().map(|t| &t.key.tenant).collect();
         tenants.sort();
         tenants.dedup();
-        let mut work = Work {
-            held: vec![0; targets.len()],
-            ..Work::default()
-        };
+        let mut work = Work::new(targets.len());
         for tenant in tenants {
             let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
             let parts = self.parts_where(
@@ -397,11 +397,9 @@ impl SqliteStore {
         Ok(work)
     }
 
-    /// Stores the Merkle subtree heads below the 256-leaf level at the
-    /// edges of the ranges about to be dropped, computed from their rows
-    /// (still present), so the tree over what remains can still be
-    /// recomputed and proven. Adjacent dropped segments are merged first:
-    /// only the outer edges of each merged range need heads.
+    /// The Merkle heads to keep at the edges of the ranges of a chain
+    /// about to be dropped (see [`crate::plan::edge_nodes`]), read through
+    /// a reader of their own.
     pub(super) fn edge_nodes(
         &self,
         inner: &mut Inner,
@@ -409,31 +407,7 @@ impl SqliteStore {
         stream: &str,
         segs: &mut [(u64, u64)],
     ) -> Result<Vec<(u32, u64, Hash)>> {
-        segs.sort();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for &(a, b) in segs.iter() {
-            match merged.last_mut() {
-                Some(m) if m.1 + 1 == a => m.1 = b,
-                _ => merged.push((a, b)),
-            }
-        }
-        let mut out = Vec::new();
-        for (a, b) in merged {
-            for (level, idx) in merkle::perfect_cover(a - 1, b) {
-                if level >= 8 {
-                    continue;
-                }
-                let lo = idx << level;
-                let hi = lo + (1u64 << level);
-                let leaves = self.leaves_in(inner, tenant, stream, lo + 1, hi)?;
-                // A leaf that cannot be rebuilt (a damaged row) leaves the head
-                // out: `lethe verify` reports the damage itself.
-                if let Some(ls) = leaves.into_iter().collect::<Option<Vec<Hash>>>() {
-                    out.push((level, idx, merkle::root(&ls)));
-                }
-            }
-        }
-        Ok(out)
+        plan::edge_nodes(segs, &mut |lo, hi| self.leaves_in(inner, tenant, stream, lo, hi))
     }
 
     /// Makes the partitions' committed writes durable: their files synced
@@ -486,28 +460,6 @@ impl SqliteStore {
         rows.collect::<std::result::Result<_, _>>().map_err(db)
     }
 }
-#[derive(Default)]
-struct Work {
-    /// Partitions removed whole, with their groups.
-    drops: Vec<(Part, Vec<Item>, Vec<PartGroupRef>)>,
-    /// Partitions with row-level work.
-    rows: Vec<(Part, Vec<Item>)>,
-    /// Per target, records a hold keeps.
-    held: Vec<u64>,
-}
-
-struct Item {
-    target: usize,
-    scope: String,
-    class: Classification,
-    records: u64,
-    /// Records a hold keeps.
-    held: u64,
-    share: u64,
-    /// Row-level work: the sequence numbers it touches.
-    seqs: Vec<[u64; 2]>,
-}
-
 /// Per (scope, class) of a partition: oldest and newest live event time.
 type GroupBounds = HashMap<(String, u8), (Option<i64>, Option<i64>)>;
 
@@ -567,39 +519,4 @@ fn group_changes(
         }
     }
     Ok(by.into_values().collect())
-}
-
-fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
-    targets
-        .iter()
-        .map(|t| RetentionEffect {
-            target: t.clone(),
-            records: 0,
-            held: 0,
-            bytes_freed: 0,
-            partitions_dropped: 0,
-        })
-        .collect()
-}
-
-/// Splits a dropped partition's bytes over its groups by record share, the
-/// remainder going to the largest group so the parts add up exactly.
-fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
-    // Shares count tombstones too: they occupy the file as well.
-    let total: u64 = items.iter().map(|i| i.share).sum();
-    let mut given = 0;
-    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
-    for (n, i) in items.iter().enumerate() {
-        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
-        given += b;
-        let e = &mut effects[i.target];
-        e.bytes_freed += b;
-        e.records += i.records;
-        if Some(n) == largest {
-            e.partitions_dropped += 1;
-        }
-    }
-    if let Some(n) = largest {
-        effects[items[n].target].bytes_freed += bytes - given;
-    }
 }

@@ -135,11 +135,13 @@ impl SqliteStore {
                 }
             }
             if !seqs.is_empty() {
-                chain_entry(&mut chains, p).rows.push(RowRemoval {
-                    partition_start_us: p.start,
-                    action: sel.action,
-                    seqs: crate::merge_ranges(seqs),
-                });
+                crate::plan::chain_entry(&mut chains, p.tenant.as_str(), &stream)
+                    .rows
+                    .push(RowRemoval {
+                        partition_start_us: p.start,
+                        action: sel.action,
+                        seqs: crate::merge_ranges(seqs),
+                    });
             }
         }
         Ok(Selected {

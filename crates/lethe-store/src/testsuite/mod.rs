@@ -192,18 +192,25 @@ impl Harness for PgHarness {
 
 impl Drop for PgHarness {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let schemas: Vec<String> = c
-                .query(
-                    "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
-                    &[&format!("{}_", self.base)],
-                )
-                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-                .unwrap_or_default();
-            for s in schemas {
-                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
-            }
-        }
+        drop_pg_schemas(&format!("{}_", self.base));
+    }
+}
+
+/// Drops every schema of the test database whose name starts with
+/// `prefix` (a test's stores); panics when the server does not answer.
+pub fn drop_pg_schemas(prefix: &str) {
+    let url = test_pg_url();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} does not answer (set LETHE_TEST_PG_URL): {e}"));
+    let schemas: Vec<String> = c
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+            &[&prefix],
+        )
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    for s in schemas {
+        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
     }
 }
 

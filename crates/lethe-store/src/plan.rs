@@ -1,0 +1,134 @@
+//! The backend-neutral pieces of a removal plan: what each group of a
+//! partition contributes, how a dropped partition's bytes are attributed,
+//! per-chain entries, and the Merkle heads kept at the edges of what goes.
+
+use std::collections::BTreeMap;
+
+use lethe_core::merkle::{self, Hash};
+use lethe_core::Classification;
+
+use crate::{ChainRemoval, PartGroupRef, Result, RetentionEffect, RetentionTarget};
+
+/// What one target does to one group of a partition.
+pub(crate) struct Item {
+    /// Index of the target.
+    pub target: usize,
+    pub scope: String,
+    pub class: Classification,
+    /// Records it removes.
+    pub records: u64,
+    /// Records a hold keeps.
+    pub held: u64,
+    /// The group's share of the partition (live rows and tombstones).
+    pub share: u64,
+    /// Row-level work: the sequence numbers it touches.
+    pub seqs: Vec<[u64; 2]>,
+}
+
+/// What targets do, per partition `P` of a backend.
+pub(crate) struct Work<P> {
+    /// Partitions removed whole, with their groups.
+    pub drops: Vec<(P, Vec<Item>, Vec<PartGroupRef>)>,
+    /// Partitions with row-level work.
+    pub rows: Vec<(P, Vec<Item>)>,
+    /// Per target, records a hold keeps.
+    pub held: Vec<u64>,
+}
+
+impl<P> Work<P> {
+    /// No work yet for `targets` targets.
+    pub fn new(targets: usize) -> Self {
+        Work {
+            drops: Vec::new(),
+            rows: Vec::new(),
+            held: vec![0; targets],
+        }
+    }
+}
+
+/// One empty effect per target, in target order.
+pub(crate) fn effects_from(targets: &[RetentionTarget]) -> Vec<RetentionEffect> {
+    targets
+        .iter()
+        .map(|t| RetentionEffect {
+            target: t.clone(),
+            records: 0,
+            held: 0,
+            bytes_freed: 0,
+            partitions_dropped: 0,
+        })
+        .collect()
+}
+
+/// Splits a dropped partition's bytes over its groups by record share, the
+/// remainder going to the largest group so the parts add up exactly.
+pub(crate) fn attribute_drop(effects: &mut [RetentionEffect], items: &[Item], bytes: u64) {
+    // Shares count tombstones too: they occupy the disk as well.
+    let total: u64 = items.iter().map(|i| i.share).sum();
+    let mut given = 0;
+    let largest = items.iter().enumerate().max_by_key(|(_, i)| i.share).map(|(n, _)| n);
+    for (n, i) in items.iter().enumerate() {
+        let b = (bytes * i.share).checked_div(total).unwrap_or(0);
+        given += b;
+        let e = &mut effects[i.target];
+        e.bytes_freed += b;
+        e.records += i.records;
+        if Some(n) == largest {
+            e.partitions_dropped += 1;
+        }
+    }
+    if let Some(n) = largest {
+        effects[items[n].target].bytes_freed += bytes - given;
+    }
+}
+
+/// The removal entry of a chain, created on first use.
+pub(crate) fn chain_entry<'a>(
+    chains: &'a mut BTreeMap<(String, String), ChainRemoval>,
+    tenant: &str,
+    stream: &str,
+) -> &'a mut ChainRemoval {
+    chains
+        .entry((tenant.to_string(), stream.to_string()))
+        .or_insert_with(|| ChainRemoval {
+            tenant: tenant.to_string(),
+            stream: stream.to_string(),
+            dropped: Vec::new(),
+            rows: Vec::new(),
+        })
+}
+
+/// The Merkle subtree heads below the 256-leaf level at the edges of the
+/// ranges `segs` about to be dropped, computed from their rows (still
+/// present, read by `leaves(first, last)`), so the tree over what remains
+/// can still be recomputed and proven. Adjacent ranges are merged first:
+/// only the outer edges of each merged range need heads.
+pub(crate) fn edge_nodes(
+    segs: &mut [(u64, u64)],
+    leaves: &mut dyn FnMut(u64, u64) -> Result<Vec<Option<Hash>>>,
+) -> Result<Vec<(u32, u64, Hash)>> {
+    segs.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(a, b) in segs.iter() {
+        match merged.last_mut() {
+            Some(m) if m.1 + 1 == a => m.1 = b,
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut out = Vec::new();
+    for (a, b) in merged {
+        for (level, idx) in merkle::perfect_cover(a - 1, b) {
+            if level >= 8 {
+                continue;
+            }
+            let lo = idx << level;
+            let hi = lo + (1u64 << level);
+            // A leaf that cannot be rebuilt (a damaged row) leaves the head
+            // out: `lethe verify` reports the damage itself.
+            if let Some(ls) = leaves(lo + 1, hi)?.into_iter().collect::<Option<Vec<Hash>>>() {
+                out.push((level, idx, merkle::root(&ls)));
+            }
+        }
+    }
+    Ok(out)
+}
