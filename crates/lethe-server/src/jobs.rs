@@ -28,6 +28,14 @@ fn run(app: &App, id: &str) {
 /// Runs, one after the other, the jobs left open (after start-up recovery,
 /// which finished any purge a crash interrupted).
 pub async fn resume(app: Arc<App>) {
+    resume_accepted_before(app, i64::MAX).await
+}
+
+/// Runs, one after the other, the open jobs accepted before `cutoff_us`:
+/// a leader leaves younger ones to the node that accepted them (which
+/// starts them itself when it leads), so a job is not picked up while the
+/// request that made it is still being answered.
+pub async fn resume_accepted_before(app: Arc<App>, cutoff_us: i64) {
     let a = app.clone();
     let open = match tokio::task::spawn_blocking(move || a.vault.open_erasure_jobs()).await {
         Ok(Ok(ids)) => ids,
@@ -38,6 +46,15 @@ pub async fn resume(app: Arc<App>) {
         Err(_) => return,
     };
     for id in open {
+        let (a, job_id) = (app.clone(), id.clone());
+        let accepted = move || -> Option<i64> {
+            let job = a.vault.erasure_job(&job_id).ok()??;
+            lethe_core::record::parse_ts(&job.created_at)
+        };
+        match tokio::task::spawn_blocking(accepted).await {
+            Ok(Some(at)) if at >= cutoff_us => continue,
+            _ => {}
+        }
         tracing::info!(job = %id, "finishing an erasure job left open");
         let a = app.clone();
         let _ = tokio::task::spawn_blocking(move || run(&a, &id)).await;

@@ -49,7 +49,10 @@ async fn lead(app: &Arc<App>, lease: Box<dyn Lease>, every: Duration) {
         tracing::error!("leader: finishing the previous leader's work: {e}");
     }
     let scheduler = tokio::spawn(crate::scheduler::run(app.clone()));
-    let mut jobs = tokio::spawn(crate::jobs::resume(app.clone()));
+    // Jobs left open before this process started (a crash, or a leader
+    // that died); those accepted since are started by the node that took
+    // them when it leads, or found by the checks below.
+    let mut jobs = tokio::spawn(crate::jobs::resume_accepted_before(app.clone(), app.started_us));
     loop {
         tokio::time::sleep(every).await;
         let l = lease.clone();
@@ -66,7 +69,8 @@ async fn lead(app: &Arc<App>, lease: Box<dyn Lease>, every: Duration) {
         }
         // Jobs other nodes accepted since: run them.
         if jobs.is_finished() {
-            jobs = tokio::spawn(crate::jobs::resume(app.clone()));
+            let cutoff = chrono::Utc::now().timestamp_micros() - every.as_micros() as i64;
+            jobs = tokio::spawn(crate::jobs::resume_accepted_before(app.clone(), cutoff));
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct App {
     pub sessions: dashboard::session::Sessions,
     /// Whether this node leads (runs the schedule and the jobs; see [`leader`]).
     leading: AtomicBool,
+    /// When this process's state was made (µs): jobs accepted before it
+    /// were left open by an earlier process.
+    pub started_us: i64,
 }
 
 impl App {
@@ -70,6 +73,7 @@ impl App {
             ages: Default::default(),
             sessions: Default::default(),
             leading: AtomicBool::new(false),
+            started_us: chrono::Utc::now().timestamp_micros(),
         })
     }
 
