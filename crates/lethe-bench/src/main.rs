@@ -9,6 +9,11 @@
 //! `--spread SPAN` puts their event times in that span before now
 //! (`365d` by default; `30d`, `1h`…).
 //!
+//! `--backend postgres` puts the store in a schema of a PostgreSQL database
+//! (`--pg-url`, default `LETHE_BENCH_PG_URL` or the local service;
+//! `--pg-schema`, dropped first): the same phases, with the schema's
+//! relation sizes for bytes and the dropped partitions for the floor.
+//!
 //! `LETHE_BENCH_ARCHIVE=local` (or `s3`, with `LETHE_BENCH_S3_ENDPOINT` of an
 //! S3-compatible server) makes the cleanup `archive_then_delete`: every
 //! expired record is archived (written, read back, checked) before it goes.
@@ -22,6 +27,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod backend;
 mod dashboard;
 mod http;
 mod http_jobs;
@@ -29,7 +35,6 @@ mod http_jobs;
 use anyhow::{Context, Result};
 use clap::Parser;
 use lethe_core::config::{self, Config, Source};
-use lethe_store::sqlite::dir_bytes;
 use lethe_vault::synth::Synth;
 use lethe_vault::{MasterKeySource, Vault};
 use serde_json::{json, Map, Value};
@@ -80,6 +85,16 @@ struct Args {
     /// while the load runs.
     #[arg(long, default_value_t = 0)]
     http_under_jobs: u64,
+    /// Where the store lives.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: backend::Kind,
+    /// PostgreSQL connection URL for `--backend postgres`
+    /// [default: LETHE_BENCH_PG_URL, else postgres://postgres@127.0.0.1:5432/test].
+    #[arg(long)]
+    pg_url: Option<String>,
+    /// PostgreSQL schema of the bench store (dropped first).
+    #[arg(long, default_value = "lethe_bench")]
+    pg_schema: String,
     /// The `lethe` binary the HTTP mode starts.
     #[arg(long, default_value = "target/release/lethe")]
     lethe: PathBuf,
@@ -185,7 +200,7 @@ fn files_under(dir: &Path) -> u64 {
     n
 }
 
-fn bench_config(group_commit_records: Option<usize>) -> Result<Config> {
+fn bench_config(store: &backend::Backend, group_commit_records: Option<usize>) -> Result<Config> {
     // The demo streams, every record kept 30 days then deleted (or archived
     // first, kept there forever).
     let text = match std::env::var("LETHE_BENCH_ARCHIVE").as_deref() {
@@ -208,10 +223,7 @@ fn bench_config(group_commit_records: Option<usize>) -> Result<Config> {
         Ok(l) => format!("{text}[archive]\nzstd_level = {l}\n"),
         Err(_) => text,
     };
-    let text = match group_commit_records {
-        Some(n) => format!("{text}[store]\ngroup_commit_records = {n}\n"),
-        None => text,
-    };
+    let text = format!("{text}{}", store.store_section(group_commit_records));
     Ok(config::load(
         Source {
             name: "bench",
@@ -296,6 +308,11 @@ fn random_subjects(n: usize, records: u64, seed: u64, tenants: &[(String, u32)])
         x
     };
     let total: u32 = tenants.iter().map(|t| t.1).sum();
+    assert!(
+        n as u64 <= subjects * tenants.len() as u64 / 2,
+        "{n} distinct subjects asked of {} tenants × {subjects}",
+        tenants.len()
+    );
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -391,7 +408,10 @@ fn erasure(
     eprintln!("erasure: 1,000 subjects, then a batch …");
     out.insert("rss_before_erasure_bytes".into(), json!(current_rss_bytes()));
     reset_peak_rss();
-    let picks = random_subjects(11_000, records, seed ^ 0xE5A5E, tenants);
+    // 1,000 distinct (tenant, subject) pairs: the other 10,000 ids go to the
+    // batch below, so only these are drawn (drawing 11,000 never ended on
+    // stores of under ~300k records, which hold fewer distinct pairs).
+    let picks = random_subjects(1000, records, seed ^ 0xE5A5E, tenants);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
         subjects,
         ..PurgeRequest::new(
@@ -480,9 +500,18 @@ fn main() -> Result<()> {
     let base = PathBuf::from("target/lethe-bench");
     let data = args.data_dir.clone().unwrap_or_else(|| base.join("data"));
     std::fs::create_dir_all(&base)?;
-    if data.exists() {
-        std::fs::remove_dir_all(&data).with_context(|| format!("emptying {}", data.display()))?;
-    }
+    let store = backend::Backend {
+        kind: args.backend,
+        url: args.pg_url.clone().unwrap_or_else(|| {
+            std::env::var("LETHE_BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        }),
+        schema: args.pg_schema.clone(),
+    };
+    anyhow::ensure!(
+        store.kind == backend::Kind::Sqlite || (args.http_clients == 0 && !args.dashboard_timings),
+        "--backend postgres runs the library phases only (not --http-clients or --dashboard-timings)"
+    );
+    store.reset(&data)?;
     // Anchor time at the start of the day so input files are reusable today.
     let now = now_us() / 86_400_000_000 * 86_400_000_000;
     let (input, input_bytes) = input_file(&base, &args, now)?;
@@ -503,7 +532,7 @@ fn main() -> Result<()> {
 
     let vault = Vault::open(
         &data,
-        bench_config(args.group_commit_records)?,
+        bench_config(&store, args.group_commit_records)?,
         &MasterKeySource::File {
             path: data.join("master.key"),
             create: true,
@@ -511,6 +540,11 @@ fn main() -> Result<()> {
     )?;
 
     // Ingest: the same pipeline as `lethe ingest FILE`, or many writers.
+    out.insert("backend".into(), json!(format!("{:?}", store.kind).to_lowercase()));
+    let wal0 = match store.kind {
+        backend::Kind::Postgres => Some(store.wal_lsn()?),
+        backend::Kind::Sqlite => None,
+    };
     let t = Instant::now();
     let r = if args.writers > 0 {
         let r = concurrent_ingest(&vault, &input, args.writers, args.writer_batch)?;
@@ -550,14 +584,18 @@ fn main() -> Result<()> {
     // While the ingesting process still runs (write-ahead logs included) …
     out.insert(
         "bytes_per_record_open".into(),
-        json!((dir_bytes(&data)? as f64 / args.records.max(1) as f64).round()),
+        json!((store.bytes(&data)? as f64 / args.records.max(1) as f64).round()),
     );
 
     // Everything after ingest runs on a vault opened afresh, as a separate
     // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
     drop(vault);
     // … and as `lethe ingest` leaves the data directory when it exits.
-    let bytes_before = dir_bytes(&data)?;
+    if let Some(lsn) = &wal0 {
+        out.insert("ingest_wal_bytes".into(), json!(store.wal_since(lsn)?));
+        out.insert("partitions_before".into(), json!(store.partitions()?));
+    }
+    let bytes_before = store.bytes(&data)?;
     out.insert("bytes_before".into(), json!(bytes_before));
     out.insert(
         "bytes_per_record".into(),
@@ -566,7 +604,7 @@ fn main() -> Result<()> {
     out.insert("files".into(), json!(files_under(&data)));
     let vault = Vault::open(
         &data,
-        bench_config(args.group_commit_records)?,
+        bench_config(&store, args.group_commit_records)?,
         &MasterKeySource::File {
             path: data.join("master.key"),
             create: false,
@@ -620,12 +658,17 @@ fn main() -> Result<()> {
     }
     let unlink_s = t.elapsed().as_secs_f64();
     std::fs::remove_dir(&dir)?;
-    out.insert("unlink_baseline_s".into(), json!(unlink_s));
-    out.insert("unlink_baseline_files".into(), json!(expected.len()));
-    out.insert(
-        "unlink_baseline_bytes".into(),
-        json!(expected.iter().map(|(_, s)| s).sum::<u64>()),
-    );
+    // On PostgreSQL the store's partitions are the server's files, not
+    // ours: its floor is pg_partman beside it (../shared/peers).
+    let sqlite = store.kind == backend::Kind::Sqlite;
+    if sqlite {
+        out.insert("unlink_baseline_s".into(), json!(unlink_s));
+        out.insert("unlink_baseline_files".into(), json!(expected.len()));
+        out.insert(
+            "unlink_baseline_bytes".into(),
+            json!(expected.iter().map(|(_, s)| s).sum::<u64>()),
+        );
+    }
 
     // Cleanup.
     if let Ok(e) = std::env::var("LETHE_BENCH_S3_ENDPOINT") {
@@ -663,14 +706,18 @@ fn main() -> Result<()> {
         out.insert("delete_after_archive_s".into(), json!(cleanup_s - secs));
     }
     out.insert("cleanup_s".into(), json!(cleanup_s));
-    out.insert("cleanup_over_baseline_s".into(), json!(cleanup_s - unlink_s));
+    if sqlite {
+        out.insert("cleanup_over_baseline_s".into(), json!(cleanup_s - unlink_s));
+    } else {
+        out.insert("partitions_after".into(), json!(store.partitions()?));
+    }
     out.insert("deleted".into(), json!(done.deleted));
     out.insert(
         "deleted_fraction".into(),
         json!(done.deleted as f64 / args.records as f64),
     );
     out.insert("dry_run_matches".into(), json!(plan.same_effect(&done)));
-    let bytes_after = dir_bytes(&data)?;
+    let bytes_after = store.bytes(&data)?;
     out.insert("bytes_after".into(), json!(bytes_after));
     out.insert(
         "bytes_after_fraction".into(),
@@ -693,8 +740,10 @@ fn main() -> Result<()> {
     let mut wanted: Vec<&PathBuf> = expected.iter().map(|(p, _)| p).collect();
     removed.sort();
     wanted.sort();
-    out.insert("baseline_files_match_cleanup".into(), json!(removed == wanted));
-    if removed != wanted {
+    if sqlite {
+        out.insert("baseline_files_match_cleanup".into(), json!(removed == wanted));
+    }
+    if sqlite && removed != wanted {
         let extra: Vec<_> = removed.iter().filter(|p| !wanted.contains(p)).take(5).collect();
         let kept: Vec<_> = wanted.iter().filter(|p| !removed.contains(p)).take(5).collect();
         eprintln!("cleanup removed files the baseline did not: {extra:?}; kept files it did: {kept:?}");

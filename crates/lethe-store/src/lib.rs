@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod crashpoint;
+mod filter;
 mod plan;
 pub mod postgres;
 pub mod sqlite;

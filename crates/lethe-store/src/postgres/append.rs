@@ -394,6 +394,19 @@ impl PgStore {
             }
             w.finish().map_err(db)?;
         }
+        let mut added: Vec<(i64, i64, bool, Vec<[u8; 32]>)> = Vec::new();
+        for x in &rows {
+            if let Some(ps) = x.r.pseudonym {
+                match added.iter_mut().find(|a| a.0 == x.part) {
+                    Some(a) => a.3.push(ps),
+                    None => {
+                        let created = settled.iter().any(|st| st.part == x.part && st.created);
+                        added.push((x.part, x.bucket, created, vec![ps]));
+                    }
+                }
+            }
+        }
+        super::filters::extend(&mut tx, &added)?;
         for ((tenant, stream), h) in &heads {
             tx.execute(
                 "UPDATE chains SET head_seq=$3, head_hash=$4, frontier=$5 WHERE tenant=$1 AND stream=$2",

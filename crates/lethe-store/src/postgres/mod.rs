@@ -20,6 +20,7 @@
 mod append;
 mod catalog;
 mod chain;
+mod filters;
 mod interface;
 mod job_lock;
 mod pool;
@@ -87,6 +88,8 @@ pub struct PgStore {
     jobs: job_lock::JobLock,
     /// Restorations this process is loading.
     loading: restored::Loading,
+    /// Subject filters of partitions, as last read.
+    filters: filters::FilterCache,
 }
 
 /// One (tenant, stream, period) partition as the catalog keeps it.
@@ -148,6 +151,7 @@ impl PgStore {
             jobs: job_lock::JobLock::new(pool.clone_config(), lock_key(&opts.schema, "jobs")),
             pool,
             loading: Default::default(),
+            filters: Default::default(),
             schema: opts.schema.clone(),
             span_us: span_secs as i64 * 1_000_000,
         };

@@ -174,6 +174,8 @@ impl PgStore {
                     .map_err(db)?;
                 tx.execute("DELETE FROM partition_groups WHERE partition_id=$1", &[&p.id])
                     .map_err(db)?;
+                tx.execute("DELETE FROM subject_filters WHERE partition_id=$1", &[&p.id])
+                    .map_err(db)?;
                 tx.execute("DELETE FROM partitions WHERE id=$1", &[&p.id]).map_err(db)?;
                 if !buckets.contains(&p.bucket) {
                     buckets.push(p.bucket);

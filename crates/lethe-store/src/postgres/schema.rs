@@ -71,6 +71,11 @@ END $$;
 CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON ledger
   FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
 ",
+    // 2: subject filters (a Bloom filter of the pseudonyms per partition;
+    // partitions of a version-1 store have none and are always searched).
+    "
+CREATE TABLE subject_filters(partition_id bigint PRIMARY KEY, version bigint NOT NULL, bits bytea NOT NULL);
+",
 ];
 
 /// The schema version this binary writes.

@@ -20,7 +20,6 @@ mod catalog;
 mod chain;
 mod checkpoint;
 mod connections;
-mod filter;
 mod interface;
 mod job_lock;
 mod partition;
@@ -47,6 +46,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use lethe_core::merkle::Hash;
 
+use crate::filter::{self, SubjectFilter};
 use crate::{
     AppendReport, Applied, Batch, CaptureDrop, ChainHead, ChainRemoval, DroppedPartition, GroupStats, HoldRecord,
     KeyId, LedgerEntry, NewRecord, PartGroupRef, Progress, RecordQuery, Removal, Result, RetentionTarget, RowReader,
@@ -54,7 +54,6 @@ use crate::{
     StoredRecord,
 };
 use connections::{connection_room, idle_limit, lookup_limit};
-use filter::SubjectFilter;
 use paths::{chrono_like, flock_file, partition_path};
 use reader::Reader;
 use repair::forget_partition;

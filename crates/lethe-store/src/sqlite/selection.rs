@@ -252,23 +252,8 @@ impl SqliteStore {
             }
         }
         let all = partition::pseudonyms(self.conn(inner, p, false)?, p.id)?;
-        let mut bytes = filter::INITIAL_BYTES;
-        loop {
-            let mut f = SubjectFilter::new(bytes);
-            for a in all.iter().chain(added) {
-                f.insert(a);
-            }
-            if !f.crowded() {
-                return Ok(Some(f));
-            }
-            bytes *= 4;
-        }
+        Ok(Some(filter::sized_for(all.iter().chain(added))))
     }
 }
 
-/// A subject filter's version: a checksum of its bits, so a damaged filter
-/// is noticed (and not trusted) when it is read.
-pub(super) fn filter_version(bits: &[u8]) -> i64 {
-    let h = lethe_core::merkle::leaf_hash(bits);
-    (u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1) as i64
-}
+pub(super) use crate::filter::version as filter_version;

@@ -1,0 +1,150 @@
+//! Subject filters on PostgreSQL: a Bloom filter of the pseudonyms each
+//! partition holds (table `subject_filters`), extended with every append and
+//! cached per process, so a subject's erasure reads only the partitions
+//! that may hold the subject. Without them a subject lookup touched every
+//! partition of the tenant — ~0.2 ms of planning and executor start-up
+//! each, 180 ms for a tenant with two streams of a year's daily partitions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use postgres::GenericClient;
+
+use super::{bucket_table, db, Part};
+use crate::filter::{self, SubjectFilter};
+use crate::Result;
+
+/// Filters kept in memory at once; past this the cache starts over (a
+/// filter is at least 64 bytes, typically a few KB).
+const CACHED: usize = 50_000;
+
+/// Filters by partition id with their version, as last read.
+#[derive(Default)]
+pub(super) struct FilterCache(Mutex<HashMap<i64, (i64, SubjectFilter)>>);
+
+impl FilterCache {
+    /// Of `parts`, those that may hold any of `pseudonyms`: a partition
+    /// without a (valid) filter always may. Filters are read fresh: their
+    /// versions are compared with the database's, and changed ones fetched.
+    pub(super) fn candidates<'a>(
+        &self,
+        c: &mut impl GenericClient,
+        parts: &'a [Part],
+        pseudonyms: &[[u8; 32]],
+    ) -> Result<Vec<&'a Part>> {
+        let ids: Vec<i64> = parts.iter().map(|p| p.id).collect();
+        let versions: HashMap<i64, i64> = c
+            .query(
+                "SELECT partition_id, version FROM subject_filters WHERE partition_id = ANY($1)",
+                &[&ids],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let stale: Vec<i64> = versions
+            .iter()
+            .filter(|(id, v)| cache.get(id).is_none_or(|(have, _)| have != *v))
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            if cache.len() + stale.len() > CACHED {
+                cache.clear();
+            }
+            for r in c
+                .query(
+                    "SELECT partition_id, bits FROM subject_filters WHERE partition_id = ANY($1)",
+                    &[&stale],
+                )
+                .map_err(db)?
+            {
+                let (id, bits): (i64, Vec<u8>) = (r.get(0), r.get(1));
+                // The version is the bits' checksum: a damaged filter is not
+                // trusted (its partition is searched).
+                let v = filter::version(&bits);
+                match SubjectFilter::from_bytes(bits).filter(|_| versions.get(&id) == Some(&v)) {
+                    Some(f) => cache.insert(id, (v, f)),
+                    None => cache.remove(&id),
+                };
+            }
+        }
+        Ok(parts
+            .iter()
+            .filter(|p| match (versions.contains_key(&p.id), cache.get(&p.id)) {
+                (true, Some((_, f))) => pseudonyms.iter().any(|s| f.may_contain(s)),
+                _ => true,
+            })
+            .collect())
+    }
+}
+
+/// Adds each partition's new pseudonyms to its filter, inside the append's
+/// transaction, after its rows are written. The caller holds the row locks
+/// of the partitions' chains, so no other writer changes these filters
+/// meanwhile (a partition belongs to one chain). A filter may only ever
+/// claim too much: removals never shrink it.
+///
+/// `added` lists (partition, bucket, created by this append, pseudonyms).
+pub(super) fn extend(tx: &mut postgres::Transaction<'_>, added: &[(i64, i64, bool, Vec<[u8; 32]>)]) -> Result<()> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = added.iter().map(|(p, ..)| *p).collect();
+    let stored: HashMap<i64, Vec<u8>> = tx
+        .query(
+            "SELECT partition_id, bits FROM subject_filters WHERE partition_id = ANY($1)",
+            &[&ids],
+        )
+        .map_err(db)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (mut put_ids, mut put_versions, mut put_bits) = (Vec::new(), Vec::new(), Vec::<Vec<u8>>::new());
+    for (part, bucket, created, subjects) in added {
+        let old = stored.get(part).cloned().and_then(SubjectFilter::from_bytes);
+        let grown = old.as_ref().map(|o| {
+            let mut f = o.clone();
+            for s in subjects {
+                f.insert(s);
+            }
+            f
+        });
+        let f = match (old, grown) {
+            (Some(o), Some(f)) if f.as_bytes() == o.as_bytes() => continue,
+            (_, Some(f)) if !f.crowded() => f,
+            // A partition made by this append holds only this batch's.
+            (None, None) if *created => filter::sized_for(subjects.iter()),
+            // Crowded, or a partition older than filters: sized for every
+            // subject the partition holds (this batch's rows are in it).
+            _ => {
+                let all: Vec<[u8; 32]> = tx
+                    .query(
+                        &format!(
+                            "SELECT DISTINCT pseudonym FROM {} WHERE part=$1 AND pseudonym IS NOT NULL",
+                            bucket_table(*bucket)
+                        ),
+                        &[part],
+                    )
+                    .map_err(db)?
+                    .iter()
+                    .filter_map(|r| r.get::<_, Vec<u8>>(0).try_into().ok())
+                    .collect();
+                filter::sized_for(all.iter().chain(subjects))
+            }
+        };
+        put_ids.push(*part);
+        put_versions.push(filter::version(f.as_bytes()));
+        put_bits.push(f.as_bytes().to_vec());
+    }
+    if !put_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO subject_filters(partition_id, version, bits)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
+             ON CONFLICT (partition_id) DO UPDATE SET version=EXCLUDED.version, bits=EXCLUDED.bits",
+            &[&put_ids, &put_versions, &put_bits],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
