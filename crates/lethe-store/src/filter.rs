@@ -82,6 +82,29 @@ impl SubjectFilter {
     }
 }
 
+/// A subject filter's version: a checksum of its bits, so a damaged filter
+/// is noticed (and not trusted) when it is read.
+pub fn version(bits: &[u8]) -> i64 {
+    let h = lethe_core::merkle::leaf_hash(bits);
+    (u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1) as i64
+}
+
+/// The smallest filter that is not crowded holding `subjects` (grown 4×
+/// from [`INITIAL_BYTES`] until it fits).
+pub fn sized_for<'a>(subjects: impl Iterator<Item = &'a [u8; 32]> + Clone) -> SubjectFilter {
+    let mut bytes = INITIAL_BYTES;
+    loop {
+        let mut f = SubjectFilter::new(bytes);
+        for a in subjects.clone() {
+            f.insert(a);
+        }
+        if !f.crowded() {
+            return f;
+        }
+        bytes *= 4;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,28 +144,5 @@ mod tests {
             n += 1;
         }
         assert!((1000..1400).contains(&n), "crowded after {n}");
-    }
-}
-
-/// A subject filter's version: a checksum of its bits, so a damaged filter
-/// is noticed (and not trusted) when it is read.
-pub fn version(bits: &[u8]) -> i64 {
-    let h = lethe_core::merkle::leaf_hash(bits);
-    (u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1) as i64
-}
-
-/// The smallest filter that is not crowded holding `subjects` (grown 4×
-/// from [`INITIAL_BYTES`] until it fits).
-pub fn sized_for<'a>(subjects: impl Iterator<Item = &'a [u8; 32]> + Clone) -> SubjectFilter {
-    let mut bytes = INITIAL_BYTES;
-    loop {
-        let mut f = SubjectFilter::new(bytes);
-        for a in subjects.clone() {
-            f.insert(a);
-        }
-        if !f.crowded() {
-            return f;
-        }
-        bytes *= 4;
     }
 }
