@@ -85,6 +85,10 @@ struct Args {
     /// while the load runs.
     #[arg(long, default_value_t = 0)]
     http_under_jobs: u64,
+    /// Single-subject erasures timed (each preview, execute, check and
+    /// receipt); the 10,000-subject batch follows.
+    #[arg(long, default_value_t = 1000)]
+    erasure_subjects: usize,
     /// Where the store lives.
     #[arg(long, value_enum, default_value = "sqlite")]
     backend: backend::Kind,
@@ -397,6 +401,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// execute, verify and receipt, timed whole), then one 10,000-subject batch.
 fn erasure(
     vault: &Vault,
+    singles: usize,
     out: &mut Map<String, Value>,
     records: u64,
     seed: u64,
@@ -405,13 +410,13 @@ fn erasure(
     // The batch request goes to the largest tenant (listed first).
     let largest = tenants[0].0.as_str();
     use lethe_vault::purge::PurgeRequest;
-    eprintln!("erasure: 1,000 subjects, then a batch …");
+    eprintln!("erasure: {singles} subjects, then a batch …");
     out.insert("rss_before_erasure_bytes".into(), json!(current_rss_bytes()));
     reset_peak_rss();
     // 1,000 distinct (tenant, subject) pairs: the other 10,000 ids go to the
     // batch below, so only these are drawn (drawing 11,000 never ended on
     // stores of under ~300k records, which hold fewer distinct pairs).
-    let picks = random_subjects(1000, records, seed ^ 0xE5A5E, tenants);
+    let picks = random_subjects(singles, records, seed ^ 0xE5A5E, tenants);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
         subjects,
         ..PurgeRequest::new(
@@ -424,7 +429,7 @@ fn erasure(
     let mut ms = Vec::with_capacity(1000);
     let mut plan_ms = Vec::with_capacity(1000);
     let (mut removed, mut keys, mut unverified) = (0u64, 0u64, 0u64);
-    for (i, (tenant, subject)) in picks[..1000].iter().enumerate() {
+    for (i, (tenant, subject)) in picks.iter().enumerate() {
         let req = request(tenant, vec![subject.clone()], format!("bench-{i}"));
         let t = Instant::now();
         let plan = vault.plan_purge(&req, now_us())?;
@@ -445,6 +450,7 @@ fn erasure(
     }
     let mut sorted = ms.clone();
     sorted.sort_by(f64::total_cmp);
+    out.insert("erase_subjects_timed".into(), json!(ms.len()));
     out.insert("erase_subject_ms_p50".into(), json!(percentile(&sorted, 0.5)));
     out.insert("erase_subject_ms_p99".into(), json!(percentile(&sorted, 0.99)));
     out.insert("erase_subject_ms_max".into(), json!(sorted[sorted.len() - 1]));
@@ -461,11 +467,8 @@ fn erasure(
     // One batch request: 10,000 more subjects of the largest tenant.
     // (Small runs have fewer subjects per tenant: then 90% of them.)
     let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
-    let taken: std::collections::HashSet<&String> = picks[..1000]
-        .iter()
-        .filter(|(t, _)| t == largest)
-        .map(|(_, s)| s)
-        .collect();
+    let taken: std::collections::HashSet<&String> =
+        picks.iter().filter(|(t, _)| t == largest).map(|(_, s)| s).collect();
     let mut batch: Vec<String> = (0..(records / 100).clamp(1000, 100_000))
         .map(|i| format!("user-{i:06}"))
         .filter(|s| !taken.contains(s))
@@ -612,7 +615,14 @@ fn main() -> Result<()> {
     )?;
     if std::env::var_os("LETHE_BENCH_NO_ERASURE").is_none() {
         let tenants = lethe_vault::synth::tenant_weights(args.tenants);
-        erasure(&vault, &mut out, args.records, args.seed, &tenants)?;
+        erasure(
+            &vault,
+            args.erasure_subjects,
+            &mut out,
+            args.records,
+            args.seed,
+            &tenants,
+        )?;
     }
 
     // Dry run.

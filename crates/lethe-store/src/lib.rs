@@ -727,6 +727,15 @@ pub trait Store: Send + Sync {
     /// Returns how many were destroyed now (already destroyed ones are skipped).
     fn destroy_keys(&self, ids: &[KeyId], now_us: i64) -> Result<u64>;
 
+    /// What an erasure leaves in this backend's own files beyond the rows
+    /// and keys it changed (old row versions under MVCC, write-ahead log,
+    /// backups), as (place, statement) pairs for the receipt, saying what
+    /// this process did about each. Empty for a backend that overwrites in
+    /// place (SQLite's `secure_delete`).
+    fn erasure_residue(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// Stores a new hold (its `id` and `ledger_seq` are ignored) and returns its id.
     fn add_hold(&self, hold: &HoldRecord) -> Result<i64>;
 

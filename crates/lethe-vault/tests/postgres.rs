@@ -120,6 +120,22 @@ fn ingest_sweep_erasure_and_verify_work_on_postgres_as_on_the_embedded_store() {
     );
     assert!(report.removed > 0 && report.keys_destroyed > 0);
     assert!(logs(&v, "acme", Some(&subject)).is_empty());
+    // The receipt says what PostgreSQL still holds and what was vacuumed.
+    let receipt = v.receipt(report.receipt_id.unwrap()).unwrap().expect("receipt");
+    let body: serde_json::Value = serde_json::from_str(&receipt.body).unwrap();
+    let residue = &body["stores"]["backend"];
+    assert!(
+        residue["postgresql_key_table"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("VACUUM data_keys ran")),
+        "{residue}"
+    );
+    for place in ["postgresql_records", "postgresql_wal"] {
+        assert!(
+            residue[place].as_str().is_some_and(|s| s.contains("until")),
+            "{residue}"
+        );
+    }
     assert!(gaps(&v).is_empty(), "verify: {:?}", gaps(&v));
 
     // Reopened as another process would: the same records, still verifying.

@@ -145,9 +145,10 @@ impl PgStore {
             // Under MVCC the old row versions, wrapped key and all, stay in
             // the table file until vacuumed: vacuum the key table now. (They
             // stay in the write-ahead log until it is recycled, and in
-            // backups: see docs/operations.md.) Fails harmlessly inside a
-            // caller's transaction block; the next destruction retries.
-            let _ = c.batch_execute("VACUUM data_keys");
+            // backups: see docs/operations.md.) The outcome is kept for the receipt
+            // (erasure_residue); a failure is retried by the next destruction.
+            let done = c.batch_execute("VACUUM data_keys").map_err(|e| e.to_string());
+            *self.key_vacuum.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
         }
         Ok(n)
     }

@@ -164,6 +164,10 @@ impl Store for PgStore {
         PgStore::destroy_keys(self, ids, now_us)
     }
 
+    fn erasure_residue(&self) -> Vec<(&'static str, String)> {
+        self.residue()
+    }
+
     fn add_hold(&self, h: &HoldRecord) -> Result<i64> {
         PgStore::add_hold(self, h)
     }

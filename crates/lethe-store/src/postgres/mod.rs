@@ -90,6 +90,9 @@ pub struct PgStore {
     loading: restored::Loading,
     /// Subject filters of partitions, as last read.
     filters: filters::FilterCache,
+    /// How the last `VACUUM data_keys` after a key destruction by this
+    /// process went (`None`: none ran yet).
+    key_vacuum: std::sync::Mutex<Option<std::result::Result<(), String>>>,
 }
 
 /// One (tenant, stream, period) partition as the catalog keeps it.
@@ -152,6 +155,7 @@ impl PgStore {
             pool,
             loading: Default::default(),
             filters: Default::default(),
+            key_vacuum: Default::default(),
             schema: opts.schema.clone(),
             span_us: span_secs as i64 * 1_000_000,
         };
@@ -223,6 +227,44 @@ impl PgStore {
             )
             .map_err(db)?;
         Ok(r.get::<_, i64>(0) as u64)
+    }
+}
+
+impl PgStore {
+    /// What an erasure leaves behind on PostgreSQL, honestly: MVCC keeps
+    /// old row versions until vacuum, the WAL keeps them until recycled.
+    fn residue(&self) -> Vec<(&'static str, String)> {
+        let keys = match &*self.key_vacuum.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(())) => "VACUUM data_keys ran after the keys were destroyed: old versions of the destroyed \
+                             key rows that no open transaction could still see were removed from the table file; \
+                             a version an open transaction could see stays until the next vacuum"
+                .to_string(),
+            Some(Err(e)) => format!(
+                "VACUUM data_keys failed ({e}): old versions of the destroyed key rows (wrapped keys) stay in the \
+                 table file until autovacuum or the next key destruction vacuums it"
+            ),
+            None => "not vacuumed by this node: old versions of destroyed key rows (wrapped keys) stay in the \
+                     table file until autovacuum reclaims them"
+                .to_string(),
+        };
+        vec![
+            ("postgresql_key_table", keys),
+            (
+                "postgresql_records",
+                "removed and anonymized rows were updated in place: their old row versions (plain fields, and \
+                 personal fields as ciphertext under the subject's keys) stay in the partition's table file as \
+                 dead tuples until autovacuum reclaims them or the partition is dropped at expiry; the erasure \
+                 does not vacuum record partitions"
+                    .to_string(),
+            ),
+            (
+                "postgresql_wal",
+                "the write-ahead log holds the old key rows and record versions until its segments are recycled \
+                 after later checkpoints, and any WAL archive or streaming replica holds them until it expires \
+                 them; the wrapped keys there are unreadable without the master key"
+                    .to_string(),
+            ),
+        ]
     }
 }
 

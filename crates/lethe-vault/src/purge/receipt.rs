@@ -86,8 +86,15 @@ impl Vault {
                 })
             })
             .collect();
+        let residue: serde_json::Map<String, serde_json::Value> = self
+            .store
+            .erasure_residue()
+            .into_iter()
+            .map(|(place, what)| (place.to_string(), what.into()))
+            .collect();
         serde_json::json!({
             "active": active,
+            "backend": residue,
             "restored": "restored copies (archive restore --into-store) of the selected records: removed or anonymized with them, except held ones; copies of destroyed keys' subjects are unreadable in any case",
             "keys": key_note,
             "archive": archive,
