@@ -89,6 +89,9 @@ struct Args {
     /// receipt); the 10,000-subject batch follows.
     #[arg(long, default_value_t = 1000)]
     erasure_subjects: usize,
+    /// Subjects of the one batch erasure after them (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    erasure_batch: usize,
     /// Where the store lives.
     #[arg(long, value_enum, default_value = "sqlite")]
     backend: backend::Kind,
@@ -402,6 +405,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn erasure(
     vault: &Vault,
     singles: usize,
+    batch_subjects: usize,
     out: &mut Map<String, Value>,
     records: u64,
     seed: u64,
@@ -466,7 +470,10 @@ fn erasure(
 
     // One batch request: 10,000 more subjects of the largest tenant.
     // (Small runs have fewer subjects per tenant: then 90% of them.)
-    let want = 10_000.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
+    if batch_subjects == 0 {
+        return Ok(());
+    }
+    let want = batch_subjects.min((records / 100).clamp(1000, 100_000) as usize * 9 / 10);
     let taken: std::collections::HashSet<&String> =
         picks.iter().filter(|(t, _)| t == largest).map(|(_, s)| s).collect();
     let mut batch: Vec<String> = (0..(records / 100).clamp(1000, 100_000))
@@ -618,6 +625,7 @@ fn main() -> Result<()> {
         erasure(
             &vault,
             args.erasure_subjects,
+            args.erasure_batch,
             &mut out,
             args.records,
             args.seed,

@@ -422,6 +422,7 @@ impl PgStore {
                 .map_err(db)?;
             }
         }
+        let mut counts: std::collections::BTreeMap<(i64, String, i16), (i64, i64, i64)> = Default::default();
         for st in &settled {
             match &st.segment {
                 Some((first, last, prev, chain)) => {
@@ -464,16 +465,34 @@ impl PgStore {
                 None => {}
             }
             for ((scope, class), (n, min, max)) in &st.deltas {
-                tx.execute(
-                    "INSERT INTO partition_groups(partition_id,scope,class,records,min_ts,max_ts)
-                     VALUES($1,$2,$3,$4,$5,$6)
-                     ON CONFLICT (partition_id,scope,class) DO UPDATE SET records=partition_groups.records+$4,
-                       min_ts=least(coalesce(partition_groups.min_ts,$5),$5),
-                       max_ts=greatest(coalesce(partition_groups.max_ts,$6),$6)",
-                    &[&st.part, scope, class, n, min, max],
-                )
-                .map_err(db)?;
+                let d = counts
+                    .entry((st.part, scope.clone(), *class))
+                    .or_insert((0, *min, *max));
+                *d = (d.0 + n, d.1.min(*min), d.2.max(*max));
             }
+        }
+        // Every group's counts in one statement: one per group was most of
+        // an append's round trips (a batch over a year of days touches
+        // hundreds of partitions).
+        if !counts.is_empty() {
+            let mut cols: (Vec<i64>, Vec<&str>, Vec<i16>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+            for ((part, scope, class), (n, min, max)) in &counts {
+                cols.0.push(*part);
+                cols.1.push(scope);
+                cols.2.push(*class);
+                cols.3.push(*n);
+                cols.4.push(*min);
+                cols.5.push(*max);
+            }
+            tx.execute(
+                "INSERT INTO partition_groups(partition_id,scope,class,records,min_ts,max_ts)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                 ON CONFLICT (partition_id,scope,class) DO UPDATE SET records=partition_groups.records+EXCLUDED.records,
+                   min_ts=least(coalesce(partition_groups.min_ts,EXCLUDED.min_ts),EXCLUDED.min_ts),
+                   max_ts=greatest(coalesce(partition_groups.max_ts,EXCLUDED.max_ts),EXCLUDED.max_ts)",
+                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+            )
+            .map_err(db)?;
         }
         for d in &drops {
             tx.execute(
