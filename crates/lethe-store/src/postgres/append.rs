@@ -475,22 +475,19 @@ impl PgStore {
         // an append's round trips (a batch over a year of days touches
         // hundreds of partitions).
         if !counts.is_empty() {
-            let mut cols: (Vec<i64>, Vec<&str>, Vec<i16>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
-            for ((part, scope, class), (n, min, max)) in &counts {
-                cols.0.push(*part);
-                cols.1.push(scope);
-                cols.2.push(*class);
-                cols.3.push(*n);
-                cols.4.push(*min);
-                cols.5.push(*max);
-            }
+            let parts: Vec<i64> = counts.keys().map(|k| k.0).collect();
+            let scopes: Vec<&str> = counts.keys().map(|k| k.1.as_str()).collect();
+            let classes: Vec<i16> = counts.keys().map(|k| k.2).collect();
+            let ns: Vec<i64> = counts.values().map(|v| v.0).collect();
+            let mins: Vec<i64> = counts.values().map(|v| v.1).collect();
+            let maxs: Vec<i64> = counts.values().map(|v| v.2).collect();
             tx.execute(
                 "INSERT INTO partition_groups(partition_id,scope,class,records,min_ts,max_ts)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[])
                  ON CONFLICT (partition_id,scope,class) DO UPDATE SET records=partition_groups.records+EXCLUDED.records,
                    min_ts=least(coalesce(partition_groups.min_ts,EXCLUDED.min_ts),EXCLUDED.min_ts),
                    max_ts=greatest(coalesce(partition_groups.max_ts,EXCLUDED.max_ts),EXCLUDED.max_ts)",
-                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+                &[&parts, &scopes, &classes, &ns, &mins, &maxs],
             )
             .map_err(db)?;
         }
