@@ -417,9 +417,9 @@ fn erasure(
     eprintln!("erasure: {singles} subjects, then a batch …");
     out.insert("rss_before_erasure_bytes".into(), json!(current_rss_bytes()));
     reset_peak_rss();
-    // 1,000 distinct (tenant, subject) pairs: the other 10,000 ids go to the
-    // batch below, so only these are drawn (drawing 11,000 never ended on
-    // stores of under ~300k records, which hold fewer distinct pairs).
+    // `singles` distinct (tenant, subject) pairs; the batch below takes its
+    // subjects apart from them (drawing 11,000 here never ended on stores of
+    // under ~300k records, which hold fewer distinct pairs).
     let picks = random_subjects(singles, records, seed ^ 0xE5A5E, tenants);
     let request = |tenant: &str, subjects: Vec<String>, ticket: String| PurgeRequest {
         subjects,
@@ -430,8 +430,8 @@ fn erasure(
             "bench",
         )
     };
-    let mut ms = Vec::with_capacity(1000);
-    let mut plan_ms = Vec::with_capacity(1000);
+    let mut ms = Vec::with_capacity(singles);
+    let mut plan_ms = Vec::with_capacity(singles);
     let (mut removed, mut keys, mut unverified) = (0u64, 0u64, 0u64);
     for (i, (tenant, subject)) in picks.iter().enumerate() {
         let req = request(tenant, vec![subject.clone()], format!("bench-{i}"));

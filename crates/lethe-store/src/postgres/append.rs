@@ -394,16 +394,15 @@ impl PgStore {
             }
             w.finish().map_err(db)?;
         }
-        let mut added: Vec<(i64, i64, bool, Vec<[u8; 32]>)> = Vec::new();
+        let created: HashSet<i64> = settled.iter().filter(|st| st.created).map(|st| st.part).collect();
+        let mut added: BTreeMap<i64, (i64, bool, Vec<[u8; 32]>)> = BTreeMap::new();
         for x in &rows {
             if let Some(ps) = x.r.pseudonym {
-                match added.iter_mut().find(|a| a.0 == x.part) {
-                    Some(a) => a.3.push(ps),
-                    None => {
-                        let created = settled.iter().any(|st| st.part == x.part && st.created);
-                        added.push((x.part, x.bucket, created, vec![ps]));
-                    }
-                }
+                added
+                    .entry(x.part)
+                    .or_insert_with(|| (x.bucket, created.contains(&x.part), Vec::new()))
+                    .2
+                    .push(ps);
             }
         }
         super::filters::extend(&mut tx, &added)?;

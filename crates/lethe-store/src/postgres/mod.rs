@@ -230,44 +230,6 @@ impl PgStore {
     }
 }
 
-impl PgStore {
-    /// What an erasure leaves behind on PostgreSQL, honestly: MVCC keeps
-    /// old row versions until vacuum, the WAL keeps them until recycled.
-    fn residue(&self) -> Vec<(&'static str, String)> {
-        let keys = match &*self.key_vacuum.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(Ok(())) => "VACUUM data_keys ran after the keys were destroyed: old versions of the destroyed \
-                             key rows that no open transaction could still see were removed from the table file; \
-                             a version an open transaction could see stays until the next vacuum"
-                .to_string(),
-            Some(Err(e)) => format!(
-                "VACUUM data_keys failed ({e}): old versions of the destroyed key rows (wrapped keys) stay in the \
-                 table file until autovacuum or the next key destruction vacuums it"
-            ),
-            None => "not vacuumed by this node: old versions of destroyed key rows (wrapped keys) stay in the \
-                     table file until autovacuum reclaims them"
-                .to_string(),
-        };
-        vec![
-            ("postgresql_key_table", keys),
-            (
-                "postgresql_records",
-                "removed and anonymized rows were updated in place: their old row versions (plain fields, and \
-                 personal fields as ciphertext under the subject's keys) stay in the partition's table file as \
-                 dead tuples until autovacuum reclaims them or the partition is dropped at expiry; the erasure \
-                 does not vacuum record partitions"
-                    .to_string(),
-            ),
-            (
-                "postgresql_wal",
-                "the write-ahead log holds the old key rows and record versions until its segments are recycled \
-                 after later checkpoints, and any WAL archive or streaming replica holds them until it expires \
-                 them; the wrapped keys there are unreadable without the master key"
-                    .to_string(),
-            ),
-        ]
-    }
-}
-
 /// The table of a bucket (unqualified: every connection's search path is
 /// the store's schema).
 fn bucket_table(bucket: i64) -> String {

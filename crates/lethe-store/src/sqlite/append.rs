@@ -346,7 +346,7 @@ impl SqliteStore {
         for (st, recs) in settled.iter().zip(&subjects) {
             if !recs.is_empty() {
                 if let Some(f) = self.extended_filter(inner, &st.part, recs)? {
-                    filters.push((st.part.id, selection::filter_version(f.as_bytes()), f));
+                    filters.push((st.part.id, filter::version(f.as_bytes()), f));
                 }
             }
         }

@@ -190,7 +190,7 @@ impl SqliteStore {
         // The version is the filter's checksum: a filter whose bits do not
         // match it (damaged) is not used — the partition is searched.
         match bits
-            .filter(|b| filter_version(b) == v)
+            .filter(|b| filter::version(b) == v)
             .and_then(SubjectFilter::from_bytes)
         {
             Some(f) => inner.filters.insert(part, (v, f)),
@@ -255,5 +255,3 @@ impl SqliteStore {
         Ok(Some(filter::sized_for(all.iter().chain(added))))
     }
 }
-
-pub(super) use crate::filter::version as filter_version;
