@@ -8,50 +8,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{cfg, gaps, logs, now};
+use common::pg::{pg_cfg, Schema};
+use common::{gaps, logs, now};
 use lethe_core::config::Config;
 use lethe_core::TenantId;
-use lethe_store::testsuite::test_pg_url;
 use lethe_vault::purge::PurgeRequest;
 use lethe_vault::Vault;
-
-/// A schema of its own for one test, dropped when the guard goes.
-struct Schema(String);
-
-impl Schema {
-    fn new(name: &str) -> Schema {
-        let s = Schema(format!("lethe_v{}_{name}", std::process::id()));
-        s.drop_it();
-        s
-    }
-
-    fn drop_it(&self) {
-        lethe_store::testsuite::drop_pg_schemas(&self.0);
-    }
-
-    /// A client whose search path is the schema (for tampering and checks).
-    fn client(&self) -> postgres::Client {
-        let mut c = postgres::Client::connect(&test_pg_url(), postgres::NoTls).unwrap();
-        c.batch_execute(&format!("SET search_path TO {}", self.0)).unwrap();
-        c
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        self.drop_it();
-    }
-}
-
-/// A configuration on PostgreSQL in `schema`, over `extra`.
-fn pg_cfg(schema: &Schema, extra: &str) -> Config {
-    let mut c = cfg(extra);
-    c.store.backend = "postgres".into();
-    c.store.url = Some(test_pg_url());
-    c.store.schema = schema.0.clone();
-    c.store.pool_size = 4;
-    c
-}
 
 fn synth_lines(seed: u64, n: u64, days: u32) -> Vec<String> {
     let mut s = lethe_vault::synth::Synth::new(seed, n, now(), days);

@@ -9,6 +9,9 @@ use lethe_vault::logs::LogQuery;
 use lethe_vault::{MasterKeySource, Vault};
 use serde_json::Value;
 
+#[allow(dead_code)]
+pub mod pg;
+
 /// The instant the tests evaluate policies at.
 pub const NOW: &str = "2026-06-01T00:00:00Z";
 
