@@ -60,36 +60,6 @@ fn serve(dir: &Path, port: u16, crash: Option<&str>) -> Child {
     child
 }
 
-fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-    let (status, text) = http_as(port, method, path, Some(token), "application/json", body).unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Previews and orders the erasure of `subject`; the job's location.
-fn order(port: u16, token: &str, subject: &str, ticket: &str) -> String {
-    let (status, p) = call(
-        port,
-        "POST",
-        "/v1/tenants/acme/erasures/preview",
-        token,
-        &format!(r#"{{"subjects":["{subject}"]}}"#),
-    );
-    assert_eq!(status, 200, "{p}");
-    assert_eq!(p["preview"]["selected"], PER_SUBJECT as u64);
-    let (status, job) = call(
-        port,
-        "POST",
-        "/v1/tenants/acme/erasures",
-        token,
-        &format!(
-            r#"{{"preview_id":"{}","reason":"GDPR art. 17","ticket":"{ticket}"}}"#,
-            p["preview_id"].as_str().unwrap()
-        ),
-    );
-    assert_eq!(status, 202, "{job}");
-    format!("/v1/erasures/{}", job["id"].as_str().unwrap())
-}
-
 fn wait_exit(child: &mut Child, within: Duration) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < within {
@@ -138,7 +108,7 @@ fn an_erasure_job_killed_at_any_moment_finishes_after_restart_with_exactly_one_r
         let subject = format!("subject-{i}");
         let ticket = format!("DSR-{i}");
         let mut server = serve(d.path(), port, *crash);
-        let location = order(port, &token, &subject, &ticket);
+        let location = order_erasure(port, &token, &subject, &ticket, PER_SUBJECT);
         match crash {
             Some(point) => assert!(
                 wait_exit(&mut server, Duration::from_secs(30)),

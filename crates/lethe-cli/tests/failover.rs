@@ -215,40 +215,6 @@ fn ingest_subject(w: &Path, subject: &str, per: usize) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A JSON call to a node: (status, body).
-fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    match http_as(port, method, path, Some(token), "application/json", body) {
-        Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or_default()),
-        Err(_) => (0, serde_json::Value::Null),
-    }
-}
-
-/// Previews and orders the erasure of `subject` through the node on
-/// `port`; the job's location.
-fn order_erasure(port: u16, token: &str, subject: &str, expect: usize) -> String {
-    let (status, p) = call(
-        port,
-        "POST",
-        "/v1/tenants/acme/erasures/preview",
-        token,
-        &format!(r#"{{"subjects":["{subject}"]}}"#),
-    );
-    assert_eq!(status, 200, "{p}");
-    assert_eq!(p["preview"]["selected"], expect as u64, "{p}");
-    let (status, job) = call(
-        port,
-        "POST",
-        "/v1/tenants/acme/erasures",
-        token,
-        &format!(
-            r#"{{"preview_id":"{}","reason":"GDPR art. 17","ticket":"DSR-{subject}"}}"#,
-            p["preview_id"].as_str().unwrap()
-        ),
-    );
-    assert_eq!(status, 202, "{job}");
-    format!("/v1/erasures/{}", job["id"].as_str().unwrap())
-}
-
 /// Two nodes on one PostgreSQL store while an application pushes records
 /// through both all along. Round after round the leading node is killed
 /// (SIGKILL) at a random moment of a sweep or of an erasure job, on a store
@@ -259,7 +225,7 @@ fn order_erasure(port: u16, token: &str, subject: &str, expect: usize) -> String
 /// acknowledged is stored.
 #[test]
 fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_acknowledged_and_leave_one_receipt_each() {
-    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::atomic::AtomicBool;
 
     let schema = format!("lethe_fr{}", std::process::id());
     drop_schema(&schema);
@@ -289,12 +255,11 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
     // The application: one record at a time, to either node in turn; what
     // a node answered 200 to is acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sent = Arc::new(AtomicU64::new(0));
     let pusher = {
-        let (stop, acked, sent, token) = (stop.clone(), acked.clone(), sent.clone(), token.clone());
+        let (stop, token) = (stop.clone(), token.clone());
+        // Returns how many records it sent and the ids acknowledged.
         std::thread::spawn(move || {
-            let mut n = 0u64;
+            let (mut n, mut acked) = (0u64, Vec::new());
             while !stop.load(Ordering::SeqCst) {
                 let (id, line) = fresh_line(n);
                 let port = ports[(n % 2) as usize];
@@ -305,12 +270,12 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
                     Some(&token),
                     &format!("{line}\n"),
                 ) {
-                    acked.lock().unwrap().push(id);
+                    acked.push(id);
                 }
-                sent.fetch_add(1, Ordering::SeqCst);
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
+            (n, acked)
         })
     };
 
@@ -360,7 +325,13 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
         } else {
             // An erasure job, ordered through either node.
             let via = ports[next(2) as usize];
-            jobs.push(order_erasure(via, &token, &format!("subject-{r}"), PER));
+            jobs.push(order_erasure(
+                via,
+                &token,
+                &format!("subject-{r}"),
+                &format!("DSR-subject-{r}"),
+                PER,
+            ));
             next(400)
         };
         std::thread::sleep(Duration::from_millis(delay));
@@ -411,7 +382,7 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::SeqCst);
-    pusher.join().unwrap();
+    let (sent, acked) = pusher.join().unwrap();
 
     let (intents, completed) = intents_and_receipts(&dirs[1], "purge.intent", "receipt.purge");
     assert_eq!(completed, intents, "each purge intent has exactly one receipt");
@@ -447,11 +418,10 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["id"].as_str().map(String::from))
         .collect();
-    let acked = acked.lock().unwrap();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     eprintln!(
         "{} records sent, {} acknowledged, takeovers {:?}",
-        sent.load(Ordering::SeqCst),
+        sent,
         acked.len(),
         takeovers
     );

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cfg, now};
+use common::{assert_deleted_key_entry_caught, cfg, key_gaps, located, now, Located};
 use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::verify::VerifyReport;
 use lethe_vault::Vault;
@@ -153,24 +153,8 @@ fn live_segment(dir: &Path, stream: &str) -> (Part, String, String, u64, u64) {
     panic!("no live segment of 16 records in {stream}");
 }
 
-fn gaps(dir: &Path) -> Vec<(String, String, u64, String)> {
-    let v = open(dir);
-    verify(&v)
-        .unwrap_gaps()
-        .into_iter()
-        .map(|g| (g.tenant, g.stream, g.seq, g.problem))
-        .collect()
-}
-
-trait Gaps {
-    fn unwrap_gaps(self) -> Vec<lethe_vault::verify::Gap>;
-}
-
-impl Gaps for VerifyReport {
-    fn unwrap_gaps(self) -> Vec<lethe_vault::verify::Gap> {
-        assert_eq!(self.gaps_total as usize, self.unexplained_gaps.len());
-        self.unexplained_gaps
-    }
+fn gaps(dir: &Path) -> Vec<Located> {
+    located(verify(&open(dir)))
 }
 
 /// Asserts verify reports exactly the expected locations, each with a
@@ -385,27 +369,7 @@ fn tamper_delete_a_ledger_entry_is_caught_at_that_entry() {
         .unwrap()
         .execute("DELETE FROM ledger WHERE seq=?1", [seq])
         .unwrap();
-    let got = gaps(&c.dir);
-    assert!(
-        got.iter()
-            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("missing")),
-        "{got:#?}"
-    );
-    // The keys it recorded are now keys nobody recorded: each is named.
-    let ids: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_u64().unwrap())
-        .collect();
-    assert!(!ids.is_empty());
-    for id in ids {
-        assert!(
-            got.iter()
-                .any(|g| g.1 == "(keys)" && g.2 == id && g.3.contains("no ledger entry")),
-            "key {id}: {got:#?}"
-        );
-    }
+    assert_deleted_key_entry_caught(&gaps(&c.dir), seq, &body);
 }
 
 /// Turns a live record into a tombstone the way a sweep would (the digests
@@ -773,13 +737,6 @@ fn used_keys(dir: &Path, stream: &str) -> Vec<(i64, String, String, Vec<u64>)> {
     out.sort_by_key(|(_, _, _, seqs)| std::cmp::Reverse(seqs.len()));
     assert!(out.len() >= 2, "two keys in one segment");
     out
-}
-
-/// Gaps that name key `id` (as `(keys)` gaps at it, or at records under it).
-fn key_gaps(got: &[(String, String, u64, String)], id: i64) -> Vec<&(String, String, u64, String)> {
-    got.iter()
-        .filter(|g| (g.1 == "(keys)" && g.2 == id as u64) || g.3.contains(&format!("data key {id}")))
-        .collect()
 }
 
 #[test]

@@ -194,3 +194,38 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A JSON call to a node: (status, body); status 0 when the node did not answer.
+pub fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    match http_as(port, method, path, Some(token), "application/json", body) {
+        Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or_default()),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+/// Previews (expecting `expect` records selected) and orders the erasure
+/// of `subject` of tenant `acme` through the node on `port` under
+/// `ticket`; the job's location.
+pub fn order_erasure(port: u16, token: &str, subject: &str, ticket: &str, expect: usize) -> String {
+    let (status, p) = call(
+        port,
+        "POST",
+        "/v1/tenants/acme/erasures/preview",
+        token,
+        &format!(r#"{{"subjects":["{subject}"]}}"#),
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["preview"]["selected"], expect as u64, "{p}");
+    let (status, job) = call(
+        port,
+        "POST",
+        "/v1/tenants/acme/erasures",
+        token,
+        &format!(
+            r#"{{"preview_id":"{}","reason":"GDPR art. 17","ticket":"{ticket}"}}"#,
+            p["preview_id"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 202, "{job}");
+    format!("/v1/erasures/{}", job["id"].as_str().unwrap())
+}

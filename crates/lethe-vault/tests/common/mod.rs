@@ -131,3 +131,50 @@ pub fn gaps(v: &Vault) -> Vec<String> {
         .map(|g| format!("{}/{} {}: {}", g.tenant, g.stream, g.seq, g.problem))
         .collect()
 }
+
+/// A gap as the tamper suites compare it: (tenant, stream, seq, problem).
+#[allow(dead_code)]
+pub type Located = (String, String, u64, String);
+
+/// The report's unexplained gaps, located; asserts the total agrees.
+#[allow(dead_code)]
+pub fn located(r: lethe_vault::verify::VerifyReport) -> Vec<Located> {
+    assert_eq!(r.gaps_total as usize, r.unexplained_gaps.len());
+    r.unexplained_gaps
+        .into_iter()
+        .map(|g| (g.tenant, g.stream, g.seq, g.problem))
+        .collect()
+}
+
+/// Gaps that name data key `id` (as `(keys)` gaps at it, or at records under it).
+#[allow(dead_code)]
+pub fn key_gaps(got: &[Located], id: i64) -> Vec<&Located> {
+    got.iter()
+        .filter(|g| (g.1 == "(keys)" && g.2 == id as u64) || g.3.contains(&format!("data key {id}")))
+        .collect()
+}
+
+/// Asserts a deleted `key.data_created` entry `seq` (whose body was
+/// `body`) is named missing, and every key it recorded named unrecorded.
+#[allow(dead_code)]
+pub fn assert_deleted_key_entry_caught(got: &[Located], seq: u64, body: &str) {
+    assert!(
+        got.iter()
+            .any(|g| g.1 == "(ledger)" && g.2 == seq && g.3.contains("missing")),
+        "{got:#?}"
+    );
+    let ids: Vec<u64> = serde_json::from_str::<Value>(body).unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert!(
+            got.iter()
+                .any(|g| g.1 == "(keys)" && g.2 == id && g.3.contains("no ledger entry")),
+            "key {id}: {got:#?}"
+        );
+    }
+}
