@@ -6,25 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_deleted_key_entry_caught, cfg, key_gaps, located, now, Located};
+use common::{assert_deleted_key_entry_caught, cfg, key_gaps, located, now, Located, TAMPER_POLICY as POLICY};
 use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::verify::VerifyReport;
 use lethe_vault::Vault;
 use rusqlite::Connection;
-
-/// Delete most streams after 30 days, anonymize LLM requests after 7 (then
-/// delete after 90): both kinds of removal, whole partitions and rows.
-const POLICY: &str = r#"
-[retention.default]
-window = "30d"
-action = "delete"
-
-[[retention.policy]]
-name = "requests-anonymize"
-stream = "requests"
-window = "7d"
-action = "anonymize"
-"#;
 
 fn open(dir: &Path) -> Vault {
     common::open(dir, cfg(POLICY))

@@ -9,22 +9,9 @@
 mod common;
 
 use common::pg::{pg_cfg, Schema};
-use common::{assert_deleted_key_entry_caught, key_gaps, located, now, Located};
+use common::{assert_deleted_key_entry_caught, key_gaps, located, now, Located, TAMPER_POLICY};
 use lethe_vault::synth::{Synth, SynthReader};
 use lethe_vault::Vault;
-
-/// As the embedded suite's policy: whole partitions and rows removed.
-const POLICY: &str = r#"
-[retention.default]
-window = "30d"
-action = "delete"
-
-[[retention.policy]]
-name = "requests-anonymize"
-stream = "requests"
-window = "7d"
-action = "anonymize"
-"#;
 
 /// A swept store on PostgreSQL, clean before the tampering.
 struct Case {
@@ -36,7 +23,7 @@ struct Case {
 fn case(name: &str) -> Case {
     let schema = Schema::new(name);
     let dir = tempfile::tempdir().unwrap();
-    let v = common::open(dir.path(), pg_cfg(&schema, POLICY));
+    let v = common::open(dir.path(), pg_cfg(&schema, TAMPER_POLICY));
     let input = std::io::BufReader::new(SynthReader::new(Synth::new(3, 1500, now(), 45)));
     v.ingest(input, &now, &|_, _| {}).unwrap();
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();

@@ -178,3 +178,19 @@ pub fn assert_deleted_key_entry_caught(got: &[Located], seq: u64, body: &str) {
         );
     }
 }
+
+/// The tamper suites' policy (both backends): delete most streams after
+/// 30 days, anonymize LLM requests after 7 (then
+/// delete after 90): both kinds of removal, whole partitions and rows.
+#[allow(dead_code)]
+pub const TAMPER_POLICY: &str = r#"
+[retention.default]
+window = "30d"
+action = "delete"
+
+[[retention.policy]]
+name = "requests-anonymize"
+stream = "requests"
+window = "7d"
+action = "anonymize"
+"#;
