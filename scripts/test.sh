@@ -81,51 +81,15 @@ done
 export LETHE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 echo "S3 test server (moto) at $LETHE_TEST_S3_ENDPOINT"
 
-# PostgreSQL for the PostgreSQL backend's suites: the server named by
-# LETHE_TEST_PG_URL if set, else the local service (127.0.0.1:5432, user
-# postgres, database test) if it answers, else a private cluster on a free
-# loopback port (installing postgresql-15 when missing), stopped on exit.
-# The tests fail, never skip, when none can be had.
-pg_answers() { psql "$1" -qAtc 'select 1' >/dev/null 2>&1; }
-if ! need psql; then
-  if need apt-get; then
-    apt-get update -qq && apt-get install -y -qq postgresql-15
-  else
-    echo "error: the PostgreSQL suites need psql and a server (Debian: apt-get install postgresql-15)" >&2
-    exit 1
-  fi
-fi
-pg_pid_dir=""
-if [ -n "${LETHE_TEST_PG_URL:-}" ]; then
-  pg_answers "$LETHE_TEST_PG_URL" || { echo "error: LETHE_TEST_PG_URL does not answer" >&2; exit 1; }
-elif pg_answers "postgres://postgres@127.0.0.1:5432/test"; then
-  export LETHE_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/test"
-else
-  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-  if [ -z "$pgbin" ]; then
-    if need apt-get; then apt-get update -qq && apt-get install -y -qq postgresql-15; fi
-    pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-  fi
-  [ -n "$pgbin" ] || { echo "error: no PostgreSQL server binaries (apt-get install postgresql-15)" >&2; exit 1; }
-  pg_pid_dir=$(mktemp -d /tmp/lethe-pg.XXXXXX)
-  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-  [ "$(id -u)" = 0 ] && chown postgres "$pg_pid_dir"
-  as_pg "$pgbin/initdb" -D "$pg_pid_dir/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
-  as_pg "$pgbin/pg_ctl" -D "$pg_pid_dir/data" -l "$pg_pid_dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories=$pg_pid_dir -c max_connections=300" start >/dev/null
-  psql "postgres://postgres@127.0.0.1:$pgport/postgres" -qc 'create database test'
-  export LETHE_TEST_PG_URL="postgres://postgres@127.0.0.1:$pgport/test"
-fi
+# PostgreSQL for the PostgreSQL backend's suites (plain and TLS-only).
 stop_all() {
   kill $moto_pid 2>/dev/null || true
-  if [ -n "$pg_pid_dir" ]; then
-    as_pg "$pgbin/pg_ctl" -D "$pg_pid_dir/data" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$pg_pid_dir"
-  fi
+  if declare -F pg_stop_all >/dev/null; then pg_stop_all; fi
 }
 trap stop_all EXIT
-echo "PostgreSQL for the tests at $LETHE_TEST_PG_URL"
+# shellcheck source=scripts/test-postgres.sh
+. scripts/test-postgres.sh
+echo "PostgreSQL for the tests at $LETHE_TEST_PG_URL, TLS-only at $LETHE_TEST_PG_TLS_URL"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -194,6 +194,7 @@ impl Vault {
                     url: url.clone(),
                     schema: config.store.schema.clone(),
                     pool_size: config.store.pool_size,
+                    ca_file: config.store.ca_file.as_ref().map(|f| data_dir.join(f)),
                 };
                 Arc::new(lethe_store::postgres::PgStore::open(&opts, span)?)
             }

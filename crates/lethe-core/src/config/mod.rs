@@ -237,6 +237,12 @@ pub struct StoreConfig {
     /// job lock and the leader election hold one more each).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Certificates (PEM) trusted for the PostgreSQL server's, beside the
+    /// system's, when `url` asks for TLS with `sslmode=require` (which
+    /// Lethe verifies as libpq's `verify-full`: chain and host name).
+    /// Relative paths are under the data directory.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Time span of one partition (a multiple of an hour dividing a day, or whole days).
     #[serde(default = "default_partition")]
     pub partition: Window,
@@ -420,6 +426,7 @@ impl Default for StoreConfig {
             url: None,
             schema: default_pg_schema(),
             pool_size: default_pool_size(),
+            ca_file: None,
             partition: default_partition(),
             ingest_batch: default_batch(),
             compress_personal: true,

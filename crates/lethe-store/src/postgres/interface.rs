@@ -91,8 +91,7 @@ impl Store for PgStore {
     }
 
     fn try_lead(&self) -> Result<Option<Box<dyn crate::Lease>>> {
-        let lease =
-            super::job_lock::PgLease::try_take(&self.pool.clone_config(), super::lock_key(&self.schema, "leader"))?;
+        let lease = super::job_lock::PgLease::try_take(self.pool.connector(), super::lock_key(&self.schema, "leader"))?;
         Ok(lease.map(|l| Box::new(l) as Box<dyn crate::Lease>))
     }
 

@@ -9,12 +9,13 @@ use std::thread::ThreadId;
 
 use postgres::Client;
 
-use super::{db, pool};
+use super::connector::Connector;
+use super::db;
 use crate::Result;
 
 /// The lock and who holds it in this process.
 pub(super) struct JobLock {
-    config: (postgres::Config, String),
+    connector: Connector,
     key: i64,
     /// The holding thread, how many guards it has, and the connection the
     /// advisory lock is held on.
@@ -26,9 +27,9 @@ pub(super) struct JobLock {
 pub(super) struct JobGuard<'a>(&'a JobLock);
 
 impl JobLock {
-    pub(super) fn new(config: (postgres::Config, String), key: i64) -> Self {
+    pub(super) fn new(connector: Connector, key: i64) -> Self {
         JobLock {
-            config,
+            connector,
             key,
             holder: Mutex::new(None),
             released: Condvar::new(),
@@ -54,7 +55,7 @@ impl JobLock {
             *h = Some((me, 1, None));
         }
         let locked = (|| -> Result<Client> {
-            let mut c = pool::connect(&self.config.0, &self.config.1)?;
+            let mut c = self.connector.connect()?;
             c.execute("SELECT pg_advisory_lock($1)", &[&self.key]).map_err(db)?;
             Ok(c)
         })();
@@ -101,8 +102,8 @@ pub(super) struct PgLease {
 
 impl PgLease {
     /// Takes the lease `key` if no other session holds it.
-    pub(super) fn try_take(config: &(postgres::Config, String), key: i64) -> Result<Option<PgLease>> {
-        let mut c = pool::connect(&config.0, &config.1)?;
+    pub(super) fn try_take(connector: &Connector, key: i64) -> Result<Option<PgLease>> {
+        let mut c = connector.connect()?;
         // A peer that vanishes without closing its connection (a network
         // partition) is noticed by the server within ~25 s.
         c.batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")

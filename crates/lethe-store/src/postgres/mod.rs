@@ -20,6 +20,7 @@
 mod append;
 mod catalog;
 mod chain;
+mod connector;
 mod filters;
 mod interface;
 mod job_lock;
@@ -78,6 +79,9 @@ pub struct PgOptions {
     /// Connections this process opens at most (the job lock's and the
     /// leader's dedicated connections come on top).
     pub pool_size: usize,
+    /// Certificates (PEM) trusted for the server's, beside the system's,
+    /// when the URL asks for TLS (`sslmode=require`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The PostgreSQL store.
@@ -141,17 +145,14 @@ impl PgStore {
     /// bucket being dropped, a restoration being loaded by a node that is
     /// gone).
     pub fn open(opts: &PgOptions, span_secs: u64) -> Result<PgStore> {
-        let config: postgres::Config = opts
-            .url
-            .parse()
-            .map_err(|e| StoreError::Misuse(format!("store.url is not a PostgreSQL connection string: {e}")))?;
-        let pool = Pool::new(config, opts.schema.clone(), opts.pool_size.max(2));
+        let connector = connector::Connector::new(&opts.url, &opts.schema, opts.ca_file.as_deref())?;
+        let pool = Pool::new(connector, opts.pool_size.max(2));
         {
-            let mut c = pool.connect_raw()?;
+            let mut c = pool.connector().connect_raw()?;
             schema::migrate(&mut c, &opts.schema, span_secs)?;
         }
         let store = PgStore {
-            jobs: job_lock::JobLock::new(pool.clone_config(), lock_key(&opts.schema, "jobs")),
+            jobs: job_lock::JobLock::new(pool.connector().clone(), lock_key(&opts.schema, "jobs")),
             pool,
             loading: Default::default(),
             filters: Default::default(),

@@ -4,15 +4,14 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-use super::{db, quote_ident};
+use super::connector::Connector;
 use crate::Result;
 
 /// A bounded set of connections to one schema.
 pub(super) struct Pool {
-    config: postgres::Config,
-    schema: String,
+    connector: Connector,
     size: usize,
     state: Mutex<State>,
     freed: Condvar,
@@ -31,10 +30,9 @@ pub(super) struct Conn<'a> {
 }
 
 impl Pool {
-    pub(super) fn new(config: postgres::Config, schema: String, size: usize) -> Pool {
+    pub(super) fn new(connector: Connector, size: usize) -> Pool {
         Pool {
-            config,
-            schema,
+            connector,
             size,
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -44,16 +42,10 @@ impl Pool {
         }
     }
 
-    /// The connection settings and schema, for a dedicated connection made
-    /// outside the pool.
-    pub(super) fn clone_config(&self) -> (postgres::Config, String) {
-        (self.config.clone(), self.schema.clone())
-    }
-
-    /// A new connection outside the pool, its search path not yet set
-    /// (the schema may not exist yet).
-    pub(super) fn connect_raw(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(db)
+    /// How connections are made, for a dedicated connection made outside
+    /// the pool.
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// A connection of the pool, waiting while `size` are in use.
@@ -73,7 +65,7 @@ impl Pool {
             if st.open < self.size {
                 st.open += 1;
                 drop(st);
-                return match connect(&self.config, &self.schema) {
+                return match self.connector.connect() {
                     Ok(c) => Ok(Conn {
                         pool: self,
                         client: Some(c),
@@ -89,17 +81,6 @@ impl Pool {
             st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
-}
-
-/// Connects and points the connection at `schema`.
-pub(super) fn connect(config: &postgres::Config, schema: &str) -> Result<Client> {
-    let mut c = config.connect(NoTls).map_err(db)?;
-    c.batch_execute(&format!(
-        "SET search_path TO {}; SET application_name TO 'lethe'",
-        quote_ident(schema)
-    ))
-    .map_err(db)?;
-    Ok(c)
 }
 
 impl Deref for Conn<'_> {

@@ -11,7 +11,7 @@ use lethe_core::{Classification, StreamId, TenantId};
 use postgres::types::ToSql;
 use postgres::Client;
 
-use super::{db, lock_key, pool, PgStore};
+use super::{db, lock_key, PgStore};
 use crate::{NewRecord, RecordQuery, Restoration, Result, Selection, StoreError, StoredRecord};
 
 /// Restorations this process is loading: each with the connection that
@@ -57,8 +57,7 @@ impl PgStore {
         expires_us: i64,
         note: &str,
     ) -> Result<i64> {
-        let (config, schema) = self.pool.clone_config();
-        let mut loader = pool::connect(&config, &schema)?;
+        let mut loader = self.pool.connector().connect()?;
         // The row, the lock and the table come together: another node's
         // repair skips a restoration whose lock it cannot take.
         let mut tx = loader.transaction().map_err(db)?;

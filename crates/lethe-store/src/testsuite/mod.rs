@@ -167,6 +167,7 @@ impl PgHarness {
             url: self.url.clone(),
             schema: format!("{}_{n}", self.base),
             pool_size: 4,
+            ca_file: None,
         }
     }
 }
