@@ -7,43 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// `n` synthetic records with client ids (so a rerun deduplicates), event
-/// times in the `days` before `now` — a later `now` than the store's data
-/// makes every batch open partitions of days the store has not seen.
-fn input_at(dir: &Path, name: &str, n: u64, seed: u64, now: &str, days: u32) -> PathBuf {
-    input_of(dir, name, n, seed, now, days, None)
-}
-
-/// As [`input_at`], over `tenants` tenants `t0001`… when given.
-fn input_of(dir: &Path, name: &str, n: u64, seed: u64, now: &str, days: u32, tenants: Option<u32>) -> PathBuf {
-    let t = lethe_core::record::parse_ts(now).unwrap();
-    let mut s = lethe_vault::synth::Synth::new(seed, n, t, days);
-    if let Some(k) = tenants {
-        s = s.with_tenants(k);
-    }
-    let mut out = String::new();
-    let mut line = String::new();
-    let mut i = 0u64;
-    while {
-        line.clear();
-        s.next_line(&mut line)
-    } {
-        out.push_str(&format!(
-            "{{\"id\":\"00000000-{seed:04x}-7000-8000-{i:012}\",{}\n",
-            &line[1..]
-        ));
-        i += 1;
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, out).unwrap();
-    p
-}
 
 /// Entries in the ledger of the store in `dir`.
 fn ledger_len(dir: &Path) -> usize {
@@ -51,58 +19,6 @@ fn ledger_len(dir: &Path) -> usize {
         .as_array()
         .unwrap()
         .len()
-}
-
-/// A tiny deterministic generator for kill times.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, m: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % m.max(1)
-    }
-}
-
-/// Every command still opens the store and reads it.
-fn still_opens(w: &Path, what: &str) {
-    let o = run(lethe(w).args(["stats", "--json"]));
-    assert!(
-        o.status.success(),
-        "{what}: stats: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    for t in ["acme", "globex"] {
-        let o = run(lethe(w).args(["logs", "--tenant", t, "--json", "--limit", "50"]));
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{what}: logs: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-/// Every command still opens the store; `verify` finds nothing but records
-/// an interrupted ingest did not seal yet.
-fn still_opens_and_verifies(w: &Path, what: &str) {
-    still_opens(w, what);
-    let o = run(lethe(w).args(["verify", "--json"]));
-    assert!(
-        matches!(o.status.code(), Some(0 | 5)),
-        "{what}: verify ran: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    for g in json(&o)["unexplained_gaps"].as_array().unwrap() {
-        assert!(
-            g["problem"]
-                .as_str()
-                .unwrap()
-                .contains("not under any signed checkpoint"),
-            "{what}: {g:#}"
-        );
-    }
 }
 
 #[test]
@@ -156,17 +72,6 @@ fn an_ingest_into_a_store_with_data_killed_at_random_moments_loses_no_committed_
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(count(&w), want);
     verifies_with_one_receipt_per_intent(&w, "after the kills");
-}
-
-/// Starts `lethe` in `w` with `args`, output discarded.
-fn spawn(w: &Path, args: &[&str]) -> Child {
-    lethe(w)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
