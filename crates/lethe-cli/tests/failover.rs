@@ -290,19 +290,7 @@ fn leaders_killed_at_random_moments_of_sweeps_and_erasure_jobs_lose_nothing_ackn
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    // Moments differ from run to run; the seed is printed so a failure can
-    // be replayed (LETHE_TEST_SEED).
-    let seed = std::env::var("LETHE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("kill moments from LETHE_TEST_SEED={seed}");
+    let seed = kill_seed();
     let mut rng = seed;
     let mut next = |m: u64| {
         rng ^= rng << 13;

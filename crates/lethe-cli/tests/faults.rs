@@ -102,32 +102,7 @@ fn ingest_purge_cleanup_and_verify_at_once_killed_at_random_converge_and_verify(
             j.wait().unwrap();
         }
         let what = format!("round {round}");
-        // A killed purge or cleanup leaves its intent for the next run to
-        // finish (verify names it until then): here only opening is checked;
-        // everything is verified once the runs are finished below.
-        still_opens(&w, &what);
-        // Finishing: the ingest, the purge and the cleanup run again.
-        assert!(run(lethe(&w).arg("ingest").arg(&new)).status.success(), "{what}");
-        let o = run(lethe(&w).args(&purge));
-        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
-        assert!(
-            run(lethe(&w).args(["cleanup", "--now", NOW])).status.success(),
-            "{what}"
-        );
-        verifies_with_one_receipt_per_intent(&w, &what);
-        let (intents, receipts) = intents_and_receipts(&w, "purge.intent", "receipt.purge");
-        assert_eq!(intents, receipts, "{what}: one receipt per purge intent");
-        // What is left of the subject (records that arrived after its
-        // erasure) is readable: never stored under the destroyed key.
-        let o = run(lethe(&w).args(["logs", "--tenant", "acme", "--subject", subject, "--json"]));
-        assert!(o.status.success());
-        for l in String::from_utf8(o.stdout).unwrap().lines() {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert!(
-                v.get("erased").is_none(),
-                "{what}: a live record under a destroyed key: {v}"
-            );
-        }
+        finishes_after_kills(&w, &new, &purge, subject, &what);
     }
 }
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 /// A schema of its own for one test, dropped at the start and the end.
 struct Schema(String);
@@ -50,21 +49,6 @@ fn pg_workdir(dir: &Path, name: &str, schema: &Schema, inp: Option<&Path>) -> Pa
     w
 }
 
-/// The kill-time generator's seed: `LETHE_TEST_SEED`, else the clock; printed.
-fn seed() -> u64 {
-    let seed = std::env::var("LETHE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill times from seed {seed} (LETHE_TEST_SEED={seed} replays)");
-    seed
-}
-
 #[test]
 fn an_ingest_into_a_postgresql_store_with_data_killed_at_random_moments_loses_no_committed_record() {
     let d = tempfile::tempdir().unwrap();
@@ -77,7 +61,7 @@ fn an_ingest_into_a_postgresql_store_with_data_killed_at_random_moments_loses_no
     let full = started.elapsed().as_millis() as u64;
     let want = count(&reference);
     let w = pg_workdir(d.path(), "w", &sw, Some(&old));
-    let mut rng = Lcg(seed());
+    let mut rng = Lcg(kill_seed());
     let mut last = count(&w);
     // Kills spread over the whole run, each on the store the one before left.
     for k in 0..6 {
@@ -108,7 +92,7 @@ fn ingest_purge_cleanup_and_verify_at_once_on_postgresql_killed_at_random_conver
     let subject = "user-000001";
     let mut purge = purge_args("acme", subject, "DSR-9");
     purge.push("--yes");
-    let mut rng = Lcg(seed());
+    let mut rng = Lcg(kill_seed());
     for round in 0..2 {
         let schema = Schema::new(&format!("r{round}"));
         let w = pg_workdir(d.path(), &format!("r{round}"), &schema, Some(&old));
@@ -131,29 +115,6 @@ fn ingest_purge_cleanup_and_verify_at_once_on_postgresql_killed_at_random_conver
             j.wait().unwrap();
         }
         let what = format!("round {round} (killed {killed:?} of ingest, purge, cleanup, verify)");
-        // A killed purge or cleanup leaves its intent for the next run to
-        // finish (verify names it until then).
-        still_opens(&w, &what);
-        assert!(run(lethe(&w).arg("ingest").arg(&new)).status.success(), "{what}");
-        let o = run(lethe(&w).args(&purge));
-        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
-        assert!(
-            run(lethe(&w).args(["cleanup", "--now", NOW])).status.success(),
-            "{what}"
-        );
-        verifies_with_one_receipt_per_intent(&w, &what);
-        let (intents, receipts) = intents_and_receipts(&w, "purge.intent", "receipt.purge");
-        assert_eq!(intents, receipts, "{what}: one receipt per purge intent");
-        // What is left of the subject (records that arrived after its
-        // erasure) is readable: never stored under the destroyed key.
-        let o = run(lethe(&w).args(["logs", "--tenant", "acme", "--subject", subject, "--json"]));
-        assert!(o.status.success());
-        for l in String::from_utf8(o.stdout).unwrap().lines() {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert!(
-                v.get("erased").is_none(),
-                "{what}: a live record under a destroyed key: {v}"
-            );
-        }
+        finishes_after_kills(&w, &new, &purge, subject, &what);
     }
 }
