@@ -37,12 +37,14 @@ pg_server_bin() {
 }
 
 # pg_private_cluster DIR PORT [postgres -c options...]: initdb and start.
+# With PG_HBA set, its text replaces pg_hba.conf before the first start.
 pg_private_cluster() {
   local dir=$1 port=$2
   shift 2
   [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
   as_pg "$pgbin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
   pg_dirs+=("$dir")
+  if [ -n "${PG_HBA:-}" ]; then printf '%s\n' "$PG_HBA" | as_pg tee "$dir/data/pg_hba.conf" >/dev/null; fi
   as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
     -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir $*" start >/dev/null
 }
@@ -85,17 +87,11 @@ else
       -extfile server.ext -out server.crt 2>/dev/null
     chmod 600 server.key
   )
-  pg_private_cluster "$pgdir" "$pgport" -c max_connections=50 -c ssl=on \
-    -c ssl_cert_file="$pgdir/server.crt" -c ssl_key_file="$pgdir/server.key"
   # Only TLS from the network: a plaintext connection is refused, so a test
   # that connects at all has used TLS.
-  as_pg tee "$pgdir/data/pg_hba.conf" >/dev/null <<HBA
-local all all trust
-hostssl all all 127.0.0.1/32 trust
-host all all 127.0.0.1/32 reject
-HBA
-  as_pg "$pgbin/pg_ctl" -D "$pgdir/data" reload >/dev/null
-  sleep 0.5
+  PG_HBA=$'local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject' \
+    pg_private_cluster "$pgdir" "$pgport" -c max_connections=50 -c ssl=on \
+    -c ssl_cert_file="$pgdir/server.crt" -c ssl_key_file="$pgdir/server.key"
   psql "postgres://postgres@127.0.0.1:$pgport/postgres?sslmode=require" -qc 'create database test'
   export LETHE_TEST_PG_TLS_URL="postgres://postgres@127.0.0.1:$pgport/test?sslmode=require"
   export LETHE_TEST_PG_TLS_CA="$pgdir/ca.crt"

@@ -75,7 +75,7 @@ impl Node {
 
 fn pg_config(schema: &str) -> String {
     let url = lethe_store::testsuite::test_pg_url();
-    format!("{POLICY}backend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n[server]\nleader_check = \"1s\"\n")
+    format!("{}[server]\nleader_check = \"1s\"\n", pg_store_config(&url, schema))
 }
 
 fn drop_schema(schema: &str) {

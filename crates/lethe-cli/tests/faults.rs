@@ -55,23 +55,8 @@ fn an_ingest_into_a_store_with_data_killed_at_random_moments_loses_no_committed_
     let full = started.elapsed().as_millis() as u64;
     let want = count(&reference);
     let w = workdir(d.path(), "w", Some(&old));
-    let mut rng = Lcg(12);
-    let mut last = count(&w);
     // Kills spread over the whole run, each on the store the one before left.
-    for k in 0..6 {
-        let at = 5 + rng.next(full);
-        kill_after(lethe(&w).arg("ingest").arg(&new), at);
-        let what = format!("kill {k} after {at} ms of a {full} ms run");
-        still_opens_and_verifies(&w, &what);
-        let now = count(&w);
-        assert!(now >= last, "{what}: committed records never go away ({last} → {now})");
-        assert_eq!((now - 3000) % 500, 0, "{what}: batches are whole ({now})");
-        last = now;
-    }
-    let o = run(lethe(&w).arg("ingest").arg(&new).arg("--json"));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(count(&w), want);
-    verifies_with_one_receipt_per_intent(&w, "after the kills");
+    ingest_killed_at_random_loses_nothing(&w, &new, 3000, full, want, &mut Lcg(12));
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn tls_server() -> (String, String) {
 /// A store configuration on the TLS server, in its own schema.
 fn tls_config(url: &str, ca_file: Option<&str>, schema: &str) -> String {
     let ca = ca_file.map(|f| format!("ca_file = \"{f}\"\n")).unwrap_or_default();
-    format!("{POLICY}backend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n{ca}")
+    format!("{}{ca}", pg_store_config(url, schema))
 }
 
 /// Drops a test schema on the TLS server (psql, which `scripts/test.sh`

@@ -11,7 +11,7 @@
 //! `prefer` that silently fell back to plaintext on a certificate problem
 //! would be worse than saying plainly which one was asked for.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use postgres::config::SslMode;
@@ -105,8 +105,7 @@ fn tls_setup(ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
 
 /// The certificates of a PEM file, refused when it holds none.
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let owned: PathBuf = path.to_path_buf();
-    let certs = CertificateDer::pem_file_iter(&owned)
+    let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| StoreError::Misuse(format!("store.ca_file {}: {e}", path.display())))?;
     if certs.is_empty() {

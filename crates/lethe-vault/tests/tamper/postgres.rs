@@ -15,6 +15,9 @@ use crate::common::{self, TAMPER_POLICY};
 pub struct PgTarget {
     schema: Schema,
     dir: tempfile::TempDir,
+    /// The tamperer's one connection (autocommit: each act is committed
+    /// when it returns).
+    client: std::cell::RefCell<postgres::Client>,
 }
 
 impl PgTarget {
@@ -25,11 +28,12 @@ impl PgTarget {
             common::open(dir.path(), pg_cfg(&schema, TAMPER_POLICY)),
             SWEPT_RECORDS_PG,
         ));
-        PgTarget { schema, dir }
+        let client = std::cell::RefCell::new(schema.client());
+        PgTarget { schema, dir, client }
     }
 
-    fn sql(&self) -> postgres::Client {
-        self.schema.client()
+    fn sql(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        self.client.borrow_mut()
     }
 
     fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> u64 {
