@@ -134,6 +134,12 @@ impl PgStore {
 
 /// Leaf hashes of `first..=last` of a chain from the rows that hold them
 /// (`None` where no row does), via the segments.
+///
+/// The rows are read from the child tables of the partitions whose
+/// segments overlap the range, in one statement: a query on the
+/// partitioned parent would plan (and scan) every bucket of the store —
+/// ~0.1 s each time with a year of daily buckets, and a sweep asks for the
+/// edges of every chain it cuts.
 pub(super) fn leaves_in(
     c: &mut impl GenericClient,
     tenant: &str,
@@ -141,26 +147,68 @@ pub(super) fn leaves_in(
     first: u64,
     last: u64,
 ) -> Result<Vec<Option<Hash>>> {
-    let mut out = vec![None; (last + 1 - first) as usize];
-    let rows = c
-        .query(
-            &format!(
-                "SELECT {} FROM records r JOIN partitions p ON r.bucket = p.bucket AND r.part = p.id
-                 WHERE p.tenant=$1 AND p.stream=$2 AND r.seq BETWEEN $3 AND $4 ORDER BY r.seq",
-                columns_of("r")
-            ),
-            &[&tenant, &stream, &(first as i64), &(last as i64)],
-        )
-        .map_err(db)?;
-    for r in &rows {
-        let row = raw_row(r);
-        let leaf = row
-            .leaf(tenant, stream)
-            .map_err(|e| StoreError::Corrupt(format!("record {} of {tenant}/{stream}: {e}", row.seq)))?;
-        out[(row.seq - first) as usize] = Some(leaf);
+    // A partition listed may be dropped by another node's expiry before
+    // its table is read: its rows are gone then, and a fresh list says so.
+    for _ in 0..8 {
+        if let Some(out) = leaves_once(c, tenant, stream, first, last)? {
+            return Ok(out);
+        }
     }
-    Ok(out)
+    Err(StoreError::Backend {
+        source: "partitions kept being dropped while their leaves were read".into(),
+        retryable: true,
+    })
 }
+
+/// One attempt of [`leaves_in`]; `None` when a table it listed was gone.
+fn leaves_once(
+    c: &mut impl GenericClient,
+    tenant: &str,
+    stream: &str,
+    first: u64,
+    last: u64,
+) -> Result<Option<Vec<Option<Hash>>>> {
+    let (lo, hi) = (first as i64, last as i64);
+    let parts: Vec<(i64, i64)> = c
+        .query(
+            "SELECT DISTINCT p.bucket, p.id FROM segments s JOIN partitions p ON p.id = s.partition_id
+             WHERE s.tenant=$1 AND s.stream=$2 AND s.last_seq >= $3 AND s.first_seq <= $4",
+            &[&tenant, &stream, &lo, &hi],
+        )
+        .map_err(db)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut out = vec![None; (last + 1 - first) as usize];
+    for chunk in parts.chunks(LEAF_CHUNK) {
+        let sql = chunk
+            .iter()
+            .map(|(bucket, id)| {
+                format!(
+                    "SELECT {COLUMNS} FROM {} WHERE part = {id} AND seq BETWEEN $1 AND $2",
+                    super::bucket_table(*bucket)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let rows = match c.query(&sql, &[&lo, &hi]) {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
+            Err(e) => return Err(db(e)),
+        };
+        for r in &rows {
+            let row = raw_row(r);
+            let leaf = row
+                .leaf(tenant, stream)
+                .map_err(|e| StoreError::Corrupt(format!("record {} of {tenant}/{stream}: {e}", row.seq)))?;
+            out[(row.seq - first) as usize] = Some(leaf);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Partitions read by one statement of [`leaves_in`].
+const LEAF_CHUNK: usize = 256;
 
 /// A chain's segments in sequence order (those overlapping `within`, when given).
 pub(super) fn segments_of(
