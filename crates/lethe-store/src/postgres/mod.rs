@@ -34,6 +34,8 @@ mod selection;
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
+use std::collections::HashMap;
+
 use lethe_core::policy::GroupKey;
 use lethe_core::{Classification, StreamId, TenantId};
 use postgres::GenericClient;
@@ -187,26 +189,28 @@ impl PgStore {
         rows.iter().map(Part::from_row).collect()
     }
 
-    /// A partition's groups with their counts.
-    fn groups_of(c: &mut impl GenericClient, part: i64) -> Result<Vec<PartGroup>> {
+    /// The groups with their counts of each of `parts`, in one statement
+    /// (a sweep plans thousands of partitions; a round trip each added up).
+    fn groups_of_parts(c: &mut impl GenericClient, parts: &[i64]) -> Result<HashMap<i64, Vec<PartGroup>>> {
         let rows = c
             .query(
-                "SELECT scope, class, records, deleted FROM partition_groups WHERE partition_id=$1 ORDER BY scope, class",
-                &[&part],
+                "SELECT partition_id, scope, class, records, deleted FROM partition_groups
+                 WHERE partition_id = ANY($1) ORDER BY partition_id, scope, class",
+                &[&parts],
             )
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let class: i16 = r.get(1);
-                Ok(PartGroup {
-                    scope: r.get(0),
-                    class: Classification::from_code(class as u8)
-                        .ok_or_else(|| StoreError::Corrupt(format!("classification code {class}")))?,
-                    records: r.get::<_, i64>(2) as u64,
-                    deleted: r.get::<_, i64>(3) as u64,
-                })
-            })
-            .collect()
+        let mut out: HashMap<i64, Vec<PartGroup>> = HashMap::new();
+        for r in &rows {
+            let class: i16 = r.get(2);
+            out.entry(r.get(0)).or_default().push(PartGroup {
+                scope: r.get(1),
+                class: Classification::from_code(class as u8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("classification code {class}")))?,
+                records: r.get::<_, i64>(3) as u64,
+                deleted: r.get::<_, i64>(4) as u64,
+            });
+        }
+        Ok(out)
     }
 
     /// A chain's committed head (0 when it has none).
@@ -219,15 +223,18 @@ impl PgStore {
         .map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
-    /// Bytes a bucket's table occupies (with its indexes and TOAST).
-    fn bucket_bytes(c: &mut impl GenericClient, bucket: i64) -> Result<u64> {
-        let r = c
-            .query_one(
-                "SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)",
-                &[&bucket_table(bucket)],
+    /// Bytes on disk of each of `buckets`' tables (with their indexes and
+    /// TOAST; 0 for a table already gone), in one statement.
+    fn bucket_bytes(c: &mut impl GenericClient, buckets: &[i64]) -> Result<HashMap<i64, u64>> {
+        let tables: Vec<String> = buckets.iter().map(|&b| bucket_table(b)).collect();
+        let rows = c
+            .query(
+                "SELECT b, coalesce(pg_total_relation_size(to_regclass(t)), 0)
+                 FROM unnest($1::bigint[], $2::text[]) AS u(b, t)",
+                &[&buckets, &tables],
             )
             .map_err(db)?;
-        Ok(r.get::<_, i64>(0) as u64)
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
     }
 }
 

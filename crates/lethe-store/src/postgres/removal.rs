@@ -39,16 +39,22 @@ impl PgStore {
         for (p, _, _) in &work.drops {
             *dropped_in.entry(p.bucket).or_default() += 1;
         }
-        let mut freed: HashMap<i64, u64> = HashMap::new();
-        for (bucket, n) in dropped_in {
-            let sharers: i64 = c
-                .query_one("SELECT count(*) FROM partitions WHERE bucket=$1", &[&bucket])
-                .map_err(db)?
-                .get(0);
-            if sharers as usize == n {
-                freed.insert(bucket, Self::bucket_bytes(&mut *c, bucket)?);
-            }
-        }
+        let touched: Vec<i64> = dropped_in.keys().copied().collect();
+        let sharers: HashMap<i64, i64> = c
+            .query(
+                "SELECT bucket, count(*) FROM partitions WHERE bucket = ANY($1) GROUP BY bucket",
+                &[&touched],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let emptied: Vec<i64> = dropped_in
+            .iter()
+            .filter(|(b, n)| sharers.get(b).copied().unwrap_or(0) as usize == **n)
+            .map(|(b, _)| *b)
+            .collect();
+        let mut freed = Self::bucket_bytes(&mut *c, &emptied)?;
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
         let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
         for (p, items, groups) in &work.drops {
@@ -287,26 +293,25 @@ impl PgStore {
     /// Detaches the tables of `ids` still attached (finishing a detach a
     /// dead node left pending) and returns the bytes they occupy.
     fn detach_all(c: &mut impl GenericClient, ids: &[i64]) -> Result<u64> {
-        let mut freed = 0;
-        for &id in ids {
-            let table = bucket_table(id);
-            freed += Self::bucket_bytes(c, id)?;
-            let attached = c
-                .query_opt(
-                    "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)",
-                    &[&table],
-                )
-                .map_err(db)?;
-            match attached.map(|r| r.get::<_, bool>(0)) {
+        let freed = Self::bucket_bytes(c, ids)?.values().sum();
+        let tables: Vec<String> = ids.iter().map(|&id| bucket_table(id)).collect();
+        let attached = c
+            .query(
+                "SELECT t, i.inhdetachpending FROM unnest($1::text[]) AS t
+                 JOIN pg_inherits i ON i.inhrelid = to_regclass(t) ORDER BY t",
+                &[&tables],
+            )
+            .map_err(db)?;
+        for r in &attached {
+            let table: String = r.get(0);
+            if r.get::<_, bool>(1) {
                 // Interrupted part way (a node died): finish it.
-                Some(true) => c
-                    .batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} FINALIZE"))
-                    .map_err(db)?,
+                c.batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} FINALIZE"))
+                    .map_err(db)?;
+            } else {
                 // Concurrently: readers and writers of other buckets go on.
-                Some(false) => c
-                    .batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} CONCURRENTLY"))
-                    .map_err(db)?,
-                None => {}
+                c.batch_execute(&format!("ALTER TABLE records DETACH PARTITION {table} CONCURRENTLY"))
+                    .map_err(db)?;
             }
         }
         Ok(freed)
@@ -322,8 +327,10 @@ impl PgStore {
         for tenant in tenants {
             let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
             let parts = Self::parts_where(c, "tenant=$1 ORDER BY stream, start_us", &[&tenant.as_str()])?;
+            let ids: Vec<i64> = parts.iter().map(|p| p.id).collect();
+            let mut groups_of = Self::groups_of_parts(c, &ids)?;
             for p in parts {
-                let groups = Self::groups_of(c, p.id)?;
+                let groups = groups_of.remove(&p.id).unwrap_or_default();
                 let held_by: Vec<&HoldScope> = holds
                     .iter()
                     .copied()
