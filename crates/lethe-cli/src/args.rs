@@ -278,6 +278,10 @@ pub struct PurgeArgs {
     /// Purge what is not held and report what was skipped (instead of refusing).
     #[arg(long)]
     pub skip_held: bool,
+    /// Search every partition in range for the subjects, not only those the
+    /// subject filters name (when `verify` reports a filter that misses one).
+    #[arg(long)]
+    pub exhaustive: bool,
     /// Show the preview and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -788,6 +788,14 @@ pub trait Store: Send + Sync {
     /// head are expected there).
     fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>>;
 
+    /// Of `pseudonyms` (subjects of records stored in `partition`), those
+    /// the partition's subject filter says it cannot hold — empty when the
+    /// filter names them all, or when the partition has no usable filter
+    /// (then every subject lookup searches it anyway). What `verify` uses to
+    /// check the index erasures find their rows through: a filter that
+    /// misses a subject would hide that subject's records from an erasure.
+    fn filter_misses(&self, partition: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>>;
+
     /// A stored Merkle subtree head: `level` 8 and every 4th level above are
     /// kept for all complete subtrees; lower levels only at the edges of
     /// ranges retention removed.

@@ -98,6 +98,9 @@ struct SealedRequest {
     until_us: Option<i64>,
     anonymize: bool,
     skip_held: bool,
+    /// Absent in requests sealed before it existed.
+    #[serde(default)]
+    exhaustive: bool,
     reason: String,
     ticket: String,
     actor: String,
@@ -114,6 +117,7 @@ impl SealedRequest {
             until_us: r.until_us,
             anonymize: r.anonymize,
             skip_held: r.skip_held,
+            exhaustive: r.exhaustive,
             reason: r.reason.clone(),
             ticket: r.ticket.clone(),
             actor: r.actor.clone(),
@@ -135,6 +139,7 @@ impl SealedRequest {
         r.until_us = self.until_us;
         r.anonymize = self.anonymize;
         r.skip_held = self.skip_held;
+        r.exhaustive = self.exhaustive;
         Ok(r)
     }
 }

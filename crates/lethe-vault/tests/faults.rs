@@ -177,25 +177,45 @@ fn blank_filters(dir: &Path) {
 }
 
 #[test]
-fn a_damaged_subject_filter_fails_the_purges_verification_and_the_rerun_finds_every_record() {
+fn forged_subject_filters_are_named_by_verify_and_an_exhaustive_purge_finds_every_record() {
     let d = tempfile::tempdir().unwrap();
     let v = open(d.path(), cfg(""));
     let lines: Vec<String> = (1..=9).map(|day| line("acme", "alice", day, "x")).collect();
     v.ingest_lines(&lines.iter().map(String::as_str).collect::<Vec<_>>(), now())
         .unwrap();
     blank_filters(d.path());
-    let req = request("acme", &["alice"], "DSR-3");
-    let r = purge(&v, &req).unwrap();
-    assert!(
-        !r.verified,
-        "the filters hid every record: the verification must fail ({r:?})"
-    );
-    assert!(r.verification.contains("9 record(s) left"), "{}", r.verification);
-    // Running the same purge again searches every partition.
-    let r = purge(&v, &req).unwrap();
+    let v = open(d.path(), cfg(""));
+    // The filters hide alice's records from the erasure and from its check
+    // (which goes through them too): only her key goes.
+    let r = purge(&v, &request("acme", &["alice"], "DSR-3")).unwrap();
+    assert_eq!((r.removed, r.keys_destroyed), (0, 1), "{r:?}");
+    // verify names every hidden record, one per partition (one a day).
+    let hidden: Vec<String> = gaps(&v)
+        .into_iter()
+        .filter(|g| g.contains("subject filter does not name"))
+        .collect();
+    assert_eq!(hidden.len(), 9, "{hidden:#?}");
+    // The remedy verify's finding points to: the same erasure, exhaustive.
+    let r = purge(
+        &v,
+        &PurgeRequest {
+            exhaustive: true,
+            ..request("acme", &["alice"], "DSR-3")
+        },
+    )
+    .unwrap();
     assert!(r.verified, "{}", r.verification);
+    assert!(
+        r.verification.contains("every partition in range searched"),
+        "{}",
+        r.verification
+    );
     assert_eq!(r.removed, 9);
     assert!(logs(&v, "acme", Some("alice")).is_empty());
+    assert!(
+        !gaps(&v).iter().any(|g| g.contains("subject filter")),
+        "nothing of alice is left for a filter to hide"
+    );
 }
 
 #[test]

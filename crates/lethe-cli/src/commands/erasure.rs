@@ -28,6 +28,7 @@ pub(super) fn purge(vault: &Vault, a: &PurgeArgs) -> Result<u8> {
         until_us: time_arg("--until", &a.until)?,
         anonymize: a.anonymize,
         skip_held: a.skip_held,
+        exhaustive: a.exhaustive,
         reason: required(
             "--reason",
             &a.reason,

@@ -157,6 +157,11 @@ pub struct ErasureOrder {
     /// instead of refusing with `409`.
     #[serde(default)]
     pub skip_held: bool,
+    /// Search every partition in range for the subjects, not only those the
+    /// subject filters name: the remedy when `verify` reports a filter that
+    /// does not name a subject its partition holds.
+    #[serde(default)]
+    pub exhaustive: bool,
 }
 
 /// Accepts an erasure confirmed against its preview: `202` with
@@ -201,6 +206,7 @@ pub(crate) async fn create(
     req.reason = order.reason;
     req.ticket = order.ticket;
     req.skip_held = order.skip_held;
+    req.exhaustive = order.exhaustive;
     req.actor = caller.actor();
     let a = app.clone();
     let previewed = pending.preview;

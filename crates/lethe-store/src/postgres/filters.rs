@@ -77,6 +77,25 @@ impl FilterCache {
     }
 }
 
+/// See [`crate::Store::filter_misses`]: the filter as the database has it
+/// now, used only if its bits match their checksum (as lookups do).
+pub(super) fn misses(c: &mut impl GenericClient, part: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+    let row = c
+        .query_opt(
+            "SELECT version, bits FROM subject_filters WHERE partition_id=$1",
+            &[&part],
+        )
+        .map_err(db)?;
+    let filter = row.and_then(|r| {
+        let version: i64 = r.get(0);
+        SubjectFilter::from_bytes(r.get(1)).filter(|f| filter::version(f.as_bytes()) == version)
+    });
+    Ok(match filter {
+        Some(f) => pseudonyms.iter().filter(|p| !f.may_contain(p)).copied().collect(),
+        None => Vec::new(),
+    })
+}
+
 /// Adds each partition's new pseudonyms to its filter, inside the append's
 /// transaction, after its rows are written. The caller holds the row locks
 /// of the partitions' chains, so no other writer changes these filters

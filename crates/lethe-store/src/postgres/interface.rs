@@ -62,6 +62,10 @@ impl Store for PgStore {
         PgStore::partitions(self, tenant, stream)
     }
 
+    fn filter_misses(&self, partition: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+        super::filters::misses(&mut *self.conn()?, partition, pseudonyms)
+    }
+
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
         PgStore::merkle_node(self, tenant, stream, level, index)
     }

@@ -52,6 +52,10 @@ impl Store for SqliteStore {
         SqliteStore::partitions(self, tenant, stream)
     }
 
+    fn filter_misses(&self, partition: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+        SqliteStore::filter_misses(self, partition, pseudonyms)
+    }
+
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
         SqliteStore::merkle_node(self, tenant, stream, level, index)
     }

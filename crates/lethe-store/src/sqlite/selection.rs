@@ -168,6 +168,17 @@ impl SqliteStore {
         Ok(inner.filters.get(&part).map(|(_, f)| f))
     }
 
+    /// See [`crate::Store::filter_misses`]: the filter as the catalog has it
+    /// now, used only if its bits match their checksum (as lookups do).
+    pub(super) fn filter_misses(&self, part: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        Ok(match self.subject_filter(inner, part)? {
+            Some(f) => pseudonyms.iter().filter(|p| !f.may_contain(p)).copied().collect(),
+            None => Vec::new(),
+        })
+    }
+
     /// Makes the cache hold version `version` of a partition's filter (or nothing).
     pub(super) fn load_filter(&self, inner: &mut Inner, part: i64, version: Option<i64>) -> Result<()> {
         let Some(v) = version else {

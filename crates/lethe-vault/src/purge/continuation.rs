@@ -22,7 +22,7 @@ use lethe_core::TenantId;
 use lethe_store::{ChainRemoval, Selection};
 use serde::{Deserialize, Serialize};
 
-use super::{PurgeIntent, PENDING_INTENT};
+use super::{PurgeIntent, FAILED, PENDING_INTENT};
 use crate::{Result, Vault, VaultError};
 
 /// Catalog key holding, while a subject purge's intent awaits its receipt,
@@ -98,6 +98,9 @@ pub(super) struct Check {
     pub(super) left: u64,
     /// Records of the selection stored after the bound: not the purge's.
     pub(super) later: u64,
+    /// Searched every partition in range (not only those the subject
+    /// filters name).
+    pub(super) exhaustive: bool,
 }
 
 /// What a continuation did.
@@ -184,15 +187,23 @@ impl Vault {
         })
     }
 
-    /// Checks a purge: `sel` (held to its bound) searched in every
-    /// partition in range — without the subject filters that found the
-    /// rows, so the check does not rely on the index it checks.
-    pub(super) fn check_purge(&self, mut sel: Selection, holds: &[HoldScope]) -> Result<Check> {
-        sel.exhaustive = true;
+    /// Checks a purge: `sel` (held to its bound) searched again, after the
+    /// removal, for anything it was to remove. Through the subject filters
+    /// (as the plan found the rows) — `verify` checks every filter against
+    /// the rows of its partition, so a filter that hides a subject is a
+    /// finding there — or, for a purge whose earlier run's check failed,
+    /// in every partition in range without them.
+    pub(super) fn check_purge(&self, mut sel: Selection, holds: &[HoldScope], fingerprint: &str) -> Result<Check> {
+        sel.exhaustive = sel.exhaustive || self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
         let t = std::time::Instant::now();
         let again = self.store.select(&sel, holds)?;
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "purge: exhaustive verification");
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            exhaustive = sel.exhaustive,
+            "purge: verification"
+        );
         Ok(Check {
+            exhaustive: sel.exhaustive,
             left: again.groups.iter().map(|g| g.records).sum(),
             later: again.later,
         })

@@ -59,6 +59,10 @@ pub struct PurgeRequest {
     pub anonymize: bool,
     /// Purge what is not held and report what was skipped, instead of refusing.
     pub skip_held: bool,
+    /// Find (and check) the subjects' records in every partition in range,
+    /// not only those the subject filters name: the remedy when `verify`
+    /// reports a filter that does not name a subject its partition holds.
+    pub exhaustive: bool,
     /// Why (the authority).
     pub reason: String,
     /// Reference of the request (ticket, case number).
@@ -80,6 +84,7 @@ impl PurgeRequest {
             until_us: None,
             anonymize: false,
             skip_held: false,
+            exhaustive: false,
             reason: reason.into(),
             ticket: ticket.into(),
             actor: actor.into(),
@@ -297,7 +302,7 @@ impl Vault {
         // subject filters that found the rows missed some) is planned again
         // without the filters.
         let mut sel = req.selection(pseudonyms.clone());
-        sel.exhaustive = self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
+        sel.exhaustive = req.exhaustive || self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
         let selected = self.store.select(&sel, &holds)?;
         // Keys: one per subject, destroyed only when the purge covers the
         // subject's whole history and no record of the subject is held.
@@ -503,18 +508,23 @@ impl Vault {
             chains.extend(c.chains);
         }
 
-        // Verification: planned again — without the subject filters that
-        // found the rows, so it does not rely on the index it checks — the
-        // selection finds nothing it was to remove left, and every key the
-        // purge was to destroy reads back destroyed.
+        // Verification: planned again, the selection finds nothing it was
+        // to remove left, and every key the purge was to destroy reads back
+        // destroyed.
         let mut sel = req.selection(plan.pseudonyms.clone());
         sel.stored_up_to = Some(bound);
-        let check = self.check_purge(sel, &plan.holds)?;
+        sel.exhaustive = req.exhaustive;
+        let check = self.check_purge(sel, &plan.holds, &plan.fingerprint)?;
         let keys_left = self.keys_left(&intent.keys)?;
         report.stored_later = check.later;
         report.verified = check.left == 0 && keys_left == 0;
+        let searched = if check.exhaustive || plan.pseudonyms.is_empty() {
+            "every partition in range searched"
+        } else {
+            "every partition the subject filters name searched (verify checks each filter against its partition's rows)"
+        };
         report.verification = format!(
-            "the selection planned again, every partition in range searched, finds {} record(s) left to remove; {keys_left} of {} key(s) still readable",
+            "the selection planned again, {searched}, finds {} record(s) left to remove; {keys_left} of {} key(s) still readable",
             check.left,
             intent.keys.len()
         );
@@ -532,7 +542,7 @@ impl Vault {
         }
         if check.left > 0 {
             report.verification.push_str(
-                "; the subject filters missed records (damaged?): run the same purge again — it searches every partition",
+                "; records it was to remove are still there: run the same purge again — it searches every partition, without the subject filters",
             );
         }
         let salt = (!req.subjects.is_empty()).then(crate::hold::commitment_salt);
@@ -591,18 +601,21 @@ impl Vault {
 /// Identifies a request: same ticket, selection and subjects → same fingerprint.
 fn fingerprint(req: &PurgeRequest, action: Action, pseudonyms: &[[u8; 32]]) -> String {
     let mut fp = Sha256::new();
-    fp.update(
-        serde_json::to_string(&serde_json::json!({
-            "ticket": req.ticket,
-            "tenant": req.tenant.as_str(),
-            "stream": req.stream.as_ref().map(|s| s.to_string()),
-            "scope": req.scope,
-            "since": req.since_us,
-            "until": req.until_us,
-            "action": action,
-        }))
-        .expect("JSON serializes"),
-    );
+    let mut what = serde_json::json!({
+        "ticket": req.ticket,
+        "tenant": req.tenant.as_str(),
+        "stream": req.stream.as_ref().map(|s| s.to_string()),
+        "scope": req.scope,
+        "since": req.since_us,
+        "until": req.until_us,
+        "action": action,
+    });
+    // Only when asked, so that the fingerprints of ordinary purges stay as
+    // they were: an exhaustive rerun of a purge already done is a new run.
+    if req.exhaustive {
+        what["exhaustive"] = true.into();
+    }
+    fp.update(serde_json::to_string(&what).expect("JSON serializes"));
     for p in pseudonyms {
         fp.update(p);
     }

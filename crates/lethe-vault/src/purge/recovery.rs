@@ -90,10 +90,14 @@ impl Vault {
                     chains.extend(c.chains);
                     sel.stored_up_to = Some(c.heads);
                 }
-                Some(self.check_purge(sel, &holds)?)
+                Some(self.check_purge(sel, &holds, &first.fingerprint)?)
             }
         };
-        let (left, later) = check.map_or((0, 0), |c| (c.left, c.later));
+        let (left, later) = check.as_ref().map_or((0, 0), |c| (c.left, c.later));
+        let searched = match &check {
+            Some(c) if !c.exhaustive => "every partition the subject filters name searched",
+            _ => "every partition in range searched",
+        };
         let keys_left = self.keys_left(&first.keys)?;
         let verified = again.deleted + again.anonymized == 0 && keys_left == 0 && left == 0;
         let body = serde_json::json!({
@@ -114,7 +118,7 @@ impl Vault {
             "verification": format!(
                 "the intent's removal carried out again changes nothing; {keys_left} of {} key(s) still readable; \
                  {stored_while_running} record(s) of the subjects stored while the purge ran (under the keys it destroyed) removed by its continuation; \
-                 the selection planned again, every partition in range searched, finds {left} record(s) left to remove{}; \
+                 the selection planned again, {searched}, finds {left} record(s) left to remove{}; \
                  {later} record(s) stored since are not part of this purge",
                 first.keys.len(),
                 if left > 0 { ": run the same purge again" } else { "" }

@@ -242,6 +242,9 @@ impl Vault {
                     }
                     let mut err = None;
                     let mut rows = 0u64;
+                    // Subjects of the segment's live records (first record
+                    // of each), checked against the partition's filter.
+                    let mut subjects: HashMap<[u8; 32], u64> = HashMap::new();
                     let scanned = reader.scan(sa.partition, s.first, s.last, &mut |r| {
                         if err.is_some() {
                             return;
@@ -326,6 +329,9 @@ impl Vault {
                             }
                         }
                         if r.state == LIVE {
+                            if let Some(p) = r.pseudonym.as_deref().and_then(|p| <[u8; 32]>::try_from(p).ok()) {
+                                subjects.entry(p).or_insert(r.seq);
+                            }
                             if let Some(why) = r.key_id.and_then(|k| keys.problem(tenant, k)) {
                                 report.gap(tenant, stream, r.seq, why);
                             }
@@ -351,6 +357,31 @@ impl Vault {
                         Err(e) => return Err(e.into()),
                     }
                     *visited.entry(sa.partition).or_default() += rows;
+                    // Erasures find a subject's rows through the partition
+                    // filters (and check through them): a filter that does
+                    // not name a subject stored in its partition would hide
+                    // that subject's records from an erasure. Read after the
+                    // rows, so it covers them (filters only grow).
+                    if !subjects.is_empty() {
+                        let listed: Vec<[u8; 32]> = subjects.keys().copied().collect();
+                        let mut missed: Vec<u64> = self
+                            .store
+                            .filter_misses(sa.partition, &listed)?
+                            .iter()
+                            .filter_map(|p| subjects.get(p).copied())
+                            .collect();
+                        missed.sort_unstable();
+                        for seq in missed {
+                            report.gap(
+                                tenant,
+                                stream,
+                                seq,
+                                "the partition's subject filter does not name this record's subject: an erasure \
+                                 of the subject would not find its records there (filter damaged or forged); \
+                                 erase the subject with `exhaustive` (lethe purge --exhaustive)",
+                            );
+                        }
+                    }
                     if w.next <= s.last {
                         missing(tenant, stream, w.next, s.last, report);
                         w.tree_ok = false;

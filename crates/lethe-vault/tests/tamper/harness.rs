@@ -65,6 +65,9 @@ pub trait TamperTarget {
     fn wrapped_key(&self, id: i64) -> Option<Vec<u8>>;
     /// Changes a data key's row.
     fn edit_key(&self, id: i64, edit: KeyEdit);
+    /// Replaces partition `part`'s subject filter with `bits` stored at
+    /// `version`; returns whether the partition had one.
+    fn put_subject_filter(&self, part: i64, bits: &[u8], version: i64) -> bool;
 }
 
 /// Acts and checks built on a [`TamperTarget`]'s primitives.

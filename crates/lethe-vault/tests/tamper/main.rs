@@ -37,6 +37,7 @@ fn swept(v: Vault, n: u64) -> Vault {
 
 /// The cases: each takes a fresh target.
 mod cases {
+    pub use super::filter_cases::*;
     use super::*;
 
     pub fn edit_one_byte_of_a_body_is_caught_at_that_record(c: &impl TamperTarget) {
@@ -309,6 +310,37 @@ mod cases {
     }
 }
 
+/// More cases: the index erasures find a subject's rows through.
+mod filter_cases {
+    use super::*;
+
+    pub fn a_subject_filter_forged_to_name_nobody_is_caught_at_the_records_it_hides(c: &impl TamperTarget) {
+        let run = c.live_run("requests:1");
+        // An empty filter with the checksum that makes it look intact: a
+        // damaged one (checksum wrong) is never trusted, so this is the
+        // forgery that would hide a subject from an erasure.
+        let bits = vec![0u8; 64];
+        let h = lethe_core::merkle::leaf_hash(&bits);
+        let version = (u64::from_be_bytes(h[..8].try_into().unwrap()) >> 1) as i64;
+        assert!(
+            c.put_subject_filter(run.part, &bits, version),
+            "the partition has a filter"
+        );
+        let got = c.gaps();
+        assert!(!got.is_empty(), "the forged filter must be caught");
+        for g in &got {
+            assert_eq!(
+                (g.0.as_str(), g.1.as_str()),
+                (run.tenant.as_str(), run.stream.as_str()),
+                "{got:#?}"
+            );
+            assert!(g.3.contains("subject filter does not name"), "{got:#?}");
+            let row = c.read_record(&run, g.2).expect("a record of the forged partition");
+            assert!(row.pseudonym.is_some(), "{got:#?}");
+        }
+    }
+}
+
 /// A short schema name of its own for a case (Lethe allows 48 characters).
 fn schema_name(case: &str) -> String {
     let h = lethe_core::merkle::leaf_hash(case.as_bytes());
@@ -357,4 +389,5 @@ tamper_suite!(
     destroy_a_data_key_without_a_purge_is_caught_as_an_unrecorded_erasure,
     flip_a_byte_of_a_wrapped_key_is_caught_as_a_key_that_does_not_open,
     swap_two_wrapped_keys_is_caught_at_both,
+    a_subject_filter_forged_to_name_nobody_is_caught_at_the_records_it_hides,
 );

@@ -221,4 +221,11 @@ impl TamperTarget for PgTarget {
         };
         assert_eq!(n, 1);
     }
+
+    fn put_subject_filter(&self, part: i64, bits: &[u8], version: i64) -> bool {
+        self.exec(
+            "UPDATE subject_filters SET bits=$2, version=$3 WHERE partition_id=$1",
+            &[&part, &bits, &version],
+        ) == 1
+    }
 }

@@ -231,4 +231,14 @@ impl TamperTarget for SqliteTarget {
         };
         assert_eq!(n.unwrap(), 1);
     }
+
+    fn put_subject_filter(&self, part: i64, bits: &[u8], version: i64) -> bool {
+        self.catalog()
+            .execute(
+                "UPDATE subject_filters SET bits=?2, version=?3 WHERE partition_id=?1",
+                params![part, bits, version],
+            )
+            .unwrap()
+            == 1
+    }
 }
