@@ -145,10 +145,11 @@ impl PgStore {
             // Under MVCC the old row versions, wrapped key and all, stay in
             // the table file until vacuumed: vacuum the key table now. (They
             // stay in the write-ahead log until it is recycled, and in
-            // backups: see docs/operations.md.) The outcome is kept for the receipt
-            // (erasure_residue); a failure is retried by the next destruction.
-            let done = c.batch_execute("VACUUM data_keys").map_err(|e| e.to_string());
-            *self.key_vacuum.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+            // backups: see docs/operations.md.) On a thread of its own, so
+            // that the erasure's next steps overlap it; the receipt waits
+            // for its outcome (erasure_residue); a failure is retried by the
+            // next destruction.
+            self.key_vacuum.request();
         }
         Ok(n)
     }
@@ -156,13 +157,13 @@ impl PgStore {
     /// What an erasure leaves behind on PostgreSQL, honestly: MVCC keeps
     /// old row versions until vacuum, the WAL keeps them until recycled.
     pub(super) fn residue(&self) -> Vec<(&'static str, String)> {
-        let keys = match &*self.key_vacuum.lock().unwrap_or_else(|e| e.into_inner()) {
+        let keys = match &self.key_vacuum.outcome() {
             Some(Ok(())) => "VACUUM data_keys ran after the keys were destroyed: old versions of the destroyed \
                              key rows that no open transaction could still see were removed from the table file; \
                              a version an open transaction could see stays until the next vacuum"
                 .to_string(),
             Some(Err(e)) => format!(
-                "VACUUM data_keys failed ({e}): old versions of the destroyed key rows (wrapped keys) stay in the \
+                "VACUUM data_keys did not complete ({e}): old versions of the destroyed key rows (wrapped keys) stay in the \
                  table file until autovacuum or the next key destruction vacuums it"
             ),
             None => "not vacuumed by this node: old versions of destroyed key rows (wrapped keys) stay in the \

@@ -21,6 +21,10 @@ pub(super) struct JobLock {
     /// advisory lock is held on.
     holder: Mutex<Option<(ThreadId, usize, Option<Client>)>>,
     released: Condvar,
+    /// The connection of the last hold, kept open once its lock was
+    /// released: a new connection costs a few milliseconds (more with
+    /// TLS), and every purge takes the lock.
+    spare: Mutex<Option<Client>>,
 }
 
 /// Releases one hold on drop; the last one releases the lock.
@@ -33,6 +37,7 @@ impl JobLock {
             key,
             holder: Mutex::new(None),
             released: Condvar::new(),
+            spare: Mutex::new(None),
         }
     }
 
@@ -55,6 +60,12 @@ impl JobLock {
             *h = Some((me, 1, None));
         }
         let locked = (|| -> Result<Client> {
+            let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut c) = spare.filter(|c| !c.is_closed()) {
+                if c.execute("SELECT pg_advisory_lock($1)", &[&self.key]).is_ok() {
+                    return Ok(c);
+                }
+            }
             let mut c = self.connector.connect()?;
             c.execute("SELECT pg_advisory_lock($1)", &[&self.key]).map_err(db)?;
             Ok(c)
@@ -82,9 +93,16 @@ impl Drop for JobGuard<'_> {
         if let Some((_, depth, conn)) = &mut *h {
             *depth -= 1;
             if *depth == 0 {
-                // Closing the connection ends its session and so the lock.
+                // Released, the connection is kept for the next hold; if
+                // the release fails, closing the connection ends its
+                // session and so the lock.
                 if let Some(mut c) = conn.take() {
-                    let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&self.0.key]);
+                    let released = c
+                        .query_one("SELECT pg_advisory_unlock($1)", &[&self.0.key])
+                        .is_ok_and(|r| r.get::<_, bool>(0));
+                    if released {
+                        *self.0.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                    }
                 }
                 *h = None;
                 self.0.released.notify_all();

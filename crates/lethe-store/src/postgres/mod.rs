@@ -31,6 +31,7 @@ mod removal;
 mod restored;
 mod schema;
 mod selection;
+mod vacuum;
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -96,9 +97,8 @@ pub struct PgStore {
     loading: restored::Loading,
     /// Subject filters of partitions, as last read.
     filters: filters::FilterCache,
-    /// How the last `VACUUM data_keys` after a key destruction by this
-    /// process went (`None`: none ran yet).
-    key_vacuum: std::sync::Mutex<Option<std::result::Result<(), String>>>,
+    /// `VACUUM data_keys` after this process's key destructions.
+    key_vacuum: vacuum::KeyVacuum,
 }
 
 /// One (tenant, stream, period) partition as the catalog keeps it.
@@ -155,10 +155,10 @@ impl PgStore {
         }
         let store = PgStore {
             jobs: job_lock::JobLock::new(pool.connector().clone(), lock_key(&opts.schema, "jobs")),
+            key_vacuum: vacuum::KeyVacuum::start(pool.connector().clone()),
             pool,
             loading: Default::default(),
             filters: Default::default(),
-            key_vacuum: Default::default(),
             schema: opts.schema.clone(),
             span_us: span_secs as i64 * 1_000_000,
         };

@@ -21,6 +21,10 @@ use crate::{
 /// A bucket being dropped.
 const DROPPING: i16 = 1;
 
+/// Rows planned for row-level removal that share one transaction (more
+/// partitions join it while the total is below this).
+const ROWS_PER_TRANSACTION: u64 = 5_000;
+
 /// Bucket tables dropped in one transaction: one WAL flush for them all,
 /// while the locks they take (table, toast, indexes) stay well inside
 /// PostgreSQL's default lock table.
@@ -228,22 +232,42 @@ impl PgStore {
             done += drops.len() as u64;
             progress(done, total);
         }
-        for (p, jobs) in &rows {
-            let mut tx = c.transaction().map_err(db)?;
-            lock_chains(&mut tx, std::iter::once(p))?;
-            for (anonymize, seqs) in jobs {
-                let n = redact(&mut tx, p, seqs, *anonymize)?;
-                if *anonymize {
-                    applied.anonymized += n;
-                } else {
-                    applied.deleted += n;
-                }
+        // Row-level work in few transactions: a subject's erasure touches a
+        // few rows in each of many partitions, and a commit each (with its
+        // WAL flush) was most of its removal time; a sweep's straddling
+        // partitions hold many rows each and keep a transaction apiece.
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i;
+            let mut planned = 0u64;
+            while j < rows.len() && (j == i || planned < ROWS_PER_TRANSACTION) {
+                planned += rows[j]
+                    .1
+                    .iter()
+                    .flat_map(|(_, s)| s)
+                    .map(|r| r[1] + 1 - r[0])
+                    .sum::<u64>();
+                j += 1;
             }
-            recount(&mut tx, p)?;
+            let group = &rows[i..j];
+            let mut tx = c.transaction().map_err(db)?;
+            lock_chains(&mut tx, group.iter().map(|(p, _)| p))?;
+            for (p, jobs) in group {
+                for (anonymize, seqs) in jobs {
+                    let n = redact(&mut tx, p, seqs, *anonymize)?;
+                    if *anonymize {
+                        applied.anonymized += n;
+                    } else {
+                        applied.deleted += n;
+                    }
+                }
+                recount(&mut tx, p)?;
+            }
             tx.commit().map_err(db)?;
             crate::crashpoint::hit("sweep.after_partition_rows");
-            done += 1;
+            done += group.len() as u64;
             progress(done, total);
+            i = j;
         }
         Ok(applied)
     }

@@ -113,6 +113,10 @@ pub(super) struct Continuation {
     pub(super) heads: BTreeMap<String, u64>,
     /// The rows it removed, per chain (for the receipt's summary).
     pub(super) chains: Vec<ChainRemoval>,
+    /// When it found nothing left to remove: its own search, made after the
+    /// removal and the key destruction, is the purge's check (the same
+    /// selection searched the same way, held to the heads it saw).
+    pub(super) check: Option<Check>,
 }
 
 impl Vault {
@@ -136,7 +140,8 @@ impl Vault {
     /// After purge intent `first_seq` destroyed its subjects' keys: selects
     /// the subjects' records again and removes those a concurrent ingest
     /// stored meanwhile under a continuation intent. Runs under the job
-    /// lock; leaves the pending check held to the heads it saw.
+    /// lock; leaves the pending check held to the heads it saw. `sel` is
+    /// searched as the check would search it (`exhaustive` or not).
     pub(super) fn continue_purge(
         &self,
         first: &PurgeIntent,
@@ -147,7 +152,6 @@ impl Vault {
         now_us: i64,
     ) -> Result<Continuation> {
         sel.stored_up_to = None;
-        sel.exhaustive = false;
         let found = self.store.select(&sel, holds)?;
         self.set_pending_check(Some(&PendingCheck::of(&sel, &found.heads)))?;
         if found.chains.is_empty() {
@@ -156,6 +160,11 @@ impl Vault {
                 removed: 0,
                 heads: found.heads,
                 chains: Vec::new(),
+                check: Some(Check {
+                    left: 0,
+                    later: 0,
+                    exhaustive: sel.exhaustive,
+                }),
             });
         }
         let intent = PurgeIntent {
@@ -184,6 +193,7 @@ impl Vault {
             removed: applied.deleted + applied.anonymized,
             heads: found.heads,
             chains: intent.chains,
+            check: None,
         })
     }
 

@@ -492,29 +492,28 @@ impl Vault {
         let mut bound = plan.selected.heads.clone();
         let mut continuation = None;
         let mut chains = intent.chains.clone();
+        let mut checked = None;
+        let mut sel = req.selection(plan.pseudonyms.clone());
+        sel.exhaustive = req.exhaustive || self.store.meta(&format!("{FAILED}{}", plan.fingerprint))?.is_some();
         if !intent.keys.is_empty() {
-            let c = self.continue_purge(
-                &intent,
-                e.seq,
-                req.selection(plan.pseudonyms.clone()),
-                &plan.holds,
-                &req.actor,
-                clock(),
-            )?;
+            let c = self.continue_purge(&intent, e.seq, sel.clone(), &plan.holds, &req.actor, clock())?;
             continuation = c.intent;
             report.removed += c.removed;
             report.stored_while_running = c.removed;
             bound = c.heads;
             chains.extend(c.chains);
+            checked = c.check;
         }
 
         // Verification: planned again, the selection finds nothing it was
         // to remove left, and every key the purge was to destroy reads back
-        // destroyed.
-        let mut sel = req.selection(plan.pseudonyms.clone());
+        // destroyed. A continuation that found nothing to remove made that
+        // search already (after the removal and the destruction).
         sel.stored_up_to = Some(bound);
-        sel.exhaustive = req.exhaustive;
-        let check = self.check_purge(sel, &plan.holds, &plan.fingerprint)?;
+        let check = match checked {
+            Some(c) => c,
+            None => self.check_purge(sel, &plan.holds, &plan.fingerprint)?,
+        };
         let keys_left = self.keys_left(&intent.keys)?;
         report.stored_later = check.later;
         report.verified = check.left == 0 && keys_left == 0;
