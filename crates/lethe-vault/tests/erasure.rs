@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{files_contain, logs, now};
+use common::{files_contain, logs, now, Place};
 use lethe_core::crypto::{MasterKey, SecretKey};
 use lethe_core::record::body;
 use lethe_core::TenantId;
@@ -18,8 +18,8 @@ use serde_json::Value;
 const DAY: i64 = 86_400_000_000;
 
 /// 3,000 synthetic records over 20 days (subjects `user-000000`…, four tenants).
-fn vault_with_data(dir: &Path, extra: &str) -> Vault {
-    common::vault_with_synth(dir, extra, 7, 3000, 20)
+fn vault_with_data(p: &Place, extra: &str) -> Vault {
+    p.synth(extra, 7, 3000, 20)
 }
 
 fn request(subjects: &[&str]) -> PurgeRequest {
@@ -67,10 +67,8 @@ fn busy_subjects(v: &Vault, n: usize) -> Vec<String> {
     by.into_iter().take(n).map(|(_, s)| s).collect()
 }
 
-#[test]
-fn purge_preview_is_exactly_what_the_purge_removes_and_nothing_of_the_subject_is_left_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn purge_preview_is_exactly_what_the_purge_removes_and_nothing_of_the_subject_is_left_readable(p: &Place) {
+    let v = vault_with_data(p, "");
     let subjects = busy_subjects(&v, 2);
     let before_all = logs(&v, "acme", None).len();
     let theirs: usize = subjects.iter().map(|s| logs(&v, "acme", Some(s)).len()).sum();
@@ -152,17 +150,17 @@ fn partition_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_purged_subjects_archived_or_exported_ciphertext_cannot_be_decrypted_and_the_key_is_gone_from_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+    let p = Place::sqlite();
+    let v = vault_with_data(&p, "");
     let subject = busy_subjects(&v, 1).remove(0);
-    let master = SecretKey::parse(&std::fs::read_to_string(dir.path().join("master.key")).unwrap()).unwrap();
-    let cat = Connection::open(dir.path().join("catalog.db")).unwrap();
+    let master = SecretKey::parse(&std::fs::read_to_string(p.dir().join("master.key")).unwrap()).unwrap();
+    let cat = Connection::open(p.dir().join("catalog.db")).unwrap();
     let wrapped_tenant: Vec<u8> = cat
         .query_row("SELECT wrapped FROM tenant_keys WHERE tenant='acme'", [], |r| r.get(0))
         .unwrap();
     let tk = MasterKey::new(&master).open_tenant("acme", &wrapped_tenant).unwrap();
     let key_ref = [b"s:".as_slice(), &tk.pseudonym(&subject)].concat();
-    let (key_id, _, wrapped) = data_keys(dir.path())
+    let (key_id, _, wrapped) = data_keys(p.dir())
         .into_iter()
         .find(|(_, r, _)| *r == key_ref)
         .expect("the subject has a key");
@@ -170,7 +168,7 @@ fn a_purged_subjects_archived_or_exported_ciphertext_cannot_be_decrypted_and_the
 
     // The copy an archive or export holds: record id and encrypted body, as stored.
     let mut copies: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for f in partition_files(dir.path()) {
+    for f in partition_files(p.dir()) {
         let c = Connection::open(&f).unwrap();
         let mut st = c.prepare("SELECT id, body FROM records WHERE key_id = ?1").unwrap();
         let rows = st.query_map([key_id], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
@@ -187,12 +185,12 @@ fn a_purged_subjects_archived_or_exported_ciphertext_cannot_be_decrypted_and_the
     let r = purge(&v, &request(&[&subject]));
     assert!(r.verified && r.keys_destroyed == 1);
 
-    let after = data_keys(dir.path());
+    let after = data_keys(p.dir());
     let row = after.iter().find(|(i, _, _)| *i == key_id).unwrap();
     assert!(row.2.is_none(), "the wrapped key is erased");
     assert_ne!(row.1, key_ref, "the key row no longer names the subject's pseudonym");
     assert!(
-        files_contain(dir.path(), &wrapped).is_empty(),
+        files_contain(p.dir(), &wrapped).is_empty(),
         "the destroyed key's bytes are overwritten everywhere in the data directory"
     );
     // No key left in the vault opens any field of any copy.
@@ -214,10 +212,8 @@ fn a_purged_subjects_archived_or_exported_ciphertext_cannot_be_decrypted_and_the
     assert!(tried > 0);
 }
 
-#[test]
-fn new_records_for_an_erased_subject_start_a_new_key_and_old_ones_stay_erased() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn new_records_for_an_erased_subject_start_a_new_key_and_old_ones_stay_erased(p: &Place) {
+    let v = vault_with_data(p, "");
     let subject = busy_subjects(&v, 1).remove(0);
     purge(&v, &request(&[&subject]));
     let line = format!(
@@ -231,10 +227,8 @@ fn new_records_for_an_erased_subject_start_a_new_key_and_old_ones_stay_erased() 
     verify_ok(&v);
 }
 
-#[test]
-fn rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one(p: &Place) {
+    let v = vault_with_data(p, "");
     let subject = busy_subjects(&v, 1).remove(0);
     let req = request(&[&subject]);
     let first = purge(&v, &req);
@@ -259,14 +253,9 @@ fn rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one() {
     assert!(r.no_match_entry.is_some(), "but the request is on record");
 }
 
-#[test]
-fn held_records_survive_sweep_and_purge_until_the_hold_is_released() {
-    let dir = tempfile::tempdir().unwrap();
+fn held_records_survive_sweep_and_purge_until_the_hold_is_released(p: &Place) {
     // Everything older than 5 days expires.
-    let v = vault_with_data(
-        dir.path(),
-        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
-    );
+    let v = vault_with_data(p, "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n");
     let hold = v
         .add_hold(
             &HoldRequest {
@@ -350,13 +339,8 @@ fn held_records_survive_sweep_and_purge_until_the_hold_is_released() {
     assert!(kinds.contains(&"hold.set".to_string()) && kinds.contains(&"hold.released".to_string()));
 }
 
-#[test]
-fn a_subject_hold_keeps_that_subjects_records_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(
-        dir.path(),
-        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
-    );
+fn a_subject_hold_keeps_that_subjects_records_only(p: &Place) {
+    let v = vault_with_data(p, "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n");
     let subject = busy_subjects(&v, 1).remove(0);
     let theirs = logs(&v, "acme", Some(&subject)).len();
     let set = v
@@ -395,10 +379,8 @@ fn a_subject_hold_keeps_that_subjects_records_only() {
     assert_eq!(r.held, 0);
 }
 
-#[test]
-fn anonymize_on_request_keeps_the_events_without_subject_or_personal_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn anonymize_on_request_keeps_the_events_without_subject_or_personal_fields(p: &Place) {
+    let v = vault_with_data(p, "");
     let subject = busy_subjects(&v, 1).remove(0);
     let theirs = logs(&v, "acme", Some(&subject));
     let total = logs(&v, "acme", None).len();
@@ -427,10 +409,8 @@ fn anonymize_on_request_keeps_the_events_without_subject_or_personal_fields() {
     verify_ok(&v);
 }
 
-#[test]
-fn a_time_range_purge_removes_that_range_only_and_keeps_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn a_time_range_purge_removes_that_range_only_and_keeps_keys(p: &Place) {
+    let v = vault_with_data(p, "");
     let (since, until) = (now() - 15 * DAY, now() - 9 * DAY);
     let in_range = |r: &Value| {
         let t = lethe_core::record::parse_ts(r["ts"].as_str().unwrap()).unwrap();
@@ -456,10 +436,8 @@ fn a_time_range_purge_removes_that_range_only_and_keeps_keys() {
     verify_ok(&v);
 }
 
-#[test]
-fn a_purge_needs_a_reason_a_ticket_and_a_selection() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(dir.path(), "");
+fn a_purge_needs_a_reason_a_ticket_and_a_selection(p: &Place) {
+    let v = vault_with_data(p, "");
     let bad = |req: PurgeRequest, field: &str| match v.plan_purge(&req, now()) {
         Err(VaultError::Invalid(m)) => assert!(m.starts_with(field), "{m}"),
         other => panic!("expected an error naming {field}, got {other:?}"),
@@ -487,16 +465,13 @@ fn a_purge_needs_a_reason_a_ticket_and_a_selection() {
 
 #[test]
 fn verify_fails_when_a_purged_subjects_rows_vanish_without_a_purge_or_under_a_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(
-        dir.path(),
-        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
-    );
+    let p = Place::sqlite();
+    let v = vault_with_data(&p, "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n");
     let subject = busy_subjects(&v, 1).remove(0);
     purge(&v, &request(&[&subject]));
     verify_ok(&v);
     // A row deleted behind Lethe's back is caught.
-    let f = partition_files(dir.path()).into_iter().next().unwrap();
+    let f = partition_files(p.dir()).into_iter().next().unwrap();
     let c = Connection::open(&f).unwrap();
     // The row key holds its sequence number in the low bits.
     let (key, seq): (i64, i64) = c
@@ -553,16 +528,13 @@ fn assert_gap_names_hold(v: &Vault, now_us: i64, id: i64) {
 
 #[test]
 fn a_hold_removed_from_the_catalog_behind_the_ledgers_back_still_keeps_its_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(
-        dir.path(),
-        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
-    );
+    let p = Place::sqlite();
+    let v = vault_with_data(&p, "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n");
     let h = embeddings_hold(&v);
     // Someone removes the hold from the catalog behind the ledger's back:
     // the ledger still says it is in force, so the sweep still keeps what
     // it covers, and verify names the hold.
-    forget_hold_in_catalog(dir.path(), h);
+    forget_hold_in_catalog(p.dir(), h);
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
     assert!(r.deleted > 0 && r.held > 0, "{r:?}");
     assert!(r
@@ -575,19 +547,16 @@ fn a_hold_removed_from_the_catalog_behind_the_ledgers_back_still_keeps_its_recor
 
 #[test]
 fn verify_reports_records_removed_while_a_hold_was_in_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vault_with_data(
-        dir.path(),
-        "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n",
-    );
+    let p = Place::sqlite();
+    let v = vault_with_data(&p, "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n");
     let h = embeddings_hold(&v);
     // A rogue copy of Lethe that ignores holds (simulated: the hold's
     // ledger entries are out of its sight — the catalog row and the
     // ledger's index are edited, then put back) deletes what the hold kept.
-    let c = Connection::open(dir.path().join("catalog.db")).unwrap();
+    let c = Connection::open(p.dir().join("catalog.db")).unwrap();
     c.execute("UPDATE ledger SET kind='hold.hidden' WHERE kind='hold.set'", [])
         .unwrap();
-    forget_hold_in_catalog(dir.path(), h);
+    forget_hold_in_catalog(p.dir(), h);
     let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
     assert!(r.deleted > 0 && r.held == 0);
     c.execute("UPDATE ledger SET kind='hold.set' WHERE kind='hold.hidden'", [])
@@ -595,11 +564,9 @@ fn verify_reports_records_removed_while_a_hold_was_in_force() {
     assert_gap_names_hold(&v, now(), h);
 }
 
-#[test]
-fn purge_receipts_list_configured_exports_as_outside_lethes_reach() {
-    let dir = tempfile::tempdir().unwrap();
+fn purge_receipts_list_configured_exports_as_outside_lethes_reach(p: &Place) {
     let v = vault_with_data(
-        dir.path(),
+        p,
         "[[exports]]\nname = \"siem\"\ndestination = \"splunk://siem.internal\"\nretention = \"90d\"\n\
          [[exports]]\nname = \"warehouse\"\ndestination = \"s3://dwh/raw\"\npersonal_in_clear = true\n",
     );
@@ -616,9 +583,9 @@ fn purge_receipts_list_configured_exports_as_outside_lethes_reach() {
 
 #[test]
 fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let p = Place::sqlite();
     let v = vault_with_data(
-        dir.path(),
+        &p,
         "[retention.default]\nwindow = \"5d\"\naction = \"delete\"\n[ledger]\nretention = \"1d\"\n",
     );
     let h = embeddings_hold(&v);
@@ -630,9 +597,21 @@ fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
     verify_ok(&v);
     // The hold vanishes from the catalog behind the ledger's back; the next
     // sweep deletes what it kept. The anchor still knows the hold.
-    forget_hold_in_catalog(dir.path(), h);
+    forget_hold_in_catalog(p.dir(), h);
     let later = later + DAY;
     let r = v.sweep(later, None, false, &|| later, &|_, _| {}).unwrap();
     assert!(r.deleted > 0);
     assert_gap_names_hold(&v, later, h);
 }
+
+on_both_backends!(
+    purge_preview_is_exactly_what_the_purge_removes_and_nothing_of_the_subject_is_left_readable,
+    new_records_for_an_erased_subject_start_a_new_key_and_old_ones_stay_erased,
+    rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one,
+    held_records_survive_sweep_and_purge_until_the_hold_is_released,
+    a_subject_hold_keeps_that_subjects_records_only,
+    anonymize_on_request_keeps_the_events_without_subject_or_personal_fields,
+    a_time_range_purge_removes_that_range_only_and_keeps_keys,
+    a_purge_needs_a_reason_a_ticket_and_a_selection,
+    purge_receipts_list_configured_exports_as_outside_lethes_reach,
+);

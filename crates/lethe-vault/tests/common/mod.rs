@@ -111,6 +111,13 @@ pub fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[allow(dead_code)]
 pub fn vault_with_synth(dir: &Path, extra: &str, seed: u64, n: u64, days: u32) -> Vault {
     let v = open(dir, cfg(extra));
+    ingest_synth(&v, seed, n, days);
+    v
+}
+
+/// Ingests `n` synthetic records over `days` days before [`NOW`] (seed
+/// `seed`) into `v`; asserts every one was stored.
+fn ingest_synth(v: &Vault, seed: u64, n: u64, days: u32) {
     let mut s = lethe_vault::synth::Synth::new(seed, n, now(), days);
     let mut lines = Vec::new();
     let mut l = String::new();
@@ -119,7 +126,6 @@ pub fn vault_with_synth(dir: &Path, extra: &str, seed: u64, n: u64, days: u32) -
     }
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_eq!(v.ingest_lines(&refs, now()).unwrap().stored, n);
-    v
 }
 
 /// `verify`'s unexplained gaps, one line each (empty: the store verifies).
@@ -194,3 +200,83 @@ stream = "requests"
 window = "7d"
 action = "anonymize"
 "#;
+
+/// Where one test's vault lives: the embedded store in a directory of its
+/// own, or a PostgreSQL schema of its own (with the key file in a
+/// directory of its own) — so that one test body runs on both backends.
+#[allow(dead_code)]
+pub struct Place {
+    dir: tempfile::TempDir,
+    schema: Option<pg::Schema>,
+}
+
+#[allow(dead_code)]
+impl Place {
+    /// The embedded store in a fresh directory.
+    pub fn sqlite() -> Place {
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            schema: None,
+        }
+    }
+
+    /// A fresh schema named after `name` on the test server (fails, never
+    /// skips, without one).
+    pub fn postgres(name: &str) -> Place {
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            schema: Some(pg::Schema::new(name)),
+        }
+    }
+
+    /// The vault's directory (key file; the embedded store's files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The configuration `extra` on this place's backend.
+    pub fn cfg(&self, extra: &str) -> Config {
+        match &self.schema {
+            Some(s) => pg::pg_cfg(s, extra),
+            None => cfg(extra),
+        }
+    }
+
+    /// The vault here, opened (or created) with configuration `extra`.
+    pub fn open(&self, extra: &str) -> Vault {
+        open(self.dir(), self.cfg(extra))
+    }
+
+    /// The vault here holding `n` synthetic records over `days` days before
+    /// [`NOW`] (generator seed `seed`).
+    pub fn synth(&self, extra: &str, seed: u64, n: u64, days: u32) -> Vault {
+        let v = self.open(extra);
+        ingest_synth(&v, seed, n, days);
+        v
+    }
+}
+
+/// One `#[test]` per case and backend — `on_sqlite::<case>` and
+/// `on_postgres::<case>` — for cases `fn(&Place)` at the test file's root.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&$crate::common::Place::sqlite());
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $case() {
+                    let name = lethe_core::merkle::leaf_hash(stringify!($case).as_bytes());
+                    super::$case(&$crate::common::Place::postgres(&hex::encode(&name[..5])));
+                }
+            )*
+        }
+    };
+}
