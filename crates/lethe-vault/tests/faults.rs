@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cfg, gaps, logs, now, open};
+use common::{cfg, gaps, logs, now, open, Place};
 use lethe_core::TenantId;
 use lethe_vault::hold::HoldRequest;
 use lethe_vault::purge::{PurgeReport, PurgeRequest};
@@ -38,10 +38,8 @@ fn catalog(dir: &Path) -> Connection {
     Connection::open(dir.join("catalog.db")).unwrap()
 }
 
-#[test]
-fn a_batch_prepared_before_an_erasure_is_stored_under_a_live_key_never_the_destroyed_one() {
-    let d = tempfile::tempdir().unwrap();
-    let writer = open(d.path(), cfg(""));
+fn a_batch_prepared_before_an_erasure_is_stored_under_a_live_key_never_the_destroyed_one(p: &Place) {
+    let writer = p.open_with(cfg(""));
     writer
         .ingest_lines(&[&line("acme", "alice", 20, "first")], now())
         .unwrap();
@@ -51,7 +49,7 @@ fn a_batch_prepared_before_an_erasure_is_stored_under_a_live_key_never_the_destr
         .prepare(later.clone().into_bytes(), vec![(1, 0, later.len())], now())
         .unwrap();
     // …another process erases alice (destroying that key)…
-    let eraser = open(d.path(), cfg(""));
+    let eraser = p.open_with(cfg(""));
     let r = purge(&eraser, &request("acme", &["alice"], "DSR-1")).unwrap();
     assert!(r.verified && r.keys_destroyed == 1, "{r:?}");
     // …then the writer commits: the record is stored under a new, live key.
@@ -375,18 +373,16 @@ fn a_lost_partition_file_is_listed_by_verify_and_never_recreated_by_ingest() {
     v.ingest_lines(&[&line("acme", "bob", 3, "fine")], now()).unwrap();
 }
 
-#[test]
-fn two_identical_purges_at_once_make_one_intent_and_one_receipt() {
-    let d = tempfile::tempdir().unwrap();
-    let v = open(d.path(), cfg(""));
+fn two_identical_purges_at_once_make_one_intent_and_one_receipt(p: &Place) {
+    let v = p.open_with(cfg(""));
     let lines: Vec<String> = (1..=6).map(|day| line("acme", "alice", day, "x")).collect();
     v.ingest_lines(&lines.iter().map(String::as_str).collect::<Vec<_>>(), now())
         .unwrap();
     drop(v);
     let req = request("acme", &["alice"], "DSR-5");
     // Two vaults (as two processes would) plan, then run at once.
-    let a = open(d.path(), cfg(""));
-    let b = open(d.path(), cfg(""));
+    let a = p.open_with(cfg(""));
+    let b = p.open_with(cfg(""));
     let (pa, pb) = (a.plan_purge(&req, now()).unwrap(), b.plan_purge(&req, now()).unwrap());
     let (ra, rb) = std::thread::scope(|s| {
         let ha = s.spawn(|| a.execute_purge(&req, pa, &now).unwrap());
@@ -402,18 +398,15 @@ fn two_identical_purges_at_once_make_one_intent_and_one_receipt() {
     assert!(gaps(&a).is_empty());
 }
 
-#[test]
-fn two_cleanups_at_once_remove_and_receipt_each_record_once() {
-    let d = tempfile::tempdir().unwrap();
-    drop(common::vault_with_synth(
-        d.path(),
+fn two_cleanups_at_once_remove_and_receipt_each_record_once(p: &Place) {
+    drop(p.synth(
         "[retention.default]\nwindow = \"10d\"\naction = \"delete\"\n",
         6,
         3000,
         40,
     ));
     let c = cfg("[retention.default]\nwindow = \"10d\"\naction = \"delete\"\n");
-    let (a, b) = (open(d.path(), c.clone()), open(d.path(), c));
+    let (a, b) = (p.open_with(c.clone()), p.open_with(c));
     let before = a.stats(None).unwrap().totals.records;
     let (ra, rb) = std::thread::scope(|s| {
         let ha = s.spawn(|| a.sweep(now(), None, false, &now, &|_, _| {}).unwrap());
@@ -436,10 +429,8 @@ fn two_cleanups_at_once_remove_and_receipt_each_record_once() {
     assert!(gaps(&a).is_empty(), "{:?}", gaps(&a));
 }
 
-#[test]
-fn a_future_now_is_refused_for_a_real_sweep_and_previewed_by_a_dry_run() {
-    let d = tempfile::tempdir().unwrap();
-    let v = common::vault_with_synth(d.path(), "", 7, 300, 5);
+fn a_future_now_is_refused_for_a_real_sweep_and_previewed_by_a_dry_run(p: &Place) {
+    let v = p.synth("", 7, 300, 5);
     let future = now() + 4 * 365 * 86_400_000_000;
     let e = v.sweep(future, None, false, &now, &|_, _| {}).err().unwrap();
     assert!(
@@ -448,10 +439,7 @@ fn a_future_now_is_refused_for_a_real_sweep_and_previewed_by_a_dry_run() {
     );
     // Under a changed policy, too, a dry run enters nothing in the ledger.
     drop(v);
-    let v = open(
-        d.path(),
-        cfg("[retention.default]\nwindow = \"2d\"\naction = \"delete\"\n"),
-    );
+    let v = p.open_with(cfg("[retention.default]\nwindow = \"2d\"\naction = \"delete\"\n"));
     let entries = v.ledger(1, 100_000).unwrap().len();
     let plan = v.sweep(future, None, true, &now, &|_, _| {}).unwrap();
     assert!(plan.deleted > 0);
@@ -468,3 +456,10 @@ fn a_future_now_is_refused_for_a_real_sweep_and_previewed_by_a_dry_run() {
         .iter()
         .any(|e| e.kind == "policy.version" && e.seq > entries as u64));
 }
+
+on_both_backends!(
+    a_batch_prepared_before_an_erasure_is_stored_under_a_live_key_never_the_destroyed_one,
+    two_identical_purges_at_once_make_one_intent_and_one_receipt,
+    two_cleanups_at_once_remove_and_receipt_each_record_once,
+    a_future_now_is_refused_for_a_real_sweep_and_previewed_by_a_dry_run,
+);

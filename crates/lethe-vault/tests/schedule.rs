@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cfg, logs, now, open};
+use common::{cfg, logs, now, Place};
 use lethe_core::cron::Cron;
 use lethe_vault::schedule::Job;
 
@@ -22,10 +22,8 @@ fn daily() -> Cron {
 
 const ONE_DAY_DELETE: &str = "[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n";
 
-#[test]
-fn a_fresh_store_starts_its_schedule_without_sweeping() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), cfg(ONE_DAY_DELETE));
+fn a_fresh_store_starts_its_schedule_without_sweeping(p: &Place) {
+    let v = p.open_with(cfg(ONE_DAY_DELETE));
     v.ingest_lines(&[&old_record("2026-05-01")], now()).unwrap();
     assert!(v.run_scheduled(Job::Sweep, &daily(), &now).unwrap().is_none());
     assert_eq!(logs(&v, "acme", None).len(), 1, "nothing was swept at the first start");
@@ -35,16 +33,14 @@ fn a_fresh_store_starts_its_schedule_without_sweeping() {
     assert!(status[0].last.is_none());
 }
 
-#[test]
-fn a_sweep_due_while_no_server_ran_runs_once_at_start_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), cfg(ONE_DAY_DELETE));
+fn a_sweep_due_while_no_server_ran_runs_once_at_start_up(p: &Place) {
+    let v = p.open_with(cfg(ONE_DAY_DELETE));
     v.ingest_lines(&[&old_record("2026-05-01")], now()).unwrap();
     v.run_scheduled(Job::Sweep, &daily(), &now).unwrap();
     drop(v);
     // Three days later, three occurrences missed: one run at start-up.
     let later = now() + 3 * DAY_US;
-    let v = open(dir.path(), cfg(ONE_DAY_DELETE));
+    let v = p.open_with(cfg(ONE_DAY_DELETE));
     let clock = || later;
     let run = v
         .run_scheduled(Job::Sweep, &daily(), &clock)
@@ -64,16 +60,14 @@ fn a_sweep_due_while_no_server_ran_runs_once_at_start_up() {
     assert_eq!(status[0].last_success_at.as_deref(), Some("2026-06-04T00:00:00Z"));
 }
 
-#[test]
-fn two_processes_on_one_store_run_an_occurrence_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open(dir.path(), cfg(ONE_DAY_DELETE));
+fn two_processes_on_one_store_run_an_occurrence_once(p: &Place) {
+    let a = p.open_with(cfg(ONE_DAY_DELETE));
     a.ingest_lines(&[&old_record("2026-05-01"), &old_record("2026-05-02")], now())
         .unwrap();
     a.run_scheduled(Job::Sweep, &daily(), &now).unwrap();
     // A second vault over the same directory holds its own file locks, as
     // a second process would.
-    let b = open(dir.path(), cfg(ONE_DAY_DELETE));
+    let b = p.open_with(cfg(ONE_DAY_DELETE));
     let later = now() + DAY_US;
     let clock = move || later;
     let runs: Vec<bool> = std::thread::scope(|s| {
@@ -86,10 +80,8 @@ fn two_processes_on_one_store_run_an_occurrence_once() {
     assert_eq!(receipts.len(), 1);
 }
 
-#[test]
-fn a_scheduled_verification_enters_its_result_in_the_ledger() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), cfg(ONE_DAY_DELETE));
+fn a_scheduled_verification_enters_its_result_in_the_ledger(p: &Place) {
+    let v = p.open_with(cfg(ONE_DAY_DELETE));
     v.ingest_lines(&[&old_record("2026-05-31")], now()).unwrap();
     let nightly: Cron = "30 3 * * *".parse().unwrap();
     v.run_scheduled(Job::Verify, &nightly, &now).unwrap();
@@ -102,3 +94,10 @@ fn a_scheduled_verification_enters_its_result_in_the_ledger() {
     assert_eq!(body["ok"], true);
     assert_eq!(body["records_checked"], 1);
 }
+
+on_both_backends!(
+    a_fresh_store_starts_its_schedule_without_sweeping,
+    a_sweep_due_while_no_server_ran_runs_once_at_start_up,
+    two_processes_on_one_store_run_an_occurrence_once,
+    a_scheduled_verification_enters_its_result_in_the_ledger,
+);

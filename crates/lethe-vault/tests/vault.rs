@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{cfg, files_contain, logs, now, open};
+use common::{cfg, files_contain, logs, now, open, Place};
 use lethe_core::config::Config;
 use lethe_core::TenantId;
 use lethe_vault::synth::Synth;
@@ -14,10 +12,8 @@ use serde_json::Value;
 
 const GOOD: &str = r#"{"tenant":"acme","stream":"requests:1","scope":"chat-api","ts":"2026-05-30T10:00:00Z","subject":"alice","fields":{"model":"gpt-4o","status":200,"user_email":"alice@example.com","prompt":"my secret diagnosis is hypochondria","response":"take two aspirin"}}"#;
 
-#[test]
-fn ingest_stores_valid_lines_and_names_line_and_field_of_bad_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), Config::builtin());
+fn ingest_stores_valid_lines_and_names_line_and_field_of_bad_ones(p: &Place) {
+    let v = p.open_with(Config::builtin());
     let input = format!(
         "{GOOD}\n{}\n\n{}\nnot json\n{}\n",
         r#"{"tenant":"acme","stream":"requests:1","fields":{"colour":"red"}}"#,
@@ -85,13 +81,11 @@ fn the_master_key_file_is_created_private_and_is_the_only_key_in_clear() {
     assert!(!e.contains(hex.trim()));
 }
 
-#[test]
-fn capture_modes_decide_what_is_written_and_none_is_only_counted() {
-    let dir = tempfile::tempdir().unwrap();
+fn capture_modes_decide_what_is_written_and_none_is_only_counted(p: &Place) {
     let c = cfg(
         "[[capture]]\nscope = \"meta\"\nmode = \"metadata\"\n[[capture]]\nscope = \"mp\"\nmode = \"metadata_prompt\"\n[[capture]]\nscope = \"off\"\nmode = \"none\"\n",
     );
-    let v = open(dir.path(), c);
+    let v = p.open_with(c);
     let lines: Vec<String> = ["meta", "mp", "off", "chat-api"]
         .iter()
         .map(|s| GOOD.replace("chat-api", s))
@@ -152,10 +146,8 @@ fn logs_json_is_accepted_back_by_ingest_unchanged() {
     assert_eq!(vb.ingest_lines(&refs, now() + 2).unwrap().duplicates, 300);
 }
 
-#[test]
-fn subject_queries_find_exactly_that_subjects_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), Config::builtin());
+fn subject_queries_find_exactly_that_subjects_records(p: &Place) {
+    let v = p.open_with(Config::builtin());
     let bob = GOOD.replace("\"alice\"", "\"bob\"");
     v.ingest_lines(&[GOOD, &bob, GOOD.replace("10:00", "11:00").as_str()], now())
         .unwrap();
@@ -165,11 +157,9 @@ fn subject_queries_find_exactly_that_subjects_records() {
     assert_eq!(logs(&v, "other", Some("alice")).len(), 0);
 }
 
-#[test]
-fn sweep_deletes_and_anonymizes_per_policy_and_keeps_plain_fields() {
-    let dir = tempfile::tempdir().unwrap();
+fn sweep_deletes_and_anonymizes_per_policy_and_keeps_plain_fields(p: &Place) {
     let c = cfg("[retention.default]\nwindow = \"10d\"\naction = \"anonymize\"\n[[retention.policy]]\nstream = \"requests\"\nwindow = \"1d\"\naction = \"delete\"\n");
-    let v = open(dir.path(), c);
+    let v = p.open_with(c);
     let audit = r#"{"tenant":"acme","stream":"audit:1","ts":"2026-05-01T00:00:00Z","subject":"alice","fields":{"action":"login","outcome":"success","actor_email":"alice@example.com","details":"very personal"}}"#;
     let fresh = audit.replace("2026-05-01", "2026-05-31");
     v.ingest_lines(&[GOOD, audit, &fresh], now()).unwrap();
@@ -242,11 +232,9 @@ fn dry_run_equals_the_real_run_on_randomized_data_and_policies() {
     }
 }
 
-#[test]
-fn two_writers_creating_the_same_subject_key_agree_on_one_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open(dir.path(), Config::builtin());
-    let b = open(dir.path(), Config::builtin());
+fn two_writers_creating_the_same_subject_key_agree_on_one_key(p: &Place) {
+    let a = p.open_with(Config::builtin());
+    let b = p.open_with(Config::builtin());
     // Both know the tenant; neither has a key for alice yet.
     a.ingest_lines(&[&GOOD.replace("\"alice\"", "\"zed\"")], now()).unwrap();
     b.ingest_lines(&[&GOOD.replace("\"alice\"", "\"yan\"")], now()).unwrap();
@@ -264,10 +252,8 @@ fn two_writers_creating_the_same_subject_key_agree_on_one_key() {
         .all(|r| r["fields"]["prompt"] == "my secret diagnosis is hypochondria"));
 }
 
-#[test]
-fn tenants_outside_the_allow_list_are_rejected_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), cfg("[tenants]\nallow = [\"acme\"]\n"));
+fn tenants_outside_the_allow_list_are_rejected_by_name(p: &Place) {
+    let v = p.open_with(cfg("[tenants]\nallow = [\"acme\"]\n"));
     let other = GOOD.replace("\"acme\"", "\"evil\"");
     let r = v.ingest_lines(&[GOOD, &other], now()).unwrap();
     assert_eq!((r.stored, r.rejected), (1, 1));
@@ -275,13 +261,8 @@ fn tenants_outside_the_allow_list_are_rejected_by_name() {
     assert!(r.errors[0].message.contains("evil"));
 }
 
-#[test]
-fn a_sweep_for_one_tenant_leaves_the_others_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(
-        dir.path(),
-        cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"),
-    );
+fn a_sweep_for_one_tenant_leaves_the_others_alone(p: &Place) {
+    let v = p.open_with(cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"));
     let beta = GOOD.replace("\"acme\"", "\"beta\"");
     v.ingest_lines(&[GOOD, &beta], now()).unwrap();
     let r = v
@@ -318,18 +299,16 @@ fn stats_total_bytes_is_the_data_directory_on_disk() {
     assert_eq!(st.rows[0].oldest.as_deref(), Some("2026-05-30T10:00:00Z"));
 }
 
-fn swept_vault(dir: &Path) -> (Vault, lethe_vault::sweep::SweepReport) {
-    let v = open(dir, cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"));
+fn swept_vault(p: &Place) -> (Vault, lethe_vault::sweep::SweepReport) {
+    let v = p.open_with(cfg("[retention.default]\nwindow = \"1d\"\naction = \"delete\"\n"));
     v.ingest_lines(&[GOOD, &GOOD.replace("2026-05-30", "2026-05-31T23:")], now())
         .unwrap();
     let r = v.sweep_by("cli:ops", now(), None, false, &now, &|_, _| {}).unwrap();
     (v, r)
 }
 
-#[test]
-fn a_sweep_writes_a_verified_receipt_to_the_ledger() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, r) = swept_vault(dir.path());
+fn a_sweep_writes_a_verified_receipt_to_the_ledger(p: &Place) {
+    let (v, r) = swept_vault(p);
     assert_eq!((r.deleted, r.verified), (1, Some(true)));
     let receipts = v.receipts().unwrap();
     assert_eq!(receipts.len(), 1);
@@ -369,13 +348,14 @@ fn a_sweep_writes_a_verified_receipt_to_the_ledger() {
 
 #[test]
 fn ledger_verification_locates_edited_deleted_and_forged_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = swept_vault(dir.path());
+    let p = Place::sqlite();
+    let dir = p.dir();
+    let (v, _) = swept_vault(&p);
     drop(v);
-    let db = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
+    let db = rusqlite::Connection::open(dir.join("catalog.db")).unwrap();
     let check = |db: &rusqlite::Connection, sql: &str| {
         db.execute_batch(&format!("BEGIN; {sql}; COMMIT;")).unwrap();
-        let v = open(dir.path(), Config::builtin());
+        let v = open(dir, Config::builtin());
         v.verify_ledger().unwrap().problem.expect("tampering must be found")
     };
     let b = check(
@@ -385,7 +365,7 @@ fn ledger_verification_locates_edited_deleted_and_forged_entries() {
     assert_eq!(b.seq, 6);
     assert!(b.problem.contains("edited"), "{}", b.problem);
     db.execute_batch("DELETE FROM ledger WHERE seq = 6").unwrap();
-    let v = open(dir.path(), Config::builtin());
+    let v = open(dir, Config::builtin());
     assert_eq!(
         v.verify_ledger().unwrap().problem,
         None,
@@ -411,15 +391,13 @@ fn ledger_verification_locates_edited_deleted_and_forged_entries() {
         rusqlite::params![body, &h[..]],
     )
     .unwrap();
-    let v = open(dir.path(), Config::builtin());
+    let v = open(dir, Config::builtin());
     let b = v.verify_ledger().unwrap().problem.unwrap();
     assert_eq!(b.seq, 1);
     assert!(b.problem.contains("MAC"), "{}", b.problem);
 }
 
-#[test]
-fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once(p: &Place) {
     let versions = |v: &Vault| {
         v.ledger(1, 100)
             .unwrap()
@@ -427,15 +405,12 @@ fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
             .filter(|e| e.kind == "policy.version")
             .count()
     };
-    let v = open(dir.path(), Config::builtin());
+    let v = p.open_with(Config::builtin());
     v.ingest_lines(&[GOOD], now()).unwrap();
     v.ingest_lines(&[GOOD], now()).unwrap();
     assert_eq!(versions(&v), 1);
     drop(v);
-    let v = open(
-        dir.path(),
-        cfg("[[capture]]\nscope = \"chat-api\"\nmode = \"metadata\"\n"),
-    );
+    let v = p.open_with(cfg("[[capture]]\nscope = \"chat-api\"\nmode = \"metadata\"\n"));
     v.ingest_lines(&[GOOD], now()).unwrap();
     assert_eq!(versions(&v), 2);
     let last = v
@@ -450,11 +425,9 @@ fn a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once() {
     assert_eq!(versions(&v), 2);
 }
 
-#[test]
-fn batches_prepared_ahead_of_a_key_conflict_never_use_the_key_that_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open(dir.path(), Config::builtin());
-    let b = open(dir.path(), Config::builtin());
+fn batches_prepared_ahead_of_a_key_conflict_never_use_the_key_that_lost(p: &Place) {
+    let a = p.open_with(Config::builtin());
+    let b = p.open_with(Config::builtin());
     a.ingest_lines(&[GOOD], now()).unwrap();
     b.ingest_lines(&[GOOD], now()).unwrap();
     let zoe = |t: &str| GOOD.replace("\"alice\"", "\"zoe\"").replace("10:00", t);
@@ -484,10 +457,8 @@ fn batches_prepared_ahead_of_a_key_conflict_never_use_the_key_that_lost() {
 /// writers send at once is stored once), subjects shared between writers
 /// end up under one key each, and `verify` finds every chain whole — however
 /// the group commit grouped the batches.
-#[test]
-fn concurrent_writers_store_every_record_once_and_the_chains_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), Config::builtin());
+fn concurrent_writers_store_every_record_once_and_the_chains_verify(p: &Place) {
+    let v = p.open_with(Config::builtin());
     v.note_policy("test", now()).unwrap();
     let line = |w: usize, i: usize, id: &str| {
         format!(
@@ -554,10 +525,8 @@ fn concurrent_writers_store_every_record_once_and_the_chains_verify() {
 /// record is stored once, and each key is entered in the ledger once.
 /// (With 32 writers of 500 lines, batches used to exhaust their retries on
 /// key conflicts and fail.)
-#[test]
-fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_conflicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path(), Config::builtin());
+fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_conflicts(p: &Place) {
+    let v = p.open_with(Config::builtin());
     v.note_policy("test", now()).unwrap();
     let (writers, rounds, per) = (8usize, 6usize, 40usize);
     let barrier = std::sync::Barrier::new(writers);
@@ -624,3 +593,18 @@ fn concurrent_writers_with_the_same_new_subjects_share_their_keys_without_confli
     let r = v.verify(None, None, now(), &|_| {}).unwrap();
     assert!(r.ok(), "verify: {:?}", r.unexplained_gaps);
 }
+
+on_both_backends!(
+    ingest_stores_valid_lines_and_names_line_and_field_of_bad_ones,
+    capture_modes_decide_what_is_written_and_none_is_only_counted,
+    subject_queries_find_exactly_that_subjects_records,
+    sweep_deletes_and_anonymizes_per_policy_and_keeps_plain_fields,
+    two_writers_creating_the_same_subject_key_agree_on_one_key,
+    tenants_outside_the_allow_list_are_rejected_by_name,
+    a_sweep_for_one_tenant_leaves_the_others_alone,
+    a_sweep_writes_a_verified_receipt_to_the_ledger,
+    a_changed_capture_or_retention_policy_is_entered_in_the_ledger_once,
+    batches_prepared_ahead_of_a_key_conflict_never_use_the_key_that_lost,
+    concurrent_writers_store_every_record_once_and_the_chains_verify,
+    concurrent_writers_with_the_same_new_subjects_share_their_keys_without_conflicts,
+);

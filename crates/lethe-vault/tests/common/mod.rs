@@ -247,6 +247,15 @@ impl Place {
         open(self.dir(), self.cfg(extra))
     }
 
+    /// The vault here, opened (or created) with configuration `c` (its
+    /// `[store]` pointed at this place).
+    pub fn open_with(&self, mut c: Config) -> Vault {
+        if let Some(s) = &self.schema {
+            c.store = pg::pg_cfg(s, "").store;
+        }
+        open(self.dir(), c)
+    }
+
     /// The vault here holding `n` synthetic records over `days` days before
     /// [`NOW`] (generator seed `seed`).
     pub fn synth(&self, extra: &str, seed: u64, n: u64, days: u32) -> Vault {
