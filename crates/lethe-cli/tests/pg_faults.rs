@@ -99,3 +99,109 @@ fn ingest_purge_cleanup_and_verify_at_once_on_postgresql_killed_at_random_conver
         finishes_after_kills(&w, &new, &purge, subject, &what);
     }
 }
+
+/// Buckets whose tables are no longer partitions of `records`, or marked
+/// as being dropped: what an interrupted sweep leaves until it is finished.
+fn leftover_buckets(schema: &Schema) -> (i64, i64) {
+    let mut c = postgres::Client::connect(&lethe_store::testsuite::test_pg_url(), postgres::NoTls).unwrap();
+    let detached: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname LIKE 'records\\_b%'
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND NOT i.inhdetachpending)",
+            &[&schema.0],
+        )
+        .unwrap()
+        .get(0);
+    let marked: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM {}.buckets WHERE state <> 0", schema.0),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (detached, marked)
+}
+
+#[test]
+fn a_postgresql_cleanup_killed_at_random_moments_finishes_to_the_same_store_with_one_receipt_per_intent() {
+    let d = tempfile::tempdir().unwrap();
+    // 90 days of history: the cleanup drops whole buckets (detached
+    // concurrently, dropped in batches) and removes rows of the buckets
+    // that straddle the cutoffs.
+    let old = input_at(d.path(), "old.ndjson", 4000, 8, NOW, 90);
+    let (sr, sw) = (Schema::new("cref"), Schema::new("cw"));
+    let reference = pg_workdir(d.path(), "ref", &sr, Some(&old));
+    let started = Instant::now();
+    let o = run(lethe(&reference).args(["cleanup", "--now", NOW]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full = started.elapsed().as_millis() as u64;
+    eprintln!("an uninterrupted cleanup takes {full} ms");
+    let want = count(&reference);
+    let w = pg_workdir(d.path(), "w", &sw, Some(&old));
+    let before = count(&w);
+    assert!(before > want, "the cleanup removes records ({before} -> {want})");
+    let mut rng = Lcg(kill_seed());
+    for round in 0..5 {
+        // Kill times over the whole run (a cleanup that finished before its
+        // kill leaves nothing to finish: the next rounds find less to do).
+        let at = 30 + rng.next(full.max(60));
+        kill_after(lethe(&w).args(["cleanup", "--now", NOW]), at);
+        let (intents, receipts) = intents_and_receipts(&w, "sweep.intent", "receipt.sweep");
+        eprintln!(
+            "round {round}: killed after {at} ms; {} intent(s), {} receipt(s); {:?} bucket(s) detached / marked",
+            intents.len(),
+            receipts.len(),
+            leftover_buckets(&sw)
+        );
+        still_opens(&w, &format!("cleanup killed after {at} ms (round {round})"));
+    }
+    let o = run(lethe(&w).args(["cleanup", "--now", NOW]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count(&w), want, "the same records as an uninterrupted cleanup");
+    assert_eq!(
+        leftover_buckets(&sw),
+        (0, 0),
+        "every bucket it started dropping is gone"
+    );
+    verifies_with_one_receipt_per_intent(&w, "after the kills and a finishing cleanup");
+}
+
+#[test]
+fn a_postgresql_cleanup_dying_at_each_step_of_a_drop_is_finished_by_the_next_command() {
+    let d = tempfile::tempdir().unwrap();
+    let old = input_at(d.path(), "old.ndjson", 3000, 9, NOW, 90);
+    let sr = Schema::new("sref");
+    let reference = pg_workdir(d.path(), "ref", &sr, Some(&old));
+    assert!(run(lethe(&reference).args(["cleanup", "--now", NOW])).status.success());
+    let want = count(&reference);
+    // What each step leaves behind: buckets marked for dropping (and, after
+    // the detaches, tables no longer attached) until a command finishes them.
+    for (i, (point, leftover)) in [
+        ("removal.before_apply", false),
+        ("sweep.after_mark_dropping", true),
+        ("sweep.mid_drop", true),
+        ("sweep.after_partition_rows", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let schema = Schema::new(&format!("s{i}"));
+        let w = pg_workdir(d.path(), &format!("s{i}"), &schema, Some(&old));
+        let o = run(lethe(&w).args(["cleanup", "--now", NOW]).env("LETHE_TEST_CRASH", point));
+        assert!(!o.status.success(), "{point}: the process must have died");
+        let (detached, marked) = leftover_buckets(&schema);
+        assert_eq!(marked > 0, leftover, "{point}: buckets marked for dropping: {marked}");
+        if point == "sweep.mid_drop" {
+            assert_eq!(
+                detached, marked,
+                "{point}: every marked bucket was detached, none dropped yet"
+            );
+        }
+        let again = json(&run(lethe(&w).args(["cleanup", "--json", "--now", NOW])));
+        assert_eq!(again["status"], "ok", "{point}");
+        assert_eq!(count(&w), want, "{point}: the rerun completes the work");
+        assert_eq!(leftover_buckets(&schema), (0, 0), "{point}: nothing left half dropped");
+        verifies_with_one_receipt_per_intent(&w, point);
+    }
+}
