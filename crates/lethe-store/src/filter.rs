@@ -43,6 +43,19 @@ impl SubjectFilter {
         Some(SubjectFilter { bits, set })
     }
 
+    /// A filter as stored with its `version`, if the bits match it: a
+    /// damaged filter is never trusted (its partition is searched instead).
+    pub fn checked(bits: Vec<u8>, version: i64) -> Option<Self> {
+        (self::version(&bits) == version)
+            .then(|| Self::from_bytes(bits))
+            .flatten()
+    }
+
+    /// Of `pseudonyms`, those this filter says were never added.
+    pub fn misses(&self, pseudonyms: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        pseudonyms.iter().filter(|p| !self.may_contain(p)).copied().collect()
+    }
+
     /// The stored form.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits

@@ -37,14 +37,11 @@ impl PgStore {
                 r.group.tenant
             )));
         }
-        for _ in 0..8 {
-            if let Attempt::Done(r) = self.try_append(group)? {
-                return Ok(r);
-            }
-        }
-        Err(StoreError::Backend {
-            source: "buckets kept being dropped under this append".into(),
-            retryable: true,
+        super::while_buckets_drop("this append", || {
+            Ok(match self.try_append(group)? {
+                Attempt::Done(r) => Some(r),
+                Attempt::BucketGone => None,
+            })
         })
     }
 

@@ -149,15 +149,7 @@ pub(super) fn leaves_in(
 ) -> Result<Vec<Option<Hash>>> {
     // A partition listed may be dropped by another node's expiry before
     // its table is read: its rows are gone then, and a fresh list says so.
-    for _ in 0..8 {
-        if let Some(out) = leaves_once(c, tenant, stream, first, last)? {
-            return Ok(out);
-        }
-    }
-    Err(StoreError::Backend {
-        source: "partitions kept being dropped while their leaves were read".into(),
-        retryable: true,
-    })
+    super::while_buckets_drop("a read of leaves", || leaves_once(c, tenant, stream, first, last))
 }
 
 /// One attempt of [`leaves_in`]; `None` when a table it listed was gone.
@@ -180,21 +172,11 @@ fn leaves_once(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut out = vec![None; (last + 1 - first) as usize];
-    for chunk in parts.chunks(LEAF_CHUNK) {
-        let sql = chunk
-            .iter()
-            .map(|(bucket, id)| {
-                format!(
-                    "SELECT {COLUMNS} FROM {} WHERE part = {id} AND seq BETWEEN $1 AND $2",
-                    super::bucket_table(*bucket)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let rows = match c.query(&sql, &[&lo, &hi]) {
-            Ok(rows) => rows,
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
-            Err(e) => return Err(db(e)),
+    for sql in super::union_over(&parts, |table, id| {
+        format!("SELECT {COLUMNS} FROM {table} WHERE part = {id} AND seq BETWEEN $1 AND $2")
+    }) {
+        let Some(rows) = super::unless_gone(c.query(&sql, &[&lo, &hi]))? else {
+            return Ok(None);
         };
         for r in &rows {
             let row = raw_row(r);
@@ -206,9 +188,6 @@ fn leaves_once(
     }
     Ok(Some(out))
 }
-
-/// Partitions read by one statement of [`leaves_in`].
-const LEAF_CHUNK: usize = 256;
 
 /// A chain's segments in sequence order (those overlapping `within`, when given).
 pub(super) fn segments_of(

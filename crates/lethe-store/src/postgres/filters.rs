@@ -61,7 +61,7 @@ impl FilterCache {
             }
             // The version is the bits' checksum: a damaged filter is not
             // trusted (its partition is searched).
-            match SubjectFilter::from_bytes(bits).filter(|f| filter::version(f.as_bytes()) == version) {
+            match SubjectFilter::checked(bits, version) {
                 Some(f) => cache.insert(id, (version, f)),
                 None => cache.remove(&id),
             };
@@ -86,14 +86,8 @@ pub(super) fn misses(c: &mut impl GenericClient, part: i64, pseudonyms: &[[u8; 3
             &[&part],
         )
         .map_err(db)?;
-    let filter = row.and_then(|r| {
-        let version: i64 = r.get(0);
-        SubjectFilter::from_bytes(r.get(1)).filter(|f| filter::version(f.as_bytes()) == version)
-    });
-    Ok(match filter {
-        Some(f) => pseudonyms.iter().filter(|p| !f.may_contain(p)).copied().collect(),
-        None => Vec::new(),
-    })
+    let filter = row.and_then(|r| SubjectFilter::checked(r.get(1), r.get(0)));
+    Ok(filter.map_or_else(Vec::new, |f| f.misses(pseudonyms)))
 }
 
 /// Adds each partition's new pseudonyms to its filter, inside the append's

@@ -7,27 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use lethe_core::hold::HoldScope;
 use lethe_core::policy::Action;
 
-use super::{db, PgStore};
+use super::PgStore;
 use crate::row::{ANONYMIZED, DELETED};
 use crate::{ChainRemoval, Result, RowRemoval, Selected, SelectedGroup, Selection};
-
-/// Partitions searched by one statement of a selection.
-const SELECT_CHUNK: usize = 256;
 
 impl PgStore {
     pub(super) fn select(&self, sel: &Selection, holds: &[HoldScope]) -> Result<Selected> {
         // A partition listed may be dropped by an expiry on another node
         // before its table is read: then its records are gone and a fresh
         // list no longer has it.
-        for _ in 0..8 {
-            if let Some(s) = self.select_once(sel, holds)? {
-                return Ok(s);
-            }
-        }
-        Err(crate::StoreError::Backend {
-            source: "partitions kept being dropped while a selection read them".into(),
-            retryable: true,
-        })
+        super::while_buckets_drop("a selection", || self.select_once(sel, holds))
     }
 
     /// One attempt of [`Self::select`]; `None` when a partition it listed
@@ -68,20 +57,14 @@ impl PgStore {
             parts.iter().collect()
         };
         let mut all = Vec::new();
-        for chunk in searched.chunks(SELECT_CHUNK) {
-            let sql = chunk
-                .iter()
-                .map(|p| {
-                    format!(
-                        "SELECT part, seq, scope, ts, pseudonym, length(plain) + coalesce(octet_length(body), 0)
-                         FROM {} WHERE part = {} AND state < $1 AND ($2::text IS NULL OR scope=$2)
-                           AND ts >= $3 AND ts < $4 AND (cardinality($5::bytea[]) = 0 OR pseudonym = ANY($5))",
-                        super::bucket_table(p.bucket),
-                        p.id
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
+        let ids: Vec<(i64, i64)> = searched.iter().map(|p| (p.bucket, p.id)).collect();
+        for sql in super::union_over(&ids, |table, id| {
+            format!(
+                "SELECT part, seq, scope, ts, pseudonym, length(plain) + coalesce(octet_length(body), 0)
+                 FROM {table} WHERE part = {id} AND state < $1 AND ($2::text IS NULL OR scope=$2)
+                   AND ts >= $3 AND ts < $4 AND (cardinality($5::bytea[]) = 0 OR pseudonym = ANY($5))"
+            )
+        }) {
             use postgres::types::Type;
             let rows = c.query_typed(
                 &format!("{sql} ORDER BY 1, 2"),
@@ -93,10 +76,9 @@ impl PgStore {
                     (&pseudonyms, Type::BYTEA_ARRAY),
                 ],
             );
-            match rows {
-                Ok(rows) => all.extend(rows),
-                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
-                Err(e) => return Err(db(e)),
+            match super::unless_gone(rows)? {
+                Some(rows) => all.extend(rows),
+                None => return Ok(None),
             }
         }
         let mut by_part: HashMap<i64, Vec<&postgres::Row>> = HashMap::new();

@@ -30,7 +30,8 @@ struct State {
 /// while one runs are covered by the next).
 pub(super) struct KeyVacuum {
     state: Arc<(Mutex<State>, Condvar)>,
-    requests: Mutex<Sender<u64>>,
+    /// Wakes the worker; dropping it ends the worker.
+    wake: Sender<()>,
 }
 
 impl KeyVacuum {
@@ -43,24 +44,16 @@ impl KeyVacuum {
             .name("lethe-key-vacuum".into())
             .spawn(move || work(connector, rx, shared))
             .expect("a thread starts");
-        KeyVacuum {
-            state,
-            requests: Mutex::new(tx),
-        }
+        KeyVacuum { state, wake: tx }
     }
 
     /// Asks for a vacuum (call after the destruction committed).
     pub(super) fn request(&self) {
         let (lock, _) = &*self.state;
-        let n = {
+        lock.lock().unwrap_or_else(|e| e.into_inner()).requested += 1;
+        if self.wake.send(()).is_err() {
             let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.requested += 1;
-            s.requested
-        };
-        let sent = self.requests.lock().unwrap_or_else(|e| e.into_inner()).send(n);
-        if sent.is_err() {
-            let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.done = n;
+            s.done = s.requested;
             s.outcome = Some(Err("the vacuum worker is gone".into()));
         }
     }
@@ -87,19 +80,19 @@ impl KeyVacuum {
     }
 }
 
-/// The worker: waits for requests, vacuums once for all that arrived.
-fn work(connector: Connector, rx: Receiver<u64>, state: Arc<(Mutex<State>, Condvar)>) {
+/// The worker: waits to be woken, vacuums once for every request made
+/// before it started.
+fn work(connector: Connector, rx: Receiver<()>, state: Arc<(Mutex<State>, Condvar)>) {
     let mut conn: Option<(Client, bool)> = None;
-    while let Ok(mut n) = rx.recv() {
-        while let Ok(later) = rx.try_recv() {
-            n = later;
-        }
+    let (lock, done) = &*state;
+    while rx.recv().is_ok() {
+        while rx.try_recv().is_ok() {}
+        let n = lock.lock().unwrap_or_else(|e| e.into_inner()).requested;
         let outcome = vacuum(&connector, &mut conn);
         if outcome.is_err() {
             // A fresh connection next time (the server may have restarted).
             conn = None;
         }
-        let (lock, done) = &*state;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
         s.done = s.done.max(n);
         s.outcome = Some(outcome);

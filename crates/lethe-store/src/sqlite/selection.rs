@@ -173,10 +173,9 @@ impl SqliteStore {
     pub(super) fn filter_misses(&self, part: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        Ok(match self.subject_filter(inner, part)? {
-            Some(f) => pseudonyms.iter().filter(|p| !f.may_contain(p)).copied().collect(),
-            None => Vec::new(),
-        })
+        Ok(self
+            .subject_filter(inner, part)?
+            .map_or_else(Vec::new, |f| f.misses(pseudonyms)))
     }
 
     /// Makes the cache hold version `version` of a partition's filter (or nothing).
@@ -200,10 +199,7 @@ impl SqliteStore {
             .map_err(db)?;
         // The version is the filter's checksum: a filter whose bits do not
         // match it (damaged) is not used — the partition is searched.
-        match bits
-            .filter(|b| filter::version(b) == v)
-            .and_then(SubjectFilter::from_bytes)
-        {
+        match bits.and_then(|b| SubjectFilter::checked(b, v)) {
             Some(f) => inner.filters.insert(part, (v, f)),
             None => inner.filters.remove(&part),
         };

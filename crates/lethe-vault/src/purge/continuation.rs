@@ -22,7 +22,7 @@ use lethe_core::TenantId;
 use lethe_store::{ChainRemoval, Selection};
 use serde::{Deserialize, Serialize};
 
-use super::{PurgeIntent, FAILED, PENDING_INTENT};
+use super::{PurgeIntent, PENDING_INTENT};
 use crate::{Result, Vault, VaultError};
 
 /// Catalog key holding, while a subject purge's intent awaits its receipt,
@@ -198,13 +198,12 @@ impl Vault {
     }
 
     /// Checks a purge: `sel` (held to its bound) searched again, after the
-    /// removal, for anything it was to remove. Through the subject filters
-    /// (as the plan found the rows) — `verify` checks every filter against
-    /// the rows of its partition, so a filter that hides a subject is a
-    /// finding there — or, for a purge whose earlier run's check failed,
-    /// in every partition in range without them.
-    pub(super) fn check_purge(&self, mut sel: Selection, holds: &[HoldScope], fingerprint: &str) -> Result<Check> {
-        sel.exhaustive = sel.exhaustive || self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
+    /// removal, for anything it was to remove, as `sel.exhaustive` says:
+    /// through the subject filters (as the plan found the rows) — `verify`
+    /// checks every filter against the rows of its partition, so a filter
+    /// that hides a subject is a finding there — or in every partition in
+    /// range without them.
+    pub(super) fn check_purge(&self, sel: Selection, holds: &[HoldScope]) -> Result<Check> {
         let t = std::time::Instant::now();
         let again = self.store.select(&sel, holds)?;
         tracing::debug!(

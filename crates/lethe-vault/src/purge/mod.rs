@@ -211,6 +211,10 @@ pub struct PurgePlan {
     fingerprint: String,
     pseudonyms: Vec<[u8; 32]>,
     holds: Vec<HoldScope>,
+    /// Searches every partition in range (asked for, or an earlier run's
+    /// check failed), not only those the subject filters name — the plan,
+    /// its continuation and its check alike.
+    exhaustive: bool,
 }
 
 /// What a purge did.
@@ -303,6 +307,7 @@ impl Vault {
         // without the filters.
         let mut sel = req.selection(pseudonyms.clone());
         sel.exhaustive = req.exhaustive || self.store.meta(&format!("{FAILED}{fingerprint}"))?.is_some();
+        let exhaustive = sel.exhaustive;
         let selected = self.store.select(&sel, &holds)?;
         // Keys: one per subject, destroyed only when the purge covers the
         // subject's whole history and no record of the subject is held.
@@ -356,6 +361,7 @@ impl Vault {
             fingerprint,
             pseudonyms,
             holds,
+            exhaustive,
         })
     }
 
@@ -494,7 +500,7 @@ impl Vault {
         let mut chains = intent.chains.clone();
         let mut checked = None;
         let mut sel = req.selection(plan.pseudonyms.clone());
-        sel.exhaustive = req.exhaustive || self.store.meta(&format!("{FAILED}{}", plan.fingerprint))?.is_some();
+        sel.exhaustive = plan.exhaustive;
         if !intent.keys.is_empty() {
             let c = self.continue_purge(&intent, e.seq, sel.clone(), &plan.holds, &req.actor, clock())?;
             continuation = c.intent;
@@ -512,7 +518,7 @@ impl Vault {
         sel.stored_up_to = Some(bound);
         let check = match checked {
             Some(c) => c,
-            None => self.check_purge(sel, &plan.holds, &plan.fingerprint)?,
+            None => self.check_purge(sel, &plan.holds)?,
         };
         let keys_left = self.keys_left(&intent.keys)?;
         report.stored_later = check.later;

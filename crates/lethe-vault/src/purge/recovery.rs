@@ -81,6 +81,9 @@ impl Vault {
             None => None,
             Some(pc) => {
                 let mut sel = pc.selection(&first.tenant, first.action)?;
+                // A purge whose earlier run's check failed searches every
+                // partition (as its plan did).
+                sel.exhaustive = self.store.meta(&format!("{FAILED}{}", first.fingerprint))?.is_some();
                 // The run died before its continuation: write it now.
                 if continuation.is_none() && !first.keys.is_empty() {
                     let c = self.continue_purge(&first, first_seq, sel.clone(), &holds, "system/recovery", now)?;
@@ -90,7 +93,7 @@ impl Vault {
                     chains.extend(c.chains);
                     sel.stored_up_to = Some(c.heads);
                 }
-                Some(self.check_purge(sel, &holds, &first.fingerprint)?)
+                Some(self.check_purge(sel, &holds)?)
             }
         };
         let (left, later) = check.as_ref().map_or((0, 0), |c| (c.left, c.later));

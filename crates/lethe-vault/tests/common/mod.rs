@@ -282,8 +282,8 @@ macro_rules! on_both_backends {
             $(
                 #[test]
                 fn $case() {
-                    let name = lethe_core::merkle::leaf_hash(stringify!($case).as_bytes());
-                    super::$case(&$crate::common::Place::postgres(&hex::encode(&name[..5])));
+                    let name = $crate::common::pg::case_name(stringify!($case));
+                    super::$case(&$crate::common::Place::postgres(&name));
                 }
             )*
         }

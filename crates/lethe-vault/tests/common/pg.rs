@@ -5,6 +5,13 @@ use lethe_store::testsuite::test_pg_url;
 
 use super::cfg;
 
+/// A short name of its own for test `case`, to build its schema name from
+/// (PostgreSQL names are limited, Lethe allows 48 characters).
+pub fn case_name(case: &str) -> String {
+    let h = lethe_core::merkle::leaf_hash(case.as_bytes());
+    format!("t{}", hex::encode(&h[..6]))
+}
+
 /// A schema of its own for one test, dropped when the guard goes.
 pub struct Schema(pub String);
 

@@ -341,12 +341,6 @@ mod filter_cases {
     }
 }
 
-/// A short schema name of its own for a case (Lethe allows 48 characters).
-fn schema_name(case: &str) -> String {
-    let h = lethe_core::merkle::leaf_hash(case.as_bytes());
-    format!("t{}", hex::encode(&h[..6]))
-}
-
 /// One `#[test]` per case and backend: `sqlite::<case>` and `postgres::<case>`.
 macro_rules! tamper_suite {
     ($($case:ident),* $(,)?) => {
@@ -362,7 +356,7 @@ macro_rules! tamper_suite {
             $(
                 #[test]
                 fn $case() {
-                    super::cases::$case(&super::postgres::PgTarget::new(&super::schema_name(stringify!($case))));
+                    super::cases::$case(&super::postgres::PgTarget::new(&super::common::pg::case_name(stringify!($case))));
                 }
             )*
         }
