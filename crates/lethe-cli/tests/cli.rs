@@ -543,6 +543,38 @@ fn a_purge_killed_at_any_step_is_finished_by_rerunning_it_with_exactly_one_recei
     }
 }
 
+/// An exhaustive purge searches every partition in range, not only those
+/// the subject filters name; a recovery of one killed after its intent
+/// checks it the same way (it used to fall back to the filtered check).
+#[test]
+fn an_exhaustive_purge_killed_after_its_intent_is_checked_exhaustively_by_its_recovery() {
+    let d = tempfile::tempdir().unwrap();
+    config(d.path(), POLICY);
+    let inp = input(d.path(), 3000, 6);
+    let subject = "user-000003";
+    let w = workdir(d.path(), "w", Some(&inp));
+    let mut args = purge_args("acme", subject, "DSR-10");
+    args.extend(["--exhaustive", "--yes", "--json"]);
+    let o = run(lethe(&w).args(&args).env("LETHE_TEST_CRASH", "purge.after_intent"));
+    assert!(!o.status.success(), "the process must have died");
+    let o = run(lethe(&w).args(&args));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(subject_logs(&w, subject), 0);
+    let receipts = json(&run(lethe(&w).args(["receipts", "--json"])));
+    let recovered: Vec<&Value> = receipts["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "system/recovery")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{receipts:#}");
+    let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["verified"], true, "{body:#}");
+    let how = body["verification"].as_str().unwrap();
+    assert!(how.contains("every partition in range searched"), "{how}");
+    one_receipt_per_purge_intent(&w, "exhaustive, interrupted after its intent");
+}
+
 /// A purge killed after its intent leaves its subject's key live until the
 /// purge is finished; records of that subject ingested meanwhile are under
 /// that key but not in the intent. Finishing the purge must not certify

@@ -9,8 +9,7 @@ use lethe_core::{StreamId, TenantId};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 
-use super::{bucket_table, catalog, db, PgStore};
-use crate::chain::ChainState;
+use super::{bookkeeping, bucket_table, catalog, db, PgStore};
 use crate::row;
 use crate::{AppendReport, Batch, CaptureDrop, NewRecord, Result, StoreError, StoredKey};
 
@@ -86,6 +85,7 @@ impl PgStore {
         order.sort();
         let mut keys: Vec<(&TenantId, &StreamId, i64)> = order.iter().map(|&(t, s, p, _)| (t, s, p)).collect();
         keys.dedup();
+        let key_names: Vec<String> = keys.iter().map(|(_, s, _)| s.to_string()).collect();
 
         let mut c = self.conn()?;
         // The bucket each partition goes to: the one it is in, or its
@@ -130,29 +130,66 @@ impl PgStore {
         {
             let now = batch.first().map(|r| r.received_us).unwrap_or(0);
             let mut created: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+            // One statement for the batch's new keys (ids in order: two
+            // appends storing the same keys wait for each other, never
+            // deadlock), one more for those already there.
+            let mut sorted: Vec<&StoredKey> = new_keys.iter().map(|&(k, _)| k).collect();
+            sorted.sort_by_key(|k| k.id);
+            sorted.dedup_by_key(|k| k.id);
+            let inserted: HashSet<i64> = if sorted.is_empty() {
+                HashSet::new()
+            } else {
+                let ids: Vec<i64> = sorted.iter().map(|k| k.id).collect();
+                let tenants: Vec<&str> = sorted.iter().map(|k| k.tenant.as_str()).collect();
+                let refs: Vec<&[u8]> = sorted.iter().map(|k| &k.key_ref[..]).collect();
+                let wrapped: Vec<Option<&[u8]>> = sorted.iter().map(|k| k.wrapped.as_deref()).collect();
+                tx.query(
+                    "INSERT INTO data_keys(id,tenant,ref,wrapped,created_us)
+                     SELECT id, tenant, ref, wrapped, $5
+                     FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[]) WITH ORDINALITY
+                       AS k(id, tenant, ref, wrapped, n) ORDER BY n
+                     ON CONFLICT DO NOTHING RETURNING id",
+                    &[&ids, &tenants, &refs, &wrapped, &now],
+                )
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+            };
+            let others: Vec<i64> = sorted
+                .iter()
+                .map(|k| k.id)
+                .filter(|id| !inserted.contains(id))
+                .collect();
+            let found: HashMap<i64, (String, Vec<u8>, bool)> = if others.is_empty() {
+                HashMap::new()
+            } else {
+                tx.query(
+                    "SELECT id, tenant, ref, wrapped IS NOT NULL FROM data_keys WHERE id = ANY($1)",
+                    &[&others],
+                )
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+                .collect()
+            };
+            let mut counted: HashSet<i64> = HashSet::new();
             for &(k, o) in &new_keys {
-                let n = tx
-                    .execute(
-                        "INSERT INTO data_keys(id,tenant,ref,wrapped,created_us) VALUES($1,$2,$3,$4,$5)
-                         ON CONFLICT DO NOTHING",
-                        &[&k.id, &k.tenant.as_str(), &k.key_ref, &k.wrapped, &now],
-                    )
-                    .map_err(db)?;
-                if n == 1 {
-                    known_live.insert(k.id);
-                    keys_stored[o] += 1;
-                    created.entry(k.tenant.as_str()).or_default().push(k.id);
+                if inserted.contains(&k.id) {
+                    let stored = sorted[sorted.partition_point(|x| x.id < k.id)];
+                    if stored.tenant != k.tenant || stored.key_ref != k.key_ref {
+                        return Err(StoreError::KeyConflict);
+                    }
+                    if counted.insert(k.id) {
+                        known_live.insert(k.id);
+                        keys_stored[o] += 1;
+                        created.entry(k.tenant.as_str()).or_default().push(k.id);
+                    }
                     continue;
                 }
-                let found = tx
-                    .query_opt(
-                        "SELECT tenant, ref, wrapped IS NOT NULL FROM data_keys WHERE id=$1",
-                        &[&k.id],
-                    )
-                    .map_err(db)?;
-                match found.map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1), r.get::<_, bool>(2))) {
+                match found.get(&k.id) {
                     Some((t, _, false)) if t == k.tenant.as_str() => return Err(StoreError::KeyDestroyed),
-                    Some((t, r, true)) if t == k.tenant.as_str() && r == k.key_ref => {
+                    Some((t, r, true)) if t == k.tenant.as_str() && *r == k.key_ref => {
                         known_live.insert(k.id);
                     }
                     _ => return Err(StoreError::KeyConflict),
@@ -197,32 +234,44 @@ impl PgStore {
         let mut chain_keys: Vec<(String, String)> =
             keys.iter().map(|(t, s, _)| (t.to_string(), s.to_string())).collect();
         chain_keys.dedup();
-        let mut heads: BTreeMap<(String, String), ChainState> = BTreeMap::new();
-        for (t, s) in &chain_keys {
-            let g = ChainState::genesis(t, s);
-            tx.execute(
-                "INSERT INTO chains(tenant,stream,head_seq,head_hash,frontier) VALUES($1,$2,0,$3,'')
-                 ON CONFLICT DO NOTHING",
-                &[t, s, &&g.hash[..]],
-            )
-            .map_err(db)?;
+        let mut heads = bookkeeping::lock_chains(&mut tx, &chain_keys)?;
+        // Every partition written, created where missing (in the batch's
+        // order); every bucket held live; the ids already stored.
+        let wanted: Vec<bookkeeping::Wanted<'_>> = keys
+            .iter()
+            .zip(&key_names)
+            .map(|(&(t, s, start), stream)| bookkeeping::Wanted {
+                tenant: t.as_str(),
+                stream,
+                start_us: start,
+                bucket: bucket_of[&(t, s, start)],
+            })
+            .collect();
+        let placed = bookkeeping::place(&mut tx, &wanted, self.span_us)?;
+        let buckets: Vec<i64> = placed.iter().map(|p| p.bucket).collect();
+        if !bookkeeping::hold_buckets(&mut tx, &buckets)? {
+            return Ok(Attempt::BucketGone);
         }
-        {
-            let (ts, ss): (Vec<&str>, Vec<&str>) = chain_keys.iter().map(|(t, s)| (t.as_str(), s.as_str())).unzip();
-            let rows = tx
-                .query(
-                    "SELECT tenant, stream, head_seq, head_hash, frontier FROM chains
-                     WHERE (tenant, stream) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-                     ORDER BY tenant, stream FOR UPDATE",
-                    &[&ts, &ss],
-                )
-                .map_err(db)?;
-            for r in rows {
-                let (t, s): (String, String) = (r.get(0), r.get(1));
-                let st = ChainState::from_stored(&t, &s, r.get(2), r.get(3), r.get(4))?;
-                heads.insert((t, s), st);
+        let mut seen = {
+            let mut place_of = placed.iter();
+            let mut probes: Vec<(i64, i64, &[u8])> = Vec::with_capacity(order.len());
+            let mut last: Option<((&TenantId, &StreamId, i64), bookkeeping::Placed)> = None;
+            for &(t, s, start, k) in &order {
+                let p = match last {
+                    Some((key, p)) if key == (t, s, start) => p,
+                    _ => {
+                        let p = *place_of.next().expect("one placement per partition");
+                        last = Some(((t, s, start), p));
+                        p
+                    }
+                };
+                // A partition this append created holds nothing yet.
+                if !p.created {
+                    probes.push((p.bucket, p.part, &batch[k].id[..]));
+                }
             }
-        }
+            bookkeeping::stored_ids(&mut tx, &probes)?
+        };
 
         let mut report: Vec<AppendReport> = keys_stored
             .into_iter()
@@ -268,6 +317,7 @@ impl PgStore {
         let mut settled: Vec<Settled> = Vec::new();
         let mut buf = Vec::with_capacity(256);
         let mut i = 0;
+        let mut placements = placed.iter();
         while i < order.len() {
             let (t, s, start, _) = order[i];
             let j = order[i..]
@@ -275,51 +325,15 @@ impl PgStore {
                 .position(|&(t2, s2, p2, _)| (t2, s2, p2) != (t, s, start))
                 .map_or(order.len(), |k| i + k);
             let (tenant, stream) = (t.to_string(), s.to_string());
-            let bucket = bucket_of[&(t, s, start)];
-            let inserted = tx
-                .query_opt(
-                    "INSERT INTO partitions(tenant,stream,start_us,end_us,bucket) VALUES($1,$2,$3,$4,$5)
-                     ON CONFLICT (tenant,stream,start_us) DO NOTHING RETURNING id",
-                    &[&tenant, &stream, &start, &(start + self.span_us), &bucket],
-                )
-                .map_err(db)?;
-            let (part, bucket, created) = match inserted {
-                Some(r) => (r.get::<_, i64>(0), bucket, true),
-                None => {
-                    let r = tx
-                        .query_one(
-                            "SELECT id, bucket FROM partitions WHERE tenant=$1 AND stream=$2 AND start_us=$3",
-                            &[&tenant, &stream, &start],
-                        )
-                        .map_err(db)?;
-                    (r.get(0), r.get(1), false)
-                }
-            };
-            // The bucket must still be live (not being dropped): hold it so.
-            let live = tx
-                .query_opt("SELECT 1 FROM buckets WHERE id=$1 AND state=0 FOR SHARE", &[&bucket])
-                .map_err(db)?
-                .is_some();
-            if !live {
-                return Ok(Attempt::BucketGone);
-            }
-            let ids: Vec<&[u8]> = order[i..j].iter().map(|&(_, _, _, k)| &batch[k].id[..]).collect();
-            let mut seen: HashSet<[u8; 16]> = tx
-                .query(
-                    "SELECT id FROM records WHERE bucket=$1 AND part=$2 AND id = ANY($3)",
-                    &[&bucket, &part, &ids],
-                )
-                .map_err(db)?
-                .iter()
-                .filter_map(|r| r.get::<_, &[u8]>(0).try_into().ok())
-                .collect();
+            let bookkeeping::Placed { part, bucket, created } =
+                *placements.next().expect("one placement per partition");
             let chain = heads.get_mut(&(tenant.clone(), stream.clone())).expect("locked above");
             let mac = &macs[t];
             let (first, prev0) = (chain.seq + 1, chain.hash);
             let mut deltas: GroupDeltas = Vec::new();
             for &(_, _, _, k) in &order[i..j] {
                 let r = batch[k];
-                if !seen.insert(r.id) {
+                if !seen.insert((part, r.id)) {
                     let o = owner[k];
                     report[o].duplicates += 1;
                     continue;
@@ -403,63 +417,35 @@ impl PgStore {
             }
         }
         super::filters::extend(&mut tx, &added)?;
-        for ((tenant, stream), h) in &heads {
-            tx.execute(
-                "UPDATE chains SET head_seq=$3, head_hash=$4, frontier=$5 WHERE tenant=$1 AND stream=$2",
-                &[tenant, stream, &(h.seq as i64), &&h.hash[..], &h.frontier_bytes()],
-            )
-            .map_err(db)?;
-            for (level, idx, hash) in &h.nodes {
-                tx.execute(
-                    "INSERT INTO merkle_nodes(tenant,stream,level,idx,hash) VALUES($1,$2,$3,$4,$5)
-                     ON CONFLICT (tenant,stream,level,idx) DO UPDATE SET hash=EXCLUDED.hash",
-                    &[tenant, stream, &(*level as i32), &(*idx as i64), &&hash[..]],
-                )
+        bookkeeping::save_chains(&mut tx, &heads)?;
+        let runs: Vec<bookkeeping::NewSegment<'_>> = settled
+            .iter()
+            .filter_map(|st| {
+                let (first, last, prev, chain) = st.segment?;
+                Some(bookkeeping::NewSegment {
+                    tenant: &st.tenant,
+                    stream: &st.stream,
+                    part: st.part,
+                    first,
+                    last,
+                    prev,
+                    chain,
+                })
+            })
+            .collect();
+        bookkeeping::save_segments(&mut tx, &runs)?;
+        // Every record a duplicate: a partition made for them is not kept.
+        let empty: Vec<i64> = settled
+            .iter()
+            .filter(|st| st.created && st.segment.is_none())
+            .map(|st| st.part)
+            .collect();
+        if !empty.is_empty() {
+            tx.execute("DELETE FROM partitions WHERE id = ANY($1)", &[&empty])
                 .map_err(db)?;
-            }
         }
         let mut counts: std::collections::BTreeMap<(i64, String, i16), (i64, i64, i64)> = Default::default();
         for st in &settled {
-            match &st.segment {
-                Some((first, last, prev, chain)) => {
-                    let extended = tx
-                        .execute(
-                            "UPDATE segments SET last_seq=$4, chain=$5
-                             WHERE tenant=$1 AND stream=$2 AND partition_id=$3 AND last_seq=$6",
-                            &[
-                                &st.tenant,
-                                &st.stream,
-                                &st.part,
-                                &(*last as i64),
-                                &&chain[..],
-                                &(*first as i64 - 1),
-                            ],
-                        )
-                        .map_err(db)?;
-                    if extended == 0 {
-                        tx.execute(
-                            "INSERT INTO segments(tenant,stream,first_seq,last_seq,partition_id,prev,chain)
-                             VALUES($1,$2,$3,$4,$5,$6,$7)",
-                            &[
-                                &st.tenant,
-                                &st.stream,
-                                &(*first as i64),
-                                &(*last as i64),
-                                &st.part,
-                                &&prev[..],
-                                &&chain[..],
-                            ],
-                        )
-                        .map_err(db)?;
-                    }
-                }
-                // Every record a duplicate: a partition made for them is not kept.
-                None if st.created => {
-                    tx.execute("DELETE FROM partitions WHERE id=$1", &[&st.part])
-                        .map_err(db)?;
-                }
-                None => {}
-            }
             for ((scope, class), (n, min, max)) in &st.deltas {
                 let d = counts
                     .entry((st.part, scope.clone(), *class))

@@ -18,6 +18,7 @@
 //! lock on its `chains` row, taken in a fixed order, on every node alike.
 
 mod append;
+mod bookkeeping;
 mod catalog;
 mod chain;
 mod connector;

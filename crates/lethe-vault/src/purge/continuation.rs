@@ -46,6 +46,11 @@ pub(super) struct PendingCheck {
     /// check written by an earlier version: everything stored counts.
     #[serde(default)]
     heads: Option<BTreeMap<String, u64>>,
+    /// The purge searches every partition in range, not only those the
+    /// subject filters name: a recovery checks it the same way. Absent in
+    /// a check written by an earlier version: not exhaustive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    exhaustive: bool,
 }
 
 impl PendingCheck {
@@ -58,6 +63,7 @@ impl PendingCheck {
             until_us: sel.until_us,
             pseudonyms: sel.pseudonyms.iter().map(hex::encode).collect(),
             heads: Some(heads.clone()),
+            exhaustive: sel.exhaustive,
         }
     }
 
@@ -86,7 +92,7 @@ impl PendingCheck {
             since_us: self.since_us,
             until_us: self.until_us,
             action,
-            exhaustive: false,
+            exhaustive: self.exhaustive,
             stored_up_to: self.heads,
         })
     }

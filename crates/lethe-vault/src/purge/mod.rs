@@ -465,8 +465,11 @@ impl Vault {
         };
         // Always written (cleared for a purge without subjects), so that a
         // recovery never checks another purge's selection.
-        let check = (!plan.pseudonyms.is_empty())
-            .then(|| PendingCheck::of(&req.selection(plan.pseudonyms.clone()), &plan.selected.heads));
+        let check = (!plan.pseudonyms.is_empty()).then(|| {
+            let mut sel = req.selection(plan.pseudonyms.clone());
+            sel.exhaustive = plan.exhaustive;
+            PendingCheck::of(&sel, &plan.selected.heads)
+        });
         self.set_pending_check(check.as_ref())?;
         let e = self.record_intent(
             started,

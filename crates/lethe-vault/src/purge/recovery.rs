@@ -81,9 +81,9 @@ impl Vault {
             None => None,
             Some(pc) => {
                 let mut sel = pc.selection(&first.tenant, first.action)?;
-                // A purge whose earlier run's check failed searches every
-                // partition (as its plan did).
-                sel.exhaustive = self.store.meta(&format!("{FAILED}{}", first.fingerprint))?.is_some();
+                // An exhaustive purge, or one whose earlier run's check
+                // failed, searches every partition (as its plan did).
+                sel.exhaustive |= self.store.meta(&format!("{FAILED}{}", first.fingerprint))?.is_some();
                 // The run died before its continuation: write it now.
                 if continuation.is_none() && !first.keys.is_empty() {
                     let c = self.continue_purge(&first, first_seq, sel.clone(), &holds, "system/recovery", now)?;
