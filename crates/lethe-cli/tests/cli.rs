@@ -493,6 +493,19 @@ fn purge_previews_asks_for_confirmation_refuses_held_records_and_leaves_a_receip
     assert_eq!(run(lethe(&w).arg("verify")).status.code(), Some(0));
 }
 
+/// The body of the one receipt a recovery wrote (asserted to be one).
+fn the_recovery_receipt(w: &Path) -> Value {
+    let receipts = json(&run(lethe(w).args(["receipts", "--json"])));
+    let recovered: Vec<&Value> = receipts["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "system/recovery")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{receipts:#}");
+    serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap()
+}
+
 /// Every purge intent in the ledger has exactly one receipt.
 fn one_receipt_per_purge_intent(w: &Path, what: &str) {
     let (intents, completed) = intents_and_receipts(w, "purge.intent", "receipt.purge");
@@ -560,15 +573,7 @@ fn an_exhaustive_purge_killed_after_its_intent_is_checked_exhaustively_by_its_re
     let o = run(lethe(&w).args(&args));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(subject_logs(&w, subject), 0);
-    let receipts = json(&run(lethe(&w).args(["receipts", "--json"])));
-    let recovered: Vec<&Value> = receipts["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["actor"] == "system/recovery")
-        .collect();
-    assert_eq!(recovered.len(), 1, "{receipts:#}");
-    let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
+    let body = the_recovery_receipt(&w);
     assert_eq!(body["verified"], true, "{body:#}");
     let how = body["verification"].as_str().unwrap();
     assert!(how.contains("every partition in range searched"), "{how}");
@@ -612,15 +617,7 @@ fn records_ingested_while_a_purge_was_interrupted_are_removed_when_it_is_finishe
     let r = json(&o);
     assert_eq!(r["verified"], true, "{r:#}");
     assert_eq!(subject_logs(&w, subject), 0, "the late records went too");
-    let receipts = json(&run(lethe(&w).args(["receipts", "--json"])));
-    let recovered: Vec<&Value> = receipts["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["actor"] == "system/recovery")
-        .collect();
-    assert_eq!(recovered.len(), 1, "{receipts:#}");
-    let body: Value = serde_json::from_str(recovered[0]["body"].as_str().unwrap()).unwrap();
+    let body = the_recovery_receipt(&w);
     assert_eq!(
         body["verified"], true,
         "the recovery removed the late records: {body:#}"
