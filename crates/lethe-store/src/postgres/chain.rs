@@ -1,6 +1,8 @@
 //! The chains on PostgreSQL: heads, Merkle frontiers and kept subtree
 //! heads, segments, and leaves rebuilt from rows.
 
+use std::collections::HashMap;
+
 use lethe_core::merkle::Hash;
 use postgres::GenericClient;
 
@@ -219,4 +221,30 @@ pub(super) fn segments_of(
             })
         })
         .collect()
+}
+
+/// The segments of each of `parts`, in chain order, in one statement (a
+/// sweep drops thousands of partitions over hundreds of chains; reading
+/// every segment of each chain took a round trip per chain).
+pub(super) fn segments_in(c: &mut impl GenericClient, parts: &[i64]) -> Result<HashMap<i64, Vec<Segment>>> {
+    let mut out: HashMap<i64, Vec<Segment>> = HashMap::new();
+    if parts.is_empty() {
+        return Ok(out);
+    }
+    let rows = c
+        .query(
+            "SELECT partition_id, first_seq, last_seq, prev, chain FROM segments
+             WHERE partition_id = ANY($1) ORDER BY partition_id, first_seq",
+            &[&parts],
+        )
+        .map_err(db)?;
+    for r in &rows {
+        out.entry(r.get(0)).or_default().push(Segment {
+            first: r.get::<_, i64>(1) as u64,
+            last: r.get::<_, i64>(2) as u64,
+            prev: hash32(r.get(3), "segment hash")?,
+            chain: hash32(r.get(4), "segment hash")?,
+        });
+    }
+    Ok(out)
 }

@@ -9,13 +9,13 @@ use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, TenantId};
 use postgres::GenericClient;
 
-use super::chain::{columns_of, leaves_in, raw_row, segments_of};
+use super::chain::{columns_of, leaves_in, raw_row, segments_in, segments_of};
 use super::{bucket_table, db, Part, PgStore};
 use crate::plan::{attribute_drop, chain_entry, edge_nodes, effects_from, Item, Work};
 use crate::row::{ANONYMIZED, DELETED};
 use crate::{
     Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionTarget, RowRemoval,
-    Segment, StoreError,
+    StoreError,
 };
 
 /// A bucket being dropped.
@@ -60,19 +60,12 @@ impl PgStore {
             .collect();
         let mut freed = Self::bucket_bytes(&mut *c, &emptied)?;
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
-        let mut segs: HashMap<(String, String), HashMap<i64, Vec<Segment>>> = HashMap::new();
+        let dropped: Vec<i64> = work.drops.iter().map(|(p, _, _)| p.id).collect();
+        let mut segs = segments_in(&mut *c, &dropped)?;
         for (p, items, groups) in &work.drops {
             let bytes = freed.remove(&p.bucket).unwrap_or(0);
             attribute_drop(&mut effects, items, bytes);
-            let key = (p.tenant.to_string(), p.stream.to_string());
-            if !segs.contains_key(&key) {
-                let mut by_part: HashMap<i64, Vec<Segment>> = HashMap::new();
-                for sa in segments_of(&mut *c, &key.0, &key.1, None)? {
-                    by_part.entry(sa.partition).or_default().push(sa.segment);
-                }
-                segs.insert(key.clone(), by_part);
-            }
-            let segments = segs.get_mut(&key).and_then(|m| m.remove(&p.id)).unwrap_or_default();
+            let segments = segs.remove(&p.id).unwrap_or_default();
             chain_entry(&mut chains, p.tenant.as_str(), &p.stream.to_string())
                 .dropped
                 .push(DroppedPartition {
@@ -348,11 +341,18 @@ impl PgStore {
         tenants.sort();
         tenants.dedup();
         let mut work = Work::new(targets.len());
+        // Every tenant's partitions and groups in two statements (were two
+        // per tenant: 200 round trips for 100 tenants), then per tenant.
+        let names: Vec<&str> = tenants.iter().map(|t| t.as_str()).collect();
+        let mut parts_of: HashMap<TenantId, Vec<Part>> = HashMap::new();
+        for p in Self::parts_where(c, "tenant = ANY($1) ORDER BY stream, start_us", &[&names])? {
+            parts_of.entry(p.tenant.clone()).or_default().push(p);
+        }
+        let ids: Vec<i64> = parts_of.values().flatten().map(|p| p.id).collect();
+        let mut groups_of = Self::groups_of_parts(c, &ids)?;
         for tenant in tenants {
             let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
-            let parts = Self::parts_where(c, "tenant=$1 ORDER BY stream, start_us", &[&tenant.as_str()])?;
-            let ids: Vec<i64> = parts.iter().map(|p| p.id).collect();
-            let mut groups_of = Self::groups_of_parts(c, &ids)?;
+            let parts = parts_of.remove(tenant).unwrap_or_default();
             for p in parts {
                 let groups = groups_of.remove(&p.id).unwrap_or_default();
                 let held_by: Vec<&HoldScope> = holds
