@@ -253,18 +253,15 @@ impl PgStore {
             return Ok(Attempt::BucketGone);
         }
         let mut seen = {
-            let mut place_of = placed.iter();
+            // `order` is sorted by partition and `keys` (so `placed`) is its
+            // distinct partitions: walk both together.
             let mut probes: Vec<(i64, i64, &[u8])> = Vec::with_capacity(order.len());
-            let mut last: Option<((&TenantId, &StreamId, i64), bookkeeping::Placed)> = None;
+            let mut at = 0;
             for &(t, s, start, k) in &order {
-                let p = match last {
-                    Some((key, p)) if key == (t, s, start) => p,
-                    _ => {
-                        let p = *place_of.next().expect("one placement per partition");
-                        last = Some(((t, s, start), p));
-                        p
-                    }
-                };
+                if keys[at] != (t, s, start) {
+                    at += 1;
+                }
+                let p = placed[at];
                 // A partition this append created holds nothing yet.
                 if !p.created {
                     probes.push((p.bucket, p.part, &batch[k].id[..]));

@@ -217,6 +217,16 @@ pub struct PurgePlan {
     exhaustive: bool,
 }
 
+impl PurgePlan {
+    /// The selection the plan searches — and its continuation and check
+    /// after it — exhaustive or not as decided once when it was planned.
+    fn selection(&self, req: &PurgeRequest) -> Selection {
+        let mut sel = req.selection(self.pseudonyms.clone());
+        sel.exhaustive = self.exhaustive;
+        sel
+    }
+}
+
 /// What a purge did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurgeReport {
@@ -425,9 +435,7 @@ impl Vault {
             // Nothing to remove and no key to destroy: no intent, no receipt
             // claiming an erasure — but the request is on record.
             if req.subjects.is_empty() || !plan.pseudonyms.is_empty() {
-                report.restored_removed = self
-                    .store
-                    .erase_restored(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+                report.restored_removed = self.store.erase_restored(&plan.selection(req), &plan.holds)?;
             }
             let e = self.record(
                 started,
@@ -465,11 +473,7 @@ impl Vault {
         };
         // Always written (cleared for a purge without subjects), so that a
         // recovery never checks another purge's selection.
-        let check = (!plan.pseudonyms.is_empty()).then(|| {
-            let mut sel = req.selection(plan.pseudonyms.clone());
-            sel.exhaustive = plan.exhaustive;
-            PendingCheck::of(&sel, &plan.selected.heads)
-        });
+        let check = (!plan.pseudonyms.is_empty()).then(|| PendingCheck::of(&plan.selection(req), &plan.selected.heads));
         self.set_pending_check(check.as_ref())?;
         let e = self.record_intent(
             started,
@@ -487,9 +491,7 @@ impl Vault {
         // subjects have no pseudonym (a tenant without keys) selects none:
         // an empty list would mean "every subject".
         if req.subjects.is_empty() || !plan.pseudonyms.is_empty() {
-            report.restored_removed = self
-                .store
-                .erase_restored(&req.selection(plan.pseudonyms.clone()), &plan.holds)?;
+            report.restored_removed = self.store.erase_restored(&plan.selection(req), &plan.holds)?;
         }
         report.keys_destroyed = self.destroy_keys(&intent.keys, started)?;
         lethe_store::crashpoint::hit("purge.after_destroy");
@@ -502,8 +504,7 @@ impl Vault {
         let mut continuation = None;
         let mut chains = intent.chains.clone();
         let mut checked = None;
-        let mut sel = req.selection(plan.pseudonyms.clone());
-        sel.exhaustive = plan.exhaustive;
+        let mut sel = plan.selection(req);
         if !intent.keys.is_empty() {
             let c = self.continue_purge(&intent, e.seq, sel.clone(), &plan.holds, &req.actor, clock())?;
             continuation = c.intent;
