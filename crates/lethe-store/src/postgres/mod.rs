@@ -28,6 +28,7 @@ mod job_lock;
 mod pool;
 mod query;
 mod reader;
+mod redaction;
 mod removal;
 mod restored;
 mod schema;

@@ -9,13 +9,13 @@ use lethe_core::policy::{Action, GroupKey};
 use lethe_core::{Classification, TenantId};
 use postgres::GenericClient;
 
-use super::chain::{columns_of, leaves_in, raw_row, segments_in, segments_of};
+use super::chain::{leaves_in, segments_in, segments_of};
+use super::redaction::{redact, RowJob};
 use super::{bucket_table, db, Part, PgStore};
 use crate::plan::{attribute_drop, chain_entry, edge_nodes, effects_from, Item, Work};
 use crate::row::{ANONYMIZED, DELETED};
 use crate::{
     Applied, ChainRemoval, DroppedPartition, PartGroupRef, Progress, Removal, Result, RetentionTarget, RowRemoval,
-    StoreError,
 };
 
 /// A bucket being dropped.
@@ -245,17 +245,19 @@ impl PgStore {
             let group = &rows[i..j];
             let mut tx = c.transaction().map_err(db)?;
             lock_chains(&mut tx, group.iter().map(|(p, _)| p))?;
-            for (p, jobs) in group {
-                for (anonymize, seqs) in jobs {
-                    let n = redact(&mut tx, p, seqs, *anonymize)?;
-                    if *anonymize {
-                        applied.anonymized += n;
-                    } else {
-                        applied.deleted += n;
-                    }
-                }
-                recount(&mut tx, p)?;
-            }
+            let jobs: Vec<RowJob<'_>> = group
+                .iter()
+                .flat_map(|(p, jobs)| {
+                    jobs.iter().map(move |(anonymize, seqs)| RowJob {
+                        part: p,
+                        anonymize: *anonymize,
+                        seqs,
+                    })
+                })
+                .collect();
+            let n = redact(&mut tx, &jobs)?;
+            applied.deleted += n.deleted;
+            applied.anonymized += n.anonymized;
             tx.commit().map_err(db)?;
             crate::crashpoint::hit("sweep.after_partition_rows");
             done += group.len() as u64;
@@ -492,77 +494,4 @@ fn expired_seqs(
         }
     }
     Ok((out, held))
-}
-
-/// Tombstones (delete) or anonymizes the listed records not yet in that
-/// state, keeping the digests of what goes; returns how many changed.
-///
-/// One read and one update for all of `seqs`, on the bucket's own table:
-/// a subject's records are scattered single sequence numbers, and a
-/// statement per range on the partitioned parent (planned each time) cost
-/// ~3 ms per record of a subject with hundreds.
-fn redact(tx: &mut postgres::Transaction<'_>, p: &Part, seqs: &[[u64; 2]], anonymize: bool) -> Result<u64> {
-    let target: i16 = if anonymize { ANONYMIZED as i16 } else { DELETED as i16 };
-    let table = bucket_table(p.bucket);
-    let (lo, hi): (Vec<i64>, Vec<i64>) = seqs.iter().map(|r| (r[0] as i64, r[1] as i64)).unzip();
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {} FROM {table} r JOIN unnest($3::bigint[], $4::bigint[]) AS u(lo, hi)
-                   ON r.seq BETWEEN u.lo AND u.hi
-                 WHERE r.bucket=$1 AND r.part=$2 AND r.state < $5 ORDER BY r.seq",
-                columns_of("r")
-            ),
-            &[&p.bucket, &p.id, &lo, &hi, &target],
-        )
-        .map_err(db)?;
-    let mut list: Vec<i64> = Vec::with_capacity(rows.len());
-    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
-    for row in rows.iter().map(raw_row) {
-        let d = row
-            .digests()
-            .map_err(|e| StoreError::Corrupt(format!("record {}: {e}", row.seq)))?;
-        list.push(row.seq as i64);
-        kept.push(if anonymize {
-            d.personal.to_vec()
-        } else {
-            [d.plain, d.personal].concat()
-        });
-    }
-    if list.is_empty() {
-        return Ok(0);
-    }
-    let set = if anonymize {
-        "pseudonym=NULL, key_id=NULL, body=NULL, state=1, redacted=u.kept"
-    } else {
-        "pseudonym=NULL, key_id=NULL, body=NULL, plain='', state=2, redacted=u.kept"
-    };
-    let n = tx
-        .execute(
-            &format!(
-                "UPDATE {table} r SET {set} FROM unnest($3::bigint[], $4::bytea[]) AS u(seq, kept)
-                 WHERE r.bucket=$1 AND r.part=$2 AND r.seq=u.seq"
-            ),
-            &[&p.bucket, &p.id, &list, &kept],
-        )
-        .map_err(db)?;
-    Ok(n)
-}
-
-/// Recomputes a partition's group counts and time bounds from its rows.
-pub(super) fn recount(tx: &mut postgres::Transaction<'_>, p: &Part) -> Result<()> {
-    tx.execute(
-        &format!(
-            "UPDATE partition_groups g SET records=s.live, anonymized=s.anon, deleted=s.dead, min_ts=s.lo, max_ts=s.hi
-             FROM (SELECT scope, class, count(*) FILTER (WHERE state < 2) AS live,
-                          count(*) FILTER (WHERE state = 1) AS anon, count(*) FILTER (WHERE state = 2) AS dead,
-                          min(ts) FILTER (WHERE state < 2) AS lo, max(ts) FILTER (WHERE state < 2) AS hi
-                   FROM {} WHERE bucket=$1 AND part=$2 GROUP BY scope, class) s
-             WHERE g.partition_id=$2 AND g.scope=s.scope AND g.class=s.class",
-            bucket_table(p.bucket)
-        ),
-        &[&p.bucket, &p.id],
-    )
-    .map_err(db)?;
-    Ok(())
 }

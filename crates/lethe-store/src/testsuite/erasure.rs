@@ -209,6 +209,52 @@ pub fn removing_a_selection_takes_exactly_those_rows_from_queries_and_counts(h: 
     assert!(s.select(&selection("acme", &[4]), &[]).unwrap().chains.is_empty());
 }
 
+/// When a removal takes a group's oldest and newest records, the group's
+/// counts and time bounds are those of the records left: anonymized ones
+/// still count as stored, tombstones do not, and a group left with none
+/// has no time bounds.
+pub fn removals_move_a_groups_time_bounds_and_counts_to_what_is_left(h: &dyn Harness) {
+    let s = h.open(0);
+    let t = TenantId::new("acme").unwrap();
+    let g = key("acme", "audit:1", "web", Classification::Internal);
+    let sec = 1_000_000;
+    append_to(
+        &*s,
+        &[
+            rec(1, &g, T0, Some(4)),
+            rec(2, &g, T0 + 10 * sec, None),
+            rec(3, &g, T0 + 20 * sec, Some(5)),
+            rec(4, &g, T0 + 30 * sec, Some(4)),
+        ],
+    )
+    .unwrap();
+    let stats = |s: &dyn Store| {
+        let v = s.stats(Some(&t)).unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        let g = &v[0];
+        (g.records, g.anonymized, g.tombstones, g.oldest_us, g.newest_us)
+    };
+    let remove = |subjects: &[u8], action: Action| {
+        let sel = s
+            .select(
+                &crate::Selection {
+                    action,
+                    ..selection("acme", subjects)
+                },
+                &[],
+            )
+            .unwrap();
+        s.apply_removal(&sel.chains, &no_progress).unwrap()
+    };
+    assert_eq!(remove(&[4], Action::Delete).deleted, 2);
+    assert_eq!(stats(&*s), (2, 0, 2, Some(T0 + 10 * sec), Some(T0 + 20 * sec)));
+    assert_eq!(remove(&[5], Action::Anonymize).anonymized, 1);
+    assert_eq!(stats(&*s), (2, 1, 2, Some(T0 + 10 * sec), Some(T0 + 20 * sec)));
+    // Everything left, the anonymized record among it.
+    assert_eq!(remove(&[], Action::Delete).deleted, 2);
+    assert_eq!(stats(&*s), (0, 0, 4, None, None));
+}
+
 /// A destroyed key reads back without its wrapped bytes, its reference no
 /// longer finds it, and destroying it again does nothing.
 pub fn destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject(h: &dyn Harness) {

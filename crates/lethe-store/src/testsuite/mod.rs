@@ -249,6 +249,7 @@ macro_rules! conformance {
             a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones,
             a_subjects_rows_are_found_exactly_among_thousands_in_one_period,
             removing_a_selection_takes_exactly_those_rows_from_queries_and_counts,
+            removals_move_a_groups_time_bounds_and_counts_to_what_is_left,
             destroyed_keys_are_gone_for_good_and_no_longer_name_their_subject,
             holds_are_stored_listed_and_released,
             retention_plans_leave_held_records_and_never_drop_their_partition,
