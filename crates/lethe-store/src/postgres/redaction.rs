@@ -40,6 +40,9 @@ pub(super) struct RowJob<'a> {
     pub seqs: &'a [[u64; 2]],
 }
 
+/// A group of a partition: partition id, scope, class code.
+type GroupAt = (i64, String, i16);
+
 /// How a group of a partition changes: counts to add, and the time bounds
 /// of the records that stop being live.
 #[derive(Default)]
@@ -64,7 +67,7 @@ struct Delta {
 /// the other.
 pub(super) fn redact(tx: &mut Transaction<'_>, jobs: &[RowJob<'_>]) -> Result<Redacted> {
     let mut out = Redacted::default();
-    let mut deltas: BTreeMap<(i64, String, i16), Delta> = BTreeMap::new();
+    let mut deltas: BTreeMap<GroupAt, Delta> = BTreeMap::new();
     for anonymize in [true, false] {
         // A partition at most once per statement (one row must not be
         // updated twice in one statement), its ranges merged.
@@ -101,7 +104,7 @@ fn redact_chunk(
     tx: &mut Transaction<'_>,
     parts: &[(&Part, Vec<[u64; 2]>)],
     anonymize: bool,
-    deltas: &mut BTreeMap<(i64, String, i16), Delta>,
+    deltas: &mut BTreeMap<GroupAt, Delta>,
 ) -> Result<u64> {
     let target: i16 = if anonymize { ANONYMIZED as i16 } else { DELETED as i16 };
     let ranges: Vec<(Vec<i64>, Vec<i64>)> = parts
@@ -153,7 +156,7 @@ fn redact_chunk(
             [d.plain, d.personal].concat()
         });
         let delta = deltas.entry((part, row.scope.clone(), row.class as i16)).or_default();
-        let was_live = row.state < DELETED as i64;
+        let was_live = row.state < DELETED;
         match (row.state, anonymize) {
             (LIVE, true) => delta.anonymized += 1,
             (LIVE, false) => delta.deleted += 1,
@@ -219,7 +222,7 @@ fn redact_chunk(
 /// went, cleared when no live record is left.
 fn apply_deltas(
     tx: &mut Transaction<'_>,
-    deltas: &BTreeMap<(i64, String, i16), Delta>,
+    deltas: &BTreeMap<GroupAt, Delta>,
     buckets: &HashMap<i64, i64>,
 ) -> Result<()> {
     if deltas.is_empty() {
@@ -234,11 +237,11 @@ fn apply_deltas(
             &[&ids],
         )
         .map_err(db)?;
-    // (partition, scope, class) → (live records after, min_ts, max_ts).
-    let mut bounds: BTreeMap<(i64, String, i16), (i64, Option<i64>, Option<i64>)> = BTreeMap::new();
-    let mut stale: Vec<(i64, String, i16)> = Vec::new();
+    // Each changed group's time bounds after the change (min_ts, max_ts).
+    let mut bounds: BTreeMap<GroupAt, (Option<i64>, Option<i64>)> = BTreeMap::new();
+    let mut stale: Vec<GroupAt> = Vec::new();
     for r in &rows {
-        let key: (i64, String, i16) = (r.get(0), r.get(1), r.get(2));
+        let key: GroupAt = (r.get(0), r.get(1), r.get(2));
         let Some(d) = deltas.get(&key) else { continue };
         let live = r.get::<_, i64>(3) + d.records;
         let (lo, hi): (Option<i64>, Option<i64>) = (r.get(4), r.get(5));
@@ -251,7 +254,7 @@ fn apply_deltas(
             stale.push(key.clone());
         }
         let (lo, hi) = if live > 0 { (lo, hi) } else { (None, None) };
-        bounds.insert(key, (live, lo, hi));
+        bounds.insert(key, (lo, hi));
     }
     for chunk in stale.chunks(CHUNK) {
         let sql = chunk
@@ -272,23 +275,23 @@ fn apply_deltas(
         for r in tx.query(&sql, &params).map_err(db)? {
             let k = r.get::<_, i32>(0) as usize;
             if let Some(b) = bounds.get_mut(&chunk[k]) {
-                b.1 = r.get(1);
-                b.2 = r.get(2);
+                *b = (r.get(1), r.get(2));
             }
         }
     }
-    let mut cols: (Vec<i64>, Vec<&str>, Vec<i16>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
-    let mut lohi: (Vec<Option<i64>>, Vec<Option<i64>>) = Default::default();
-    for (key, (_, lo, hi)) in &bounds {
+    let (mut pid, mut scope, mut class) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dr, mut da, mut dd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lo, mut hi) = (Vec::new(), Vec::new());
+    for (key, (min, max)) in &bounds {
         let d = &deltas[key];
-        cols.0.push(key.0);
-        cols.1.push(&key.1);
-        cols.2.push(key.2);
-        cols.3.push(d.records);
-        cols.4.push(d.anonymized);
-        cols.5.push(d.deleted);
-        lohi.0.push(*lo);
-        lohi.1.push(*hi);
+        pid.push(key.0);
+        scope.push(key.1.as_str());
+        class.push(key.2);
+        dr.push(d.records);
+        da.push(d.anonymized);
+        dd.push(d.deleted);
+        lo.push(*min);
+        hi.push(*max);
     }
     tx.execute(
         "UPDATE partition_groups g
@@ -297,7 +300,7 @@ fn apply_deltas(
            FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[],
                        $7::bigint[], $8::bigint[]) AS u(pid, scope, class, dr, da, dd, lo, hi)
           WHERE g.partition_id = u.pid AND g.scope = u.scope AND g.class = u.class",
-        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &lohi.0, &lohi.1],
+        &[&pid, &scope, &class, &dr, &da, &dd, &lo, &hi],
     )
     .map_err(db)?;
     Ok(())
