@@ -58,10 +58,10 @@ impl PgStore {
         };
         let mut all = Vec::new();
         let ids: Vec<(i64, i64)> = searched.iter().map(|p| (p.bucket, p.id)).collect();
-        for sql in super::union_over(&ids, |table, id| {
+        for sql in super::union_over(&ids, |table, part| {
             format!(
                 "SELECT part, seq, scope, ts, pseudonym, length(plain) + coalesce(octet_length(body), 0)
-                 FROM {table} WHERE part = {id} AND state < $1 AND ($2::text IS NULL OR scope=$2)
+                 FROM {table} WHERE {part} AND state < $1 AND ($2::text IS NULL OR scope=$2)
                    AND ts >= $3 AND ts < $4 AND (cardinality($5::bytea[]) = 0 OR pseudonym = ANY($5))"
             )
         }) {
