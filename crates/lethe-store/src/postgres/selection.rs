@@ -58,11 +58,28 @@ impl PgStore {
         };
         let mut all = Vec::new();
         let ids: Vec<(i64, i64)> = searched.iter().map(|p| (p.bucket, p.id)).collect();
+        // The predicates are written for the index that should serve them
+        // whatever the bucket's statistics (a bucket not yet analyzed — all
+        // of them just after a bulk load — estimates one row for its
+        // partition, and every index then costs the same): a subject's
+        // rows through the subject index, so the time bounds are written
+        // `ts + 0` (no index has that) and left out when open; a time
+        // range through the `ts` index. Measured: preview p50 10 → 19 ms
+        // when the planner took the `ts` index for a subject.
+        let ts = if by_subject { "ts + 0" } else { "ts" };
+        let mut bounds = String::new();
+        if sel.since_us.is_some() {
+            bounds.push_str(&format!(" AND {ts} >= $3"));
+        }
+        if sel.until_us.is_some() {
+            bounds.push_str(&format!(" AND {ts} < $4"));
+        }
+        let subjects = if by_subject { " AND pseudonym = ANY($5)" } else { "" };
+        let scope = if sel.scope.is_some() { " AND scope = $2" } else { "" };
         for sql in super::union_over(&ids, |table, part| {
             format!(
                 "SELECT part, seq, scope, ts, pseudonym, length(plain) + coalesce(octet_length(body), 0)
-                 FROM {table} WHERE {part} AND state < $1 AND ($2::text IS NULL OR scope=$2)
-                   AND ts >= $3 AND ts < $4 AND (cardinality($5::bytea[]) = 0 OR pseudonym = ANY($5))"
+                 FROM {table} WHERE {part} AND state < $1{scope}{bounds}{subjects}"
             )
         }) {
             use postgres::types::Type;
