@@ -704,6 +704,14 @@ pub trait Store: Send + Sync {
     /// Size and age per group, optionally for one tenant.
     fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>>;
 
+    /// The groups [`Store::stats`] lists (every group with a record or a
+    /// tombstone stored), in the same order, without counting or sizing
+    /// them: what the sweep plans from. A backend overrides it when it can
+    /// answer more cheaply than by computing the statistics.
+    fn groups(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupKey>> {
+        Ok(self.stats(tenant)?.into_iter().map(|g| g.key).collect())
+    }
+
     /// Records dropped at ingest by capture mode `none`, per group.
     fn capture_drops(&self) -> Result<Vec<CaptureDrop>>;
 

@@ -243,11 +243,11 @@ impl Vault {
         tenant: Option<&TenantId>,
     ) -> Result<Vec<RetentionTarget>> {
         let mut out = Vec::new();
-        for g in self.store.stats(tenant)? {
-            let d = book.decide(&g.key, now_us);
+        for key in self.store.groups(tenant)? {
+            let d = book.decide(&key, now_us);
             if let Some(cutoff_us) = d.cutoff_us {
                 out.push(RetentionTarget {
-                    key: g.key,
+                    key,
                     rule: d.rule.name.clone(),
                     action: d.rule.action,
                     cutoff_us,

@@ -3,6 +3,7 @@
 
 use lethe_core::hold::HoldScope;
 use lethe_core::merkle::Hash;
+use lethe_core::policy::GroupKey;
 use lethe_core::TenantId;
 
 use super::reader::Reader;
@@ -24,6 +25,10 @@ impl Store for PgStore {
 
     fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
         PgStore::stats(self, tenant)
+    }
+
+    fn groups(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupKey>> {
+        PgStore::groups(self, tenant)
     }
 
     fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {

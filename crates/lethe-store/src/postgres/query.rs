@@ -163,6 +163,28 @@ impl PgStore {
         Ok(out.into_values().collect())
     }
 
+    /// See [`crate::Store::groups`]: the distinct groups, found by the
+    /// server. The statistics send every (partition, group) row to this
+    /// process (272,000 of them for 100 tenants over a year, where a sweep
+    /// needs 2,100 groups) and size every bucket's files.
+    pub(super) fn groups(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupKey>> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query(
+                "SELECT DISTINCT p.tenant, p.stream, g.scope, g.class
+                 FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
+                 WHERE $1::text IS NULL OR p.tenant = $1",
+                &[&tenant.map(|t| t.as_str())],
+            )
+            .map_err(db)?;
+        let mut out = rows
+            .iter()
+            .map(|r| group_key(r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
+    }
+
     pub(super) fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
         let mut c = self.conn()?;
         let rows = c

@@ -235,6 +235,7 @@ macro_rules! conformance {
             anonymize_keeps_plain_fields_and_drops_body_and_pseudonym,
             shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects,
             stats_report_records_ages_and_partitions,
+            groups_are_the_groups_the_statistics_list,
             keys_are_first_writer_wins_and_stable,
             a_key_carried_by_several_batches_is_stored_once_and_entered_once,
             a_batch_under_a_destroyed_key_is_refused_whole,

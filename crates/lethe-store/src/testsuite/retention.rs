@@ -187,3 +187,18 @@ pub fn stats_report_records_ages_and_partitions(h: &dyn Harness) {
     assert!(st[0].bytes > 30 * 300);
     assert!(s.disk_bytes().unwrap() >= st[0].bytes);
 }
+
+/// The groups listed without statistics are exactly those the statistics
+/// list, in the same order, for the whole store and for one tenant.
+pub fn groups_are_the_groups_the_statistics_list(h: &dyn Harness) {
+    let s = h.open(0);
+    random_store(&*s, 5, 600);
+    let keys = |st: Vec<crate::GroupStats>| st.into_iter().map(|g| g.key).collect::<Vec<_>>();
+    let all = keys(s.stats(None).unwrap());
+    assert!(all.len() > 2, "{all:?}");
+    assert_eq!(s.groups(None).unwrap(), all);
+    let t = TenantId::new("acme").unwrap();
+    let acme = keys(s.stats(Some(&t)).unwrap());
+    assert!(!acme.is_empty() && acme.len() < all.len(), "{acme:?}");
+    assert_eq!(s.groups(Some(&t)).unwrap(), acme);
+}
