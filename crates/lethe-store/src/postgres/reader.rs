@@ -1,24 +1,40 @@
 //! Scanning partition rows on PostgreSQL on a connection of the reader's own.
 
 use super::chain::{raw_row, COLUMNS};
+use std::collections::HashMap;
+
 use super::{db, pool, PgStore};
 use crate::row::RawRow;
 use crate::{Result, RowReader};
 
 /// A [`RowReader`] over one pooled connection.
+///
+/// Verification asks about one partition at a time; on a store of many
+/// tenants a chain has hundreds of small partitions, and a statement for
+/// each question (its bucket, its rows, its count) was most of the time
+/// (13,000 records/s verified on 100 tenants over a year). So the reader
+/// learns every partition's bucket and chain in one statement, and counts
+/// the rows of all the partitions of a chain in one.
 pub(super) struct Reader<'a> {
     store: &'a PgStore,
     conn: Option<pool::Conn<'a>>,
-    /// Each partition's bucket, as first looked up (a partition never moves).
-    buckets: std::collections::HashMap<i64, i64>,
+    /// Each partition's bucket and chain, as first looked up (a partition
+    /// never moves).
+    parts: HashMap<i64, (i64, Chain)>,
+    /// Row counts taken ahead for partitions not yet asked about.
+    counts: HashMap<i64, u64>,
 }
+
+/// A (tenant, stream) chain, by name.
+type Chain = std::sync::Arc<(String, String)>;
 
 impl<'a> Reader<'a> {
     pub(super) fn new(store: &'a PgStore) -> Self {
         Reader {
             store,
             conn: None,
-            buckets: Default::default(),
+            parts: HashMap::new(),
+            counts: HashMap::new(),
         }
     }
 
@@ -30,23 +46,64 @@ impl<'a> Reader<'a> {
     }
 
     /// The connection and the bucket of `partition` (`None`: the partition
-    /// is gone, so it has no rows).
+    /// is gone, so it has no rows). The first call learns every partition
+    /// there is; one made since is looked up on its own.
     fn at(&mut self, partition: i64) -> Result<(&mut pool::Conn<'a>, Option<i64>)> {
-        if !self.buckets.contains_key(&partition) {
-            let b = self
-                .conn()?
-                .query_opt("SELECT bucket FROM partitions WHERE id=$1", &[&partition])
-                .map_err(db)?
-                .map(|r| r.get::<_, i64>(0));
-            match b {
-                Some(b) => {
-                    self.buckets.insert(partition, b);
-                }
-                None => return Ok((self.conn()?, None)),
+        if !self.parts.contains_key(&partition) {
+            let all = self.parts.is_empty();
+            let rows = if all {
+                self.conn()?
+                    .query("SELECT id, bucket, tenant, stream FROM partitions", &[])
+                    .map_err(db)?
+            } else {
+                self.conn()?
+                    .query(
+                        "SELECT id, bucket, tenant, stream FROM partitions WHERE id=$1",
+                        &[&partition],
+                    )
+                    .map_err(db)?
+            };
+            let mut chains: HashMap<(String, String), Chain> = HashMap::new();
+            for r in &rows {
+                let name: (String, String) = (r.get(2), r.get(3));
+                let chain = chains
+                    .entry(name.clone())
+                    .or_insert_with(|| std::sync::Arc::new(name))
+                    .clone();
+                self.parts.insert(r.get(0), (r.get(1), chain));
             }
         }
-        let b = self.buckets.get(&partition).copied();
+        let b = self.parts.get(&partition).map(|(b, _)| *b);
         Ok((self.conn()?, b))
+    }
+
+    /// Counts the rows of every partition of `partition`'s chain not yet
+    /// counted, in one statement per [`super::UNION_CHUNK`]; `false` when
+    /// a bucket was dropped meanwhile (then each is counted on its own).
+    fn count_chain(&mut self, partition: i64) -> Result<bool> {
+        let Some((_, chain)) = self.parts.get(&partition).cloned() else {
+            return Ok(false);
+        };
+        let ids: Vec<(i64, i64)> = self
+            .parts
+            .iter()
+            .filter(|(id, (_, c))| **c == *chain && !self.counts.contains_key(id))
+            .map(|(id, (b, _))| (*b, *id))
+            .collect();
+        // A partition without rows has no row here: it counts 0.
+        let mut got: HashMap<i64, u64> = ids.iter().map(|(_, id)| (*id, 0)).collect();
+        for sql in super::union_over(&ids, |table, part| {
+            format!("SELECT part, count(*) FROM {table} WHERE {part} GROUP BY part")
+        }) {
+            let Some(rows) = super::unless_gone(self.conn()?.query(&sql, &[]))? else {
+                return Ok(false);
+            };
+            for r in &rows {
+                got.insert(r.get::<_, i64>(0), r.get::<_, i64>(1) as u64);
+            }
+        }
+        self.counts.extend(got);
+        Ok(true)
     }
 }
 
@@ -81,10 +138,19 @@ impl RowReader for Reader<'_> {
     }
 
     fn row_count(&mut self, partition: i64) -> Result<u64> {
-        let (c, Some(bucket)) = self.at(partition)? else {
+        if let Some(n) = self.counts.remove(&partition) {
+            return Ok(n);
+        }
+        let (_, Some(bucket)) = self.at(partition)? else {
             return Ok(0);
         };
-        let r = c
+        if self.count_chain(partition)? {
+            if let Some(n) = self.counts.remove(&partition) {
+                return Ok(n);
+            }
+        }
+        let r = self
+            .conn()?
             .query_one(
                 "SELECT count(*) FROM records WHERE part=$1 AND bucket=$2",
                 &[&partition, &bucket],
