@@ -174,8 +174,8 @@ fn leaves_once(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut out = vec![None; (last + 1 - first) as usize];
-    for sql in super::union_over(&parts, |table, part| {
-        format!("SELECT {COLUMNS} FROM {table} WHERE {part} AND seq BETWEEN $1 AND $2")
+    for sql in super::union_over(&parts, |table, bucket, id| {
+        format!("SELECT {COLUMNS} FROM {table} WHERE bucket = {bucket} AND part = {id} AND seq BETWEEN $1 AND $2")
     }) {
         let Some(rows) = super::unless_gone(c.query(&sql, &[&lo, &hi]))? else {
             return Ok(None);

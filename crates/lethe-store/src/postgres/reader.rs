@@ -92,8 +92,8 @@ impl<'a> Reader<'a> {
             .collect();
         // A partition without rows has no row here: it counts 0.
         let mut got: HashMap<i64, u64> = ids.iter().map(|(_, id)| (*id, 0)).collect();
-        for sql in super::union_over(&ids, |table, part| {
-            format!("SELECT part, count(*) FROM {table} WHERE {part} GROUP BY part")
+        for sql in super::union_over(&ids, |table, bucket, id| {
+            format!("SELECT part, count(*) FROM {table} WHERE bucket = {bucket} AND part = {id} GROUP BY part")
         }) {
             let Some(rows) = super::unless_gone(self.conn()?.query(&sql, &[]))? else {
                 return Ok(false);
