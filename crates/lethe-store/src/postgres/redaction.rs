@@ -20,7 +20,8 @@ use crate::row::{ANONYMIZED, DELETED, LIVE};
 use crate::{Result, StoreError};
 
 /// Partitions named in one statement: each is a subquery (or a
-/// data-modifying `WITH` item) of its own with two array parameters.
+/// data-modifying `WITH` item) of its own with two or three array
+/// parameters.
 const CHUNK: usize = 200;
 
 /// What [`redact`] changed.
@@ -35,8 +36,11 @@ pub(super) struct Redacted {
 /// One partition's records to change, as inclusive sequence ranges, and
 /// whether they are anonymized (else tombstoned).
 pub(super) struct RowJob<'a> {
+    /// The partition.
     pub part: &'a Part,
+    /// Anonymize (keep the event) rather than tombstone.
     pub anonymize: bool,
+    /// Inclusive sequence ranges; records already in the state are skipped.
     pub seqs: &'a [[u64; 2]],
 }
 
@@ -45,6 +49,7 @@ pub(super) struct RowJob<'a> {
 struct Changes {
     /// Where each row is (`ctid` as text).
     at: Vec<String>,
+    /// Their sequence numbers (checked again by the update).
     seqs: Vec<i64>,
     /// What each keeps of what goes (digests).
     kept: Vec<Vec<u8>>,
