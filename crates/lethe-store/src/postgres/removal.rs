@@ -363,7 +363,7 @@ impl PgStore {
         // them: read afterwards, all in a few statements (a statement per
         // partition and group cost ~0.4 ms each, thousands on a sparse store).
         let mut partial: Vec<Partial<'_>> = Vec::new();
-        let mut reads: Vec<(usize, usize, i64)> = Vec::new();
+        let mut reads: Vec<(usize, usize)> = Vec::new();
         for tenant in tenants {
             let holds: Vec<&HoldScope> = holds.iter().filter(|h| h.tenant == tenant.as_str()).collect();
             let parts = parts_of.remove(tenant).unwrap_or_default();
@@ -383,7 +383,7 @@ impl PgStore {
                     .collect();
                 let mut whole = !groups.is_empty() && held_by.is_empty();
                 let mut items = Vec::new();
-                // Per item: the cutoff, if the group has records before it.
+                // Per item: whether the group has records before its cutoff.
                 let mut expiring = Vec::new();
                 for g in &groups {
                     let key = GroupKey {
@@ -408,7 +408,7 @@ impl PgStore {
                         share: g.records + g.deleted,
                         seqs: Vec::new(),
                     });
-                    expiring.push((p.start < t.cutoff_us && g.records > 0).then_some(t.cutoff_us));
+                    expiring.push(p.start < t.cutoff_us && g.records > 0);
                 }
                 if whole {
                     let refs = groups
@@ -422,10 +422,8 @@ impl PgStore {
                     continue;
                 }
                 // Row by row: every group with records before its cutoff.
-                for (k, cutoff) in expiring.into_iter().enumerate() {
-                    if let Some(cutoff) = cutoff {
-                        reads.push((partial.len(), k, cutoff));
-                    }
+                for (k, _) in expiring.into_iter().enumerate().filter(|(_, e)| *e) {
+                    reads.push((partial.len(), k));
                 }
                 partial.push((p, items, held_by));
             }
@@ -433,7 +431,7 @@ impl PgStore {
         let Some(found) = expired_seqs(c, targets, &partial, &reads)? else {
             return Ok(None);
         };
-        for ((at, k, _), (seqs, held)) in reads.iter().zip(found) {
+        for ((at, k), (seqs, held)) in reads.iter().zip(found) {
             let item = &mut partial[*at].1[*k];
             item.records = seqs.iter().map(|r| r[1] + 1 - r[0]).sum();
             item.seqs = seqs;
@@ -475,7 +473,7 @@ fn lock_chains<'a>(tx: &mut postgres::Transaction<'_>, parts: impl Iterator<Item
     Ok(())
 }
 
-/// For each of `reads` — (index into `partial`, item there, cutoff) — the
+/// For each of `reads` — (index into `partial`, item there) — the
 /// sequence numbers of the item's group's records expired at the cutoff
 /// that its target's action still has to touch, as inclusive ranges,
 /// leaving out held ones, and how many were held. One statement per
@@ -485,7 +483,7 @@ fn expired_seqs(
     c: &mut impl GenericClient,
     targets: &[RetentionTarget],
     partial: &[Partial<'_>],
-    reads: &[(usize, usize, i64)],
+    reads: &[(usize, usize)],
 ) -> Result<Option<Vec<Expired>>> {
     let mut out: Vec<Expired> = vec![(Vec::new(), 0); reads.len()];
     for (n, chunk) in reads.chunks(UNION_CHUNK).enumerate() {
@@ -493,10 +491,11 @@ fn expired_seqs(
         let sql = chunk
             .iter()
             .enumerate()
-            .map(|(k, &(at, i, cutoff))| {
+            .map(|(k, &(at, i))| {
                 let (p, items, _) = &partial[at];
                 let item = &items[i];
-                let below = if targets[item.target].action == Action::Anonymize {
+                let target = &targets[item.target];
+                let below = if target.action == Action::Anonymize {
                     ANONYMIZED
                 } else {
                     DELETED
@@ -509,20 +508,21 @@ fn expired_seqs(
                     id = p.id,
                     s = k + 1,
                     class = item.class.code(),
+                    cutoff = target.cutoff_us,
                 )
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         let params: Vec<&(dyn ToSql + Sync)> = chunk
             .iter()
-            .map(|&(at, i, _)| &partial[at].1[i].scope as &(dyn ToSql + Sync))
+            .map(|&(at, i)| &partial[at].1[i].scope as &(dyn ToSql + Sync))
             .collect();
         let Some(rows) = unless_gone(c.query(&format!("{sql} ORDER BY 1, 2"), &params))? else {
             return Ok(None);
         };
         for r in &rows {
             let k = r.get::<_, i32>(0) as usize;
-            let (at, i, _) = chunk[k];
+            let (at, i) = chunk[k];
             let (p, items, holds) = &partial[at];
             let seq = r.get::<_, i64>(1) as u64;
             let (seqs, held) = &mut out[base + k];
