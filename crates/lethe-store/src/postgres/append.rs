@@ -21,6 +21,9 @@ enum Attempt {
     Done(Vec<AppendReport>),
     /// A bucket the attempt planned for began to be dropped meanwhile: plan again.
     BucketGone,
+    /// A record of the batch is already stored in its partition (the
+    /// unique index said so): try again, looking for stored ids first.
+    Stored,
 }
 
 impl PgStore {
@@ -36,15 +39,29 @@ impl PgStore {
                 r.group.tenant
             )));
         }
+        // Optimistic: most appends carry no record stored before, and
+        // looking every id up first cost about as much server time as the
+        // `COPY` itself (an index probe per record, under the chain locks).
+        // The unique index on (bucket, part, id) catches the rare batch
+        // that does — a client's retry — and that batch is done again,
+        // looking first, so its duplicates are counted and skipped.
+        let mut probe = false;
         super::while_buckets_drop("this append", || {
-            Ok(match self.try_append(group)? {
+            Ok(match self.try_append(group, probe)? {
                 Attempt::Done(r) => Some(r),
                 Attempt::BucketGone => None,
+                Attempt::Stored => {
+                    probe = true;
+                    None
+                }
             })
         })
     }
 
-    fn try_append(&self, group: &[&Batch]) -> Result<Attempt> {
+    /// One attempt at storing `group` in one transaction; `probe` looks up
+    /// the batch's ids among stored records first (otherwise a stored one
+    /// ends the attempt as [`Attempt::Stored`]).
+    fn try_append(&self, group: &[&Batch], probe: bool) -> Result<Attempt> {
         let batch: Vec<&NewRecord> = group.iter().flat_map(|b| &b.records).collect();
         let owner: Vec<usize> = group
             .iter()
@@ -263,7 +280,7 @@ impl PgStore {
                 }
                 let p = placed[at];
                 // A partition this append created holds nothing yet.
-                if !p.created {
+                if probe && !p.created {
                     probes.push((p.bucket, p.part, &batch[k].id[..]));
                 }
             }
@@ -398,9 +415,13 @@ impl PgStore {
                     &&x.prev[..],
                     &&x.mac[..],
                 ];
-                w.write(&vals).map_err(db)?;
+                if let Err(e) = w.write(&vals) {
+                    return stored_or(e, probe);
+                }
             }
-            w.finish().map_err(db)?;
+            if let Err(e) = w.finish() {
+                return stored_or(e, probe);
+            }
         }
         let created: HashSet<i64> = settled.iter().filter(|st| st.created).map(|st| st.part).collect();
         let mut added: BTreeMap<i64, (i64, bool, Vec<[u8; 32]>)> = BTreeMap::new();
@@ -469,6 +490,26 @@ impl PgStore {
                 &[&parts, &scopes, &classes, &ns, &mins, &maxs],
             )
             .map_err(db)?;
+            // The chains' list of groups (what `groups` reads): a group
+            // already listed writes nothing.
+            let mut listed: Vec<(&str, &str, &str, i16)> = Vec::new();
+            for st in &settled {
+                for ((scope, class), _) in &st.deltas {
+                    listed.push((&st.tenant, &st.stream, scope, *class));
+                }
+            }
+            listed.sort_unstable();
+            listed.dedup();
+            let ts: Vec<&str> = listed.iter().map(|l| l.0).collect();
+            let ss: Vec<&str> = listed.iter().map(|l| l.1).collect();
+            let scs: Vec<&str> = listed.iter().map(|l| l.2).collect();
+            let cs: Vec<i16> = listed.iter().map(|l| l.3).collect();
+            tx.execute(
+                "INSERT INTO chain_groups(tenant,stream,scope,class)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[]) ON CONFLICT DO NOTHING",
+                &[&ts, &ss, &scs, &cs],
+            )
+            .map_err(db)?;
         }
         for d in &drops {
             tx.execute(
@@ -522,6 +563,15 @@ impl PgStore {
             return Ok(id);
         }
     }
+}
+
+/// What a failed `COPY` means: a record already stored (an optimistic
+/// attempt's unique violation) or an error.
+fn stored_or(e: postgres::Error, probed: bool) -> Result<Attempt> {
+    if !probed && e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+        return Ok(Attempt::Stored);
+    }
+    Err(db(e))
 }
 
 /// A bucket's name: expiry class, stream and period start.
