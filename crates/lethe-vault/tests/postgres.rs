@@ -208,3 +208,39 @@ fn a_database_schema_newer_than_the_binary_is_refused_with_a_clear_message() {
     let msg = e.to_string();
     assert!(msg.contains("version 999") && msg.contains("newer"), "{msg}");
 }
+
+#[test]
+fn a_schema_from_before_the_chain_group_list_is_brought_forward_with_every_group() {
+    let schema = Schema::new("upgrade3");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || pg_cfg(&schema, "[retention.default]\nwindow = \"10d\"\naction = \"delete\"\n");
+    let v = open(dir.path(), cfg());
+    let lines = synth_lines(5, 800, 20);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(v.ingest_lines(&refs, now()).unwrap().stored, 800);
+    let before = v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
+    assert!(before.deleted > 200, "{}", before.deleted);
+    drop(v);
+    // The store as version 2 left it: no list of each chain's groups.
+    let mut c = schema.client();
+    c.batch_execute("DROP TABLE chain_groups; DELETE FROM schema_version WHERE version = 3")
+        .unwrap();
+    let v = open(dir.path(), cfg());
+    let listed: i64 = c.query_one("SELECT count(*) FROM chain_groups", &[]).unwrap().get(0);
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT p.tenant, p.stream, g.scope, g.class
+               FROM partitions p JOIN partition_groups g ON g.partition_id = p.id) AS d",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(held > 4 && listed == held, "{listed} listed, {held} held");
+    let after = v.sweep(now(), None, true, &now, &|_, _| {}).unwrap();
+    assert_eq!(
+        after.deleted, before.deleted,
+        "the sweep still finds every expired group"
+    );
+    let r = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    assert_eq!((r.deleted, r.verified), (before.deleted, Some(true)));
+}

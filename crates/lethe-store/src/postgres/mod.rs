@@ -191,14 +191,18 @@ impl PgStore {
         rows.iter().map(Part::from_row).collect()
     }
 
-    /// The groups with their counts of each of `parts`, in one statement
-    /// (a sweep plans thousands of partitions; a round trip each added up).
-    fn groups_of_parts(c: &mut impl GenericClient, parts: &[i64]) -> Result<HashMap<i64, Vec<PartGroup>>> {
+    /// The groups with their counts of every partition of `tenants`, in
+    /// one statement, each partition's in (scope, class) order. A join by
+    /// tenant reads the groups table once; naming the partitions instead
+    /// (`= ANY` of 73,000 ids for 100 tenants over a year) probed the index
+    /// once per id, 0.36 s of a 1.5 s dry run.
+    fn groups_of_tenants(c: &mut impl GenericClient, tenants: &[&str]) -> Result<HashMap<i64, Vec<PartGroup>>> {
         let rows = c
             .query(
-                "SELECT partition_id, scope, class, records, deleted FROM partition_groups
-                 WHERE partition_id = ANY($1) ORDER BY partition_id, scope, class",
-                &[&parts],
+                "SELECT g.partition_id, g.scope, g.class, g.records, g.deleted
+                 FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
+                 WHERE p.tenant = ANY($1)",
+                &[&tenants],
             )
             .map_err(db)?;
         let mut out: HashMap<i64, Vec<PartGroup>> = HashMap::new();
@@ -211,6 +215,11 @@ impl PgStore {
                 records: r.get::<_, i64>(3) as u64,
                 deleted: r.get::<_, i64>(4) as u64,
             });
+        }
+        // Sorting here, a few groups at a time, is cheaper than sorting
+        // every row in the server.
+        for groups in out.values_mut() {
+            groups.sort_by(|a, b| (&a.scope, a.class.code()).cmp(&(&b.scope, b.class.code())));
         }
         Ok(out)
     }

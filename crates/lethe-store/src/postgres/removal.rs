@@ -357,8 +357,7 @@ impl PgStore {
         for p in Self::parts_where(c, "tenant = ANY($1) ORDER BY stream, start_us", &[&names])? {
             parts_of.entry(p.tenant.clone()).or_default().push(p);
         }
-        let ids: Vec<i64> = parts_of.values().flatten().map(|p| p.id).collect();
-        let mut groups_of = Self::groups_of_parts(c, &ids)?;
+        let mut groups_of = Self::groups_of_tenants(c, &names)?;
         // Partitions with row-level work, and the expired rows to read for
         // them: read afterwards, all in a few statements (a statement per
         // partition and group cost ~0.4 ms each, thousands on a sparse store).
