@@ -294,30 +294,6 @@ impl PgStore {
                 ..Default::default()
             })
             .collect();
-        let types = [
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::BYTEA,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT2,
-            Type::BYTEA,
-            Type::INT8,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::BYTEA,
-        ];
-        struct Row<'a> {
-            bucket: i64,
-            part: i64,
-            seq: i64,
-            r: &'a NewRecord,
-            prev: [u8; 32],
-            mac: [u8; 32],
-        }
         let mut rows: Vec<Row<'_>> = Vec::with_capacity(batch.len());
         // Per partition: its id, the segment it received, its group deltas, whether it is new.
         struct Settled {
@@ -330,6 +306,17 @@ impl PgStore {
         }
         let mut settled: Vec<Settled> = Vec::new();
         let mut buf = Vec::with_capacity(256);
+        // Rows go to the server as they are sealed, so that it inserts
+        // while this process seals the rest (sealing first, then copying,
+        // kept one side idle at a time under the chain locks).
+        let mut copy = BinaryCopyInWriter::new(
+            tx.copy_in(
+                "COPY records(bucket,part,seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac)
+                 FROM STDIN (FORMAT binary)",
+            )
+            .map_err(db)?,
+            &COPY_TYPES,
+        );
         let mut i = 0;
         let mut placements = placed.iter();
         while i < order.len() {
@@ -355,14 +342,18 @@ impl PgStore {
                 report[owner[k]].inserted += 1;
                 let sealed = chain.seal(&tenant, &stream, r, &digests[k], mac, &mut buf)?;
                 chain.advance(&sealed);
-                rows.push(Row {
+                let row = Row {
                     bucket,
                     part,
                     seq: sealed.seq as i64,
                     r,
                     prev: sealed.prev,
                     mac: sealed.mac,
-                });
+                };
+                if let Err(e) = copy_row(&mut copy, &row) {
+                    return stored_or(e, probe);
+                }
+                rows.push(row);
                 let class = r.group.classification.code() as i16;
                 match deltas
                     .iter_mut()
@@ -387,41 +378,8 @@ impl PgStore {
             });
             i = j;
         }
-        if !rows.is_empty() {
-            let sink = tx
-                .copy_in(
-                    "COPY records(bucket,part,seq,id,ts,received,scope,class,pseudonym,key_id,plain,body,prev,mac)
-                     FROM STDIN (FORMAT binary)",
-                )
-                .map_err(db)?;
-            let mut w = BinaryCopyInWriter::new(sink, &types);
-            for x in &rows {
-                let r = x.r;
-                let class = r.group.classification.code() as i16;
-                let pseudonym = r.pseudonym.as_ref().map(|p| &p[..]);
-                let vals: [&(dyn ToSql + Sync); 14] = [
-                    &x.bucket,
-                    &x.part,
-                    &x.seq,
-                    &&r.id[..],
-                    &r.ts_us,
-                    &r.received_us,
-                    &r.group.scope,
-                    &class,
-                    &pseudonym,
-                    &r.key_id,
-                    &r.plain,
-                    &r.body,
-                    &&x.prev[..],
-                    &&x.mac[..],
-                ];
-                if let Err(e) = w.write(&vals) {
-                    return stored_or(e, probe);
-                }
-            }
-            if let Err(e) = w.finish() {
-                return stored_or(e, probe);
-            }
+        if let Err(e) = copy.finish() {
+            return stored_or(e, probe);
         }
         let created: HashSet<i64> = settled.iter().filter(|st| st.created).map(|st| st.part).collect();
         let mut added: BTreeMap<i64, (i64, bool, Vec<[u8; 32]>)> = BTreeMap::new();
@@ -563,6 +521,58 @@ impl PgStore {
             return Ok(id);
         }
     }
+}
+
+/// The columns of a record row as `COPY` sends them.
+const COPY_TYPES: [Type; 14] = [
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::BYTEA,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT2,
+    Type::BYTEA,
+    Type::INT8,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+];
+
+/// A record row as sealed, on its way into the bucket's table.
+struct Row<'a> {
+    bucket: i64,
+    part: i64,
+    seq: i64,
+    r: &'a NewRecord,
+    prev: [u8; 32],
+    mac: [u8; 32],
+}
+
+/// Sends one row to the `COPY` in [`COPY_TYPES`]' order.
+fn copy_row(w: &mut BinaryCopyInWriter<'_>, x: &Row<'_>) -> std::result::Result<(), postgres::Error> {
+    let r = x.r;
+    let class = r.group.classification.code() as i16;
+    let pseudonym = r.pseudonym.as_ref().map(|p| &p[..]);
+    let vals: [&(dyn ToSql + Sync); 14] = [
+        &x.bucket,
+        &x.part,
+        &x.seq,
+        &&r.id[..],
+        &r.ts_us,
+        &r.received_us,
+        &r.group.scope,
+        &class,
+        &pseudonym,
+        &r.key_id,
+        &r.plain,
+        &r.body,
+        &&x.prev[..],
+        &&x.mac[..],
+    ];
+    w.write(&vals)
 }
 
 /// What a failed `COPY` means: a record already stored (an optimistic
