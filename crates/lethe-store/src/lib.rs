@@ -901,6 +901,12 @@ pub trait Store: Send + Sync {
     /// Ledger entries with sequence number ≥ `from`, in order, at most `limit`.
     fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>>;
 
+    /// The sequence number of the newest ledger entry (0 when there is
+    /// none, also after trimming: an anchor entry stays): whether any
+    /// administrative act was recorded since an earlier look, in one index
+    /// lookup.
+    fn ledger_head(&self) -> Result<u64>;
+
     /// A stored policy snapshot by version.
     fn policy(&self, version: i64) -> Result<Option<String>>;
 

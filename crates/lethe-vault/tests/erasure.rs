@@ -604,7 +604,56 @@ fn holds_are_still_checked_after_the_ledger_is_trimmed_past_them() {
     assert_gap_names_hold(&v, later, h);
 }
 
+/// A plan is carried out as made only while nothing was recorded since:
+/// a hold placed between the preview and the confirmation is honoured.
+fn a_purge_planned_before_a_hold_was_placed_is_planned_again_and_refused(p: &Place) {
+    let v = vault_with_data(p, "");
+    let subject = busy_subjects(&v, 1).remove(0);
+    let theirs = logs(&v, "acme", Some(&subject)).len();
+    let req = request(&[&subject]);
+    let plan = v.plan_purge(&req, now()).unwrap();
+    assert_eq!((plan.preview.selected as usize, plan.preview.held), (theirs, 0));
+    v.add_hold(
+        &HoldRequest {
+            subject: Some(subject.clone()),
+            ..acme_hold("litigation")
+        },
+        now(),
+    )
+    .unwrap();
+    let e = v.execute_purge(&req, plan, &now).expect_err("refused");
+    assert!(matches!(e, VaultError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("legal hold"), "{e}");
+    assert_eq!(logs(&v, "acme", Some(&subject)).len(), theirs, "nothing removed");
+    verify_ok(&v);
+}
+
+/// A sweep that ran between a purge's preview and its confirmation
+/// removed some of the subject's records: the purge removes exactly what
+/// is left, and says so.
+fn a_purge_planned_before_a_sweep_removes_exactly_what_the_sweep_left(p: &Place) {
+    let v = vault_with_data(p, "[retention.default]\nwindow = \"10d\"\naction = \"delete\"\n");
+    let subject = busy_subjects(&v, 1).remove(0);
+    let req = request(&[&subject]);
+    let plan = v.plan_purge(&req, now()).unwrap();
+    let before = logs(&v, "acme", Some(&subject)).len();
+    let swept = v.sweep(now(), None, false, &now, &|_, _| {}).unwrap();
+    assert!(swept.deleted > 0);
+    let left = logs(&v, "acme", Some(&subject)).len();
+    assert!(left < before && left > 0, "{left} of {before} left");
+    let r = v.execute_purge(&req, plan, &now).unwrap();
+    assert_eq!((r.removed as usize, r.verified), (left, true), "{}", r.verification);
+    assert_eq!(
+        r.preview.selected as usize, left,
+        "the receipt's preview is the plan carried out"
+    );
+    assert!(logs(&v, "acme", Some(&subject)).is_empty());
+    verify_ok(&v);
+}
+
 on_both_backends!(
+    a_purge_planned_before_a_hold_was_placed_is_planned_again_and_refused,
+    a_purge_planned_before_a_sweep_removes_exactly_what_the_sweep_left,
     purge_preview_is_exactly_what_the_purge_removes_and_nothing_of_the_subject_is_left_readable,
     new_records_for_an_erased_subject_start_a_new_key_and_old_ones_stay_erased,
     rerunning_the_same_purge_reports_its_receipt_and_writes_no_second_one,

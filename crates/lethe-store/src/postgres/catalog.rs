@@ -258,6 +258,15 @@ impl PgStore {
         Ok(n)
     }
 
+    pub(super) fn ledger_head(&self) -> Result<u64> {
+        let mut c = self.conn()?;
+        let n: i64 = c
+            .query_one("SELECT coalesce(max(seq), 0) FROM ledger", &[])
+            .map_err(db)?
+            .get(0);
+        Ok(n as u64)
+    }
+
     pub(super) fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
         let mut c = self.conn()?;
         let rows = c

@@ -160,6 +160,10 @@ impl Store for PgStore {
         PgStore::ledger(self, from, limit)
     }
 
+    fn ledger_head(&self) -> Result<u64> {
+        PgStore::ledger_head(self)
+    }
+
     fn policy(&self, version: i64) -> Result<Option<String>> {
         PgStore::policy(self, version)
     }

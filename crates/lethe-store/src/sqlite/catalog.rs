@@ -132,6 +132,13 @@ impl SqliteStore {
             .map_err(db)? as u64)
     }
 
+    pub(super) fn ledger_head(&self) -> Result<u64> {
+        let cat = self.key_conn();
+        cat.query_row("SELECT coalesce(max(seq), 0) FROM ledger", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(db)
+    }
+
     pub(super) fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
         let cat = self.key_conn();
         let mut st = cat

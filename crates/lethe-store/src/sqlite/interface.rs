@@ -140,6 +140,10 @@ impl Store for SqliteStore {
         SqliteStore::ledger(self, from, limit)
     }
 
+    fn ledger_head(&self) -> Result<u64> {
+        SqliteStore::ledger_head(self)
+    }
+
     fn policy(&self, version: i64) -> Result<Option<String>> {
         SqliteStore::policy(self, version)
     }

@@ -174,6 +174,7 @@ pub fn the_ledger_appends_in_order_and_reads_back_exactly(h: &dyn Harness) {
     let mut written = Vec::new();
     {
         let s = h.open(0);
+        assert_eq!(s.ledger_head().unwrap(), 0, "an empty ledger");
         for i in 0..5 {
             let d = Draft {
                 ts_us: i,
@@ -190,6 +191,7 @@ pub fn the_ledger_appends_in_order_and_reads_back_exactly(h: &dyn Harness) {
     assert_eq!(got, written);
     assert_eq!(verify(&key, &got).unwrap().0, 5);
     assert_eq!(s.ledger(4, 1).unwrap(), written[3..4].to_vec());
+    assert_eq!(s.ledger_head().unwrap(), 5);
 }
 
 /// Capture mode `none` is counted.
