@@ -599,6 +599,16 @@ pub trait RowReader: Send {
     /// Visits a partition's rows `first..=last` in sequence order, whatever their state.
     fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(row::RawRow)) -> Result<()>;
 
+    /// Announces the scans `(partition, first, last)` about to be made, in
+    /// the order they will be made; forgets any announced before. A hint
+    /// only: a backend may read several of them in one round trip when the
+    /// first is asked for (a chain of a store with many tenants is
+    /// thousands of small partitions). Scans not announced, made out of
+    /// order, or skipped still see the same rows. The default ignores it.
+    fn expect(&mut self, scans: &[(i64, u64, u64)]) {
+        let _ = scans;
+    }
+
     /// Rows stored in a partition, tombstones included.
     fn row_count(&mut self, partition: i64) -> Result<u64>;
 

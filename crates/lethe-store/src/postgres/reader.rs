@@ -1,7 +1,7 @@
 //! Scanning partition rows on PostgreSQL on a connection of the reader's own.
 
-use super::chain::{raw_row, COLUMNS};
-use std::collections::HashMap;
+use super::chain::{raw_row, raw_row_at, COLUMNS};
+use std::collections::{HashMap, VecDeque};
 
 use super::{db, pool, PgStore};
 use crate::row::RawRow;
@@ -13,8 +13,9 @@ use crate::{Result, RowReader};
 /// tenants a chain has hundreds of small partitions, and a statement for
 /// each question (its bucket, its rows, its count) was most of the time
 /// (13,000 records/s verified on 100 tenants over a year). So the reader
-/// learns every partition's bucket and chain in one statement, and counts
-/// the rows of all the partitions of a chain in one.
+/// learns every partition's bucket and chain in one statement, counts
+/// the rows of all the partitions of a chain in one, and reads the rows of
+/// up to [`AHEAD_SCANS`] announced scans in one.
 pub(super) struct Reader<'a> {
     store: &'a PgStore,
     conn: Option<pool::Conn<'a>>,
@@ -23,7 +24,22 @@ pub(super) struct Reader<'a> {
     parts: HashMap<i64, (i64, Chain)>,
     /// Row counts taken ahead for partitions not yet asked about.
     counts: HashMap<i64, u64>,
+    /// Scans announced by [`RowReader::expect`] and not yet read, in order.
+    ahead: VecDeque<Scan>,
+    /// Rows of announced scans read ahead, not yet asked for.
+    read: HashMap<Scan, Vec<RawRow>>,
 }
+
+/// A scan: partition, first and last sequence number.
+type Scan = (i64, u64, u64);
+
+/// At most this many announced scans are read in one statement…
+const AHEAD_SCANS: usize = super::UNION_CHUNK;
+
+/// …and at most this many rows (by their sequence ranges): rows carry
+/// their bodies, so this bounds the reader's memory (~10 MB). A larger
+/// scan is read on its own, in chunks.
+const AHEAD_ROWS: u64 = 8_192;
 
 /// A (tenant, stream) chain, by name.
 type Chain = std::sync::Arc<(String, String)>;
@@ -35,6 +51,8 @@ impl<'a> Reader<'a> {
             conn: None,
             parts: HashMap::new(),
             counts: HashMap::new(),
+            ahead: VecDeque::new(),
+            read: HashMap::new(),
         }
     }
 
@@ -107,8 +125,82 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    /// The rows of `scan` when it was announced: read ahead before, or now
+    /// together with the announced scans after it. `None` when it was not
+    /// announced, is too large to read ahead, or a bucket was dropped
+    /// meanwhile (then it is read on its own).
+    fn ready(&mut self, scan: Scan) -> Result<Option<Vec<RawRow>>> {
+        if let Some(rows) = self.read.remove(&scan) {
+            return Ok(Some(rows));
+        }
+        let Some(at) = self.ahead.iter().position(|s| *s == scan) else {
+            return Ok(None);
+        };
+        // Scans announced before this one were skipped: so are their rows.
+        self.ahead.drain(..at);
+        self.read.clear();
+        let mut batch: Vec<(Scan, i64)> = Vec::new();
+        let mut rows = 0;
+        while let Some(&s @ (partition, first, last)) = self.ahead.front() {
+            let n = last.saturating_sub(first) + 1;
+            if !batch.is_empty() && (batch.len() >= AHEAD_SCANS || rows + n > AHEAD_ROWS) {
+                break;
+            }
+            self.ahead.pop_front();
+            if n > AHEAD_ROWS {
+                return Ok(None);
+            }
+            rows += n;
+            match self.at(partition)?.1 {
+                Some(bucket) => batch.push((s, bucket)),
+                // A partition that is gone has no rows.
+                None => {
+                    self.read.insert(s, Vec::new());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let sql = batch
+                .iter()
+                .enumerate()
+                .map(|(i, &((partition, first, last), bucket))| {
+                    format!(
+                        "SELECT {i}, {COLUMNS} FROM {} WHERE bucket = {bucket} AND part = {partition} \
+                         AND seq BETWEEN {first} AND {last}",
+                        super::bucket_table(bucket)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let Some(got) = super::unless_gone(self.conn()?.query(&sql, &[]))? else {
+                self.read.clear();
+                return Ok(None);
+            };
+            let mut by_scan: Vec<Vec<RawRow>> = vec![Vec::new(); batch.len()];
+            for r in &got {
+                by_scan[r.get::<_, i32>(0) as usize].push(raw_row_at(r, 1));
+            }
+            for ((s, _), mut rows) in batch.into_iter().zip(by_scan) {
+                rows.sort_unstable_by_key(|r| r.seq);
+                self.read.insert(s, rows);
+            }
+        }
+        Ok(self.read.remove(&scan))
+    }
+}
+
 impl RowReader for Reader<'_> {
+    fn expect(&mut self, scans: &[(i64, u64, u64)]) {
+        self.ahead = scans.iter().copied().collect();
+        self.read.clear();
+    }
+
     fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        if let Some(rows) = self.ready((partition, first, last))? {
+            rows.into_iter().for_each(visit);
+            return Ok(());
+        }
         // In chunks: a partition can hold millions of rows.
         const CHUNK: i64 = 20_000;
         let mut from = first as i64;

@@ -245,6 +245,7 @@ macro_rules! conformance {
             the_ledger_appends_in_order_and_reads_back_exactly,
             everything_survives_reopening,
             appended_records_are_sealed_linked_and_under_the_tree_head,
+            announced_scans_return_the_rows_unannounced_ones_do,
             deleting_rows_keeps_tombstones_whose_headers_still_verify,
             dropping_partitions_keeps_what_the_chain_and_tree_need,
             a_subject_selection_finds_exactly_the_subjects_rows_and_leaves_held_ones,

@@ -125,6 +125,14 @@ impl Vault {
         let mut items: Vec<(u64, Item)> = segments.iter().map(|s| (s.segment.first, Item::Rows(s))).collect();
         items.extend(ce.holes.iter().map(|h| (h.segment.first, Item::Hole(h))));
         items.sort_by_key(|(first, item)| (*first, matches!(item, Item::Hole(_))));
+        let scans: Vec<(i64, u64, u64)> = items
+            .iter()
+            .filter_map(|(_, item)| match item {
+                Item::Rows(sa) => Some((sa.partition, sa.segment.first, sa.segment.last)),
+                Item::Hole(_) => None,
+            })
+            .collect();
+        reader.expect(&scans);
 
         let mut w = Walk {
             tenant,
