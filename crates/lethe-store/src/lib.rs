@@ -814,6 +814,17 @@ pub trait Store: Send + Sync {
     /// misses a subject would hide that subject's records from an erasure.
     fn filter_misses(&self, partition: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>>;
 
+    /// [`Store::filter_misses`] of several partitions, answered in the
+    /// order asked. The default asks one partition at a time; a backend
+    /// behind a network reads the filters in one round trip (verify asks
+    /// about every partition of a chain, thousands on a store of many
+    /// tenants).
+    fn filter_misses_of(&self, asks: &[(i64, Vec<[u8; 32]>)]) -> Result<Vec<Vec<[u8; 32]>>> {
+        asks.iter()
+            .map(|(p, subjects)| self.filter_misses(*p, subjects))
+            .collect()
+    }
+
     /// A stored Merkle subtree head: `level` 8 and every 4th level above are
     /// kept for all complete subtrees; lower levels only at the edges of
     /// ranges retention removed.

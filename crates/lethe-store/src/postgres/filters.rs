@@ -90,6 +90,24 @@ pub(super) fn misses(c: &mut impl GenericClient, part: i64, pseudonyms: &[[u8; 3
     Ok(filter.map_or_else(Vec::new, |f| f.misses(pseudonyms)))
 }
 
+/// [`misses`] of several partitions, with one read of their filters.
+pub(super) fn misses_of(c: &mut impl GenericClient, asks: &[(i64, Vec<[u8; 32]>)]) -> Result<Vec<Vec<[u8; 32]>>> {
+    let ids: Vec<i64> = asks.iter().map(|(p, _)| *p).collect();
+    let filters: HashMap<i64, SubjectFilter> = c
+        .query(
+            "SELECT partition_id, version, bits FROM subject_filters WHERE partition_id = ANY($1)",
+            &[&ids],
+        )
+        .map_err(db)?
+        .iter()
+        .filter_map(|r| Some((r.get(0), SubjectFilter::checked(r.get(2), r.get(1))?)))
+        .collect();
+    Ok(asks
+        .iter()
+        .map(|(p, subjects)| filters.get(p).map_or_else(Vec::new, |f| f.misses(subjects)))
+        .collect())
+}
+
 /// Adds each partition's new pseudonyms to its filter, inside the append's
 /// transaction, after its rows are written. The caller holds the row locks
 /// of the partitions' chains, so no other writer changes these filters

@@ -71,6 +71,10 @@ impl Store for PgStore {
         super::filters::misses(&mut *self.conn()?, partition, pseudonyms)
     }
 
+    fn filter_misses_of(&self, asks: &[(i64, Vec<[u8; 32]>)]) -> Result<Vec<Vec<[u8; 32]>>> {
+        super::filters::misses_of(&mut *self.conn()?, asks)
+    }
+
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
         PgStore::merkle_node(self, tenant, stream, level, index)
     }

@@ -167,6 +167,9 @@ impl Vault {
             ranges.get(i).is_some_and(|r| r[0] <= seq)
         };
         let mut lost: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        // Per segment read: its partition and the subjects of its live
+        // records (the first record of each), to check against the filter.
+        let mut filter_asks: Vec<(i64, HashMap<[u8; 32], u64>)> = Vec::new();
 
         for (_, item) in &items {
             match item {
@@ -250,8 +253,6 @@ impl Vault {
                     }
                     let mut err = None;
                     let mut rows = 0u64;
-                    // Subjects of the segment's live records (first record
-                    // of each), checked against the partition's filter.
                     let mut subjects: HashMap<[u8; 32], u64> = HashMap::new();
                     let scanned = reader.scan(sa.partition, s.first, s.last, &mut |r| {
                         if err.is_some() {
@@ -365,30 +366,8 @@ impl Vault {
                         Err(e) => return Err(e.into()),
                     }
                     *visited.entry(sa.partition).or_default() += rows;
-                    // Erasures find a subject's rows through the partition
-                    // filters (and check through them): a filter that does
-                    // not name a subject stored in its partition would hide
-                    // that subject's records from an erasure. Read after the
-                    // rows, so it covers them (filters only grow).
                     if !subjects.is_empty() {
-                        let listed: Vec<[u8; 32]> = subjects.keys().copied().collect();
-                        let mut missed: Vec<u64> = self
-                            .store
-                            .filter_misses(sa.partition, &listed)?
-                            .iter()
-                            .filter_map(|p| subjects.get(p).copied())
-                            .collect();
-                        missed.sort_unstable();
-                        for seq in missed {
-                            report.gap(
-                                tenant,
-                                stream,
-                                seq,
-                                "the partition's subject filter does not name this record's subject: an erasure \
-                                 of the subject would not find its records there (filter damaged or forged); \
-                                 erase the subject with `exhaustive` (lethe purge --exhaustive)",
-                            );
-                        }
+                        filter_asks.push((sa.partition, subjects));
                     }
                     if w.next <= s.last {
                         missing(tenant, stream, w.next, s.last, report);
@@ -400,6 +379,33 @@ impl Vault {
             }
         }
         w.flush_hole(w.next - 1, report)?;
+        // Erasures find a subject's rows through the partition filters (and
+        // check through them): a filter that does not name a subject stored
+        // in its partition would hide that subject's records from an
+        // erasure. Read after the rows, so they cover them (filters only
+        // grow); for the whole chain at once.
+        let asks: Vec<(i64, Vec<[u8; 32]>)> = filter_asks
+            .iter()
+            .map(|(p, subjects)| (*p, subjects.keys().copied().collect()))
+            .collect();
+        let mut missed: Vec<u64> = self
+            .store
+            .filter_misses_of(&asks)?
+            .iter()
+            .zip(&filter_asks)
+            .flat_map(|(misses, (_, subjects))| misses.iter().filter_map(|p| subjects.get(p).copied()))
+            .collect();
+        missed.sort_unstable();
+        for seq in missed {
+            report.gap(
+                tenant,
+                stream,
+                seq,
+                "the partition's subject filter does not name this record's subject: an erasure \
+                 of the subject would not find its records there (filter damaged or forged); \
+                 erase the subject with `exhaustive` (lethe purge --exhaustive)",
+            );
+        }
         let walked = w.next - 1;
         // The chain's end: the catalog head, the checkpoints, the seal.
         if head_size > walked {
