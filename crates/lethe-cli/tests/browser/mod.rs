@@ -89,6 +89,12 @@ impl Browser {
     }
 
     fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_cmd(method, path, body)
+            .unwrap_or_else(|(e, message)| panic!("webdriver {method} {path}: {e}: {message}"))
+    }
+
+    /// A WebDriver command's value, or its error and message.
+    fn try_cmd(&self, method: &str, path: &str, body: Value) -> Result<Value, (String, Value)> {
         let url = format!("{}{path}", self.base);
         let req = match method {
             "GET" => self.http.get(url),
@@ -97,9 +103,12 @@ impl Browser {
         };
         let r: Value = req.send().unwrap().json().unwrap();
         if let Some(e) = r["value"].get("error") {
-            panic!("webdriver {method} {path}: {e}: {}", r["value"]["message"]);
+            return Err((
+                e.as_str().unwrap_or_default().to_string(),
+                r["value"]["message"].clone(),
+            ));
         }
-        r["value"].clone()
+        Ok(r["value"].clone())
     }
 
     /// Opens a URL.
@@ -131,8 +140,13 @@ impl Browser {
         let t0 = Instant::now();
         loop {
             for e in self.all(css) {
-                if self.text(&e).contains(text) {
-                    return e;
+                // The page may render again between finding an element and
+                // reading it: a stale element is looked for again.
+                match self.try_cmd("GET", &format!("/element/{}/text", e.0), json!({})) {
+                    Ok(t) if t.as_str().unwrap_or("").contains(text) => return e,
+                    Ok(_) => {}
+                    Err((kind, _)) if kind == "stale element reference" => {}
+                    Err((kind, message)) => panic!("webdriver text of `{css}`: {kind}: {message}"),
                 }
             }
             if t0.elapsed() > Duration::from_secs(20) {
