@@ -830,6 +830,17 @@ pub trait Store: Send + Sync {
     /// ranges retention removed.
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>>;
 
+    /// [`Store::merkle_node`] of several `(level, index)` nodes of one
+    /// chain, answered in the order asked. The default asks one at a time;
+    /// a backend behind a network reads them in one round trip (verify
+    /// bridges every removed range of a chain with stored nodes).
+    fn merkle_nodes(&self, tenant: &str, stream: &str, nodes: &[(u32, u64)]) -> Result<Vec<Option<Hash>>> {
+        nodes
+            .iter()
+            .map(|&(level, index)| self.merkle_node(tenant, stream, level, index))
+            .collect()
+    }
+
     /// Leaf hashes of sequence numbers `first..=last` of a chain where the
     /// rows still exist (tombstones included), `None` where they are gone.
     fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>>;

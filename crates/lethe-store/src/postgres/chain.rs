@@ -129,6 +129,31 @@ impl PgStore {
             .transpose()
     }
 
+    /// See [`crate::Store::merkle_nodes`]: one statement for them all.
+    pub(super) fn merkle_nodes(&self, tenant: &str, stream: &str, nodes: &[(u32, u64)]) -> Result<Vec<Option<Hash>>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let levels: Vec<i32> = nodes.iter().map(|&(l, _)| l as i32).collect();
+        let idxs: Vec<i64> = nodes.iter().map(|&(_, i)| i as i64).collect();
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT n.level, n.idx, n.hash FROM merkle_nodes n
+                   JOIN unnest($3::int4[], $4::int8[]) AS w(level, idx) ON n.level = w.level AND n.idx = w.idx
+                  WHERE n.tenant = $1 AND n.stream = $2",
+                &[&tenant, &stream, &levels, &idxs],
+            )
+            .map_err(db)?;
+        let mut found = std::collections::HashMap::new();
+        for r in &rows {
+            let (level, idx): (i32, i64) = (r.get(0), r.get(1));
+            let h = hash32(r.get(2), &format!("Merkle node {level}/{idx} of {tenant}/{stream}"))?;
+            found.insert((level as u32, idx as u64), h);
+        }
+        Ok(nodes.iter().map(|n| found.get(n).copied()).collect())
+    }
+
     pub(super) fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
         leaves_in(&mut *self.conn()?, tenant, stream, first, last)
     }

@@ -79,6 +79,10 @@ impl Store for PgStore {
         PgStore::merkle_node(self, tenant, stream, level, index)
     }
 
+    fn merkle_nodes(&self, tenant: &str, stream: &str, nodes: &[(u32, u64)]) -> Result<Vec<Option<Hash>>> {
+        PgStore::merkle_nodes(self, tenant, stream, nodes)
+    }
+
     fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
         PgStore::leaves(self, tenant, stream, first, last)
     }

@@ -147,6 +147,7 @@ impl Vault {
             cps: &ce.checkpoints,
             cp: 0,
             last_received: i64::MIN,
+            nodes: Bridging::read(&*self.store, tenant, stream, &ce.holes)?,
         };
         let mut visited: HashMap<i64, u64> = HashMap::new();
         // What receipted intents removed, merged: a live row is looked up
@@ -551,6 +552,66 @@ pub(super) struct Walk<'a> {
     pub(super) cp: usize,
     /// Received time of the last stored record walked (µs).
     pub(super) last_received: i64,
+    /// Merkle nodes over the removed ranges, asked of the store ahead.
+    pub(super) nodes: Bridging,
+}
+
+/// Merkle nodes over a chain's removed ranges, asked of the store ahead:
+/// those it keeps, and those it said it does not (composed from below).
+/// A node asked neither way is looked up in the store.
+#[derive(Default)]
+pub(super) struct Bridging {
+    kept: HashMap<(u32, u64), Hash>,
+    absent: std::collections::HashSet<(u32, u64)>,
+}
+
+impl Bridging {
+    /// At most this many nodes are asked ahead per chain (a store that
+    /// lost its nodes would otherwise have every level-8 node below a
+    /// high one asked).
+    const MOST: usize = 65_536;
+
+    /// Asks the store for the nodes covering each run of adjacent
+    /// `holes` — as the walk will want them — and, for each one it does
+    /// not keep above level 8, for its two children: a round trip per
+    /// level, not per node.
+    fn read(store: &dyn lethe_store::Store, tenant: &str, stream: &str, holes: &[Hole]) -> Result<Self> {
+        let mut spans: Vec<(u64, u64)> = holes.iter().map(|h| (h.segment.first, h.segment.last)).collect();
+        spans.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (first, last) in spans {
+            match runs.last_mut() {
+                Some(r) if r.1 + 1 == first => r.1 = last,
+                _ => runs.push((first, last)),
+            }
+        }
+        let mut wanted: Vec<(u32, u64)> = runs
+            .iter()
+            .flat_map(|&(first, last)| perfect_cover(first.saturating_sub(1), last))
+            .collect();
+        let mut b = Bridging::default();
+        while !wanted.is_empty() && b.kept.len() + b.absent.len() + wanted.len() <= Self::MOST {
+            let found = store.merkle_nodes(tenant, stream, &wanted)?;
+            let mut below = Vec::new();
+            for (n, h) in wanted.into_iter().zip(found) {
+                match h {
+                    Some(h) => {
+                        b.kept.insert(n, h);
+                    }
+                    None => {
+                        b.absent.insert(n);
+                        // Composed from its children (at level 8 and below
+                        // from leaves first: not asked ahead).
+                        if n.0 > 8 {
+                            below.extend([(n.0 - 1, 2 * n.1), (n.0 - 1, 2 * n.1 + 1)]);
+                        }
+                    }
+                }
+            }
+            wanted = below;
+        }
+        Ok(b)
+    }
 }
 
 impl Walk<'_> {
@@ -592,7 +653,17 @@ impl Walk<'_> {
             if !self.tree_ok {
                 break;
             }
-            match stored_node(self.store, self.tenant, self.stream, level, idx)? {
+            let nodes = &self.nodes;
+            let kept = |level: u32, idx: u64| -> Result<Option<Hash>> {
+                if let Some(h) = nodes.kept.get(&(level, idx)) {
+                    return Ok(Some(*h));
+                }
+                if nodes.absent.contains(&(level, idx)) {
+                    return Ok(None);
+                }
+                Ok(self.store.merkle_node(self.tenant, self.stream, level, idx)?)
+            };
+            match composed_node(self.store, self.tenant, self.stream, level, idx, &kept)? {
                 Some(h) => {
                     self.tree.push(level, h, &mut |_, _, _| {});
                     self.check_cps(report);
@@ -621,7 +692,22 @@ pub(crate) fn stored_node(
     level: u32,
     idx: u64,
 ) -> Result<Option<Hash>> {
-    if let Some(h) = store.merkle_node(tenant, stream, level, idx)? {
+    composed_node(store, tenant, stream, level, idx, &|level, idx| {
+        Ok(store.merkle_node(tenant, stream, level, idx)?)
+    })
+}
+
+/// [`stored_node`], with the kept heads answered by `kept` (which may know
+/// them without asking the store).
+fn composed_node(
+    store: &dyn lethe_store::Store,
+    tenant: &str,
+    stream: &str,
+    level: u32,
+    idx: u64,
+    kept: &dyn Fn(u32, u64) -> Result<Option<Hash>>,
+) -> Result<Option<Hash>> {
+    if let Some(h) = kept(level, idx)? {
         return Ok(Some(h));
     }
     if level <= 8 {
@@ -636,8 +722,8 @@ pub(crate) fn stored_node(
         return Ok(None);
     }
     let (Some(l), Some(r)) = (
-        stored_node(store, tenant, stream, level - 1, 2 * idx)?,
-        stored_node(store, tenant, stream, level - 1, 2 * idx + 1)?,
+        composed_node(store, tenant, stream, level - 1, 2 * idx, kept)?,
+        composed_node(store, tenant, stream, level - 1, 2 * idx + 1, kept)?,
     ) else {
         return Ok(None);
     };

@@ -68,6 +68,9 @@ pub trait TamperTarget {
     /// Replaces partition `part`'s subject filter with `bits` stored at
     /// `version`; returns whether the partition had one.
     fn put_subject_filter(&self, part: i64, bits: &[u8], version: i64) -> bool;
+    /// Flips the first byte of every stored Merkle node (the heads that
+    /// bridge removed ranges); returns how many there were.
+    fn flip_merkle_nodes(&self) -> u64;
 }
 
 /// Acts and checks built on a [`TamperTarget`]'s primitives.

@@ -38,6 +38,7 @@ fn swept(v: Vault, n: u64) -> Vault {
 /// The cases: each takes a fresh target.
 mod cases {
     pub use super::filter_cases::*;
+    pub use super::merkle_cases::*;
     use super::*;
 
     pub fn edit_one_byte_of_a_body_is_caught_at_that_record(c: &impl TamperTarget) {
@@ -341,6 +342,26 @@ mod filter_cases {
     }
 }
 
+/// More cases: the stored heads that stand for removed records.
+mod merkle_cases {
+    use super::*;
+
+    pub fn flipping_the_merkle_heads_over_removed_records_is_caught_at_a_checkpoint(c: &impl TamperTarget) {
+        assert!(
+            c.flip_merkle_nodes() > 0,
+            "the swept store keeps heads over what it removed"
+        );
+        let got = c.gaps();
+        assert!(!got.is_empty(), "forged heads over a removed range must be caught");
+        for g in &got {
+            assert!(
+                g.3.contains("tree head over records") && g.3.contains("does not match"),
+                "{got:#?}"
+            );
+        }
+    }
+}
+
 /// One `#[test]` per case and backend: `sqlite::<case>` and `postgres::<case>`.
 macro_rules! tamper_suite {
     ($($case:ident),* $(,)?) => {
@@ -384,4 +405,5 @@ tamper_suite!(
     flip_a_byte_of_a_wrapped_key_is_caught_as_a_key_that_does_not_open,
     swap_two_wrapped_keys_is_caught_at_both,
     a_subject_filter_forged_to_name_nobody_is_caught_at_the_records_it_hides,
+    flipping_the_merkle_heads_over_removed_records_is_caught_at_a_checkpoint,
 );

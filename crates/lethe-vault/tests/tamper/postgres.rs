@@ -228,4 +228,11 @@ impl TamperTarget for PgTarget {
             &[&part, &bits, &version],
         ) == 1
     }
+
+    fn flip_merkle_nodes(&self) -> u64 {
+        self.exec(
+            "UPDATE merkle_nodes SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1)",
+            &[],
+        )
+    }
 }

@@ -241,4 +241,25 @@ impl TamperTarget for SqliteTarget {
             .unwrap()
             == 1
     }
+
+    fn flip_merkle_nodes(&self) -> u64 {
+        // SQLite has no byte operators: swap the first byte by hand.
+        let cat = self.catalog();
+        let nodes: Vec<(String, String, i64, i64, Vec<u8>)> = cat
+            .prepare("SELECT tenant, stream, level, idx, hash FROM merkle_nodes")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (t, s, level, idx, mut hash) in nodes.iter().cloned() {
+            hash[0] ^= 1;
+            cat.execute(
+                "UPDATE merkle_nodes SET hash=?5 WHERE tenant=?1 AND stream=?2 AND level=?3 AND idx=?4",
+                params![t, s, level, idx, hash],
+            )
+            .unwrap();
+        }
+        nodes.len() as u64
+    }
 }
