@@ -695,6 +695,9 @@ fn main() -> Result<()> {
         }
     }
     reset_peak_rss();
+    // What the process held before the sweep began (the peak below
+    // includes it: memory freed after ingest is not always returned).
+    out.insert("rss_before_cleanup_bytes".into(), json!(status_bytes("VmRSS:")));
     let t = Instant::now();
     let done = vault.sweep(now, None, false, &now_us, &|_, _| {})?;
     let cleanup_s = t.elapsed().as_secs_f64();
