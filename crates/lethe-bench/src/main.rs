@@ -785,8 +785,11 @@ fn main() -> Result<()> {
 
     // Verify everything: every stored record's header, MAC and link, every
     // removal against its receipt, every checkpoint's tree head.
+    out.insert("rss_before_verify_bytes".into(), json!(current_rss_bytes()));
+    reset_peak_rss();
     let t = Instant::now();
     let v = vault.verify(None, None, now_us(), &|_| {})?;
+    out.insert("verify_peak_rss_bytes".into(), json!(peak_rss_bytes()));
     let verify_s = t.elapsed().as_secs_f64();
     out.insert("verify_s".into(), json!(verify_s));
     out.insert("verify_records_checked".into(), json!(v.records_checked));

@@ -884,6 +884,15 @@ pub trait Store: Send + Sync {
     /// what `verify` compares with the ledger.
     fn all_data_keys(&self, tenant: Option<&str>) -> Result<Vec<StoredKey>>;
 
+    /// [`Store::all_data_keys`], one key at a time, in id order: a store of
+    /// many subjects has millions of keys, and `verify` keeps only a few
+    /// bytes of each. The default reads them all first; a backend behind a
+    /// network streams them.
+    fn each_data_key(&self, tenant: Option<&str>, visit: &mut dyn FnMut(StoredKey)) -> Result<()> {
+        self.all_data_keys(tenant)?.into_iter().for_each(visit);
+        Ok(())
+    }
+
     /// The wrapped root key of a tenant, if it has one.
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>>;
 

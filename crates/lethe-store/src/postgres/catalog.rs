@@ -120,6 +120,23 @@ impl PgStore {
         rows.iter().map(stored_key).collect()
     }
 
+    /// See [`crate::Store::each_data_key`]: rows are decoded as they
+    /// arrive, never all held at once.
+    pub(super) fn each_data_key(&self, tenant: Option<&str>, visit: &mut dyn FnMut(StoredKey)) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut c = self.conn()?;
+        let mut rows = c
+            .query_raw(
+                "SELECT id, tenant, ref, wrapped FROM data_keys WHERE $1::text IS NULL OR tenant=$1 ORDER BY id",
+                [tenant],
+            )
+            .map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            visit(stored_key(&r)?);
+        }
+        Ok(())
+    }
+
     pub(super) fn destroy_keys(&self, ids: &[KeyId], now_us: i64) -> Result<u64> {
         let mut c = self.conn()?;
         let mut tx = c.transaction().map_err(db)?;

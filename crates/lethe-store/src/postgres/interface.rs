@@ -124,6 +124,10 @@ impl Store for PgStore {
         PgStore::all_data_keys(self, tenant)
     }
 
+    fn each_data_key(&self, tenant: Option<&str>, visit: &mut dyn FnMut(StoredKey)) -> Result<()> {
+        PgStore::each_data_key(self, tenant, visit)
+    }
+
     fn tenant_key(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>> {
         PgStore::tenant_key(self, tenant)
     }

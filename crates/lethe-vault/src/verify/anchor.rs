@@ -152,8 +152,9 @@ impl Vault {
             subject_check: h.subject_check.clone(),
         }));
         for (tenant, ids) in &a.keys {
+            let owner: std::sync::Arc<str> = tenant.as_str().into();
             for id in ids {
-                ev.keys.insert(*id, (tenant.clone(), at));
+                ev.keys.insert(*id, (owner.clone(), at));
             }
         }
         for id in &a.destroyed_keys {
@@ -328,7 +329,7 @@ impl Vault {
                 })
                 .collect(),
             keys: ev.keys.iter().fold(BTreeMap::new(), |mut m, (id, (tenant, _))| {
-                let ids: &mut Vec<KeyId> = m.entry(tenant.clone()).or_default();
+                let ids: &mut Vec<KeyId> = m.entry(tenant.to_string()).or_default();
                 if let Err(at) = ids.binary_search(id) {
                     ids.insert(at, *id);
                 }

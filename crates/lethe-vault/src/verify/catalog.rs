@@ -4,6 +4,7 @@
 //! the ledger says).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use lethe_core::TenantId;
 use lethe_store::KeyId;
@@ -26,7 +27,7 @@ pub(super) enum KeyState {
 /// Every data key of the chains being verified, by id, with its tenant.
 #[derive(Default)]
 pub(super) struct KeyBook {
-    states: HashMap<KeyId, (String, KeyState)>,
+    states: HashMap<KeyId, (Arc<str>, KeyState)>,
 }
 
 impl KeyBook {
@@ -37,7 +38,7 @@ impl KeyBook {
             None => Some(format!(
                 "encrypted under data key {key}, which is missing from the key table: its personal fields are unreadable"
             )),
-            Some((t, _)) if t != tenant => Some(format!("encrypted under data key {key} of another tenant ({t})")),
+            Some((t, _)) if &**t != tenant => Some(format!("encrypted under data key {key} of another tenant ({t})")),
             Some((_, KeyState::Live)) => None,
             Some((_, KeyState::Unopenable)) => Some(format!(
                 "encrypted under data key {key}, which does not open: its personal fields are unreadable"
@@ -52,7 +53,68 @@ impl KeyBook {
     }
 }
 
+/// The data-key table as read before the ledger: per key, its tenant and
+/// what its row says — a few bytes each, not the wrapped keys (a store of
+/// many subjects has millions).
+pub(super) struct KeyTable {
+    rows: Vec<(KeyId, Arc<str>, KeyRow)>,
+}
+
+/// What a data key's row says, judged without the ledger.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyRow {
+    /// Wrapped, and it opens under its tenant's key.
+    Opens,
+    /// Wrapped, and it does not open (altered or swapped).
+    DoesNotOpen,
+    /// Destroyed (no wrapped key).
+    Destroyed,
+}
+
 impl Vault {
+    /// Reads the data-key table (of one tenant, or all), trying each live
+    /// key under its tenant's key as it arrives.
+    pub(super) fn read_key_table(&self, tenant: Option<&TenantId>) -> Result<KeyTable> {
+        let mut rows = Vec::new();
+        // Per tenant: its name, once, and its key (`None`: it has none).
+        let mut tenants: HashMap<String, (Arc<str>, Option<_>)> = HashMap::new();
+        let mut failed = None;
+        self.store.each_data_key(tenant.map(|t| t.as_str()), &mut |k| {
+            if failed.is_some() {
+                return;
+            }
+            let name = k.tenant.as_str();
+            if !tenants.contains_key(name) {
+                match self.keys.tenant(&k.tenant, None, 0) {
+                    Ok(tk) => {
+                        tenants.insert(name.to_string(), (name.into(), tk));
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return;
+                    }
+                }
+            }
+            let (owner, tk) = &tenants[name];
+            let row = match &k.wrapped {
+                Some(w)
+                    if tk
+                        .as_ref()
+                        .is_some_and(|tk| tk.open_data_key(name, &k.key_ref, w).is_ok()) =>
+                {
+                    KeyRow::Opens
+                }
+                Some(_) => KeyRow::DoesNotOpen,
+                None => KeyRow::Destroyed,
+            };
+            rows.push((k.id, owner.clone(), row));
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(KeyTable { rows })
+    }
+
     /// Holds the data-key table (of one tenant, or all) to the ledger:
     /// every key the ledger recorded is in the table; every key in the
     /// table was recorded; every destroyed key was destroyed by a receipted
@@ -67,77 +129,59 @@ impl Vault {
     pub(super) fn check_keys(
         &self,
         tenant: Option<&TenantId>,
-        table: Vec<lethe_store::StoredKey>,
+        table: KeyTable,
         ev: &Evidence,
         report: &mut VerifyReport,
     ) -> Result<KeyBook> {
         let mut book = KeyBook::default();
-        let mut tenant_keys = HashMap::new();
-        for k in table {
-            let t = k.tenant.to_string();
-            match ev.keys.get(&k.id) {
+        for (id, t, row) in table.rows {
+            match ev.keys.get(&id) {
                 None => report.gap(
                     &t,
                     "(keys)",
-                    k.id as u64,
-                    format!(
-                        "data key {} is in the key table, but no ledger entry recorded its creation",
-                        k.id
-                    ),
+                    id as u64,
+                    format!("data key {id} is in the key table, but no ledger entry recorded its creation"),
                 ),
                 Some((owner, at)) if *owner != t => report.gap(
                     &t,
                     "(keys)",
-                    k.id as u64,
+                    id as u64,
                     format!(
-                        "data key {} belongs to tenant {owner} by its ledger entry {at}, but the key table says {t}",
-                        k.id
+                        "data key {id} belongs to tenant {owner} by its ledger entry {at}, but the key table says {t}"
                     ),
                 ),
                 Some(_) => {}
             }
-            let state = match &k.wrapped {
-                Some(w) => {
-                    if !tenant_keys.contains_key(&t) {
-                        tenant_keys.insert(t.clone(), self.keys.tenant(&k.tenant, None, 0)?);
-                    }
-                    let opens = tenant_keys[&t]
-                        .as_ref()
-                        .is_some_and(|tk| tk.open_data_key(&t, &k.key_ref, w).is_ok());
-                    if opens {
-                        KeyState::Live
-                    } else {
-                        report.gap(
-                            &t,
-                            "(keys)",
-                            k.id as u64,
-                            format!(
-                                "data key {} does not open: its stored form was altered or swapped with another's",
-                                k.id
-                            ),
-                        );
-                        KeyState::Unopenable
-                    }
+            let state = match row {
+                KeyRow::Opens => KeyState::Live,
+                KeyRow::DoesNotOpen => {
+                    report.gap(
+                        &t,
+                        "(keys)",
+                        id as u64,
+                        format!("data key {id} does not open: its stored form was altered or swapped with another's"),
+                    );
+                    KeyState::Unopenable
                 }
-                None => {
-                    let by = ev.destroyed.get(&k.id).copied();
+                KeyRow::Destroyed => {
+                    let by = ev.destroyed.get(&id).copied();
                     if by.is_none() {
                         report.gap(
                             &t,
                             "(keys)",
-                            k.id as u64,
-                            format!("data key {} was destroyed, but no receipted erasure destroyed it", k.id),
+                            id as u64,
+                            format!("data key {id} was destroyed, but no receipted erasure destroyed it"),
                         );
                     }
                     KeyState::Destroyed(by)
                 }
             };
-            book.states.insert(k.id, (t, state));
+            book.states.insert(id, (t, state));
         }
         let unseen: Vec<KeyId> = ev
             .keys
             .iter()
-            .filter(|(id, (t, _))| tenant.is_none_or(|x| x.as_str() == t) && !book.states.contains_key(id))
+            .filter(|(id, (t, _))| tenant.is_none_or(|x| x.as_str() == &**t) && !book.states.contains_key(id))
             .map(|(id, _)| *id)
             .collect();
         let created_since: std::collections::HashSet<KeyId> =

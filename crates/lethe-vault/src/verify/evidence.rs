@@ -100,7 +100,7 @@ pub(super) struct Evidence {
     pub(super) holds: Vec<LedgerHold>,
     /// Every data key the ledger records as created (`key.data_created`,
     /// `key.inventory`, anchors), with its tenant and entry.
-    pub(super) keys: HashMap<KeyId, (String, u64)>,
+    pub(super) keys: HashMap<KeyId, (std::sync::Arc<str>, u64)>,
     /// Data keys a receipted purge intent destroyed, with the intent.
     pub(super) destroyed: HashMap<KeyId, u64>,
     /// SHA-256 of each policy version's snapshot as entered.
@@ -330,8 +330,11 @@ impl Vault {
                         .and_then(|v| v.get("ids").cloned());
                     match ids {
                         Some(serde_json::Value::Array(ids)) => {
+                            // One tenant name for all of the entry's keys
+                            // (millions of keys on a store of many subjects).
+                            let owner: std::sync::Arc<str> = t.as_str().into();
                             for id in ids.iter().filter_map(|i| i.as_i64()) {
-                                ev.keys.insert(id, (t.clone(), e.seq));
+                                ev.keys.insert(id, (owner.clone(), e.seq));
                             }
                         }
                         // Entries from before keys were listed carry a count only.

@@ -141,7 +141,7 @@ impl Vault {
             .collect();
         // The key table before the ledger, for the same reason.
         let t0 = std::time::Instant::now();
-        let table = self.store.all_data_keys(tenant.map(|t| t.as_str()))?;
+        let table = self.read_key_table(tenant)?;
         let mut ev = self.ledger_evidence(&mut report, u64::MAX)?;
         let t1 = std::time::Instant::now();
         if !witness.is_empty() {
