@@ -24,17 +24,24 @@ pub(super) enum KeyState {
     Unopenable,
 }
 
-/// Every data key of the chains being verified, by id, with its tenant.
+/// Every data key of the chains being verified, with its tenant: sorted
+/// by id (a vector, not a map — a store of many subjects has millions).
 #[derive(Default)]
 pub(super) struct KeyBook {
-    states: HashMap<KeyId, (Arc<str>, KeyState)>,
+    states: Vec<(KeyId, Arc<str>, KeyState)>,
 }
 
 impl KeyBook {
+    fn get(&self, key: KeyId) -> Option<(&Arc<str>, &KeyState)> {
+        let i = self.states.binary_search_by_key(&key, |s| s.0).ok()?;
+        let (_, t, state) = &self.states[i];
+        Some((t, state))
+    }
+
     /// Why a live record of `tenant` encrypted under `key` cannot be read,
     /// if it cannot.
     pub(super) fn problem(&self, tenant: &str, key: KeyId) -> Option<String> {
-        match self.states.get(&key) {
+        match self.get(key) {
             None => Some(format!(
                 "encrypted under data key {key}, which is missing from the key table: its personal fields are unreadable"
             )),
@@ -54,21 +61,12 @@ impl KeyBook {
 }
 
 /// The data-key table as read before the ledger: per key, its tenant and
-/// what its row says — a few bytes each, not the wrapped keys (a store of
-/// many subjects has millions).
+/// what its row says — `Live`, `Unopenable` or `Destroyed(None)`, the
+/// destroying intent to be found in the ledger — a few bytes each, not the
+/// wrapped keys (a store of many subjects has millions). It becomes the
+/// [`KeyBook`] in place.
 pub(super) struct KeyTable {
-    rows: Vec<(KeyId, Arc<str>, KeyRow)>,
-}
-
-/// What a data key's row says, judged without the ledger.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyRow {
-    /// Wrapped, and it opens under its tenant's key.
-    Opens,
-    /// Wrapped, and it does not open (altered or swapped).
-    DoesNotOpen,
-    /// Destroyed (no wrapped key).
-    Destroyed,
+    rows: Vec<(KeyId, Arc<str>, KeyState)>,
 }
 
 impl Vault {
@@ -102,10 +100,10 @@ impl Vault {
                         .as_ref()
                         .is_some_and(|tk| tk.open_data_key(name, &k.key_ref, w).is_ok()) =>
                 {
-                    KeyRow::Opens
+                    KeyState::Live
                 }
-                Some(_) => KeyRow::DoesNotOpen,
-                None => KeyRow::Destroyed,
+                Some(_) => KeyState::Unopenable,
+                None => KeyState::Destroyed(None),
             };
             rows.push((k.id, owner.clone(), row));
         })?;
@@ -133,17 +131,20 @@ impl Vault {
         ev: &Evidence,
         report: &mut VerifyReport,
     ) -> Result<KeyBook> {
-        let mut book = KeyBook::default();
-        for (id, t, row) in table.rows {
+        let mut book = KeyBook { states: table.rows };
+        // Read in id order; sorted again in case a backend does not.
+        book.states.sort_unstable_by_key(|s| s.0);
+        for (id, t, state) in &mut book.states {
+            let (id, t) = (*id, &**t);
             match ev.keys.get(&id) {
                 None => report.gap(
-                    &t,
+                    t,
                     "(keys)",
                     id as u64,
                     format!("data key {id} is in the key table, but no ledger entry recorded its creation"),
                 ),
-                Some((owner, at)) if *owner != t => report.gap(
-                    &t,
+                Some((owner, at)) if &**owner != t => report.gap(
+                    t,
                     "(keys)",
                     id as u64,
                     format!(
@@ -152,36 +153,31 @@ impl Vault {
                 ),
                 Some(_) => {}
             }
-            let state = match row {
-                KeyRow::Opens => KeyState::Live,
-                KeyRow::DoesNotOpen => {
-                    report.gap(
-                        &t,
-                        "(keys)",
-                        id as u64,
-                        format!("data key {id} does not open: its stored form was altered or swapped with another's"),
-                    );
-                    KeyState::Unopenable
-                }
-                KeyRow::Destroyed => {
-                    let by = ev.destroyed.get(&id).copied();
+            match state {
+                KeyState::Live => {}
+                KeyState::Unopenable => report.gap(
+                    t,
+                    "(keys)",
+                    id as u64,
+                    format!("data key {id} does not open: its stored form was altered or swapped with another's"),
+                ),
+                KeyState::Destroyed(by) => {
+                    *by = ev.destroyed.get(&id).copied();
                     if by.is_none() {
                         report.gap(
-                            &t,
+                            t,
                             "(keys)",
                             id as u64,
                             format!("data key {id} was destroyed, but no receipted erasure destroyed it"),
                         );
                     }
-                    KeyState::Destroyed(by)
                 }
-            };
-            book.states.insert(id, (t, state));
+            }
         }
         let unseen: Vec<KeyId> = ev
             .keys
             .iter()
-            .filter(|(id, (t, _))| tenant.is_none_or(|x| x.as_str() == &**t) && !book.states.contains_key(id))
+            .filter(|(id, (t, _))| tenant.is_none_or(|x| x.as_str() == &**t) && book.get(**id).is_none())
             .map(|(id, _)| *id)
             .collect();
         let created_since: std::collections::HashSet<KeyId> =
