@@ -294,7 +294,9 @@ impl PgStore {
                 ..Default::default()
             })
             .collect();
-        let mut rows: Vec<Row<'_>> = Vec::with_capacity(batch.len());
+        // Per partition: its bucket, whether this append created it, and
+        // the pseudonyms it received (for its subject filter).
+        let mut added: BTreeMap<i64, (i64, bool, Vec<[u8; 32]>)> = BTreeMap::new();
         // Per partition: its id, the segment it received, its group deltas, whether it is new.
         struct Settled {
             part: i64,
@@ -353,7 +355,13 @@ impl PgStore {
                 if let Err(e) = copy_row(&mut copy, &row) {
                     return stored_or(e, probe);
                 }
-                rows.push(row);
+                if let Some(ps) = r.pseudonym {
+                    added
+                        .entry(part)
+                        .or_insert_with(|| (bucket, created, Vec::new()))
+                        .2
+                        .push(ps);
+                }
                 let class = r.group.classification.code() as i16;
                 match deltas
                     .iter_mut()
@@ -380,17 +388,6 @@ impl PgStore {
         }
         if let Err(e) = copy.finish() {
             return stored_or(e, probe);
-        }
-        let created: HashSet<i64> = settled.iter().filter(|st| st.created).map(|st| st.part).collect();
-        let mut added: BTreeMap<i64, (i64, bool, Vec<[u8; 32]>)> = BTreeMap::new();
-        for x in &rows {
-            if let Some(ps) = x.r.pseudonym {
-                added
-                    .entry(x.part)
-                    .or_insert_with(|| (x.bucket, created.contains(&x.part), Vec::new()))
-                    .2
-                    .push(ps);
-            }
         }
         super::filters::extend(&mut tx, &added)?;
         bookkeeping::save_chains(&mut tx, &heads)?;

@@ -576,18 +576,10 @@ impl Bridging {
     /// not keep above level 8, for its two children: a round trip per
     /// level, not per node.
     fn read(store: &dyn lethe_store::Store, tenant: &str, stream: &str, holes: &[Hole]) -> Result<Self> {
-        let mut spans: Vec<(u64, u64)> = holes.iter().map(|h| (h.segment.first, h.segment.last)).collect();
-        spans.sort_unstable();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for (first, last) in spans {
-            match runs.last_mut() {
-                Some(r) if r.1 + 1 == first => r.1 = last,
-                _ => runs.push((first, last)),
-            }
-        }
+        let runs = lethe_store::merge_ranges(holes.iter().map(|h| [h.segment.first, h.segment.last]).collect());
         let mut wanted: Vec<(u32, u64)> = runs
             .iter()
-            .flat_map(|&(first, last)| perfect_cover(first.saturating_sub(1), last))
+            .flat_map(|&[first, last]| perfect_cover(first.saturating_sub(1), last))
             .collect();
         let mut b = Bridging::default();
         while !wanted.is_empty() && b.kept.len() + b.absent.len() + wanted.len() <= Self::MOST {
