@@ -18,11 +18,6 @@
 //! S3-compatible server) makes the cleanup `archive_then_delete`: every
 //! expired record is archived (written, read back, checked) before it goes.
 
-/// mimalloc: the ingest pipeline allocates a batch on one thread and frees it
-/// on another, which glibc's allocator handles poorly.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,10 +1,5 @@
 //! `lethe`: parse arguments, set up, call the vault, map errors to exit codes.
 
-/// mimalloc: the ingest pipeline allocates a batch on one thread and frees it
-/// on another, which glibc's allocator handles poorly.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[macro_use]
 mod output;
 mod archive;

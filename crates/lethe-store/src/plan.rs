@@ -117,18 +117,100 @@ pub(crate) fn edge_nodes(
     }
     let mut out = Vec::new();
     for (a, b) in merged {
+        // The small subtrees of a cover sit at its two ends, side by side:
+        // their leaves are read in one call per run of adjacent subtrees
+        // (two per range, not one per subtree — a sweep of many chains
+        // reads hundreds of ranges).
+        let mut runs: Vec<Vec<(u32, u64)>> = Vec::new();
+        let mut next_leaf = None;
         for (level, idx) in merkle::perfect_cover(a - 1, b) {
             if level >= 8 {
+                next_leaf = None;
                 continue;
             }
             let lo = idx << level;
-            let hi = lo + (1u64 << level);
-            // A leaf that cannot be rebuilt (a damaged row) leaves the head
-            // out: `lethe verify` reports the damage itself.
-            if let Some(ls) = leaves(lo + 1, hi)?.into_iter().collect::<Option<Vec<Hash>>>() {
-                out.push((level, idx, merkle::root(&ls)));
+            match runs.last_mut() {
+                Some(run) if next_leaf == Some(lo) => run.push((level, idx)),
+                _ => runs.push(vec![(level, idx)]),
+            }
+            next_leaf = Some(lo + (1u64 << level));
+        }
+        for run in runs {
+            let (l0, i0) = run[0];
+            let first = (i0 << l0) + 1;
+            let (ll, il) = run[run.len() - 1];
+            let last = (il << ll) + (1u64 << ll);
+            let ls = leaves(first, last)?;
+            for (level, idx) in run {
+                let lo = ((idx << level) + 1 - first) as usize;
+                let hi = lo + (1usize << level);
+                // A leaf that cannot be rebuilt (a damaged row) leaves the head
+                // out: `lethe verify` reports the damage itself.
+                if let Some(ls) = ls[lo..hi].iter().copied().collect::<Option<Vec<Hash>>>() {
+                    out.push((level, idx, merkle::root(&ls)));
+                }
             }
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(seq: u64) -> Hash {
+        merkle::leaf_hash(&seq.to_le_bytes())
+    }
+
+    /// Each subtree head computed on its own, as the store did before runs.
+    fn one_by_one(a: u64, b: u64) -> Vec<(u32, u64, Hash)> {
+        merkle::perfect_cover(a - 1, b)
+            .into_iter()
+            .filter(|&(level, _)| level < 8)
+            .map(|(level, idx)| {
+                let lo = idx << level;
+                let ls: Vec<Hash> = (lo + 1..=lo + (1u64 << level)).map(leaf).collect();
+                (level, idx, merkle::root(&ls))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edge_heads_are_those_of_each_subtree_read_in_two_calls_per_range() {
+        for (a, b) in [
+            (1, 1),
+            (1, 1000),
+            (3, 300),
+            (257, 9000),
+            (1000, 70_000),
+            (77, 77),
+            (5, 12),
+        ] {
+            let mut calls = 0;
+            let mut segs = vec![(a, b)];
+            let got = edge_nodes(&mut segs, &mut |lo, hi| {
+                calls += 1;
+                Ok((lo..=hi).map(|s| Some(leaf(s))).collect())
+            })
+            .unwrap();
+            assert_eq!(got, one_by_one(a, b), "range {a}..={b}");
+            assert!(calls <= 2, "range {a}..={b}: {calls} reads");
+        }
+    }
+
+    #[test]
+    fn a_damaged_leaf_leaves_only_its_own_subtree_out() {
+        let mut segs = vec![(3, 40)];
+        let got = edge_nodes(&mut segs, &mut |lo, hi| {
+            Ok((lo..=hi).map(|s| (s != 5).then(|| leaf(s))).collect())
+        })
+        .unwrap();
+        let want: Vec<_> = one_by_one(3, 40)
+            .into_iter()
+            .filter(|&(level, idx, _)| !((idx << level) + 1..=(idx << level) + (1u64 << level)).contains(&5))
+            .collect();
+        assert_eq!(got, want);
+        assert!(got.len() + 1 == one_by_one(3, 40).len());
+    }
 }

@@ -56,7 +56,6 @@ use crate::{
 use connections::{connection_room, idle_limit, lookup_limit};
 use paths::{chrono_like, flock_file, partition_path};
 use reader::Reader;
-use repair::forget_partition;
 
 /// Subject filters kept in memory at once (~8 KB each); past this the
 /// cache starts over.
@@ -217,6 +216,18 @@ struct Release {
     rows: bool,
 }
 
+/// What one pass of [`SqliteStore::release`] did to each file it met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFate {
+    /// No live partition was left in it: the file is gone.
+    Removed,
+    /// Live partitions remain: only the released partitions' rows go.
+    Shared,
+}
+
+/// Per file path, what the current release pass found (see `release`).
+type FileFates = HashMap<String, FileFate>;
+
 #[derive(Debug, Clone)]
 struct PartGroup {
     scope: String,
@@ -319,16 +330,39 @@ impl SqliteStore {
     /// caller syncs every partition that [`Release::rows`] names, once,
     /// before the catalog forgets them (a forgotten partition's rows must
     /// not come back).
-    fn release(&self, inner: &mut Inner, p: &Part) -> Result<Release> {
-        if Self::sharers(&inner.cat, &p.path)? == 0 {
-            // A connection to this file still waiting to close in the
-            // background would change the sizes measured here and — closing
-            // after the unlink — remove by name the log of a new file made
-            // at the same path.
-            self.upkeep.settle();
-            let bytes = self.file_bytes(p);
-            self.remove_files(inner, p)?;
-            return Ok(Release { bytes, rows: false });
+    ///
+    /// `files` remembers, per file, what an earlier call of the same pass
+    /// found: a drop of thousands of partitions sharing hundreds of files
+    /// (many tenants) counts each file's sharers once, not once per
+    /// partition, and does not look again at a file it removed. Valid only
+    /// while no partition changes state: within one pass over partitions
+    /// already marked `dropping`.
+    fn release(&self, inner: &mut Inner, p: &Part, files: &mut FileFates) -> Result<Release> {
+        let fate = match files.get(&p.path) {
+            Some(f) => *f,
+            None => {
+                let f = if Self::sharers(&inner.cat, &p.path)? == 0 {
+                    FileFate::Removed
+                } else {
+                    FileFate::Shared
+                };
+                files.insert(p.path.clone(), f);
+                if f == FileFate::Removed {
+                    // A connection to this file still waiting to close in the
+                    // background would change the sizes measured here and — closing
+                    // after the unlink — remove by name the log of a new file made
+                    // at the same path.
+                    self.upkeep.settle();
+                    let bytes = self.file_bytes(p);
+                    self.remove_files(inner, p)?;
+                    return Ok(Release { bytes, rows: false });
+                }
+                f
+            }
+        };
+        if fate == FileFate::Removed {
+            // Its rows went with the file, counted on the first partition.
+            return Ok(Release { bytes: 0, rows: false });
         }
         if !self.part_path(&p.path).exists() {
             return Ok(Release { bytes: 0, rows: false });
@@ -412,6 +446,21 @@ impl SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    /// Live records per live partition of one chain, in one statement.
+    fn live_records_of_chain(cat: &Connection, tenant: &str, stream: &str) -> Result<HashMap<i64, u64>> {
+        let mut st = cat
+            .prepare_cached(
+                "SELECT g.partition_id, sum(g.records) FROM partition_groups g
+                   JOIN partitions p ON p.id = g.partition_id
+                  WHERE p.tenant=?1 AND p.stream=?2 AND p.state=0 GROUP BY g.partition_id",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([tenant, stream], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(db)?;
+        rows.map(|r| r.map(|(id, n)| (id, n as u64)).map_err(db)).collect()
     }
 
     fn groups_of(cat: &Connection, part: i64) -> Result<Vec<PartGroup>> {

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use lethe_core::merkle::Hash;
 
+use super::repair::forget_dropping;
 use super::*;
 use crate::crashpoint;
 use crate::plan::{self, attribute_drop, chain_entry, effects_from, Item, Work};
@@ -108,6 +109,7 @@ impl SqliteStore {
                 .map(|p| (p.start, p))
                 .collect();
             let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+            let mut live_of: HashMap<i64, u64> = HashMap::new();
             if !ch.dropped.is_empty() {
                 for sa in segments_of(&inner.cat, &ch.tenant, &ch.stream, None)? {
                     stored
@@ -115,6 +117,7 @@ impl SqliteStore {
                         .or_default()
                         .push((sa.segment.first, sa.segment.last));
                 }
+                live_of = Self::live_records_of_chain(&inner.cat, &ch.tenant, &ch.stream)?;
             }
             for dp in &ch.dropped {
                 let Some(p) = parts.remove(&dp.start_us) else {
@@ -123,7 +126,7 @@ impl SqliteStore {
                 let now = stored.remove(&p.id).unwrap_or_default();
                 let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
                 if now == planned {
-                    let live: u64 = Self::groups_of(&inner.cat, p.id)?.iter().map(|g| g.records).sum();
+                    let live = live_of.get(&p.id).copied().unwrap_or(0);
                     edges
                         .entry((ch.tenant.clone(), ch.stream.clone()))
                         .or_default()
@@ -175,8 +178,9 @@ impl SqliteStore {
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
             let mut emptied: Vec<&Part> = Vec::new();
+            let mut files = FileFates::new();
             for (n, (p, live)) in drops.iter().enumerate() {
-                let r = self.release(inner, p)?;
+                let r = self.release(inner, p, &mut files)?;
                 applied.bytes_freed += r.bytes;
                 if r.rows {
                     emptied.push(p);
@@ -195,9 +199,7 @@ impl SqliteStore {
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            for (p, _) in &drops {
-                forget_partition(&tx, p.id)?;
-            }
+            forget_dropping(&tx)?;
             tx.commit().map_err(db)?;
         }
         if !rows.is_empty() {
