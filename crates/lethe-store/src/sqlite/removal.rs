@@ -171,9 +171,14 @@ impl SqliteStore {
                 )
                 .map_err(db)?;
             }
-            for (p, _) in &drops {
-                tx.execute("UPDATE partitions SET state=?2 WHERE id=?1", params![p.id, DROPPING])
+            {
+                // One statement for tens of thousands of partitions (many tenants).
+                let mut mark = tx
+                    .prepare_cached("UPDATE partitions SET state=?2 WHERE id=?1")
                     .map_err(db)?;
+                for (p, _) in &drops {
+                    mark.execute(params![p.id, DROPPING]).map_err(db)?;
+                }
             }
             tx.commit().map_err(db)?;
             crashpoint::hit("sweep.after_mark_dropping");
