@@ -165,6 +165,9 @@ pub struct Vault {
     /// Batches prepared again because a key they used conflicted with
     /// another writer's or was destroyed meanwhile (for tests and figures).
     prepared_again: std::sync::atomic::AtomicU64,
+    /// One seal at a time in this process: concurrent requests that each
+    /// find a chain due must not each sign it (see `Vault::seal`).
+    sealing: std::sync::Mutex<()>,
     /// API keys' hashing key and cache.
     access: access::AccessKeys,
     /// One tenant-settings change at a time.
@@ -241,6 +244,7 @@ impl Vault {
             archives: std::sync::OnceLock::new(),
             commits,
             prepared_again: Default::default(),
+            sealing: Default::default(),
             access,
             settings_lock: Default::default(),
             jobs_lock: Default::default(),

@@ -38,6 +38,11 @@ impl Vault {
                     || c.size - c.sealed >= cfg.checkpoint_every
                     || interval.is_some_and(|i| now_us.saturating_sub(c.sealed_us) >= i))
         };
+        // Chains are read under the lock: a caller that waited for another
+        // seal sees what it sealed and signs nothing twice. (Other
+        // processes or nodes may still seal a chain at the same size as
+        // this one; that is a duplicate checkpoint, never a wrong one.)
+        let _one = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for c in self.store.chains()?.into_iter().filter(due) {
             if let Some(why) = &c.damaged {
