@@ -104,55 +104,47 @@ pub(crate) fn chain_entry<'a>(
 /// can still be recomputed and proven. Adjacent ranges are merged first:
 /// only the outer edges of each merged range need heads.
 pub(crate) fn edge_nodes(
-    segs: &mut [(u64, u64)],
+    segs: &[(u64, u64)],
     leaves: &mut dyn FnMut(u64, u64) -> Result<Vec<Option<Hash>>>,
 ) -> Result<Vec<(u32, u64, Hash)>> {
-    segs.sort();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for &(a, b) in segs.iter() {
-        match merged.last_mut() {
-            Some(m) if m.1 + 1 == a => m.1 = b,
-            _ => merged.push((a, b)),
-        }
-    }
     let mut out = Vec::new();
-    for (a, b) in merged {
+    for [a, b] in crate::merge_ranges(segs.iter().map(|&(a, b)| [a, b]).collect()) {
         // The small subtrees of a cover sit at its two ends, side by side:
         // their leaves are read in one call per run of adjacent subtrees
         // (two per range, not one per subtree — a sweep of many chains
         // reads hundreds of ranges).
         let mut runs: Vec<Vec<(u32, u64)>> = Vec::new();
-        let mut next_leaf = None;
-        for (level, idx) in merkle::perfect_cover(a - 1, b) {
-            if level >= 8 {
-                next_leaf = None;
-                continue;
-            }
-            let lo = idx << level;
+        for node in merkle::perfect_cover(a - 1, b)
+            .into_iter()
+            .filter(|&(level, _)| level < 8)
+        {
             match runs.last_mut() {
-                Some(run) if next_leaf == Some(lo) => run.push((level, idx)),
-                _ => runs.push(vec![(level, idx)]),
+                Some(run) if leaf_span(run[run.len() - 1]).1 + 1 == leaf_span(node).0 => run.push(node),
+                _ => runs.push(vec![node]),
             }
-            next_leaf = Some(lo + (1u64 << level));
         }
         for run in runs {
-            let (l0, i0) = run[0];
-            let first = (i0 << l0) + 1;
-            let (ll, il) = run[run.len() - 1];
-            let last = (il << ll) + (1u64 << ll);
-            let ls = leaves(first, last)?;
-            for (level, idx) in run {
-                let lo = ((idx << level) + 1 - first) as usize;
-                let hi = lo + (1usize << level);
+            let first = leaf_span(run[0]).0;
+            let ls = leaves(first, leaf_span(run[run.len() - 1]).1)?;
+            for node in run {
+                let (lo, hi) = leaf_span(node);
                 // A leaf that cannot be rebuilt (a damaged row) leaves the head
                 // out: `lethe verify` reports the damage itself.
-                if let Some(ls) = ls[lo..hi].iter().copied().collect::<Option<Vec<Hash>>>() {
-                    out.push((level, idx, merkle::root(&ls)));
+                let under = &ls[(lo - first) as usize..=(hi - first) as usize];
+                if let Some(hashes) = under.iter().copied().collect::<Option<Vec<Hash>>>() {
+                    out.push((node.0, node.1, merkle::root(&hashes)));
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// The leaves (numbered from 1, as sequence numbers are) under the
+/// perfect subtree `(level, index)`, first and last.
+fn leaf_span((level, idx): (u32, u64)) -> (u64, u64) {
+    let lo = idx << level;
+    (lo + 1, lo + (1u64 << level))
 }
 
 #[cfg(test)]
@@ -188,8 +180,8 @@ mod tests {
             (5, 12),
         ] {
             let mut calls = 0;
-            let mut segs = vec![(a, b)];
-            let got = edge_nodes(&mut segs, &mut |lo, hi| {
+            let segs = vec![(a, b)];
+            let got = edge_nodes(&segs, &mut |lo, hi| {
                 calls += 1;
                 Ok((lo..=hi).map(|s| Some(leaf(s))).collect())
             })
@@ -201,8 +193,8 @@ mod tests {
 
     #[test]
     fn a_damaged_leaf_leaves_only_its_own_subtree_out() {
-        let mut segs = vec![(3, 40)];
-        let got = edge_nodes(&mut segs, &mut |lo, hi| {
+        let segs = vec![(3, 40)];
+        let got = edge_nodes(&segs, &mut |lo, hi| {
             Ok((lo..=hi).map(|s| (s != 5).then(|| leaf(s))).collect())
         })
         .unwrap();

@@ -153,7 +153,7 @@ impl PgStore {
         progress(0, total);
         if !drops.is_empty() {
             let mut nodes = Vec::new();
-            for ((tenant, stream), segs) in edges.iter_mut() {
+            for ((tenant, stream), segs) in &edges {
                 for n in edge_nodes(segs, &mut |lo, hi| leaves_in(&mut *c, tenant, stream, lo, hi))? {
                     nodes.push((tenant.clone(), stream.clone(), n));
                 }

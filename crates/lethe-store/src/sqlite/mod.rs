@@ -338,31 +338,24 @@ impl SqliteStore {
     /// while no partition changes state: within one pass over partitions
     /// already marked `dropping`.
     fn release(&self, inner: &mut Inner, p: &Part, files: &mut FileFates) -> Result<Release> {
-        let fate = match files.get(&p.path) {
-            Some(f) => *f,
-            None => {
-                let f = if Self::sharers(&inner.cat, &p.path)? == 0 {
-                    FileFate::Removed
-                } else {
-                    FileFate::Shared
-                };
-                files.insert(p.path.clone(), f);
-                if f == FileFate::Removed {
-                    // A connection to this file still waiting to close in the
-                    // background would change the sizes measured here and — closing
-                    // after the unlink — remove by name the log of a new file made
-                    // at the same path.
-                    self.upkeep.settle();
-                    let bytes = self.file_bytes(p);
-                    self.remove_files(inner, p)?;
-                    return Ok(Release { bytes, rows: false });
-                }
-                f
-            }
-        };
-        if fate == FileFate::Removed {
+        match files.get(&p.path) {
             // Its rows went with the file, counted on the first partition.
-            return Ok(Release { bytes: 0, rows: false });
+            Some(FileFate::Removed) => return Ok(Release { bytes: 0, rows: false }),
+            Some(FileFate::Shared) => {}
+            None if Self::sharers(&inner.cat, &p.path)? == 0 => {
+                files.insert(p.path.clone(), FileFate::Removed);
+                // A connection to this file still waiting to close in the
+                // background would change the sizes measured here and — closing
+                // after the unlink — remove by name the log of a new file made
+                // at the same path.
+                self.upkeep.settle();
+                let bytes = self.file_bytes(p);
+                self.remove_files(inner, p)?;
+                return Ok(Release { bytes, rows: false });
+            }
+            None => {
+                files.insert(p.path.clone(), FileFate::Shared);
+            }
         }
         if !self.part_path(&p.path).exists() {
             return Ok(Release { bytes: 0, rows: false });

@@ -154,7 +154,7 @@ impl SqliteStore {
 
         if !drops.is_empty() {
             let mut nodes = Vec::new();
-            for ((tenant, stream), segs) in edges.iter_mut() {
+            for ((tenant, stream), segs) in &edges {
                 for n in self.edge_nodes(inner, tenant, stream, segs)? {
                     nodes.push((tenant.clone(), stream.clone(), n));
                 }
@@ -412,7 +412,7 @@ impl SqliteStore {
         inner: &mut Inner,
         tenant: &str,
         stream: &str,
-        segs: &mut [(u64, u64)],
+        segs: &[(u64, u64)],
     ) -> Result<Vec<(u32, u64, Hash)>> {
         plan::edge_nodes(segs, &mut |lo, hi| self.leaves_in(inner, tenant, stream, lo, hi))
     }

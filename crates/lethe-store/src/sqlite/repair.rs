@@ -129,34 +129,31 @@ impl SqliteStore {
         tx.commit().map_err(db)
     }
 }
+/// Catalog tables with rows per partition, forgotten with it.
+const PARTITION_TABLES: [&str; 3] = ["subject_filters", "segments", "partition_groups"];
+
 /// Removes every partition marked `dropping` from the catalog, in four
 /// statements whatever their number: a sweep on the many-tenant shapes
 /// forgets tens of thousands at once. The caller has released them all.
 pub(super) fn forget_dropping(cat: &Connection) -> Result<()> {
-    for table in ["subject_filters", "segments", "partition_groups"] {
-        cat.execute(
-            &format!("DELETE FROM {table} WHERE partition_id IN (SELECT id FROM partitions WHERE state=?1)"),
-            [DROPPING],
-        )
-        .map_err(db)?;
-    }
-    cat.execute("DELETE FROM partitions WHERE state=?1", [DROPPING])
-        .map_err(db)?;
-    Ok(())
+    forget_where(cat, "SELECT id FROM partitions WHERE state=?1", DROPPING)
 }
 
+/// Removes one released partition from the catalog.
 pub(super) fn forget_partition(cat: &Connection, id: i64) -> Result<()> {
-    // Cached statements: a drop forgets tens of thousands of partitions
-    // on the many-tenant shapes.
-    for sql in [
-        "DELETE FROM subject_filters WHERE partition_id=?1",
-        "DELETE FROM segments WHERE partition_id=?1",
-        "DELETE FROM partition_groups WHERE partition_id=?1",
-        "DELETE FROM partitions WHERE id=?1",
-    ] {
-        cat.prepare_cached(sql)
-            .and_then(|mut st| st.execute([id]))
+    forget_where(cat, "SELECT ?1", id)
+}
+
+/// Deletes the partitions whose ids `ids` (a query of one parameter, `arg`)
+/// selects, and their rows in every per-partition table.
+fn forget_where(cat: &Connection, ids: &str, arg: i64) -> Result<()> {
+    for table in PARTITION_TABLES {
+        cat.prepare_cached(&format!("DELETE FROM {table} WHERE partition_id IN ({ids})"))
+            .and_then(|mut st| st.execute([arg]))
             .map_err(db)?;
     }
+    cat.prepare_cached(&format!("DELETE FROM partitions WHERE id IN ({ids})"))
+        .and_then(|mut st| st.execute([arg]))
+        .map_err(db)?;
     Ok(())
 }
