@@ -16,6 +16,10 @@ impl Store for SqliteStore {
         SqliteStore::stats(self, tenant)
     }
 
+    fn groups(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupKey>> {
+        SqliteStore::groups(self, tenant)
+    }
+
     fn capture_drops(&self) -> Result<Vec<CaptureDrop>> {
         SqliteStore::capture_drops(self)
     }

@@ -79,6 +79,39 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// See [`crate::Store::groups`]: the distinct groups of the partitions
+    /// [`Self::stats`] reads, computed in SQL. The statistics size every
+    /// group of every file to answer this, which was a third of the dry run
+    /// on 100 tenants over a year (272,000 partition groups, 2,100 distinct).
+    pub(super) fn groups(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupKey>> {
+        let inner = self.lock();
+        let mut st = inner
+            .cat
+            .prepare_cached(
+                "SELECT DISTINCT p.tenant, p.stream, g.scope, g.class
+                   FROM partitions p JOIN partition_groups g ON g.partition_id = p.id
+                  WHERE p.state != 2 AND (?1 IS NULL OR p.tenant = ?1)",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([tenant.map(|t| t.as_str())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u8>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, s, scope, class) = row.map_err(db)?;
+            out.push(group_key(&t, &s, scope, class)?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub(super) fn stats(&self, tenant: Option<&TenantId>) -> Result<Vec<GroupStats>> {
         let inner = self.lock();
         // Every tenant's groups are read, whoever asks: a file holds many
