@@ -9,6 +9,7 @@ pub mod commits;
 pub mod erasure;
 pub mod hold;
 pub mod ingest;
+mod intent;
 pub mod keyring;
 pub mod ledger;
 pub mod logs;

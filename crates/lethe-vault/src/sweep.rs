@@ -18,6 +18,7 @@ use crate::{Result, Vault, VaultError};
 /// receipt is not written yet.
 const PENDING_INTENT: &str = "sweep.pending_intent";
 use crate::archive::write::PENDING_MANIFESTS;
+use crate::intent::{ChainsText, IntentText};
 
 /// The body of a `sweep.intent` ledger entry.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -36,36 +37,6 @@ pub struct IntentBody {
     /// SHA-256 of the policy snapshot applied (absent in older intents).
     #[serde(default)]
     pub policy_sha256: Option<String>,
-}
-
-/// A `sweep.intent` body as written: serialized from the plan a chain at a
-/// time. (Built as one `serde_json::Value` first, the plan of a sparse
-/// store — 73,000 partitions for 100 tenants over a year — took ~300 MB of
-/// short-lived maps and strings for 24 MB of text.) The text is the same
-/// as the `Value` wrote: keys sorted at every level.
-#[derive(Serialize)]
-struct IntentText<'a> {
-    archive: Option<serde_json::Value>,
-    chains: ChainsText<'a>,
-    now_us: i64,
-    policy_sha256: String,
-    policy_version: i64,
-    tenant: Option<&'a str>,
-}
-
-/// Chains serialized one at a time through a `Value` (for its sorted
-/// keys): memory for one chain's plan, not all of them.
-struct ChainsText<'a>(&'a [ChainRemoval]);
-
-impl Serialize for ChainsText<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeSeq};
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for c in self.0 {
-            seq.serialize_element(&serde_json::to_value(c).map_err(S::Error::custom)?)?;
-        }
-        seq.end()
-    }
 }
 
 /// SHA-256 (hex) of a policy snapshot as entered in the ledger: an intent
@@ -689,63 +660,4 @@ fn left_of(plan: &lethe_store::Removal, heads: &HashMap<(String, String), u64>) 
         }
     }
     (left, later)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lethe_store::{DroppedPartition, PartGroupRef, RowRemoval, Segment};
-
-    /// Intents already in ledgers were written from a `serde_json::Value`
-    /// (keys sorted); the typed form must write the same text, so that old
-    /// and new intents read alike.
-    #[test]
-    fn an_intent_is_written_as_the_same_text_as_before() {
-        let chains = vec![ChainRemoval {
-            tenant: "acme".into(),
-            stream: "audit:1".into(),
-            dropped: vec![DroppedPartition {
-                start_us: 0,
-                end_us: 86_400_000_000,
-                groups: vec![PartGroupRef {
-                    scope: "api".into(),
-                    class: 1,
-                }],
-                segments: vec![Segment {
-                    first: 1,
-                    last: 9,
-                    prev: [1; 32],
-                    chain: [2; 32],
-                }],
-            }],
-            rows: vec![RowRemoval {
-                partition_start_us: 86_400_000_000,
-                action: Action::Anonymize,
-                seqs: vec![[10, 12]],
-            }],
-        }];
-        let archive = Some(serde_json::json!({"run": 3, "entries": [7], "objects": 1, "records": 9}));
-        let before = serde_json::json!({
-            "policy_version": 4,
-            "policy_sha256": "ab",
-            "now_us": 5,
-            "tenant": Some("acme"),
-            "chains": chains,
-            "archive": archive,
-        });
-        let now = IntentText {
-            archive: archive.clone(),
-            chains: ChainsText(&chains),
-            now_us: 5,
-            policy_sha256: "ab".into(),
-            policy_version: 4,
-            tenant: Some("acme"),
-        };
-        assert_eq!(
-            serde_json::to_string(&now).unwrap(),
-            serde_json::to_string(&before).unwrap()
-        );
-        let back: IntentBody = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
-        assert_eq!(back.chains, chains);
-    }
 }

@@ -100,7 +100,7 @@ impl SqliteStore {
     pub(super) fn leaves(&self, tenant: &str, stream: &str, first: u64, last: u64) -> Result<Vec<Option<Hash>>> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        self.leaves_in(inner, tenant, stream, first, last)
+        self.leaves_in(inner, &mut Reader::new(self), tenant, stream, first, last)
     }
 
     pub(super) fn head(cat: &Connection, tenant: &str, stream: &str) -> Result<u64> {
@@ -134,6 +134,7 @@ impl SqliteStore {
     pub(super) fn leaves_in(
         &self,
         inner: &mut Inner,
+        reader: &mut Reader<'_>,
         tenant: &str,
         stream: &str,
         first: u64,
@@ -141,7 +142,6 @@ impl SqliteStore {
     ) -> Result<Vec<Option<Hash>>> {
         let mut out = vec![None; (last + 1 - first) as usize];
         let segs = segments_of(&inner.cat, tenant, stream, Some((first, last)))?;
-        let mut reader = Reader::new(self);
         for sa in segs {
             let p = self
                 .parts_where(&inner.cat, "id = ?1", &[&sa.partition])?

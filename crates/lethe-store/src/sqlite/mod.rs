@@ -441,19 +441,35 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Live records per live partition of one chain, in one statement.
-    fn live_records_of_chain(cat: &Connection, tenant: &str, stream: &str) -> Result<HashMap<i64, u64>> {
+    /// Live records per partition: of one chain's live partitions, or of
+    /// every partition (one pass in table order, for many chains), in one
+    /// statement.
+    fn live_records(cat: &Connection, chain: Option<(&str, &str)>) -> Result<HashMap<i64, u64>> {
         let mut st = cat
-            .prepare_cached(
-                "SELECT g.partition_id, sum(g.records) FROM partition_groups g
-                   JOIN partitions p ON p.id = g.partition_id
-                  WHERE p.tenant=?1 AND p.stream=?2 AND p.state=0 GROUP BY g.partition_id",
-            )
+            .prepare_cached(match chain {
+                Some(_) => {
+                    "SELECT g.partition_id, sum(g.records) FROM partition_groups g
+                       JOIN partitions p ON p.id = g.partition_id
+                      WHERE p.tenant=?1 AND p.stream=?2 AND p.state=0 GROUP BY g.partition_id"
+                }
+                // Summed here: SQLite's GROUP BY walks the primary key and
+                // looks every row up (0.18 s against 0.03 s for 272,000).
+                None => "SELECT partition_id, records FROM partition_groups",
+            })
             .map_err(db)?;
+        let args: Vec<&dyn rusqlite::ToSql> = match &chain {
+            Some((t, s)) => vec![t, s],
+            None => Vec::new(),
+        };
         let rows = st
-            .query_map([tenant, stream], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .query_map(&args[..], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
             .map_err(db)?;
-        rows.map(|r| r.map(|(id, n)| (id, n as u64)).map_err(db)).collect()
+        let mut out: HashMap<i64, u64> = HashMap::new();
+        for row in rows {
+            let (id, n) = row.map_err(db)?;
+            *out.entry(id).or_default() += n as u64;
+        }
+        Ok(out)
     }
 
     /// The groups of every live partition of one tenant, or of every

@@ -77,11 +77,11 @@ impl ReaderConn {
 /// connection, which sees a consistent snapshot.
 pub(super) struct Reader<'a> {
     store: &'a SqliteStore,
-    /// `None`: a partition a write has only begun, with no file or no table
-    /// yet — it holds no committed row, and reads as empty.
-    conns: HashMap<i64, Option<ReaderConn>>,
-    /// Partitions seen changing: read through ordinary connections only.
-    busy: std::collections::HashSet<i64>,
+    /// By file: partitions share files (every tenant's of a stream and
+    /// day), so a scan over many chains reuses a few connections.
+    conns: HashMap<PathBuf, ReaderConn>,
+    /// Files seen changing: read through ordinary connections only.
+    busy: std::collections::HashSet<PathBuf>,
     /// Partition paths callers already know (and hold the store's lock:
     /// looking them up would wait for it), with whether a write to the
     /// partition is in flight.
@@ -108,25 +108,30 @@ impl<'a> Reader<'a> {
     /// only begun. A committed partition whose file is gone is
     /// [`StoreError::Lost`].
     fn conn(&mut self, partition: i64) -> Result<Option<&ReaderConn>> {
-        if !self.conns.contains_key(&partition) {
-            let (path, in_flight) = match self.paths.get(&partition) {
-                Some(p) => p.clone(),
-                None => {
+        let (path, in_flight) = match self.paths.get(&partition) {
+            Some(p) => p.clone(),
+            None => {
+                let known = {
                     let inner = self.store.lock();
                     self.store
                         .parts_where(&inner.cat, "id = ?1", &[&partition])?
                         .pop()
                         .map(|p| (self.store.part_path(&p.path), p.state == DIRTY))
                         .ok_or_else(|| StoreError::Corrupt(format!("no partition {partition}")))?
-                }
-            };
+                };
+                self.paths.insert(partition, known.clone());
+                known
+            }
+        };
+        if !self.conns.contains_key(&path) {
             if self.conns.len() >= READER_CONNECTIONS {
-                let k = *self.conns.keys().next().expect("non-empty");
+                let k = self.conns.keys().next().expect("non-empty").clone();
                 self.conns.remove(&k);
             }
             if !path.exists() {
                 if in_flight {
-                    self.conns.insert(partition, None);
+                    // Not cached: another partition of the file may be
+                    // committed, and then its absence is a loss.
                     return Ok(None);
                 }
                 return Err(StoreError::Lost(format!(
@@ -134,7 +139,7 @@ impl<'a> Reader<'a> {
                     path.display()
                 )));
             }
-            let stamp = if self.busy.contains(&partition) {
+            let stamp = if self.busy.contains(&path) {
                 None
             } else {
                 Stamp::of_quiet(&path)
@@ -144,12 +149,20 @@ impl<'a> Reader<'a> {
                 None => partition::open_reader(&path).or_else(|_| partition::open(&path, false))?,
             };
             if in_flight && !partition::has_table(&conn)? {
-                self.conns.insert(partition, None);
+                // Not cached either: a partition committed into the file
+                // later must be read.
                 return Ok(None);
             }
-            self.conns.insert(partition, Some(ReaderConn { conn, path, stamp }));
+            self.conns.insert(
+                path.clone(),
+                ReaderConn {
+                    conn,
+                    path: path.clone(),
+                    stamp,
+                },
+            );
         }
-        Ok(self.conns[&partition].as_ref())
+        Ok(self.conns.get(&path))
     }
 
     /// Runs `read` on the partition's connection (`empty` for a partition
@@ -168,8 +181,9 @@ impl<'a> Reader<'a> {
         if c.unchanged() {
             return out;
         }
-        self.conns.remove(&partition);
-        self.busy.insert(partition);
+        let path = c.path.clone();
+        self.conns.remove(&path);
+        self.busy.insert(path);
         match self.conn(partition)? {
             Some(c) => read(&c.conn),
             None => Ok(empty),

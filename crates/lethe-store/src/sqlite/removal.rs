@@ -108,33 +108,55 @@ impl SqliteStore {
         // Per partition: (anonymize?, sequence ranges) jobs.
         type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
         let mut rows: Vec<(Part, RowJobs)> = Vec::new();
+        // Many chains: every live partition, segment and count is read in
+        // one pass each, in table order (see `work`); few: chain by chain.
+        let many = chains.len() > FEW_TENANTS;
+        let mut parts_of: HashMap<(String, String), HashMap<i64, Part>> = HashMap::new();
+        let mut stored: HashMap<i64, Vec<Segment>> = HashMap::new();
+        let mut live_of: HashMap<i64, u64> = HashMap::new();
+        if many {
+            for p in self.parts_where(&inner.cat, "state = 0", &[])? {
+                parts_of
+                    .entry((p.tenant.to_string(), p.stream.to_string()))
+                    .or_default()
+                    .insert(p.start, p);
+            }
+            if chains.iter().any(|ch| !ch.dropped.is_empty()) {
+                stored = segments_by_partition(&inner.cat, None)?;
+                live_of = Self::live_records(&inner.cat, None)?;
+            }
+        }
         for ch in chains {
             // The chain's live partitions, segments and record counts, once.
-            let mut parts: HashMap<i64, Part> = self
-                .parts_where(
+            let mut parts: HashMap<i64, Part> = if many {
+                parts_of
+                    .remove(&(ch.tenant.clone(), ch.stream.clone()))
+                    .unwrap_or_default()
+            } else {
+                if !ch.dropped.is_empty() {
+                    let chain = Some((ch.tenant.as_str(), ch.stream.as_str()));
+                    stored.extend(segments_by_partition(&inner.cat, chain)?);
+                    live_of.extend(Self::live_records(&inner.cat, chain)?);
+                }
+                self.parts_where(
                     &inner.cat,
                     "tenant = ?1 AND stream = ?2 AND state = 0",
                     &[&ch.tenant.as_str(), &ch.stream.as_str()],
                 )?
                 .into_iter()
                 .map(|p| (p.start, p))
-                .collect();
-            let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
-            let mut live_of: HashMap<i64, u64> = HashMap::new();
-            if !ch.dropped.is_empty() {
-                for sa in segments_of(&inner.cat, &ch.tenant, &ch.stream, None)? {
-                    stored
-                        .entry(sa.partition)
-                        .or_default()
-                        .push((sa.segment.first, sa.segment.last));
-                }
-                live_of = Self::live_records_of_chain(&inner.cat, &ch.tenant, &ch.stream)?;
-            }
+                .collect()
+            };
             for dp in &ch.dropped {
                 let Some(p) = parts.remove(&dp.start_us) else {
                     continue;
                 };
-                let now = stored.remove(&p.id).unwrap_or_default();
+                let now: Vec<(u64, u64)> = stored
+                    .remove(&p.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| (s.first, s.last))
+                    .collect();
                 let planned: Vec<(u64, u64)> = dp.segments.iter().map(|s| (s.first, s.last)).collect();
                 if now == planned {
                     let live = live_of.get(&p.id).copied().unwrap_or(0);
@@ -165,11 +187,16 @@ impl SqliteStore {
 
         if !drops.is_empty() {
             let mut nodes = Vec::new();
+            // One reader for every chain: they share the files at the edges.
+            let mut reader = Reader::new(self);
             for ((tenant, stream), segs) in &edges {
-                for n in self.edge_nodes(inner, tenant, stream, segs)? {
+                for n in self.edge_nodes(inner, &mut reader, tenant, stream, segs)? {
                     nodes.push((tenant.clone(), stream.clone(), n));
                 }
             }
+            // Closed before any file is unlinked: an open descriptor would
+            // keep its disk space.
+            drop(reader);
             let tx = inner
                 .cat
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -445,11 +472,14 @@ impl SqliteStore {
     pub(super) fn edge_nodes(
         &self,
         inner: &mut Inner,
+        reader: &mut Reader<'_>,
         tenant: &str,
         stream: &str,
         segs: &[(u64, u64)],
     ) -> Result<Vec<(u32, u64, Hash)>> {
-        plan::edge_nodes(segs, &mut |lo, hi| self.leaves_in(inner, tenant, stream, lo, hi))
+        plan::edge_nodes(segs, &mut |lo, hi| {
+            self.leaves_in(inner, reader, tenant, stream, lo, hi)
+        })
     }
 
     /// Makes the partitions' committed writes durable: their files synced

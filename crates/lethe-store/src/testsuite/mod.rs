@@ -231,6 +231,7 @@ macro_rules! conformance {
             tenants_never_see_each_others_records,
             dry_run_plan_equals_what_apply_then_does_on_random_data,
             a_second_sweep_right_after_does_nothing,
+            a_plan_over_many_tenants_is_each_tenants_own_plan_and_apply_does_exactly_it,
             whole_expired_partitions_return_their_disk_space,
             anonymize_keeps_plain_fields_and_drops_body_and_pseudonym,
             shortening_a_window_applies_to_stored_records_and_lengthening_never_resurrects,

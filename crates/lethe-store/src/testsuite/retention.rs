@@ -213,3 +213,78 @@ pub fn groups_are_the_groups_the_statistics_list(h: &dyn Harness) {
     let beta = TenantId::new("beta").unwrap();
     assert_eq!(s.groups(Some(&beta)).unwrap(), keys(s.stats(Some(&beta)).unwrap()));
 }
+
+/// A plan over many tenants (which a backend may read in bulk) is, tenant
+/// for tenant, the plan of each alone, and applying it removes exactly it.
+pub fn a_plan_over_many_tenants_is_each_tenants_own_plan_and_apply_does_exactly_it(h: &dyn Harness) {
+    let s = h.open(0);
+    let tenants: Vec<String> = (1..=7).map(|i| format!("t{i}")).collect();
+    let mut rng = Lcg(11);
+    let mut batch = Vec::new();
+    for i in 0..2400u64 {
+        let tenant = &tenants[rng.next(tenants.len() as u64) as usize];
+        let (stream, scope, class) = match rng.next(3) {
+            0 => ("audit:1", "web", Classification::Internal),
+            1 => ("audit:1", "admin", Classification::Restricted),
+            _ => ("requests:1", "chat", Classification::Confidential),
+        };
+        let g = key(tenant, stream, scope, class);
+        let ts = T0 - rng.next(40) as i64 * DAY - rng.next(DAY as u64) as i64;
+        batch.push(rec(i, &g, ts, Some(rng.next(9) as u8)));
+        if batch.len() == 300 {
+            append_to(&*s, &batch).unwrap();
+            batch.clear();
+        }
+    }
+    append_to(&*s, &batch).unwrap();
+    let groups = s.groups(None).unwrap();
+    let t = targets(
+        &groups,
+        &[(10, Action::Delete), (25, Action::Delete), (15, Action::Anonymize)],
+        T0,
+    );
+    let whole = s.plan_removal(&t, &[]).unwrap();
+    assert!(whole.chains.len() > 8, "{} chains", whole.chains.len());
+    for tenant in &tenants {
+        let mine: Vec<RetentionTarget> = t.iter().filter(|x| x.key.tenant.as_str() == tenant).cloned().collect();
+        let alone = s.plan_removal(&mine, &[]).unwrap();
+        let whole_chains: Vec<_> = whole.chains.iter().filter(|c| &c.tenant == tenant).collect();
+        assert_eq!(alone.chains.iter().collect::<Vec<_>>(), whole_chains, "{tenant}");
+        for e in &alone.effects {
+            let w = whole.effects.iter().find(|w| w.target == e.target).unwrap();
+            // Bytes differ by design: a shared file comes back only when
+            // every partition in it goes, which one tenant's plan never sees.
+            assert_eq!(
+                (e.records, e.partitions_dropped, e.held),
+                (w.records, w.partitions_dropped, w.held),
+                "{tenant} {:?}",
+                e.target.key
+            );
+        }
+    }
+    let before: usize = tenants.iter().map(|t| all(&*s, t).len()).sum();
+    let applied = s.apply_removal(&whole.chains, &no_progress).unwrap();
+    let planned = |a: Action| -> u64 {
+        whole
+            .effects
+            .iter()
+            .filter(|e| e.target.action == a)
+            .map(|e| e.records)
+            .sum()
+    };
+    assert!(planned(Action::Delete) > 0 && planned(Action::Anonymize) > 0);
+    assert_eq!(
+        (applied.deleted, applied.anonymized),
+        (planned(Action::Delete), planned(Action::Anonymize))
+    );
+    let after: Vec<_> = tenants.iter().flat_map(|t| all(&*s, t)).collect();
+    assert_eq!(before - after.len(), applied.deleted as usize);
+    for e in &t {
+        let expired = |r: &&crate::StoredRecord| r.record.group == e.key && r.record.ts_us < e.cutoff_us;
+        match e.action {
+            Action::Delete => assert_eq!(after.iter().filter(expired).count(), 0),
+            Action::Anonymize => assert!(after.iter().filter(expired).all(|r| r.anonymized)),
+        }
+    }
+    assert!(s.plan_removal(&t, &[]).unwrap().effects.iter().all(|e| e.records == 0));
+}
