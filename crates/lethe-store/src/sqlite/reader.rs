@@ -54,6 +54,9 @@ struct ReaderConn {
     conn: Connection,
     path: PathBuf,
     stamp: Option<Stamp>,
+    /// When it was last asked for (the reader's tick): the least recently
+    /// used one is closed first.
+    used: u64,
 }
 
 impl ReaderConn {
@@ -86,15 +89,29 @@ pub(super) struct Reader<'a> {
     /// looking them up would wait for it), with whether a write to the
     /// partition is in flight.
     paths: HashMap<i64, (PathBuf, bool)>,
+    /// Counts requests for connections (see [`ReaderConn::used`]).
+    tick: u64,
+    /// Connections kept open at most.
+    capacity: usize,
 }
 
 impl<'a> Reader<'a> {
     pub(super) fn new(store: &'a SqliteStore) -> Self {
+        Self::with_capacity(store, READER_CONNECTIONS)
+    }
+
+    /// A reader keeping up to `capacity` connections open (at least
+    /// [`READER_CONNECTIONS`]): for a pass that goes round the same files
+    /// again and again, such as a sweep reading the Merkle edges of every
+    /// chain (each chain's records spread over every day's file).
+    pub(super) fn with_capacity(store: &'a SqliteStore, capacity: usize) -> Self {
         Reader {
+            capacity: capacity.max(READER_CONNECTIONS),
             store,
             conns: HashMap::new(),
             busy: std::collections::HashSet::new(),
             paths: HashMap::new(),
+            tick: 0,
         }
     }
 
@@ -124,8 +141,15 @@ impl<'a> Reader<'a> {
             }
         };
         if !self.conns.contains_key(&path) {
-            if self.conns.len() >= READER_CONNECTIONS {
-                let k = self.conns.keys().next().expect("non-empty").clone();
+            if self.conns.len() >= self.capacity {
+                // The least recently used: a sweep reading the edges of 200
+                // chains goes back to the same few day files chain after chain.
+                let k = self
+                    .conns
+                    .values()
+                    .min_by_key(|c| c.used)
+                    .map(|c| c.path.clone())
+                    .expect("non-empty");
                 self.conns.remove(&k);
             }
             if !path.exists() {
@@ -159,10 +183,14 @@ impl<'a> Reader<'a> {
                     conn,
                     path: path.clone(),
                     stamp,
+                    used: 0,
                 },
             );
         }
-        Ok(self.conns.get(&path))
+        self.tick += 1;
+        let c = self.conns.get_mut(&path).expect("just opened or kept");
+        c.used = self.tick;
+        Ok(Some(c))
     }
 
     /// Runs `read` on the partition's connection (`empty` for a partition
