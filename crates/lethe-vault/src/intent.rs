@@ -28,22 +28,22 @@ pub(crate) struct IntentText<'a> {
 /// The plan's chains, each written with sorted keys.
 pub(crate) struct ChainsText<'a>(pub &'a [ChainRemoval]);
 
-/// Writes `items` as a sequence, each through `text`.
-fn seq_of<'a, S: Serializer, T, U: Serialize>(
-    s: S,
-    items: &'a [T],
-    text: impl Fn(&'a T) -> U,
-) -> Result<S::Ok, S::Error> {
-    let mut seq = s.serialize_seq(Some(items.len()))?;
-    for i in items {
-        seq.serialize_element(&text(i))?;
+/// A slice written as a sequence, each item through its text type.
+struct Each<'a, T, U>(&'a [T], fn(&'a T) -> U);
+
+impl<'a, T, U: Serialize> Serialize for Each<'a, T, U> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for i in self.0 {
+            seq.serialize_element(&(self.1)(i))?;
+        }
+        seq.end()
     }
-    seq.end()
 }
 
 impl Serialize for ChainsText<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        seq_of(s, self.0, ChainText)
+        Each(self.0, ChainText).serialize(s)
     }
 }
 
@@ -53,19 +53,11 @@ impl Serialize for ChainText<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
         let mut m = s.serialize_struct("ChainRemoval", 4)?;
-        m.serialize_field("dropped", &Dropped(&c.dropped))?;
-        m.serialize_field("rows", &Rows(&c.rows))?;
+        m.serialize_field("dropped", &Each(&c.dropped, DroppedText))?;
+        m.serialize_field("rows", &Each(&c.rows, RowText))?;
         m.serialize_field("stream", &c.stream)?;
         m.serialize_field("tenant", &c.tenant)?;
         m.end()
-    }
-}
-
-struct Dropped<'a>(&'a [DroppedPartition]);
-
-impl Serialize for Dropped<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        seq_of(s, self.0, DroppedText)
     }
 }
 
@@ -76,18 +68,10 @@ impl Serialize for DroppedText<'_> {
         let d = self.0;
         let mut m = s.serialize_struct("DroppedPartition", 4)?;
         m.serialize_field("end_us", &d.end_us)?;
-        m.serialize_field("groups", &Groups(&d.groups))?;
-        m.serialize_field("segments", &Segments(&d.segments))?;
+        m.serialize_field("groups", &Each(&d.groups, GroupText))?;
+        m.serialize_field("segments", &Each(&d.segments, SegmentText))?;
         m.serialize_field("start_us", &d.start_us)?;
         m.end()
-    }
-}
-
-struct Groups<'a>(&'a [PartGroupRef]);
-
-impl Serialize for Groups<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        seq_of(s, self.0, GroupText)
     }
 }
 
@@ -99,14 +83,6 @@ impl Serialize for GroupText<'_> {
         m.serialize_field("class", &self.0.class)?;
         m.serialize_field("scope", &self.0.scope)?;
         m.end()
-    }
-}
-
-struct Segments<'a>(&'a [Segment]);
-
-impl Serialize for Segments<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        seq_of(s, self.0, SegmentText)
     }
 }
 
@@ -130,14 +106,6 @@ struct Hex<'a>(&'a [u8; 32]);
 impl Serialize for Hex<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         hex32::serialize(self.0, s)
-    }
-}
-
-struct Rows<'a>(&'a [RowRemoval]);
-
-impl Serialize for Rows<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        seq_of(s, self.0, RowText)
     }
 }
 
