@@ -108,6 +108,9 @@ impl SqliteStore {
         // Per partition: (anonymize?, sequence ranges) jobs.
         type RowJobs = Vec<(bool, Vec<[u64; 2]>)>;
         let mut rows: Vec<(Part, RowJobs)> = Vec::new();
+        // Where each partition's jobs are in `rows`: a search per row
+        // removal was quadratic when many partitions need row-level work.
+        let mut row_at: HashMap<i64, usize> = HashMap::new();
         // Many chains: every live partition, segment and count is read in
         // one pass each, in table order (see `work`); few: chain by chain.
         let many = chains.len() > FEW_TENANTS;
@@ -167,6 +170,7 @@ impl SqliteStore {
                     drops.push((p, live));
                 } else {
                     let seqs = planned.iter().map(|&(a, b)| [a, b]).collect();
+                    row_at.insert(p.id, rows.len());
                     rows.push((p, vec![(false, seqs)]));
                 }
             }
@@ -175,9 +179,12 @@ impl SqliteStore {
                     continue;
                 };
                 let anonymize = rr.action == Action::Anonymize;
-                match rows.iter_mut().find(|(q, _)| q.id == p.id) {
-                    Some((_, jobs)) => jobs.push((anonymize, rr.seqs.clone())),
-                    None => rows.push((p, vec![(anonymize, rr.seqs.clone())])),
+                match row_at.get(&p.id) {
+                    Some(&i) => rows[i].1.push((anonymize, rr.seqs.clone())),
+                    None => {
+                        row_at.insert(p.id, rows.len());
+                        rows.push((p, vec![(anonymize, rr.seqs.clone())]));
+                    }
                 }
             }
         }
