@@ -157,6 +157,6 @@ pub(super) fn lookup_limit(room: Option<usize>) -> usize {
 
 /// The key of the least recently used entry of a connection cache (each
 /// entry carries the tick of its last use).
-pub(super) fn least_recent<V>(m: &HashMap<String, V>, tick: impl Fn(&V) -> u64) -> Option<String> {
+pub(super) fn least_recent<K: Clone, V>(m: &HashMap<K, V>, tick: impl Fn(&V) -> u64) -> Option<K> {
     m.iter().min_by_key(|(_, v)| tick(v)).map(|(k, _)| k.clone())
 }

@@ -144,13 +144,9 @@ impl<'a> Reader<'a> {
             if self.conns.len() >= self.capacity {
                 // The least recently used: a sweep reading the edges of 200
                 // chains goes back to the same few day files chain after chain.
-                let k = self
-                    .conns
-                    .values()
-                    .min_by_key(|c| c.used)
-                    .map(|c| c.path.clone())
-                    .expect("non-empty");
-                self.conns.remove(&k);
+                if let Some(k) = connections::least_recent(&self.conns, |c| c.used) {
+                    self.conns.remove(&k);
+                }
             }
             if !path.exists() {
                 if in_flight {

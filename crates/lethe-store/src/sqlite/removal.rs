@@ -21,6 +21,32 @@ use crate::row::{self};
 /// (or segments) by index; beyond, it reads every one once, in table order.
 const FEW_TENANTS: usize = 4;
 
+/// The segments of `chains`' partitions, by partition: chain by chain by
+/// index when they are few, else one pass over the whole table in its order
+/// (each chain's rows sit on nearly every page).
+fn segments_of_chains(cat: &Connection, chains: &[(&str, &str)]) -> Result<HashMap<i64, Vec<Segment>>> {
+    if chains.len() > FEW_TENANTS {
+        return segments_by_partition(cat, None);
+    }
+    let mut out = HashMap::new();
+    for &chain in chains {
+        out.extend(segments_by_partition(cat, Some(chain))?);
+    }
+    Ok(out)
+}
+
+/// Live records per partition of `chains`, read as [`segments_of_chains`] reads.
+fn live_records_of_chains(cat: &Connection, chains: &[(&str, &str)]) -> Result<HashMap<i64, u64>> {
+    if chains.len() > FEW_TENANTS {
+        return SqliteStore::live_records(cat, None);
+    }
+    let mut out = HashMap::new();
+    for &chain in chains {
+        out.extend(SqliteStore::live_records(cat, Some(chain))?);
+    }
+    Ok(out)
+}
+
 impl SqliteStore {
     pub(super) fn plan_removal(&self, targets: &[RetentionTarget], holds: &[HoldScope]) -> Result<Removal> {
         let mut inner = self.lock();
@@ -32,23 +58,15 @@ impl SqliteStore {
             e.held = *h;
         }
         let mut chains: BTreeMap<(String, String), ChainRemoval> = BTreeMap::new();
-        // The segments of the partitions dropped: one query per chain, or
-        // one pass over all segments when many chains drop some.
-        let mut dropping: Vec<(&str, String)> = work
-            .drops
-            .iter()
-            .map(|(p, _, _)| (p.tenant.as_str(), p.stream.to_string()))
+        // The segments of the partitions dropped.
+        let dropping: std::collections::BTreeSet<(&TenantId, &lethe_core::StreamId)> =
+            work.drops.iter().map(|(p, _, _)| (&p.tenant, &p.stream)).collect();
+        let dropping: Vec<(String, String)> = dropping
+            .into_iter()
+            .map(|(t, s)| (t.to_string(), s.to_string()))
             .collect();
-        dropping.sort_unstable();
-        dropping.dedup();
-        let mut segs: HashMap<i64, Vec<Segment>> = HashMap::new();
-        if dropping.len() > FEW_TENANTS {
-            segs = segments_by_partition(&inner.cat, None)?;
-        } else {
-            for (t, s) in &dropping {
-                segs.extend(segments_by_partition(&inner.cat, Some((t, s)))?);
-            }
-        }
+        let dropping: Vec<(&str, &str)> = dropping.iter().map(|(t, s)| (t.as_str(), s.as_str())).collect();
+        let mut segs = segments_of_chains(&inner.cat, &dropping)?;
         // A file's bytes come back only when every partition in it goes:
         // then they are counted once, on the first of them.
         let mut dropped_in: HashMap<&str, usize> = HashMap::new();
@@ -111,22 +129,24 @@ impl SqliteStore {
         // Where each partition's jobs are in `rows`: a search per row
         // removal was quadratic when many partitions need row-level work.
         let mut row_at: HashMap<i64, usize> = HashMap::new();
-        // Many chains: every live partition, segment and count is read in
-        // one pass each, in table order (see `work`); few: chain by chain.
+        // The segments and live counts of the chains that drop partitions.
+        let dropping: Vec<(&str, &str)> = chains
+            .iter()
+            .filter(|ch| !ch.dropped.is_empty())
+            .map(|ch| (ch.tenant.as_str(), ch.stream.as_str()))
+            .collect();
+        let mut stored = segments_of_chains(&inner.cat, &dropping)?;
+        let live_of = live_records_of_chains(&inner.cat, &dropping)?;
+        // Many chains: every live partition is read in one pass, in table
+        // order (see `work`); few: chain by chain.
         let many = chains.len() > FEW_TENANTS;
         let mut parts_of: HashMap<(String, String), HashMap<i64, Part>> = HashMap::new();
-        let mut stored: HashMap<i64, Vec<Segment>> = HashMap::new();
-        let mut live_of: HashMap<i64, u64> = HashMap::new();
         if many {
             for p in self.parts_where(&inner.cat, "state = 0", &[])? {
                 parts_of
                     .entry((p.tenant.to_string(), p.stream.to_string()))
                     .or_default()
                     .insert(p.start, p);
-            }
-            if chains.iter().any(|ch| !ch.dropped.is_empty()) {
-                stored = segments_by_partition(&inner.cat, None)?;
-                live_of = Self::live_records(&inner.cat, None)?;
             }
         }
         for ch in chains {
@@ -136,11 +156,6 @@ impl SqliteStore {
                     .remove(&(ch.tenant.clone(), ch.stream.clone()))
                     .unwrap_or_default()
             } else {
-                if !ch.dropped.is_empty() {
-                    let chain = Some((ch.tenant.as_str(), ch.stream.as_str()));
-                    stored.extend(segments_by_partition(&inner.cat, chain)?);
-                    live_of.extend(Self::live_records(&inner.cat, chain)?);
-                }
                 self.parts_where(
                     &inner.cat,
                     "tenant = ?1 AND stream = ?2 AND state = 0",
