@@ -49,7 +49,10 @@ impl Store for SqliteStore {
     }
 
     fn row_reader(&self) -> Result<Box<dyn RowReader + '_>> {
-        Ok(Box::new(Reader::new(self)))
+        // Callers (verify's workers, the archive writer) go chain by chain,
+        // and every chain's rows lie in most of the same files.
+        let limit = self.lock().lookup_limit;
+        Ok(Box::new(Reader::wide(self, limit)))
     }
 
     fn partitions(&self, tenant: &str, stream: &str) -> Result<Vec<(i64, bool)>> {

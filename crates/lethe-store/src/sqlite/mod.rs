@@ -25,6 +25,7 @@ mod job_lock;
 mod partition;
 mod paths;
 mod query;
+mod readahead;
 mod reader;
 mod removal;
 mod repair;

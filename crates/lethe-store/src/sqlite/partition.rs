@@ -753,11 +753,14 @@ pub fn open_immutable(path: &Path) -> Result<Connection> {
         }
     }
     uri.push_str("?immutable=1");
-    Connection::open_with_flags(
+    let c = Connection::open_with_flags(
         uri,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(db)
+    .map_err(db)?;
+    // Readers keep hundreds of these open (see `no_lookaside`).
+    no_lookaside(&c);
+    Ok(c)
 }
 
 /// Rows in the file, tombstones included.

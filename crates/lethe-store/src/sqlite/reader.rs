@@ -5,11 +5,24 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+use super::readahead::ReadAhead;
 use super::*;
 use crate::row::RawRow;
 
 /// Read-only connections kept open by one [`Reader`].
 const READER_CONNECTIONS: usize = 8;
+
+/// Connections a wide reader ([`Reader::wide`]) keeps open at most: each
+/// costs ~45 KB while it stays open (parsed schema, prepared statements,
+/// its page cache; measured: 1,460 of them 64 MB), and every verify worker
+/// holds a reader.
+const WIDE_CONNECTIONS: usize = 1024;
+
+/// Page cache of each [`Reader`] connection, in KiB. A reader scans rows in
+/// key order, so beyond the B-tree's few interior pages a cache only holds
+/// pages it will not read again; SQLite's default (2 MB) would let a wide
+/// reader's hundreds of connections grow to hundreds of megabytes.
+const READER_CACHE_KIB: i64 = 16;
 
 /// Rows a [`Reader`] reads from an immutable connection before checking
 /// that the file did not change (and only then hands them on).
@@ -93,6 +106,8 @@ pub(super) struct Reader<'a> {
     tick: u64,
     /// Connections kept open at most.
     capacity: usize,
+    /// What was read ahead of an announced walk.
+    ahead: ReadAhead,
 }
 
 impl<'a> Reader<'a> {
@@ -112,7 +127,18 @@ impl<'a> Reader<'a> {
             busy: std::collections::HashSet::new(),
             paths: HashMap::new(),
             tick: 0,
+            ahead: ReadAhead::default(),
         }
+    }
+
+    /// A reader keeping open as many files as a third of the store's lookup
+    /// budget (an immutable connection holds one descriptor, a lookup
+    /// three): for passes over many chains, each with rows in most of the
+    /// same files — on a store ingested out of time order every chain has
+    /// rows in nearly every day's file, so a reader with a few connections
+    /// reopens each file once per chain.
+    pub(super) fn wide(store: &'a SqliteStore, lookup_limit: usize) -> Self {
+        Self::with_capacity(store, (lookup_limit / 3).min(WIDE_CONNECTIONS))
     }
 
     /// Tells the reader where a partition's file is, and whether a write to
@@ -168,6 +194,7 @@ impl<'a> Reader<'a> {
                 Some(_) => partition::open_immutable(&path)?,
                 None => partition::open_reader(&path).or_else(|_| partition::open(&path, false))?,
             };
+            conn.pragma_update(None, "cache_size", -READER_CACHE_KIB).map_err(db)?;
             if in_flight && !partition::has_table(&conn)? {
                 // Not cached either: a partition committed into the file
                 // later must be read.
@@ -215,8 +242,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl RowReader for Reader<'_> {
-    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+impl Reader<'_> {
+    /// Visits a partition's rows `first..=last`, read now.
+    fn read(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
         let mut next = first;
         while next <= last {
             match self.conn(partition)? {
@@ -240,7 +268,43 @@ impl RowReader for Reader<'_> {
         Ok(())
     }
 
+    /// Reads the window of announced scans starting at `k` (see
+    /// [`ReadAhead`]): each of its partitions' key range once.
+    fn read_ahead(&mut self, k: usize) -> Result<()> {
+        let w = self.ahead.window(k);
+        let mut read = Vec::with_capacity(w.parts.len());
+        for (part, _) in &w.parts {
+            let mut rows = Vec::new();
+            self.read(*part, w.lo, w.hi, &mut |r| rows.push(r))?;
+            read.push((*part, rows));
+        }
+        self.ahead.fill(&w, read);
+        Ok(())
+    }
+}
+
+impl RowReader for Reader<'_> {
+    fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
+        if let Some(k) = self.ahead.find((partition, first, last)) {
+            if self.ahead.unread(k) {
+                self.read_ahead(k)?;
+            }
+            if let Some(rows) = self.ahead.take(k) {
+                rows.into_iter().for_each(visit);
+                return Ok(());
+            }
+        }
+        self.read(partition, first, last, visit)
+    }
+
+    fn expect(&mut self, scans: &[(i64, u64, u64)]) {
+        self.ahead.expect(scans);
+    }
+
     fn row_count(&mut self, partition: i64) -> Result<u64> {
+        if let Some(n) = self.ahead.row_count(partition) {
+            return Ok(n);
+        }
         self.checked(partition, 0, &|c| partition::row_count(c, partition))
     }
 

@@ -209,13 +209,10 @@ impl SqliteStore {
 
         if !drops.is_empty() {
             let mut nodes = Vec::new();
-            // One reader for every chain: they share the files at the edges.
-            // On a store ingested out of time order every chain has edges in
-            // every day's file, so it keeps as many files open as the lookup
-            // budget allows (a third: an immutable connection holds one
-            // descriptor, a lookup three); with eight it reopened the same
-            // files 4,400 times on 100 tenants over a year.
-            let mut reader = Reader::with_capacity(self, inner.lookup_limit / 3);
+            // One reader for every chain: they share the files at the edges
+            // (with eight connections it reopened the same files 4,400
+            // times on 100 tenants over a year).
+            let mut reader = Reader::wide(self, inner.lookup_limit);
             for ((tenant, stream), segs) in &edges {
                 for n in self.edge_nodes(inner, &mut reader, tenant, stream, segs)? {
                     nodes.push((tenant.clone(), stream.clone(), n));

@@ -178,7 +178,19 @@ impl Vault {
             })
             .collect();
         // Chains are independent: one worker per core, each with its own
-        // read-only connections, takes the next chain.
+        // read-only connections, takes the next chain. They are taken
+        // stream by stream: a stream's chains have rows in the same files
+        // (one per day), which a worker's reader then keeps open from one
+        // chain to the next — taken in name order, every other chain is of
+        // another stream, and a year of both streams' files is more than a
+        // reader keeps.
+        let mut order: Vec<usize> = (0..work.len()).collect();
+        order.sort_by(|a, b| {
+            let ((ta, sa), _) = &work[*a];
+            let ((tb, sb), _) = &work[*b];
+            (sa, ta).cmp(&(sb, tb))
+        });
+        let order = &order;
         let next = AtomicUsize::new(0);
         let checked = AtomicU64::new(0);
         let tick = |n: u64| progress(checked.fetch_add(n, Ordering::Relaxed) + n);
@@ -194,8 +206,10 @@ impl Vault {
                         let mut reader = self.store.row_reader()?;
                         let mut out = Vec::new();
                         loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(((t, s), ce)) = work.get(i) else { break };
+                            let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                                break;
+                            };
+                            let ((t, s), ce) = &work[i];
                             let mut r = VerifyReport::default();
                             let head = heads.get(&(t.clone(), s.clone()));
                             self.verify_chain(t, s, head, ce, ev, keys, now_us, &mut r, &mut *reader, &tick)?;

@@ -1,0 +1,301 @@
+//! Read-ahead of a chain walk's announced scans: each file read once per window of sequence numbers instead of a seek per segment.
+//!
+//! A chain of a store ingested out of time order is thousands of one- or
+//! two-row segments spread over every day's file, and a walk in sequence
+//! order asks for them one after another, each in another file: a seek
+//! (and, with the small page caches readers keep, a few page reads) per
+//! row. When the walk announces its scans ([`crate::RowReader::expect`]),
+//! the reader instead reads, for the next [`WINDOW_ROWS`] rows of the
+//! walk, every partition's part of that window as one key range, and
+//! hands the rows out as the scans are asked for. Windows follow each
+//! other without gaps, so a partition read in every window of a walk has
+//! been read whole: its row count (strays included) is then known without
+//! counting again.
+
+use std::collections::HashMap;
+
+use crate::row::RawRow;
+
+/// Rows of announced scans read ahead at most (~1.2 KB each as raw rows):
+/// a window's memory, and how far a walk's reads are batched.
+pub(super) const WINDOW_ROWS: u64 = 8192;
+
+/// How far past the expected scan a request is looked for among the
+/// announced ones (a walk skips a scan now and then, e.g. an overlapping
+/// segment).
+const LOOK_AHEAD: usize = 64;
+
+/// One window to read: for each partition, the key range `lo..=hi` of
+/// sequence numbers, and which announced scans (by index) it serves.
+pub(super) struct Window {
+    /// Lowest sequence number read.
+    pub lo: u64,
+    /// Highest sequence number read.
+    pub hi: u64,
+    /// Per partition, the announced scans it serves: (index, first, last).
+    pub parts: Vec<(i64, Vec<(usize, u64, u64)>)>,
+    /// First announced scan after the window.
+    end: usize,
+}
+
+/// What a reader has read ahead of a walk (see the module's comment).
+#[derive(Default)]
+pub(super) struct ReadAhead {
+    /// The scans announced, in walk order.
+    plan: Vec<(i64, u64, u64)>,
+    /// The next announced scan expected.
+    pos: usize,
+    /// Scans before this index have been read ahead (or passed).
+    end: usize,
+    /// The highest sequence number the last window read, when windows have
+    /// followed each other from the walk's start.
+    read_to: Option<u64>,
+    /// Rows of the buffered scans, by announced index.
+    rows: HashMap<usize, Vec<RawRow>>,
+    /// Per partition: the next sequence number its reads reached without a
+    /// gap from 0, and the rows they found (strays included); `None` once
+    /// a window skipped part of it.
+    coverage: HashMap<i64, Option<(u64, u64)>>,
+}
+
+impl ReadAhead {
+    /// Takes a walk's announced scans, forgetting everything before.
+    pub fn expect(&mut self, scans: &[(i64, u64, u64)]) {
+        *self = ReadAhead {
+            plan: scans.to_vec(),
+            ..ReadAhead::default()
+        };
+    }
+
+    /// The announced index of a scan being asked for, if it is the
+    /// expected one or a little past it.
+    pub fn find(&self, scan: (i64, u64, u64)) -> Option<usize> {
+        (self.pos..self.plan.len().min(self.pos + LOOK_AHEAD)).find(|&k| self.plan[k] == scan)
+    }
+
+    /// Whether scan `k` still has to be read (it is past the windows read).
+    pub fn unread(&self, k: usize) -> bool {
+        k >= self.end
+    }
+
+    /// The window starting at announced scan `k`: scans up to
+    /// [`WINDOW_ROWS`] rows long (at least one), and the sequence numbers
+    /// from where the last window ended (or `k`'s first, after a jump) to
+    /// just before the next window's first scan. A scan reaching outside
+    /// the window's range (overlapping segments) is not served from it.
+    pub fn window(&self, k: usize) -> Window {
+        let mut j = k;
+        let mut rows = 0u64;
+        while j < self.plan.len() {
+            let (_, first, last) = self.plan[j];
+            let n = last.saturating_sub(first).saturating_add(1);
+            if j > k && rows.saturating_add(n) > WINDOW_ROWS {
+                break;
+            }
+            rows = rows.saturating_add(n);
+            j += 1;
+        }
+        let lo = match self.read_to {
+            Some(to) if k == self.end => to.saturating_add(1),
+            None if k == 0 => 0,
+            _ => self.plan[k].1,
+        };
+        let hi = match self.plan.get(j) {
+            Some(&(_, next_first, _)) => next_first.saturating_sub(1).max(lo),
+            None => super::partition::MAX_SEQ,
+        };
+        let mut parts: HashMap<i64, Vec<(usize, u64, u64)>> = HashMap::new();
+        for (i, &(part, first, last)) in self.plan[k..j].iter().enumerate() {
+            let scans = parts.entry(part).or_default();
+            if lo <= first && last <= hi {
+                scans.push((k + i, first, last));
+            }
+        }
+        let mut parts: Vec<_> = parts.into_iter().collect();
+        // In file order of partition ids, for a reader's connections.
+        parts.sort_by_key(|(p, _)| *p);
+        Window { lo, hi, parts, end: j }
+    }
+
+    /// Takes the rows a window read: `read` holds each partition's rows of
+    /// `lo..=hi` in sequence order.
+    pub fn fill(&mut self, w: &Window, read: Vec<(i64, Vec<RawRow>)>) {
+        let continues = self.read_to.is_some() && w.lo == self.read_to.map_or(0, |t| t.saturating_add(1));
+        let from_start = w.lo == 0 || continues;
+        self.rows.clear();
+        for (_, scans) in &w.parts {
+            for &(k, _, _) in scans {
+                self.rows.insert(k, Vec::new());
+            }
+        }
+        let scans: HashMap<i64, &Vec<(usize, u64, u64)>> = w.parts.iter().map(|(p, s)| (*p, s)).collect();
+        for (part, rows) in read {
+            let n = rows.len() as u64;
+            for row in rows {
+                let into: Vec<usize> = scans
+                    .get(&part)
+                    .into_iter()
+                    .flat_map(|s| s.iter())
+                    .filter(|(_, first, last)| *first <= row.seq && row.seq <= *last)
+                    .map(|(k, _, _)| *k)
+                    .collect();
+                if let Some((last, rest)) = into.split_last() {
+                    for k in rest {
+                        self.rows.get_mut(k).expect("inserted above").push(row.clone());
+                    }
+                    self.rows.get_mut(last).expect("inserted above").push(row);
+                }
+            }
+            // Coverage goes on only where this partition's reads have
+            // followed each other from sequence number 0.
+            let reached = if w.lo == 0 { Some((0, 0)) } else { None };
+            let c = self.coverage.entry(part).or_insert(reached);
+            *c = match *c {
+                Some((to, found)) if from_start && to == w.lo => Some((w.hi.saturating_add(1), found + n)),
+                _ => None,
+            };
+        }
+        self.read_to = from_start.then_some(w.hi);
+        self.end = w.end;
+    }
+
+    /// The rows of announced scan `k`, if a window read them; the walk is
+    /// then past it.
+    pub fn take(&mut self, k: usize) -> Option<Vec<RawRow>> {
+        self.pos = k + 1;
+        self.rows.remove(&k)
+    }
+
+    /// A partition's rows, if every window of the walk read it (its reads
+    /// reached the last sequence number without a gap).
+    pub fn row_count(&self, part: i64) -> Option<u64> {
+        match self.coverage.get(&part) {
+            Some(Some((to, found))) if *to > super::partition::MAX_SEQ => Some(*found),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64) -> RawRow {
+        RawRow {
+            seq,
+            id: vec![0; 16],
+            ts_us: 0,
+            received_us: 0,
+            scope: "s".into(),
+            class: 0,
+            pseudonym: None,
+            key_id: None,
+            plain: String::new(),
+            body: None,
+            state: 0,
+            prev: vec![0; 32],
+            mac: vec![0; 32],
+            redacted: None,
+        }
+    }
+
+    /// What a store holds: per partition, its rows' sequence numbers.
+    fn read(w: &Window, stored: &[(i64, &[u64])]) -> Vec<(i64, Vec<RawRow>)> {
+        w.parts
+            .iter()
+            .map(|(p, _)| {
+                let seqs = stored.iter().find(|(q, _)| q == p).map_or(&[][..], |(_, s)| *s);
+                (
+                    *p,
+                    seqs.iter()
+                        .filter(|s| w.lo <= **s && **s <= w.hi)
+                        .map(|s| row(*s))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn seqs(rows: Option<Vec<RawRow>>) -> Option<Vec<u64>> {
+        rows.map(|r| r.iter().map(|r| r.seq).collect())
+    }
+
+    #[test]
+    fn a_walk_in_order_is_served_from_one_read_per_partition_and_counts_strays() {
+        // Partition 1 holds 1, 3 and a stray 9; partition 2 holds 2 and 4.
+        let stored: &[(i64, &[u64])] = &[(1, &[1, 3, 9]), (2, &[2, 4])];
+        let mut a = ReadAhead::default();
+        a.expect(&[(1, 1, 1), (2, 2, 2), (1, 3, 3), (2, 4, 4)]);
+        let k = a.find((1, 1, 1)).unwrap();
+        assert!(a.unread(k));
+        let w = a.window(k);
+        assert_eq!((w.lo, w.hi, w.parts.len()), (0, crate::chain::MAX_SEQ, 2));
+        let rows = read(&w, stored);
+        a.fill(&w, rows);
+        for (scan, want) in [((1, 1, 1), 1), ((2, 2, 2), 2), ((1, 3, 3), 3), ((2, 4, 4), 4)] {
+            let k = a.find(scan).unwrap();
+            assert!(!a.unread(k));
+            assert_eq!(seqs(a.take(k)), Some(vec![want]));
+        }
+        assert_eq!(a.row_count(1), Some(3), "the stray is counted");
+        assert_eq!(a.row_count(2), Some(2));
+        assert_eq!(a.row_count(3), None, "never read");
+    }
+
+    #[test]
+    fn windows_follow_each_other_and_a_partition_missing_from_one_has_no_count() {
+        let n = WINDOW_ROWS;
+        // Two windows: partition 1 in both, partition 2 only in the second.
+        let mut a = ReadAhead::default();
+        a.expect(&[(1, 1, n), (1, n + 1, n + 1), (2, n + 2, n + 2)]);
+        let w = a.window(0);
+        assert_eq!((w.lo, w.hi), (0, n));
+        let first: Vec<u64> = (1..=n).collect();
+        let stored: &[(i64, &[u64])] = &[(1, &first)];
+        let rows = read(&w, stored);
+        a.fill(&w, rows);
+        assert_eq!(a.take(0).map(|r| r.len() as u64), Some(n));
+        assert!(a.unread(1));
+        let w = a.window(1);
+        assert_eq!((w.lo, w.hi), (n + 1, crate::chain::MAX_SEQ));
+        let all: Vec<u64> = (1..=n + 1).collect();
+        let stored: &[(i64, &[u64])] = &[(1, &all), (2, &[n + 2])];
+        let rows = read(&w, stored);
+        a.fill(&w, rows);
+        assert_eq!(seqs(a.take(1)), Some(vec![n + 1]));
+        assert_eq!(seqs(a.take(2)), Some(vec![n + 2]));
+        assert_eq!(a.row_count(1), Some(n + 1));
+        assert_eq!(a.row_count(2), None, "its rows below the second window were not read");
+    }
+
+    #[test]
+    fn a_scan_reaching_outside_its_window_is_read_on_its_own() {
+        // Overlapping segments (a tampered catalog): the second reaches
+        // back into the first's range, so its window cannot hold it.
+        let mut a = ReadAhead::default();
+        a.expect(&[(1, 5, 9), (1, 7, 8), (1, 10, 10)]);
+        let w = a.window(0);
+        let stored: &[(i64, &[u64])] = &[(1, &[5, 6, 7, 8, 9, 10])];
+        let rows = read(&w, stored);
+        a.fill(&w, rows);
+        assert_eq!(seqs(a.take(0)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(
+            seqs(a.take(1)),
+            Some(vec![7, 8]),
+            "inside the window's range: served too"
+        );
+        assert_eq!(seqs(a.take(2)), Some(vec![10]));
+        // A walk that jumps ahead reads from the scan it asks for, and
+        // counts nothing it did not read from the start.
+        let mut a = ReadAhead::default();
+        a.expect(&[(1, 1, 1), (2, 2, 2)]);
+        let k = a.find((2, 2, 2)).unwrap();
+        let w = a.window(k);
+        assert_eq!(w.lo, 2);
+        let rows = read(&w, &[(2, &[2])]);
+        a.fill(&w, rows);
+        assert_eq!(seqs(a.take(k)), Some(vec![2]));
+        assert_eq!(a.row_count(2), None);
+        assert_eq!(a.find((1, 1, 1)), None, "behind the walk: read directly");
+    }
+}
