@@ -25,6 +25,10 @@ pub(super) const WINDOW_ROWS: u64 = 8192;
 /// segment).
 const LOOK_AHEAD: usize = 64;
 
+/// An announced scan a window serves: its index, first and last sequence
+/// numbers.
+pub(super) type Served = (usize, u64, u64);
+
 /// One window to read: for each partition, the key range `lo..=hi` of
 /// sequence numbers, and which announced scans (by index) it serves.
 pub(super) struct Window {
@@ -33,7 +37,7 @@ pub(super) struct Window {
     /// Highest sequence number read.
     pub hi: u64,
     /// Per partition, the announced scans it serves: (index, first, last).
-    pub parts: Vec<(i64, Vec<(usize, u64, u64)>)>,
+    pub parts: Vec<(i64, Vec<Served>)>,
     /// First announced scan after the window.
     end: usize,
 }
@@ -104,7 +108,7 @@ impl ReadAhead {
             Some(&(_, next_first, _)) => next_first.saturating_sub(1).max(lo),
             None => super::partition::MAX_SEQ,
         };
-        let mut parts: HashMap<i64, Vec<(usize, u64, u64)>> = HashMap::new();
+        let mut parts: HashMap<i64, Vec<Served>> = HashMap::new();
         for (i, &(part, first, last)) in self.plan[k..j].iter().enumerate() {
             let scans = parts.entry(part).or_default();
             if lo <= first && last <= hi {
@@ -128,7 +132,7 @@ impl ReadAhead {
                 self.rows.insert(k, Vec::new());
             }
         }
-        let scans: HashMap<i64, &Vec<(usize, u64, u64)>> = w.parts.iter().map(|(p, s)| (*p, s)).collect();
+        let scans: HashMap<i64, &Vec<Served>> = w.parts.iter().map(|(p, s)| (*p, s)).collect();
         for (part, rows) in read {
             let n = rows.len() as u64;
             for row in rows {
