@@ -205,10 +205,7 @@ impl Vault {
                     sc.spawn(|| -> Result<Vec<(usize, VerifyReport)>> {
                         let mut reader = self.store.row_reader()?;
                         let mut out = Vec::new();
-                        loop {
-                            let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                                break;
-                            };
+                        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                             let ((t, s), ce) = &work[i];
                             let mut r = VerifyReport::default();
                             let head = heads.get(&(t.clone(), s.clone()));
