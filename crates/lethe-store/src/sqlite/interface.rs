@@ -63,6 +63,10 @@ impl Store for SqliteStore {
         SqliteStore::filter_misses(self, partition, pseudonyms)
     }
 
+    fn filter_misses_of(&self, asks: &[(i64, Vec<[u8; 32]>)]) -> Result<Vec<Vec<[u8; 32]>>> {
+        SqliteStore::filter_misses_of(self, asks)
+    }
+
     fn merkle_node(&self, tenant: &str, stream: &str, level: u32, index: u64) -> Result<Option<Hash>> {
         SqliteStore::merkle_node(self, tenant, stream, level, index)
     }
