@@ -47,6 +47,9 @@ pub(super) struct Window {
 pub(super) struct ReadAhead {
     /// The scans announced, in walk order.
     plan: Vec<(i64, u64, u64)>,
+    /// Every partition they name: each window reads all of them, so that
+    /// a partition with no scan in some window is still read whole.
+    parts: Vec<i64>,
     /// The next announced scan expected.
     pos: usize,
     /// Scans before this index have been read ahead (or passed).
@@ -65,8 +68,12 @@ pub(super) struct ReadAhead {
 impl ReadAhead {
     /// Takes a walk's announced scans, forgetting everything before.
     pub fn expect(&mut self, scans: &[(i64, u64, u64)]) {
+        let mut parts: Vec<i64> = scans.iter().map(|s| s.0).collect();
+        parts.sort_unstable();
+        parts.dedup();
         *self = ReadAhead {
             plan: scans.to_vec(),
+            parts,
             ..ReadAhead::default()
         };
     }
@@ -108,16 +115,18 @@ impl ReadAhead {
             Some(&(_, next_first, _)) => next_first.saturating_sub(1).max(lo),
             None => super::partition::MAX_SEQ,
         };
-        let mut parts: HashMap<i64, Vec<Served>> = HashMap::new();
+        // Every partition of the walk, in file order of partition ids (for
+        // a reader's connections): one without a scan here is read too —
+        // an empty range costs a descent, while a gap would cost counting
+        // the whole partition again at the end (a chain of the 4-tenant
+        // shape has fewer segments per window than partitions).
+        let mut parts: Vec<(i64, Vec<Served>)> = self.parts.iter().map(|p| (*p, Vec::new())).collect();
         for (i, &(part, first, last)) in self.plan[k..j].iter().enumerate() {
-            let scans = parts.entry(part).or_default();
             if lo <= first && last <= hi {
-                scans.push((k + i, first, last));
+                let at = self.parts.binary_search(&part).expect("every partition of the plan");
+                parts[at].1.push((k + i, first, last));
             }
         }
-        let mut parts: Vec<_> = parts.into_iter().collect();
-        // In file order of partition ids, for a reader's connections.
-        parts.sort_by_key(|(p, _)| *p);
         Window { lo, hi, parts, end: j }
     }
 
@@ -247,15 +256,17 @@ mod tests {
     }
 
     #[test]
-    fn windows_follow_each_other_and_a_partition_missing_from_one_has_no_count() {
+    fn windows_follow_each_other_and_read_every_partition_of_the_walk() {
         let n = WINDOW_ROWS;
-        // Two windows: partition 1 in both, partition 2 only in the second.
+        // Two windows: partition 1 in both, partition 2 only in the second
+        // (but read in both: a stray of it in the first window counts).
         let mut a = ReadAhead::default();
         a.expect(&[(1, 1, n), (1, n + 1, n + 1), (2, n + 2, n + 2)]);
         let w = a.window(0);
         assert_eq!((w.lo, w.hi), (0, n));
+        assert_eq!(w.parts.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 2]);
         let first: Vec<u64> = (1..=n).collect();
-        let stored: &[(i64, &[u64])] = &[(1, &first)];
+        let stored: &[(i64, &[u64])] = &[(1, &first), (2, &[7])];
         let rows = read(&w, stored);
         a.fill(&w, rows);
         assert_eq!(a.take(0).map(|r| r.len() as u64), Some(n));
@@ -263,13 +274,14 @@ mod tests {
         let w = a.window(1);
         assert_eq!((w.lo, w.hi), (n + 1, crate::chain::MAX_SEQ));
         let all: Vec<u64> = (1..=n + 1).collect();
-        let stored: &[(i64, &[u64])] = &[(1, &all), (2, &[n + 2])];
+        let stored: &[(i64, &[u64])] = &[(1, &all), (2, &[7, n + 2])];
         let rows = read(&w, stored);
         a.fill(&w, rows);
         assert_eq!(seqs(a.take(1)), Some(vec![n + 1]));
         assert_eq!(seqs(a.take(2)), Some(vec![n + 2]));
         assert_eq!(a.row_count(1), Some(n + 1));
-        assert_eq!(a.row_count(2), None, "its rows below the second window were not read");
+        assert_eq!(a.row_count(2), Some(2), "the stray at 7 was read in the first window");
+        assert_eq!(a.row_count(3), None, "not a partition of the walk");
     }
 
     #[test]
@@ -299,6 +311,7 @@ mod tests {
         let rows = read(&w, &[(2, &[2])]);
         a.fill(&w, rows);
         assert_eq!(seqs(a.take(k)), Some(vec![2]));
+        assert_eq!(a.row_count(1), None);
         assert_eq!(a.row_count(2), None);
         assert_eq!(a.find((1, 1, 1)), None, "behind the walk: read directly");
     }
