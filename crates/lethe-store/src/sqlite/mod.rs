@@ -111,6 +111,9 @@ pub struct SqliteStore {
     keys: Mutex<Connection>,
     /// Restorations this process is loading: connection, file lock, tenant.
     loading: Mutex<HashMap<i64, (Connection, File, TenantId)>>,
+    /// Connections the wide readers (`reader::Reader::wide`) keep open
+    /// together.
+    wide_open: std::sync::atomic::AtomicUsize,
     /// Background checkpoints and closes; dropped after the connections above
     /// (fields drop in declaration order).
     upkeep: checkpoint::Checkpointer,
@@ -280,6 +283,7 @@ impl SqliteStore {
             }),
             keys: Mutex::new(keys),
             loading: Mutex::new(HashMap::new()),
+            wide_open: std::sync::atomic::AtomicUsize::new(0),
             upkeep: checkpoint::Checkpointer::start(&dir.join("catalog.db"))?,
         };
         {

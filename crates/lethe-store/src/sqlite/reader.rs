@@ -18,6 +18,12 @@ const READER_CONNECTIONS: usize = 8;
 /// holds a reader.
 const WIDE_CONNECTIONS: usize = 1024;
 
+/// Connections all wide readers of a store keep open together at most
+/// (~70 MB): verify runs a worker, each with a wide reader, per core, and
+/// on a machine of many cores their connections would otherwise add up
+/// past the memory target. With two workers each keeps its own limit.
+const WIDE_TOTAL: usize = 1536;
+
 /// Page cache of each [`Reader`] connection, in KiB. A reader scans rows in
 /// key order, so beyond the B-tree's few interior pages a cache only holds
 /// pages it will not read again; SQLite's default (2 MB) would let a wide
@@ -108,6 +114,9 @@ pub(super) struct Reader<'a> {
     capacity: usize,
     /// What was read ahead of an announced walk.
     ahead: ReadAhead,
+    /// Whether this reader's connections count against the store's
+    /// [`WIDE_TOTAL`] (see `SqliteStore::wide_open`).
+    shared: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -128,6 +137,7 @@ impl<'a> Reader<'a> {
             paths: HashMap::new(),
             tick: 0,
             ahead: ReadAhead::default(),
+            shared: false,
         }
     }
 
@@ -137,8 +147,28 @@ impl<'a> Reader<'a> {
     /// same files — on a store ingested out of time order every chain has
     /// rows in nearly every day's file, so a reader with a few connections
     /// reopens each file once per chain.
+    /// Together, wide readers keep at most [`WIDE_TOTAL`] connections open:
+    /// one at the total closes one of its own before opening another.
     pub(super) fn wide(store: &'a SqliteStore, lookup_limit: usize) -> Self {
-        Self::with_capacity(store, (lookup_limit / 3).min(WIDE_CONNECTIONS))
+        let mut r = Self::with_capacity(store, (lookup_limit / 3).min(WIDE_CONNECTIONS));
+        r.shared = true;
+        r
+    }
+
+    /// Closes a connection this reader keeps.
+    fn close(&mut self, path: &Path) {
+        if self.conns.remove(path).is_some() && self.shared {
+            self.store.wide_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether opening one more connection needs one of this reader's
+    /// closed first: its own limit, or the store's for wide readers.
+    fn full(&self) -> bool {
+        self.conns.len() >= self.capacity
+            || (self.shared
+                && !self.conns.is_empty()
+                && self.store.wide_open.load(std::sync::atomic::Ordering::Relaxed) >= WIDE_TOTAL)
     }
 
     /// Tells the reader where a partition's file is, and whether a write to
@@ -167,11 +197,11 @@ impl<'a> Reader<'a> {
             }
         };
         if !self.conns.contains_key(&path) {
-            if self.conns.len() >= self.capacity {
+            if self.full() {
                 // The least recently used: a sweep reading the edges of 200
                 // chains goes back to the same few day files chain after chain.
                 if let Some(k) = connections::least_recent(&self.conns, |c| c.used) {
-                    self.conns.remove(&k);
+                    self.close(&k);
                 }
             }
             if !path.exists() {
@@ -209,6 +239,9 @@ impl<'a> Reader<'a> {
                     used: 0,
                 },
             );
+            if self.shared {
+                self.store.wide_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         self.tick += 1;
         let c = self.conns.get_mut(&path).expect("just opened or kept");
@@ -233,11 +266,21 @@ impl<'a> Reader<'a> {
             return out;
         }
         let path = c.path.clone();
-        self.conns.remove(&path);
+        self.close(&path);
         self.busy.insert(path);
         match self.conn(partition)? {
             Some(c) => read(&c.conn),
             None => Ok(empty),
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if self.shared {
+            self.store
+                .wide_open
+                .fetch_sub(self.conns.len(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -310,5 +353,58 @@ impl RowReader for Reader<'_> {
 
     fn strays(&mut self, partition: i64, segments: &[(u64, u64)]) -> Result<Vec<u64>> {
         self.checked(partition, Vec::new(), &|c| partition::strays(c, partition, segments))
+    }
+}
+
+#[cfg(all(test, feature = "testsuite"))]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    /// Every segment of every chain, as scans.
+    fn scans(s: &SqliteStore) -> Vec<(i64, u64, u64)> {
+        let mut out = Vec::new();
+        for c in s.chains().unwrap() {
+            for sa in s.segments(&c.tenant, &c.stream).unwrap() {
+                out.push((sa.partition, sa.segment.first, sa.segment.last));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn wide_readers_count_their_connections_and_keep_to_the_stores_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), 86_400).unwrap();
+        crate::testsuite::random_store(&s, 5, 2000);
+        let scans = scans(&s);
+        let rows = |r: &mut Reader| {
+            let mut n = 0u64;
+            for &(p, a, b) in &scans {
+                crate::RowReader::scan(r, p, a, b, &mut |_| n += 1).unwrap();
+            }
+            n
+        };
+        let limit = s.lock().lookup_limit;
+        let (mut a, mut b) = (Reader::wide(&s, limit), Reader::wide(&s, limit));
+        assert_eq!(rows(&mut a), 2000);
+        assert_eq!(rows(&mut b), 2000);
+        let files = a.conns.len();
+        assert!(files > 20, "the store spreads over many files ({files})");
+        assert_eq!(s.wide_open.load(Ordering::Relaxed), 2 * files);
+        drop(a);
+        assert_eq!(s.wide_open.load(Ordering::Relaxed), files);
+        drop(b);
+        assert_eq!(s.wide_open.load(Ordering::Relaxed), 0);
+
+        // Other wide readers hold the store's total: a reader closes one of
+        // its own before opening another, and still reads every row.
+        s.wide_open.store(WIDE_TOTAL, Ordering::Relaxed);
+        let mut c = Reader::wide(&s, limit);
+        assert_eq!(rows(&mut c), 2000);
+        assert_eq!(c.conns.len(), 1);
+        drop(c);
+        assert_eq!(s.wide_open.load(Ordering::Relaxed), WIDE_TOTAL);
     }
 }
