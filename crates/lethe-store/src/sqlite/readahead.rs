@@ -130,9 +130,17 @@ impl ReadAhead {
         Window { lo, hi, parts, end: j }
     }
 
+    /// Whether announced scan `k` is longer than a window: it is then read
+    /// on its own, and the windows after it start afresh.
+    pub fn oversized(&self, k: usize) -> bool {
+        let (_, first, last) = self.plan[k];
+        last.saturating_sub(first) >= WINDOW_ROWS
+    }
+
     /// Takes the rows a window read: `read` holds each partition's rows of
-    /// `lo..=hi` in sequence order.
-    pub fn fill(&mut self, w: &Window, read: Vec<(i64, Vec<RawRow>)>) {
+    /// `lo..=hi` that its scans ask for, in sequence order, and how many
+    /// rows the range held in all.
+    pub fn fill(&mut self, w: &Window, read: Vec<(i64, Vec<RawRow>, u64)>) {
         let continues = self.read_to.is_some() && w.lo == self.read_to.map_or(0, |t| t.saturating_add(1));
         let from_start = w.lo == 0 || continues;
         self.rows.clear();
@@ -142,8 +150,7 @@ impl ReadAhead {
             }
         }
         let scans: HashMap<i64, &Vec<Served>> = w.parts.iter().map(|(p, s)| (*p, s)).collect();
-        for (part, rows) in read {
-            let n = rows.len() as u64;
+        for (part, rows, n) in read {
             for row in rows {
                 let into: Vec<usize> = scans
                     .get(&part)
@@ -213,18 +220,18 @@ mod tests {
     }
 
     /// What a store holds: per partition, its rows' sequence numbers.
-    fn read(w: &Window, stored: &[(i64, &[u64])]) -> Vec<(i64, Vec<RawRow>)> {
+    fn read(w: &Window, stored: &[(i64, &[u64])]) -> Vec<(i64, Vec<RawRow>, u64)> {
         w.parts
             .iter()
             .map(|(p, _)| {
                 let seqs = stored.iter().find(|(q, _)| q == p).map_or(&[][..], |(_, s)| *s);
-                (
-                    *p,
-                    seqs.iter()
-                        .filter(|s| w.lo <= **s && **s <= w.hi)
-                        .map(|s| row(*s))
-                        .collect(),
-                )
+                let rows: Vec<RawRow> = seqs
+                    .iter()
+                    .filter(|s| w.lo <= **s && **s <= w.hi)
+                    .map(|s| row(*s))
+                    .collect();
+                let n = rows.len() as u64;
+                (*p, rows, n)
             })
             .collect()
     }
@@ -282,6 +289,16 @@ mod tests {
         assert_eq!(a.row_count(1), Some(n + 1));
         assert_eq!(a.row_count(2), Some(2), "the stray at 7 was read in the first window");
         assert_eq!(a.row_count(3), None, "not a partition of the walk");
+    }
+
+    #[test]
+    fn a_scan_longer_than_a_window_is_not_read_ahead() {
+        let n = WINDOW_ROWS;
+        let mut a = ReadAhead::default();
+        a.expect(&[(1, 1, n), (1, n + 1, 2 * n + 1), (2, 2 * n + 2, 2 * n + 2)]);
+        assert!(!a.oversized(0));
+        assert!(a.oversized(1));
+        assert!(!a.oversized(2));
     }
 
     #[test]

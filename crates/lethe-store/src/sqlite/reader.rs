@@ -316,10 +316,17 @@ impl Reader<'_> {
     fn read_ahead(&mut self, k: usize) -> Result<()> {
         let w = self.ahead.window(k);
         let mut read = Vec::with_capacity(w.parts.len());
-        for (part, _) in &w.parts {
-            let mut rows = Vec::new();
-            self.read(*part, w.lo, w.hi, &mut |r| rows.push(r))?;
-            read.push((*part, rows));
+        for (part, served) in &w.parts {
+            // Rows no scan of the window asks for (strays, or rows appended
+            // after the walk began) are counted, not kept.
+            let (mut rows, mut found) = (Vec::new(), 0u64);
+            self.read(*part, w.lo, w.hi, &mut |r| {
+                found += 1;
+                if served.iter().any(|(_, first, last)| *first <= r.seq && r.seq <= *last) {
+                    rows.push(r);
+                }
+            })?;
+            read.push((*part, rows, found));
         }
         self.ahead.fill(&w, read);
         Ok(())
@@ -329,7 +336,10 @@ impl Reader<'_> {
 impl RowReader for Reader<'_> {
     fn scan(&mut self, partition: i64, first: u64, last: u64, visit: &mut dyn FnMut(RawRow)) -> Result<()> {
         if let Some(k) = self.ahead.find((partition, first, last)) {
-            if self.ahead.unread(k) {
+            // A scan longer than a window is read as it always was, a
+            // chunk at a time, not held whole (a time-ordered load puts a
+            // whole batch in one segment).
+            if self.ahead.unread(k) && !self.ahead.oversized(k) {
                 self.read_ahead(k)?;
             }
             if let Some(rows) = self.ahead.take(k) {
