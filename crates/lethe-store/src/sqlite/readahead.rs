@@ -42,6 +42,32 @@ pub(super) struct Window {
     end: usize,
 }
 
+/// A partition's rows a window read, each with the announced scan (by
+/// index) it goes to, and how many rows its range held in all.
+pub(super) type Kept = (i64, Vec<(usize, RawRow)>, u64);
+
+impl Window {
+    /// Keeps row `r` of the window's `i`th partition for each of its scans
+    /// that asks for it (none: a stray, or a row appended since the walk
+    /// began, which is only counted).
+    pub fn keep(&self, i: usize, r: RawRow, into: &mut Vec<(usize, RawRow)>) {
+        let seq = r.seq;
+        let mut asking = self.parts[i]
+            .1
+            .iter()
+            .filter(|(_, first, last)| *first <= seq && seq <= *last)
+            .map(|(k, _, _)| *k)
+            .peekable();
+        while let Some(k) = asking.next() {
+            if asking.peek().is_none() {
+                into.push((k, r));
+                return;
+            }
+            into.push((k, r.clone()));
+        }
+    }
+}
+
 /// What a reader has read ahead of a walk (see the module's comment).
 #[derive(Default)]
 pub(super) struct ReadAhead {
@@ -137,10 +163,9 @@ impl ReadAhead {
         last.saturating_sub(first) >= WINDOW_ROWS
     }
 
-    /// Takes the rows a window read: `read` holds each partition's rows of
-    /// `lo..=hi` that its scans ask for, in sequence order, and how many
-    /// rows the range held in all.
-    pub fn fill(&mut self, w: &Window, read: Vec<(i64, Vec<RawRow>, u64)>) {
+    /// Takes the rows a window read: per partition, its rows of `lo..=hi`
+    /// that scans ask for ([`Window::keep`]), in sequence order.
+    pub fn fill(&mut self, w: &Window, read: Vec<Kept>) {
         let continues = self.read_to.is_some() && w.lo == self.read_to.map_or(0, |t| t.saturating_add(1));
         let from_start = w.lo == 0 || continues;
         self.rows.clear();
@@ -149,22 +174,9 @@ impl ReadAhead {
                 self.rows.insert(k, Vec::new());
             }
         }
-        let scans: HashMap<i64, &Vec<Served>> = w.parts.iter().map(|(p, s)| (*p, s)).collect();
-        for (part, rows, n) in read {
-            for row in rows {
-                let into: Vec<usize> = scans
-                    .get(&part)
-                    .into_iter()
-                    .flat_map(|s| s.iter())
-                    .filter(|(_, first, last)| *first <= row.seq && row.seq <= *last)
-                    .map(|(k, _, _)| *k)
-                    .collect();
-                if let Some((last, rest)) = into.split_last() {
-                    for k in rest {
-                        self.rows.get_mut(k).expect("inserted above").push(row.clone());
-                    }
-                    self.rows.get_mut(last).expect("inserted above").push(row);
-                }
+        for (part, kept, n) in read {
+            for (k, row) in kept {
+                self.rows.get_mut(&k).expect("a scan of the window").push(row);
             }
             // Coverage goes on only where this partition's reads have
             // followed each other from sequence number 0.
@@ -220,18 +232,18 @@ mod tests {
     }
 
     /// What a store holds: per partition, its rows' sequence numbers.
-    fn read(w: &Window, stored: &[(i64, &[u64])]) -> Vec<(i64, Vec<RawRow>, u64)> {
+    fn read(w: &Window, stored: &[(i64, &[u64])]) -> Vec<Kept> {
         w.parts
             .iter()
-            .map(|(p, _)| {
+            .enumerate()
+            .map(|(i, (p, _))| {
                 let seqs = stored.iter().find(|(q, _)| q == p).map_or(&[][..], |(_, s)| *s);
-                let rows: Vec<RawRow> = seqs
-                    .iter()
-                    .filter(|s| w.lo <= **s && **s <= w.hi)
-                    .map(|s| row(*s))
-                    .collect();
-                let n = rows.len() as u64;
-                (*p, rows, n)
+                let (mut kept, mut n) = (Vec::new(), 0);
+                for s in seqs.iter().filter(|s| w.lo <= **s && **s <= w.hi) {
+                    n += 1;
+                    w.keep(i, row(*s), &mut kept);
+                }
+                (*p, kept, n)
             })
             .collect()
     }

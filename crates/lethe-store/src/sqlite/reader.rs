@@ -125,10 +125,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A reader keeping up to `capacity` connections open (at least
-    /// [`READER_CONNECTIONS`]): for a pass that goes round the same files
-    /// again and again, such as a sweep reading the Merkle edges of every
-    /// chain (each chain's records spread over every day's file).
-    pub(super) fn with_capacity(store: &'a SqliteStore, capacity: usize) -> Self {
+    /// [`READER_CONNECTIONS`]).
+    fn with_capacity(store: &'a SqliteStore, capacity: usize) -> Self {
         Reader {
             capacity: capacity.max(READER_CONNECTIONS),
             store,
@@ -146,7 +144,9 @@ impl<'a> Reader<'a> {
     /// three): for passes over many chains, each with rows in most of the
     /// same files — on a store ingested out of time order every chain has
     /// rows in nearly every day's file, so a reader with a few connections
-    /// reopens each file once per chain.
+    /// reopens each file once per chain (a sweep reading the Merkle edges
+    /// of every chain, verify, the archive writer).
+    ///
     /// Together, wide readers keep at most [`WIDE_TOTAL`] connections open:
     /// one at the total closes one of its own before opening another.
     pub(super) fn wide(store: &'a SqliteStore, lookup_limit: usize) -> Self {
@@ -316,17 +316,13 @@ impl Reader<'_> {
     fn read_ahead(&mut self, k: usize) -> Result<()> {
         let w = self.ahead.window(k);
         let mut read = Vec::with_capacity(w.parts.len());
-        for (part, served) in &w.parts {
-            // Rows no scan of the window asks for (strays, or rows appended
-            // after the walk began) are counted, not kept.
-            let (mut rows, mut found) = (Vec::new(), 0u64);
+        for (i, (part, _)) in w.parts.iter().enumerate() {
+            let (mut kept, mut found) = (Vec::new(), 0u64);
             self.read(*part, w.lo, w.hi, &mut |r| {
                 found += 1;
-                if served.iter().any(|(_, first, last)| *first <= r.seq && r.seq <= *last) {
-                    rows.push(r);
-                }
+                w.keep(i, r, &mut kept);
             })?;
-            read.push((*part, rows, found));
+            read.push((*part, kept, found));
         }
         self.ahead.fill(&w, read);
         Ok(())

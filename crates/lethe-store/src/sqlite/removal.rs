@@ -21,28 +21,19 @@ use crate::row::{self};
 /// (or segments) by index; beyond, it reads every one once, in table order.
 const FEW_TENANTS: usize = 4;
 
-/// The segments of `chains`' partitions, by partition: chain by chain by
-/// index when they are few, else one pass over the whole table in its order
-/// (each chain's rows sit on nearly every page).
-fn segments_of_chains(cat: &Connection, chains: &[(&str, &str)]) -> Result<HashMap<i64, Vec<Segment>>> {
+/// What `read` finds per partition of `chains`: chain by chain by index
+/// when they are few, else once for the whole table in its order (each
+/// chain's rows sit on nearly every page).
+fn of_chains<T>(
+    chains: &[(&str, &str)],
+    read: impl Fn(Option<(&str, &str)>) -> Result<HashMap<i64, T>>,
+) -> Result<HashMap<i64, T>> {
     if chains.len() > FEW_TENANTS {
-        return segments_by_partition(cat, None);
+        return read(None);
     }
     let mut out = HashMap::new();
     for &chain in chains {
-        out.extend(segments_by_partition(cat, Some(chain))?);
-    }
-    Ok(out)
-}
-
-/// Live records per partition of `chains`, read as [`segments_of_chains`] reads.
-fn live_records_of_chains(cat: &Connection, chains: &[(&str, &str)]) -> Result<HashMap<i64, u64>> {
-    if chains.len() > FEW_TENANTS {
-        return SqliteStore::live_records(cat, None);
-    }
-    let mut out = HashMap::new();
-    for &chain in chains {
-        out.extend(SqliteStore::live_records(cat, Some(chain))?);
+        out.extend(read(Some(chain))?);
     }
     Ok(out)
 }
@@ -66,7 +57,7 @@ impl SqliteStore {
             .map(|(t, s)| (t.to_string(), s.to_string()))
             .collect();
         let dropping: Vec<(&str, &str)> = dropping.iter().map(|(t, s)| (t.as_str(), s.as_str())).collect();
-        let mut segs = segments_of_chains(&inner.cat, &dropping)?;
+        let mut segs = of_chains(&dropping, |c| segments_by_partition(&inner.cat, c))?;
         // A file's bytes come back only when every partition in it goes:
         // then they are counted once, on the first of them.
         let mut dropped_in: HashMap<&str, usize> = HashMap::new();
@@ -135,8 +126,8 @@ impl SqliteStore {
             .filter(|ch| !ch.dropped.is_empty())
             .map(|ch| (ch.tenant.as_str(), ch.stream.as_str()))
             .collect();
-        let mut stored = segments_of_chains(&inner.cat, &dropping)?;
-        let live_of = live_records_of_chains(&inner.cat, &dropping)?;
+        let mut stored = of_chains(&dropping, |c| segments_by_partition(&inner.cat, c))?;
+        let live_of = of_chains(&dropping, |c| Self::live_records(&inner.cat, c))?;
         // Many chains: every live partition is read in one pass, in table
         // order (see `work`); few: chain by chain.
         let many = chains.len() > FEW_TENANTS;

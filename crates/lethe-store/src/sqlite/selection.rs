@@ -171,11 +171,8 @@ impl SqliteStore {
     /// See [`crate::Store::filter_misses`]: the filter as the catalog has it
     /// now, used only if its bits match their checksum (as lookups do).
     pub(super) fn filter_misses(&self, part: i64, pseudonyms: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        Ok(self
-            .subject_filter(inner, part)?
-            .map_or_else(Vec::new, |f| f.misses(pseudonyms)))
+        let mut misses = self.filter_misses_of(&[(part, pseudonyms.to_vec())])?;
+        Ok(misses.pop().unwrap_or_default())
     }
 
     /// See [`crate::Store::filter_misses_of`]: each partition's filter read

@@ -185,10 +185,9 @@ impl Vault {
         // another stream, and a year of both streams' files is more than a
         // reader keeps.
         let mut order: Vec<usize> = (0..work.len()).collect();
-        order.sort_by(|a, b| {
-            let ((ta, sa), _) = &work[*a];
-            let ((tb, sb), _) = &work[*b];
-            (sa, ta).cmp(&(sb, tb))
+        order.sort_by_key(|&i| {
+            let ((tenant, stream), _) = &work[i];
+            (stream, tenant)
         });
         let order = &order;
         let next = AtomicUsize::new(0);
