@@ -80,6 +80,12 @@ struct Args {
     /// while the load runs.
     #[arg(long, default_value_t = 0)]
     http_under_jobs: u64,
+    /// Hand freed heap memory back to the system between phases (after
+    /// ingest, the erasures and the dry run), as `lethe serve` does after
+    /// each job; off, the peaks include what earlier phases freed but glibc
+    /// kept (the figures of sessions before 25).
+    #[arg(long)]
+    release_memory: bool,
     /// Single-subject erasures timed (each preview, execute, check and
     /// receipt); the 10,000-subject batch follows.
     #[arg(long, default_value_t = 1000)]
@@ -395,6 +401,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// With `--release-memory`, hands the heap's free pages back as `lethe
+/// serve` does after a job, and reports the resident size it came down to
+/// (`rss_released_<phase>_bytes`).
+fn release_memory(args: &Args, out: &mut Map<String, Value>, phase: &str) {
+    if args.release_memory {
+        lethe_server::allocator::release_free_memory();
+        out.insert(format!("rss_released_{phase}_bytes"), json!(current_rss_bytes()));
+    }
+}
+
 /// Erasure on the full store: 1,000 single-subject purges (each preview,
 /// execute, verify and receipt, timed whole), then one 10,000-subject batch.
 fn erasure(
@@ -595,6 +611,9 @@ fn main() -> Result<()> {
     // Everything after ingest runs on a vault opened afresh, as a separate
     // `lethe purge` / `lethe cleanup` process would (no caches from ingest).
     drop(vault);
+    // A separate process starts with an empty heap; `lethe serve` hands
+    // freed memory back after each job (`--release-memory`).
+    release_memory(&args, &mut out, "after_ingest");
     // … and as `lethe ingest` leaves the data directory when it exits.
     if let Some(lsn) = &wal0 {
         out.insert("ingest_wal_bytes".into(), json!(store.wal_since(lsn)?));
@@ -628,11 +647,14 @@ fn main() -> Result<()> {
         )?;
     }
 
+    release_memory(&args, &mut out, "after_erasure");
+
     // Dry run.
     let t = Instant::now();
     let plan = vault.sweep(now, None, true, &now_us, &|_, _| {})?;
     out.insert("dry_run_s".into(), json!(t.elapsed().as_secs_f64()));
     out.insert("planned_deleted".into(), json!(plan.deleted));
+    release_memory(&args, &mut out, "after_dry_run");
 
     // The physical floor, measured first: plain files of exactly the sizes of
     // the partition files this cleanup is going to remove (every day

@@ -14,7 +14,9 @@ pub fn start(app: &Arc<App>, id: String) {
 
 fn run(app: &App, id: &str) {
     let clock = || chrono::Utc::now().timestamp_micros();
-    match app.vault.run_erasure_job(id, &clock) {
+    let outcome = app.vault.run_erasure_job(id, &clock);
+    crate::allocator::release_free_memory();
+    match outcome {
         Ok(job) => {
             tracing::info!(job = id, state = ?job.state, receipt = ?job.receipt, "erasure job ended");
             let removed = job.report.as_ref().and_then(|r| r["removed"].as_u64()).unwrap_or(0);

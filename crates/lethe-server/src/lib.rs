@@ -6,6 +6,7 @@
 //! The binary builds an [`App`] over an open vault and calls [`serve`];
 //! tests do the same on an ephemeral port.
 
+pub mod allocator;
 pub mod auth;
 pub mod body;
 pub mod dashboard;

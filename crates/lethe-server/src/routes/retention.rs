@@ -249,7 +249,10 @@ pub(crate) async fn sweep(
         let now = now_us();
         let r = a
             .vault
-            .sweep_by(&actor, now, Some(&tenant), p.dry_run, &now_us, &|_, _| {})?;
+            .sweep_by(&actor, now, Some(&tenant), p.dry_run, &now_us, &|_, _| {});
+        // What the sweep built and freed goes back, succeeded or not.
+        crate::allocator::release_free_memory();
+        let r = r?;
         if !p.dry_run {
             a.metrics.sweep(
                 r.deleted + r.anonymized,
