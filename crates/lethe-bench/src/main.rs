@@ -514,6 +514,8 @@ fn erasure(
 }
 
 fn main() -> Result<()> {
+    // As `lethe` itself does at start.
+    lethe_server::allocator::configure();
     let mut args = Args::parse();
     if let Some(d) = args.spread_days {
         args.spread = lethe_core::Window::Span(u64::from(d) * 86_400);

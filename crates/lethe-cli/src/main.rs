@@ -31,6 +31,7 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    lethe_server::allocator::configure();
     let cli = args::Cli::parse();
     let json = cli.wants_json();
     diagnostics(if cli.debug { 2 } else { cli.verbose });

@@ -185,7 +185,12 @@ pub const RECEIPT_KINDS: &[&str] = &["receipt.sweep", "receipt.purge", "receipt.
 
 /// An entry to seal. Bodies are JSON text: large ones (intents listing
 /// millions of ranges) serialize straight to text, never through a `Value`.
-fn draft(now_us: i64, actor: &str, kind: &str, tenant: Option<&str>, body: String) -> Draft {
+fn draft(now_us: i64, actor: &str, kind: &str, tenant: Option<&str>, mut body: String) -> Draft {
+    // A serializer's buffer grows by doubling: a 24 MB intent held 32 MB
+    // (and the draft lives while the entry is sealed, copied and stored).
+    if body.capacity() - body.len() > 1 << 16 {
+        body.shrink_to_fit();
+    }
     Draft {
         ts_us: now_us,
         actor: actor.into(),

@@ -349,15 +349,20 @@ impl Vault {
                 policy_version,
                 tenant: tenant.map(|t| t.as_str()),
             };
-            let e = self.record_intent(
-                clock(),
-                actor,
-                "sweep.intent",
-                tenant.map(|t| t.as_str()),
-                serde_json::to_string(&body).expect("intent serializes"),
-                PENDING_INTENT,
-            )?;
-            intent = Some(e.seq);
+            // Only the sequence number is kept: the entry's text (24 MB for
+            // 100 tenants' first sweep of a year) is not held while the
+            // removal runs.
+            let seq = self
+                .record_intent(
+                    clock(),
+                    actor,
+                    "sweep.intent",
+                    tenant.map(|t| t.as_str()),
+                    serde_json::to_string(&body).expect("intent serializes"),
+                    PENDING_INTENT,
+                )?
+                .seq;
+            intent = Some(seq);
             applied = Some(self.store.apply_removal(&plan.chains, progress)?);
             lethe_store::crashpoint::hit("sweep.after_apply");
         }
