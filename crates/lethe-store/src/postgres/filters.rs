@@ -51,14 +51,20 @@ impl FilterCache {
             )
             .map_err(db)?;
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Room for this lookup's filters first, keeping those it uses:
+        // starting the cache over in the middle of the loop below dropped
+        // the filters read (or held at the current version) before, and
+        // their partitions were searched as if they had none.
+        let arriving = rows.iter().filter(|r| r.get::<_, Option<&[u8]>>(2).is_some()).count();
+        if cache.len() + arriving > CACHED {
+            let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
+            cache.retain(|id, _| wanted.contains(id));
+        }
         let mut versions: HashMap<i64, i64> = HashMap::with_capacity(rows.len());
         for r in &rows {
             let (id, version, bits): (i64, i64, Option<Vec<u8>>) = (r.get(0), r.get(1), r.get(2));
             versions.insert(id, version);
             let Some(bits) = bits else { continue };
-            if cache.len() >= CACHED {
-                cache.clear();
-            }
             // The version is the bits' checksum: a damaged filter is not
             // trusted (its partition is searched).
             match SubjectFilter::checked(bits, version) {
